@@ -1,0 +1,1 @@
+"""The ``kiosk`` command line: the kiosk's services and the technician's tools."""

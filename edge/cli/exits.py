@@ -1,0 +1,46 @@
+"""Exit codes of the ``kiosk`` and ``kiosk-cloud`` commands, one per error root.
+
+The first row whose error class matches wins, so narrower classes come first. The table is
+printed in the README; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cloud_sync.errors import SyncError
+from edge.errors import ConfigError, EdgeError, InputError, NotAvailableError
+from hardware.errors import FrameError, HardwareError
+from models.errors import ModelError
+
+OK = 0
+UNEXPECTED = 1
+USAGE = 2
+
+
+@dataclass(frozen=True)
+class ExitCode:
+    code: int
+    error: type[BaseException]
+    meaning: str
+
+
+EXIT_CODES: tuple[ExitCode, ...] = (
+    ExitCode(3, ConfigError, "the settings file or a setting is invalid"),
+    ExitCode(4, InputError, "a file, folder or value given on the command line cannot be used"),
+    ExitCode(4, FrameError, "an image cannot be read or decoded"),
+    ExitCode(5, ModelError, "a face model file is missing or does not match models/manifest.json"),
+    ExitCode(6, HardwareError, "a device (camera, slot board) failed"),
+    ExitCode(7, SyncError, "the outbox or the cloud API failed"),
+    ExitCode(8, NotAvailableError, "the command is not built in this version yet"),
+    ExitCode(1, EdgeError, "the kiosk runtime failed"),
+)
+
+KNOWN_ERRORS: tuple[type[BaseException], ...] = tuple(row.error for row in EXIT_CODES)
+
+
+def exit_code_for(error: BaseException) -> int:
+    for row in EXIT_CODES:
+        if isinstance(error, row.error):
+            return row.code
+    return UNEXPECTED

@@ -1,0 +1,48 @@
+"""Run a Typer app so that every known error becomes one line and a documented exit code.
+
+The traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+import typer
+
+from edge.cli.exits import KNOWN_ERRORS, UNEXPECTED, exit_code_for
+
+
+def run_app(app: typer.Typer, prog: str, argv: Sequence[str] | None = None) -> int:
+    """Invoke ``app`` and return the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Abort:
+        print(f"{prog}: aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        return exc.exit_code
+    except KNOWN_ERRORS as exc:
+        if debug:
+            traceback.print_exc()
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"{prog}: error: {line}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run again with --debug for details)",
+            file=sys.stderr,
+        )
+        return UNEXPECTED
+    return result if isinstance(result, int) else 0

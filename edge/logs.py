@@ -1,0 +1,93 @@
+"""Structured logs for every kiosk process.
+
+JSON lines when the log stream is not a terminal (systemd's journal, files, pipes), a
+readable console format when it is. ``kiosk_id`` is bound on every line. Logs go to
+standard error so that a command's own output on standard output stays clean.
+
+No face image or template ever reaches a log line: ``scrub_biometrics`` replaces any
+array, bytes object or long run of numbers with a short placeholder before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+
+Format = Literal["auto", "json", "console"]
+
+# A sequence of this many numbers or more is treated as a possible template.
+_MAX_NUMBERS = 16
+
+
+def _is_number_run(value: Any) -> bool:
+    if not isinstance(value, (list, tuple)) or len(value) < _MAX_NUMBERS:
+        return False
+    return all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes withheld>"
+    if hasattr(value, "__array_interface__") or type(value).__name__ == "ndarray":
+        shape = getattr(value, "shape", "?")
+        return f"<array {shape} withheld>"
+    if _is_number_run(value):
+        return f"<{len(value)} numbers withheld>"
+    if isinstance(value, Mapping):
+        return {key: _scrub(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(item) for item in value]
+    return value
+
+
+def scrub_biometrics(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: withhold anything that could be a face image or template."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def configure_logging(
+    kiosk_id: str,
+    level: str = "info",
+    fmt: Format = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    """Set up structlog (and the standard library's loggers) for this process."""
+    out = stream if stream is not None else sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            scrub_biometrics,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(kiosk_id=kiosk_id)
+    logging.basicConfig(
+        level=numeric_level, stream=out, format="%(name)s %(levelname)s %(message)s", force=True
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger named after its module."""
+    return structlog.get_logger(name)

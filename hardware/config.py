@@ -1,0 +1,36 @@
+"""Settings sections for the devices: the camera and the slot board."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CameraConfig(BaseModel):
+    """Where frames come from.
+
+    ``replay`` reads a folder of images (or a video file) at ``fps``; ``opencv`` opens a V4L2
+    device index or path, an RTSP/HTTP URL or a video file; ``picamera2`` is the Raspberry Pi
+    camera (Raspberry Pi OS only).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["replay", "opencv", "picamera2"] = "replay"
+    source: str = Field(default="", description="folder, device, URL or file, by kind")
+    fps: float = Field(default=5.0, gt=0, le=120)
+    width: int = Field(default=640, ge=160, le=4096)
+    height: int = Field(default=480, ge=120, le=4096)
+
+
+class BoardConfig(BaseModel):
+    """The slot board on its serial line (any pyserial URL)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(default="/dev/ttyAMA0", min_length=1)
+    baudrate: int = Field(default=115200, ge=1200, le=3_000_000)
+    timeout_s: float = Field(default=0.5, gt=0, le=10)
+    retries: int = Field(default=3, ge=0, le=10)
+    slots: int = Field(default=8, ge=1, le=64)

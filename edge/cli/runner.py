@@ -9,10 +9,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-import click
 import typer
 
-from edge.cli.exits import KNOWN_ERRORS, UNEXPECTED, exit_code_for
+from edge.cli.exits import KNOWN_ERRORS, UNEXPECTED, USAGE, exit_code_for
 
 
 def run_app(app: typer.Typer, prog: str, argv: Sequence[str] | None = None) -> int:
@@ -22,12 +21,18 @@ def run_app(app: typer.Typer, prog: str, argv: Sequence[str] | None = None) -> i
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name=prog, standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print(f"{prog}: aborted", file=sys.stderr)
         return 130
-    except click.ClickException as exc:
-        exc.show(file=sys.stderr)
-        return exc.exit_code
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show(file=sys.stderr)
+        else:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", USAGE))
     except KNOWN_ERRORS as exc:
         if debug:
             traceback.print_exc()

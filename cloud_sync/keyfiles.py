@@ -1,0 +1,95 @@
+"""Private key files: created once with mode 0600, refused when others can read them.
+
+Both of a kiosk's key pairs live in files like these: Ed25519 to sign what it sends,
+X25519 to receive data keys wrapped for it. A key may also come from systemd credentials
+(``$CREDENTIALS_DIRECTORY``), which take precedence over the key folder and are never
+created by the kiosk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from cloud_sync.errors import SigningKeyError
+
+PrivateKey = TypeVar("PrivateKey", Ed25519PrivateKey, X25519PrivateKey)
+
+
+def credential_path(filename: str) -> Path | None:
+    """The file of that name in ``$CREDENTIALS_DIRECTORY``, when systemd provides it."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if folder and (Path(folder) / filename).is_file():
+        return Path(folder) / filename
+    return None
+
+
+def read_private_key(path: Path, kind: type[PrivateKey]) -> PrivateKey:
+    """Read a PKCS#8 PEM key of ``kind``, refusing a file that group or others can read."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SigningKeyError(f"{path}: key file is missing") from None
+    except OSError as exc:
+        raise SigningKeyError(f"{path}: cannot read the key file ({exc.strerror})") from None
+    if mode & 0o077:
+        raise SigningKeyError(
+            f"{path}: key file is readable by others (mode {mode:o}); run chmod 600 {path}"
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise SigningKeyError(f"{path}: not a PEM private key") from None
+    if not isinstance(key, kind):
+        raise SigningKeyError(f"{path}: not an {kind.__name__.removesuffix('PrivateKey')} key")
+    return key
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> bool:
+    """Write ``key`` to ``path`` with mode 0600, durably, unless the file already exists.
+
+    Returns False when another process created the file first (its key wins).
+    """
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        raise SigningKeyError(f"{path}: cannot create the key file ({exc.strerror})") from None
+    return True
+
+
+def load_or_create(path: Path, kind: type[PrivateKey], create: bool = True) -> PrivateKey:
+    """The key from systemd credentials, else from ``path``, created there when allowed."""
+    credential = credential_path(path.name)
+    if credential is not None:
+        return read_private_key(credential, kind)
+    if not path.exists() and create:
+        key = kind.generate()
+        if write_private_key(path, key):
+            return key
+    return read_private_key(path, kind)

@@ -1,0 +1,256 @@
+"""The roster on the wire: rider records, and signed deltas from the cloud to one kiosk.
+
+A rider record (display name, templates, entitlements) is serialised to bytes and sealed
+with the roster's data key before it leaves the cloud; the kiosk stores the sealed blob as
+it arrives. A delta names its recipient (kiosk id and the key id of the kiosk's X25519
+key), the version range it covers, the encoder model, the data key wrapped for that kiosk,
+the sealed upserts and the deletions. The cloud signs the canonical JSON of the delta with
+its roster key (Ed25519), whose public half each kiosk pins at provisioning.
+
+The builder functions are the cloud side's; ``verify_delta`` is what a kiosk runs before
+it considers applying anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cloud_sync.errors import IntegrityError
+from cloud_sync.sealing import key_id, raw_public, row_aad, seal, wrap_key
+
+FORMAT = "kiosk-roster-delta/1"
+ENCODING_SIZE = 128
+
+
+@dataclass(frozen=True)
+class Entitlements:
+    may_rent: bool = True
+    max_open_rentals: int = 1
+    boarding_allowed: bool = True
+    valid_until: date | None = None
+
+
+@dataclass(frozen=True)
+class Template:
+    model: str
+    vector: npt.NDArray[np.float32]
+
+    def __repr__(self) -> str:  # never print a template
+        return f"Template(model={self.model!r})"
+
+
+@dataclass(frozen=True)
+class RiderRecord:
+    """Everything personal about one rider; only ever stored sealed."""
+
+    display_name: str
+    templates: tuple[Template, ...]
+    entitlements: Entitlements = field(default_factory=Entitlements)
+    claim_hash: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RiderRecord(templates={len(self.templates)})"
+
+    def to_bytes(self) -> bytes:
+        data = {
+            "n": self.display_name,
+            "t": [
+                [t.model, base64.b64encode(np.asarray(t.vector, dtype="<f4").tobytes()).decode()]
+                for t in self.templates
+            ],
+            "e": [
+                self.entitlements.may_rent,
+                self.entitlements.max_open_rentals,
+                self.entitlements.boarding_allowed,
+                self.entitlements.valid_until.isoformat()
+                if self.entitlements.valid_until
+                else None,
+            ],
+            "c": self.claim_hash,
+        }
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> RiderRecord:
+        try:
+            data = json.loads(raw)
+            templates = []
+            for model, vector in data["t"]:
+                array = np.frombuffer(base64.b64decode(vector, validate=True), dtype="<f4").astype(
+                    np.float32
+                )
+                if array.shape != (ENCODING_SIZE,):
+                    raise ValueError(f"template has {array.size} values")
+                templates.append(Template(str(model), array))
+            may_rent, max_open, boarding, valid_until = data["e"]
+            return cls(
+                display_name=str(data["n"]),
+                templates=tuple(templates),
+                entitlements=Entitlements(
+                    bool(may_rent),
+                    int(max_open),
+                    bool(boarding),
+                    date.fromisoformat(valid_until) if valid_until else None,
+                ),
+                claim_hash=data.get("c"),
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise IntegrityError(f"rider record is malformed: {exc}") from None
+
+
+class SealedRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    person_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: int = Field(ge=1)
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    sealed: str  # base64
+
+    def blob(self) -> bytes:
+        try:
+            return base64.b64decode(self.sealed, validate=True)
+        except binascii.Error:
+            raise IntegrityError(f"row {self.person_id}: sealed data is not base64") from None
+
+
+class WrappedKeyWire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_id: str
+    recipient: str
+    ephemeral: str
+    sealed: str
+
+
+class DeltaBody(BaseModel):
+    """What the cloud signs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str = FORMAT
+    kiosk_id: str = Field(min_length=1, max_length=64)
+    recipient: str = Field(pattern=r"^[0-9a-f]{16}$")
+    from_version: int = Field(ge=0)
+    to_version: int = Field(ge=1)
+    full: bool = False
+    model: str = Field(min_length=1, max_length=64)
+    data_key: WrappedKeyWire | None = None
+    upserts: tuple[SealedRow, ...] = ()
+    deletions: tuple[str, ...] = ()
+    issued_at: datetime
+
+
+def canonical(body: DeltaBody) -> bytes:
+    return json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign_delta(body: DeltaBody, roster_key: Ed25519PrivateKey) -> bytes:
+    """The signed delta, as the bytes the cloud serves."""
+    signature = roster_key.sign(canonical(body))
+    envelope = {
+        "delta": body.model_dump(mode="json"),
+        "signature": base64.b64encode(signature).decode(),
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def verify_delta(raw: bytes, roster_public: Ed25519PublicKey) -> DeltaBody:
+    """Parse and check a signed delta's signature; ``IntegrityError`` when anything is off."""
+    try:
+        envelope = json.loads(raw)
+        signature = base64.b64decode(envelope["signature"], validate=True)
+        body = DeltaBody.model_validate(envelope["delta"])
+    except (ValueError, KeyError, TypeError, binascii.Error, ValidationError) as exc:
+        reason = (
+            exc.errors()[0]["msg"]
+            if isinstance(exc, ValidationError)
+            else str(exc) or type(exc).__name__
+        )
+        raise IntegrityError(f"roster delta is malformed or truncated: {reason}") from None
+    if body.format != FORMAT:
+        raise IntegrityError(f"roster delta format {body.format!r} is not {FORMAT!r}")
+    try:
+        roster_public.verify(signature, canonical(body))
+    except InvalidSignature:
+        raise IntegrityError(
+            "roster delta signature does not verify: tampered, or not from this cloud"
+        ) from None
+    return body
+
+
+@dataclass(frozen=True)
+class Upsert:
+    person_id: str
+    version: int
+    record: RiderRecord
+
+
+def build_delta(
+    *,
+    kiosk_id: str,
+    recipient: X25519PublicKey,
+    data_key: bytes,
+    model: str,
+    from_version: int,
+    to_version: int,
+    upserts: list[Upsert] | tuple[Upsert, ...] = (),
+    deletions: list[str] | tuple[str, ...] = (),
+    full: bool = False,
+    include_key: bool = True,
+    issued_at: datetime | None = None,
+) -> DeltaBody:
+    """Seal each upsert under ``data_key`` and describe the change for one kiosk."""
+    data_key_id = key_id(data_key)
+    rows = tuple(
+        SealedRow(
+            person_id=item.person_id,
+            version=item.version,
+            key_id=data_key_id,
+            sealed=base64.b64encode(
+                seal(
+                    data_key,
+                    item.record.to_bytes(),
+                    row_aad(item.person_id, item.version, data_key_id),
+                )
+            ).decode(),
+        )
+        for item in upserts
+    )
+    wrapped = WrappedKeyWire(**wrap_key(data_key, recipient).to_dict()) if include_key else None
+    return DeltaBody(
+        kiosk_id=kiosk_id,
+        recipient=key_id(raw_public(recipient)),
+        from_version=from_version,
+        to_version=to_version,
+        full=full,
+        model=model,
+        data_key=wrapped,
+        upserts=rows,
+        deletions=tuple(deletions),
+        issued_at=issued_at or datetime.now(UTC),
+    )
+
+
+def describe(body: DeltaBody) -> dict[str, Any]:
+    """A log-safe summary of a delta (no sealed data)."""
+    return {
+        "kiosk_id": body.kiosk_id,
+        "from_version": body.from_version,
+        "to_version": body.to_version,
+        "full": body.full,
+        "upserts": len(body.upserts),
+        "deletions": len(body.deletions),
+        "model": body.model,
+    }

@@ -1,0 +1,51 @@
+"""A kiosk's own key pairs: X25519 to receive wrapped data keys, Ed25519 to sign.
+
+Both are PKCS#8 PEM files with mode 0600 in the kiosk's key folder (or systemd
+credentials of the same names). ``kiosk provision`` creates them; a local roster in demo
+and development use creates them on first use. A key file that group or others can read
+is refused, and the kiosk will not start with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from cloud_sync import keyfiles
+from cloud_sync.errors import SigningKeyError
+from cloud_sync.sealing import key_id, raw_public
+from edge.vault.errors import KeyFileError
+
+BOX_FILE = "kiosk-x25519.pem"
+SIGN_FILE = "kiosk-ed25519.pem"
+
+
+@dataclass(frozen=True)
+class DeviceKeys:
+    box: X25519PrivateKey
+    sign: Ed25519PrivateKey
+
+    @property
+    def box_key_id(self) -> str:
+        return key_id(raw_public(self.box.public_key()))
+
+    def __repr__(self) -> str:
+        return f"DeviceKeys(box={self.box_key_id})"
+
+
+def device_keys(folder: Path, create: bool = False) -> DeviceKeys:
+    """Load this kiosk's keys from ``folder`` (creating them when ``create``)."""
+    try:
+        box = keyfiles.load_or_create(folder / BOX_FILE, X25519PrivateKey, create=create)  # type: ignore[type-abstract]
+        sign = keyfiles.load_or_create(folder / SIGN_FILE, Ed25519PrivateKey, create=create)  # type: ignore[type-abstract]
+    except SigningKeyError as exc:
+        hint = (
+            ""
+            if create
+            else " (run `kiosk provision`, or enrol into a local roster to create keys)"
+        )
+        raise KeyFileError(f"{exc}{hint}") from None
+    return DeviceKeys(box=box, sign=sign)

@@ -1,0 +1,409 @@
+"""The encrypted roster store: one SQLite file, every personal byte sealed.
+
+Tables: ``riders`` (person id, version, data-key id, the models its templates use, and the
+sealed record), ``data_keys`` (data keys wrapped for this kiosk's X25519 key) and ``meta``
+(roster version, encoder model, source, when it changed). Nothing else is stored: no
+name, template or entitlement in clear, and SQLite is told to keep temporary data in
+memory and to overwrite deleted content (``secure_delete``), with the WAL truncated after
+a deletion so a deleted rider's bytes leave the disk at once.
+
+Two sources fill it: signed deltas from the cloud (``apply_delta``), whose sealed rows are
+stored exactly as they arrive, and local enrolment in demo and development use
+(``enrol``), sealed here under a local data key.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cloud_sync.errors import IntegrityError
+from cloud_sync.roster_wire import DeltaBody, Entitlements, RiderRecord, verify_delta
+from cloud_sync.sealing import (
+    WrappedKey,
+    new_data_key,
+    open_sealed,
+    row_aad,
+    seal,
+    unwrap_key,
+    wrap_key,
+)
+from edge.vault.errors import DeltaError, StoreError, VersionGapError
+from edge.vault.keys import DeviceKeys
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS riders (person_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+    " key_id TEXT NOT NULL, models TEXT NOT NULL, sealed BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS data_keys (key_id TEXT PRIMARY KEY, wrapped TEXT NOT NULL, added_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+
+@dataclass(frozen=True)
+class Rider:
+    """A rider as the kiosk needs it in memory (never written anywhere)."""
+
+    person_id: str
+    version: int
+    display_name: str
+    entitlements: Entitlements
+    claim_hash: str | None
+
+    def __repr__(self) -> str:
+        return f"Rider({self.person_id!r}, v{self.version})"
+
+
+@dataclass
+class LoadedRoster:
+    """The decrypted roster: riders, and templates grouped by encoder model."""
+
+    version: int
+    riders: dict[str, Rider] = field(default_factory=dict)
+    templates: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    from_version: int
+    to_version: int
+    upserts: int
+    deletions: int
+
+
+class RosterStore:
+    """The roster database, opened with this kiosk's keys."""
+
+    def __init__(
+        self,
+        path: Path,
+        keys: DeviceKeys,
+        kiosk_id: str,
+        model: str,
+        roster_public: Ed25519PublicKey | None = None,
+    ) -> None:
+        self.path = path
+        self._keys = keys
+        self._kiosk_id = kiosk_id
+        self._model = model
+        self._roster_public = roster_public
+        self._data_keys: dict[str, bytes] = {}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            for pragma in (
+                "journal_mode=WAL",
+                "synchronous=FULL",
+                "secure_delete=ON",
+                "temp_store=MEMORY",
+            ):
+                self._db.execute(f"PRAGMA {pragma}")
+            check = self._db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise StoreError(
+                    f"{path}: the roster database is damaged ({check[0] if check else 'no answer'})"
+                )
+            for statement in SCHEMA:
+                self._db.execute(statement)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot open the roster database ({exc})") from None
+
+    # -- metadata ---------------------------------------------------------------------
+
+    def _meta(self, key: str, default: str = "") -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else default
+
+    def _set_meta(self, key: str, value: str | int | float) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, str(value)),
+        )
+
+    @property
+    def version(self) -> int:
+        return int(self._meta("version", "0"))
+
+    def info(self) -> dict[str, object]:
+        """Counts and versions, no personal data."""
+        per_model: dict[str, int] = {}
+        for (models,) in self._db.execute("SELECT models FROM riders"):
+            for model in str(models).split(","):
+                per_model[model] = per_model.get(model, 0) + 1
+        changed = float(self._meta("changed_at", "0") or 0)
+        riders = int(self._db.execute("SELECT COUNT(*) FROM riders").fetchone()[0])
+        stale = sum(count for model, count in per_model.items() if model != self._model)
+        return {
+            "path": str(self.path),
+            "version": self.version,
+            "source": self._meta("source", "empty"),
+            "riders": riders,
+            "templates_by_model": per_model,
+            "encoder_model": self._model,
+            "needs_reenrolment": stale,
+            "data_key_id": self._meta("key_id") or None,
+            "changed_at": changed or None,
+            "age_s": round(time.time() - changed, 1) if changed else None,
+        }
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def _data_key(self, data_key_id: str) -> bytes:
+        if data_key_id not in self._data_keys:
+            row = self._db.execute(
+                "SELECT wrapped FROM data_keys WHERE key_id = ?", (data_key_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"{self.path}: data key {data_key_id} is not held by this kiosk")
+            try:
+                self._data_keys[data_key_id] = unwrap_key(
+                    WrappedKey.from_dict(json.loads(row[0])), self._keys.box
+                )
+            except IntegrityError as exc:
+                raise StoreError(
+                    f"{self.path}: cannot open data key {data_key_id}: {exc}"
+                ) from None
+        return self._data_keys[data_key_id]
+
+    def _store_key(self, wrapped: WrappedKey) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO data_keys (key_id, wrapped, added_at) VALUES (?, ?, ?)",
+            (wrapped.key_id, json.dumps(wrapped.to_dict()), time.time()),
+        )
+
+    def _forget_unused_keys(self) -> None:
+        current = self._meta("key_id")
+        self._db.execute(
+            "DELETE FROM data_keys WHERE key_id != ? AND key_id NOT IN (SELECT DISTINCT key_id FROM riders)",
+            (current,),
+        )
+        self._data_keys = {k: v for k, v in self._data_keys.items() if k == current}
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot write the roster ({exc})") from None
+
+    def _scrub_wal(self) -> None:
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _open_row(
+        self, person_id: str, version: int, data_key_id: str, sealed: bytes
+    ) -> RiderRecord:
+        key = self._data_key(data_key_id)
+        try:
+            return RiderRecord.from_bytes(
+                open_sealed(key, sealed, row_aad(person_id, version, data_key_id))
+            )
+        except IntegrityError as exc:
+            raise StoreError(
+                f"{self.path}: rider row {person_id} v{version} fails its integrity check: {exc}"
+            ) from None
+
+    def load(self) -> LoadedRoster:
+        """Decrypt every row into memory."""
+        loaded = LoadedRoster(version=self.version)
+        rows = self._db.execute(
+            "SELECT person_id, version, key_id, sealed FROM riders ORDER BY person_id"
+        )
+        for person_id, version, data_key_id, sealed in rows:
+            record = self._open_row(person_id, version, data_key_id, sealed)
+            loaded.riders[person_id] = Rider(
+                person_id, version, record.display_name, record.entitlements, record.claim_hash
+            )
+            for template in record.templates:
+                loaded.templates.setdefault(template.model, []).append((person_id, template.vector))
+        return loaded
+
+    def verify(self) -> int:
+        """Open every row; return how many were checked. ``StoreError`` on the first bad one."""
+        rows = self._db.execute("SELECT person_id, version, key_id, sealed FROM riders")
+        count = 0
+        for person_id, version, data_key_id, sealed in rows:
+            self._open_row(person_id, version, data_key_id, sealed)
+            count += 1
+        return count
+
+    # -- local enrolment ------------------------------------------------------------------
+
+    def _local_key(self) -> str:
+        current = self._meta("key_id")
+        if current and self._meta("source") == "local":
+            return current
+        data_key = new_data_key()
+        wrapped = wrap_key(data_key, self._keys.box.public_key())
+        self._store_key(wrapped)
+        self._data_keys[wrapped.key_id] = data_key
+        self._set_meta("key_id", wrapped.key_id)
+        self._set_meta("source", "local")
+        return wrapped.key_id
+
+    def enrol(self, person_id: str, record: RiderRecord) -> int:
+        """Add or replace a rider locally; returns the rider's new version."""
+        with self._transaction():
+            data_key_id = self._local_key()
+            row = self._db.execute(
+                "SELECT version FROM riders WHERE person_id = ?", (person_id,)
+            ).fetchone()
+            version = (int(row[0]) + 1) if row else 1
+            self._write_row(person_id, version, data_key_id, record)
+            self._bump_version(self.version + 1)
+        return version
+
+    def _write_row(
+        self, person_id: str, version: int, data_key_id: str, record: RiderRecord
+    ) -> None:
+        sealed = seal(
+            self._data_key(data_key_id), record.to_bytes(), row_aad(person_id, version, data_key_id)
+        )
+        models = ",".join(sorted({template.model for template in record.templates}))
+        self._db.execute(
+            "INSERT OR REPLACE INTO riders (person_id, version, key_id, models, sealed) VALUES (?, ?, ?, ?, ?)",
+            (person_id, version, data_key_id, models, sealed),
+        )
+
+    def _bump_version(self, version: int) -> None:
+        self._set_meta("version", version)
+        self._set_meta("model", self._model)
+        self._set_meta("changed_at", time.time())
+
+    def delete(self, person_id: str) -> bool:
+        """Remove a rider locally, leaving none of their bytes in the file or its WAL."""
+        with self._transaction():
+            gone = (
+                self._db.execute("DELETE FROM riders WHERE person_id = ?", (person_id,)).rowcount
+                > 0
+            )
+            if gone:
+                self._bump_version(self.version + 1)
+        self._scrub_wal()
+        return gone
+
+    def rotate_key(self) -> str:
+        """Re-seal every row under a new local data key and forget the old one."""
+        rows = self._db.execute("SELECT person_id, version, key_id, sealed FROM riders").fetchall()
+        records = [
+            (pid, ver, self._open_row(pid, ver, kid, sealed)) for pid, ver, kid, sealed in rows
+        ]
+        data_key = new_data_key()
+        wrapped = wrap_key(data_key, self._keys.box.public_key())
+        with self._transaction():
+            self._store_key(wrapped)
+            self._data_keys[wrapped.key_id] = data_key
+            self._set_meta("key_id", wrapped.key_id)
+            self._set_meta("source", "local")
+            for person_id, version, record in records:
+                self._write_row(person_id, version + 1, wrapped.key_id, record)
+            self._forget_unused_keys()
+            self._bump_version(self.version + 1)
+        self._scrub_wal()
+        return wrapped.key_id
+
+    # -- deltas from the cloud ----------------------------------------------------------------
+
+    def check_delta(self, raw: bytes) -> DeltaBody:
+        """Every check a delta must pass before anything is applied."""
+        if self._roster_public is None:
+            raise DeltaError("no cloud roster key is pinned on this kiosk (run `kiosk provision`)")
+        try:
+            body = verify_delta(raw, self._roster_public)
+        except IntegrityError as exc:
+            raise DeltaError(str(exc)) from None
+        if body.kiosk_id != self._kiosk_id or body.recipient != self._keys.box_key_id:
+            raise DeltaError(
+                f"roster delta is for another kiosk ({body.kiosk_id}, key {body.recipient})"
+            )
+        if body.model != self._model:
+            raise DeltaError(
+                f"roster delta uses encoder model {body.model!r}; this kiosk runs {self._model!r}"
+            )
+        current = self.version
+        if body.to_version <= current:
+            raise DeltaError(
+                f"roster delta to version {body.to_version} is not newer than version {current} (replayed?)"
+            )
+        if not body.full and body.from_version != current:
+            raise VersionGapError(
+                f"roster delta starts at version {body.from_version} but this kiosk holds {current}: a full snapshot is needed"
+            )
+        return body
+
+    def apply_delta(self, raw: bytes) -> ApplyResult:
+        """Check a signed delta and apply it in one transaction, or change nothing."""
+        body = self.check_delta(raw)
+        keys: dict[str, bytes] = {}
+        wrapped: WrappedKey | None = None
+        if body.data_key is not None:
+            try:
+                wrapped = WrappedKey.from_dict(body.data_key.model_dump())
+                keys[wrapped.key_id] = unwrap_key(wrapped, self._keys.box)
+            except IntegrityError as exc:
+                raise DeltaError(f"roster delta's data key cannot be opened: {exc}") from None
+        rows = []
+        for row in body.upserts:
+            data_key = keys.get(row.key_id)
+            if data_key is None:
+                try:
+                    data_key = self._data_key(row.key_id)
+                except StoreError:
+                    raise DeltaError(
+                        f"row {row.person_id} is sealed with unknown data key {row.key_id}"
+                    ) from None
+            try:
+                blob = row.blob()
+                record = RiderRecord.from_bytes(
+                    open_sealed(data_key, blob, row_aad(row.person_id, row.version, row.key_id))
+                )
+            except IntegrityError as exc:
+                raise DeltaError(f"row {row.person_id} fails its integrity check: {exc}") from None
+            models = ",".join(sorted({template.model for template in record.templates}))
+            rows.append((row.person_id, row.version, row.key_id, models, blob))
+        with self._transaction():
+            if wrapped is not None:
+                self._store_key(wrapped)
+                self._data_keys[wrapped.key_id] = keys[wrapped.key_id]
+                self._set_meta("key_id", wrapped.key_id)
+            self._set_meta("source", "cloud")
+            deleted = 0
+            if body.full:
+                kept = {row[0] for row in rows}
+                existing = [pid for (pid,) in self._db.execute("SELECT person_id FROM riders")]
+                for person_id in existing:
+                    if person_id not in kept:
+                        deleted += self._db.execute(
+                            "DELETE FROM riders WHERE person_id = ?", (person_id,)
+                        ).rowcount
+            self._db.executemany(
+                "INSERT OR REPLACE INTO riders (person_id, version, key_id, models, sealed) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            for person_id in body.deletions:
+                deleted += self._db.execute(
+                    "DELETE FROM riders WHERE person_id = ?", (person_id,)
+                ).rowcount
+            self._forget_unused_keys()
+            self._bump_version(body.to_version)
+        if deleted or body.full:
+            self._scrub_wal()
+        return ApplyResult(body.from_version, body.to_version, len(rows), deleted)
+
+    def close(self) -> None:
+        self._db.close()

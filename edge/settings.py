@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 
 from cloud_sync.config import MqttConfig, OutboxConfig, SyncConfig
-from edge.config import KioskSection, LogSection, VisionSection
+from edge.config import KioskSection, LogSection, RosterSection, VisionSection
 from edge.errors import ConfigError
 from hardware.config import BoardConfig, CameraConfig
 
@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     kiosk: KioskSection = KioskSection()
     log: LogSection = LogSection()
     vision: VisionSection = VisionSection()
+    roster: RosterSection = RosterSection()
     camera: CameraConfig = CameraConfig()
     board: BoardConfig = BoardConfig()
     outbox: OutboxConfig = OutboxConfig()
@@ -75,6 +76,14 @@ class Settings(BaseSettings):
     @property
     def outbox_path(self) -> Path:
         return self.kiosk.state_dir / self.outbox.filename
+
+    @property
+    def roster_path(self) -> Path:
+        return self.kiosk.state_dir / self.roster.filename
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.roster.keys_dir or self.kiosk.state_dir / "keys"
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from cloud_sync.errors import SyncError
 from edge.errors import ConfigError, EdgeError, InputError, NotAvailableError
+from edge.vault.errors import RosterError
 from hardware.errors import FrameError, HardwareError
 from models.errors import ModelError
 
@@ -31,7 +32,8 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(4, FrameError, "an image cannot be read or decoded"),
     ExitCode(5, ModelError, "a face model file is missing or does not match models/manifest.json"),
     ExitCode(6, HardwareError, "a device (camera, slot board) failed"),
-    ExitCode(7, SyncError, "the outbox or the cloud API failed"),
+    ExitCode(7, SyncError, "a local store (outbox, roster) or the cloud API failed"),
+    ExitCode(7, RosterError, "a local store (outbox, roster) or the cloud API failed"),
     ExitCode(8, NotAvailableError, "the command is not built in this version yet"),
     ExitCode(1, EdgeError, "the kiosk runtime failed"),
 )

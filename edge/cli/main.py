@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edge import __version__
-from edge.cli import config_cmd
+from edge.cli import config_cmd, roster_cmd
 from edge.cli.context import CliState, state
 from edge.cli.runner import run_app
 from edge.errors import NotAvailableError
@@ -98,6 +98,9 @@ def demo(
 
 
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(faces_cmd.app, name="faces")
+app.command("enroll")(enroll_cmd.enroll)
+app.add_typer(roster_cmd.app, name="roster")
 
 
 def _not_built(name: str, summary: str, issue: str) -> None:
@@ -121,10 +124,7 @@ for _name, _summary, _issue in (
     ("slots", "List the cabinet's slots, or enable and disable one.", "slot cabinet"),
     ("eject", "Eject the powerbank in one slot, recording who asked and why.", "slot cabinet"),
     ("sync", "Run the sync daemon, sync now, or show the sync status.", "store-and-forward sync"),
-    ("roster", "Show, verify or pull the encrypted roster.", "encrypted roster"),
     ("events", "Tail or export the events in the outbox.", "field operations"),
-    ("enroll", "Enrol riders from photos into the roster.", "face pipeline"),
-    ("faces", "Identify, verify and evaluate faces against a roster.", "face pipeline"),
     ("doctor", "Check everything the kiosk needs, each with a one-line fix.", "field operations"),
     ("provision", "Create this kiosk's identity and register it with the cloud.", "the appliance"),
 ):

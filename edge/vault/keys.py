@@ -43,9 +43,7 @@ def device_keys(folder: Path, create: bool = False) -> DeviceKeys:
         sign = keyfiles.load_or_create(folder / SIGN_FILE, Ed25519PrivateKey, create=create)  # type: ignore[type-abstract]
     except SigningKeyError as exc:
         hint = (
-            ""
-            if create
-            else " (run `kiosk provision`, or enrol into a local roster to create keys)"
+            " (run `kiosk provision` to create this kiosk's keys)" if "missing" in str(exc) else ""
         )
         raise KeyFileError(f"{exc}{hint}") from None
     return DeviceKeys(box=box, sign=sign)

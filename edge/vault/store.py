@@ -72,6 +72,22 @@ class LoadedRoster:
 
 
 @dataclass(frozen=True)
+class RosterInfo:
+    """Counts and versions: nothing personal."""
+
+    path: str
+    version: int
+    source: str
+    riders: int
+    templates_by_model: dict[str, int]
+    encoder_model: str
+    needs_reenrolment: int
+    data_key_id: str | None
+    changed_at: float | None
+    age_s: float | None
+
+
+@dataclass(frozen=True)
 class ApplyResult:
     from_version: int
     to_version: int
@@ -132,7 +148,7 @@ class RosterStore:
     def version(self) -> int:
         return int(self._meta("version", "0"))
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> RosterInfo:
         """Counts and versions, no personal data."""
         per_model: dict[str, int] = {}
         for (models,) in self._db.execute("SELECT models FROM riders"):
@@ -141,18 +157,18 @@ class RosterStore:
         changed = float(self._meta("changed_at", "0") or 0)
         riders = int(self._db.execute("SELECT COUNT(*) FROM riders").fetchone()[0])
         stale = sum(count for model, count in per_model.items() if model != self._model)
-        return {
-            "path": str(self.path),
-            "version": self.version,
-            "source": self._meta("source", "empty"),
-            "riders": riders,
-            "templates_by_model": per_model,
-            "encoder_model": self._model,
-            "needs_reenrolment": stale,
-            "data_key_id": self._meta("key_id") or None,
-            "changed_at": changed or None,
-            "age_s": round(time.time() - changed, 1) if changed else None,
-        }
+        return RosterInfo(
+            path=str(self.path),
+            version=self.version,
+            source=self._meta("source", "empty"),
+            riders=riders,
+            templates_by_model=per_model,
+            encoder_model=self._model,
+            needs_reenrolment=stale,
+            data_key_id=self._meta("key_id") or None,
+            changed_at=changed or None,
+            age_s=round(time.time() - changed, 1) if changed else None,
+        )
 
     # -- keys ---------------------------------------------------------------------------
 

@@ -53,6 +53,19 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MiB.
+
+    Unlike ``ru_maxrss``, VmHWM starts afresh at exec, so a child process does not
+    report its parent's peak.
+    """
+    with Path("/proc/self/status").open(encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def report(name: str, rows: list[dict[str, Any]], notes: dict[str, Any] | None = None) -> Path:
     """Print ``rows`` as a table and write them, with machine facts, to JSON."""
     columns: list[str] = []

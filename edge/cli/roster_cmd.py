@@ -1,0 +1,111 @@
+"""``kiosk roster``: what the encrypted roster holds, whether it is intact, and local changes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edge.cli.context import state
+from edge.settings import Settings
+from edge.vault.live import open_roster
+from edge.vault.store import RosterStore
+
+app = typer.Typer(help="Show, verify or change the encrypted roster.", no_args_is_help=True)
+
+RosterOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--roster", help="Roster file (default: <state_dir>/roster.sqlite).", metavar="PATH"
+    ),
+]
+
+
+def roster_store(settings: Settings, path: Path | None) -> RosterStore:
+    """The roster at ``path`` (keys beside it) or the kiosk's own (keys in the key folder)."""
+    if path is None:
+        return open_roster(
+            settings.roster_path,
+            settings.keys_dir,
+            settings.kiosk.id,
+            settings.roster.cloud_roster_key,
+        )
+    return open_roster(
+        path, path.parent / "keys", settings.kiosk.id, settings.roster.cloud_roster_key
+    )
+
+
+@app.command("info")
+def info(
+    ctx: typer.Context,
+    roster: RosterOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Roster version, age, riders and templates per encoder model, and re-enrolment needs."""
+    settings = state(ctx).settings()
+    found = roster_store(settings, roster).info()
+    too_old = found.age_s is not None and found.age_s > settings.roster.max_age_h * 3600
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {**asdict(found), "max_age_h": settings.roster.max_age_h, "too_old": too_old},
+                indent=2,
+            )
+        )
+        return
+    changed = (
+        datetime.fromtimestamp(found.changed_at, UTC).isoformat(timespec="seconds")
+        if found.changed_at
+        else "-"
+    )
+    rows = {
+        "roster": found.path,
+        "version": found.version,
+        "source": found.source,
+        "riders": found.riders,
+        "templates by model": ", ".join(f"{m}: {n}" for m, n in found.templates_by_model.items())
+        or "-",
+        "encoder model": found.encoder_model,
+        "need re-enrolment": found.needs_reenrolment,
+        "last change": changed,
+        "too old": f"yes (older than {settings.roster.max_age_h:g} h)" if too_old else "no",
+    }
+    table = Table(show_header=False, box=None)
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@app.command("verify")
+def verify(ctx: typer.Context, roster: RosterOption = None) -> None:
+    """Open every rider row with this kiosk's keys; exit non-zero on the first that fails."""
+    store = roster_store(state(ctx).settings(), roster)
+    count = store.verify()
+    typer.echo(f"{store.path}: {count} rider(s) verified, version {store.version}")
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    person_id: Annotated[str, typer.Argument(help="The rider to remove.")],
+    roster: RosterOption = None,
+) -> None:
+    """Remove a rider from a local roster, leaving none of their bytes on disk."""
+    store = roster_store(state(ctx).settings(), roster)
+    if not store.delete(person_id):
+        raise typer.BadParameter(f"no rider {person_id!r} in {store.path}", param_hint="PERSON_ID")
+    typer.echo(f"{person_id}: deleted from {store.path}")
+
+
+@app.command("rotate-key")
+def rotate_key(ctx: typer.Context, roster: RosterOption = None) -> None:
+    """Re-seal every row of a local roster under a new data key and forget the old key."""
+    store = roster_store(state(ctx).settings(), roster)
+    new = store.rotate_key()
+    typer.echo(f"{store.path}: rows re-sealed under data key {new}")

@@ -1,0 +1,86 @@
+"""``kiosk roster`` on a real encrypted roster file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import run_cli
+from tests.vault_helpers import open_store, record
+
+
+def make_roster(folder: Path) -> Path:
+    store = open_store(folder)
+    store.enrol("rider-a", record("Asha", 1))
+    store.enrol("rider-b", record("Bo", 2))
+    store.close()
+    return folder / "roster.sqlite"
+
+
+def test_info_reports_counts_without_personal_data(tmp_path: Path) -> None:
+    roster = make_roster(tmp_path)
+    result = run_cli("roster", "info", "--roster", str(roster), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["riders"] == 2
+    assert info["version"] == 2
+    assert info["source"] == "local"
+    assert info["templates_by_model"] == {"dlib_resnet_v1": 2}
+    assert info["too_old"] is False
+    assert "Asha" not in result.stdout
+    table = run_cli("roster", "info", "--roster", str(roster))
+    assert "riders" in table.stdout and "dlib_resnet_v1: 2" in table.stdout
+
+
+def test_verify_and_delete(tmp_path: Path) -> None:
+    roster = make_roster(tmp_path)
+    assert (
+        run_cli("roster", "verify", "--roster", str(roster))
+        .stdout.strip()
+        .endswith("2 rider(s) verified, version 2")
+    )
+    deleted = run_cli("roster", "delete", "rider-a", "--roster", str(roster))
+    assert deleted.returncode == 0, deleted.stderr
+    again = run_cli("roster", "delete", "rider-a", "--roster", str(roster))
+    assert again.returncode == 2
+    assert "no rider 'rider-a'" in again.stderr
+    assert (
+        json.loads(run_cli("roster", "info", "--roster", str(roster), "--json").stdout)["riders"]
+        == 1
+    )
+
+
+def test_tampered_row_fails_verify(tmp_path: Path) -> None:
+    import sqlite3
+
+    roster = make_roster(tmp_path)
+    with sqlite3.connect(roster) as db:
+        (sealed,) = db.execute("SELECT sealed FROM riders WHERE person_id = 'rider-b'").fetchone()
+        flipped = bytes([sealed[0], *sealed[1:20], sealed[20] ^ 1, *sealed[21:]])
+        db.execute("UPDATE riders SET sealed = ? WHERE person_id = 'rider-b'", (flipped,))
+    result = run_cli("roster", "verify", "--roster", str(roster))
+    assert result.returncode == 7
+    assert "rider row rider-b v1 fails its integrity check" in result.stderr
+
+
+def test_loose_key_permissions_refuse_to_start(tmp_path: Path) -> None:
+    roster = make_roster(tmp_path)
+    (tmp_path / "keys" / "kiosk-x25519.pem").chmod(0o640)
+    result = run_cli("roster", "info", "--roster", str(roster))
+    assert result.returncode == 7
+    assert result.stderr.strip() == (
+        f"kiosk: error: {tmp_path / 'keys' / 'kiosk-x25519.pem'}: key file is readable by others (mode 640); "
+        f"run chmod 600 {tmp_path / 'keys' / 'kiosk-x25519.pem'}"
+    )
+
+
+def test_rotate_key(tmp_path: Path) -> None:
+    roster = make_roster(tmp_path)
+    before = json.loads(run_cli("roster", "info", "--roster", str(roster), "--json").stdout)[
+        "data_key_id"
+    ]
+    result = run_cli("roster", "rotate-key", "--roster", str(roster))
+    assert result.returncode == 0, result.stderr
+    after = json.loads(run_cli("roster", "info", "--roster", str(roster), "--json").stdout)
+    assert after["data_key_id"] != before
+    assert after["riders"] == 2

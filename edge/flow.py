@@ -1,0 +1,398 @@
+"""The rider's flow at the kiosk, as a pure state machine.
+
+Inputs are frozen dataclasses that carry the monotonic time they happened (``at``); the
+machine returns effects for the runtime to carry out: what the screen shows, which slot to
+eject, which event to record. It never reads a clock, a camera, a board or a database, so
+every path (a rider who walks away, a jammed slot, a powerbank not taken, the same rider
+twice) is tested with plain values.
+
+Phases::
+
+    idle ──face──> checking ──recognised + eligible──> ejecting ──board: presented──> take
+      ^               │  └──not recognised / not eligible──> result            │
+      │               └──face gone──> idle                                      ├─taken──> result (rental.started)
+      └──────────────── result shown long enough <──────────────────────────────┴─not taken / jam──> result (rental.failed)
+
+``out_of_service`` is entered from idle or checking whenever the runtime reports a reason
+(maintenance, outbox full, roster too old, clock not set, board not answering); a rental
+already under way finishes first. Returns are recorded in every phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+Mode = Literal["rental", "boarding"]
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    CHECKING = "checking"
+    EJECTING = "ejecting"
+    TAKE = "take"
+    RESULT = "result"
+    OUT_OF_SERVICE = "out_of_service"
+
+
+# -- inputs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaceSeen:
+    """A face is in view but no decision yet; ``hint`` is what the rider should do."""
+
+    at: float
+    faces: int = 1
+    hint: str | None = None  # "come_closer", "look_at_camera", "more_light", "blink", ...
+
+
+@dataclass(frozen=True)
+class FaceGone:
+    at: float
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """The vision pipeline's accepted decision, with eligibility and a slot worked out."""
+
+    at: float
+    person_id: str
+    first_name: str
+    refusal: str | None = None  # None, or "open_rental", "blocked", "expired", "not_allowed"
+    slot: int | None = None  # the slot to eject; None when no charged powerbank is ready
+
+
+@dataclass(frozen=True)
+class NotRecognised:
+    at: float
+    reason: str  # "unknown", "ambiguous", "liveness", "claim required", ...
+
+
+@dataclass(frozen=True)
+class Ejected:
+    """The board reports the powerbank presented at the slot's mouth."""
+
+    at: float
+    slot: int
+    powerbank_id: str
+
+
+@dataclass(frozen=True)
+class EjectFailed:
+    at: float
+    slot: int
+    reason: str  # "jammed", "board_fault", "no_answer", ...
+
+
+@dataclass(frozen=True)
+class Taken:
+    at: float
+    slot: int
+
+
+@dataclass(frozen=True)
+class NotTaken:
+    """The latch re-locked with the powerbank still in the slot."""
+
+    at: float
+    slot: int
+
+
+@dataclass(frozen=True)
+class Returned:
+    at: float
+    slot: int
+    powerbank_id: str
+    charge: int | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """The runtime's view of whether the kiosk may rent: ``reason`` None means it may."""
+
+    at: float
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float
+
+
+Input = (
+    FaceSeen
+    | FaceGone
+    | Recognised
+    | NotRecognised
+    | Ejected
+    | EjectFailed
+    | Taken
+    | NotTaken
+    | Returned
+    | Service
+    | Tick
+)
+
+# -- effects ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What the rider page shows: a message key (see edge/ui/strings) and its values."""
+
+    key: str
+    tone: Literal["info", "ok", "error"] = "info"
+    name: str | None = None
+    slot: int | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Show:
+    screen: Screen
+
+
+@dataclass(frozen=True)
+class Eject:
+    slot: int
+    rental_id: str
+    person_id: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """An event for the outbox; the runtime stamps id, seq and time."""
+
+    type: str
+    payload: tuple[tuple[str, str | int | float | None], ...]
+
+    def as_dict(self) -> dict[str, str | int | float | None]:
+        return dict(self.payload)
+
+
+def record(event_type: str, **payload: str | int | float | None) -> Record:
+    return Record(event_type, tuple(sorted(payload.items())))
+
+
+Effect = Show | Eject | Record
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    checking_s: float = 10.0  # a face in view with no decision
+    eject_s: float = 8.0  # the board must present the powerbank
+    take_s: float = 30.0  # the rider must take it (the board re-locks by then)
+    result_s: float = 5.0  # how long a result stays on screen
+    repeat_guard_s: float = 60.0  # the same rider is not served twice within this
+    boarding_window_s: float = 600.0  # one boarding per rider per window
+
+
+@dataclass
+class _Rental:
+    rental_id: str
+    person_id: str
+    first_name: str
+    slot: int
+    started: float
+    powerbank_id: str | None = None
+
+
+@dataclass
+class Flow:
+    """The kiosk's flow. Feed it inputs with ``handle``; carry out the effects it returns."""
+
+    mode: Mode = "rental"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    route: str = ""
+    vehicle: str = ""
+    phase: Phase = Phase.IDLE
+    since: float = 0.0
+    out_of_service: str | None = None
+    rental: _Rental | None = None
+    _served: dict[str, float] = field(default_factory=dict)
+    _rental_count: int = 0
+
+    # The runtime supplies rental ids (ULIDs); the flow only needs them unique.
+    def new_rental_id(self, at: float) -> str:
+        self._rental_count += 1
+        return f"r{int(at * 1000):x}-{self._rental_count}"
+
+    def _go(self, phase: Phase, at: float, screen: Screen) -> list[Effect]:
+        self.phase, self.since = phase, at
+        return [Show(screen)]
+
+    def _rest(self, at: float) -> list[Effect]:
+        if self.out_of_service:
+            return self._go(
+                Phase.OUT_OF_SERVICE,
+                at,
+                Screen("out_of_service", "error", detail=self.out_of_service),
+            )
+        return self._go(Phase.IDLE, at, Screen("idle"))
+
+    def _result(self, at: float, screen: Screen) -> list[Effect]:
+        return self._go(Phase.RESULT, at, screen)
+
+    def handle(self, event: Input, rental_id: str | None = None) -> list[Effect]:
+        """Advance the machine; ``rental_id`` names the rental an eject would start."""
+        match event:
+            case Returned():
+                return self._returned(event)
+            case Service():
+                return self._service(event)
+            case Tick():
+                return self._tick(event.at)
+        match self.phase:
+            case Phase.IDLE | Phase.CHECKING | Phase.RESULT:
+                return self._looking(event, rental_id)
+            case Phase.EJECTING | Phase.TAKE:
+                return self._renting(event)
+            case Phase.OUT_OF_SERVICE:
+                return []
+        return []
+
+    # -- phases -----------------------------------------------------------------------
+
+    def _looking(self, event: Input, rental_id: str | None) -> list[Effect]:
+        if isinstance(event, FaceSeen):
+            if self.phase == Phase.RESULT:
+                return []  # let the result be read; the next face starts afresh after it
+            if event.faces > 1:
+                return self._go(Phase.CHECKING, event.at, Screen("one_at_a_time"))
+            return self._go(Phase.CHECKING, event.at, Screen("checking", detail=event.hint))
+        if isinstance(event, FaceGone):
+            return self._rest(event.at) if self.phase == Phase.CHECKING else []
+        if isinstance(event, NotRecognised):
+            if self.phase == Phase.RESULT:
+                return []
+            effects = self._result(event.at, Screen("not_recognised", "error", detail=event.reason))
+            return [*effects, record("face.unrecognised", count=1, reason=event.reason)]
+        if isinstance(event, Recognised):
+            if self.phase == Phase.RESULT:
+                return []
+            return self._recognised(event, rental_id)
+        return []
+
+    def _recognised(self, event: Recognised, rental_id: str | None) -> list[Effect]:
+        at, person = event.at, event.person_id
+        if self.mode == "boarding":
+            return self._board(event)
+        last = self._served.get(person)
+        if last is not None and at - last < self.timeouts.repeat_guard_s:
+            return self._result(at, Screen("already_served", name=event.first_name))
+        if event.refusal is not None:
+            return self._result(
+                at, Screen("not_eligible", "error", name=event.first_name, detail=event.refusal)
+            )
+        if event.slot is None:
+            return self._result(at, Screen("no_powerbank", "error", name=event.first_name))
+        rental = _Rental(
+            rental_id or self.new_rental_id(at), person, event.first_name, event.slot, at
+        )
+        self.rental = rental
+        effects = self._go(
+            Phase.EJECTING, at, Screen("ejecting", name=event.first_name, slot=event.slot)
+        )
+        return [*effects, Eject(event.slot, rental.rental_id, person)]
+
+    def _board(self, event: Recognised) -> list[Effect]:
+        at, person = event.at, event.person_id
+        if event.refusal is not None:
+            return self._result(
+                at, Screen("not_eligible", "error", name=event.first_name, detail=event.refusal)
+            )
+        last = self._served.get(person)
+        if last is not None and at - last < self.timeouts.boarding_window_s:
+            return self._result(at, Screen("boarded", "ok", name=event.first_name))
+        self._served[person] = at
+        effects = self._result(at, Screen("boarded", "ok", name=event.first_name))
+        return [
+            *effects,
+            record("boarding.recorded", person_id=person, route=self.route, vehicle=self.vehicle),
+        ]
+
+    def _renting(self, event: Input) -> list[Effect]:
+        rental = self.rental
+        if rental is None:  # pragma: no cover - a phase invariant
+            return self._rest(event.at)
+        if (
+            isinstance(event, Ejected)
+            and event.slot == rental.slot
+            and self.phase == Phase.EJECTING
+        ):
+            rental.powerbank_id = event.powerbank_id
+            return self._go(
+                Phase.TAKE, event.at, Screen("take", "ok", name=rental.first_name, slot=rental.slot)
+            )
+        if isinstance(event, EjectFailed) and event.slot == rental.slot:
+            return self._fail(
+                event.at, event.reason, Screen("eject_failed", "error", slot=rental.slot)
+            )
+        if (
+            isinstance(event, Taken)
+            and event.slot == rental.slot
+            and rental.powerbank_id is not None
+        ):
+            self._served[rental.person_id] = event.at
+            self.rental = None
+            effects = self._result(event.at, Screen("enjoy", "ok", name=rental.first_name))
+            started = record(
+                "rental.started",
+                rental_id=rental.rental_id,
+                person_id=rental.person_id,
+                slot=rental.slot,
+                powerbank_id=rental.powerbank_id,
+                request_id=rental.rental_id,
+            )
+            return [*effects, started]
+        if isinstance(event, NotTaken) and event.slot == rental.slot:
+            return self._fail(event.at, "not_taken", Screen("not_taken", "error", slot=rental.slot))
+        return []  # faces, other slots: the rental in progress keeps the screen
+
+    def _fail(self, at: float, reason: str, screen: Screen) -> list[Effect]:
+        rental = self.rental
+        assert rental is not None
+        self.rental = None
+        failed = record(
+            "rental.failed",
+            rental_id=rental.rental_id,
+            person_id=rental.person_id,
+            slot=rental.slot,
+            reason=reason,
+        )
+        return [*self._result(at, screen), failed]
+
+    # -- inputs valid in every phase ---------------------------------------------------------
+
+    def _returned(self, event: Returned) -> list[Effect]:
+        returned = record(
+            "rental.returned", slot=event.slot, powerbank_id=event.powerbank_id, charge=event.charge
+        )
+        if self.phase in (Phase.IDLE, Phase.CHECKING, Phase.RESULT):
+            return [*self._result(event.at, Screen("returned", "ok", slot=event.slot)), returned]
+        return [returned]
+
+    def _service(self, event: Service) -> list[Effect]:
+        if event.reason == self.out_of_service:
+            return []
+        self.out_of_service = event.reason
+        if self.phase in (Phase.IDLE, Phase.CHECKING, Phase.OUT_OF_SERVICE):
+            return self._rest(event.at)
+        return []  # a rental or a result finishes first; _tick rests afterwards
+
+    def _tick(self, at: float) -> list[Effect]:
+        elapsed = at - self.since
+        timeouts = self.timeouts
+        if self.phase == Phase.CHECKING and elapsed >= timeouts.checking_s:
+            return self._rest(at)
+        if self.phase == Phase.EJECTING and elapsed >= timeouts.eject_s and self.rental is not None:
+            return self._fail(
+                at, "no_answer", Screen("eject_failed", "error", slot=self.rental.slot)
+            )
+        if self.phase == Phase.TAKE and elapsed >= timeouts.take_s and self.rental is not None:
+            return self._fail(at, "not_taken", Screen("not_taken", "error", slot=self.rental.slot))
+        if self.phase == Phase.RESULT and elapsed >= timeouts.result_s:
+            return self._rest(at)
+        return []

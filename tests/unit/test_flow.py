@@ -1,0 +1,271 @@
+"""The rider flow: every path with plain values, and invariants over random input sequences."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.flow import (
+    Eject,
+    Ejected,
+    EjectFailed,
+    FaceGone,
+    FaceSeen,
+    Flow,
+    Input,
+    NotRecognised,
+    NotTaken,
+    Phase,
+    Recognised,
+    Record,
+    Returned,
+    Service,
+    Show,
+    Taken,
+    Tick,
+    Timeouts,
+)
+
+
+def screens(effects: list[object]) -> list[str]:
+    return [effect.screen.key for effect in effects if isinstance(effect, Show)]
+
+
+def records(effects: list[object]) -> list[Record]:
+    return [effect for effect in effects if isinstance(effect, Record)]
+
+
+def asha(at: float, **kw: object) -> Recognised:
+    return Recognised(at=at, person_id="p-asha", first_name="Asha", **{"slot": 4, **kw})  # type: ignore[arg-type]
+
+
+def rent(flow: Flow, at: float = 1.0) -> list[object]:
+    out: list[object] = []
+    out += flow.handle(FaceSeen(at))
+    out += flow.handle(asha(at + 0.3), rental_id="R1")
+    out += flow.handle(Ejected(at + 1.0, 4, "PB-9"))
+    out += flow.handle(Taken(at + 3.0, 4))
+    return out
+
+
+def test_happy_rental_records_started_only_when_taken() -> None:
+    flow = Flow()
+    assert screens(flow.handle(FaceSeen(1.0, hint="come_closer"))) == ["checking"]
+    effects = flow.handle(asha(1.3), rental_id="R1")
+    assert Eject(4, "R1", "p-asha") in effects
+    assert screens(effects) == ["ejecting"]
+    assert records(effects) == []
+    effects = flow.handle(Ejected(2.0, 4, "PB-9"))
+    assert screens(effects) == ["take"] and records(effects) == []
+    assert flow.handle(Taken(4.0, 4))[-1].as_dict() == {  # type: ignore[union-attr]
+        "rental_id": "R1",
+        "person_id": "p-asha",
+        "slot": 4,
+        "powerbank_id": "PB-9",
+        "request_id": "R1",
+    }
+    assert flow.phase == Phase.RESULT
+    assert screens(flow.handle(Tick(4.0 + Timeouts().result_s))) == ["idle"]
+
+
+def test_take_screen_greets_by_first_name_and_slot() -> None:
+    flow = Flow()
+    flow.handle(FaceSeen(0))
+    flow.handle(asha(0.1))
+    show = flow.handle(Ejected(0.5, 4, "PB-1"))[0]
+    assert isinstance(show, Show)
+    assert (show.screen.name, show.screen.slot) == ("Asha", 4)
+
+
+def test_not_recognised_is_refused_and_counted() -> None:
+    flow = Flow()
+    flow.handle(FaceSeen(0))
+    effects = flow.handle(NotRecognised(1, "unknown"))
+    assert screens(effects) == ["not_recognised"]
+    assert [r.type for r in records(effects)] == ["face.unrecognised"]
+    assert not any(isinstance(e, Eject) for e in effects)
+
+
+def test_not_eligible_says_why() -> None:
+    flow = Flow()
+    flow.handle(FaceSeen(0))
+    effects = flow.handle(asha(0.2, refusal="open_rental"))
+    show = effects[0]
+    assert (
+        isinstance(show, Show)
+        and show.screen.key == "not_eligible"
+        and show.screen.detail == "open_rental"
+    )
+    assert not any(isinstance(e, Eject) for e in effects)
+
+
+def test_no_charged_powerbank() -> None:
+    flow = Flow()
+    effects = flow.handle(asha(0.2, slot=None))
+    assert screens(effects) == ["no_powerbank"]
+    assert not any(isinstance(e, Eject) for e in effects)
+
+
+def test_jammed_slot_records_failure_never_started() -> None:
+    flow = Flow()
+    flow.handle(asha(0.0), rental_id="R1")
+    effects = flow.handle(EjectFailed(1.0, 4, "jammed"))
+    assert screens(effects) == ["eject_failed"]
+    assert [(r.type, r.as_dict()["reason"]) for r in records(effects)] == [
+        ("rental.failed", "jammed")
+    ]
+
+
+def test_board_silent_during_eject_times_out_as_failure() -> None:
+    flow = Flow()
+    flow.handle(asha(0.0), rental_id="R1")
+    assert flow.handle(Tick(Timeouts().eject_s - 0.1)) == []
+    effects = flow.handle(Tick(Timeouts().eject_s))
+    assert [r.type for r in records(effects)] == ["rental.failed"]
+    assert records(effects)[0].as_dict()["reason"] == "no_answer"
+
+
+def test_powerbank_not_taken_latch_relocks() -> None:
+    flow = Flow()
+    flow.handle(asha(0.0), rental_id="R1")
+    flow.handle(Ejected(1.0, 4, "PB-9"))
+    effects = flow.handle(NotTaken(20.0, 4))
+    assert screens(effects) == ["not_taken"]
+    assert [(r.type, r.as_dict()["reason"]) for r in records(effects)] == [
+        ("rental.failed", "not_taken")
+    ]
+
+
+def test_rider_walking_away_while_checking_resets() -> None:
+    flow = Flow()
+    flow.handle(FaceSeen(0))
+    assert screens(flow.handle(FaceGone(1))) == ["idle"]
+    flow.handle(FaceSeen(2))
+    assert screens(flow.handle(Tick(2 + Timeouts().checking_s))) == ["idle"]
+
+
+def test_walking_away_mid_rental_does_not_cancel_it() -> None:
+    flow = Flow()
+    flow.handle(asha(0.0), rental_id="R1")
+    assert flow.handle(FaceGone(0.5)) == []
+    assert flow.phase == Phase.EJECTING
+
+
+def test_two_faces_get_no_decision() -> None:
+    flow = Flow()
+    assert screens(flow.handle(FaceSeen(0, faces=2))) == ["one_at_a_time"]
+
+
+def test_same_rider_twice_in_a_row_never_gets_two_rentals() -> None:
+    flow = Flow()
+    first = rent(flow)
+    assert sum(isinstance(e, Eject) for e in first) == 1
+    flow.handle(Tick(100.0 - 50))  # result screen gone
+    second = flow.handle(asha(10.0))
+    assert not any(isinstance(e, Eject) for e in second)
+    assert screens(second) == ["already_served"]
+
+
+def test_recognition_during_a_rental_is_ignored() -> None:
+    flow = Flow()
+    flow.handle(asha(0.0), rental_id="R1")
+    other = Recognised(at=0.5, person_id="p-bo", first_name="Bo", slot=5)
+    assert flow.handle(other) == []
+
+
+def test_return_is_recorded_in_every_phase() -> None:
+    flow = Flow()
+    effects = flow.handle(Returned(1.0, 7, "PB-3", 80))
+    assert screens(effects) == ["returned"]
+    assert records(effects)[0].as_dict() == {"slot": 7, "powerbank_id": "PB-3", "charge": 80}
+    flow2 = Flow()
+    flow2.handle(asha(0.0))
+    effects = flow2.handle(Returned(0.5, 7, "PB-3"))
+    assert screens(effects) == [] and [r.type for r in records(effects)] == ["rental.returned"]
+    assert flow2.phase == Phase.EJECTING
+
+
+def test_out_of_service_blocks_rentals_and_lifts() -> None:
+    flow = Flow()
+    effects = flow.handle(Service(0, "maintenance"))
+    assert screens(effects) == ["out_of_service"]
+    assert flow.handle(asha(1.0)) == []
+    assert screens(flow.handle(Service(2, None))) == ["idle"]
+    assert any(isinstance(e, Eject) for e in flow.handle(asha(3.0)))
+
+
+def test_out_of_service_waits_for_the_rental_under_way() -> None:
+    flow = Flow()
+    flow.handle(asha(0.0), rental_id="R1")
+    assert flow.handle(Service(0.5, "outbox_full")) == []
+    flow.handle(Ejected(1.0, 4, "PB-9"))
+    assert [r.type for r in records(flow.handle(Taken(2.0, 4)))] == ["rental.started"]
+    assert screens(flow.handle(Tick(2.0 + Timeouts().result_s))) == ["out_of_service"]
+
+
+def test_boarding_records_once_per_window() -> None:
+    flow = Flow(mode="boarding", route="42", vehicle="bus-7")
+    first = flow.handle(asha(0.0))
+    assert [r.as_dict() for r in records(first)] == [
+        {"person_id": "p-asha", "route": "42", "vehicle": "bus-7"}
+    ]
+    assert not any(isinstance(e, Eject) for e in first)
+    flow.handle(Tick(10.0))
+    assert records(flow.handle(asha(20.0))) == []
+    flow.handle(Tick(Timeouts().boarding_window_s + 5))
+    assert len(records(flow.handle(asha(Timeouts().boarding_window_s + 10)))) == 1
+
+
+# -- invariants over arbitrary input sequences ----------------------------------------------
+
+
+def inputs() -> st.SearchStrategy[Input]:
+    slots = st.integers(1, 3)
+    return st.one_of(
+        st.builds(FaceSeen, at=st.just(0.0), faces=st.integers(1, 2)),
+        st.builds(FaceGone, at=st.just(0.0)),
+        st.builds(
+            Recognised,
+            at=st.just(0.0),
+            person_id=st.sampled_from(["a", "b"]),
+            first_name=st.just("N"),
+            refusal=st.sampled_from([None, None, "open_rental"]),
+            slot=st.one_of(st.none(), slots),
+        ),
+        st.builds(NotRecognised, at=st.just(0.0), reason=st.just("unknown")),
+        st.builds(Ejected, at=st.just(0.0), slot=slots, powerbank_id=st.just("PB")),
+        st.builds(EjectFailed, at=st.just(0.0), slot=slots, reason=st.just("jammed")),
+        st.builds(Taken, at=st.just(0.0), slot=slots),
+        st.builds(NotTaken, at=st.just(0.0), slot=slots),
+        st.builds(Returned, at=st.just(0.0), slot=slots, powerbank_id=st.just("PB")),
+        st.builds(Service, at=st.just(0.0), reason=st.sampled_from([None, "maintenance"])),
+        st.builds(Tick, at=st.just(0.0)),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(inputs(), st.floats(0.0, 40.0)), max_size=40))
+def test_invariants_hold_for_any_sequence(steps: list[tuple[Input, float]]) -> None:
+    flow = Flow()
+    now = 0.0
+    open_ejects: dict[int, str] = {}  # slot -> rental id ejected and not yet settled
+    settled: set[str] = set()
+    for event, gap in steps:
+        now += gap
+        event = type(event)(**{**event.__dict__, "at": now})
+        was_out = flow.out_of_service is not None and flow.phase in (Phase.OUT_OF_SERVICE,)
+        effects = flow.handle(event)
+        for effect in effects:
+            if isinstance(effect, Eject):
+                assert not was_out, "ejected while out of service"
+                assert not open_ejects, "a second eject while one is unsettled"
+                open_ejects[effect.slot] = effect.rental_id
+            if isinstance(effect, Record) and effect.type in ("rental.started", "rental.failed"):
+                data = effect.as_dict()
+                rental_id, slot = str(data["rental_id"]), int(data["slot"])  # type: ignore[arg-type]
+                assert open_ejects.get(slot) == rental_id, "a rental settled that was never ejected"
+                assert rental_id not in settled, "a rental settled twice"
+                settled.add(rental_id)
+                del open_ejects[slot]
+        if flow.phase not in (Phase.EJECTING, Phase.TAKE):
+            assert not open_ejects, f"phase {flow.phase} left an eject unsettled"

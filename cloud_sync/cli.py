@@ -1,11 +1,30 @@
-"""The ``kiosk-cloud`` command: the thin cloud API and its administration."""
+"""The ``kiosk-cloud`` command: the thin cloud API and its administration.
+
+Settings come from ``KIOSK_CLOUD_*`` variables (see ``cloud_sync.server.config``); the
+options below override them. Admin commands work on the database directly, so they need
+no running server and no admin token.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from cloud_sync.errors import SignatureError
+from cloud_sync.events import KIOSK_ID_PATTERN
+from cloud_sync.server.config import CloudSettings, load_cloud_settings
+from cloud_sync.server.db import open_database
+from cloud_sync.server.migrations import migrate
+from cloud_sync.server.store import Store
+from cloud_sync.signing import parse_public_key
 from edge.cli.runner import run_app
-from edge.errors import NotAvailableError
+from edge.errors import InputError
 
 app = typer.Typer(
     name="kiosk-cloud",
@@ -16,18 +35,167 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="sqlite:///FILE or postgresql://... (default: KIOSK_CLOUD_DATABASE_URL, "
+        "else sqlite:///cloud.sqlite).",
+        metavar="URL",
+    ),
+]
+
 
 @app.callback()
 def root() -> None:
     """The thin cloud API that receives kiosk events and serves rosters."""
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def serve() -> None:
-    """Serve the cloud API (events ingest, roster, kiosk registry). [not built yet]"""
-    raise NotAvailableError(
-        "'kiosk-cloud serve' is not built in this version yet (store-and-forward sync)"
+def _settings(**overrides: Any) -> CloudSettings:
+    return load_cloud_settings(**overrides)
+
+
+@contextmanager
+def _store(database_url: str | None) -> Iterator[Store]:
+    settings = _settings(database_url=database_url)
+    database = open_database(settings.database_url, pool_size=2)
+    try:
+        migrate(database)
+        yield Store(database)
+    finally:
+        database.close()
+
+
+@app.command()
+def serve(
+    database_url: DatabaseUrl = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Port (default 8000).")
+    ] = None,
+) -> None:
+    """Serve the cloud API (events ingest, kiosk registry, provisioning, metrics)."""
+    import structlog
+    import uvicorn
+
+    from cloud_sync.server.app import create_app
+    from edge.logs import configure_logging
+
+    settings = _settings(database_url=database_url, host=host, port=port)
+    configure_logging("cloud", level=settings.log_level, fmt=settings.log_format)
+    structlog.contextvars.unbind_contextvars("kiosk_id")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
     )
+
+
+@app.command("migrate")
+def migrate_db(database_url: DatabaseUrl = None) -> None:
+    """Create or upgrade the database schema (serve does this too)."""
+    settings = _settings(database_url=database_url)
+    database = open_database(settings.database_url, pool_size=1)
+    try:
+        applied = migrate(database)
+    finally:
+        database.close()
+    typer.echo(f"applied migrations {applied}" if applied else "the schema is up to date")
+
+
+@app.command("register-kiosk")
+def register_kiosk(
+    kiosk_id: Annotated[str, typer.Argument(help="The kiosk's id (kiosk.id in its settings).")],
+    public_key: Annotated[
+        str, typer.Option("--public-key", help="Its key, as printed by `kiosk sync key`.")
+    ],
+    site: Annotated[str, typer.Option("--site", help="Where it stands.")] = "",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register a kiosk and its public signing key (or replace them)."""
+    if not re.fullmatch(KIOSK_ID_PATTERN, kiosk_id):
+        raise InputError(f"{kiosk_id!r} is not a kiosk id (lowercase letters, digits, '-')")
+    try:
+        parse_public_key(public_key)
+    except SignatureError as exc:
+        raise InputError(f"--public-key: {exc}") from None
+    with _store(database_url) as store:
+        created = store.register_kiosk(kiosk_id, public_key, site)
+    typer.echo(f"{'registered' if created else 'updated'} {kiosk_id}")
+
+
+@app.command("issue-token")
+def issue_token(
+    kiosk_id: Annotated[
+        str | None, typer.Option("--kiosk-id", help="Only this kiosk may use the token.")
+    ] = None,
+    site: Annotated[str, typer.Option("--site", help="Site recorded for the kiosk.")] = "",
+    ttl_s: Annotated[
+        float, typer.Option("--ttl", min=60, max=30 * 86400, help="Seconds it stays valid.")
+    ] = 86400,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Issue a one-time provisioning token (printed once, stored hashed)."""
+    with _store(database_url) as store:
+        token, expires = store.issue_token(ttl_s, kiosk_id, site)
+    typer.echo(token)
+    typer.echo(f"valid until {expires}", err=True)
+
+
+@app.command("kiosks")
+def kiosks(database_url: DatabaseUrl = None) -> None:
+    """List registered kiosks as JSON lines."""
+    with _store(database_url) as store:
+        for record in store.kiosks():
+            typer.echo(json.dumps(record.__dict__))
+
+
+@app.command("events")
+def events(
+    kiosk_id: Annotated[str | None, typer.Option("--kiosk-id", help="Only this kiosk.")] = None,
+    after_seq: Annotated[int, typer.Option("--after-seq", min=0)] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 100,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List stored events as JSON lines, in (kiosk, seq) order."""
+    with _store(database_url) as store:
+        for row in store.events(kiosk_id, after_seq, limit):
+            typer.echo(json.dumps(row))
+
+
+@app.command("rentals")
+def rentals(
+    status: Annotated[str, typer.Option("--status", help="open, closed, failed or all.")] = "open",
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 100,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List rentals (open ones by default) as JSON lines."""
+    if status not in ("open", "closed", "failed", "all"):
+        raise InputError("--status must be open, closed, failed or all")
+    with _store(database_url) as store:
+        for row in store.rentals(None if status == "all" else status, limit):
+            typer.echo(json.dumps(row))
+
+
+@app.command("openapi")
+def openapi(
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the OpenAPI document of the cloud API (docs/openapi.json is this output)."""
+    from cloud_sync.server.openapi import render_openapi
+
+    text = render_openapi()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
 
 
@@ -11,7 +13,13 @@ class OutboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     filename: str = Field(default="outbox.sqlite", min_length=1, pattern=r"^[^/]+$")
+    #: Disk budget for stored events. Past it, sent events go first, then telemetry, then
+    #: ops events (oldest first); money events are never dropped (OutboxFullError instead).
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    #: Events appended within this many seconds count as live and are sent ahead of a backlog.
+    live_window_s: float = Field(default=60.0, ge=1, le=86400)
+    #: Acknowledged events are kept this long (for `kiosk events`), then pruned.
+    keep_sent_s: float = Field(default=7 * 86400, ge=0, le=365 * 86400)
 
 
 class SyncConfig(BaseModel):
@@ -24,6 +32,19 @@ class SyncConfig(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     batch_max_events: int = Field(default=500, ge=1, le=5000)
     batch_max_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: At most this share of a batch goes to live events; the rest drains the backlog.
+    live_share: float = Field(default=0.5, gt=0, le=1)
+    #: Exponential backoff with full jitter: a random wait in [0, min(max, base * 2^n)].
+    backoff_base_s: float = Field(default=1.0, gt=0, le=60)
+    backoff_max_s: float = Field(default=300.0, ge=1, le=86400)
+    #: A server's Retry-After is honoured up to this many seconds.
+    retry_after_max_s: float = Field(default=3600.0, ge=1, le=86400)
+    #: Bodies at least this large are sent gzip-compressed.
+    gzip_min_bytes: int = Field(default=1024, ge=0, le=16 * 1024 * 1024)
+    #: The kiosk's Ed25519 signing key, in ``kiosk.state_dir`` (created 0600 if missing).
+    key_filename: str = Field(default="kiosk-ed25519.pem", min_length=1, pattern=r"^[^/]+$")
+    #: A CA bundle to trust for the cloud's TLS certificate (default: the system's).
+    ca_file: Path | None = None
 
 
 class MqttConfig(BaseModel):

@@ -3,10 +3,19 @@
 The tree, by phase::
 
     SyncError
-    ├── OutboxError                     the local event store
-    │   └── OutboxFullError (OSError)   no room left for an event that must not be dropped
-    ├── EventError (ValueError)         an event does not match its schema
-    └── CloudError (ConnectionError)    the cloud API cannot be reached or refused a request
+    ├── OutboxError                         the local event store
+    │   └── OutboxFullError (OSError)       no room left for an event that must not be dropped
+    ├── EventError (ValueError)             an event does not match its schema
+    ├── SigningKeyError (OSError)           the kiosk's signing key cannot be read or created
+    ├── SignatureError (ValueError)         a request's signature is missing, stale or wrong
+    ├── CloudError (ConnectionError)        the cloud API cannot be reached or refused a request
+    │   ├── CloudUnavailableError           transient: network, timeout, 408, 429, 5xx; retried
+    │   ├── CloudAuthError                  401/403: this kiosk is unknown or its key is wrong
+    │   └── CloudRejectedError              another 4xx: the request itself is wrong; not retried
+    ├── StoreError                          the cloud's database (server side)
+    └── IntegrityError (ValueError)         sealed data or a signed roster does not verify
+
+Third-party errors (sqlite3, httpx, psycopg) are translated where they enter.
 """
 
 from __future__ import annotations
@@ -28,5 +37,54 @@ class EventError(SyncError, ValueError):
     """An event does not match its schema."""
 
 
+class SigningKeyError(SyncError, OSError):
+    """The kiosk's signing key file cannot be read, parsed or created."""
+
+
+class SignatureError(SyncError, ValueError):
+    """A request signature is missing, malformed, outside the clock skew or does not verify."""
+
+
 class CloudError(SyncError, ConnectionError):
     """The cloud API cannot be reached, or it refused the request."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class CloudUnavailableError(CloudError):
+    """A transient failure worth retrying later (``retry_after`` when the server said so)."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+
+class CloudAuthError(CloudError):
+    """The cloud does not accept this kiosk's signature (unknown kiosk, wrong key, clock)."""
+
+
+class CloudRejectedError(CloudError):
+    """The cloud refused the request itself (a 4xx other than 401/403/408/429)."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        code: str = "",
+        rejected: dict[int, str] | None = None,
+    ) -> None:
+        super().__init__(message, status)
+        self.code = code
+        self.rejected = rejected or {}
+
+
+class StoreError(SyncError):
+    """The cloud API's database cannot be opened, migrated or written."""
+
+
+class IntegrityError(SyncError, ValueError):
+    """Sealed data or a signature does not verify: tampered, truncated, or the wrong key."""

@@ -3,26 +3,50 @@
 An event has a ULID ``id``, the ``kiosk_id``, a per-kiosk increasing ``seq``, its
 ``type``, ``occurred_at`` in UTC, the envelope ``schema`` version and a ``payload`` whose
 model is chosen by ``type``. Payloads never carry a face image or template.
+
+Every type belongs to a class that decides what the outbox may drop when its disk budget
+runs out (``CLASS_OF``): ``money`` events (rentals, returns, boardings, ejections) are
+never dropped, ``ops`` events only after every ``telemetry`` event is gone.
+
+The wire format of ``POST /v1/events:batch`` (``BatchRequest``, ``BatchResponse``) lives
+here too, and ``python -m cloud_sync.events`` writes the JSON Schemas of all of it into
+``cloud_sync/schemas/`` (a test fails when those files are stale).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cloud_sync.errors import EventError
 
 SCHEMA_VERSION = 1
+SUPPORTED_SCHEMAS = frozenset({1})
+
+ULID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
+KIOSK_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
+MAX_SEQ = 2**63 - 1
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class KioskStarted(_Payload):
-    version: str
+    version: str = Field(min_length=1, max_length=64)
     mode: Literal["rental", "boarding", "demo"]
 
 
@@ -30,12 +54,12 @@ class FaceRecognised(_Payload):
     person_id: str = Field(min_length=1, max_length=128)
     distance: float = Field(ge=0)
     margin: float | None = None
-    frames: int = Field(default=1, ge=1)
-    model: str
+    frames: int = Field(default=1, ge=1, le=10_000)
+    model: str = Field(min_length=1, max_length=128)
 
 
 class FaceUnrecognised(_Payload):
-    count: int = Field(default=1, ge=1)
+    count: int = Field(default=1, ge=1, le=1_000_000)
     reason: str = Field(min_length=1, max_length=200)
 
 
@@ -82,10 +106,10 @@ class SlotEjected(_Payload):
 
 
 class RosterApplied(_Payload):
-    from_version: int = Field(ge=0)
-    to_version: int = Field(ge=0)
-    upserts: int = Field(ge=0)
-    deletions: int = Field(ge=0)
+    from_version: int = Field(ge=0, le=MAX_SEQ)
+    to_version: int = Field(ge=0, le=MAX_SEQ)
+    upserts: int = Field(ge=0, le=10_000_000)
+    deletions: int = Field(ge=0, le=10_000_000)
 
 
 PAYLOADS: dict[str, type[_Payload]] = {
@@ -128,17 +152,35 @@ Payload = (
 )
 
 
+EventClass = Literal["money", "ops", "telemetry"]
+
+#: What the outbox may drop under disk pressure: money never, ops after all telemetry.
+CLASS_OF: dict[str, EventClass] = {
+    "rental.started": "money",
+    "rental.failed": "money",
+    "rental.returned": "money",
+    "boarding.recorded": "money",
+    "slot.ejected": "money",
+    "kiosk.started": "ops",
+    "slot.fault": "ops",
+    "roster.applied": "ops",
+    "face.recognised": "telemetry",
+    "face.unrecognised": "telemetry",
+}
+EVENT_CLASSES: tuple[EventClass, ...] = ("money", "ops", "telemetry")
+
+
 class Event(BaseModel):
     """One event, as stored in the outbox and sent to the cloud."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    id: str = Field(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$")
-    kiosk_id: str = Field(min_length=1, max_length=64)
-    seq: int = Field(ge=1)
+    id: str = Field(pattern=ULID_PATTERN, description="ULID, unique across every kiosk")
+    kiosk_id: str = Field(pattern=KIOSK_ID_PATTERN)
+    seq: int = Field(ge=1, le=MAX_SEQ, description="Per-kiosk, increases by one per event")
     type: EventType
-    occurred_at: datetime
-    schema_version: int = Field(default=SCHEMA_VERSION, alias="schema", ge=1)
+    occurred_at: datetime = Field(description="RFC 3339 with a time zone; stored in UTC")
+    schema_version: int = Field(default=SCHEMA_VERSION, alias="schema", ge=1, le=SCHEMA_VERSION)
     payload: Payload
 
     @model_validator(mode="before")
@@ -164,6 +206,10 @@ class Event(BaseModel):
             raise ValueError("occurred_at must carry a time zone")
         return value.astimezone(UTC)
 
+    @property
+    def event_class(self) -> EventClass:
+        return CLASS_OF[self.type]
+
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
 
@@ -177,3 +223,156 @@ def payload_for(event_type: str, **fields: Any) -> _Payload:
         return model(**fields)
     except ValueError as exc:
         raise EventError(f"invalid {event_type} payload: {exc}") from None
+
+
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """A validation error as one short line: ``field.path: reason; ...``."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False)[:5]:
+        where = prefix + ".".join(str(part) for part in item["loc"]) or "(event)"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_event(data: Any) -> Event:
+    """Validate one event as received from the wire; ``EventError`` with a short reason."""
+    if not isinstance(data, dict):
+        raise EventError(f"an event must be a JSON object, not {type(data).__name__}")
+    event_type = data.get("type")
+    if not isinstance(event_type, str) or event_type not in PAYLOADS:
+        shown = event_type if isinstance(event_type, str) else type(event_type).__name__
+        raise EventError(f"type: unknown event type {str(shown)[:64]!r}")
+    version = data.get("schema", SCHEMA_VERSION)
+    if version not in SUPPORTED_SCHEMAS or isinstance(version, bool):
+        raise EventError(
+            f"schema: unsupported schema version {str(version)[:16]!r} "
+            f"(supported: {', '.join(map(str, sorted(SUPPORTED_SCHEMAS)))})"
+        )
+    payload = data.get("payload")
+    if not isinstance(payload, dict):
+        raise EventError("payload: must be a JSON object")
+    try:
+        return Event.model_validate(data)
+    except ValidationError as exc:
+        envelope_error = exc
+    try:  # name the payload's own field when that is what failed
+        PAYLOADS[event_type].model_validate(payload)
+    except ValidationError as exc:
+        raise EventError(describe(exc, prefix="payload.")) from None
+    raise EventError(describe(envelope_error)) from None
+
+
+def check_occurred_at(event: Event, now: datetime, max_future: timedelta) -> None:
+    """Refuse an event stamped further in the future than ``max_future`` from ``now``."""
+    if event.occurred_at > now + max_future:
+        raise EventError(
+            f"occurred_at: {event.occurred_at.isoformat()} is in the future "
+            f"(more than {int(max_future.total_seconds())} s after the receiver's clock)"
+        )
+
+
+# -- the batch wire format -------------------------------------------------------------
+
+MAX_BATCH_EVENTS = 5000
+
+
+class BatchRequest(BaseModel):
+    """The body of ``POST /v1/events:batch`` (optionally gzip-encoded).
+
+    ``events`` are validated one by one, so that each bad event is named in the answer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kiosk_id: str = Field(pattern=KIOSK_ID_PATTERN)
+    batch_id: str = Field(pattern=ULID_PATTERN)
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_EVENTS,
+        description="Each item is an Event (see event.json); at most the server's batch limit",
+    )
+
+
+class Rejection(BaseModel):
+    """One event the server refused, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0, description="Position of the event in the batch")
+    id: str | None = Field(description="The event's id, when it had a readable one")
+    reason: str
+
+
+class BatchResponse(BaseModel):
+    """The answer to a batch: every event is either accepted, a duplicate, or rejected.
+
+    Status 200 means nothing was rejected and every accepted event is stored. When any
+    event is rejected the status is 422, ``rejected`` names each bad event, and nothing of
+    the batch is stored: the sender sets the rejected events aside and sends the rest again.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_id: str
+    accepted: list[str] = Field(default_factory=list)
+    duplicate: list[str] = Field(default_factory=list)
+    rejected: list[Rejection] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer of the cloud API."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    error: str = Field(description="A stable, machine-readable code, e.g. malformed_json")
+    reason: str = Field(description="What was wrong, in plain words")
+    request_id: str | None = None
+    rejected: list[Rejection] = Field(default_factory=list)
+
+
+# -- JSON Schemas ------------------------------------------------------------------------
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """File name -> JSON Schema, for the envelope, each payload and the batch wire format."""
+    schemas: dict[str, dict[str, Any]] = {
+        "event.json": Event.model_json_schema(by_alias=True),
+        "batch-request.json": BatchRequest.model_json_schema(by_alias=True),
+        "batch-response.json": BatchResponse.model_json_schema(by_alias=True),
+        "error.json": ErrorBody.model_json_schema(by_alias=True),
+    }
+    for event_type, model in PAYLOADS.items():
+        schema = model.model_json_schema(by_alias=True)
+        schema["description"] = (
+            f"Payload of a {event_type} event (class {CLASS_OF[event_type]}). "
+            + schema.get("description", "")
+        ).strip()
+        schemas[f"payload.{event_type}.json"] = schema
+    for name, schema in schemas.items():
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://schemas.powerbank-kiosk.invalid/v{SCHEMA_VERSION}/{name}"
+    return schemas
+
+
+def render_schema(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_schemas(folder: Path = SCHEMAS_DIR) -> list[Path]:
+    """Write every schema into ``folder`` (removing stale ones); return the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = json_schemas()
+    for old in folder.glob("*.json"):
+        if old.name not in wanted:
+            old.unlink()
+    written = []
+    for name, schema in wanted.items():
+        path = folder / name
+        path.write_text(render_schema(schema), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # python -m cloud_sync.events: regenerate cloud_sync/schemas/
+    for path in write_schemas():
+        sys.stdout.write(f"{path}\n")

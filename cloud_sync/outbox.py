@@ -1,107 +1,406 @@
 """The durable outbox: every event the kiosk records, kept until the cloud acknowledges it.
 
-One SQLite file (WAL, ``synchronous=FULL``): an event is committed to disk before
-``append`` returns. ``seq`` increases by one per event and is never reused.
+One SQLite file (WAL, ``synchronous=FULL``): an event is on disk before ``append`` returns
+(telemetry events alone are committed with ``synchronous=NORMAL``: a power cut may lose
+the last few of those, never a money event). ``seq`` comes from a counter that is never
+reused, even after acknowledged events are pruned.
+
+An event is appended in the same transaction as the state change that caused it::
+
+    with outbox.transaction() as tx:
+        tx.execute("UPDATE slots SET powerbank_id = NULL WHERE slot = ?", [3])
+        tx.append("rental.started", rental_id=..., slot=3, ...)
+
+If the block raises (``OutboxFullError`` included), neither is stored. Other parts keep
+their own tables in this same file (``outbox.db`` is the sqlite-utils ``Database``).
+
+States: ``pending`` -> ``sent`` (acknowledged by the cloud, pruned after
+``keep_sent_s``) or ``quarantined`` (refused by the cloud, kept with the reason until a
+technician requeues it). One writer at a time: every write runs under this object's
+lock and ``BEGIN IMMEDIATE``; another process waits up to ``busy_timeout``.
+
+Disk budget (``max_bytes``, counted over stored event bodies plus a fixed row overhead):
+when an event does not fit, sent events are pruned first, then pending ``telemetry``
+events, then pending ``ops`` events, oldest first. An event never evicts a class above its
+own. A telemetry or ops event that still does not fit is dropped (and counted); a money
+event that does not fit raises ``OutboxFullError``, and the kiosk stops renting.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+import structlog
 from ulid import ULID
 
-from cloud_sync.errors import OutboxError
-from cloud_sync.events import Event, payload_for
+from cloud_sync.batching import BatchLimits, Candidate, plan_batch
+from cloud_sync.errors import OutboxError, OutboxFullError
+from cloud_sync.events import CLASS_OF, EVENT_CLASSES, Event, payload_for
+from cloud_sync.outbox_budget import count_dropped, make_room, used_bytes
+from cloud_sync.outbox_schema import ROW_OVERHEAD, Pending, Stats, migrate
 
 Clock = Callable[[], datetime]
+log = structlog.get_logger("cloud_sync.outbox")
+
+_SQLITE_FULL = 13
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Outbox:
-    """Append-only event store with a pending/sent state per event."""
+class OutboxTransaction:
+    """One write transaction on the outbox database: the caller's changes and its events."""
 
-    def __init__(self, path: Path, kiosk_id: str, clock: Clock = utc_now) -> None:
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        self.events: list[Event] = []
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._outbox.connection
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        """Run one statement of the caller's state change inside this transaction."""
+        return self._outbox.connection.execute(sql, parameters)
+
+    def append(self, event_type: str, **payload: Any) -> Event | None:
+        """Validate, number and store one event; None when a low-value event was dropped."""
+        event = self._outbox._insert(event_type, payload)
+        if event is not None:
+            self.events.append(event)
+        return event
+
+
+class Outbox:
+    """Append-only event store with a pending/sent/quarantined state per event."""
+
+    def __init__(
+        self,
+        path: Path,
+        kiosk_id: str,
+        clock: Clock = utc_now,
+        max_bytes: int = 512 * 1024 * 1024,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
         self.path = path
         self.kiosk_id = kiosk_id
+        self.max_bytes = max_bytes
         self._clock = clock
+        self._lock = threading.RLock()
+        self._in_tx = False
+        self._sync_full = True
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            connection = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+            )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
-            self._db = sqlite_utils.Database(connection)
-            self._migrate()
+            self.connection = connection
+            self.db = sqlite_utils.Database(connection)
+            with self._lock:
+                migrate(connection)
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"{path}: cannot open the outbox ({exc})") from None
 
-    def _migrate(self) -> None:
-        if "events" not in self._db.table_names():
-            self._db.execute(
-                """
-                CREATE TABLE events (
-                    seq INTEGER PRIMARY KEY,
-                    id TEXT NOT NULL UNIQUE,
-                    type TEXT NOT NULL,
-                    occurred_at TEXT NOT NULL,
-                    body TEXT NOT NULL,
-                    state TEXT NOT NULL DEFAULT 'pending'
-                )
-                """
-            )
-            self._db.execute("CREATE INDEX events_state ON events (state, seq)")
+    # -- writing ---------------------------------------------------------------------------
 
-    def append(self, event_type: str, **payload: Any) -> Event:
-        """Validate, number and durably store one event; return it."""
-        body = payload_for(event_type, **payload)
-        occurred_at = self._clock()
-        event_id = str(ULID.from_datetime(occurred_at))
-        try:
-            with self._db.conn:
-                self._db.execute("BEGIN IMMEDIATE")
-                row = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events").fetchone()
-                event = Event(
-                    id=event_id,
-                    kiosk_id=self.kiosk_id,
-                    seq=int(row[0]),
-                    type=event_type,
-                    occurred_at=occurred_at,
-                    payload=body,
-                )
-                self._db.execute(
-                    "INSERT INTO events (seq, id, type, occurred_at, body) VALUES (?, ?, ?, ?, ?)",
-                    [
-                        event.seq,
-                        event.id,
-                        event.type,
-                        event.occurred_at.isoformat(),
-                        event.to_json(),
-                    ],
-                )
-        except sqlite3.Error as exc:
-            raise OutboxError(f"{self.path}: cannot store {event_type} event ({exc})") from None
+    @contextmanager
+    def transaction(self) -> Iterator[OutboxTransaction]:
+        """A write transaction (``BEGIN IMMEDIATE``, durable commit) for state + events."""
+        with self._lock:
+            if self._in_tx:
+                raise OutboxError("outbox transactions do not nest")
+            try:
+                self._set_sync(full=True)
+                self.connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{self.path}: cannot start a transaction ({exc})") from None
+            self._in_tx = True
+            tx = OutboxTransaction(self)
+            try:
+                yield tx
+                self.connection.execute("COMMIT")
+            except BaseException as exc:
+                if self.connection.in_transaction:
+                    self.connection.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc, "commit") from None
+                raise
+            finally:
+                self._in_tx = False
+
+    def append(self, event_type: str, **payload: Any) -> Event | None:
+        """Validate, number and durably store one event in a transaction of its own.
+
+        Returns None when a telemetry or ops event was dropped for lack of room.
+        """
+        telemetry = CLASS_OF.get(event_type) == "telemetry"
+        with self._lock:
+            self._set_sync(full=not telemetry)
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")
+                self._in_tx = True
+                event = self._insert(event_type, payload)
+                self.connection.execute("COMMIT")
+            except BaseException as exc:
+                if self.connection.in_transaction:
+                    self.connection.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc, f"store a {event_type} event") from None
+                raise
+            finally:
+                self._in_tx = False
         return event
+
+    def _set_sync(self, full: bool) -> None:
+        if full != self._sync_full:
+            self.connection.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            self._sync_full = full
+
+    def _translate(self, exc: sqlite3.Error, what: str) -> OutboxError:
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return OutboxFullError(f"{self.path}: the disk is full; cannot {what}")
+        return OutboxError(f"{self.path}: cannot {what} ({exc})")
+
+    def _insert(self, event_type: str, fields: dict[str, Any]) -> Event | None:
+        """Inside an open transaction: number, budget-check and insert one event."""
+        if not self._in_tx:
+            raise OutboxError("append inside outbox.transaction() only")
+        body = payload_for(event_type, **fields)
+        occurred_at = self._clock()
+        db = self.connection
+        (seq,) = db.execute(
+            "UPDATE meta SET value = value + 1 WHERE key = 'last_seq' RETURNING value"
+        ).fetchone()
+        event = Event(
+            id=str(ULID.from_datetime(occurred_at)),
+            kiosk_id=self.kiosk_id,
+            seq=int(seq),
+            type=event_type,
+            occurred_at=occurred_at,
+            payload=body,
+        )
+        text = event.to_json()
+        size = len(text.encode("utf-8")) + ROW_OVERHEAD
+        event_class = CLASS_OF[event_type]
+        if not make_room(db, size, event_class, self.max_bytes):
+            if event_class == "money":
+                raise OutboxFullError(
+                    f"{self.path}: no room for a {event_type} event: the outbox holds "
+                    f"{used_bytes(db)} of {self.max_bytes} bytes in events the cloud has not "
+                    "acknowledged; rentals stop until the kiosk syncs"
+                )
+            count_dropped(db, event_class, 1)
+            log.warning("outbox.dropped", type=event_type, seq=event.seq, reason="outbox full")
+            return None
+        try:
+            db.execute(
+                "INSERT INTO events (seq, id, type, class, occurred_at, created_at, size, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    event.seq,
+                    event.id,
+                    event_type,
+                    event_class,
+                    event.occurred_at.isoformat(),
+                    time.time(),
+                    size,
+                    text,
+                ],
+            )
+            db.execute("UPDATE meta SET value = value + ? WHERE key = 'bytes_used'", [size])
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL and event_class != "money":
+                count_dropped(db, event_class, 1)
+                return None
+            raise
+        return event
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._set_sync(full=True)
+                self.connection.execute("BEGIN IMMEDIATE")
+                yield self.connection
+                self.connection.execute("COMMIT")
+            except BaseException as exc:
+                if self.connection.in_transaction:
+                    self.connection.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc, what) from None
+                raise
+
+    # -- the sync daemon's side -------------------------------------------------------------
+
+    def next_batch(self, limits: BatchLimits, live_window_s: float) -> list[Pending]:
+        """The next events to send, live first (see ``cloud_sync.batching``)."""
+        cutoff = time.time() - live_window_s
+        with self._lock:
+            live = self.connection.execute(
+                "SELECT seq, size FROM events WHERE state = 'pending' AND created_at >= ? "
+                "ORDER BY created_at, seq LIMIT ?",
+                [cutoff, limits.max_events],
+            ).fetchall()
+            backlog = self.connection.execute(
+                "SELECT seq, size FROM events WHERE state = 'pending' ORDER BY seq LIMIT ?",
+                [limits.max_events],
+            ).fetchall()
+            seqs = plan_batch(
+                [Candidate(s, z) for s, z in live], [Candidate(s, z) for s, z in backlog], limits
+            )
+            if not seqs:
+                return []
+            rows = self.connection.execute(
+                f"SELECT seq, id, type, body FROM events WHERE seq IN ({','.join('?' * len(seqs))}) "  # noqa: S608
+                "ORDER BY seq",
+                seqs,
+            ).fetchall()
+        return [Pending(seq, event_id, kind, body) for seq, event_id, kind, body in rows]
+
+    def mark_sent(self, ids: list[str]) -> int:
+        """The cloud acknowledged these events (accepted or duplicate)."""
+        if not ids:
+            return 0
+        now = time.time()
+        changed = 0
+        with self._write("mark events sent") as db:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                cursor = db.execute(
+                    f"UPDATE events SET state = 'sent', sent_at = ? WHERE state = 'pending' "  # noqa: S608
+                    f"AND id IN ({','.join('?' * len(chunk))})",
+                    [now, *chunk],
+                )
+                changed += cursor.rowcount
+        return changed
+
+    def quarantine(self, reasons: dict[int, str]) -> int:
+        """Set events (by ``seq``) aside with the cloud's reason; they are not resent."""
+        with self._write("quarantine events") as db:
+            changed = 0
+            for seq, reason in reasons.items():
+                cursor = db.execute(
+                    "UPDATE events SET state = 'quarantined', reason = ? "
+                    "WHERE seq = ? AND state = 'pending'",
+                    [reason[:500], seq],
+                )
+                changed += cursor.rowcount
+        if changed:
+            log.warning("outbox.quarantined", count=changed, reasons=sorted(set(reasons.values())))
+        return changed
+
+    def requeue(self, seqs: list[int] | None = None) -> int:
+        """Put quarantined events (all, or those in ``seqs``) back to pending."""
+        with self._write("requeue events") as db:
+            if seqs is None:
+                cursor = db.execute(
+                    "UPDATE events SET state = 'pending', reason = NULL WHERE state = 'quarantined'"
+                )
+                return cursor.rowcount
+            changed = 0
+            for seq in seqs:
+                cursor = db.execute(
+                    "UPDATE events SET state = 'pending', reason = NULL "
+                    "WHERE seq = ? AND state = 'quarantined'",
+                    [seq],
+                )
+                changed += cursor.rowcount
+            return changed
+
+    def prune_sent(self, older_than_s: float) -> int:
+        """Delete acknowledged events sent more than ``older_than_s`` seconds ago."""
+        cutoff = time.time() - older_than_s
+        with self._write("prune sent events") as db:
+            (freed, count) = db.execute(
+                "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM events "
+                "WHERE state = 'sent' AND sent_at < ?",
+                [cutoff],
+            ).fetchone()
+            db.execute("DELETE FROM events WHERE state = 'sent' AND sent_at < ?", [cutoff])
+            db.execute("UPDATE meta SET value = value - ? WHERE key = 'bytes_used'", [freed])
+        return int(count)
+
+    def record_attempt(self, error: str | None) -> None:
+        """Remember how the last exchange with the cloud went (for ``kiosk sync status``)."""
+        now = self._clock().isoformat()
+        with self._write("record the sync result") as db:
+            if error is None:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'last_success_at'", [now])
+                db.execute("UPDATE meta SET value = NULL WHERE key = 'last_error'")
+            else:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'last_error'", [error[:1000]])
+                db.execute("UPDATE meta SET value = ? WHERE key = 'last_error_at'", [now])
+
+    # -- reading ------------------------------------------------------------------------------
 
     def events(self, state: str | None = None, limit: int = 1000) -> list[Event]:
         """Stored events in ``seq`` order, optionally only those in ``state``."""
         where, args = ("WHERE state = ?", [state]) if state else ("", [])
-        rows = self._db.execute(
-            f"SELECT body FROM events {where} ORDER BY seq LIMIT ?",  # noqa: S608
-            [*args, limit],
-        ).fetchall()
+        with self._lock:
+            rows = self.connection.execute(
+                f"SELECT body FROM events {where} ORDER BY seq LIMIT ?",  # noqa: S608
+                [*args, limit],
+            ).fetchall()
         return [Event.model_validate_json(body) for (body,) in rows]
 
     def count(self, state: str | None = None) -> int:
         where, args = ("WHERE state = ?", [state]) if state else ("", [])
-        row = self._db.execute(f"SELECT COUNT(*) FROM events {where}", args).fetchone()  # noqa: S608
+        with self._lock:
+            row = self.connection.execute(
+                f"SELECT COUNT(*) FROM events {where}",  # noqa: S608
+                args,
+            ).fetchone()
         return int(row[0])
 
+    def quarantined(self, limit: int = 100) -> list[tuple[int, str, str, str]]:
+        """``(seq, id, type, reason)`` of quarantined events, oldest first."""
+        with self._lock:
+            rows = self.connection.execute(
+                "SELECT seq, id, type, reason FROM events WHERE state = 'quarantined' "
+                "ORDER BY seq LIMIT ?",
+                [limit],
+            ).fetchall()
+        return [(int(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+    def stats(self) -> Stats:
+        """Depth per class, oldest pending age, quarantine, drops, last success and error."""
+        with self._lock:
+            db = self.connection
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            depth: dict[str, int] = dict.fromkeys(EVENT_CLASSES, 0)
+            for event_class, count in db.execute(
+                "SELECT class, COUNT(*) FROM events WHERE state = 'pending' GROUP BY class"
+            ):
+                depth[event_class] = int(count)
+            (oldest,) = db.execute(
+                "SELECT MIN(created_at) FROM events WHERE state = 'pending'"
+            ).fetchone()
+            counts = dict(db.execute("SELECT state, COUNT(*) FROM events GROUP BY state"))
+        return Stats(
+            pending=depth,
+            oldest_pending_age_s=None if oldest is None else max(0.0, time.time() - oldest),
+            sent=int(counts.get("sent", 0)),
+            quarantined=int(counts.get("quarantined", 0)),
+            dropped={c: int(meta.get(f"dropped_{c}", 0)) for c in ("telemetry", "ops")},
+            bytes_used=int(meta["bytes_used"]),
+            max_bytes=self.max_bytes,
+            last_seq=int(meta["last_seq"]),
+            last_success_at=meta.get("last_success_at"),
+            last_error=meta.get("last_error"),
+            last_error_at=meta.get("last_error_at"),
+        )
+
     def close(self) -> None:
-        self._db.conn.close()
+        with self._lock:
+            self.connection.close()

@@ -104,10 +104,11 @@ def run_demo(
                 event = outbox.append("face.unrecognised", count=1, reason=decision.reason)
                 summary.unrecognised += 1
                 verdict = f"not recognised ({decision.reason})"
-            summary.events += 1
+            summary.events += event is not None
+            recorded = f"event {event.seq} {event.id}" if event else "event dropped: outbox full"
             say(
                 f"frame   {frame.source:<28} {verdict:<32} distance {_fmt(decision.distance)}"
-                f"  margin {_fmt(decision.margin)}  event {event.seq} {event.id}"
+                f"  margin {_fmt(decision.margin)}  {recorded}"
             )
     finally:
         camera.close()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edge import __version__
-from edge.cli import config_cmd, roster_cmd
+from edge.cli import config_cmd, roster_cmd, sync_cmd
 from edge.cli.context import CliState, state
 from edge.cli.runner import run_app
 from edge.errors import NotAvailableError
@@ -98,6 +98,7 @@ def demo(
 
 
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(sync_cmd.app, name="sync")
 app.add_typer(faces_cmd.app, name="faces")
 app.command("enroll")(enroll_cmd.enroll)
 app.add_typer(roster_cmd.app, name="roster")
@@ -123,7 +124,6 @@ for _name, _summary, _issue in (
     ("status", "Show the kiosk's health at a glance.", "field operations"),
     ("slots", "List the cabinet's slots, or enable and disable one.", "slot cabinet"),
     ("eject", "Eject the powerbank in one slot, recording who asked and why.", "slot cabinet"),
-    ("sync", "Run the sync daemon, sync now, or show the sync status.", "store-and-forward sync"),
     ("events", "Tail or export the events in the outbox.", "field operations"),
     ("doctor", "Check everything the kiosk needs, each with a one-line fix.", "field operations"),
     ("provision", "Create this kiosk's identity and register it with the cloud.", "the appliance"),

@@ -1,0 +1,147 @@
+"""The kiosk's HTTP client for the cloud API: signed requests, gzip, errors by phase.
+
+Only moves bytes: the daemon decides what to send and what to do with the answer. Every
+httpx error is translated here into the ``CloudError`` tree (see ``cloud_sync.errors``),
+with a message a technician can act on (wrong URL, untrusted certificate, refused key).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from cloud_sync.backoff import parse_retry_after
+from cloud_sync.errors import (
+    CloudAuthError,
+    CloudError,
+    CloudRejectedError,
+    CloudUnavailableError,
+)
+from cloud_sync.events import BatchResponse
+from cloud_sync.signing import new_nonce, sign_request
+
+BATCH_PATH = "/v1/events:batch"
+
+
+class CloudClient:
+    """Signed requests to one cloud API, over one keep-alive connection pool."""
+
+    def __init__(
+        self,
+        base_url: str,
+        kiosk_id: str,
+        key: Ed25519PrivateKey,
+        timeout_s: float = 10.0,
+        gzip_min_bytes: int = 1024,
+        ca_file: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.kiosk_id = kiosk_id
+        self._key = key
+        self._gzip_min = gzip_min_bytes
+        self._clock = clock
+        verify: Any = str(ca_file) if ca_file is not None else True
+        try:
+            self._http = httpx.Client(
+                base_url=self.base_url,
+                timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+                limits=httpx.Limits(max_connections=2, keepalive_expiry=60),
+                verify=verify,
+                transport=transport,
+                headers={"User-Agent": f"kiosk-sync/{kiosk_id}"},
+            )
+        except (OSError, ValueError) as exc:  # e.g. an unreadable CA bundle
+            raise CloudError(f"cannot set up the HTTP client for {self.base_url}: {exc}") from None
+
+    def post_batch(self, kiosk_id: str, batch_id: str, bodies: list[str]) -> BatchResponse:
+        """Send stored event bodies (JSON text, untouched) as one batch."""
+        raw = (
+            f'{{"kiosk_id":{json.dumps(kiosk_id)},"batch_id":{json.dumps(batch_id)},'
+            f'"events":[{",".join(bodies)}]}}'
+        ).encode()
+        response = self.request("POST", BATCH_PATH, raw)
+        try:
+            return BatchResponse.model_validate_json(response.content)
+        except ValidationError:
+            raise CloudUnavailableError(
+                f"{self.base_url}{BATCH_PATH}: the answer is not a batch response "
+                f"(status {response.status_code}); is sync.cloud_url the kiosk cloud API?",
+                response.status_code,
+            ) from None
+
+    def request(self, method: str, path: str, body: bytes = b"") -> httpx.Response:
+        """One signed request; the response when its status is 2xx, else a ``CloudError``."""
+        headers = {"Content-Type": "application/json"}
+        if body and len(body) >= self._gzip_min:
+            body = gzip.compress(body, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+        headers.update(
+            sign_request(
+                self._key, self.kiosk_id, method, path, body, int(self._clock()), new_nonce()
+            )
+        )
+        try:
+            response = self._http.request(method, path, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise CloudUnavailableError(
+                f"{self.base_url}: timed out ({type(exc).__name__})"
+            ) from None
+        except httpx.ConnectError as exc:
+            raise CloudUnavailableError(self._connect_message(exc)) from None
+        except httpx.TransportError as exc:
+            raise CloudUnavailableError(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
+        except httpx.InvalidURL as exc:
+            raise CloudError(f"sync.cloud_url {self.base_url!r} is not usable: {exc}") from None
+        if response.is_success:
+            return response
+        raise self._error_for(response)
+
+    def _connect_message(self, exc: httpx.ConnectError) -> str:
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
+            return (
+                f"{self.base_url}: the server's TLS certificate is not trusted ({text}); "
+                "check sync.cloud_url and sync.ca_file"
+            )
+        return f"{self.base_url}: cannot connect ({text or type(exc).__name__})"
+
+    def _error_for(self, response: httpx.Response) -> CloudError:
+        status = response.status_code
+        code, reason, rejected = _read_error(response)
+        where = f"{self.base_url}{response.request.url.path}"
+        message = f"{where}: {status} {code or response.reason_phrase}: {reason}".rstrip(": ")
+        if status in (401, 403):
+            return CloudAuthError(message, status)
+        if status in (408, 429) or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+            return CloudUnavailableError(message, status, retry_after)
+        return CloudRejectedError(message, status, code, rejected)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _read_error(response: httpx.Response) -> tuple[str, str, dict[int, str]]:
+    """``(code, reason, {index: reason})`` from an error body, tolerating any content."""
+    try:
+        data = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return "", response.text[:200], {}
+    if not isinstance(data, dict):
+        return "", str(data)[:200], {}
+    rejected: dict[int, str] = {}
+    for item in data.get("rejected") or []:
+        if isinstance(item, dict) and isinstance(item.get("index"), int):
+            rejected[item["index"]] = str(item.get("reason", "rejected"))[:500]
+    return str(data.get("error", ""))[:64], str(data.get("reason", ""))[:500], rejected

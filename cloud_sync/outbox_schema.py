@@ -1,0 +1,117 @@
+"""The outbox's tables, their named migrations, and the plain values the outbox returns.
+
+Migrations are numbered, run in order inside one ``BEGIN IMMEDIATE`` each, and recorded in
+``PRAGMA user_version``; an outbox written by an older kiosk version is upgraded in place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+#: Bytes counted per stored event on top of its JSON body (row header, id and seq indexes).
+ROW_OVERHEAD = 160
+
+_CLASS_CASE = """
+    CASE
+        WHEN type IN ('rental.started', 'rental.failed', 'rental.returned',
+                      'boarding.recorded', 'slot.ejected') THEN 'money'
+        WHEN type IN ('face.recognised', 'face.unrecognised') THEN 'telemetry'
+        ELSE 'ops'
+    END
+"""
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "events",
+        """
+        CREATE TABLE IF NOT EXISTS events (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending'
+        );
+        CREATE INDEX IF NOT EXISTS events_state ON events (state, seq);
+        """,
+    ),
+    (
+        "classes, sizes, budget and sync status",
+        f"""
+        ALTER TABLE events ADD COLUMN class TEXT NOT NULL DEFAULT 'ops';
+        ALTER TABLE events ADD COLUMN created_at REAL NOT NULL DEFAULT 0;
+        ALTER TABLE events ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE events ADD COLUMN sent_at REAL;
+        ALTER TABLE events ADD COLUMN reason TEXT;
+        UPDATE events SET
+            class = {_CLASS_CASE},
+            size = length(CAST(body AS BLOB)) + {ROW_OVERHEAD},
+            created_at = (julianday(occurred_at) - 2440587.5) * 86400.0;
+        CREATE INDEX events_live ON events (state, created_at);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value);
+        INSERT INTO meta (key, value) VALUES
+            ('last_seq', (SELECT COALESCE(MAX(seq), 0) FROM events)),
+            ('bytes_used', (SELECT COALESCE(SUM(size), 0) FROM events)),
+            ('dropped_telemetry', 0),
+            ('dropped_ops', 0),
+            ('last_success_at', NULL),
+            ('last_error', NULL),
+            ('last_error_at', NULL);
+        """,  # noqa: S608 - constants only
+    ),
+)
+
+
+def migrate(connection: sqlite3.Connection) -> None:
+    """Bring the outbox tables to the latest version (each step atomic)."""
+    for version, (_name, script) in enumerate(MIGRATIONS, start=1):
+        (current,) = connection.execute("PRAGMA user_version").fetchone()
+        if current >= version:
+            continue
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            (current,) = connection.execute("PRAGMA user_version").fetchone()
+            if current < version:  # another process may have migrated meanwhile
+                for statement in _statements(script):
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {version}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A pending event as the sync daemon sends it: its stored JSON, untouched."""
+
+    seq: int
+    id: str
+    type: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What ``kiosk sync status`` shows about the outbox."""
+
+    pending: dict[str, int]
+    oldest_pending_age_s: float | None
+    sent: int
+    quarantined: int
+    dropped: dict[str, int]
+    bytes_used: int
+    max_bytes: int
+    last_seq: int
+    last_success_at: str | None
+    last_error: str | None
+    last_error_at: str | None
+
+    @property
+    def pending_total(self) -> int:
+        return sum(self.pending.values())

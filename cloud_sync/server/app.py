@@ -1,0 +1,373 @@
+"""The FastAPI application of the cloud API: routes, error answers, startup.
+
+Kiosk routes are authenticated by request signature (``cloud_sync.signing``); admin
+routes by ``Authorization: Bearer <admin token>``; ``/v1/provision`` by a one-time
+provisioning token; ``/healthz`` and ``/metrics`` are open. The process keeps no state
+between requests except caches it can lose, so any number of replicas can share one
+PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloud_sync.errors import SignatureError, StoreError
+from cloud_sync.events import (
+    KIOSK_ID_PATTERN,
+    BatchRequest,
+    BatchResponse,
+    ErrorBody,
+)
+from cloud_sync.server.config import CloudSettings
+from cloud_sync.server.db import ConflictError, open_database
+from cloud_sync.server.ingest import Limits, decode_body, parse_batch
+from cloud_sync.server.migrations import LATEST, migrate
+from cloud_sync.server.models import Health, KioskIn, KioskOut, ProvisionIn, TokenIn, TokenOut
+from cloud_sync.server.observability import Metrics, RequestContext
+from cloud_sync.server.problems import Problem
+from cloud_sync.server.store import KioskRecord, Store
+from cloud_sync.signing import (
+    check_timestamp,
+    parse_public_key,
+    read_headers,
+    verify_request,
+)
+
+log = structlog.get_logger("cloud_sync.server")
+disable_created_metrics()  # type: ignore[no-untyped-call]
+API_VERSION = "1.0.0"
+KEY_CACHE_S = 5.0
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 413, 415, 422, 503)
+}
+
+
+class Service:
+    """The work behind the routes; runs in the thread pool (the database calls block)."""
+
+    def __init__(self, settings: CloudSettings, store: Store, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.limits = Limits(
+            settings.max_decoded_bytes,
+            settings.max_batch_events,
+            timedelta(seconds=settings.max_future_s),
+        )
+        self._last_prune = 0.0
+        self._keys: dict[str, tuple[float, KioskRecord, Ed25519PublicKey]] = {}
+
+    def forget_keys(self) -> None:
+        """Drop the cached kiosk keys (after the registry changed under this process)."""
+        self._keys.clear()
+
+    def kiosk_key(self, kiosk_id: str) -> tuple[KioskRecord, Ed25519PublicKey] | None:
+        """A registered kiosk and its key, cached for ``KEY_CACHE_S`` (a re-keyed or
+        disabled kiosk is refused by every replica within that time)."""
+        cached = self._keys.get(kiosk_id)
+        if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_S:
+            return cached[1], cached[2]
+        record = self.store.kiosk(kiosk_id)
+        if record is None:
+            return None
+        key = parse_public_key(record.public_key)
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[kiosk_id] = (time.monotonic(), record, key)
+        return record, key
+
+    def authenticate(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        try:
+            signed = read_headers(headers)
+            check_timestamp(signed.timestamp, time.time(), self.settings.clock_skew_s)
+        except SignatureError as exc:
+            raise Problem(401, "bad_signature", str(exc)) from None
+        found = self.kiosk_key(signed.kiosk_id)
+        if found is None:
+            raise Problem(401, "unknown_kiosk", f"kiosk {signed.kiosk_id!r} is not registered")
+        kiosk, public_key = found
+        if kiosk.disabled:
+            raise Problem(403, "kiosk_disabled", f"kiosk {signed.kiosk_id!r} is disabled")
+        try:
+            verify_request(public_key, signed, method, path, body)
+        except SignatureError as exc:
+            raise Problem(401, "bad_signature", str(exc)) from None
+        return signed
+
+    def ingest(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, state: dict[str, Any]
+    ) -> BatchResponse:
+        signed = self.authenticate(method, path, headers, body)
+        state["kiosk_id"] = signed.kiosk_id
+        data = decode_body(body, headers.get("content-encoding"), self.limits.max_decoded_bytes)
+        try:
+            batch, events = parse_batch(data, signed.kiosk_id, self.limits, datetime.now(UTC))
+        except Problem as problem:
+            self.metrics.events.labels("rejected").inc(len(problem.rejected))
+            raise
+        try:
+            result = self.store.ingest(signed.kiosk_id, signed.nonce, batch.batch_id, events)
+        except Problem as problem:
+            self.metrics.events.labels("rejected").inc(len(problem.rejected))
+            raise
+        except ConflictError:
+            raise Problem(
+                503,
+                "conflict",
+                "a concurrent request stored some of these events; send again",
+                headers={"Retry-After": "1"},
+            ) from None
+        self.metrics.events.labels("accepted").inc(len(result.accepted))
+        self.metrics.events.labels("duplicate").inc(len(result.duplicate))
+        state.update(
+            batch_id=batch.batch_id,
+            events=len(events),
+            accepted=len(result.accepted),
+            duplicate=len(result.duplicate),
+        )
+        self._prune_nonces()
+        return BatchResponse(
+            batch_id=batch.batch_id, accepted=result.accepted, duplicate=result.duplicate
+        )
+
+    def _prune_nonces(self) -> None:
+        if time.monotonic() - self._last_prune > 60:
+            self._last_prune = time.monotonic()
+            self.store.prune_nonces(2 * self.settings.clock_skew_s + 60)
+
+
+def _service(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+def _admin(request: Request) -> None:
+    token = request.app.state.service.settings.admin_token
+    if token is None:
+        raise Problem(403, "admin_disabled", "no admin token is configured on this server")
+    given = request.headers.get("authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Problem(401, "bad_admin_token", "missing or wrong admin bearer token")
+
+
+Svc = Annotated[Service, Depends(_service)]
+Admin = Depends(_admin)
+
+
+def _raw_target(request: Request) -> str:
+    """The path (and query) exactly as the client sent it: what the signature covers."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    path = bytes(raw).decode("latin-1")
+    query = request.scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise Problem(413, "body_too_large", f"the body is {length} bytes; at most {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "body_too_large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(request: Request, status: int, code: str, reason: str, **extra: Any) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    body = ErrorBody(error=code, reason=reason, request_id=request_id, **extra)
+    state_log = getattr(request.state, "log", None)
+    if isinstance(state_log, dict):
+        state_log.update(error=code, reason=reason[:200])
+    metrics: Metrics = request.app.state.metrics
+    metrics.refused.labels(code).inc()
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+def create_app(settings: CloudSettings) -> FastAPI:
+    """The cloud API for ``settings`` (database opened and migrated at startup)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = await run_in_threadpool(open_database, settings.database_url, settings.pool_size)
+        await run_in_threadpool(migrate, database)
+        app.state.service = Service(settings, Store(database), metrics)
+        log.info("cloud.started", database=database.dialect, schema_version=LATEST)
+        try:
+            yield
+        finally:
+            database.close()
+
+    app = FastAPI(
+        title="Powerbank kiosk cloud API",
+        version=API_VERSION,
+        description=(
+            "The thin cloud API of the powerbank kiosks: signed, idempotent event batches, "
+            "the kiosk registry, provisioning and reconciliation. See docs/sync.md."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.add_middleware(RequestContext, metrics=metrics)
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        response = _error(request, exc.status, exc.code, exc.reason, rejected=exc.rejected)
+        response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        return _error(request, 422, "invalid_request", reasons)
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("cloud.database_error", error=str(exc))
+        response = _error(request, 503, "unavailable", "the database is unavailable; retry")
+        response.headers["Retry-After"] = "2"
+        return response
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("cloud.unexpected_error")
+        return _error(request, 500, "internal", f"unexpected {type(exc).__name__}")
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": ErrorBody}})
+    def healthz(svc: Svc) -> Health:
+        """Alive, and the database answers."""
+        svc.store.ping()
+        return Health(status="ok", database=svc.store.db.dialect, schema_version=LATEST)
+
+    @app.get("/metrics", response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/v1/events:batch",
+        response_model=BatchResponse,
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "Signed by the kiosk (X-Kiosk-* headers); gzip allowed.",
+                "content": {"application/json": {"schema": BatchRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def events_batch(request: Request) -> BatchResponse:
+        """Store a kiosk's batch of events, once each (idempotent by event id)."""
+        body = await _read_body(request, settings.max_body_bytes)
+        headers = dict(request.headers)
+        state_log: dict[str, Any] = request.state.log
+        svc: Service = request.app.state.service
+        return await run_in_threadpool(
+            svc.ingest, request.method, _raw_target(request), headers, body, state_log
+        )
+
+    @app.get("/v1/roster", responses={**_ERRORS, 501: {"model": ErrorBody}})
+    def roster(request: Request, svc: Svc, since: Annotated[int, Query(ge=0)] = 0) -> None:
+        """The kiosk's encrypted roster delta since a version. Not served by this version."""
+        signed = svc.authenticate(request.method, _raw_target(request), dict(request.headers), b"")
+        svc.store.use_nonce(signed.kiosk_id, signed.nonce)
+        raise Problem(501, "not_implemented", "this server does not serve the encrypted roster yet")
+
+    @app.post("/v1/provision", status_code=201, response_model=KioskOut, responses=_ERRORS)
+    def provision(body: ProvisionIn, svc: Svc) -> KioskOut:
+        """Register a kiosk with a one-time provisioning token and its public key."""
+        try:
+            parse_public_key(body.public_key)
+        except SignatureError as exc:
+            raise Problem(422, "bad_public_key", str(exc)) from None
+        svc.store.provision(body.token, body.kiosk_id, body.public_key, body.site)
+        record = svc.store.kiosk(body.kiosk_id)
+        assert record is not None
+        return KioskOut(**record.__dict__)
+
+    @app.post("/v1/admin/kiosks", response_model=KioskOut, dependencies=[Admin], responses=_ERRORS)
+    def register_kiosk(body: KioskIn, svc: Svc) -> KioskOut:
+        """Register a kiosk (or replace its key and site)."""
+        try:
+            parse_public_key(body.public_key)
+        except SignatureError as exc:
+            raise Problem(422, "bad_public_key", str(exc)) from None
+        svc.store.register_kiosk(body.kiosk_id, body.public_key, body.site)
+        svc._keys.pop(body.kiosk_id, None)
+        record = svc.store.kiosk(body.kiosk_id)
+        assert record is not None
+        return KioskOut(**record.__dict__)
+
+    @app.get("/v1/admin/kiosks", response_model=list[KioskOut], dependencies=[Admin])
+    def list_kiosks(svc: Svc) -> list[KioskOut]:
+        """Every registered kiosk."""
+        return [KioskOut(**record.__dict__) for record in svc.store.kiosks()]
+
+    @app.post(
+        "/v1/admin/provisioning-tokens",
+        status_code=201,
+        response_model=TokenOut,
+        dependencies=[Admin],
+        responses=_ERRORS,
+    )
+    def issue_token(body: TokenIn, svc: Svc) -> TokenOut:
+        """A one-time provisioning token (optionally bound to one kiosk id)."""
+        ttl = body.ttl_s or settings.provisioning_token_ttl_s
+        token, expires = svc.store.issue_token(ttl, body.kiosk_id, body.site)
+        return TokenOut(token=token, expires_at=expires, kiosk_id=body.kiosk_id)
+
+    @app.get("/v1/admin/events", dependencies=[Admin])
+    def list_events(
+        svc: Svc,
+        kiosk_id: Annotated[str | None, Query(pattern=KIOSK_ID_PATTERN)] = None,
+        after_seq: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Stored events in (kiosk, seq) order."""
+        return svc.store.events(kiosk_id, after_seq, limit)
+
+    @app.get("/v1/admin/rentals", dependencies=[Admin])
+    def list_rentals(
+        svc: Svc,
+        status: Literal["open", "closed", "failed", "all"] = "open",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Rentals, open ones by default."""
+        return svc.store.rentals(None if status == "all" else status, limit)
+
+    @app.get("/v1/admin/returns", dependencies=[Admin])
+    def list_returns(
+        svc: Svc,
+        flagged: bool = False,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Returns, or only the flagged ones (duplicates)."""
+        return svc.store.returns(flagged, limit)
+
+    return app

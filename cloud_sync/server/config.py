@@ -1,0 +1,69 @@
+"""Settings of the cloud API: a pydantic-settings root of its own (``KIOSK_CLOUD_*``).
+
+Values come from ``KIOSK_CLOUD_*`` environment variables, then secret files (systemd
+credentials in ``$CREDENTIALS_DIRECTORY``, e.g. a file named ``admin_token``), then the
+defaults below. ``kiosk-cloud serve`` options override both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloud_sync.events import MAX_BATCH_EVENTS
+from edge.errors import ConfigError
+
+
+class CloudSettings(BaseSettings):
+    """Every setting of one cloud API process (all replicas of a fleet share them)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KIOSK_CLOUD_", extra="forbid", validate_default=True
+    )
+
+    #: ``sqlite:///relative.sqlite``, ``sqlite:////absolute/path.sqlite`` or ``postgresql://...``
+    database_url: str = Field(default="sqlite:///cloud.sqlite", min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    #: Bearer token for the /v1/admin endpoints; unset disables them.
+    admin_token: SecretStr | None = None
+    #: Largest request body as sent (compressed), and once decompressed.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_decoded_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    max_batch_events: int = Field(default=1000, ge=1, le=MAX_BATCH_EVENTS)
+    #: How far a request's signed timestamp may be from this server's clock.
+    clock_skew_s: float = Field(default=300.0, ge=5, le=3600)
+    #: How far in the future an event's occurred_at may be.
+    max_future_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
+    provisioning_token_ttl_s: float = Field(default=86400.0, ge=60, le=30 * 86400)
+    #: PostgreSQL connections per process.
+    pool_size: int = Field(default=8, ge=1, le=100)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
+        return value
+
+
+def load_cloud_settings(**overrides: Any) -> CloudSettings:
+    """Settings from the environment and secret files; ``ConfigError`` names each bad field."""
+    secrets = os.environ.get("CREDENTIALS_DIRECTORY")
+    values = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        if secrets and Path(secrets).is_dir():
+            return CloudSettings(_secrets_dir=secrets, **values)
+        return CloudSettings(**values)
+    except ValidationError as exc:
+        lines = []
+        for item in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in item["loc"]) or "(root)"
+            lines.append(f"KIOSK_CLOUD_{where.upper()}: {item['msg']}")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,114 @@
+"""Reading a batch off the wire: size, gzip, JSON, envelope, then each event. Pure.
+
+Order of checks, cheapest first, each with its own answer: an oversize body (413), a body
+that is not gzip when it says so, or not JSON (400), an envelope that is not a batch
+(422), too many events (413), a batch for another kiosk than the signer (403), then every
+event on its own: unknown type, unsupported schema version, bad fields, another kiosk's
+event, a timestamp in the future, an id twice in one batch. Any rejected event makes the
+whole batch a 422 that names each one, and nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import ValidationError
+
+from cloud_sync.errors import EventError
+from cloud_sync.events import (
+    BatchRequest,
+    Event,
+    Rejection,
+    check_occurred_at,
+    describe,
+    parse_event,
+)
+from cloud_sync.server.problems import Problem
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_decoded_bytes: int
+    max_batch_events: int
+    max_future: timedelta
+
+
+def decode_body(body: bytes, content_encoding: str | None, max_decoded: int) -> bytes:
+    """The body, gunzipped when it says ``Content-Encoding: gzip``, never past ``max_decoded``."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding != "gzip":
+        raise Problem(415, "unsupported_encoding", f"Content-Encoding {encoding!r}: use gzip")
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, max_decoded + 1)
+    except zlib.error as exc:
+        raise Problem(400, "malformed_gzip", f"the body is not valid gzip ({exc})") from None
+    if len(data) > max_decoded or inflater.unconsumed_tail:
+        raise Problem(413, "body_too_large", f"the decompressed body exceeds {max_decoded} bytes")
+    if not inflater.eof:
+        raise Problem(400, "malformed_gzip", "the gzip body is truncated")
+    return data
+
+
+def parse_batch(
+    data: bytes, signer: str, limits: Limits, now: datetime
+) -> tuple[BatchRequest, list[Event]]:
+    """Validate a decoded batch; ``Problem`` for anything a kiosk must not send."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(400, "malformed_json", f"the body is not JSON ({exc})") from None
+    except RecursionError:
+        raise Problem(400, "malformed_json", "the body nests too deeply") from None
+    if isinstance(raw, dict) and isinstance(raw.get("events"), list):
+        count = len(raw["events"])
+        if count > limits.max_batch_events:
+            raise Problem(
+                413,
+                "batch_too_large",
+                f"the batch has {count} events; at most {limits.max_batch_events} per batch",
+            )
+    try:
+        batch = BatchRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise Problem(422, "invalid_batch", describe(exc)) from None
+    if batch.kiosk_id != signer:
+        raise Problem(
+            403,
+            "wrong_kiosk",
+            f"the batch is for kiosk {batch.kiosk_id!r} but was signed by {signer!r}",
+        )
+    events: list[Event] = []
+    rejected: list[Rejection] = []
+    seen: set[str] = set()
+    for index, item in enumerate(batch.events):
+        raw_id = item.get("id")
+        shown_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 64 else None
+        try:
+            event = parse_event(item)
+            if event.kiosk_id != signer:
+                raise EventError(
+                    f"kiosk_id: the event belongs to kiosk {event.kiosk_id!r}, "
+                    f"not to the signer {signer!r}"
+                )
+            check_occurred_at(event, now, limits.max_future)
+            if event.id in seen:
+                raise EventError(f"id: {event.id} appears twice in this batch")
+        except EventError as exc:
+            rejected.append(Rejection(index=index, id=shown_id, reason=str(exc)))
+            continue
+        seen.add(event.id)
+        events.append(event)
+    if rejected:
+        raise Problem(
+            422,
+            "rejected_events",
+            f"{len(rejected)} of {len(batch.events)} events are invalid; nothing was stored",
+            rejected=rejected,
+        )
+    return batch, events

@@ -1,0 +1,132 @@
+"""One schema for SQLite and PostgreSQL, as named, numbered migrations.
+
+Each migration runs in its own transaction together with its row in
+``schema_migrations``; several API processes starting at once are safe (PostgreSQL: an
+advisory lock; SQLite: ``BEGIN IMMEDIATE``). Never edit a released migration: add one.
+Times are stored as fixed-width UTC text (``2026-01-02T03:04:05.000000Z``), which sorts
+the same in both databases.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from cloud_sync.server.db import Tx
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "kiosks, provisioning tokens, nonces, events, rentals, returns",
+        """
+        CREATE TABLE kiosks (
+            kiosk_id TEXT PRIMARY KEY,
+            public_key TEXT NOT NULL,
+            site TEXT NOT NULL DEFAULT '',
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE provisioning_tokens (
+            token_hash TEXT PRIMARY KEY,
+            kiosk_id TEXT,
+            site TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            used_at TEXT,
+            used_by TEXT
+        );
+        CREATE TABLE nonces (
+            kiosk_id TEXT NOT NULL,
+            nonce TEXT NOT NULL,
+            seen_at BIGINT NOT NULL,
+            PRIMARY KEY (kiosk_id, nonce)
+        );
+        CREATE INDEX nonces_seen ON nonces (seen_at);
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            kiosk_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            type TEXT NOT NULL,
+            occurred_at TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            payload TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            batch_id TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            UNIQUE (kiosk_id, seq)
+        );
+        CREATE INDEX events_type ON events (type, occurred_at);
+        CREATE TABLE rentals (
+            kiosk_id TEXT NOT NULL,
+            rental_id TEXT NOT NULL,
+            powerbank_id TEXT NOT NULL,
+            person_id TEXT NOT NULL,
+            slot INTEGER,
+            started_at TEXT NOT NULL,
+            start_event_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            returned_at TEXT,
+            return_event_id TEXT,
+            return_kiosk_id TEXT,
+            PRIMARY KEY (kiosk_id, rental_id)
+        );
+        CREATE INDEX rentals_powerbank ON rentals (powerbank_id, started_at);
+        CREATE INDEX rentals_status ON rentals (status, started_at);
+        CREATE TABLE returns (
+            event_id TEXT PRIMARY KEY,
+            powerbank_id TEXT NOT NULL,
+            kiosk_id TEXT NOT NULL,
+            slot INTEGER NOT NULL,
+            returned_at TEXT NOT NULL,
+            rental_kiosk_id TEXT,
+            rental_id TEXT,
+            flag TEXT
+        );
+        CREATE INDEX returns_powerbank ON returns (powerbank_id, returned_at)
+        """,
+    ),
+)
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def utc_text(moment: datetime) -> str:
+    """``2026-01-02T03:04:05.000000Z``: fixed width, so text order is time order."""
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return text + "Z"
+
+
+def migrate(database: Any) -> list[int]:
+    """Apply the migrations this database lacks; return the versions applied."""
+    applied: list[int] = []
+    with database.transaction() as tx:
+        tx.lock("kiosk-cloud:migrations")
+        tx.run(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+    for version, name, script in MIGRATIONS:
+        with database.transaction() as tx:
+            tx.lock("kiosk-cloud:migrations")
+            if tx.rows("SELECT 1 FROM schema_migrations WHERE version = ?", [version]):
+                continue
+            _apply(tx, script)
+            tx.run(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                [version, name, utc_text(datetime.now(UTC))],
+            )
+            applied.append(version)
+    return applied
+
+
+def _apply(tx: Tx, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            tx.run(statement)
+
+
+def current_version(database: Any) -> int:
+    with database.transaction() as tx:
+        rows = tx.rows("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+    return int(rows[0][0])

@@ -1,0 +1,335 @@
+"""What the cloud API keeps: the kiosk registry, provisioning tokens, nonces and events.
+
+Every method is one transaction. Ingest is idempotent by event id: an event already
+stored with the same content is reported as a duplicate; the same id or the same
+``(kiosk_id, seq)`` with other content is rejected and the whole batch rolls back. The
+request's nonce is recorded in the same transaction, so a replay is refused and a batch
+that was refused leaves nothing behind. On PostgreSQL the batches of one kiosk are
+serialised by an advisory lock, so any number of API processes can share the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cloud_sync.events import Event, Rejection
+from cloud_sync.server.db import Database
+from cloud_sync.server.migrations import utc_text
+from cloud_sync.server.problems import Problem
+from cloud_sync.server.reconcile import reconcile
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: list[str]
+    duplicate: list[str]
+
+
+@dataclass(frozen=True)
+class KioskRecord:
+    kiosk_id: str
+    public_key: str
+    site: str
+    disabled: bool
+    created_at: str
+
+
+EVENT_COLUMNS = (
+    ("id", "text"),
+    ("kiosk_id", "text"),
+    ("seq", "bigint"),
+    ("type", "text"),
+    ("occurred_at", "text"),
+    ("schema_version", "integer"),
+    ("payload", "text"),
+    ("digest", "text"),
+    ("batch_id", "text"),
+    ("received_at", "text"),
+)
+
+
+def _digest(event: Event) -> str:
+    return hashlib.sha256(event.to_json().encode()).hexdigest()
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _now_text() -> str:
+    return utc_text(datetime.now(UTC))
+
+
+class Store:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    # -- kiosks -----------------------------------------------------------------------------
+
+    def register_kiosk(self, kiosk_id: str, public_key: str, site: str = "") -> bool:
+        """Register a kiosk or replace its key and site; True when it is new."""
+        now = _now_text()
+        with self.db.transaction() as tx:
+            exists = tx.rows("SELECT 1 FROM kiosks WHERE kiosk_id = ?", [kiosk_id])
+            tx.run(
+                "INSERT INTO kiosks (kiosk_id, public_key, site, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET "
+                "public_key = excluded.public_key, site = excluded.site, "
+                "updated_at = excluded.updated_at, disabled = 0",
+                [kiosk_id, public_key, site, now, now],
+            )
+        return not exists
+
+    def kiosk(self, kiosk_id: str) -> KioskRecord | None:
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                "SELECT kiosk_id, public_key, site, disabled, created_at FROM kiosks "
+                "WHERE kiosk_id = ?",
+                [kiosk_id],
+            )
+        if not rows:
+            return None
+        kid, key, site, disabled, created = rows[0]
+        return KioskRecord(kid, key, site, bool(disabled), created)
+
+    def kiosks(self) -> list[KioskRecord]:
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                "SELECT kiosk_id, public_key, site, disabled, created_at FROM kiosks "
+                "ORDER BY kiosk_id"
+            )
+        return [KioskRecord(a, b, c, bool(d), e) for a, b, c, d, e in rows]
+
+    def set_disabled(self, kiosk_id: str, disabled: bool) -> bool:
+        with self.db.transaction() as tx:
+            changed: int = tx.run(
+                "UPDATE kiosks SET disabled = ?, updated_at = ? WHERE kiosk_id = ?",
+                [int(disabled), _now_text(), kiosk_id],
+            )
+        return changed > 0
+
+    # -- provisioning tokens --------------------------------------------------------------------
+
+    def issue_token(
+        self, ttl_s: float, kiosk_id: str | None = None, site: str = ""
+    ) -> tuple[str, str]:
+        """A new one-time token (shown once, stored hashed) and its expiry."""
+        token = "kpt_" + secrets.token_urlsafe(24)
+        now = datetime.now(UTC)
+        expires = utc_text(now + timedelta(seconds=ttl_s))
+        with self.db.transaction() as tx:
+            tx.run(
+                "INSERT INTO provisioning_tokens (token_hash, kiosk_id, site, created_at, "
+                "expires_at) VALUES (?, ?, ?, ?, ?)",
+                [_hash_token(token), kiosk_id, site, utc_text(now), expires],
+            )
+        return token, expires
+
+    def provision(self, token: str, kiosk_id: str, public_key: str, site: str | None) -> None:
+        """Spend a one-time token to register ``kiosk_id`` with ``public_key``."""
+        now = _now_text()
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                "SELECT kiosk_id, site, expires_at, used_at FROM provisioning_tokens "
+                "WHERE token_hash = ?",
+                [_hash_token(token)],
+            )
+            if not rows:
+                raise Problem(401, "bad_token", "unknown provisioning token")
+            bound, token_site, expires, used = rows[0]
+            if used is not None:
+                raise Problem(401, "bad_token", "this provisioning token was already used")
+            if expires <= now:
+                raise Problem(401, "bad_token", "this provisioning token has expired")
+            if bound is not None and bound != kiosk_id:
+                raise Problem(403, "wrong_kiosk", f"this token is for kiosk {bound!r}")
+            exists = tx.rows("SELECT 1 FROM kiosks WHERE kiosk_id = ?", [kiosk_id])
+            if exists and bound is None:
+                raise Problem(
+                    409,
+                    "kiosk_exists",
+                    f"kiosk {kiosk_id!r} is registered; re-keying needs a token issued for it",
+                )
+            spent = tx.run(
+                "UPDATE provisioning_tokens SET used_at = ?, used_by = ? "
+                "WHERE token_hash = ? AND used_at IS NULL",
+                [now, kiosk_id, _hash_token(token)],
+            )
+            if spent != 1:
+                raise Problem(401, "bad_token", "this provisioning token was already used")
+            tx.run(
+                "INSERT INTO kiosks (kiosk_id, public_key, site, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET "
+                "public_key = excluded.public_key, site = excluded.site, "
+                "updated_at = excluded.updated_at, disabled = 0",
+                [kiosk_id, public_key, site if site is not None else token_site, now, now],
+            )
+
+    # -- nonces ---------------------------------------------------------------------------------
+
+    def use_nonce(self, kiosk_id: str, nonce: str) -> None:
+        """Record a nonce on its own (requests that store nothing else)."""
+        with self.db.transaction() as tx:
+            _record_nonce(tx, kiosk_id, nonce)
+
+    def prune_nonces(self, older_than_s: float) -> int:
+        with self.db.transaction() as tx:
+            return tx.run("DELETE FROM nonces WHERE seen_at < ?", [int(time.time() - older_than_s)])
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def ingest(self, kiosk_id: str, nonce: str, batch_id: str, events: list[Event]) -> IngestResult:
+        """Store a validated batch once; ``Problem`` (and nothing stored) on any conflict."""
+        received = _now_text()
+        digests = [_digest(event) for event in events]
+        with self.db.transaction() as tx:
+            tx.lock(f"kiosk:{kiosk_id}")
+            _record_nonce(tx, kiosk_id, nonce)
+            ids, id_args = tx.in_list("id", [event.id for event in events])
+            seqs, seq_args = tx.in_list("seq", [event.seq for event in events])
+            found = tx.rows(  # one round trip: same ids, or same seqs of this kiosk
+                f"SELECT id, kiosk_id, seq, digest FROM events "  # noqa: S608
+                f"WHERE {ids} OR (kiosk_id = ? AND {seqs})",
+                [*id_args, kiosk_id, *seq_args],
+            )
+            by_id = {row[0]: row[1:] for row in found}
+            by_seq = {row[2]: row[0] for row in found if row[1] == kiosk_id}
+            accepted: list[Event] = []
+            duplicate: list[str] = []
+            rejected: list[Rejection] = []
+            rows: list[list[Any]] = []
+            for index, (event, digest) in enumerate(zip(events, digests, strict=True)):
+                stored = by_id.get(event.id)
+                if stored is not None:
+                    if tuple(stored) == (event.kiosk_id, event.seq, digest):
+                        duplicate.append(event.id)
+                    else:
+                        rejected.append(
+                            Rejection(
+                                index=index,
+                                id=event.id,
+                                reason=f"id: {event.id} is already stored with other content "
+                                f"(kiosk {stored[0]}, seq {stored[1]})",
+                            )
+                        )
+                    continue
+                if event.seq in by_seq:
+                    rejected.append(
+                        Rejection(
+                            index=index,
+                            id=event.id,
+                            reason=f"seq: {event.seq} of kiosk {kiosk_id} is already stored "
+                            f"as event {by_seq[event.seq]}",
+                        )
+                    )
+                    continue
+                accepted.append(event)
+                rows.append(
+                    [
+                        event.id,
+                        event.kiosk_id,
+                        event.seq,
+                        event.type,
+                        utc_text(event.occurred_at),
+                        event.schema_version,
+                        event.payload.model_dump_json(),
+                        digest,
+                        batch_id,
+                        received,
+                    ]
+                )
+            if rejected:
+                raise Problem(
+                    422,
+                    "rejected_events",
+                    f"{len(rejected)} events conflict with stored ones; nothing was stored",
+                    rejected=rejected,
+                )
+            tx.insert_many("events", EVENT_COLUMNS, rows)
+            reconcile(tx, accepted)
+        return IngestResult([event.id for event in accepted], duplicate)
+
+    def events(
+        self, kiosk_id: str | None = None, after_seq: int = 0, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        where: str = "seq > ?"
+        args: list[Any] = [after_seq]
+        if kiosk_id is not None:
+            where, args = "kiosk_id = ? AND seq > ?", [kiosk_id, after_seq]
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                "SELECT id, kiosk_id, seq, type, occurred_at, schema_version, payload, "  # noqa: S608
+                f"received_at FROM events WHERE {where} ORDER BY kiosk_id, seq LIMIT ?",
+                [*args, limit],
+            )
+        keys = ("id", "kiosk_id", "seq", "type", "occurred_at", "schema", "payload", "received_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def count_events(self, kiosk_id: str | None = None) -> int:
+        with self.db.transaction() as tx:
+            if kiosk_id is None:
+                rows = tx.rows("SELECT COUNT(*) FROM events")
+            else:
+                rows = tx.rows("SELECT COUNT(*) FROM events WHERE kiosk_id = ?", [kiosk_id])
+        return int(rows[0][0])
+
+    def rentals(self, status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
+        where, args = ("WHERE status = ?", [status]) if status else ("", [])
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                "SELECT kiosk_id, rental_id, powerbank_id, person_id, slot, started_at, status, "  # noqa: S608
+                f"returned_at, return_kiosk_id FROM rentals {where} "
+                "ORDER BY started_at, kiosk_id, rental_id LIMIT ?",
+                [*args, limit],
+            )
+        keys = (
+            "kiosk_id",
+            "rental_id",
+            "powerbank_id",
+            "person_id",
+            "slot",
+            "started_at",
+            "status",
+            "returned_at",
+            "return_kiosk_id",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def returns(self, flagged_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        where = "WHERE flag IS NOT NULL" if flagged_only else ""
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                "SELECT event_id, powerbank_id, kiosk_id, slot, returned_at, rental_kiosk_id, "  # noqa: S608
+                f"rental_id, flag FROM returns {where} ORDER BY returned_at LIMIT ?",
+                [limit],
+            )
+        keys = (
+            "event_id",
+            "powerbank_id",
+            "kiosk_id",
+            "slot",
+            "returned_at",
+            "rental_kiosk_id",
+            "rental_id",
+            "flag",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def ping(self) -> None:
+        with self.db.transaction() as tx:
+            tx.rows("SELECT 1")
+
+
+def _record_nonce(tx: Any, kiosk_id: str, nonce: str) -> None:
+    fresh = tx.run(
+        "INSERT INTO nonces (kiosk_id, nonce, seen_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (kiosk_id, nonce) DO NOTHING",
+        [kiosk_id, nonce, int(time.time())],
+    )
+    if fresh != 1:
+        raise Problem(401, "replayed", "this request's nonce was already used (a replay)")

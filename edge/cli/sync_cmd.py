@@ -1,0 +1,239 @@
+"""``kiosk sync``: the sync daemon (``run``), one pass now (``now``) and the outbox's state.
+
+``run`` is the systemd service: it drains the outbox into ``sync.cloud_url`` every
+``sync.interval_s``, backs off with full jitter while the cloud is away, wakes at once on
+SIGUSR1 and stops cleanly on SIGTERM or SIGINT. ``now`` runs one pass in this process and
+says what happened. ``status`` never needs the network: it reads the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cloud_sync.errors import CloudError
+from cloud_sync.outbox import Outbox
+from cloud_sync.signing import kiosk_key, public_key_text
+from edge.cli.context import state
+from edge.errors import ConfigError, InputError
+from edge.settings import Settings
+
+if TYPE_CHECKING:  # the HTTP stack loads only for the commands that talk to the cloud
+    from cloud_sync.daemon import PassResult, SyncDaemon
+
+app = typer.Typer(
+    help="Run the sync daemon, sync now, or show the sync status.", no_args_is_help=True
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def open_outbox(settings: Settings) -> Outbox:
+    return Outbox(settings.outbox_path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes)
+
+
+def build_daemon(settings: Settings, outbox: Outbox) -> SyncDaemon:
+    """The daemon for these settings; ``ConfigError`` when no cloud URL is set."""
+    from cloud_sync.backoff import BackoffPolicy
+    from cloud_sync.batching import BatchLimits
+    from cloud_sync.client import CloudClient
+    from cloud_sync.daemon import SyncDaemon
+
+    sync = settings.sync
+    if sync.cloud_url is None:
+        raise ConfigError(
+            "sync.cloud_url is not set: set it in the settings file or KIOSK_SYNC__CLOUD_URL"
+        )
+    client = CloudClient(
+        str(sync.cloud_url),
+        settings.kiosk.id,
+        kiosk_key(settings.kiosk.state_dir, sync.key_filename),
+        timeout_s=sync.timeout_s,
+        gzip_min_bytes=sync.gzip_min_bytes,
+        ca_file=sync.ca_file,
+    )
+    return SyncDaemon(
+        outbox,
+        client,
+        BatchLimits(sync.batch_max_events, sync.batch_max_bytes, sync.live_share),
+        live_window_s=settings.outbox.live_window_s,
+        interval_s=sync.interval_s,
+        backoff=BackoffPolicy(sync.backoff_base_s, sync.backoff_max_s, sync.retry_after_max_s),
+        keep_sent_s=settings.outbox.keep_sent_s,
+    )
+
+
+@app.command("run")
+def run(ctx: typer.Context) -> None:
+    """Run the sync daemon until stopped (the kiosk-sync systemd service)."""
+    settings = state(ctx).settings()
+    outbox = open_outbox(settings)
+    daemon = build_daemon(settings, outbox)
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        daemon.stop()
+
+    def on_wake(signum: int, frame: FrameType | None) -> None:
+        daemon.wake()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGUSR1, on_wake)
+    try:
+        daemon.run()
+    finally:
+        daemon.client.close()
+        outbox.close()
+
+
+@app.command("now")
+def now(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Send every pending event now, once; exit 7 if the cloud could not be reached."""
+    settings = state(ctx).settings()
+    outbox = open_outbox(settings)
+    try:
+        daemon = build_daemon(settings, outbox)
+        try:
+            result = daemon.sync_once()
+        finally:
+            daemon.client.close()
+        left = outbox.stats().pending_total
+    finally:
+        outbox.close()
+    _print_pass(result, left, as_json)
+    if result.error is not None:
+        raise CloudError(f"sync failed: {result.error} (the events are kept)")
+
+
+def _print_pass(result: PassResult, left: int, as_json: bool) -> None:
+    if as_json:
+        data = {
+            "accepted": result.accepted,
+            "duplicate": result.duplicate,
+            "quarantined": result.quarantined,
+            "batches": result.batches,
+            "pending": left,
+            "error": result.error,
+            "seconds": round(result.seconds, 3),
+        }
+        typer.echo(json.dumps(data))
+        return
+    typer.echo(
+        f"sent {result.sent} events ({result.accepted} new, {result.duplicate} already there) "
+        f"in {result.batches} batches, {result.quarantined} quarantined, {left} still pending"
+    )
+
+
+@app.command("status")
+def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the outbox: pending events per class, oldest age, last success and error."""
+    settings = state(ctx).settings()
+    if not settings.outbox_path.is_file():
+        raise InputError(f"{settings.outbox_path}: no outbox yet (nothing was recorded here)")
+    outbox = open_outbox(settings)
+    try:
+        stats = outbox.stats()
+        quarantined = outbox.quarantined(limit=5)
+    finally:
+        outbox.close()
+    data: dict[str, Any] = {
+        "kiosk_id": settings.kiosk.id,
+        "cloud_url": str(settings.sync.cloud_url) if settings.sync.cloud_url else None,
+        "pending": stats.pending,
+        "pending_total": stats.pending_total,
+        "oldest_pending_age_s": (
+            None if stats.oldest_pending_age_s is None else round(stats.oldest_pending_age_s, 1)
+        ),
+        "sent_kept": stats.sent,
+        "quarantined": stats.quarantined,
+        "dropped": stats.dropped,
+        "bytes_used": stats.bytes_used,
+        "max_bytes": stats.max_bytes,
+        "last_seq": stats.last_seq,
+        "last_success_at": stats.last_success_at,
+        "last_error": stats.last_error,
+        "last_error_at": stats.last_error_at,
+        "problems": _problems(settings, stats.last_error),
+        "quarantined_examples": [
+            {"seq": seq, "id": event_id, "type": kind, "reason": reason}
+            for seq, event_id, kind, reason in quarantined
+        ],
+    }
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    pending = ", ".join(f"{name} {count}" for name, count in stats.pending.items())
+    lines = [
+        f"kiosk        {data['kiosk_id']}",
+        f"cloud        {data['cloud_url'] or '(not set)'}",
+        f"pending      {stats.pending_total} ({pending})",
+        f"oldest       {_age(stats.oldest_pending_age_s)}",
+        f"quarantined  {stats.quarantined}",
+        f"dropped      telemetry {stats.dropped['telemetry']}, ops {stats.dropped['ops']}",
+        f"disk         {stats.bytes_used:,} of {stats.max_bytes:,} bytes",
+        f"last success {stats.last_success_at or 'never'}",
+        f"last error   {_last_error(stats.last_error, stats.last_error_at)}",
+    ]
+    lines += [f"problem      {problem}" for problem in data["problems"]]
+    lines += [
+        f"  quarantined #{q['seq']} {q['type']}: {q['reason']}"
+        for q in data["quarantined_examples"]
+    ]
+    typer.echo("\n".join(lines))
+
+
+def _problems(settings: Settings, last_error: str | None) -> list[str]:
+    problems = []
+    if settings.sync.cloud_url is None:
+        problems.append("sync.cloud_url is not set: events are kept but never sent")
+    if last_error:
+        problems.append(last_error)
+    return problems
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _last_error(error: str | None, when: str | None) -> str:
+    if not error:
+        return "none"
+    return f"{error} (at {when})" if when else error
+
+
+@app.command("key")
+def key(ctx: typer.Context) -> None:
+    """Print this kiosk's public signing key (base64), to register it with the cloud."""
+    settings = state(ctx).settings()
+    typer.echo(public_key_text(kiosk_key(settings.kiosk.state_dir, settings.sync.key_filename)))
+
+
+@app.command("requeue")
+def requeue(
+    ctx: typer.Context,
+    seq: Annotated[
+        list[int] | None,
+        typer.Option("--seq", help="Only this event (repeat for more); default: all."),
+    ] = None,
+) -> None:
+    """Send quarantined events again (after the cloud or the kiosk was fixed)."""
+    settings = state(ctx).settings()
+    outbox = open_outbox(settings)
+    try:
+        count = outbox.requeue(seq or None)
+    finally:
+        outbox.close()
+    typer.echo(
+        f"{count} events back to pending at {datetime.now(UTC).isoformat(timespec='seconds')}"
+    )

@@ -1,0 +1,46 @@
+"""Fixtures of the sync tests: the cloud API on SQLite and on PostgreSQL (see cloudkit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.sync.cloudkit import Cloud, empty_database, fresh_pg_database, start_cloud
+
+
+@pytest.fixture(scope="session")
+def pg_session_url() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_session_url: str) -> str:
+    """The session's PostgreSQL database, emptied (creating one per test is slow)."""
+    empty_database(pg_session_url)
+    return pg_session_url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_cloud(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cloud]:
+    """One server per test module and database kind (starting one per test is slow)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('cloud') / 'cloud.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_session_url")
+    running = start_cloud(url)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def cloud(module_cloud: Cloud) -> Cloud:
+    """A running cloud API with an empty database, on SQLite and on PostgreSQL."""
+    empty_database(module_cloud.settings.database_url)
+    module_cloud.service().forget_keys()
+    return module_cloud

@@ -99,8 +99,6 @@ def demo(
 
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(sync_cmd.app, name="sync")
-app.add_typer(faces_cmd.app, name="faces")
-app.command("enroll")(enroll_cmd.enroll)
 app.add_typer(roster_cmd.app, name="roster")
 
 
@@ -125,6 +123,8 @@ for _name, _summary, _issue in (
     ("slots", "List the cabinet's slots, or enable and disable one.", "slot cabinet"),
     ("eject", "Eject the powerbank in one slot, recording who asked and why.", "slot cabinet"),
     ("events", "Tail or export the events in the outbox.", "field operations"),
+    ("enroll", "Enrol riders from photos into the roster.", "face pipeline"),
+    ("faces", "Identify, verify and evaluate faces against a roster.", "face pipeline"),
     ("doctor", "Check everything the kiosk needs, each with a one-line fix.", "field operations"),
     ("provision", "Create this kiosk's identity and register it with the cloud.", "the appliance"),
 ):

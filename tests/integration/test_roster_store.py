@@ -52,7 +52,7 @@ def test_full_snapshot_then_delta(tmp_path: Path, cloud: Cloud) -> None:
     )
     loaded = store.load()
     assert sorted(loaded.riders) == ["rider-1", "rider-2", "rider-9"]
-    assert store.info()["version"] == 6
+    assert store.info().version == 6
 
 
 def test_nothing_personal_is_on_disk_in_clear(tmp_path: Path, cloud: Cloud) -> None:
@@ -181,7 +181,7 @@ def test_local_key_rotation_forgets_the_old_key(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     store.enrol("a", record("A", 1))
     store.enrol("b", record("B", 2))
-    old = store.info()["data_key_id"]
+    old = store.info().data_key_id
     new = store.rotate_key()
     assert new != old
     with sqlite3.connect(store.path) as db:

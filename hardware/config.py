@@ -12,7 +12,8 @@ class CameraConfig(BaseModel):
 
     ``replay`` reads a folder of images (or a video file) at ``fps``; ``opencv`` opens a V4L2
     device index or path, an RTSP/HTTP URL or a video file; ``picamera2`` is the Raspberry Pi
-    camera (Raspberry Pi OS only).
+    camera (Raspberry Pi OS only; ``source`` is its index). A source that is lost is reopened
+    after ``reconnect_initial_s``, doubling up to ``reconnect_max_s``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -22,6 +23,10 @@ class CameraConfig(BaseModel):
     fps: float = Field(default=5.0, gt=0, le=120)
     width: int = Field(default=640, ge=160, le=4096)
     height: int = Field(default=480, ge=120, le=4096)
+    loop: bool = Field(default=False, description="replay: start again at the end")
+    open_timeout_s: float = Field(default=5.0, gt=0, le=60, description="opencv: open/read timeout")
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
 
 
 class BoardConfig(BaseModel):

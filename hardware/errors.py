@@ -7,6 +7,18 @@ The tree, by phase::
     │   ├── CameraOpenError (ConnectionError)   the source cannot be opened or vanished
     │   └── FrameError (ValueError)             a frame or image cannot be decoded
     └── BoardError                              the slot board (serial line)
+        ├── BoardConnectError (ConnectionError) the port cannot be opened, or vanished
+        ├── BoardTimeoutError (TimeoutError)    no valid reply within the timeout and retries
+        ├── ProtocolError (ValueError)          bytes that break docs/slot-protocol.md
+        │   ├── FramingError                    bad COBS, a frame too short, a wrong length field
+        │   │   └── FrameTooLongError           a frame or length field over the maximum
+        │   ├── ChecksumError                   the CRC-16 does not match
+        │   ├── UnknownMessageError             a message type the protocol does not define
+        │   └── PayloadError                    a known type whose payload is malformed
+        ├── SlotRangeError (ValueError)         a slot number outside 1..slots
+        ├── BoardRefusedError                   the board answered NACK; ``code`` says why
+        └── EjectError                          an eject did not present a powerbank
+            └── SlotJammedError                 the latch jammed; the slot is now faulty
 
 Exceptions of third-party libraries (OpenCV, pyserial) are translated into these where
 they enter, so nothing outside ``hardware`` sees them.
@@ -33,3 +45,65 @@ class FrameError(CameraError, ValueError):
 
 class BoardError(HardwareError):
     """The slot board failed."""
+
+
+class BoardConnectError(BoardError, ConnectionError):
+    """The board's port cannot be opened, or it disappeared."""
+
+
+class BoardTimeoutError(BoardError, TimeoutError):
+    """The board did not answer properly within the timeout and the retries."""
+
+
+class ProtocolError(BoardError, ValueError):
+    """Bytes that do not follow the slot-board protocol (docs/slot-protocol.md).
+
+    ``seq`` and ``type_byte`` are set when the frame's CRC was right, so that a board can
+    answer an unknown command or a malformed request with a NACK under the same sequence.
+    """
+
+    def __init__(self, message: str, seq: int | None = None, type_byte: int | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.type_byte = type_byte
+
+
+class FramingError(ProtocolError):
+    """A frame cannot be unstuffed, is too short, or its length field is wrong."""
+
+
+class FrameTooLongError(FramingError):
+    """A frame, or the length field inside one, is larger than the protocol allows."""
+
+
+class ChecksumError(ProtocolError):
+    """A frame's CRC-16 does not match its contents."""
+
+
+class UnknownMessageError(ProtocolError):
+    """A frame carries a message type the protocol does not define."""
+
+
+class PayloadError(ProtocolError):
+    """A message of a known type has a malformed payload (or a value out of range)."""
+
+
+class SlotRangeError(BoardError, ValueError):
+    """A slot number outside the board's slots (1..N)."""
+
+
+class BoardRefusedError(BoardError):
+    """The board answered NACK; ``code`` is the protocol's reason (a ``NackCode``)."""
+
+    def __init__(self, message: str, code: int = 0, detail: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.detail = detail
+
+
+class EjectError(BoardError):
+    """An eject did not end with the powerbank presented to the rider."""
+
+
+class SlotJammedError(EjectError):
+    """The slot's latch jammed during an eject; the board now reports the slot as faulty."""

@@ -1,0 +1,224 @@
+"""``kiosk slots``, ``kiosk eject`` and ``kiosk board-sim``: the technician's cabinet tools."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from ulid import ULID
+
+from edge.cli.auth import operator, require_technician
+from edge.cli.context import state
+from edge.errors import InputError
+from edge.settings import Settings
+from edge.slots import Inventory, Slot, SlotState, eject_slot
+from hardware.driver import SerialBoard
+from hardware.errors import BoardError
+
+SLOTS_DB = "slots.db"
+
+slots_app = typer.Typer(
+    help="List the cabinet's slots, or enable and disable one.",
+    invoke_without_command=True,
+    rich_markup_mode=None,
+)
+
+STATE_STYLE = {
+    SlotState.READY: "green",
+    SlotState.CHARGING: "yellow",
+    SlotState.FAULT: "bold red",
+    SlotState.DISABLED: "dim",
+    SlotState.EJECTING: "cyan",
+    SlotState.AWAITING_REMOVAL: "cyan",
+}
+
+
+def _inventory(settings: Settings, slots: int | None = None) -> Inventory:
+    from cloud_sync.outbox import Outbox
+
+    outbox = Outbox(settings.outbox_path, settings.kiosk.id)
+    return Inventory(
+        settings.kiosk.state_dir / SLOTS_DB, slots or settings.board.slots, outbox=outbox
+    )
+
+
+@contextmanager
+def _board(settings: Settings) -> Iterator[SerialBoard]:
+    board = SerialBoard.from_config(settings.board).open()
+    try:
+        yield board
+    finally:
+        board.close()
+
+
+def _drain(board: SerialBoard, inventory: Inventory) -> None:
+    while (event := board.next_event(timeout=0)) is not None:
+        inventory.apply(event)
+
+
+def _check_slot(settings: Settings, slot: int) -> None:
+    if not 1 <= slot <= settings.board.slots:
+        raise InputError(
+            f"slot {slot} does not exist: this kiosk has slots 1..{settings.board.slots}"
+        )
+
+
+def _row(slot: Slot) -> dict[str, Any]:
+    return {
+        "slot": slot.number,
+        "state": slot.state.value,
+        "powerbank_id": slot.powerbank_id,
+        "charge": slot.charge,
+        "temperature": slot.temperature,
+        "fault": slot.fault,
+        "disabled": slot.disabled,
+        "updated_at": slot.updated_at.isoformat() if slot.updated_at else None,
+    }
+
+
+def _print_table(slots: list[Slot], source: str) -> None:
+    table = Table(title=f"slots ({'from the board' if source == 'board' else 'last known'})")
+    for column in ("slot", "state", "powerbank id", "charge", "temp", "fault"):
+        table.add_column(
+            column, justify="right" if column in ("slot", "charge", "temp") else "left"
+        )
+    for slot in slots:
+        style = STATE_STYLE.get(slot.state, "")
+        table.add_row(
+            str(slot.number),
+            f"[{style}]{slot.state.value}[/]" if style else slot.state.value,
+            slot.powerbank_id or "-",
+            "-" if slot.charge is None else f"{slot.charge}%",
+            "-" if slot.temperature is None else f"{slot.temperature}°C",
+            slot.fault or "",
+        )
+    Console().print(table)
+
+
+@slots_app.callback()
+def slots(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    cached: Annotated[
+        bool, typer.Option("--cached", help="Show the last known state; do not ask the board.")
+    ] = False,
+) -> None:
+    """Show every slot: state, powerbank id and charge (asks the board; falls back to the
+    last known state, and exits 6, when the board does not answer)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = state(ctx).settings()
+    source, error = "cached", None
+    if cached:
+        inventory = _inventory(settings)
+    else:
+        try:
+            with _board(settings) as board:
+                inventory = _inventory(settings, board.slot_count())
+                inventory.refresh(board)
+                _drain(board, inventory)
+                source = "board"
+        except BoardError as exc:
+            error = exc
+            inventory = _inventory(settings)
+    rows = inventory.slots()
+    if as_json:
+        payload = {"source": source, "slots": [_row(slot) for slot in rows]}
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        _print_table(rows, source)
+    if error is not None:
+        print("kiosk: the board did not answer: showing the last known state", file=sys.stderr)
+        raise error
+
+
+def _set_enabled(ctx: typer.Context, slot: int, enabled: bool) -> None:
+    settings = state(ctx).settings()
+    _check_slot(settings, slot)
+    inventory = _inventory(settings)
+    inventory.set_disabled(slot, not enabled)  # the kiosk's own choice holds even offline
+    word = "enabled" if enabled else "disabled"
+    try:
+        with _board(settings) as board:
+            board.set_enabled(slot, enabled)
+    except BoardError as exc:
+        raise type(exc)(
+            f"slot {slot} is {word} on this kiosk, but the board did not confirm: {exc}"
+        ) from None
+    typer.echo(f"slot {slot}: {word}")
+
+
+@slots_app.command("disable")
+def disable(
+    ctx: typer.Context, slot: Annotated[int, typer.Argument(help="Slot number (1..N).")]
+) -> None:
+    """Take a slot out of service: no rental ejects from it until it is enabled."""
+    _set_enabled(ctx, slot, False)
+
+
+@slots_app.command("enable")
+def enable(
+    ctx: typer.Context, slot: Annotated[int, typer.Argument(help="Slot number (1..N).")]
+) -> None:
+    """Put a disabled slot back in service."""
+    _set_enabled(ctx, slot, True)
+
+
+def eject(
+    ctx: typer.Context,
+    slot: Annotated[int, typer.Argument(help="Slot number (1..N).")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (kept in the slot.ejected event).", metavar="TEXT")
+    ],
+) -> None:
+    """Eject the powerbank in one slot, recording who asked and why (a slot.ejected event)."""
+    reason = reason.strip()
+    if not 1 <= len(reason) <= 200:
+        raise InputError("--reason must be 1 to 200 characters")
+    settings = state(ctx).settings()
+    _check_slot(settings, slot)
+    require_technician(settings.kiosk.state_dir, "kiosk eject")
+    who = operator()
+    with _board(settings) as board:
+        inventory = _inventory(settings, board.slot_count())
+        try:
+            result = eject_slot(board, inventory, slot, str(ULID()))
+        finally:
+            _drain(board, inventory)
+    assert inventory.outbox is not None
+    event = inventory.outbox.append(
+        "slot.ejected",
+        slot=slot,
+        powerbank_id=result.powerbank_id or None,
+        operator=who,
+        reason=reason,
+    )
+    recorded = f"event {event.seq}" if event is not None else "no event (the outbox is full)"
+    typer.echo(
+        f"slot {slot}: powerbank {result.powerbank_id or '(unknown id)'} "
+        f"{result.outcome.name.lower()}; {recorded}, operator {who}"
+    )
+
+
+def board_sim(ctx: typer.Context) -> None:
+    """Simulate the slot board on a pty (prints its path); 'kiosk board-sim --help' lists faults."""
+    from hardware.sim import main as sim_main
+
+    raise typer.Exit(sim_main(list(ctx.args)))
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the ``kiosk`` app."""
+    app.add_typer(slots_app, name="slots")
+    app.command("eject")(eject)
+    app.command(
+        "board-sim",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(board_sim)

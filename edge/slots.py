@@ -1,0 +1,332 @@
+"""The slot inventory: what each slot of the cabinet holds, and which one to eject.
+
+The state of a slot moves only by the rules in ``RULES`` (one table): commands the kiosk
+gives (eject started, eject failed) and what the board tells (notifications, status). A
+technician's ``disabled`` flag sits beside the state and wins when a slot is shown or
+chosen. ``transition`` and ``choose_slot`` are pure; ``Inventory`` keeps the last known
+state in SQLite (``slots.db`` in the kiosk's state folder), so a restarted kiosk knows its
+slots before the board answers, and records every new fault as a ``slot.fault`` event.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+import structlog
+
+from cloud_sync.outbox import Outbox
+from edge.errors import EdgeError
+from hardware.board import BoardEvent, BoardOffline, BoardOnline, EjectResult, SlotBoard
+from hardware.errors import BoardError, BoardRefusedError, SlotJammedError
+from hardware.messages import (
+    Booted,
+    Door,
+    DoorState,
+    Ejected,
+    Fault,
+    FaultCleared,
+    FaultCode,
+    Inserted,
+    Jammed,
+    Relocked,
+    Removed,
+    SlotCondition,
+    SlotReport,
+)
+
+log = structlog.get_logger("edge.slots")
+Clock = Callable[[], datetime]
+DEFAULT_MIN_CHARGE = 80
+
+
+class SlotState(enum.StrEnum):
+    EMPTY = "empty"
+    CHARGING = "charging"
+    READY = "ready"
+    EJECTING = "ejecting"
+    AWAITING_REMOVAL = "awaiting_removal"
+    FAULT = "fault"
+    DISABLED = "disabled"
+
+
+S = SlotState
+DOCKED = "docked"  # a rule target: CHARGING or READY, by the charge
+ANY = frozenset(S) - {S.DISABLED}
+# event -> (states it may come from, state it leads to); an event from any other state
+# changes the slot's data but not its state.
+RULES: dict[str, tuple[frozenset[SlotState], SlotState | str]] = {
+    "eject": (frozenset({S.CHARGING, S.READY}), S.EJECTING),
+    "eject_refused": (frozenset({S.EJECTING}), DOCKED),
+    "presented": (frozenset({S.EJECTING, S.CHARGING, S.READY}), S.AWAITING_REMOVAL),
+    "relocked": (frozenset({S.EJECTING, S.AWAITING_REMOVAL}), DOCKED),
+    "removed": (frozenset({S.AWAITING_REMOVAL, S.EJECTING, S.CHARGING, S.READY}), S.EMPTY),
+    "inserted": (frozenset({S.EMPTY, S.AWAITING_REMOVAL}), DOCKED),
+    "fault": (ANY, S.FAULT),
+    "fault_cleared": (frozenset({S.FAULT}), DOCKED),
+}
+
+
+@dataclass(frozen=True)
+class Slot:
+    number: int
+    condition: SlotState = SlotState.EMPTY  # never DISABLED: that is the flag below
+    powerbank_id: str | None = None
+    charge: int | None = None
+    temperature: int | None = None
+    fault: str | None = None
+    disabled: bool = False
+    request_id: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def state(self) -> SlotState:
+        return SlotState.DISABLED if self.disabled else self.condition
+
+
+@dataclass(frozen=True)
+class FaultNote:
+    """A fault to record as a ``slot.fault`` event (slot None: the whole board)."""
+
+    slot: int | None
+    code: str
+    detail: str = ""
+
+
+def _docked(slot: Slot, min_charge: int) -> SlotState:
+    if slot.powerbank_id is None and slot.charge is None:
+        return SlotState.EMPTY
+    ready = slot.charge is not None and slot.charge >= min_charge
+    return SlotState.READY if ready else SlotState.CHARGING
+
+
+def transition(slot: Slot, event: str, min_charge: int, **data: Any) -> Slot:
+    """Apply ``event`` (a key of ``RULES``) with its ``data`` fields to ``slot``."""
+    updated = replace(slot, **data)
+    sources, target = RULES[event]
+    if slot.condition not in sources:
+        log.debug("slot event ignored", slot=slot.number, state=slot.condition, trigger=event)
+        return updated
+    if target == DOCKED:
+        return replace(updated, condition=_docked(updated, min_charge), fault=None, request_id=None)
+    state = SlotState(target)
+    if state == SlotState.EMPTY:
+        updated = replace(updated, powerbank_id=None, charge=None, request_id=None)
+    return replace(updated, condition=state)
+
+
+def from_report(report: SlotReport, min_charge: int, previous: Slot) -> Slot:
+    """A slot as the board's status describes it (the board is the truth)."""
+    slot = replace(
+        previous,
+        powerbank_id=report.powerbank_id or None,
+        charge=report.charge,
+        temperature=report.temperature,
+        fault=None,
+    )
+    if report.condition == SlotCondition.FAULT:
+        return replace(slot, condition=SlotState.FAULT, fault=report.fault.name.lower())
+    if report.condition == SlotCondition.EMPTY:
+        return replace(slot, condition=SlotState.EMPTY, request_id=None)
+    if report.condition == SlotCondition.EJECTING:
+        return replace(slot, condition=SlotState.EJECTING)
+    if report.condition == SlotCondition.PRESENTED:
+        return replace(slot, condition=SlotState.AWAITING_REMOVAL)
+    return replace(slot, condition=_docked(slot, min_charge), request_id=None)
+
+
+def choose_slot(slots: Iterable[Slot]) -> int | None:
+    """The slot to eject for a rental: ready and enabled, fullest first, then lowest number."""
+    ready = [slot for slot in slots if slot.state == SlotState.READY]
+    if not ready:
+        return None
+    return min(ready, key=lambda slot: (-(slot.charge or 0), slot.number)).number
+
+
+class Inventory:
+    """The slots of one cabinet, kept in SQLite and driven by the board's events."""
+
+    def __init__(
+        self,
+        path: Path,
+        slots: int,
+        *,
+        outbox: Outbox | None = None,
+        min_charge: int = DEFAULT_MIN_CHARGE,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self.path, self.outbox, self.min_charge, self._clock = path, outbox, min_charge, clock
+        self.board_online = False
+        self.door = DoorState.CLOSED
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite_utils.Database(connection)
+            self._slots = self._load(slots)
+        except (sqlite3.Error, OSError) as exc:
+            raise EdgeError(f"{path}: cannot open the slot inventory ({exc})") from None
+
+    def _load(self, count: int) -> dict[int, Slot]:
+        if "slots" not in self._db.table_names():
+            self._db.execute(
+                """CREATE TABLE slots (number INTEGER PRIMARY KEY, condition TEXT NOT NULL,
+                powerbank_id TEXT, charge INTEGER, temperature INTEGER, fault TEXT,
+                disabled INTEGER NOT NULL DEFAULT 0, request_id TEXT, updated_at TEXT)"""
+            )
+        slots = {number: Slot(number) for number in range(1, count + 1)}
+        for row in self._db.execute("SELECT * FROM slots ORDER BY number").fetchall():
+            number, condition, powerbank_id, charge, temperature, fault, disabled, rid, at = row
+            if number in slots:
+                slots[number] = Slot(
+                    number,
+                    SlotState(condition),
+                    powerbank_id,
+                    charge,
+                    temperature,
+                    fault,
+                    bool(disabled),
+                    rid,
+                    datetime.fromisoformat(at) if at else None,
+                )
+        return slots
+
+    def close(self) -> None:
+        self._db.conn.close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def slots(self) -> list[Slot]:
+        return [self._slots[number] for number in sorted(self._slots)]
+
+    def slot(self, number: int) -> Slot:
+        return self._slots[number]
+
+    def choose(self) -> int | None:
+        """The slot to eject, or None: none ready, or the board is offline or open."""
+        if not self.board_online or self.door != DoorState.CLOSED:
+            return None
+        return choose_slot(self._slots.values())
+
+    # -- changing ------------------------------------------------------------------------
+
+    def _save(self, slot: Slot, note: FaultNote | None = None) -> None:
+        previous = self._slots[slot.number]
+        if note is not None or (slot.condition == S.FAULT and previous.condition != S.FAULT):
+            self._record(note or FaultNote(slot.number, slot.fault or "fault"))
+        slot = replace(slot, updated_at=self._clock())
+        self._slots[slot.number] = slot
+        row = dict(vars(slot))
+        row["condition"] = slot.condition.value
+        row["updated_at"] = slot.updated_at.isoformat() if slot.updated_at else None
+        try:
+            self._db.table("slots").upsert(row, pk="number")
+        except sqlite3.Error as exc:
+            raise EdgeError(f"{self.path}: cannot store slot {slot.number} ({exc})") from None
+
+    def _record(self, note: FaultNote) -> None:
+        log.warning("slot fault", slot=note.slot, code=note.code, detail=note.detail)
+        if self.outbox is not None:
+            self.outbox.append("slot.fault", slot=note.slot, code=note.code, detail=note.detail)
+
+    def _move(self, number: int, event: str, **data: Any) -> None:
+        if number in self._slots:
+            self._save(transition(self._slots[number], event, self.min_charge, **data))
+
+    def sync(self, reports: Sequence[SlotReport]) -> None:
+        """Take the board's status of every slot as the truth."""
+        for report in reports:
+            if report.slot in self._slots:
+                self._save(from_report(report, self.min_charge, self._slots[report.slot]))
+
+    def set_disabled(self, number: int, disabled: bool) -> None:
+        self._save(replace(self._slots[number], disabled=disabled))
+
+    def begin_eject(self, number: int, request_id: str) -> None:
+        self._move(number, "eject", request_id=request_id)
+
+    def ejected(self, result: EjectResult) -> None:
+        event = {"presented": "presented", "taken": "removed", "relocked": "relocked"}
+        self._move(result.slot, event[result.outcome.name.lower()])
+
+    def eject_failed(self, number: int, error: BoardError) -> None:
+        if isinstance(error, SlotJammedError):
+            self._move(number, "fault", fault="latch_jammed")
+        elif isinstance(error, BoardRefusedError):
+            self._move(number, "eject_refused")
+        # a timeout leaves the slot ejecting (unknown) until the board's status says more
+
+    def apply(self, event: BoardEvent) -> None:
+        """Follow one event from the driver."""
+        if isinstance(event, BoardOnline | BoardOffline):
+            online = isinstance(event, BoardOnline)
+            if self.board_online and not online:
+                self._record(FaultNote(None, "board_offline", getattr(event, "reason", "")))
+            self.board_online = online
+        elif isinstance(event, Booted):
+            self.board_online = True
+        elif isinstance(event, Inserted):
+            self._move(
+                event.slot, "inserted", powerbank_id=event.powerbank_id or None, charge=event.charge
+            )
+        elif isinstance(event, Removed):
+            slot = self._slots.get(event.slot)
+            if slot is not None and slot.condition in (S.CHARGING, S.READY):
+                self._record(FaultNote(event.slot, "unexpected_removal", event.powerbank_id))
+            self._move(event.slot, "removed")
+        elif isinstance(event, Ejected):
+            self._move(event.slot, "presented")
+        elif isinstance(event, Relocked):
+            self._move(event.slot, "relocked")
+        elif isinstance(event, Jammed):
+            self._move(event.slot, "fault", fault="latch_jammed")
+        elif isinstance(event, Fault):
+            self._fault(event)
+        elif isinstance(event, FaultCleared):
+            self._move(event.slot, "fault_cleared", fault=None)
+        elif isinstance(event, Door):
+            self.door = event.state
+            if event.state == DoorState.TAMPER:
+                self._record(FaultNote(None, "tamper", "the cabinet reports tampering"))
+
+    def _fault(self, event: Fault) -> None:
+        code = event.code.name.lower()
+        detail = f"{event.value} °C" if event.code == FaultCode.OVERHEAT else ""
+        if event.slot in self._slots:
+            temperature = event.value if event.code == FaultCode.OVERHEAT else None
+            slot = self._slots[event.slot]
+            moved = transition(slot, "fault", self.min_charge, fault=code)
+            if temperature is not None:
+                moved = replace(moved, temperature=temperature)
+            note = FaultNote(event.slot, code, detail) if slot.condition != S.FAULT else None
+            self._save(moved, note)
+        else:
+            self._record(FaultNote(None, code, detail))
+
+    def refresh(self, board: SlotBoard) -> None:
+        """Ask the board for every slot; on failure the board counts as offline."""
+        try:
+            reports = board.status()
+        except BoardError as exc:
+            self.apply(BoardOffline(str(exc)))
+            raise
+        self.apply(BoardOnline())
+        self.sync(reports)
+
+
+def eject_slot(board: SlotBoard, inventory: Inventory, number: int, request_id: str) -> EjectResult:
+    """Eject through ``board`` and keep ``inventory`` in step, whatever happens."""
+    inventory.begin_eject(number, request_id)
+    try:
+        result = board.eject(number, request_id)
+    except BoardError as exc:
+        inventory.eject_failed(number, exc)
+        raise
+    inventory.ejected(result)
+    return result

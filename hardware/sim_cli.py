@@ -1,0 +1,93 @@
+"""The board simulator's command line: ``python -m hardware.sim`` and ``kiosk board-sim``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from hardware.sim import BoardSimulator
+from hardware.sim_board import SimConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiosk board-sim",
+        description="Simulate the slot board on a pty (or a TCP socket) until interrupted.",
+    )
+    add = parser.add_argument
+    add("--scenario", type=Path, metavar="TOML", help="cabinet and faults (SimConfig fields)")
+    add("--slots", type=int, help="number of slots (default 8)")
+    add("--seed", type=int, help="random seed, for a repeatable run")
+    add("--link", type=Path, metavar="PATH", help="also make the pty reachable at PATH")
+    add("--listen", metavar="HOST:PORT", help="serve socket://HOST:PORT instead of a pty")
+    add("--journal", type=Path, metavar="FILE", help="append every physical eject as JSON")
+    add("--baud", type=int, help="pace the line as a UART at this rate (default: no pacing)")
+    add("--eject-s", type=float, help="seconds the latch takes to present a powerbank")
+    add("--take-rate", type=float, help="chance a rider takes an ejected powerbank (0..1)")
+    add("--take-after-s", type=float, help="seconds before the rider takes it")
+    add("--notify-retry-s", type=float, help="repeat an unacknowledged notification after")
+    add("--return-after-s", type=float, help="return a powerbank into emptied slots after")
+    add("--corrupt-rate", type=float, help="chance each byte is corrupted, both ways")
+    add("--drop-rate", type=float, help="chance a reply is never sent")
+    add("--slow-s", type=float, help="delay before every reply")
+    add("--jam", type=int, action="append", metavar="SLOT", help="this slot's latch jams")
+    add("--overheat", type=int, action="append", metavar="SLOT", help="this battery is hot")
+    add("--silent", action="store_true", help="never answer")
+    add("--garbage", action="store_true", help="send random bytes forever")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The scenario file (if any), then each flag given over it."""
+    data: dict[str, Any] = {}
+    if args.scenario is not None:
+        data = tomllib.loads(args.scenario.read_text(encoding="utf-8"))
+    for flag, key in (
+        ("slots", "slots"),
+        ("seed", "seed"),
+        ("baud", "baud"),
+        ("eject_s", "eject_s"),
+        ("take_rate", "take_rate"),
+        ("take_after_s", "take_after_s"),
+        ("notify_retry_s", "notify_retry_s"),
+        ("return_after_s", "return_after_s"),
+        ("jam", "jammed"),
+        ("overheat", "overheat"),
+    ):
+        if getattr(args, flag) is not None:
+            data[key] = getattr(args, flag)
+    faults = data.setdefault("faults", {})
+    for flag in ("corrupt_rate", "drop_rate", "slow_s"):
+        if getattr(args, flag) is not None:
+            faults[flag] = getattr(args, flag)
+    faults.update({flag: True for flag in ("silent", "garbage") if getattr(args, flag)})
+    return SimConfig.model_validate(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        print(f"board-sim: error: {exc}", file=sys.stderr)
+        return 4
+    listen = None
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        listen = (host or "127.0.0.1", int(port))
+    sim = BoardSimulator(config, link=args.link, listen=listen, journal=args.journal)
+    print(sim.path, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sim.request_stop())
+    try:
+        sim.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0

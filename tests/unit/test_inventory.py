@@ -1,0 +1,201 @@
+"""The slot inventory: its state rules, the choice of slot, persistence and fault events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud_sync.outbox import Outbox
+from edge.slots import RULES, Inventory, Slot, SlotState, choose_slot, from_report, transition
+from hardware.board import BoardOffline, BoardOnline, EjectResult
+from hardware.errors import BoardRefusedError, BoardTimeoutError, SlotJammedError
+from hardware.messages import (
+    Door,
+    DoorState,
+    Ejected,
+    EjectOutcome,
+    Fault,
+    FaultCleared,
+    FaultCode,
+    Inserted,
+    Jammed,
+    Relocked,
+    Removed,
+    SlotCondition,
+    SlotReport,
+)
+
+S = SlotState
+MIN = 80
+
+
+def ready(number: int, charge: int = 90, **kw: object) -> Slot:
+    return Slot(number, S.READY, f"PB{number}", charge, **kw)  # type: ignore[arg-type]
+
+
+def test_choice_is_the_fullest_ready_enabled_slot() -> None:
+    slots = [
+        ready(1, 85),
+        ready(2, 95),
+        ready(3, 95),
+        ready(4, 100, disabled=True),
+        Slot(5, S.CHARGING, "PB5", 79),
+        Slot(6, S.FAULT, "PB6", 100, fault="overheat"),
+        Slot(7, S.EJECTING, "PB7", 100),
+        Slot(8, S.EMPTY),
+    ]
+    assert choose_slot(slots) == 2
+    assert choose_slot(slots[3:]) is None
+
+
+@pytest.mark.parametrize(
+    ("start", "event", "data", "end"),
+    [
+        (S.READY, "eject", {}, S.EJECTING),
+        (S.CHARGING, "eject", {}, S.EJECTING),
+        (S.EMPTY, "eject", {}, S.EMPTY),
+        (S.FAULT, "eject", {}, S.FAULT),
+        (S.EJECTING, "presented", {}, S.AWAITING_REMOVAL),
+        (S.AWAITING_REMOVAL, "removed", {}, S.EMPTY),
+        (S.AWAITING_REMOVAL, "relocked", {}, S.READY),
+        (S.EJECTING, "eject_refused", {}, S.READY),
+        (S.EMPTY, "inserted", {"charge": 30}, S.CHARGING),
+        (S.EMPTY, "inserted", {"charge": 80}, S.READY),
+        (S.FAULT, "inserted", {"charge": 90}, S.FAULT),
+        (S.READY, "fault", {"fault": "overheat"}, S.FAULT),
+        (S.FAULT, "fault_cleared", {"fault": None}, S.READY),
+    ],
+)
+def test_rules(start: SlotState, event: str, data: dict[str, object], end: SlotState) -> None:
+    slot = Slot(3, start, "PB3", 90)
+    assert transition(slot, event, MIN, **data).condition == end
+
+
+def test_every_rule_is_exercised_above() -> None:
+    assert set(RULES) == {
+        "eject",
+        "eject_refused",
+        "presented",
+        "relocked",
+        "removed",
+        "inserted",
+        "fault",
+        "fault_cleared",
+    }
+
+
+def test_removal_forgets_the_powerbank() -> None:
+    slot = transition(Slot(2, S.AWAITING_REMOVAL, "PB2", 90, request_id="r"), "removed", MIN)
+    assert (slot.powerbank_id, slot.charge, slot.request_id) == (None, None, None)
+
+
+def test_status_report_is_the_truth_but_keeps_the_technicians_flag() -> None:
+    previous = Slot(4, S.EMPTY, disabled=True)
+    report = SlotReport(4, SlotCondition.DOCKED, charge=55, temperature=30, powerbank_id="PB9")
+    slot = from_report(report, MIN, previous)
+    assert (slot.condition, slot.state, slot.powerbank_id) == (S.CHARGING, S.DISABLED, "PB9")
+    faulty = SlotReport(4, SlotCondition.FAULT, fault=FaultCode.OVERHEAT, powerbank_id="PB9")
+    assert from_report(faulty, MIN, previous).fault == "overheat"
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Outbox:
+    return Outbox(tmp_path / "outbox.db", "kiosk-test")
+
+
+@pytest.fixture
+def inventory(tmp_path: Path, outbox: Outbox) -> Inventory:
+    inv = Inventory(tmp_path / "slots.db", 4, outbox=outbox)
+    inv.sync(
+        [
+            SlotReport(1, SlotCondition.DOCKED, charge=90, powerbank_id="PB1"),
+            SlotReport(2, SlotCondition.DOCKED, charge=95, powerbank_id="PB2"),
+            SlotReport(3, SlotCondition.DOCKED, charge=20, powerbank_id="PB3"),
+            SlotReport(4, SlotCondition.EMPTY),
+        ]
+    )
+    inv.apply(BoardOnline())
+    return inv
+
+
+def faults(outbox: Outbox) -> list[tuple[int | None, str]]:
+    return [(e.payload.slot, e.payload.code) for e in outbox.events() if e.type == "slot.fault"]  # type: ignore[union-attr]
+
+
+def test_rental_cycle_through_notifications(inventory: Inventory, outbox: Outbox) -> None:
+    assert inventory.choose() == 2
+    inventory.begin_eject(2, "r-1")
+    assert inventory.slot(2).state == S.EJECTING and inventory.choose() == 1
+    inventory.apply(Ejected(2, 1, "PB2"))
+    assert inventory.slot(2).state == S.AWAITING_REMOVAL
+    inventory.apply(Removed(2, "PB2"))
+    assert inventory.slot(2).state == S.EMPTY
+    inventory.apply(Inserted(4, 85, "PB7"))
+    assert (inventory.slot(4).state, inventory.slot(4).powerbank_id) == (S.READY, "PB7")
+    assert faults(outbox) == []
+
+
+def test_not_taken_powerbank_relocks(inventory: Inventory) -> None:
+    inventory.begin_eject(1, "r-2")
+    inventory.ejected(EjectResult(1, "r-2", "PB1", EjectOutcome.PRESENTED, False))
+    inventory.apply(Relocked(1, 5, "PB1"))
+    assert inventory.slot(1).state == S.READY
+
+
+def test_faults_are_recorded_once_each(inventory: Inventory, outbox: Outbox) -> None:
+    inventory.apply(Fault(3, FaultCode.OVERHEAT, 71))
+    inventory.apply(Fault(3, FaultCode.OVERHEAT, 72))
+    assert inventory.slot(3).state == S.FAULT and inventory.slot(3).temperature == 72
+    inventory.apply(FaultCleared(3, FaultCode.OVERHEAT))
+    assert inventory.slot(3).state == S.CHARGING
+    inventory.apply(Jammed(1, 9))
+    inventory.apply(Removed(2, "PB2"))  # pulled out without an eject
+    inventory.apply(Fault(0, FaultCode.POWER, 0))
+    assert faults(outbox) == [
+        (3, "overheat"),
+        (1, "latch_jammed"),
+        (2, "unexpected_removal"),
+        (None, "power"),
+    ]
+
+
+def test_failed_ejects(inventory: Inventory, outbox: Outbox) -> None:
+    inventory.begin_eject(2, "r-3")
+    inventory.eject_failed(2, BoardRefusedError("busy", code=8))
+    assert inventory.slot(2).state == S.READY
+    inventory.begin_eject(2, "r-4")
+    inventory.eject_failed(2, BoardTimeoutError("no reply"))
+    assert inventory.slot(2).state == S.EJECTING  # unknown until the board says more
+    inventory.begin_eject(1, "r-5")
+    inventory.eject_failed(1, SlotJammedError("jammed"))
+    assert inventory.slot(1).state == S.FAULT
+    assert faults(outbox) == [(1, "latch_jammed")]
+
+
+def test_no_rentals_while_offline_or_open(inventory: Inventory, outbox: Outbox) -> None:
+    inventory.apply(BoardOffline("silent"))
+    assert inventory.choose() is None
+    inventory.apply(BoardOnline())
+    inventory.apply(Door(DoorState.OPEN))
+    assert inventory.choose() is None
+    inventory.apply(Door(DoorState.CLOSED))
+    assert inventory.choose() == 2
+    assert faults(outbox) == [(None, "board_offline")]
+
+
+def test_state_survives_a_restart(tmp_path: Path, inventory: Inventory) -> None:
+    inventory.set_disabled(2, True)
+    inventory.apply(Fault(3, FaultCode.CHARGER, 0))
+    inventory.close()
+    again = Inventory(tmp_path / "slots.db", 4)
+    states = [(s.number, s.state, s.powerbank_id) for s in again.slots()]
+    assert states == [
+        (1, S.READY, "PB1"),
+        (2, S.DISABLED, "PB2"),
+        (3, S.FAULT, "PB3"),
+        (4, S.EMPTY, None),
+    ]
+    assert again.choose() is None  # known, but not offered before the board answers
+    again.apply(BoardOnline())
+    assert again.choose() == 1

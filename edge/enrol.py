@@ -1,12 +1,17 @@
 """Enrolment from image files: one template per usable photo, a reason for every refusal.
 
-A folder is read in one of two shapes: one sub-folder per person (the sub-folder's name is
-the person id), or image files directly in the folder (each file's stem is the person id).
+Each photo goes through the same single-frame path as the kiosk (detect, pick the face,
+quality gate, encode); a photo with no face, with several faces of comparable size, or
+failing the quality gate is refused with the reason. A folder is read in one of two shapes:
+one sub-folder per person (the sub-folder's name is the person id; sub-folders whose name
+starts with ``_`` or ``.`` are skipped), or image files directly in the folder (each file's
+stem is the person id).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.errors import InputError
-from edge.vision.engine import FaceEngine
-from hardware.camera import IMAGE_SUFFIXES, list_images, read_image
+from edge.vision.analysis import analyse
+from edge.vision.engine import FaceEncoder
+from edge.vision.policy import NO_FACE, SEVERAL_FACES
+from edge.vision.quality import QualityConfig
+from hardware.cameras import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, list_images
 from hardware.errors import CameraOpenError, FrameError
 
 PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -27,16 +35,46 @@ class Refusal:
     reason: str
 
 
+@dataclass(frozen=True)
+class Accepted:
+    image: Path
+    encoding: npt.NDArray[np.float64] = field(repr=False)
+    source: bytes = field(repr=False)
+
+
 @dataclass
 class EnrolReport:
     """Templates made, per person, and the images refused with their reasons."""
 
     templates: list[tuple[str, npt.NDArray[np.float64]]] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+    accepted: dict[str, list[Accepted]] = field(default_factory=dict)
+    refused_by_person: dict[str, list[Refusal]] = field(default_factory=dict)
 
     @property
     def people(self) -> list[str]:
         return sorted({person for person, _ in self.templates})
+
+    def add(self, person: str, outcome: Accepted | Refusal) -> None:
+        if isinstance(outcome, Accepted):
+            self.templates.append((person, outcome.encoding))
+            self.accepted.setdefault(person, []).append(outcome)
+        else:
+            self.refused.append(outcome)
+            self.refused_by_person.setdefault(person, []).append(outcome)
+
+    def persons(self) -> list[str]:
+        """Every person seen, enrolled or not, in order."""
+        return sorted(set(self.accepted) | set(self.refused_by_person))
+
+
+def check_person_id(person: str, where: str) -> str:
+    if not PERSON_ID.match(person):
+        raise InputError(
+            f"{where}: {person!r} is not a valid person id (1-128 letters, digits, . _ -; "
+            "starting with a letter or digit)"
+        )
+    return person
 
 
 def images_by_person(folder: Path) -> dict[str, list[Path]]:
@@ -45,7 +83,9 @@ def images_by_person(folder: Path) -> dict[str, list[Path]]:
         raise InputError(
             f"{folder}: no such folder" if not folder.exists() else f"{folder}: not a folder"
         )
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subfolders = sorted(
+        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    )
     found: dict[str, list[Path]] = {}
     if subfolders:
         for sub in subfolders:
@@ -63,37 +103,61 @@ def images_by_person(folder: Path) -> dict[str, list[Path]]:
     if not found:
         raise InputError(f"{folder}: holds no images to enrol")
     for person in found:
-        if not PERSON_ID.match(person):
-            raise InputError(
-                f"{folder}: {person!r} is not a valid person id (letters, digits, . _ -)"
-            )
+        check_person_id(person, str(folder))
     return found
 
 
-def enrol_folder(engine: FaceEngine, folder: Path, max_pixels: int = 40_000_000) -> EnrolReport:
-    """Encode every usable photo under ``folder``."""
+def enrol_image(
+    engine: FaceEncoder,
+    path: Path,
+    quality: QualityConfig,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Accepted | Refusal:
+    """One photo: its template, or why it cannot be used."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Refusal(path, "no such file")
+    except OSError as exc:
+        return Refusal(path, f"cannot read ({exc.strerror or exc})")
+    try:
+        image = decode_image(data, path.name, max_pixels)
+    except FrameError as exc:
+        return Refusal(path, str(exc).removeprefix(f"{path.name}: "))
+    analysis = analyse(engine, image, quality)
+    if analysis.encoding is not None:
+        return Accepted(path, analysis.encoding, data)
+    if analysis.reason == NO_FACE:
+        return Refusal(path, "no face found")
+    if analysis.reason == SEVERAL_FACES:
+        return Refusal(path, f"{analysis.faces} faces of similar size: use a photo of one person")
+    return Refusal(path, f"{analysis.reason} ({(analysis.hint or '').lower()})")
+
+
+def enrol_images(
+    engine: FaceEncoder,
+    person: str,
+    images: Sequence[Path],
+    quality: QualityConfig | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    report: EnrolReport | None = None,
+) -> EnrolReport:
+    """Encode every usable photo of one person."""
+    report = report if report is not None else EnrolReport()
+    quality = quality or QualityConfig()
+    for path in images:
+        report.add(person, enrol_image(engine, path, quality, max_pixels))
+    return report
+
+
+def enrol_folder(
+    engine: FaceEncoder,
+    folder: Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    quality: QualityConfig | None = None,
+) -> EnrolReport:
+    """Encode every usable photo under ``folder`` (see ``images_by_person``)."""
     report = EnrolReport()
     for person, images in images_by_person(folder).items():
-        for image_path in images:
-            try:
-                image = read_image(image_path, max_pixels)
-            except FrameError as exc:
-                report.refused.append(Refusal(image_path, str(exc)))
-                continue
-            boxes = engine.detect(image)
-            if not boxes:
-                report.refused.append(Refusal(image_path, "no face found"))
-                continue
-            largest = max(box.area for box in boxes)
-            comparable = [box for box in boxes if box.area >= 0.5 * largest]
-            if len(comparable) > 1:
-                report.refused.append(
-                    Refusal(
-                        image_path,
-                        f"{len(comparable)} faces of similar size: use a photo of one person",
-                    )
-                )
-                continue
-            chosen = max(boxes, key=lambda box: box.area)
-            report.templates.append((person, engine.encode(image, chosen)))
+        enrol_images(engine, person, images, quality, max_pixels, report)
     return report

@@ -1,0 +1,17 @@
+"""The face pipeline: from a camera frame to "this is rider X" (or a reason why not).
+
+Modules, one concern each (docs/face-pipeline.md has the whole story):
+
+- ``dlib_models``: the dlib models behind typed methods, loaded from verified files.
+- ``engine``: detection (downscaled, upsampled only for small faces, or near a tracked
+  face), landmarks and 128-d encodings (``FaceEngine``, the ``FaceEncoder`` protocol).
+- ``quality``: the gate before encoding (size, framing, light, pose, sharpness).
+- ``analysis``: the single-frame path shared by identify, enrolment, eval and live.
+- ``matcher``: the in-memory roster matrix, exact nearest people (``Gallery``).
+- ``policy``: threshold-and-margin decisions (``Policy`` protocol, ``Decision``).
+- ``consensus``: k-of-n agreement across frames and the ``DecisionRecord``.
+- ``liveness``: the blink check that refuses a still photo.
+- ``live``: the live pipeline (tracking, votes, liveness, one record per rider).
+- ``evaluation``: the accuracy harness behind ``kiosk faces eval``.
+- ``setup``: build the above from the settings.
+"""

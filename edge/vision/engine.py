@@ -1,37 +1,40 @@
-"""The face engine: find the face to act on in a frame and encode it.
+"""The face engine: find the faces in a frame, their landmarks, and the 128-d encoding.
 
-Detection runs on a copy of the frame scaled down to ``detect_width`` (HOG, no upsampling);
-only when nothing is found does it try again upsampled, for a face that is small in the
-frame. Boxes are mapped back to the full frame, where landmarks and the 128-d encoding are
-computed. Of several faces, the engine acts on the largest and most central one.
+Detection runs on a copy of the frame scaled down to ``detect_width`` (HOG); only when it
+finds nothing does it look again upsampled, for a face that is small in the frame. Boxes
+are mapped back to full-frame pixels, where the 5 landmarks and the encoding are computed
+(the same alignment and network as ``face_recognition.face_encodings``). While a face is
+tracked, ``detect_near`` looks only around its last box, at a scale where the face is
+about ``roi_face_px`` wide: a few milliseconds instead of a full-frame pass.
 
-The model files are checked against ``models/manifest.json`` before face_recognition
-loads them.
+The model files are checked against ``models/manifest.json`` before they are loaded.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-import models
-from hardware.camera import Image
+from edge.vision.dlib_models import EYE_68, DlibModels, Points
+from hardware.cameras import Image
+
+Encoding = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class FaceBox:
-    """A face's bounding box in frame pixels."""
+    """A face's bounding box in frame pixels (may reach past the frame's edges)."""
 
     top: int
     right: int
     bottom: int
     left: int
+    score: float = 1.0
 
     @property
     def width(self) -> int:
@@ -45,6 +48,28 @@ class FaceBox:
     def area(self) -> int:
         return max(0, self.width) * max(0, self.height)
 
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.left + self.right) / 2, (self.top + self.bottom) / 2
+
+    def ltrb(self) -> tuple[int, int, int, int]:
+        return self.left, self.top, self.right, self.bottom
+
+    def inside_fraction(self, width: int, height: int) -> float:
+        """The share of the box's area that lies inside a ``width`` x ``height`` frame."""
+        if self.area == 0:
+            return 0.0
+        inner_w = max(0, min(self.right, width) - max(self.left, 0))
+        inner_h = max(0, min(self.bottom, height) - max(self.top, 0))
+        return inner_w * inner_h / self.area
+
+    def iou(self, other: FaceBox) -> float:
+        inner_w = max(0, min(self.right, other.right) - max(self.left, other.left))
+        inner_h = max(0, min(self.bottom, other.bottom) - max(self.top, other.top))
+        inner = inner_w * inner_h
+        union = self.area + other.area - inner
+        return inner / union if union > 0 else 0.0
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -52,20 +77,22 @@ class Observation:
 
     box: FaceBox
     faces: int
-    encoding: npt.NDArray[np.float64]
+    encoding: Encoding
 
     def __repr__(self) -> str:  # never print a template
         return f"Observation(box={self.box}, faces={self.faces})"
 
 
-def _load_face_recognition() -> Any:
-    models.verify()
-    with warnings.catch_warnings():
-        # face_recognition_models imports pkg_resources, which warns on import.
-        warnings.simplefilter("ignore", UserWarning)
-        import face_recognition
+class FaceEncoder(Protocol):
+    """What the decision code needs from a face model (the real one is ``FaceEngine``)."""
 
-    return face_recognition
+    model_version: str
+
+    def detect(self, image: Image) -> list[FaceBox]: ...
+
+    def landmarks(self, image: Image, box: FaceBox) -> Points: ...
+
+    def encode(self, image: Image, box: FaceBox, landmarks: Points | None = None) -> Encoding: ...
 
 
 def pick_face(boxes: list[FaceBox], width: int, height: int) -> FaceBox:
@@ -74,53 +101,102 @@ def pick_face(boxes: list[FaceBox], width: int, height: int) -> FaceBox:
     diagonal = math.hypot(width, height) or 1.0
 
     def score(box: FaceBox) -> float:
-        box_x, box_y = (box.left + box.right) / 2, (box.top + box.bottom) / 2
+        box_x, box_y = box.centre
         off_centre = math.hypot(box_x - centre_x, box_y - centre_y) / diagonal
         return box.area * (1.0 - off_centre)
 
     return max(boxes, key=score)
 
 
+def rival_faces(boxes: list[FaceBox], chosen: FaceBox, ratio: float = 0.5) -> int:
+    """How many other faces are at least ``ratio`` of the chosen face's area."""
+    return sum(1 for box in boxes if box is not chosen and box.area >= ratio * chosen.area)
+
+
+def _resize(image: Image, scale: float) -> Image:
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return np.asarray(cv2.resize(image, size, interpolation=interpolation), dtype=np.uint8)
+
+
 class FaceEngine:
-    """Detection and encoding with face_recognition (dlib), tuned for a kiosk camera."""
+    """Detection, landmarks and encoding with dlib, tuned for a kiosk camera."""
 
     model_version = "dlib_resnet_v1"
 
-    def __init__(self, detect_width: int = 640, max_upsample: int = 1) -> None:
-        self._fr = _load_face_recognition()
+    def __init__(
+        self,
+        detect_width: int = 640,
+        max_upsample: int = 1,
+        min_score: float = 0.25,
+        roi_face_px: int = 90,
+        dlib_models: DlibModels | None = None,
+    ) -> None:
+        self._models = dlib_models or DlibModels()
+        self.model_version = self._models.encoder_version
         self.detect_width = detect_width
         self.max_upsample = max_upsample
+        self.min_score = min_score
+        self.roi_face_px = roi_face_px
 
-    def detect(self, image: Image) -> list[FaceBox]:
+    def _run(
+        self, image: Image, scale: float, upsample: int, offset: tuple[int, int] = (0, 0)
+    ) -> list[FaceBox]:
+        small = image if scale == 1.0 else _resize(image, scale)
+        dx, dy = offset
+        return [
+            FaceBox(
+                top=round(det.top / scale) + dy,
+                right=round(det.right / scale) + dx,
+                bottom=round(det.bottom / scale) + dy,
+                left=round(det.left / scale) + dx,
+                score=det.score,
+            )
+            for det in self._models.detect(small, upsample)
+            if det.score >= self.min_score
+        ]
+
+    def detect(
+        self, image: Image, detect_width: int | None = None, max_upsample: int | None = None
+    ) -> list[FaceBox]:
         """Every face in ``image``, in full-frame coordinates."""
-        height, width = image.shape[:2]
-        scale = min(1.0, self.detect_width / width)
-        small: npt.NDArray[Any] = image
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        found: list[tuple[int, int, int, int]] = []
-        for upsample in range(self.max_upsample + 1):
-            found = self._fr.face_locations(small, number_of_times_to_upsample=upsample)
+        width = image.shape[1]
+        scale = min(1.0, (detect_width or self.detect_width) / width)
+        found: list[FaceBox] = []
+        ladder = self.max_upsample if max_upsample is None else max_upsample
+        for upsample in range(ladder + 1):
+            found = self._run(image, scale, upsample)
             if found:
                 break
-        boxes = []
-        for top, right, bottom, left in found:
-            boxes.append(
-                FaceBox(
-                    top=max(0, round(top / scale)),
-                    right=min(width, round(right / scale)),
-                    bottom=min(height, round(bottom / scale)),
-                    left=max(0, round(left / scale)),
-                )
-            )
-        return boxes
+        return found
 
-    def encode(self, image: Image, box: FaceBox) -> npt.NDArray[np.float64]:
+    def detect_near(self, image: Image, previous: FaceBox, context: float = 0.3) -> list[FaceBox]:
+        """Faces in the region around ``previous`` (a tracked face), in frame coordinates."""
+        height, width = image.shape[:2]
+        pad_x, pad_y = round(previous.width * context), round(previous.height * context)
+        left, top = max(0, previous.left - pad_x), max(0, previous.top - pad_y)
+        right, bottom = min(width, previous.right + pad_x), min(height, previous.bottom + pad_y)
+        if right - left < 16 or bottom - top < 16:
+            return []
+        crop = image[top:bottom, left:right]
+        scale = min(1.0, self.roi_face_px / max(1, previous.width))
+        return self._run(crop, scale, 0, offset=(left, top))
+
+    def landmarks(self, image: Image, box: FaceBox) -> Points:
+        """The 5 landmarks: two corners of each eye and the base of the nose."""
+        return self._models.landmarks5(image, box.ltrb())
+
+    def eye_landmarks(self, image: Image, box: FaceBox) -> tuple[Points, Points]:
+        """The 6 contour points of each eye (68-point model: iBUG 300-W, non-commercial)."""
+        points = self._models.landmarks68(image, box.ltrb())
+        return points[list(EYE_68[0])], points[list(EYE_68[1])]
+
+    def encode(self, image: Image, box: FaceBox, landmarks: Points | None = None) -> Encoding:
         """The 128-d encoding of the face in ``box``."""
-        location = [(box.top, box.right, box.bottom, box.left)]
-        encodings = self._fr.face_encodings(image, known_face_locations=location)
-        return np.asarray(encodings[0], dtype=np.float64)
+        if landmarks is None:
+            landmarks = self.landmarks(image, box)
+        return self._models.encode(image, box.ltrb(), landmarks)
 
     def observe(self, image: Image) -> Observation | None:
         """The face to act on in ``image``, encoded, or ``None`` when there is no face."""
@@ -130,3 +206,8 @@ class FaceEngine:
         height, width = image.shape[:2]
         chosen = pick_face(boxes, width, height)
         return Observation(box=chosen, faces=len(boxes), encoding=self.encode(image, chosen))
+
+
+def as_points(value: Any) -> Points:
+    """``value`` as an (N, 2) float array (for landmarks handed in by tests or fakes)."""
+    return np.asarray(value, dtype=np.float64).reshape(-1, 2)

@@ -1,0 +1,102 @@
+"""The single-frame path: one picture in, the face to act on analysed and encoded.
+
+Used by ``kiosk faces identify``, enrolment and the accuracy harness, and by the live
+pipeline for each frame it encodes: detect, pick the largest most central face, refuse
+when another face of comparable size is present, compute the 5 landmarks, run the quality
+gate, and only then encode. Every refusal carries a reason and a hint for the rider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge.vision.engine import Encoding, FaceBox, FaceEncoder, pick_face, rival_faces
+from edge.vision.matcher import Gallery
+from edge.vision.policy import NO_FACE, SEVERAL_FACES, Decision, Policy
+from edge.vision.quality import QualityConfig, QualityReport, assess
+from hardware.cameras import Image
+
+NO_FACE_HINT = "Look at the camera"
+SEVERAL_FACES_HINT = "One person at a time, please"
+
+
+@dataclass(frozen=True)
+class FaceAnalysis:
+    """What one picture gave: the face count, the chosen face, and its encoding or a reason."""
+
+    faces: int
+    box: FaceBox | None = None
+    quality: QualityReport | None = None
+    encoding: Encoding | None = field(default=None, repr=False)
+    reason: str | None = None
+    hint: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.encoding is not None
+
+
+def analyse(
+    engine: FaceEncoder,
+    image: Image,
+    quality: QualityConfig,
+    rival_ratio: float = 0.5,
+    boxes: list[FaceBox] | None = None,
+) -> FaceAnalysis:
+    """Detect (unless ``boxes`` are given), choose, check and encode the face to act on."""
+    found = engine.detect(image) if boxes is None else boxes
+    if not found:
+        return FaceAnalysis(0, reason=NO_FACE, hint=NO_FACE_HINT)
+    height, width = image.shape[:2]
+    chosen = pick_face(found, width, height)
+    if rival_faces(found, chosen, rival_ratio):
+        return FaceAnalysis(len(found), chosen, reason=SEVERAL_FACES, hint=SEVERAL_FACES_HINT)
+    landmarks = engine.landmarks(image, chosen)
+    report = assess(image, chosen, landmarks, quality)
+    if report.issue is not None:
+        return FaceAnalysis(
+            len(found), chosen, report, reason=report.issue.reason, hint=report.issue.hint
+        )
+    encoding = engine.encode(image, chosen, landmarks)
+    return FaceAnalysis(len(found), chosen, report, encoding)
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The single-frame decision for one picture (what ``kiosk faces identify`` prints)."""
+
+    person_id: str | None
+    distance: float | None
+    margin: float | None
+    faces: int | None
+    reason: str
+
+    def as_json(self, image: str) -> dict[str, object]:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 4)
+
+        return {
+            "image": image,
+            "person_id": self.person_id,
+            "distance": rounded(self.distance),
+            "margin": rounded(self.margin),
+            "faces": self.faces,
+            "reason": self.reason,
+        }
+
+
+def decide(gallery: Gallery, policy: Policy, analysis: FaceAnalysis) -> Identification:
+    """The policy's decision on an analysed picture."""
+    if analysis.encoding is None:
+        return Identification(None, None, None, analysis.faces, analysis.reason or NO_FACE)
+    decision: Decision = policy.decide(gallery.search(analysis.encoding))
+    return Identification(
+        decision.person_id, decision.distance, decision.margin, analysis.faces, decision.reason
+    )
+
+
+def identify(
+    engine: FaceEncoder, gallery: Gallery, policy: Policy, image: Image, quality: QualityConfig
+) -> Identification:
+    """Analyse ``image`` and decide who it shows, as the kiosk would on one frame."""
+    return decide(gallery, policy, analyse(engine, image, quality))

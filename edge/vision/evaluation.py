@@ -1,0 +1,293 @@
+"""The accuracy harness: enrol from labelled photos, probe with others, count the outcomes.
+
+A folder tree is one sub-folder per identity (the folder name is the label); sub-folders
+whose name starts with ``_`` hold unlabelled pictures (groups, no face), which are probed
+and reported apart but never scored. Two protocols:
+
+- **one tree, open set** (``open_set_split``): for each identity with more than
+  ``per_person`` usable photos, the first ``per_person`` (in name order) are enrolled and
+  the others are genuine probes; identities with fewer photos, and a seeded random
+  ``holdout`` fraction of the others, are not enrolled and all their photos are unknown
+  probes (people the kiosk must refuse). ``rounds`` repeats the draw with seeds
+  ``seed, seed+1, ...`` and adds up the counts.
+- **two trees** (``two_tree_split``): every usable photo of the first tree is enrolled;
+  photos in the second tree are genuine probes when their label is enrolled and unknown
+  probes otherwise.
+
+Every photo is encoded once (through the kiosk's single-frame path, quality gate
+included); the splits, the policy and the threshold/margin sweep then work on the
+encodings in memory. Nothing is written but the report, which holds no template.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.errors import InputError
+from edge.vision.analysis import analyse
+from edge.vision.engine import Encoding, FaceEncoder
+from edge.vision.matcher import Gallery
+from edge.vision.policy import (
+    UNREADABLE,
+    Candidate,
+    Candidates,
+    Policy,
+    ThresholdMarginPolicy,
+)
+from edge.vision.quality import QualityConfig
+from hardware.cameras import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image
+from hardware.errors import FrameError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One photo, its identity (``None`` when unlabelled) and, once encoded, its encoding."""
+
+    path: Path
+    label: str | None
+    encoding: Encoding | None = field(default=None, repr=False)
+    reason: str | None = None
+    faces: int | None = None
+
+
+def collect(folder: Path) -> list[Sample]:
+    """Every photo of a labelled tree, in name order."""
+    if not folder.is_dir():
+        raise InputError(
+            f"{folder}: no such folder" if not folder.exists() else f"{folder}: not a folder"
+        )
+    samples = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        label = None if sub.name.startswith("_") else sub.name
+        for path in sorted(sub.iterdir()):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                samples.append(Sample(path, label))
+    if not samples:
+        raise InputError(f"{folder}: holds no photos in per-identity sub-folders")
+    return samples
+
+
+def encode_samples(
+    engine: FaceEncoder,
+    samples: Iterable[Sample],
+    quality: QualityConfig,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Callable[[int], None] | None = None,
+) -> list[Sample]:
+    """Each sample through the single-frame path: its encoding, or the reason there is none."""
+    done = []
+    for number, sample in enumerate(samples, start=1):
+        try:
+            image = read_image(sample.path, max_pixels)
+        except FrameError:
+            done.append(Sample(sample.path, sample.label, None, UNREADABLE, None))
+        else:
+            found = analyse(engine, image, quality)
+            done.append(
+                Sample(sample.path, sample.label, found.encoding, found.reason, found.faces)
+            )
+        if progress is not None:
+            progress(number)
+    return done
+
+
+@dataclass(frozen=True)
+class Split:
+    gallery: list[Sample]
+    genuine: list[Sample]
+    unknown: list[Sample]
+    unlabelled: list[Sample]
+
+
+def _by_label(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
+    groups: dict[str, list[Sample]] = {}
+    for sample in samples:
+        if sample.label is not None:
+            groups.setdefault(sample.label, []).append(sample)
+    return groups
+
+
+def open_set_split(
+    samples: Sequence[Sample], per_person: int = 1, holdout: float = 0.0, seed: int = 0
+) -> Split:
+    """Enrol the first ``per_person`` usable photos of each identity; see the module docstring."""
+    groups = _by_label(samples)
+    eligible = sorted(
+        label
+        for label, items in groups.items()
+        if sum(s.encoding is not None for s in items) >= per_person and len(items) > per_person
+    )
+    held_out = set(random.Random(seed).sample(eligible, round(holdout * len(eligible))))
+    split = Split([], [], [], [s for s in samples if s.label is None])
+    for label, items in sorted(groups.items()):
+        if label not in eligible or label in held_out:
+            split.unknown.extend(items)
+            continue
+        enrolled = [s for s in items if s.encoding is not None][:per_person]
+        split.gallery.extend(enrolled)
+        split.genuine.extend(s for s in items if s not in enrolled)
+    return split
+
+
+def two_tree_split(enrol: Sequence[Sample], probe: Sequence[Sample]) -> Split:
+    """Enrol every usable photo of ``enrol``; probe with ``probe``."""
+    gallery = [s for s in enrol if s.encoding is not None and s.label is not None]
+    known = {s.label for s in gallery}
+    return Split(
+        gallery,
+        [s for s in probe if s.label is not None and s.label in known],
+        [s for s in probe if s.label is not None and s.label not in known],
+        [s for s in probe if s.label is None],
+    )
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe's outcome (no template): what the policy said and the two nearest people."""
+
+    image: str
+    kind: str  # "genuine", "unknown" or "unlabelled"
+    truth: str | None
+    person_id: str | None
+    distance: float | None
+    margin: float | None
+    reason: str
+    nearest: tuple[tuple[str, float], ...] = ()
+    own_distance: float | None = None  # genuine: to the true identity's nearest template
+    other_distance: float | None = None  # to the nearest person who is not the truth
+
+
+def run_probes(split: Split, policy: Policy) -> list[ProbeResult]:
+    """Decide every probe of ``split`` against a gallery of its enrolled photos."""
+    gallery = Gallery(
+        [(s.label or "", s.encoding) for s in split.gallery if s.encoding is not None]
+    )
+    owners = np.array(gallery.person_ids, dtype=object)
+    results = []
+    for kind, probes in (
+        ("genuine", split.genuine),
+        ("unknown", split.unknown),
+        ("unlabelled", split.unlabelled),
+    ):
+        for sample in probes:
+            if sample.encoding is None:
+                results.append(
+                    ProbeResult(
+                        str(sample.path),
+                        kind,
+                        sample.label,
+                        None,
+                        None,
+                        None,
+                        sample.reason or "no face",
+                    )
+                )
+                continue
+            candidates: Candidates = gallery.search(sample.encoding)
+            decision = policy.decide(candidates)
+            own = other = None
+            if len(gallery) and sample.label is not None:
+                distances = gallery.distances(sample.encoding)
+                mine = owners == sample.label
+                own = float(distances[mine].min()) if mine.any() else None
+                other = float(distances[~mine].min()) if (~mine).any() else None
+            results.append(
+                ProbeResult(
+                    str(sample.path),
+                    kind,
+                    sample.label,
+                    decision.person_id,
+                    decision.distance,
+                    decision.margin,
+                    decision.reason,
+                    tuple((c.person_id, c.distance) for c in candidates.nearest),
+                    own,
+                    other,
+                )
+            )
+    return results
+
+
+def count(results: Sequence[ProbeResult]) -> dict[str, Any]:
+    """Correct, wrong-person, missed, unknown-accepted, and the rates."""
+    genuine = [r for r in results if r.kind == "genuine"]
+    unknown = [r for r in results if r.kind == "unknown"]
+    unlabelled = [r for r in results if r.kind == "unlabelled"]
+    correct = sum(r.person_id is not None and r.person_id == r.truth for r in genuine)
+    wrong = sum(r.person_id is not None and r.person_id != r.truth for r in genuine)
+    accepted_unknown = sum(r.person_id is not None for r in unknown)
+
+    def rate(part: int, whole: int) -> float | None:
+        return round(part / whole, 4) if whole else None
+
+    return {
+        "genuine": len(genuine),
+        "correct": correct,
+        "wrong_person": wrong,
+        "missed": len(genuine) - correct - wrong,
+        "unknown": len(unknown),
+        "unknown_accepted": accepted_unknown,
+        "unknown_rejected": len(unknown) - accepted_unknown,
+        "unlabelled": len(unlabelled),
+        "unlabelled_accepted": sum(r.person_id is not None for r in unlabelled),
+        "recognition_rate": rate(correct, len(genuine)),
+        "wrong_person_rate": rate(wrong, len(genuine)),
+        "unknown_accept_rate": rate(accepted_unknown, len(unknown)),
+        "missed_reasons": dict(Counter(r.reason for r in genuine if r.person_id is None)),
+    }
+
+
+def sweep(
+    results: Sequence[ProbeResult], thresholds: Sequence[float], margins: Sequence[float]
+) -> list[dict[str, Any]]:
+    """The counts for every threshold and margin, from the probes' two nearest people."""
+    rows = []
+    for threshold in thresholds:
+        for margin in margins:
+            policy = ThresholdMarginPolicy(threshold, margin)
+            replayed = []
+            for r in results:
+                if not r.nearest:
+                    replayed.append(r)
+                    continue
+                candidates = Candidates(
+                    tuple(Candidate(pid, dist, -1) for pid, dist in r.nearest), 0, 0
+                )
+                decision = policy.decide(candidates)
+                replayed.append(
+                    ProbeResult(
+                        r.image,
+                        r.kind,
+                        r.truth,
+                        decision.person_id,
+                        decision.distance,
+                        decision.margin,
+                        decision.reason,
+                    )
+                )
+            counts = count(replayed)
+            rows.append(
+                {
+                    "threshold": threshold,
+                    "margin": margin,
+                    **{
+                        k: counts[k]
+                        for k in ("correct", "wrong_person", "missed", "unknown_accepted")
+                    },
+                    "recognition_rate": counts["recognition_rate"],
+                    "unknown_accept_rate": counts["unknown_accept_rate"],
+                }
+            )
+    return rows
+
+
+def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
+    counts, _ = np.histogram(np.asarray(values, dtype=np.float64), bins=np.asarray(edges))
+    return [int(c) for c in counts]

@@ -1,0 +1,320 @@
+"""The live pipeline: frames in, one decision per rider out, as fast as the CPU allows.
+
+Per frame:
+
+1. **Find the face.** With no face tracked, HOG runs on the frame scaled to
+   ``detect_width`` (upsampled once only when nothing is found: a small, far face). While
+   a face is tracked, only the region around its last box is searched, at a scale where
+   the face is about 100 px wide; every ``full_scan_every`` frames the whole frame is
+   searched again, so a second person stepping in is noticed.
+2. **One person at a time.** Another face of comparable size: no vote, a hint.
+3. **Liveness** (when on): the eye landmarks of the tracked face feed the blink check.
+4. **Vote.** Until the track has a verdict, the face goes through the quality gate and,
+   if it passes, is encoded and decided by the policy (``analysis.analyse`` and
+   ``Policy.decide``, the same code as ``kiosk faces identify``); the vote goes to the
+   k-of-n ``Consensus``. After a refusal, the face is re-tried every
+   ``retry_refused_s``.
+5. **Decide.** An accepted verdict becomes a ``DecisionRecord`` once liveness has passed
+   (or at once when liveness is off); a liveness timeout or a refusal verdict becomes a
+   refusal record. One record per verdict per track.
+6. **Hold.** A decided track keeps its identity (``FrameOutcome.person_id``) while the
+   face stays in view; it is re-verified every ``reverify_s`` with a fresh encoding, and a
+   face that no longer matches, jumps, or is lost for ``track_lost_s`` starts a new track.
+
+The encoder (about 80 ms a face on the development machine) runs only for votes and
+re-verification; everything else costs a few milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.vision.analysis import NO_FACE_HINT, SEVERAL_FACES_HINT, analyse
+from edge.vision.consensus import Consensus, DecisionRecord, Verdict, Vote
+from edge.vision.dlib_models import Points
+from edge.vision.engine import FaceBox, FaceEncoder, pick_face, rival_faces
+from edge.vision.liveness import BlinkLiveness, LivenessConfig, LivenessState
+from edge.vision.matcher import Gallery
+from edge.vision.policy import MATCH, NO_FACE, SEVERAL_FACES, UNKNOWN, Decision, Policy
+from edge.vision.quality import QualityConfig
+from hardware.cameras import Frame, Image
+
+LIVENESS_FAILED = "liveness not confirmed"
+
+
+def _thumbnail(image: Image) -> npt.NDArray[np.float32]:
+    small = cv2.resize(image, (64, 48), interpolation=cv2.INTER_AREA)
+    return np.asarray(small, dtype=np.float32)
+
+
+class LiveEngine(FaceEncoder, Protocol):
+    """A face engine that can also search near a tracked face and find the eyes."""
+
+    def detect(
+        self, image: Image, detect_width: int | None = None, max_upsample: int | None = None
+    ) -> list[FaceBox]: ...
+
+    def detect_near(self, image: Image, previous: FaceBox) -> list[FaceBox]: ...
+
+    def eye_landmarks(self, image: Image, box: FaceBox) -> tuple[Points, Points]: ...
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    detect_width: int = 320
+    consensus_k: int = 2
+    consensus_n: int = 3
+    track_lost_s: float = 0.7
+    min_track_iou: float = 0.2
+    reverify_s: float = 2.0
+    retry_refused_s: float = 1.0
+    full_scan_every: int = 8
+    small_face_every: int = 3
+    idle_change: float = 2.0
+    idle_detect_every: int = 5
+    rival_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    """What one frame gave: for the rider screen, the logs and the benchmarks."""
+
+    index: int
+    timestamp: float
+    faces: int
+    person_id: str | None  # the identity decided for the face in view, held while tracked
+    hint: str | None
+    vote: Decision | None = None
+    record: DecisionRecord | None = None
+    liveness: LivenessState | None = None
+
+
+@dataclass
+class _Track:
+    box: FaceBox
+    started_at: float
+    last_seen: float
+    consensus: Consensus
+    liveness: BlinkLiveness | None
+    frames_seen: int = 0
+    since_scan: int = 0
+    missing: int = 0
+    last_vote_at: float | None = None
+    check_hold: bool = False
+    verdict: Verdict | None = None
+    decided: DecisionRecord | None = None
+    refused: DecisionRecord | None = None
+    records: list[DecisionRecord] = field(default_factory=list)
+
+
+class LivePipeline:
+    """Turns a stream of frames into decisions about the rider in front of the camera."""
+
+    def __init__(
+        self,
+        engine: LiveEngine,
+        gallery: Gallery,
+        policy: Policy,
+        quality: QualityConfig | None = None,
+        config: LiveConfig | None = None,
+        liveness: LivenessConfig | None = None,
+    ) -> None:
+        self.engine = engine
+        self.gallery = gallery
+        self.policy = policy
+        self.quality = quality or QualityConfig()
+        self.config = config or LiveConfig()
+        self.liveness_config = liveness
+        self._track: _Track | None = None
+        self._idle = 0
+        self._idle_thumb: npt.NDArray[np.float32] | None = None
+        self.encodings = 0
+
+    def reset(self) -> None:
+        self._track = None
+
+    def swap_gallery(self, gallery: Gallery) -> None:
+        """Use a new roster from the next frame on (a roster update)."""
+        self.gallery = gallery
+        self._track = None
+
+    # -- finding the face --------------------------------------------------------------
+
+    def _find(self, image: Image, track: _Track | None) -> list[FaceBox]:
+        if track is not None:
+            if track.since_scan < self.config.full_scan_every:
+                near = self.engine.detect_near(image, track.box)
+                if near:
+                    track.since_scan += 1
+                    track.missing = 0
+                    return near
+                track.missing += 1
+                if track.missing % 3 != 1:  # gone from its place: look wider now and then
+                    return []
+            track.since_scan = 0
+            return self.engine.detect(image, self.config.detect_width, 0)
+        # Nobody tracked. An empty scene that has not changed since the last empty frame
+        # is not searched again (but at least every ``idle_detect_every`` frames). Faces
+        # at arm's length are found at ``detect_width``; the upsampled pass for a small,
+        # far face (to say "come closer") runs on every ``small_face_every``-th search.
+        thumb = _thumbnail(image)
+        changed = self._idle_thumb is None or (
+            float(np.abs(thumb - self._idle_thumb).mean()) >= self.config.idle_change
+        )
+        self._idle_thumb = thumb
+        self._idle += 1
+        if not changed and self._idle % self.config.idle_detect_every:
+            return []
+        upsample = None if self._idle % self.config.small_face_every == 0 else 0
+        return self.engine.detect(image, self.config.detect_width, upsample)
+
+    def _new_track(self, box: FaceBox, now: float) -> _Track:
+        liveness = BlinkLiveness(self.liveness_config) if self.liveness_config else None
+        return _Track(
+            box, now, now, Consensus(self.config.consensus_k, self.config.consensus_n), liveness
+        )
+
+    # -- one frame ---------------------------------------------------------------------
+
+    def process(self, frame: Frame) -> FrameOutcome:
+        now, image = frame.timestamp, frame.image
+        track = self._track
+        if track is not None and now - track.last_seen > self.config.track_lost_s:
+            track = self._track = None
+        boxes = self._find(image, track)
+        if not boxes:
+            if track is not None:
+                track.check_hold = True  # whoever shows up next is checked before the label
+                if track.liveness is not None:
+                    track.liveness.update(now, None)
+            return FrameOutcome(frame.index, now, 0, None, NO_FACE_HINT if track is None else None)
+        height, width = image.shape[:2]
+        chosen = pick_face(boxes, width, height)
+        self._idle_thumb = None
+        if track is None or chosen.iou(track.box) < self.config.min_track_iou:
+            track = self._track = self._new_track(chosen, now)
+        track.box, track.last_seen = chosen, now
+        track.frames_seen += 1
+        if rival_faces(boxes, chosen, self.config.rival_ratio):
+            return FrameOutcome(frame.index, now, len(boxes), None, SEVERAL_FACES_HINT)
+
+        live_state = None
+        if track.liveness is not None and track.decided is None:
+            live_state = track.liveness.update(now, self.engine.eye_landmarks(image, chosen))
+
+        if track.decided is not None:
+            return self._hold(frame, track, chosen, len(boxes))
+        return self._vote(frame, track, chosen, len(boxes), live_state)
+
+    def _decide_face(self, image: Image, box: FaceBox) -> tuple[Decision | None, str | None]:
+        analysis = analyse(self.engine, image, self.quality, boxes=[box])
+        if analysis.encoding is None:
+            return None, analysis.hint
+        self.encodings += 1
+        return self.policy.decide(self.gallery.search(analysis.encoding)), None
+
+    def _vote(
+        self,
+        frame: Frame,
+        track: _Track,
+        box: FaceBox,
+        faces: int,
+        live_state: LivenessState | None,
+    ) -> FrameOutcome:
+        now = frame.timestamp
+        vote: Decision | None = None
+        hint: str | None = None
+        gave_up = live_state is not None and live_state.status == "failed" and track.refused
+        if track.last_vote_at is None:
+            due = True
+        elif track.refused is not None:
+            due = not gave_up and now - track.last_vote_at >= self.config.retry_refused_s
+        else:
+            due = track.verdict is None
+        if due:
+            vote, hint = self._decide_face(frame.image, box)
+            if vote is not None:
+                track.last_vote_at = now
+                verdict = track.consensus.add(Vote.of(vote))
+                if verdict is not None:
+                    track.verdict = verdict
+        record = None
+        verdict = track.verdict
+        if verdict is not None and verdict.reason == MATCH:
+            if live_state is not None and live_state.status == "failed":
+                record = self._record(track, now, verdict, LIVENESS_FAILED, "failed", accept=False)
+                track.refused, track.verdict = record, None
+                track.consensus.reset()
+                hint = live_state.hint
+            elif live_state is None or live_state.status == "passed":
+                record = self._record(track, now, verdict, MATCH, "passed" if live_state else "off")
+                track.decided = record
+            else:
+                hint = live_state.hint
+        elif verdict is not None and track.refused is None:
+            status = live_state.status if live_state is not None else "off"
+            record = self._record(track, now, verdict, verdict.reason, status, accept=False)
+            track.refused = record
+            track.verdict = None
+        if hint is None and live_state is not None and live_state.status != "passed":
+            hint = live_state.hint
+        person = track.decided.person_id if track.decided else None
+        return FrameOutcome(frame.index, now, faces, person, hint, vote, record, live_state)
+
+    def _hold(self, frame: Frame, track: _Track, box: FaceBox, faces: int) -> FrameOutcome:
+        decided = track.decided
+        assert decided is not None
+        now = frame.timestamp
+        vote = None
+        if (
+            track.check_hold
+            or track.last_vote_at is None
+            or now - track.last_vote_at >= self.config.reverify_s
+        ):
+            vote, _ = self._decide_face(frame.image, box)
+            if vote is None and track.check_hold:
+                return FrameOutcome(frame.index, now, faces, None, None)  # not yet checked
+            if vote is not None:
+                track.last_vote_at = now
+                track.check_hold = False
+                other = vote.person_id is not None and vote.person_id != decided.person_id
+                if other or vote.reason == UNKNOWN:
+                    # someone else now: forget the decision and start over from this frame
+                    self._track = self._new_track(box, now)
+                    return FrameOutcome(frame.index, now, faces, None, None, vote)
+        return FrameOutcome(frame.index, now, faces, decided.person_id, None, vote)
+
+    def _record(
+        self,
+        track: _Track,
+        now: float,
+        verdict: Verdict,
+        reason: str,
+        liveness: str,
+        accept: bool = True,
+    ) -> DecisionRecord:
+        record = DecisionRecord(
+            person_id=verdict.person_id if accept else None,
+            reason=reason,
+            distance=verdict.distance,
+            margin=verdict.margin,
+            threshold=self.policy.threshold,
+            required_margin=self.policy.margin,
+            model_version=self.engine.model_version,
+            frames_used=verdict.frames_used,
+            frames_seen=track.frames_seen,
+            liveness=liveness,
+            roster_people=self.gallery.people,
+            started_at=track.started_at,
+            decided_at=now,
+        )
+        track.records.append(record)
+        return record
+
+
+__all__ = ["NO_FACE", "SEVERAL_FACES", "FrameOutcome", "LiveConfig", "LiveEngine", "LivePipeline"]

@@ -1,0 +1,107 @@
+"""The replay source: a folder of images, or a video file, delivered at a chosen frame rate.
+
+It stands in for a camera in the demo, the tests and the benchmarks: the frames are real
+pictures and carry monotonic timestamps, as a live camera's would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+
+from hardware.cameras.base import Frame, Image
+from hardware.cameras.codec import DEFAULT_MAX_PIXELS, cap_pixels, list_images, read_image, to_rgb8
+from hardware.errors import CameraOpenError, FrameError
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mjpeg", ".mjpg"})
+
+
+class ReplayCamera:
+    """Replays a folder of images (name order) or a video file at ``fps``.
+
+    ``skip_bad`` decides what a picture that cannot be decoded does: raise ``FrameError``
+    (the default: the demo stops and names the file) or be skipped.
+    """
+
+    def __init__(
+        self,
+        source: Path,
+        fps: float = 5.0,
+        loop: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        skip_bad: bool = False,
+    ) -> None:
+        if fps <= 0:
+            raise ValueError("fps must be positive")
+        self._video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
+        if self._video:
+            self._files: list[Path] = [source]
+        else:
+            self._files = list_images(source)
+        self._source = source
+        self._period = 1.0 / fps
+        self._loop = loop
+        self._max_pixels = max_pixels
+        self._clock = clock
+        self._sleep = sleep
+        self._skip_bad = skip_bad
+        self._closed = False
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self._files)
+
+    def _pictures(self) -> Iterator[tuple[str, Image]]:
+        if self._video:
+            yield from _video_pictures(self._source, self._max_pixels)
+            return
+        for path in self._files:
+            try:
+                yield path.name, read_image(path, self._max_pixels)
+            except FrameError:
+                if not self._skip_bad:
+                    raise
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        next_at = self._clock()
+        while not self._closed:
+            delivered = 0
+            for name, image in self._pictures():
+                if self._closed:
+                    return
+                delay = next_at - self._clock()
+                if delay > 0:
+                    self._sleep(delay)
+                yield Frame(image=image, timestamp=self._clock(), index=index, source=name)
+                index += 1
+                delivered += 1
+                next_at += self._period
+            if not self._loop or delivered == 0:
+                return
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def _video_pictures(path: Path, max_pixels: int) -> Iterator[tuple[str, Image]]:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise CameraOpenError(f"{path}: cannot open the video file")
+        number = 0
+        while True:
+            ok, picture = capture.read()
+            if not ok or picture is None:
+                if number == 0:
+                    raise FrameError(f"{path}: the video holds no readable frame")
+                return
+            number += 1
+            yield f"{path.name}#{number}", cap_pixels(to_rgb8(picture, str(path)), max_pixels)
+    finally:
+        capture.release()

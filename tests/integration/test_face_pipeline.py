@@ -1,0 +1,245 @@
+"""The face pipeline on real photos (``../shared/faces/dev``) through the real dlib model.
+
+Every photo is encoded once per session (``dev_samples``); the tests then decide on those
+encodings, so the whole module runs in well under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.vision import evaluation
+from edge.vision.analysis import analyse, identify
+from edge.vision.engine import FaceEngine
+from edge.vision.live import LiveConfig, LivePipeline
+from edge.vision.liveness import LivenessConfig
+from edge.vision.matcher import Gallery
+from edge.vision.policy import ThresholdMarginPolicy
+from edge.vision.quality import QualityConfig
+from hardware.cameras import Frame, ReplayCamera, open_camera, read_image
+from hardware.config import CameraConfig
+from hardware.errors import CameraOpenError, FrameError
+from tests.benchmarks.face_clips import blank_frame, face_box, visit_frames
+
+POLICY = ThresholdMarginPolicy()  # the shipped operating point
+HELD_OUT = ("person_04", "person_12", "person_17")
+
+
+@pytest.fixture(scope="session")
+def engine() -> FaceEngine:
+    return FaceEngine()
+
+
+@pytest.fixture(scope="session")
+def dev_samples(dev_faces: Path, engine: FaceEngine) -> list[evaluation.Sample]:
+    """Every dev photo through the single-frame path, once."""
+    return evaluation.encode_samples(engine, evaluation.collect(dev_faces), QualityConfig())
+
+
+def by_path(samples: list[evaluation.Sample], relative: str) -> evaluation.Sample:
+    return next(s for s in samples if s.path.as_posix().endswith(relative))
+
+
+def test_encodings_are_face_recognitions(dev_faces: Path, engine: FaceEngine) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import face_recognition
+
+    for relative in ("person_03/01.jpg", "person_09/02.png"):
+        image = read_image(dev_faces / relative)
+        observation = engine.observe(image)
+        assert observation is not None
+        box = observation.box
+        reference = face_recognition.face_encodings(
+            image, [(box.top, box.right, box.bottom, box.left)]
+        )[0]
+        assert np.array_equal(observation.encoding, reference)
+
+
+def test_every_identity_photo_passes_the_gate_and_others_do_not(
+    dev_samples: list[evaluation.Sample],
+) -> None:
+    labelled = [s for s in dev_samples if s.label is not None]
+    assert len(labelled) == 52
+    assert [s.path.name for s in labelled if s.encoding is None] == []
+    assert by_path(dev_samples, "_other/group_01.jpg").reason == "several faces"
+    assert by_path(dev_samples, "_other/noface_02.png").reason == "no face"
+    assert by_path(dev_samples, "_other/profile_01.png").reason == "no face"
+
+
+def test_open_set_on_dev_has_no_wrong_person_and_no_stranger_accepted(
+    dev_samples: list[evaluation.Sample],
+) -> None:
+    rows = []
+    for seed in range(10):
+        split = evaluation.open_set_split(dev_samples, per_person=1, holdout=0.3, seed=seed)
+        rows += evaluation.run_probes(split, POLICY)
+    counts = evaluation.count(rows)
+    assert counts["wrong_person"] == 0
+    assert counts["unknown_accepted"] == 0
+    assert counts["unknown"] >= 100
+    assert counts["recognition_rate"] >= 0.7
+
+
+def test_several_enrolment_photos_recognise_more(dev_samples: list[evaluation.Sample]) -> None:
+    one = evaluation.count(evaluation.run_probes(evaluation.open_set_split(dev_samples, 1), POLICY))
+    two = evaluation.count(evaluation.run_probes(evaluation.open_set_split(dev_samples, 2), POLICY))
+    assert two["wrong_person"] == one["wrong_person"] == 0
+    assert two["recognition_rate"] > one["recognition_rate"]
+
+
+@pytest.fixture(scope="session")
+def bad_images(tmp_path_factory: pytest.TempPathFactory, dev_faces: Path) -> dict[str, Path]:
+    """Odd files made from a real photo: each must give a reason, never a crash."""
+    folder = tmp_path_factory.mktemp("bad-images")
+    photo = cv2.imread(str(dev_faces / "person_03" / "01.jpg"))
+    jpeg = (dev_faces / "person_03" / "01.jpg").read_bytes()
+    files = {
+        "corrupt": (folder / "corrupt.jpg", b"\xff\xd8\xff\xe0" + b"\x00garbage" * 50),
+        "truncated": (folder / "truncated.jpg", jpeg[: len(jpeg) // 3]),
+        "empty": (folder / "empty.png", b""),
+        "text": (folder / "notes.png", b"this is not a picture\n"),
+    }
+    for path, data in files.values():
+        path.write_bytes(data)
+    paths = {name: path for name, (path, _) in files.items()}
+    paths["grey"] = folder / "grey.png"
+    cv2.imwrite(str(paths["grey"]), cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
+    paths["deep"] = folder / "deep16.png"
+    cv2.imwrite(str(paths["deep"]), photo.astype(np.uint16) * 257)
+    paths["huge"] = folder / "huge-50mp.jpg"
+    cv2.imwrite(str(paths["huge"]), cv2.resize(photo, (5900, 8580), interpolation=cv2.INTER_LINEAR))
+    paths["many"] = dev_faces / "_other" / "group_06.jpg"
+    return paths
+
+
+def test_bad_input_gives_a_reason_not_a_crash(
+    bad_images: dict[str, Path], engine: FaceEngine, dev_samples: list[evaluation.Sample]
+) -> None:
+    gallery = Gallery(
+        [
+            (s.label or "", s.encoding)
+            for s in dev_samples
+            if s.label and s.encoding is not None and s.path.name.startswith("01")
+        ]
+    )
+    for name in ("corrupt", "empty", "text"):
+        with pytest.raises(FrameError):
+            read_image(bad_images[name])
+    try:
+        truncated = read_image(bad_images["truncated"])
+    except FrameError:
+        pass
+    else:  # libjpeg returns the top of the picture: whatever it holds, no wrong person
+        assert identify(engine, gallery, POLICY, truncated, QualityConfig()).person_id in (
+            None,
+            "person_03",
+        )
+    for name in ("grey", "deep", "huge"):
+        image = read_image(bad_images[name], max_pixels=40_000_000)
+        assert image.dtype == np.uint8 and image.ndim == 3
+        result = identify(engine, gallery, POLICY, image, QualityConfig())
+        assert result.person_id == "person_03", (name, result)
+    many = identify(engine, gallery, POLICY, read_image(bad_images["many"]), QualityConfig())
+    assert (many.person_id, many.reason) == (None, "several faces") and (many.faces or 0) >= 5
+
+
+def test_the_live_pipeline_decides_a_rider_in_two_frames_and_refuses_a_stranger(
+    dev_faces: Path, engine: FaceEngine, dev_samples: list[evaluation.Sample]
+) -> None:
+    enrolled = [
+        s
+        for s in dev_samples
+        if s.label and s.label not in HELD_OUT and s.path.stem == "01" and s.encoding is not None
+    ]
+    pipe = LivePipeline(
+        engine,
+        Gallery([(s.label or "", s.encoding) for s in enrolled]),
+        POLICY,
+        config=LiveConfig(),
+    )
+    index = 0
+    for photo, truth in (
+        ("person_03/02.jpg", "person_03"),
+        ("person_12/02.png", None),
+        ("person_15/02.jpg", "person_15"),
+    ):
+        image = read_image(dev_faces / photo)
+        frames = list(visit_frames(image, face_box(engine, image), 12, seed=index)) + [
+            blank_frame(i) for i in range(12)
+        ]
+        records = []
+        for picture in frames:
+            outcome = pipe.process(Frame(picture, index / 15, index, photo))
+            index += 1
+            if outcome.record is not None:
+                records.append(outcome.record)
+        assert len(records) == 1, (photo, records)
+        assert records[0].person_id == truth
+        assert records[0].frames_used == 2
+
+
+def test_a_replayed_still_photo_is_refused_by_liveness(
+    dev_faces: Path, engine: FaceEngine, dev_samples: list[evaluation.Sample]
+) -> None:
+    sample = by_path(dev_samples, "person_03/01.jpg")
+    pipe = LivePipeline(
+        engine,
+        Gallery([("person_03", sample.encoding)]),
+        POLICY,
+        liveness=LivenessConfig(timeout_s=3.0),
+    )
+    image = read_image(dev_faces / "person_03" / "02.jpg")
+    still = next(visit_frames(image, face_box(engine, image), 1, seed=0))
+    records = []
+    for index in range(15 * 4):  # four seconds of the same frame
+        outcome = pipe.process(Frame(still, index / 15, index, "still"))
+        assert outcome.person_id is None
+        if outcome.record is not None:
+            records.append(outcome.record)
+    assert [(r.person_id, r.reason) for r in records] == [(None, "liveness not confirmed")]
+
+
+def test_replay_camera_reads_folders_and_videos(tmp_path: Path, dev_faces: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "a.jpg").symlink_to(dev_faces / "person_03" / "01.jpg")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8 broken")
+    (folder / "c.png").symlink_to(dev_faces / "person_09" / "01.png")
+    clock = iter(float(i) for i in range(100))
+    camera = ReplayCamera(folder, fps=10, clock=clock.__next__, sleep=lambda s: None, skip_bad=True)
+    frames = list(camera.frames())
+    assert [(f.source, f.index) for f in frames] == [("a.jpg", 0), ("c.png", 1)]
+    assert frames[0].timestamp < frames[1].timestamp
+    with pytest.raises(FrameError, match=r"b\.jpg"):
+        list(ReplayCamera(folder, fps=1000).frames())
+
+    configured = open_camera(CameraConfig(kind="replay", source=str(folder), fps=100))
+    assert [f.source for f in configured.frames()] == ["a.jpg", "c.png"]  # a bad file is skipped
+    with pytest.raises(CameraOpenError, match="no such folder"):
+        list(open_camera(CameraConfig(kind="replay", source=str(tmp_path / "gone"))).frames())
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 15, (320, 240))
+    for i in range(5):
+        writer.write(np.full((240, 320, 3), 40 * i, dtype=np.uint8))
+    writer.release()
+    replay = list(ReplayCamera(video, fps=1000).frames())
+    assert [f.source for f in replay] == [f"clip.avi#{i}" for i in range(1, 6)]
+    assert replay[0].image.shape == (240, 320, 3)
+
+
+def test_the_analysis_of_one_picture_says_why(dev_faces: Path, engine: FaceEngine) -> None:
+    image = read_image(dev_faces / "person_03" / "01.jpg")
+    small = cv2.resize(image, (image.shape[1] // 6, image.shape[0] // 6))
+    assert analyse(engine, small, QualityConfig()).reason == "face too small"
+    dark = (image * 0.15).astype(np.uint8)
+    assert analyse(engine, dark, QualityConfig()).reason == "too dark"
+    blurred = cv2.GaussianBlur(image, (0, 0), 6)
+    assert analyse(engine, blurred, QualityConfig()).reason == "face blurred"
+    assert analyse(engine, image, QualityConfig()).usable

@@ -1,0 +1,140 @@
+"""The live pipeline's rules, driven by a scripted engine (no model): consensus, one person
+at a time, liveness, holding and re-checking a decided face."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.vision.engine import FaceBox
+from edge.vision.live import LiveConfig, LivePipeline
+from edge.vision.liveness import LivenessConfig
+from edge.vision.matcher import Gallery
+from edge.vision.policy import ThresholdMarginPolicy
+from hardware.cameras import Frame
+from tests.unit.test_liveness import eyes
+from tests.unit.test_quality import BOX, landmarks, textured
+
+SECOND = FaceBox(top=140, right=640, bottom=320, left=460)
+PEOPLE = {1: "ann", 2: "bob", 3: "stranger"}
+VECTORS = {code: np.random.default_rng(code).normal(0, 0.12, 128) for code in PEOPLE}
+TEXTURE = textured()
+
+
+class ScriptedEngine:
+    """Reads who is in the frame from its first pixel: [person code, second face?, eye openness x100]."""
+
+    model_version = "scripted"
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def detect(
+        self, image: np.ndarray, detect_width: int | None = None, max_upsample: int | None = None
+    ) -> list[FaceBox]:
+        code, second = int(image[0, 0, 0]), int(image[0, 0, 1])
+        return ([BOX] if code else []) + ([SECOND] if second else [])
+
+    def detect_near(self, image: np.ndarray, previous: FaceBox) -> list[FaceBox]:
+        return self.detect(image)
+
+    def landmarks(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
+        return landmarks(box)
+
+    def encode(
+        self, image: np.ndarray, box: FaceBox, points: np.ndarray | None = None
+    ) -> np.ndarray:
+        self.encoded += 1
+        return VECTORS[int(image[0, 0, 0])] + 0.01
+
+    def eye_landmarks(self, image: np.ndarray, box: FaceBox) -> tuple[np.ndarray, np.ndarray]:
+        return eyes(int(image[0, 0, 2]) / 100)
+
+
+def frame(
+    index: int, person: int = 0, second: bool = False, openness: float = 0.3, fps: float = 15.0
+) -> Frame:
+    image = TEXTURE.copy()
+    image[0, 0] = (person, int(second), round(openness * 100))
+    return Frame(image, index / fps, index, "scripted")
+
+
+def pipeline(liveness: LivenessConfig | None = None) -> tuple[LivePipeline, ScriptedEngine]:
+    engine = ScriptedEngine()
+    gallery = Gallery([("ann", VECTORS[1]), ("bob", VECTORS[2])])
+    return LivePipeline(
+        engine, gallery, ThresholdMarginPolicy(0.47, 0.08), config=LiveConfig(), liveness=liveness
+    ), engine
+
+
+def run(pipe: LivePipeline, frames: list[Frame]) -> list:
+    return [pipe.process(f) for f in frames]
+
+
+def test_an_enrolled_rider_is_decided_on_the_second_frame_and_held() -> None:
+    pipe, engine = pipeline()
+    outcomes = run(pipe, [frame(i, person=1) for i in range(30)])
+    records = [o.record for o in outcomes if o.record]
+    assert len(records) == 1
+    record = records[0]
+    assert (record.person_id, record.frames_used, record.liveness, record.roster_people) == (
+        "ann",
+        2,
+        "off",
+        2,
+    )
+    assert outcomes[1].record is record and outcomes[0].person_id is None
+    assert all(o.person_id == "ann" for o in outcomes[1:])
+    assert record.latency_s == 1 / 15
+    assert engine.encoded <= 4  # two votes, then a re-check every 1.5 s
+
+
+def test_a_stranger_is_refused_once_and_never_held() -> None:
+    pipe, _ = pipeline()
+    outcomes = run(pipe, [frame(i, person=3) for i in range(20)])
+    records = [o.record for o in outcomes if o.record]
+    assert [(r.person_id, r.reason, r.frames_used) for r in records] == [(None, "unknown", 2)]
+    assert all(o.person_id is None for o in outcomes)
+
+
+def test_two_people_in_view_get_no_decision() -> None:
+    pipe, engine = pipeline()
+    outcomes = run(pipe, [frame(i, person=1, second=True) for i in range(10)])
+    assert not any(o.record or o.person_id for o in outcomes)
+    assert outcomes[-1].hint == "One person at a time, please"
+    assert engine.encoded == 0
+
+
+def test_the_next_rider_is_checked_before_the_label_moves_on() -> None:
+    pipe, _ = pipeline()
+    frames = (
+        [frame(i, person=1) for i in range(5)]
+        + [frame(5)]
+        + [frame(i, person=2) for i in range(6, 12)]
+    )
+    outcomes = run(pipe, frames)
+    assert outcomes[6].person_id != "ann"  # bob, in ann's place after one empty frame
+    records = [o.record for o in outcomes if o.record]
+    assert [r.person_id for r in records] == ["ann", "bob"]
+
+
+def test_a_still_photo_never_passes_liveness() -> None:
+    pipe, _ = pipeline(LivenessConfig(timeout_s=3.0))
+    outcomes = run(
+        pipe, [frame(i, person=1, openness=0.3) for i in range(75)]
+    )  # 5 s, eyes never move
+    records = [o.record for o in outcomes if o.record]
+    assert [(r.person_id, r.reason, r.liveness) for r in records] == [
+        (None, "liveness not confirmed", "failed")
+    ]
+    assert all(o.person_id is None for o in outcomes)
+    assert outcomes[10].hint == "Blink once, please"
+    assert outcomes[-1].hint == "Look at the camera and blink"
+
+
+def test_a_blink_lets_the_decision_through() -> None:
+    pipe, _ = pipeline(LivenessConfig(timeout_s=3.0))
+    openness = [0.3] * 6 + [0.1, 0.1] + [0.3] * 4
+    outcomes = run(pipe, [frame(i, person=1, openness=o) for i, o in enumerate(openness)])
+    records = [o.record for o in outcomes if o.record]
+    assert [(r.person_id, r.liveness) for r in records] == [("ann", "passed")]
+    assert outcomes.index(next(o for o in outcomes if o.record)) == 8  # the frame the eyes reopen

@@ -30,6 +30,7 @@ from cloud_sync.events import BatchResponse
 from cloud_sync.signing import new_nonce, sign_request
 
 BATCH_PATH = "/v1/events:batch"
+ROSTER_PATH = "/v1/roster"
 
 
 class CloudClient:
@@ -79,6 +80,14 @@ class CloudClient:
                 f"(status {response.status_code}); is sync.cloud_url the kiosk cloud API?",
                 response.status_code,
             ) from None
+
+    def get_roster(self, since: int) -> bytes | None:
+        """The signed roster delta since ``since`` as sent (unverified: the roster store
+        checks it), or None when the cloud says the kiosk is up to date (204)."""
+        response = self.request("GET", f"{ROSTER_PATH}?since={int(since)}")
+        if response.status_code == 204:
+            return None
+        return response.content
 
     def request(self, method: str, path: str, body: bytes = b"") -> httpx.Response:
         """One signed request; the response when its status is 2xx, else a ``CloudError``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class OutboxConfig(BaseModel):
@@ -29,6 +29,9 @@ class SyncConfig(BaseModel):
 
     cloud_url: AnyHttpUrl | None = None
     interval_s: float = Field(default=10.0, ge=0.5, le=3600)
+    #: How often the daemon pulls the roster (it also pulls at start and when woken). Only
+    #: a kiosk with a pinned roster key (roster.cloud_roster_key) pulls.
+    roster_interval_s: float = Field(default=300.0, ge=1, le=86400)
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     batch_max_events: int = Field(default=500, ge=1, le=5000)
     batch_max_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
@@ -59,3 +62,34 @@ class MqttConfig(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    #: A CA bundle for the broker's certificate (default: the system's), and an optional
+    #: client certificate and key for brokers that authenticate kiosks by certificate.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    #: Topics are ``<topic_prefix>/<kiosk id>/state|telemetry|cmd|cmd/result``.
+    topic_prefix: str = Field(default="kiosk", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    telemetry_interval_s: float = Field(default=60.0, ge=1, le=86400)
+    #: Reconnection waits double from the first value up to the second.
+    reconnect_min_s: float = Field(default=1.0, ge=0.1, le=60)
+    reconnect_max_s: float = Field(default=60.0, ge=1, le=3600)
+    #: Messages waiting for the broker; past it the oldest is dropped (never blocking).
+    queue_size: int = Field(default=200, ge=10, le=100_000)
+    #: The cloud's command key (Ed25519 public key, base64), pinned at provisioning.
+    #: Without it every remote command is refused.
+    command_public_key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+/]{43}=$")
+    #: Commands larger than this are ignored unread.
+    command_max_bytes: int = Field(default=4096, ge=256, le=65536)
+    #: The longest validity (expires_at - issued_at) a command may carry.
+    command_max_ttl_s: float = Field(default=3600.0, ge=10, le=7 * 86400)
+    #: How far in the future a command's issued_at may be (clock skew with the cloud).
+    command_max_skew_s: float = Field(default=300.0, ge=0, le=86400)
+    #: Publish Home Assistant MQTT discovery for the kiosk's sensors.
+    ha_discovery: bool = False
+    ha_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
+
+    @model_validator(mode="after")
+    def _reconnect_order(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self

@@ -14,13 +14,22 @@ One pass (``sync_once``) sends batches until the outbox has nothing pending:
 ``run`` repeats passes every ``interval_s`` and, after a failure, retries with tenacity:
 exponential backoff with full jitter, capped, never sooner than a ``Retry-After``. ``wake``
 (``kiosk sync now`` sends SIGUSR1) cuts any wait short; ``stop`` ends the loop.
+
+With a roster attached, ``run`` also pulls the roster at start, every
+``roster_interval_s`` and when woken (``pull_roster``): it asks for the delta since the
+version it holds, applies it (the store checks signature, recipient, versions and every
+row first, and changes nothing otherwise), asks for a full snapshot when the delta does
+not follow its version, records ``roster.applied`` in the outbox, and keeps the old roster
+with the error remembered for ``kiosk sync status`` when anything is refused.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
@@ -29,9 +38,18 @@ from ulid import ULID
 from cloud_sync.backoff import BackoffPolicy, wait_full_jitter
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
-from cloud_sync.errors import CloudAuthError, CloudRejectedError, CloudUnavailableError
+from cloud_sync.errors import (
+    CloudAuthError,
+    CloudError,
+    CloudRejectedError,
+    CloudUnavailableError,
+    OutboxError,
+    SyncError,
+)
 from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_schema import Pending
+from edge.vault.errors import DeltaError, RosterError, VersionGapError
+from edge.vault.store import ApplyResult
 
 log = structlog.get_logger("cloud_sync.daemon")
 
@@ -57,6 +75,35 @@ class PassResult:
         return self.accepted + self.duplicate
 
 
+class RosterTarget(Protocol):
+    """Where pulled deltas go: ``edge.vault.store.RosterStore``."""
+
+    @property
+    def version(self) -> int: ...
+
+    def apply_delta(self, raw: bytes) -> ApplyResult: ...
+
+    def record_pull(self, error: str | None) -> None: ...
+
+
+@dataclass
+class RosterPull:
+    """What one roster pull did."""
+
+    from_version: int
+    to_version: int
+    full: bool = False
+    upserts: int = 0
+    deletions: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    failure: SyncError | RosterError | None = field(default=None, repr=False)
+
+    @property
+    def changed(self) -> bool:
+        return self.error is None and self.to_version != self.from_version
+
+
 class _Stop(Exception):
     """Internal: the daemon was asked to stop during a wait."""
 
@@ -73,6 +120,8 @@ class SyncDaemon:
         interval_s: float = 10.0,
         backoff: BackoffPolicy | None = None,
         keep_sent_s: float = 7 * 86400,
+        roster: RosterTarget | None = None,
+        roster_interval_s: float = 300.0,
     ) -> None:
         self.outbox = outbox
         self.client = client
@@ -81,13 +130,18 @@ class SyncDaemon:
         self.interval_s = interval_s
         self.backoff = backoff or BackoffPolicy()
         self.keep_sent_s = keep_sent_s
+        self.roster = roster
+        self.roster_interval_s = roster_interval_s
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._roster_wanted = threading.Event()
+        self._roster_failures = 0
 
     # -- control ----------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Sync now: end the current wait (interval or backoff)."""
+        """Sync now: end the current wait (interval or backoff), and pull the roster."""
+        self._roster_wanted.set()
         self._wake.set()
 
     def stop(self) -> None:
@@ -177,6 +231,83 @@ class SyncDaemon:
         result.accepted += self.outbox.mark_sent(answer.accepted)
         result.duplicate += self.outbox.mark_sent(answer.duplicate)
 
+    # -- the roster -----------------------------------------------------------------------------
+
+    def pull_roster(self) -> RosterPull:
+        """Pull and apply the roster delta since the version held; never raises for a
+        refused delta or an unreachable cloud (the old roster stays, the error is kept)."""
+        if self.roster is None:
+            raise RuntimeError("no roster is attached to this daemon")
+        started = time.perf_counter()
+        held = self.roster.version
+        result = RosterPull(held, held)
+        try:
+            applied = self._fetch_and_apply(held)
+        except (SyncError, RosterError) as exc:
+            result.error = str(exc) if isinstance(exc, CloudError) else f"roster refused: {exc}"
+            result.failure = exc
+        else:
+            if applied is not None:
+                result.to_version = applied.to_version
+                result.full, result.upserts, result.deletions = (
+                    applied.full,
+                    applied.upserts,
+                    applied.deletions,
+                )
+        result.seconds = time.perf_counter() - started
+        try:
+            self.roster.record_pull(result.error)
+        except RosterError as exc:
+            log.warning("roster.record_failed", error=str(exc))
+        if result.changed:
+            self._record_applied(result)
+        log.info(
+            "roster.pull",
+            from_version=result.from_version,
+            to_version=result.to_version,
+            full=result.full,
+            upserts=result.upserts,
+            deletions=result.deletions,
+            error=result.error,
+            seconds=round(result.seconds, 3),
+        )
+        return result
+
+    def _fetch_and_apply(self, held: int) -> ApplyResult | None:
+        assert self.roster is not None
+        raw = self.client.get_roster(held)
+        if raw is None:
+            return None  # up to date
+        try:
+            return self.roster.apply_delta(raw)
+        except VersionGapError as exc:
+            log.info("roster.version_gap", error=str(exc))
+        snapshot = self.client.get_roster(0)
+        if snapshot is None:
+            raise DeltaError(f"the cloud has no roster to replace version {held} with")
+        return self.roster.apply_delta(snapshot)
+
+    def _record_applied(self, result: RosterPull) -> None:
+        try:
+            self.outbox.append(
+                "roster.applied",
+                from_version=result.from_version,
+                to_version=result.to_version,
+                upserts=result.upserts,
+                deletions=result.deletions,
+            )
+        except OutboxError as exc:  # the roster is applied; only its record is lost
+            log.warning("roster.event_not_recorded", error=str(exc))
+
+    def _roster_wait(self, failed: bool) -> float:
+        """Seconds until the next roster pull: the interval, or a backoff after failures."""
+        if not failed:
+            self._roster_failures = 0
+            return self.roster_interval_s
+        self._roster_failures += 1
+        delay = self.backoff.delay(self._roster_failures, random.random())
+        return min(self.roster_interval_s, max(delay, 1.0))
+
     # -- the service ----------------------------------------------------------------------------
 
     def sync_with_retry(self) -> PassResult:
@@ -203,15 +334,31 @@ class SyncDaemon:
 
     def run(self) -> None:
         """The long-running service: passes every ``interval_s`` until ``stop``."""
-        log.info("sync.started", cloud=self.client.base_url, interval_s=self.interval_s)
+        log.info(
+            "sync.started",
+            cloud=self.client.base_url,
+            interval_s=self.interval_s,
+            roster=self.roster is not None,
+        )
         last_prune = 0.0
+        next_roster = time.monotonic()  # pull once at start
         try:
             while not self._stop.is_set():
+                if self.roster is not None and (
+                    self._roster_wanted.is_set() or time.monotonic() >= next_roster
+                ):  # first, so that its roster.applied event goes out in this pass
+                    self._roster_wanted.clear()
+                    pulled = self.pull_roster()
+                    next_roster = time.monotonic() + self._roster_wait(pulled.error is not None)
                 self.sync_with_retry()
                 if time.monotonic() - last_prune > 600:
                     self.outbox.prune_sent(self.keep_sent_s)
                     last_prune = time.monotonic()
-                self._sleep(self.interval_s)
+                wait = self.interval_s
+                if self.roster is not None:
+                    due = 0.0 if self._roster_wanted.is_set() else next_roster - time.monotonic()
+                    wait = min(wait, max(0.0, due))
+                self._sleep(wait)
         except _Stop:
             pass
         log.info("sync.stopped")

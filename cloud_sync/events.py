@@ -105,6 +105,15 @@ class SlotEjected(_Payload):
     reason: str = Field(min_length=1, max_length=200)
 
 
+class KioskMaintenance(_Payload):
+    """A technician (or a remote command) took the kiosk out of service, or back in."""
+
+    on: bool
+    operator: str = Field(min_length=1, max_length=64)
+    reason: str = Field(default="", max_length=200)
+    via: Literal["cli", "remote"] = "cli"
+
+
 class RosterApplied(_Payload):
     from_version: int = Field(ge=0, le=MAX_SEQ)
     to_version: int = Field(ge=0, le=MAX_SEQ)
@@ -123,6 +132,7 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "slot.fault": SlotFault,
     "slot.ejected": SlotEjected,
     "roster.applied": RosterApplied,
+    "kiosk.maintenance": KioskMaintenance,
 }
 
 EventType = Literal[
@@ -136,6 +146,7 @@ EventType = Literal[
     "slot.fault",
     "slot.ejected",
     "roster.applied",
+    "kiosk.maintenance",
 ]
 
 Payload = (
@@ -149,6 +160,7 @@ Payload = (
     | SlotFault
     | SlotEjected
     | RosterApplied
+    | KioskMaintenance
 )
 
 
@@ -164,6 +176,7 @@ CLASS_OF: dict[str, EventClass] = {
     "kiosk.started": "ops",
     "slot.fault": "ops",
     "roster.applied": "ops",
+    "kiosk.maintenance": "ops",
     "face.recognised": "telemetry",
     "face.unrecognised": "telemetry",
 }

@@ -9,7 +9,6 @@ PostgreSQL database.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloud_sync.errors import SignatureError, StoreError
+from cloud_sync.errors import SignatureError, SigningKeyError, StoreError
 from cloud_sync.events import (
     KIOSK_ID_PATTERN,
     BatchRequest,
@@ -34,11 +33,23 @@ from cloud_sync.events import (
 )
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.db import ConflictError, open_database
+from cloud_sync.server.deps import Admin
+from cloud_sync.server.deps import raw_target as _raw_target
 from cloud_sync.server.ingest import Limits, decode_body, parse_batch
 from cloud_sync.server.migrations import LATEST, migrate
-from cloud_sync.server.models import Health, KioskIn, KioskOut, ProvisionIn, TokenIn, TokenOut
+from cloud_sync.server.models import (
+    Health,
+    KioskIn,
+    KioskOut,
+    ProvisionIn,
+    ProvisionOut,
+    TokenIn,
+    TokenOut,
+)
 from cloud_sync.server.observability import Metrics, RequestContext
 from cloud_sync.server.problems import Problem
+from cloud_sync.server.roster import box_public_key, open_cloud_roster
+from cloud_sync.server.roster_api import router as roster_router
 from cloud_sync.server.store import KioskRecord, Store
 from cloud_sync.signing import (
     check_timestamp,
@@ -155,26 +166,7 @@ def _service(request: Request) -> Service:
     return svc
 
 
-def _admin(request: Request) -> None:
-    token = request.app.state.service.settings.admin_token
-    if token is None:
-        raise Problem(403, "admin_disabled", "no admin token is configured on this server")
-    given = request.headers.get("authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Problem(401, "bad_admin_token", "missing or wrong admin bearer token")
-
-
 Svc = Annotated[Service, Depends(_service)]
-Admin = Depends(_admin)
-
-
-def _raw_target(request: Request) -> str:
-    """The path (and query) exactly as the client sent it: what the signature covers."""
-    raw = request.scope.get("raw_path") or request.url.path.encode()
-    path = bytes(raw).decode("latin-1")
-    query = request.scope.get("query_string", b"")
-    return f"{path}?{query.decode('latin-1')}" if query else path
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -202,6 +194,18 @@ def _error(request: Request, status: int, code: str, reason: str, **extra: Any) 
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
+def _check_keys(public_key: str, box_key: str | None) -> None:
+    try:
+        parse_public_key(public_key)
+    except SignatureError as exc:
+        raise Problem(422, "bad_public_key", str(exc)) from None
+    if box_key is not None:
+        try:
+            box_public_key(box_key)
+        except ValueError as exc:
+            raise Problem(422, "bad_box_public_key", str(exc)) from None
+
+
 def create_app(settings: CloudSettings) -> FastAPI:
     """The cloud API for ``settings`` (database opened and migrated at startup)."""
     metrics = Metrics()
@@ -209,9 +213,19 @@ def create_app(settings: CloudSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = await run_in_threadpool(open_database, settings.database_url, settings.pool_size)
-        await run_in_threadpool(migrate, database)
+        try:
+            await run_in_threadpool(migrate, database)
+            app.state.roster = await run_in_threadpool(open_cloud_roster, settings, database)
+        except BaseException:
+            database.close()
+            raise
         app.state.service = Service(settings, Store(database), metrics)
-        log.info("cloud.started", database=database.dialect, schema_version=LATEST)
+        log.info(
+            "cloud.started",
+            database=database.dialect,
+            schema_version=LATEST,
+            roster=app.state.roster is not None,
+        )
         try:
             yield
         finally:
@@ -222,11 +236,13 @@ def create_app(settings: CloudSettings) -> FastAPI:
         version=API_VERSION,
         description=(
             "The thin cloud API of the powerbank kiosks: signed, idempotent event batches, "
-            "the kiosk registry, provisioning and reconciliation. See docs/sync.md."
+            "the kiosk registry, provisioning, reconciliation and the encrypted roster. "
+            "See docs/sync.md and docs/roster.md."
         ),
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.roster = None
     app.add_middleware(RequestContext, metrics=metrics)
 
     @app.exception_handler(Problem)
@@ -252,6 +268,15 @@ def create_app(settings: CloudSettings) -> FastAPI:
         log.error("cloud.database_error", error=str(exc))
         response = _error(request, 503, "unavailable", "the database is unavailable; retry")
         response.headers["Retry-After"] = "2"
+        return response
+
+    @app.exception_handler(SigningKeyError)
+    async def _keys(request: Request, exc: SigningKeyError) -> JSONResponse:
+        log.error("cloud.roster_keys_error", error=str(exc))
+        response = _error(
+            request, 503, "roster_keys", "the cloud's roster keys are unusable; see its log"
+        )
+        response.headers["Retry-After"] = "60"
         return response
 
     @app.exception_handler(Exception)
@@ -292,33 +317,30 @@ def create_app(settings: CloudSettings) -> FastAPI:
             svc.ingest, request.method, _raw_target(request), headers, body, state_log
         )
 
-    @app.get("/v1/roster", responses={**_ERRORS, 501: {"model": ErrorBody}})
-    def roster(request: Request, svc: Svc, since: Annotated[int, Query(ge=0)] = 0) -> None:
-        """The kiosk's encrypted roster delta since a version. Not served by this version."""
-        signed = svc.authenticate(request.method, _raw_target(request), dict(request.headers), b"")
-        svc.store.use_nonce(signed.kiosk_id, signed.nonce)
-        raise Problem(501, "not_implemented", "this server does not serve the encrypted roster yet")
+    app.include_router(roster_router)
 
-    @app.post("/v1/provision", status_code=201, response_model=KioskOut, responses=_ERRORS)
-    def provision(body: ProvisionIn, svc: Svc) -> KioskOut:
-        """Register a kiosk with a one-time provisioning token and its public key."""
-        try:
-            parse_public_key(body.public_key)
-        except SignatureError as exc:
-            raise Problem(422, "bad_public_key", str(exc)) from None
-        svc.store.provision(body.token, body.kiosk_id, body.public_key, body.site)
+    @app.post("/v1/provision", status_code=201, response_model=ProvisionOut, responses=_ERRORS)
+    def provision(request: Request, body: ProvisionIn, svc: Svc) -> ProvisionOut:
+        """Register a kiosk with a one-time provisioning token and its public keys; the
+        answer names the roster public key for the kiosk to pin."""
+        _check_keys(body.public_key, body.box_public_key)
+        svc.store.provision(
+            body.token, body.kiosk_id, body.public_key, body.site, body.box_public_key
+        )
         record = svc.store.kiosk(body.kiosk_id)
         assert record is not None
-        return KioskOut(**record.__dict__)
+        roster = request.app.state.roster
+        return ProvisionOut(
+            **record.__dict__,
+            roster_public_key=roster.keys.public_key if roster is not None else None,
+            roster_model=settings.roster_model,
+        )
 
     @app.post("/v1/admin/kiosks", response_model=KioskOut, dependencies=[Admin], responses=_ERRORS)
     def register_kiosk(body: KioskIn, svc: Svc) -> KioskOut:
-        """Register a kiosk (or replace its key and site)."""
-        try:
-            parse_public_key(body.public_key)
-        except SignatureError as exc:
-            raise Problem(422, "bad_public_key", str(exc)) from None
-        svc.store.register_kiosk(body.kiosk_id, body.public_key, body.site)
+        """Register a kiosk (or replace its keys and site)."""
+        _check_keys(body.public_key, body.box_public_key)
+        svc.store.register_kiosk(body.kiosk_id, body.public_key, body.site, body.box_public_key)
         svc._keys.pop(body.kiosk_id, None)
         record = svc.store.kiosk(body.kiosk_id)
         assert record is not None

@@ -44,6 +44,18 @@ class CloudSettings(BaseSettings):
     pool_size: int = Field(default=8, ge=1, le=100)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "json"
+    #: The roster signing key (Ed25519, PKCS#8 PEM, mode 0600) whose public half kiosks
+    #: pin. Default: ``roster-ed25519.pem`` beside a SQLite database; with PostgreSQL the
+    #: roster is served only when both key files are set (`kiosk-cloud keys init`).
+    roster_key_file: Path | None = None
+    #: The roster data key (32 raw bytes, mode 0600) that seals every rider record.
+    #: Default: ``roster-data.key`` beside a SQLite database.
+    roster_data_key_file: Path | None = None
+    #: The encoder model the fleet's kiosks match with; deltas name it.
+    roster_model: str = Field(default="dlib_resnet_v1", min_length=1, max_length=64)
+    #: Deletions are remembered this long; a kiosk that last synced before the oldest one
+    #: still kept gets a full snapshot instead of a delta.
+    roster_tombstone_keep_s: float = Field(default=90 * 86400, ge=0, le=10 * 365 * 86400)
 
     @field_validator("database_url")
     @classmethod
@@ -51,6 +63,25 @@ class CloudSettings(BaseSettings):
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
         return value
+
+    @property
+    def roster_key_paths(self) -> tuple[Path, Path] | None:
+        """``(signing key, data key)`` files, or None when the roster is not configured."""
+        if self.roster_key_file and self.roster_data_key_file:
+            return self.roster_key_file, self.roster_data_key_file
+        if not self.database_url.startswith("sqlite:///"):
+            return None
+        folder = Path(self.database_url.removeprefix("sqlite:///")).parent
+        return (
+            self.roster_key_file or folder / "roster-ed25519.pem",
+            self.roster_data_key_file or folder / "roster-data.key",
+        )
+
+    @property
+    def roster_keys_created_on_start(self) -> bool:
+        """SQLite is one host: its missing key files are made at the first start. Replicas
+        on PostgreSQL must share keys made once, so they never make their own."""
+        return self.database_url.startswith("sqlite:///")
 
 
 def load_cloud_settings(**overrides: Any) -> CloudSettings:

@@ -86,6 +86,38 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX returns_powerbank ON returns (powerbank_id, returned_at)
         """,
     ),
+    (
+        2,
+        "kiosk box keys, the encrypted roster: riders, tombstones, roster state",
+        """
+        ALTER TABLE kiosks ADD COLUMN box_public_key TEXT;
+        CREATE TABLE roster_state (
+            id INTEGER PRIMARY KEY,
+            version BIGINT NOT NULL,
+            key_id TEXT,
+            key_version BIGINT NOT NULL,
+            tombstone_floor BIGINT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE roster_riders (
+            person_id TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            key_id TEXT NOT NULL,
+            models TEXT NOT NULL,
+            sealed TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX roster_riders_version ON roster_riders (version);
+        CREATE TABLE roster_tombstones (
+            person_id TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            deleted_at TEXT NOT NULL
+        );
+        CREATE INDEX roster_tombstones_version ON roster_tombstones (version);
+        CREATE INDEX roster_tombstones_deleted ON roster_tombstones (deleted_at)
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from datetime import date
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cloud_sync.events import KIOSK_ID_PATTERN
+from cloud_sync.roster_wire import (
+    ENCODING_SIZE,
+    DeltaBody,
+    Entitlements,
+    RiderRecord,
+    Template,
+)
+
+
+def _box_key_field() -> Any:
+    return Field(
+        default=None,
+        min_length=40,
+        max_length=64,
+        description="base64 X25519 key (32 raw bytes) that roster data keys are wrapped for; "
+        "a kiosk registered without one cannot pull the roster",
+    )
+
+
+PERSON_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class KioskIn(BaseModel):
@@ -14,6 +37,7 @@ class KioskIn(BaseModel):
 
     kiosk_id: str = Field(pattern=KIOSK_ID_PATTERN)
     public_key: str = Field(min_length=40, max_length=64, description="base64 Ed25519 key")
+    box_public_key: str | None = _box_key_field()
     site: str = Field(default="", max_length=200)
 
 
@@ -23,6 +47,15 @@ class KioskOut(BaseModel):
     site: str
     disabled: bool
     created_at: str
+    box_public_key: str | None = None
+
+
+class ProvisionOut(KioskOut):
+    roster_public_key: str | None = Field(
+        description="base64 Ed25519 key that signs roster deltas: pin it on the kiosk "
+        "(null when this cloud serves no roster)"
+    )
+    roster_model: str = Field(description="the encoder model the roster's deltas name")
 
 
 class TokenIn(BaseModel):
@@ -45,6 +78,7 @@ class ProvisionIn(BaseModel):
     token: str = Field(min_length=8, max_length=100)
     kiosk_id: str = Field(pattern=KIOSK_ID_PATTERN)
     public_key: str = Field(min_length=40, max_length=64)
+    box_public_key: str | None = _box_key_field()
     site: str | None = Field(default=None, max_length=200)
 
 
@@ -52,3 +86,95 @@ class Health(BaseModel):
     status: Literal["ok"]
     database: str
     schema_version: int
+
+
+class TemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    vector: list[float] = Field(
+        min_length=ENCODING_SIZE, max_length=ENCODING_SIZE, description="128 float32 values"
+    )
+
+    @field_validator("vector")
+    @classmethod
+    def _finite(cls, value: list[float]) -> list[float]:
+        if not all(math.isfinite(item) and abs(item) < 1e6 for item in value):
+            raise ValueError("every value must be a finite number")
+        return value
+
+
+class RiderIn(BaseModel):
+    """A rider to add: stored sealed; the cloud keeps no name or template in clear."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    person_id: str = Field(min_length=1, max_length=128, pattern=PERSON_ID_PATTERN)
+    display_name: str = Field(default="", max_length=200)
+    templates: list[TemplateIn] = Field(min_length=1, max_length=64)
+    may_rent: bool = True
+    max_open_rentals: int = Field(default=1, ge=0, le=100)
+    boarding_allowed: bool = True
+    valid_until: date | None = None
+    claim_hash: str | None = Field(default=None, min_length=1, max_length=200)
+    replace: bool = Field(default=False, description="replace a rider who exists")
+
+    def to_record(self) -> RiderRecord:
+        return RiderRecord(
+            display_name=self.display_name,
+            templates=tuple(
+                Template(item.model, np.asarray(item.vector, dtype=np.float32))
+                for item in self.templates
+            ),
+            entitlements=Entitlements(
+                may_rent=self.may_rent,
+                max_open_rentals=self.max_open_rentals,
+                boarding_allowed=self.boarding_allowed,
+                valid_until=self.valid_until,
+            ),
+            claim_hash=self.claim_hash,
+        )
+
+
+class RiderOut(BaseModel):
+    """A rider as listed: never a template."""
+
+    person_id: str
+    version: int
+    display_name: str
+    may_rent: bool
+    max_open_rentals: int
+    boarding_allowed: bool
+    valid_until: date | None
+    templates: dict[str, int] = Field(description="template count per encoder model")
+    has_claim: bool
+    updated_at: str
+
+
+class RiderChange(BaseModel):
+    person_id: str
+    roster_version: int
+
+
+class RosterStatus(BaseModel):
+    version: int
+    riders: int
+    tombstones: int
+    data_key_id: str | None
+    key_version: int = Field(description="the roster version the data key was introduced at")
+    tombstone_floor: int = Field(description="kiosks older than this get a full snapshot")
+    roster_public_key: str
+    model: str
+
+
+class RotationOut(BaseModel):
+    data_key_id: str
+    roster_version: int
+    riders: int
+
+
+class SignedDelta(BaseModel):
+    """``GET /v1/roster``: a delta signed by the roster key (see docs/roster.md)."""
+
+    delta: DeltaBody
+    signature: str = Field(description="base64 Ed25519 over the canonical JSON of delta")

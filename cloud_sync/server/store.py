@@ -37,6 +37,7 @@ class KioskRecord:
     site: str
     disabled: bool
     created_at: str
+    box_public_key: str | None = None
 
 
 EVENT_COLUMNS = (
@@ -71,39 +72,36 @@ class Store:
 
     # -- kiosks -----------------------------------------------------------------------------
 
-    def register_kiosk(self, kiosk_id: str, public_key: str, site: str = "") -> bool:
-        """Register a kiosk or replace its key and site; True when it is new."""
+    def register_kiosk(
+        self, kiosk_id: str, public_key: str, site: str = "", box_public_key: str | None = None
+    ) -> bool:
+        """Register a kiosk or replace its keys and site; True when it is new. Without a
+        ``box_public_key`` a registered kiosk keeps the box key it had."""
         now = _now_text()
         with self.db.transaction() as tx:
             exists = tx.rows("SELECT 1 FROM kiosks WHERE kiosk_id = ?", [kiosk_id])
-            tx.run(
-                "INSERT INTO kiosks (kiosk_id, public_key, site, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET "
-                "public_key = excluded.public_key, site = excluded.site, "
-                "updated_at = excluded.updated_at, disabled = 0",
-                [kiosk_id, public_key, site, now, now],
-            )
+            _upsert_kiosk(tx, kiosk_id, public_key, box_public_key, site, now)
         return not exists
 
     def kiosk(self, kiosk_id: str) -> KioskRecord | None:
         with self.db.transaction() as tx:
             rows = tx.rows(
-                "SELECT kiosk_id, public_key, site, disabled, created_at FROM kiosks "
-                "WHERE kiosk_id = ?",
+                "SELECT kiosk_id, public_key, site, disabled, created_at, box_public_key "
+                "FROM kiosks WHERE kiosk_id = ?",
                 [kiosk_id],
             )
         if not rows:
             return None
-        kid, key, site, disabled, created = rows[0]
-        return KioskRecord(kid, key, site, bool(disabled), created)
+        kid, key, site, disabled, created, box = rows[0]
+        return KioskRecord(kid, key, site, bool(disabled), created, box)
 
     def kiosks(self) -> list[KioskRecord]:
         with self.db.transaction() as tx:
             rows = tx.rows(
-                "SELECT kiosk_id, public_key, site, disabled, created_at FROM kiosks "
-                "ORDER BY kiosk_id"
+                "SELECT kiosk_id, public_key, site, disabled, created_at, box_public_key "
+                "FROM kiosks ORDER BY kiosk_id"
             )
-        return [KioskRecord(a, b, c, bool(d), e) for a, b, c, d, e in rows]
+        return [KioskRecord(a, b, c, bool(d), e, f) for a, b, c, d, e, f in rows]
 
     def set_disabled(self, kiosk_id: str, disabled: bool) -> bool:
         with self.db.transaction() as tx:
@@ -130,8 +128,15 @@ class Store:
             )
         return token, expires
 
-    def provision(self, token: str, kiosk_id: str, public_key: str, site: str | None) -> None:
-        """Spend a one-time token to register ``kiosk_id`` with ``public_key``."""
+    def provision(
+        self,
+        token: str,
+        kiosk_id: str,
+        public_key: str,
+        site: str | None,
+        box_public_key: str | None = None,
+    ) -> None:
+        """Spend a one-time token to register ``kiosk_id`` with its public keys."""
         now = _now_text()
         with self.db.transaction() as tx:
             rows = tx.rows(
@@ -162,12 +167,13 @@ class Store:
             )
             if spent != 1:
                 raise Problem(401, "bad_token", "this provisioning token was already used")
-            tx.run(
-                "INSERT INTO kiosks (kiosk_id, public_key, site, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET "
-                "public_key = excluded.public_key, site = excluded.site, "
-                "updated_at = excluded.updated_at, disabled = 0",
-                [kiosk_id, public_key, site if site is not None else token_site, now, now],
+            _upsert_kiosk(
+                tx,
+                kiosk_id,
+                public_key,
+                box_public_key,
+                site if site is not None else token_site,
+                now,
             )
 
     # -- nonces ---------------------------------------------------------------------------------
@@ -323,6 +329,19 @@ class Store:
     def ping(self) -> None:
         with self.db.transaction() as tx:
             tx.rows("SELECT 1")
+
+
+def _upsert_kiosk(
+    tx: Any, kiosk_id: str, public_key: str, box_public_key: str | None, site: str, now: str
+) -> None:
+    tx.run(
+        "INSERT INTO kiosks (kiosk_id, public_key, box_public_key, site, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET "
+        "public_key = excluded.public_key, site = excluded.site, "
+        "box_public_key = COALESCE(excluded.box_public_key, kiosks.box_public_key), "
+        "updated_at = excluded.updated_at, disabled = 0",
+        [kiosk_id, public_key, box_public_key, site, now, now],
+    )
 
 
 def _record_nonce(tx: Any, kiosk_id: str, nonce: str) -> None:

@@ -1,4 +1,5 @@
-"""``kiosk roster``: what the encrypted roster holds, whether it is intact, and local changes."""
+"""``kiosk roster``: what the encrypted roster holds, whether it is intact, local changes, and
+a pull from the cloud now."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cloud_sync.errors import CloudError
 from edge.cli.context import state
 from edge.settings import Settings
+from edge.vault.errors import DeltaError
 from edge.vault.live import open_roster
 from edge.vault.store import RosterStore
 
@@ -109,3 +112,55 @@ def rotate_key(ctx: typer.Context, roster: RosterOption = None) -> None:
     store = roster_store(state(ctx).settings(), roster)
     new = store.rotate_key()
     typer.echo(f"{store.path}: rows re-sealed under data key {new}")
+
+
+@app.command("pull")
+def pull(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Pull the roster from the cloud now and apply it (exit 7 when refused or unreachable;
+    the roster held is then kept)."""
+    from edge.cli.sync_cmd import build_daemon, open_cloud_roster, open_outbox
+
+    settings = state(ctx).settings()
+    store = open_cloud_roster(settings)
+    try:
+        outbox = open_outbox(settings)
+        try:
+            daemon = build_daemon(settings, outbox, roster=store)
+            try:
+                result = daemon.pull_roster()
+            finally:
+                daemon.client.close()
+        finally:
+            outbox.close()
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "from_version": result.from_version,
+                    "to_version": result.to_version,
+                    "full": result.full,
+                    "upserts": result.upserts,
+                    "deletions": result.deletions,
+                    "error": result.error,
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+        )
+    elif result.error is None and not result.changed:
+        typer.echo(f"roster up to date at version {result.to_version}")
+    elif result.error is None:
+        kind = "full snapshot" if result.full else "delta"
+        typer.echo(
+            f"roster version {result.from_version} -> {result.to_version} ({kind}): "
+            f"{result.upserts} rider(s) added or changed, {result.deletions} removed"
+        )
+    if result.failure is not None:
+        message = f"{result.error} (roster version {result.from_version} kept)"
+        if isinstance(result.failure, CloudError):
+            raise CloudError(message)
+        raise DeltaError(message)

@@ -2,8 +2,10 @@
 
 ``run`` is the systemd service: it drains the outbox into ``sync.cloud_url`` every
 ``sync.interval_s``, backs off with full jitter while the cloud is away, wakes at once on
-SIGUSR1 and stops cleanly on SIGTERM or SIGINT. ``now`` runs one pass in this process and
-says what happened. ``status`` never needs the network: it reads the outbox.
+SIGUSR1 and stops cleanly on SIGTERM or SIGINT. On a kiosk with a pinned roster key it
+also pulls the roster at start, every ``sync.roster_interval_s`` and when woken. ``now``
+runs one pass in this process and says what happened. ``status`` never needs the network:
+it reads the outbox and the roster's pull state.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
+import structlog
 import typer
 
 from cloud_sync.errors import CloudError
@@ -22,9 +25,13 @@ from cloud_sync.signing import kiosk_key, public_key_text
 from edge.cli.context import state
 from edge.errors import ConfigError, InputError
 from edge.settings import Settings
+from edge.vault.errors import RosterError
+from edge.vault.store import PullState, RosterStore, read_pull_state
 
 if TYPE_CHECKING:  # the HTTP stack loads only for the commands that talk to the cloud
     from cloud_sync.daemon import PassResult, SyncDaemon
+
+log = structlog.get_logger("edge.cli.sync")
 
 app = typer.Typer(
     help="Run the sync daemon, sync now, or show the sync status.", no_args_is_help=True
@@ -37,7 +44,27 @@ def open_outbox(settings: Settings) -> Outbox:
     return Outbox(settings.outbox_path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes)
 
 
-def build_daemon(settings: Settings, outbox: Outbox) -> SyncDaemon:
+def open_cloud_roster(settings: Settings) -> RosterStore:
+    """The kiosk's own roster, for deltas from the cloud; ``ConfigError`` without a pinned
+    roster key, ``KeyFileError`` when the kiosk's keys are missing or too open."""
+    from edge.vault.live import open_roster
+
+    if not settings.roster.cloud_roster_key:
+        raise ConfigError(
+            "roster.cloud_roster_key is not set: pin the cloud's roster key "
+            "(`kiosk-cloud keys init` prints it) to receive the roster"
+        )
+    return open_roster(
+        settings.roster_path,
+        settings.keys_dir,
+        settings.kiosk.id,
+        settings.roster.cloud_roster_key,
+    )
+
+
+def build_daemon(
+    settings: Settings, outbox: Outbox, roster: RosterStore | None = None
+) -> SyncDaemon:
     """The daemon for these settings; ``ConfigError`` when no cloud URL is set."""
     from cloud_sync.backoff import BackoffPolicy
     from cloud_sync.batching import BatchLimits
@@ -65,6 +92,8 @@ def build_daemon(settings: Settings, outbox: Outbox) -> SyncDaemon:
         interval_s=sync.interval_s,
         backoff=BackoffPolicy(sync.backoff_base_s, sync.backoff_max_s, sync.retry_after_max_s),
         keep_sent_s=settings.outbox.keep_sent_s,
+        roster=roster,
+        roster_interval_s=sync.roster_interval_s,
     )
 
 
@@ -73,7 +102,13 @@ def run(ctx: typer.Context) -> None:
     """Run the sync daemon until stopped (the kiosk-sync systemd service)."""
     settings = state(ctx).settings()
     outbox = open_outbox(settings)
-    daemon = build_daemon(settings, outbox)
+    roster = None
+    if settings.roster.cloud_roster_key:
+        try:
+            roster = open_cloud_roster(settings)
+        except RosterError as exc:  # events still flow; the roster waits for a fix
+            log.error("roster.unavailable", error=str(exc))
+    daemon = build_daemon(settings, outbox, roster)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         daemon.stop()
@@ -89,6 +124,8 @@ def run(ctx: typer.Context) -> None:
     finally:
         daemon.client.close()
         outbox.close()
+        if roster is not None:
+            roster.close()
 
 
 @app.command("now")
@@ -141,6 +178,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         quarantined = outbox.quarantined(limit=5)
     finally:
         outbox.close()
+    pulled = read_pull_state(settings.roster_path) if settings.roster.cloud_roster_key else None
     data: dict[str, Any] = {
         "kiosk_id": settings.kiosk.id,
         "cloud_url": str(settings.sync.cloud_url) if settings.sync.cloud_url else None,
@@ -158,7 +196,8 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         "last_success_at": stats.last_success_at,
         "last_error": stats.last_error,
         "last_error_at": stats.last_error_at,
-        "problems": _problems(settings, stats.last_error),
+        "roster": _roster_status(pulled),
+        "problems": _problems(settings, stats.last_error, pulled),
         "quarantined_examples": [
             {"seq": seq, "id": event_id, "type": kind, "reason": reason}
             for seq, event_id, kind, reason in quarantined
@@ -178,6 +217,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         f"disk         {stats.bytes_used:,} of {stats.max_bytes:,} bytes",
         f"last success {stats.last_success_at or 'never'}",
         f"last error   {_last_error(stats.last_error, stats.last_error_at)}",
+        f"roster       {_roster_line(settings, pulled)}",
     ]
     lines += [f"problem      {problem}" for problem in data["problems"]]
     lines += [
@@ -187,13 +227,43 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     typer.echo("\n".join(lines))
 
 
-def _problems(settings: Settings, last_error: str | None) -> list[str]:
+def _problems(settings: Settings, last_error: str | None, pulled: PullState | None) -> list[str]:
     problems = []
     if settings.sync.cloud_url is None:
         problems.append("sync.cloud_url is not set: events are kept but never sent")
     if last_error:
         problems.append(last_error)
+    if pulled is not None and pulled.error:
+        problems.append(f"roster pull: {pulled.error} (the previous roster is kept)")
     return problems
+
+
+def _when(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
+
+
+def _roster_status(pulled: PullState | None) -> dict[str, Any] | None:
+    if pulled is None:
+        return None
+    return {
+        "version": pulled.version,
+        "last_pull_at": _when(pulled.checked_at),
+        "last_error": pulled.error,
+        "last_error_at": _when(pulled.error_at),
+    }
+
+
+def _roster_line(settings: Settings, pulled: PullState | None) -> str:
+    if not settings.roster.cloud_roster_key:
+        return "not pulled (roster.cloud_roster_key is not pinned)"
+    if pulled is None:
+        return "not pulled yet"
+    line = f"version {pulled.version}, last pull {_when(pulled.checked_at) or 'never'}"
+    if pulled.error:
+        line += f", error: {pulled.error} (at {_when(pulled.error_at)})"
+    return line
 
 
 def _age(seconds: float | None) -> str:
@@ -213,9 +283,28 @@ def _last_error(error: str | None, when: str | None) -> str:
 
 
 @app.command("key")
-def key(ctx: typer.Context) -> None:
+def key(
+    ctx: typer.Context,
+    box: Annotated[
+        bool,
+        typer.Option(
+            "--box",
+            help="Print the X25519 key the roster is wrapped for instead (created with the "
+            "kiosk's key pair when missing).",
+        ),
+    ] = False,
+) -> None:
     """Print this kiosk's public signing key (base64), to register it with the cloud."""
     settings = state(ctx).settings()
+    if box:
+        import base64
+
+        from cloud_sync.sealing import raw_public
+        from edge.vault.keys import device_keys
+
+        keys = device_keys(settings.keys_dir, create=True)
+        typer.echo(base64.b64encode(raw_public(keys.box.public_key())).decode())
+        return
     typer.echo(public_key_text(kiosk_key(settings.kiosk.state_dir, settings.sync.key_filename)))
 
 

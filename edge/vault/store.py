@@ -93,6 +93,41 @@ class ApplyResult:
     to_version: int
     upserts: int
     deletions: int
+    full: bool = False
+
+
+@dataclass(frozen=True)
+class PullState:
+    """How the last roster pulls from the cloud went (nothing personal)."""
+
+    version: int
+    checked_at: float | None  # the last pull that reached the cloud and was not refused
+    error: str | None  # the last pull's error, None once a pull succeeds again
+    error_at: float | None
+
+
+def read_pull_state(path: Path) -> PullState | None:
+    """The pull state of the roster at ``path``, read without its keys; None if absent."""
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+
+    def number(key: str) -> float | None:
+        return float(meta[key]) if meta.get(key) else None
+
+    return PullState(
+        version=int(meta.get("version", 0)),
+        checked_at=number("pulled_at"),
+        error=meta.get("pull_error") or None,
+        error_at=number("pull_error_at") if meta.get("pull_error") else None,
+    )
 
 
 class RosterStore:
@@ -419,7 +454,17 @@ class RosterStore:
             self._bump_version(body.to_version)
         if deleted or body.full:
             self._scrub_wal()
-        return ApplyResult(body.from_version, body.to_version, len(rows), deleted)
+        return ApplyResult(body.from_version, body.to_version, len(rows), deleted, body.full)
+
+    def record_pull(self, error: str | None) -> None:
+        """Remember how a pull from the cloud went, for ``kiosk sync status``."""
+        with self._transaction():
+            if error is None:
+                self._set_meta("pulled_at", time.time())
+                self._set_meta("pull_error", "")
+            else:
+                self._set_meta("pull_error", error[:1000])
+                self._set_meta("pull_error_at", time.time())
 
     def close(self) -> None:
         self._db.close()

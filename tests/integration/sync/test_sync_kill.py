@@ -165,8 +165,10 @@ def test_two_api_processes_share_one_postgresql(tmp_path: Path) -> None:
             for server in servers:
                 server.stop()
         with psycopg.connect(database_url) as conn:
-            versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
-        assert versions == [(1,)]
+            versions = conn.execute(
+                "SELECT version FROM schema_migrations ORDER BY version"
+            ).fetchall()
+        assert versions == [(1,), (2,)]  # each migration applied once, not twice
 
 
 def two_replicas(servers: list[CloudProcess]) -> None:

@@ -1,0 +1,152 @@
+"""The roster routes: a kiosk's signed delta, and the operator's rider administration.
+
+``GET /v1/roster?since=N`` is signed by the kiosk like an event batch. It answers 200 with
+the signed delta from N to the current version (a full snapshot when N is 0, older than
+the tombstones kept, or older than the last data-key rotation), or 204 with no body when
+the kiosk is up to date; both carry ``X-Roster-Version``. The rider routes sit behind the
+admin token.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from cloud_sync.events import MAX_SEQ, ErrorBody
+from cloud_sync.server.deps import Admin, raw_target
+from cloud_sync.server.models import (
+    PERSON_ID_PATTERN,
+    RiderChange,
+    RiderIn,
+    RiderOut,
+    RosterStatus,
+    RotationOut,
+    SignedDelta,
+)
+from cloud_sync.server.problems import Problem
+from cloud_sync.server.roster import CloudRoster, rider_out, roster_status
+
+if TYPE_CHECKING:
+    from cloud_sync.server.app import Service
+
+VERSION_HEADER = "X-Roster-Version"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
+}
+
+router = APIRouter()
+
+
+def cloud_roster(request: Request) -> CloudRoster:
+    roster: CloudRoster | None = request.app.state.roster
+    if roster is None:
+        raise Problem(
+            503,
+            "roster_not_configured",
+            "this cloud serves no roster: its roster key files are not configured "
+            "(KIOSK_CLOUD_ROSTER_KEY_FILE, KIOSK_CLOUD_ROSTER_DATA_KEY_FILE)",
+        )
+    return roster
+
+
+def _service(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+@router.get(
+    "/v1/roster",
+    responses={
+        200: {"model": SignedDelta, "description": "The signed delta (or full snapshot)."},
+        204: {"description": "Up to date: nothing changed since that version."},
+        **_ERRORS,
+    },
+    response_class=Response,
+)
+def roster_delta(request: Request, since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0) -> Response:
+    """This kiosk's roster delta since a version, signed by the roster key."""
+    svc = _service(request)
+    signed = svc.authenticate(request.method, raw_target(request), dict(request.headers), b"")
+    svc.store.use_nonce(signed.kiosk_id, signed.nonce)
+    kiosk = svc.store.kiosk(signed.kiosk_id)  # fresh: a box key may have just been set
+    if kiosk is None or not kiosk.box_public_key:
+        raise Problem(
+            409,
+            "no_box_key",
+            f"kiosk {signed.kiosk_id!r} has no box public key registered; register it "
+            "(box_public_key) to receive the roster",
+        )
+    delta = cloud_roster(request).delta(kiosk.kiosk_id, kiosk.box_public_key, since)
+    state_log = getattr(request.state, "log", None)
+    if isinstance(state_log, dict):
+        state_log.update(
+            kiosk_id=kiosk.kiosk_id,
+            since=since,
+            roster_version=delta.version,
+            full=delta.full,
+            upserts=delta.upserts,
+            deletions=delta.deletions,
+        )
+    headers = {VERSION_HEADER: str(delta.version)}
+    if delta.body is None:
+        return Response(status_code=204, headers=headers)
+    return Response(delta.body, media_type="application/json", headers=headers)
+
+
+@router.get("/v1/admin/roster", response_model=RosterStatus, dependencies=[Admin])
+def roster_info(request: Request) -> RosterStatus:
+    """The roster's version, counts, data-key id and public key."""
+    return roster_status(cloud_roster(request))
+
+
+@router.get("/v1/admin/riders", response_model=list[RiderOut], dependencies=[Admin])
+def list_riders(
+    request: Request,
+    after: Annotated[str, Query(max_length=128, description="the last id of the page before")] = "",
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[RiderOut]:
+    """Riders in id order, with names and entitlements; never a template."""
+    return [rider_out(rider) for rider in cloud_roster(request).riders(after, limit)]
+
+
+@router.post(
+    "/v1/admin/riders",
+    status_code=201,
+    response_model=RiderChange,
+    dependencies=[Admin],
+    responses=_ERRORS,
+)
+def add_rider(request: Request, body: RiderIn) -> RiderChange:
+    """Add a rider with their templates (sealed before storing); 409 if they exist unless
+    ``replace``."""
+    version = cloud_roster(request).add(body.person_id, body.to_record(), body.replace)
+    return RiderChange(person_id=body.person_id, roster_version=version)
+
+
+@router.delete(
+    "/v1/admin/riders/{person_id}",
+    response_model=RiderChange,
+    dependencies=[Admin],
+    responses=_ERRORS,
+)
+def delete_rider(
+    request: Request,
+    person_id: Annotated[str, Path(min_length=1, max_length=128, pattern=PERSON_ID_PATTERN)],
+) -> RiderChange:
+    """Delete a rider; every kiosk drops them at its next roster pull."""
+    version = cloud_roster(request).delete(person_id)
+    return RiderChange(person_id=person_id, roster_version=version)
+
+
+@router.post(
+    "/v1/admin/roster:rotate-key",
+    response_model=RotationOut,
+    dependencies=[Admin],
+    responses=_ERRORS,
+)
+def rotate_key(request: Request) -> RotationOut:
+    """Re-seal every rider under a new data key; kiosks get full snapshots under it."""
+    done = cloud_roster(request).rotate_key()
+    return RotationOut(data_key_id=done.key_id, roster_version=done.version, riders=done.riders)

@@ -1,0 +1,228 @@
+"""``kiosk-cloud keys | riders | roster``: the cloud's roster keys, riders and data key.
+
+Like the other administration commands they work on the database directly (and on the
+roster key files named by the settings), so they need no running server. Photos given to
+``riders add`` are encoded here, with the kiosk's own face engine and quality gate; only
+the templates are stored, sealed, and no photo leaves this machine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from cloud_sync.server.config import CloudSettings, load_cloud_settings
+from cloud_sync.server.db import open_database
+from cloud_sync.server.migrations import migrate
+from cloud_sync.server.models import RiderIn, TemplateIn
+from cloud_sync.server.problems import Problem
+from cloud_sync.server.roster import CloudRoster, open_cloud_roster, rider_out, roster_status
+from cloud_sync.server.roster_keys import RosterKeyFiles
+from edge.errors import ConfigError, InputError
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="sqlite:///FILE or postgresql://... (default: KIOSK_CLOUD_DATABASE_URL, "
+        "else sqlite:///cloud.sqlite).",
+        metavar="URL",
+    ),
+]
+
+keys_app = typer.Typer(help="The cloud's roster keys.", no_args_is_help=True)
+riders_app = typer.Typer(help="Add, delete or list the roster's riders.", no_args_is_help=True)
+roster_app = typer.Typer(help="The roster's state and its data key.", no_args_is_help=True)
+
+_NOT_CONFIGURED = (
+    "the roster key files are not set: with PostgreSQL set KIOSK_CLOUD_ROSTER_KEY_FILE and "
+    "KIOSK_CLOUD_ROSTER_DATA_KEY_FILE (the same files on every replica)"
+)
+
+
+def _key_files(settings: CloudSettings) -> RosterKeyFiles:
+    paths = settings.roster_key_paths
+    if paths is None:
+        raise ConfigError(_NOT_CONFIGURED)
+    return RosterKeyFiles(*paths)
+
+
+@contextmanager
+def _roster(database_url: str | None) -> Iterator[CloudRoster]:
+    settings = load_cloud_settings(database_url=database_url)
+    database = open_database(settings.database_url, pool_size=2)
+    try:
+        migrate(database)
+        roster = open_cloud_roster(settings, database)
+        if roster is None:
+            raise ConfigError(_NOT_CONFIGURED)
+        yield roster
+    except Problem as problem:
+        raise InputError(problem.reason) from None
+    finally:
+        database.close()
+
+
+@keys_app.command("init")
+def keys_init(database_url: DatabaseUrl = None) -> None:
+    """Create the roster signing key and data key files (0600) if missing; print the
+    roster public key that kiosks pin (KIOSK_ROSTER__CLOUD_ROSTER_KEY)."""
+    keys = _key_files(load_cloud_settings(database_url=database_url))
+    for path in keys.init():
+        typer.echo(f"created {path}", err=True)
+    typer.echo(keys.public_key)
+
+
+# -- riders ---------------------------------------------------------------------------------
+
+
+def _templates_file(path: Path, model: str) -> list[dict[str, Any]]:
+    """Templates from JSON: ``[{"model": M, "vector": [128 numbers]}, ...]`` or a list of
+    bare 128-number lists (of the roster's model)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: not a JSON templates file ({exc})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of templates")
+    return [item if isinstance(item, dict) else {"model": model, "vector": item} for item in data]
+
+
+def _encode_photos(person_id: str, images: list[Path], model: str) -> list[dict[str, Any]]:
+    """One template per usable photo, with the kiosk's engine and quality gate."""
+    from edge.config import VisionSection
+    from edge.enrol import Accepted, enrol_image
+    from edge.vision import setup
+
+    vision = VisionSection()
+    engine = setup.engine(vision)
+    if engine.model_version != model:
+        raise InputError(
+            f"this machine encodes with {engine.model_version!r} but the roster serves "
+            f"{model!r} (KIOSK_CLOUD_ROSTER_MODEL)"
+        )
+    quality = setup.quality_config(vision.quality)
+    found = []
+    for path in images:
+        outcome = enrol_image(engine, path, quality, vision.max_image_pixels)
+        if isinstance(outcome, Accepted):
+            found.append({"model": model, "vector": [float(x) for x in outcome.encoding]})
+        else:
+            typer.echo(f"{person_id}  refused  {path.name}: {outcome.reason}", err=True)
+    return found
+
+
+@riders_app.command("add")
+def riders_add(
+    person_id: Annotated[
+        str, typer.Option("--person-id", help="The rider's id (letters, digits, . _ -).")
+    ],
+    images: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Photos of the rider, encoded on this machine.", metavar="IMAGE..."),
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="Display name (stored sealed).")] = "",
+    max_open: Annotated[
+        int, typer.Option("--max-open", min=0, max=100, help="Most open rentals at once.")
+    ] = 1,
+    no_rent: Annotated[bool, typer.Option("--no-rent", help="May not rent.")] = False,
+    no_boarding: Annotated[bool, typer.Option("--no-boarding", help="May not board.")] = False,
+    valid_until: Annotated[
+        str | None, typer.Option("--valid-until", help="Last valid day (YYYY-MM-DD).")
+    ] = None,
+    claim_hash: Annotated[
+        str | None, typer.Option("--claim-hash", help="Hash of the rider's claim code.")
+    ] = None,
+    templates: Annotated[
+        Path | None,
+        typer.Option("--templates", help="Templates as JSON instead of photos.", metavar="FILE"),
+    ] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a rider who exists.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Add a rider (templates from photos or JSON); kiosks get them at their next pull."""
+    if not images and templates is None:
+        raise InputError("give photos of the rider (IMAGE...) or --templates FILE")
+    until = None
+    if valid_until is not None:
+        try:
+            until = date.fromisoformat(valid_until)
+        except ValueError:
+            raise InputError(f"--valid-until {valid_until!r} is not a date (YYYY-MM-DD)") from None
+    with _roster(database_url) as roster:
+        found = _templates_file(templates, roster.model) if templates is not None else []
+        if images:
+            found += _encode_photos(person_id, list(images), roster.model)
+        if not found:
+            raise InputError(f"{person_id}: no usable photo or template; nothing was stored")
+        try:
+            rider = RiderIn(
+                person_id=person_id,
+                display_name=name,
+                templates=[TemplateIn.model_validate(item) for item in found],
+                may_rent=not no_rent,
+                max_open_rentals=max_open,
+                boarding_allowed=not no_boarding,
+                valid_until=until,
+                claim_hash=claim_hash,
+                replace=replace,
+            )
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InputError(f"{where}: {first['msg']}") from None
+        version = roster.add(rider.person_id, rider.to_record(), rider.replace)
+    typer.echo(
+        f"{'stored' if replace else 'added'} {person_id} with {len(found)} template(s); "
+        f"roster version {version}"
+    )
+
+
+@riders_app.command("delete")
+def riders_delete(
+    person_id: Annotated[str, typer.Argument(help="The rider to delete.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete a rider; every kiosk drops their templates at its next pull."""
+    with _roster(database_url) as roster:
+        version = roster.delete(person_id)
+    typer.echo(f"deleted {person_id}; roster version {version}")
+
+
+@riders_app.command("list")
+def riders_list(database_url: DatabaseUrl = None) -> None:
+    """List riders as JSON lines: name, entitlements, template counts (never a template)."""
+    with _roster(database_url) as roster:
+        for rider in roster.riders():
+            typer.echo(rider_out(rider).model_dump_json())
+
+
+# -- the roster as a whole --------------------------------------------------------------------
+
+
+@roster_app.command("info")
+def roster_info(database_url: DatabaseUrl = None) -> None:
+    """The roster's version, counts, data-key id and public key, as JSON."""
+    with _roster(database_url) as roster:
+        typer.echo(roster_status(roster).model_dump_json(indent=2))
+
+
+@roster_app.command("rotate-key")
+def roster_rotate_key(database_url: DatabaseUrl = None) -> None:
+    """Re-seal every rider under a new data key and replace the old key file; every
+    kiosk's next pull is a full snapshot under the new key."""
+    with _roster(database_url) as roster:
+        done = roster.rotate_key()
+    typer.echo(
+        f"{done.riders} rider(s) re-sealed under data key {done.key_id}; roster version "
+        f"{done.version} (kiosks get a full snapshot at their next pull)"
+    )

@@ -1,0 +1,11 @@
+"""MQTT on the kiosk (state, telemetry, signed remote commands) and the cloud's sender.
+
+- ``commands``: the signed command format and its pure verification;
+- ``ledger``: command ids already run (at most once, across restarts);
+- ``executor``: verify, claim, run the caller's handler, answer;
+- ``telemetry``: topics, the state and telemetry messages, Home Assistant discovery;
+- ``client``: ``KioskMqtt``, the non-blocking paho client of a kiosk;
+- ``sender``: sign, publish and wait for a result (``kiosk-cloud command send``).
+
+See docs/operations.md for the topics and the wire format.
+"""

@@ -1,0 +1,344 @@
+"""The kiosk's MQTT link: retained state with a last will, telemetry, and remote commands.
+
+paho-mqtt 2.x with VERSION2 callbacks; its network loop runs in its own thread
+(``loop_start``) and reconnects by itself, waiting ``reconnect_min_s`` doubling up to
+``reconnect_max_s``. The client id is the kiosk id and the session is persistent, so
+commands sent while the kiosk was away arrive when it is back (and are refused if they
+expired meanwhile).
+
+Nothing here ever blocks the caller. ``publish`` appends to a bounded queue and returns at
+once (the oldest message is dropped, and counted, when the queue is full); a publisher
+thread hands the queue to paho only while connected. Commands received are queued for a
+worker thread, so that a slow handler (an eject takes seconds) never stalls the network
+loop, and a flood of commands cannot pile up without bound.
+
+Threads: paho's loop, ``mqtt-publish``, ``mqtt-telemetry`` (when a snapshot function is
+given) and ``mqtt-commands`` (when an executor is given).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from cloud_sync.config import MqttConfig
+from cloud_sync.mqtt.errors import BrokerError
+from cloud_sync.mqtt.executor import CommandExecutor
+from cloud_sync.mqtt.telemetry import (
+    THERMAL_ROOT,
+    StateMessage,
+    Telemetry,
+    Topics,
+    discovery_messages,
+    telemetry_message,
+)
+
+log = structlog.get_logger("cloud_sync.mqtt")
+
+COMMAND_QUEUE = 16
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True)
+class MqttStatus:
+    """How the link is doing (for ``runtime.json``, telemetry and metrics)."""
+
+    broker: str
+    connected: bool
+    connected_since: float | None
+    queued: int
+    published: int
+    dropped: int
+    commands_received: int
+    commands_refused_busy: int
+    last_error: str | None
+
+
+def configure_tls(client: mqtt.Client, config: MqttConfig) -> None:
+    """TLS as configured; ``BrokerError`` naming the file when a certificate is unusable."""
+    try:
+        client.tls_set(
+            ca_certs=str(config.ca_file) if config.ca_file else None,
+            certfile=str(config.cert_file) if config.cert_file else None,
+            keyfile=str(config.key_file) if config.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise BrokerError(f"mqtt TLS settings cannot be used: {exc}") from None
+
+
+def authenticate(client: mqtt.Client, config: MqttConfig) -> None:
+    if config.username:
+        password = config.password.get_secret_value() if config.password else None
+        client.username_pw_set(config.username, password)
+
+
+class KioskMqtt:
+    """One kiosk's connection to the broker. ``start`` returns at once; so does ``publish``."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        kiosk_id: str,
+        *,
+        version: str,
+        executor: CommandExecutor | None = None,
+        snapshot: Callable[[], Telemetry] | None = None,
+        thermal_root: Path = THERMAL_ROOT,
+    ) -> None:
+        self.config = config
+        self.kiosk_id = kiosk_id
+        self.version = version
+        self.topics = Topics.for_kiosk(kiosk_id, config.topic_prefix)
+        self.executor = executor
+        self._snapshot = snapshot
+        self._thermal_root = thermal_root
+        self._started = time.monotonic()
+        self._out: deque[Outgoing] = deque()
+        self._cond = threading.Condition()
+        self._commands: queue.Queue[bytes] = queue.Queue(maxsize=COMMAND_QUEUE)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._connected = False
+        self._connected_since: float | None = None
+        self._published = self._dropped = self._received = self._busy = 0
+        self._last_error: str | None = None
+        self._client = self._make_client()
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _state(self, state: str, reason: str | None = None) -> bytes:
+        message = StateMessage(
+            state=state,
+            kiosk_id=self.kiosk_id,
+            version=self.version,
+            since=datetime.now(UTC) if state == "online" else None,
+            reason=reason,
+        )
+        return message.model_dump_json(exclude_none=True).encode()
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.kiosk_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.will_set(self.topics.state, self._state("offline", "connection lost"), 1, True)
+        authenticate(client, self.config)
+        if self.config.tls:
+            configure_tls(client, self.config)
+        client.reconnect_delay_set(
+            max(1, round(self.config.reconnect_min_s)), max(1, round(self.config.reconnect_max_s))
+        )
+        client.max_queued_messages_set(self.config.queue_size)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    @property
+    def broker(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    def start(self) -> KioskMqtt:
+        """Connect in the background and start the worker threads; returns at once."""
+        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
+        self._client.loop_start()
+        self._spawn(self._publish_loop, "mqtt-publish")
+        if self._snapshot is not None:
+            self._spawn(self._telemetry_loop, "mqtt-telemetry")
+        if self.executor is not None:
+            self._spawn(self._command_loop, "mqtt-commands")
+        log.info("mqtt.started", broker=self.broker, tls=self.config.tls)
+        return self
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Say "offline" (retained) when connected, then disconnect and stop every thread."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._connected:
+            info = self._client.publish(
+                self.topics.state, self._state("offline", "stopped"), 1, True
+            )
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        for thread in self._threads:
+            thread.join(timeout)
+        log.info("mqtt.stopped", broker=self.broker)
+
+    # -- paho callbacks (its loop thread) ---------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._last_error = f"broker refused the connection: {reason}"
+            log.warning("mqtt.refused", broker=self.broker, reason=str(reason))
+            return
+        client.subscribe(self.topics.command, qos=1)
+        with self._cond:
+            self._connected = True
+            self._connected_since = time.time()
+            self._last_error = None
+            self._out.appendleft(Outgoing(self.topics.state, self._state("online"), 1, True))
+            if self.config.ha_discovery:
+                for topic, payload in discovery_messages(
+                    self.kiosk_id, self.topics, self.version, self.config.ha_prefix
+                ):
+                    self._out.append(Outgoing(topic, payload.encode(), 1, True))
+            self._cond.notify_all()
+        log.info("mqtt.connected", broker=self.broker, session=bool(flags.session_present))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        first = self._last_error is None
+        self._last_error = f"cannot connect to {self.broker}"
+        (log.warning if first else log.debug)("mqtt.connect_failed", broker=self.broker)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        with self._cond:
+            self._connected = False
+            self._connected_since = None
+        if not self._stop.is_set():
+            self._last_error = f"disconnected: {reason}"
+            log.warning("mqtt.disconnected", broker=self.broker, reason=str(reason))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic != self.topics.command or self.executor is None:
+            return
+        self._received += 1
+        if len(message.payload) > self.executor.limits.max_bytes:  # never queue a huge payload
+            log.warning("command.ignored", reason="oversize", bytes=len(message.payload))
+            return
+        try:
+            self._commands.put_nowait(bytes(message.payload))
+        except queue.Full:
+            self._busy += 1
+            log.warning("command.ignored", reason="busy", detail="too many commands waiting")
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
+        """Queue a message and return at once; False when the queue was full (oldest dropped)."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        with self._cond:
+            full = len(self._out) >= self.config.queue_size
+            if full:
+                self._out.popleft()
+                self._dropped += 1
+            self._out.append(Outgoing(topic, data, qos, retain))
+            self._cond.notify()
+        return not full
+
+    def _next(self) -> Outgoing | None:
+        with self._cond:
+            while not self._stop.is_set() and not (self._out and self._connected):
+                self._cond.wait(0.5)
+            if self._stop.is_set() or not self._out or not self._connected:
+                return None
+            return self._out.popleft()
+
+    def _publish_loop(self) -> None:
+        while (item := self._next()) is not None:
+            try:
+                info = self._client.publish(item.topic, item.payload, item.qos, item.retain)
+            except ValueError as exc:  # a bad topic or payload: drop it, keep going
+                log.warning("mqtt.unpublishable", topic=item.topic, error=str(exc))
+                self._dropped += 1
+                continue
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._published += 1
+            elif info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and item.qos == 0:
+                self._dropped += 1  # paho keeps qos>0 messages for the next connection
+            elif info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                self._dropped += 1
+
+    def publish_telemetry(self) -> bool:
+        """Take a snapshot now and queue it (the periodic thread calls this)."""
+        if self._snapshot is None:
+            return False
+        try:
+            snapshot = self._snapshot()
+            message = telemetry_message(
+                snapshot, self.kiosk_id, time.monotonic() - self._started, self._thermal_root
+            )
+        except Exception as exc:  # the caller's snapshot failing must not end telemetry
+            log.warning("mqtt.telemetry_failed", error=f"{type(exc).__name__}: {exc}")
+            return False
+        return self.publish(self.topics.telemetry, message.model_dump_json(), qos=0)
+
+    def _telemetry_loop(self) -> None:
+        interval = self.config.telemetry_interval_s
+        while not self._stop.is_set():
+            if self._connected:
+                self.publish_telemetry()
+            self._stop.wait(interval if self._connected else min(interval, 1.0))
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _command_loop(self) -> None:
+        assert self.executor is not None
+        while not self._stop.is_set():
+            try:
+                raw = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                result = self.executor.handle(raw)
+            except Exception as exc:  # a bug or a failing ledger: log it, never die
+                log.error("command.failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if result is not None:
+                self.publish(self.topics.result, result.model_dump_json(), qos=1)
+
+    # -- status -----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def status(self) -> MqttStatus:
+        with self._cond:
+            queued = len(self._out)
+        return MqttStatus(
+            broker=self.broker,
+            connected=self._connected,
+            connected_since=self._connected_since,
+            queued=queued,
+            published=self._published,
+            dropped=self._dropped,
+            commands_received=self._received,
+            commands_refused_busy=self._busy,
+            last_error=self._last_error,
+        )

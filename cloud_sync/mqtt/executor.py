@@ -1,0 +1,151 @@
+"""Obeying remote commands: verify, claim the id once, run the caller's handler, answer.
+
+The handlers are the caller's (the kiosk runtime wires ``eject`` to the real board,
+``sync-now`` to the sync daemon, ...): a mapping of command name to a function that takes
+the verified ``Command`` and returns a few result fields, or raises to report a failure.
+``ping`` is answered here when the caller gives no handler of its own.
+
+Every command that is not run is logged with its reason (``command.ignored``); only
+commands whose signature verified get an answer on the result topic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
+
+from cloud_sync.mqtt.commands import (
+    Command,
+    CommandResult,
+    Limits,
+    PingArgs,
+    ResultValue,
+    Status,
+    verify_command,
+)
+from cloud_sync.mqtt.errors import CommandRejected
+from cloud_sync.mqtt.ledger import CommandLedger
+
+log = structlog.get_logger("cloud_sync.mqtt")
+
+HandlerData = Mapping[str, ResultValue]
+Handler = Callable[[Command], HandlerData | None]
+
+
+def ping(command: Command) -> HandlerData:
+    args = command.typed_args()
+    assert isinstance(args, PingArgs)
+    return {"pong": True, "echo": args.echo}
+
+
+@dataclass
+class CommandExecutor:
+    """Turns received bytes into at most one handler call and a result (or nothing)."""
+
+    kiosk_id: str
+    public_key: Ed25519PublicKey | None
+    ledger: CommandLedger
+    handlers: Mapping[str, Handler]
+    slots: int
+    limits: Limits = field(default_factory=Limits)
+    clock: Callable[[], float] = time.time
+
+    def handle(self, raw: bytes) -> CommandResult | None:
+        """Run one received command; the result to publish, or None when there is no answer."""
+        now = self.clock()
+        try:
+            command = verify_command(
+                raw, self.public_key, self.kiosk_id, self.slots, now, self.limits
+            )
+        except CommandRejected as exc:
+            return self._rejected(exc, now)
+        handler = self.handlers.get(command.name) or (ping if command.name == "ping" else None)
+        if handler is None:
+            return self._rejected(
+                CommandRejected(
+                    "unsupported",
+                    f"this kiosk has no handler for {command.name}",
+                    command_id=command.id,
+                    name=command.name,
+                    authentic=True,
+                ),
+                now,
+            )
+        if not self.ledger.claim(command.id, command.name, command.issuer, command.expires_at):
+            return self._rejected(
+                CommandRejected(
+                    "replayed",
+                    "this command already ran here",
+                    command_id=command.id,
+                    name=command.name,
+                    authentic=True,
+                ),
+                now,
+            )
+        return self._run(command, handler)
+
+    def _run(self, command: Command, handler: Handler) -> CommandResult:
+        started = time.monotonic()
+        status: Status
+        try:
+            data = dict(handler(command) or {})
+            status, detail = "ok", ""
+        except Exception as exc:  # a handler's failure is reported, never raised
+            data, status = {}, "error"
+            detail = f"{type(exc).__name__}: {exc}"[:500]
+        try:
+            result = CommandResult(
+                id=command.id,
+                kiosk_id=self.kiosk_id,
+                name=command.name,
+                status=status,
+                detail=detail,
+                data=data,
+                at=int(self.clock()),
+            )
+        except ValidationError:
+            detail = "the handler's result fields are not plain values (dropped)"
+            result = CommandResult(
+                id=command.id,
+                kiosk_id=self.kiosk_id,
+                name=command.name,
+                status=status,
+                detail=detail,
+                at=int(self.clock()),
+            )
+        self.ledger.finish(command.id, status, detail)
+        log.info(
+            "command.done",
+            command_id=command.id,
+            command=command.name,
+            issuer=command.issuer,
+            status=status,
+            detail=detail or None,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return result
+
+    def _rejected(self, exc: CommandRejected, now: float) -> CommandResult | None:
+        log.warning(
+            "command.ignored",
+            reason=exc.reason,
+            detail=exc.detail or None,
+            command_id=exc.command_id,
+            command=exc.name,
+        )
+        if not exc.authentic or exc.command_id is None:
+            return None
+        return CommandResult(
+            id=exc.command_id,
+            kiosk_id=self.kiosk_id,
+            name=exc.name or "",
+            status="rejected",
+            reason=exc.reason,
+            detail=exc.detail[:500],
+            at=int(now),
+        )

@@ -1,0 +1,146 @@
+"""The cloud's side of remote commands: sign one, publish it, wait for the kiosk's answer.
+
+Used by ``kiosk-cloud command send``. The result topic is subscribed before the command
+is published, so a fast answer is not missed; only a result carrying the command's id
+counts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+from ulid import ULID
+
+from cloud_sync.config import MqttConfig
+from cloud_sync.mqtt.client import authenticate, configure_tls
+from cloud_sync.mqtt.commands import (
+    Command,
+    CommandResult,
+    new_command,
+    parse_result,
+    sign_command,
+)
+from cloud_sync.mqtt.errors import BrokerError, CommandFailedError
+from cloud_sync.mqtt.telemetry import Topics
+
+
+@dataclass(frozen=True)
+class Sent:
+    command: Command
+    result: CommandResult
+
+
+def parse_arg(text: str) -> tuple[str, str | int | bool]:
+    """``k=v`` from the command line: integers and true/false become their JSON types."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    if value.lstrip("-").isdigit() and len(value) < 18:
+        return key, int(value)
+    if value in ("true", "false"):
+        return key, value == "true"
+    return key, value
+
+
+def send_command(
+    config: MqttConfig,
+    key: Ed25519PrivateKey,
+    kiosk_id: str,
+    name: str,
+    args: dict[str, Any],
+    ttl_s: int = 60,
+    timeout_s: float = 30.0,
+    issuer: str = "cloud",
+) -> Sent:
+    """Sign and publish one command and wait for its result.
+
+    ``BrokerError`` when the broker cannot be reached; ``CommandFailedError`` when no result
+    arrives within ``timeout_s``. The result, whatever its status, is returned.
+    """
+    command = new_command(kiosk_id, name, args, ttl_s, time.time(), issuer)
+    topics = Topics.for_kiosk(kiosk_id, config.topic_prefix)
+    connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
+    found: list[CommandResult] = []
+    refused: list[str] = []
+
+    def on_connect(client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+        else:
+            client.subscribe(topics.result, qos=1)
+        connected.set()
+
+    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, _codes: Any, _p: Any) -> None:
+        subscribed.set()
+
+    def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        result = parse_result(bytes(message.payload))
+        if result is not None and result.id == command.id:
+            found.append(result)
+            answered.set()
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"kiosk-cloud-{str(ULID()).lower()}"
+    )
+    authenticate(client, config)
+    if config.tls:
+        configure_tls(client, config)
+    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    deadline = time.monotonic() + timeout_s
+    try:
+        try:
+            client.connect(config.host, config.port, config.keepalive_s)
+        except (OSError, ValueError) as exc:
+            raise BrokerError(
+                f"cannot connect to the broker {config.host}:{config.port}: {exc}"
+            ) from None
+        client.loop_start()
+        if not connected.wait(max(0.1, deadline - time.monotonic())) or refused:
+            why = refused[0] if refused else "no answer"
+            raise BrokerError(f"the broker {config.host}:{config.port} refused us: {why}")
+        if not subscribed.wait(max(0.1, deadline - time.monotonic())):
+            raise BrokerError("the broker did not confirm the subscription to the results")
+        try:
+            client.publish(topics.command, sign_command(key, command), qos=1).wait_for_publish(
+                max(0.1, deadline - time.monotonic())
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise BrokerError(f"the command could not be published: {exc}") from None
+        if not answered.wait(max(0.1, deadline - time.monotonic())):
+            raise CommandFailedError(
+                f"no result from {kiosk_id} within {timeout_s:g} s for command {command.id} "
+                f"({name}); the kiosk may be offline: it runs the command when it is back, "
+                f"if that is before it expires"
+            )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return Sent(command, found[0])
+
+
+def broker_config(
+    broker: str,
+    tls: bool = False,
+    ca_file: Path | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> MqttConfig:
+    """An ``MqttConfig`` for ``HOST:PORT`` (port 1883, or 8883 with TLS, when omitted)."""
+    host, sep, port_text = broker.rpartition(":")
+    if not sep:
+        host, port_text = broker, "8883" if tls else "1883"
+    if not host or not port_text.isdigit():
+        raise ValueError(f"{broker!r} is not HOST:PORT")
+    values: dict[str, Any] = {"host": host, "port": int(port_text), "tls": tls, "ca_file": ca_file}
+    if username:
+        values["username"] = username
+    if password:
+        values["password"] = password
+    return MqttConfig.model_validate(values)

@@ -21,6 +21,8 @@ from cloud_sync.events import KIOSK_ID_PATTERN
 from cloud_sync.server.config import CloudSettings, load_cloud_settings
 from cloud_sync.server.db import open_database
 from cloud_sync.server.migrations import migrate
+from cloud_sync.server.roster import box_public_key as roster_box_key
+from cloud_sync.server.roster_cli import keys_app, riders_app, roster_app
 from cloud_sync.server.store import Store
 from cloud_sync.signing import parse_public_key
 from edge.cli.runner import run_app
@@ -114,18 +116,31 @@ def register_kiosk(
     public_key: Annotated[
         str, typer.Option("--public-key", help="Its key, as printed by `kiosk sync key`.")
     ],
+    box_public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--box-public-key",
+            help="Its X25519 key for the roster, as printed by `kiosk sync key --box` "
+            "(kept when omitted; without one the kiosk gets no roster).",
+        ),
+    ] = None,
     site: Annotated[str, typer.Option("--site", help="Where it stands.")] = "",
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Register a kiosk and its public signing key (or replace them)."""
+    """Register a kiosk and its public keys (or replace them)."""
     if not re.fullmatch(KIOSK_ID_PATTERN, kiosk_id):
         raise InputError(f"{kiosk_id!r} is not a kiosk id (lowercase letters, digits, '-')")
     try:
         parse_public_key(public_key)
     except SignatureError as exc:
         raise InputError(f"--public-key: {exc}") from None
+    if box_public_key is not None:
+        try:
+            roster_box_key(box_public_key)
+        except ValueError as exc:
+            raise InputError(f"--box-public-key: {exc}") from None
     with _store(database_url) as store:
-        created = store.register_kiosk(kiosk_id, public_key, site)
+        created = store.register_kiosk(kiosk_id, public_key, site, box_public_key)
     typer.echo(f"{'registered' if created else 'updated'} {kiosk_id}")
 
 
@@ -196,6 +211,116 @@ def openapi(
         typer.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
+
+
+app.add_typer(keys_app, name="keys")
+app.add_typer(riders_app, name="riders")
+app.add_typer(roster_app, name="roster")
+
+
+# -- remote commands over MQTT (kiosk-cloud command ...) ------------------------------------
+
+command_app = typer.Typer(
+    help="Sign and send remote commands to kiosks over MQTT; make the command key.",
+    no_args_is_help=True,
+)
+app.add_typer(command_app, name="command")
+
+
+@command_app.command("send")
+def command_send(
+    kiosk: Annotated[str, typer.Option("--kiosk", help="The kiosk's id.", metavar="ID")],
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            help="eject, sync-now, maintenance-on, maintenance-off, reload-roster or ping.",
+        ),
+    ],
+    broker: Annotated[str, typer.Option("--broker", help="The MQTT broker.", metavar="HOST:PORT")],
+    key: Annotated[
+        Path, typer.Option("--key", help="The command key (kiosk-cloud command keygen).")
+    ],
+    arg: Annotated[
+        list[str] | None,
+        typer.Option("--arg", help="An argument, KEY=VALUE (repeat), e.g. slot=3.", metavar="K=V"),
+    ] = None,
+    ttl_s: Annotated[
+        int, typer.Option("--ttl", min=5, max=7 * 86400, help="Seconds the command stays valid.")
+    ] = 60,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", min=1, max=3600, help="Seconds to wait for the result.")
+    ] = 30,
+    issuer: Annotated[
+        str, typer.Option("--issuer", help="Who sends it (named in the kiosk's events).")
+    ] = "cloud",
+    tls: Annotated[bool, typer.Option("--tls", help="Connect with TLS.")] = False,
+    ca_file: Annotated[
+        Path | None, typer.Option("--ca-file", help="CA bundle for the broker's certificate.")
+    ] = None,
+    username: Annotated[str | None, typer.Option("--username", help="Broker user.")] = None,
+    password_file: Annotated[
+        Path | None, typer.Option("--password-file", help="File holding the broker password.")
+    ] = None,
+) -> None:
+    """Sign a command, publish it to one kiosk and print its result (JSON); exit 7 unless
+    the kiosk answers ok."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cloud_sync import keyfiles
+    from cloud_sync.mqtt.commands import ARGS
+    from cloud_sync.mqtt.errors import CommandFailedError
+    from cloud_sync.mqtt.sender import broker_config, parse_arg, send_command
+
+    if not re.fullmatch(KIOSK_ID_PATTERN, kiosk):
+        raise InputError(f"--kiosk {kiosk!r} is not a kiosk id")
+    if name not in ARGS:
+        raise InputError(f"--name {name!r}: one of {', '.join(ARGS)}")
+    try:
+        args = dict(parse_arg(item) for item in arg or ())
+        password = password_file.read_text(encoding="utf-8").strip() if password_file else None
+        config = broker_config(broker, tls, ca_file, username, password)
+    except (ValueError, OSError) as exc:
+        raise InputError(str(exc)) from None
+    signing_key = keyfiles.load_or_create(key, Ed25519PrivateKey, create=False)  # type: ignore[type-abstract]
+    sent = send_command(config, signing_key, kiosk, name, args, ttl_s, timeout_s, issuer[:64])
+    typer.echo(sent.result.model_dump_json())
+    if sent.result.status != "ok":
+        why = sent.result.reason or sent.result.detail or sent.result.status
+        raise CommandFailedError(f"{kiosk} answered {sent.result.status}: {why}")
+
+
+@command_app.command("keygen")
+def command_keygen(
+    key: Annotated[Path, typer.Option("--key", help="Where to write the private key (0600).")],
+) -> None:
+    """Create the cloud's command key; prints the public key to pin in each kiosk's
+    mqtt.command_public_key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cloud_sync import keyfiles
+    from cloud_sync.signing import public_key_text
+
+    if key.exists():
+        raise InputError(f"{key}: already exists (kiosk-cloud command public-key prints its key)")
+    signing_key = Ed25519PrivateKey.generate()
+    if not keyfiles.write_private_key(key, signing_key):
+        raise InputError(f"{key}: already exists")
+    typer.echo(public_key_text(signing_key))
+
+
+@command_app.command("public-key")
+def command_public_key(
+    key: Annotated[Path, typer.Option("--key", help="The command key's file.")],
+) -> None:
+    """Print the public half of the command key (for mqtt.command_public_key)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cloud_sync import keyfiles
+    from cloud_sync.signing import public_key_text
+
+    signing_key = keyfiles.load_or_create(key, Ed25519PrivateKey, create=False)  # type: ignore[type-abstract]
+    typer.echo(public_key_text(signing_key))
 
 
 def main() -> None:

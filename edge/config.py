@@ -17,6 +17,8 @@ class KioskSection(BaseModel):
     site: str = Field(default="", max_length=200)
     mode: Literal["rental", "boarding"] = "rental"
     state_dir: Path = Path("/var/lib/kiosk")
+    route: str = Field(default="", max_length=64, description="boarding mode: the route served")
+    vehicle: str = Field(default="", max_length=64, description="boarding mode: the vehicle")
 
 
 class QualitySection(BaseModel):
@@ -64,12 +66,13 @@ class VisionSection(BaseModel):
     max_upsample: int = Field(default=1, ge=0, le=2)
     min_detection_score: float = Field(default=0.25, ge=-1.0, le=3.0)
     max_image_pixels: int = Field(default=40_000_000, ge=1_000_000, le=200_000_000)
-    match_threshold: float = Field(default=0.5, gt=0.1, lt=0.8)
+    match_threshold: float = Field(default=0.47, gt=0.1, lt=0.8)
     match_margin: float = Field(default=0.08, ge=0.0, lt=0.5)
     consensus_k: int = Field(default=2, ge=1, le=10)
     consensus_n: int = Field(default=3, ge=1, le=20)
     track_lost_s: float = Field(default=0.7, gt=0.0, le=10.0)
-    reverify_s: float = Field(default=1.0, gt=0.0, le=30.0)
+    reverify_s: float = Field(default=2.0, gt=0.0, le=30.0)
+    retry_refused_s: float = Field(default=1.0, gt=0.0, le=30.0)
     quality: QualitySection = QualitySection()
     liveness: LivenessSection = LivenessSection()
 
@@ -102,3 +105,26 @@ class RosterSection(BaseModel):
         description="the cloud's roster signing key (Ed25519, base64), pinned at provisioning",
     )
     max_age_h: float = Field(default=72.0, gt=0, le=24 * 365)
+
+
+class UiSection(BaseModel):
+    """The rider screen's local server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    language: Literal["en", "es"] = "en"
+
+
+class FlowSection(BaseModel):
+    """Timeouts of the rider's flow, in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checking_s: float = Field(default=10.0, gt=0, le=120)
+    eject_s: float = Field(default=8.0, gt=0, le=120)
+    take_s: float = Field(default=30.0, gt=0, le=300)
+    result_s: float = Field(default=5.0, gt=0, le=60)
+    repeat_guard_s: float = Field(default=60.0, ge=0, le=3600)
+    boarding_window_s: float = Field(default=600.0, ge=0, le=86400)

@@ -23,7 +23,14 @@ from pydantic_settings import (
 )
 
 from cloud_sync.config import MqttConfig, OutboxConfig, SyncConfig
-from edge.config import KioskSection, LogSection, RosterSection, VisionSection
+from edge.config import (
+    FlowSection,
+    KioskSection,
+    LogSection,
+    RosterSection,
+    UiSection,
+    VisionSection,
+)
 from edge.errors import ConfigError
 from hardware.config import BoardConfig, CameraConfig
 
@@ -55,6 +62,8 @@ class Settings(BaseSettings):
     log: LogSection = LogSection()
     vision: VisionSection = VisionSection()
     roster: RosterSection = RosterSection()
+    flow: FlowSection = FlowSection()
+    ui: UiSection = UiSection()
     camera: CameraConfig = CameraConfig()
     board: BoardConfig = BoardConfig()
     outbox: OutboxConfig = OutboxConfig()

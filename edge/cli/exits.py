@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloud_sync.errors import SyncError
+from edge.cli.auth import NotPermittedError
 from edge.errors import ConfigError, EdgeError, InputError, NotAvailableError
 from edge.vault.errors import RosterError
 from hardware.errors import FrameError, HardwareError
@@ -17,6 +18,7 @@ from models.errors import ModelError
 OK = 0
 UNEXPECTED = 1
 USAGE = 2
+CHECK_FAILED = 9  # kiosk doctor: at least one check failed
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(7, SyncError, "a local store (outbox, roster) or the cloud API failed"),
     ExitCode(7, RosterError, "a local store (outbox, roster) or the cloud API failed"),
     ExitCode(8, NotAvailableError, "the command is not built in this version yet"),
+    ExitCode(10, NotPermittedError, "not permitted: needs root or the kiosk-tech group"),
     ExitCode(1, EdgeError, "the kiosk runtime failed"),
 )
 

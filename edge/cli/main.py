@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from edge import __version__
-from edge.cli import config_cmd, roster_cmd, sync_cmd
+from edge.cli import (
+    config_cmd,
+    enroll_cmd,
+    events_cmd,
+    faces_cmd,
+    ops_cmd,
+    roster_cmd,
+    run_cmd,
+    slots_cmd,
+    sync_cmd,
+)
 from edge.cli.context import CliState, state
 from edge.cli.runner import run_app
 from edge.errors import NotAvailableError
@@ -98,8 +108,14 @@ def demo(
 
 
 app.add_typer(config_cmd.app, name="config")
+app.command("run")(run_cmd.run)
+slots_cmd.register(app)
 app.add_typer(sync_cmd.app, name="sync")
+app.add_typer(faces_cmd.app, name="faces")
+app.command("enroll")(enroll_cmd.enroll)
 app.add_typer(roster_cmd.app, name="roster")
+ops_cmd.register(app)  # status, doctor, logs, maintenance
+app.add_typer(events_cmd.app, name="events")
 
 
 def _not_built(name: str, summary: str, issue: str) -> None:
@@ -114,18 +130,6 @@ def _not_built(name: str, summary: str, issue: str) -> None:
 
 
 for _name, _summary, _issue in (
-    (
-        "run",
-        "Run the kiosk service: camera, face pipeline, rental flow, slot board, rider screen.",
-        "kiosk runtime",
-    ),
-    ("status", "Show the kiosk's health at a glance.", "field operations"),
-    ("slots", "List the cabinet's slots, or enable and disable one.", "slot cabinet"),
-    ("eject", "Eject the powerbank in one slot, recording who asked and why.", "slot cabinet"),
-    ("events", "Tail or export the events in the outbox.", "field operations"),
-    ("enroll", "Enrol riders from photos into the roster.", "face pipeline"),
-    ("faces", "Identify, verify and evaluate faces against a roster.", "face pipeline"),
-    ("doctor", "Check everything the kiosk needs, each with a one-line fix.", "field operations"),
     ("provision", "Create this kiosk's identity and register it with the cloud.", "the appliance"),
 ):
     _not_built(_name, _summary, _issue)

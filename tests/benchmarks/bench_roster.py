@@ -66,7 +66,9 @@ BASELINE_SCRIPT = textwrap.dedent(
 
 
 def run_json(script: str, *args: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
+    )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 

@@ -1,0 +1,44 @@
+"""``kiosk run``: the kiosk service (systemd's kiosk-edge.service)."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+import structlog
+import typer
+
+from edge import systemd
+from edge.cli.context import state
+from hardware.errors import BoardError
+
+log = structlog.get_logger("edge.run")
+
+
+def run(ctx: typer.Context) -> None:
+    """Run the kiosk: camera, face pipeline, rental flow, slot board, outbox, rider page."""
+    from edge.assemble import assemble, rider_page
+
+    settings = state(ctx).settings()
+    parts = assemble(settings)
+    runtime = parts.runtime
+    try:
+        runtime.inventory.refresh(parts.board)
+    except BoardError as exc:
+        log.warning("board.not_answering", error=str(exc))
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("kiosk.stopping", signal=signal.Signals(signum).name)
+        runtime.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        with rider_page(parts.hub, settings) as url:
+            log.info("kiosk.running", rider_page=url, mode=settings.kiosk.mode)
+            typer.echo(f"rider page: {url}", err=True)
+            runtime.run(watchdog_s=systemd.watchdog_seconds())
+    finally:
+        parts.board.close()
+        runtime.outbox.close()
+    log.info("kiosk.stopped")

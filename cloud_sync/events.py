@@ -96,13 +96,39 @@ class SlotFault(_Payload):
     detail: str = Field(default="", max_length=500)
 
 
+EjectAttempt = Literal["presented", "taken", "relocked", "jammed", "refused", "no_answer", "failed"]
+
+
 class SlotEjected(_Payload):
-    """A powerbank ejected at a technician's request (not a rental)."""
+    """An eject a technician asked for (not a rental), and how it ended.
+
+    ``outcome``: ``presented``, ``taken`` or ``relocked`` when the powerbank came out;
+    ``jammed`` (the latch), ``refused`` (the board said no; ``detail`` names its code),
+    ``no_answer`` (no valid answer: the board was silent, unreachable or garbled, so the
+    eject may or may not have happened) or ``failed`` (anything else, in ``detail``).
+    Events from before this field were only written for ejects that succeeded, hence the
+    default.
+    """
 
     slot: int = Field(ge=1, le=64)
     powerbank_id: str | None = Field(default=None, max_length=64)
     operator: str = Field(min_length=1, max_length=64)
     reason: str = Field(min_length=1, max_length=200)
+    outcome: EjectAttempt = "presented"
+    detail: str = Field(default="", max_length=200)
+
+
+class SlotService(_Payload):
+    """A technician took a slot out of service (``enabled`` false) or put it back.
+
+    ``board_confirmed`` is false when the board did not acknowledge it: the kiosk keeps
+    its own flag anyway and offers no rental from a disabled slot.
+    """
+
+    slot: int = Field(ge=1, le=64)
+    enabled: bool
+    operator: str = Field(min_length=1, max_length=64)
+    board_confirmed: bool
 
 
 class KioskMaintenance(_Payload):
@@ -131,6 +157,7 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "boarding.recorded": BoardingRecorded,
     "slot.fault": SlotFault,
     "slot.ejected": SlotEjected,
+    "slot.service": SlotService,
     "roster.applied": RosterApplied,
     "kiosk.maintenance": KioskMaintenance,
 }
@@ -145,6 +172,7 @@ EventType = Literal[
     "boarding.recorded",
     "slot.fault",
     "slot.ejected",
+    "slot.service",
     "roster.applied",
     "kiosk.maintenance",
 ]
@@ -159,6 +187,7 @@ Payload = (
     | BoardingRecorded
     | SlotFault
     | SlotEjected
+    | SlotService
     | RosterApplied
     | KioskMaintenance
 )
@@ -175,6 +204,7 @@ CLASS_OF: dict[str, EventClass] = {
     "slot.ejected": "money",
     "kiosk.started": "ops",
     "slot.fault": "ops",
+    "slot.service": "ops",
     "roster.applied": "ops",
     "kiosk.maintenance": "ops",
     "face.recognised": "telemetry",

@@ -1,11 +1,14 @@
 """The slot inventory: what each slot of the cabinet holds, and which one to eject.
 
 The state of a slot moves only by the rules in ``RULES`` (one table): commands the kiosk
-gives (eject started, eject failed) and what the board tells (notifications, status). A
-technician's ``disabled`` flag sits beside the state and wins when a slot is shown or
-chosen. ``transition`` and ``choose_slot`` are pure; ``Inventory`` keeps the last known
-state in SQLite (``slots.db`` in the kiosk's state folder), so a restarted kiosk knows its
-slots before the board answers, and records every new fault as a ``slot.fault`` event.
+gives (eject started, eject failed) and what the board tells (notifications, status). What
+a failed eject says about its slot is the other table, ``EJECT_FAILURES`` (one row per
+refusal code of the board). Two flags sit beside the state and win when a slot is shown or
+chosen: the technician's ``disabled`` (kept by the kiosk, even offline) and
+``board_disabled`` (what the board last reported). ``transition`` and ``choose_slot`` are
+pure; ``Inventory`` keeps the last known state in SQLite (``slots.db`` in the kiosk's state
+folder), so a restarted kiosk knows its slots before the board answers, and records every
+new fault as a ``slot.fault`` event.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import structlog
 from cloud_sync.outbox import Outbox
 from edge.errors import EdgeError
 from hardware.board import BoardEvent, BoardOffline, BoardOnline, EjectResult, SlotBoard
-from hardware.errors import BoardError, BoardRefusedError, SlotJammedError
+from hardware.config import BoardConfig
+from hardware.errors import BoardError, BoardRefusedError, SlotJammedError, SlotRangeError
 from hardware.messages import (
     Booted,
     Door,
@@ -35,6 +39,7 @@ from hardware.messages import (
     FaultCode,
     Inserted,
     Jammed,
+    NackCode,
     Relocked,
     Removed,
     SlotCondition,
@@ -43,7 +48,7 @@ from hardware.messages import (
 
 log = structlog.get_logger("edge.slots")
 Clock = Callable[[], datetime]
-DEFAULT_MIN_CHARGE = 80
+DEFAULT_MIN_CHARGE: int = BoardConfig.model_fields["min_charge_pct"].default  # percent
 
 
 class SlotState(enum.StrEnum):
@@ -64,6 +69,7 @@ ANY = frozenset(S) - {S.DISABLED}
 RULES: dict[str, tuple[frozenset[SlotState], SlotState | str]] = {
     "eject": (frozenset({S.CHARGING, S.READY}), S.EJECTING),
     "eject_refused": (frozenset({S.EJECTING}), DOCKED),
+    "eject_refused_empty": (frozenset({S.EJECTING}), S.EMPTY),
     "presented": (frozenset({S.EJECTING, S.CHARGING, S.READY}), S.AWAITING_REMOVAL),
     "relocked": (frozenset({S.EJECTING, S.AWAITING_REMOVAL}), DOCKED),
     "removed": (frozenset({S.AWAITING_REMOVAL, S.EJECTING, S.CHARGING, S.READY}), S.EMPTY),
@@ -71,6 +77,39 @@ RULES: dict[str, tuple[frozenset[SlotState], SlotState | str]] = {
     "fault": (ANY, S.FAULT),
     "fault_cleared": (frozenset({S.FAULT}), DOCKED),
 }
+
+# What a refused eject says about its slot, by the board's Nack code: the rule to apply and
+# the slot data it sets. None: the board is moving or presenting that slot for another
+# request, so it stays EJECTING until the board's notifications or status say more.
+# Refusals that are not about the slot (the board busy, or at odds with the kiosk) dock it
+# again, so that a later rental may choose it.
+EJECT_FAILURES: dict[NackCode, tuple[str, dict[str, Any]] | None] = {
+    NackCode.UNKNOWN_COMMAND: ("eject_refused", {}),
+    NackCode.BAD_PAYLOAD: ("eject_refused", {}),
+    NackCode.SLOT_OUT_OF_RANGE: ("fault", {"fault": "not_on_board"}),
+    NackCode.SLOT_DISABLED: ("eject_refused", {"board_disabled": True}),
+    NackCode.SLOT_EMPTY: ("eject_refused_empty", {}),
+    NackCode.SLOT_BUSY: None,
+    NackCode.SLOT_FAULT: ("fault", {"fault": "slot_fault"}),
+    NackCode.BOARD_BUSY: ("eject_refused", {}),
+    NackCode.INTERNAL: ("eject_refused", {}),
+}
+
+
+def failure_rule(error: BoardError) -> tuple[str, dict[str, Any]] | None:
+    """The rule (and its data) that a failed eject applies to its slot; None: it stays
+    ejecting, unknown, until the board's notifications or status say more (no answer, or
+    only damaged ones: the eject may have happened)."""
+    if isinstance(error, SlotJammedError):
+        return "fault", {"fault": "latch_jammed"}
+    if isinstance(error, SlotRangeError):  # the driver refused it: the board has no such slot
+        return EJECT_FAILURES[NackCode.SLOT_OUT_OF_RANGE]
+    if isinstance(error, BoardRefusedError):
+        try:
+            return EJECT_FAILURES[NackCode(error.code)]
+        except ValueError:  # a code this kiosk does not know: nothing said about the slot
+            return "eject_refused", {}
+    return None
 
 
 @dataclass(frozen=True)
@@ -81,13 +120,14 @@ class Slot:
     charge: int | None = None
     temperature: int | None = None
     fault: str | None = None
-    disabled: bool = False
+    disabled: bool = False  # the technician's choice, kept by the kiosk
     request_id: str | None = None
     updated_at: datetime | None = None
+    board_disabled: bool = False  # the board's own flag, as it last reported it
 
     @property
     def state(self) -> SlotState:
-        return SlotState.DISABLED if self.disabled else self.condition
+        return SlotState.DISABLED if self.disabled or self.board_disabled else self.condition
 
 
 @dataclass(frozen=True)
@@ -122,13 +162,15 @@ def transition(slot: Slot, event: str, min_charge: int, **data: Any) -> Slot:
 
 
 def from_report(report: SlotReport, min_charge: int, previous: Slot) -> Slot:
-    """A slot as the board's status describes it (the board is the truth)."""
+    """A slot as the board's status describes it (the board is the truth, but the
+    technician's ``disabled`` flag is kept)."""
     slot = replace(
         previous,
         powerbank_id=report.powerbank_id or None,
         charge=report.charge,
         temperature=report.temperature,
         fault=None,
+        board_disabled=report.disabled,
     )
     if report.condition == SlotCondition.FAULT:
         return replace(slot, condition=SlotState.FAULT, fault=report.fault.name.lower())
@@ -141,9 +183,16 @@ def from_report(report: SlotReport, min_charge: int, previous: Slot) -> Slot:
     return replace(slot, condition=_docked(slot, min_charge), request_id=None)
 
 
-def choose_slot(slots: Iterable[Slot]) -> int | None:
-    """The slot to eject for a rental: ready and enabled, fullest first, then lowest number."""
-    ready = [slot for slot in slots if slot.state == SlotState.READY]
+def choose_slot(slots: Iterable[Slot], min_charge: int = DEFAULT_MIN_CHARGE) -> int | None:
+    """The slot to eject for a rental: docked, enabled and charged to at least
+    ``min_charge`` percent; fullest first, then lowest number."""
+    ready = [
+        slot
+        for slot in slots
+        if slot.state in (SlotState.READY, SlotState.CHARGING)
+        and slot.charge is not None
+        and slot.charge >= min_charge
+    ]
     if not ready:
         return None
     return min(ready, key=lambda slot: (-(slot.charge or 0), slot.number)).number
@@ -180,20 +229,25 @@ class Inventory:
                 powerbank_id TEXT, charge INTEGER, temperature INTEGER, fault TEXT,
                 disabled INTEGER NOT NULL DEFAULT 0, request_id TEXT, updated_at TEXT)"""
             )
+        if "board_disabled" not in self._db["slots"].columns_dict:  # slots.db before it
+            self._db.execute(
+                "ALTER TABLE slots ADD COLUMN board_disabled INTEGER NOT NULL DEFAULT 0"
+            )
         slots = {number: Slot(number) for number in range(1, count + 1)}
-        for row in self._db.execute("SELECT * FROM slots ORDER BY number").fetchall():
-            number, condition, powerbank_id, charge, temperature, fault, disabled, rid, at = row
-            if number in slots:
-                slots[number] = Slot(
-                    number,
-                    SlotState(condition),
-                    powerbank_id,
-                    charge,
-                    temperature,
-                    fault,
-                    bool(disabled),
-                    rid,
-                    datetime.fromisoformat(at) if at else None,
+        for row in self._db["slots"].rows_where(order_by="number"):
+            if row["number"] in slots:
+                at = row["updated_at"]
+                slots[row["number"]] = Slot(
+                    number=row["number"],
+                    condition=SlotState(row["condition"]),
+                    powerbank_id=row["powerbank_id"],
+                    charge=row["charge"],
+                    temperature=row["temperature"],
+                    fault=row["fault"],
+                    disabled=bool(row["disabled"]),
+                    request_id=row["request_id"],
+                    updated_at=datetime.fromisoformat(at) if at else None,
+                    board_disabled=bool(row["board_disabled"]),
                 )
         return slots
 
@@ -208,11 +262,14 @@ class Inventory:
     def slot(self, number: int) -> Slot:
         return self._slots[number]
 
-    def choose(self) -> int | None:
-        """The slot to eject, or None: none ready, or the board is offline or open."""
+    def choose(self, min_charge: int | None = None) -> int | None:
+        """The slot to eject (charged to ``min_charge``, by default the inventory's), or
+        None: none is, or the board is offline or open."""
         if not self.board_online or self.door != DoorState.CLOSED:
             return None
-        return choose_slot(self._slots.values())
+        return choose_slot(
+            self._slots.values(), self.min_charge if min_charge is None else min_charge
+        )
 
     # -- changing ------------------------------------------------------------------------
 
@@ -245,8 +302,12 @@ class Inventory:
             if report.slot in self._slots:
                 self._save(from_report(report, self.min_charge, self._slots[report.slot]))
 
-    def set_disabled(self, number: int, disabled: bool) -> None:
-        self._save(replace(self._slots[number], disabled=disabled))
+    def set_disabled(self, number: int, disabled: bool, *, on_board: bool = False) -> None:
+        """The technician's flag; ``on_board``: the board confirmed it, so its flag is too."""
+        slot = replace(self._slots[number], disabled=disabled)
+        if on_board:
+            slot = replace(slot, board_disabled=disabled)
+        self._save(slot)
 
     def begin_eject(self, number: int, request_id: str) -> None:
         self._move(number, "eject", request_id=request_id)
@@ -256,11 +317,11 @@ class Inventory:
         self._move(result.slot, event[result.outcome.name.lower()])
 
     def eject_failed(self, number: int, error: BoardError) -> None:
-        if isinstance(error, SlotJammedError):
-            self._move(number, "fault", fault="latch_jammed")
-        elif isinstance(error, BoardRefusedError):
-            self._move(number, "eject_refused")
-        # a timeout leaves the slot ejecting (unknown) until the board's status says more
+        """Follow an eject of ``number`` that raised ``error`` (see ``failure_rule``)."""
+        rule = failure_rule(error)
+        if rule is not None:
+            event, data = rule
+            self._move(number, event, **data)
 
     def apply(self, event: BoardEvent) -> None:
         """Follow one event from the driver."""

@@ -30,7 +30,10 @@ class CameraConfig(BaseModel):
 
 
 class BoardConfig(BaseModel):
-    """The slot board on its serial line (any pyserial URL)."""
+    """The slot board on its serial line (any pyserial URL), and the cabinet's slots.
+
+    ``min_charge_pct`` is the least charge a powerbank needs to be ejected for a rental.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,3 +42,4 @@ class BoardConfig(BaseModel):
     timeout_s: float = Field(default=0.5, gt=0, le=10)
     retries: int = Field(default=3, ge=0, le=10)
     slots: int = Field(default=8, ge=1, le=64)
+    min_charge_pct: int = Field(default=80, ge=1, le=100, description="least charge to rent")

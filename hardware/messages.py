@@ -371,5 +371,6 @@ def decode_payload(type_byte: int, payload: bytes) -> Message:
 
 
 def field_names(cls: type[Message] | type[SlotReport]) -> list[str]:
-    """The dataclass fields of ``cls``, in wire order (used by the docs test)."""
+    """The dataclass fields of ``cls``, in wire order; tests/unit/test_slot_protocol.py
+    checks that docs/slot-protocol.md lists each message's fields in this order."""
     return [field.name for field in fields(cls)]

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hardware.messages import DoorState
 from hardware.sim import BoardSimulator
 from hardware.sim_board import SimConfig
 
@@ -38,6 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     add("--slow-s", type=float, help="delay before every reply")
     add("--jam", type=int, action="append", metavar="SLOT", help="this slot's latch jams")
     add("--overheat", type=int, action="append", metavar="SLOT", help="this battery is hot")
+    add(
+        "--door-open-after-s",
+        type=float,
+        metavar="S",
+        help="open the service door S seconds after start",
+    )
+    add(
+        "--tamper-after-s",
+        type=float,
+        metavar="S",
+        help="trip the tamper switch S seconds after start",
+    )
     add("--silent", action="store_true", help="never answer")
     add("--garbage", action="store_true", help="send random bytes forever")
     return parser
@@ -67,6 +80,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         if getattr(args, flag) is not None:
             faults[flag] = getattr(args, flag)
     faults.update({flag: True for flag in ("silent", "garbage") if getattr(args, flag)})
+    for flag, door in (("door_open_after_s", DoorState.OPEN), ("tamper_after_s", DoorState.TAMPER)):
+        if getattr(args, flag) is not None:  # a timed event, as a scenario file writes it
+            at = getattr(args, flag)
+            data.setdefault("events", []).append({"at": at, "action": "door", "door": door})
     return SimConfig.model_validate(data)
 
 

@@ -13,13 +13,22 @@ from rich.console import Console
 from rich.table import Table
 from ulid import ULID
 
-from edge.cli.auth import operator, require_technician
+from cloud_sync.events import EjectAttempt, Event
+from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.errors import InputError
 from edge.settings import Settings
 from edge.slots import Inventory, Slot, SlotState, eject_slot
 from hardware.driver import SerialBoard
-from hardware.errors import BoardError
+from hardware.errors import (
+    BoardConnectError,
+    BoardError,
+    BoardRefusedError,
+    BoardTimeoutError,
+    ProtocolError,
+    SlotJammedError,
+)
+from hardware.messages import NackCode
 
 SLOTS_DB = "slots.db"
 
@@ -44,7 +53,10 @@ def _inventory(settings: Settings, slots: int | None = None) -> Inventory:
 
     outbox = Outbox(settings.outbox_path, settings.kiosk.id)
     return Inventory(
-        settings.kiosk.state_dir / SLOTS_DB, slots or settings.board.slots, outbox=outbox
+        settings.kiosk.state_dir / SLOTS_DB,
+        slots or settings.board.slots,
+        outbox=outbox,
+        min_charge=settings.board.min_charge_pct,
     )
 
 
@@ -77,7 +89,7 @@ def _row(slot: Slot) -> dict[str, Any]:
         "charge": slot.charge,
         "temperature": slot.temperature,
         "fault": slot.fault,
-        "disabled": slot.disabled,
+        "disabled": slot.disabled or slot.board_disabled,
         "updated_at": slot.updated_at.isoformat() if slot.updated_at else None,
     }
 
@@ -96,7 +108,7 @@ def _print_table(slots: list[Slot], source: str) -> None:
             slot.powerbank_id or "-",
             "-" if slot.charge is None else f"{slot.charge}%",
             "-" if slot.temperature is None else f"{slot.temperature}°C",
-            slot.fault or "",
+            slot.fault or ("disabled on the board" if slot.board_disabled else ""),
         )
     Console().print(table)
 
@@ -141,24 +153,47 @@ def slots(
 def _set_enabled(ctx: typer.Context, slot: int, enabled: bool) -> None:
     settings = state(ctx).settings()
     _check_slot(settings, slot)
+    word = "enabled" if enabled else "disabled"
+    who = require_technician(
+        settings.kiosk.state_dir, f"kiosk slots {'enable' if enabled else 'disable'}"
+    )
     inventory = _inventory(settings)
     inventory.set_disabled(slot, not enabled)  # the kiosk's own choice holds even offline
-    word = "enabled" if enabled else "disabled"
+    error: BoardError | None = None
     try:
         with _board(settings) as board:
             board.set_enabled(slot, enabled)
+        inventory.set_disabled(slot, not enabled, on_board=True)
     except BoardError as exc:
-        raise type(exc)(
-            f"slot {slot} is {word} on this kiosk, but the board did not confirm: {exc}"
+        error = exc
+    assert inventory.outbox is not None
+    event = inventory.outbox.append(
+        "slot.service", slot=slot, enabled=enabled, operator=who, board_confirmed=error is None
+    )
+    recorded = _recorded(event, who)
+    if error is not None:
+        raise type(error)(
+            f"slot {slot} is {word} on this kiosk (recorded: {recorded}), but the board "
+            f"did not confirm: {_one_line(error)}"
         ) from None
-    typer.echo(f"slot {slot}: {word}")
+    typer.echo(f"slot {slot}: {word}; {recorded}")
+
+
+def _recorded(event: Event | None, who: str) -> str:
+    seq = f"event {event.seq}" if event is not None else "no event (the outbox is full)"
+    return f"{seq}, operator {who}"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 @slots_app.command("disable")
 def disable(
     ctx: typer.Context, slot: Annotated[int, typer.Argument(help="Slot number (1..N).")]
 ) -> None:
-    """Take a slot out of service: no rental ejects from it until it is enabled."""
+    """Take a slot out of service: no rental ejects from it until it is enabled (needs root or
+    kiosk-tech; records a slot.service event naming the operator)."""
     _set_enabled(ctx, slot, False)
 
 
@@ -166,8 +201,23 @@ def disable(
 def enable(
     ctx: typer.Context, slot: Annotated[int, typer.Argument(help="Slot number (1..N).")]
 ) -> None:
-    """Put a disabled slot back in service."""
+    """Put a disabled slot back in service (needs root or kiosk-tech; records a
+    slot.service event naming the operator)."""
     _set_enabled(ctx, slot, True)
+
+
+def _failure(error: BoardError) -> tuple[EjectAttempt, str]:
+    """How a failed eject is recorded: the outcome and its detail."""
+    if isinstance(error, SlotJammedError):
+        return "jammed", ""
+    if isinstance(error, BoardRefusedError):
+        try:
+            return "refused", NackCode(error.code).name.lower()
+        except ValueError:
+            return "refused", f"code {error.code}"
+    if isinstance(error, BoardTimeoutError | BoardConnectError | ProtocolError):
+        return "no_answer", _one_line(error)[:200]  # no valid answer: it may have ejected
+    return "failed", _one_line(error)[:200]
 
 
 def eject(
@@ -177,33 +227,63 @@ def eject(
         str, typer.Option("--reason", help="Why (kept in the slot.ejected event).", metavar="TEXT")
     ],
 ) -> None:
-    """Eject the powerbank in one slot, recording who asked and why (a slot.ejected event)."""
+    """Eject the powerbank in one slot, recording who asked, why and how it ended (a
+    slot.ejected event, also when the eject fails: then the exit code is 6)."""
     reason = reason.strip()
     if not 1 <= len(reason) <= 200:
         raise InputError("--reason must be 1 to 200 characters")
     settings = state(ctx).settings()
     _check_slot(settings, slot)
-    require_technician(settings.kiosk.state_dir, "kiosk eject")
-    who = operator()
-    with _board(settings) as board:
-        inventory = _inventory(settings, board.slot_count())
-        try:
-            result = eject_slot(board, inventory, slot, str(ULID()))
-        finally:
-            _drain(board, inventory)
+    who = require_technician(settings.kiosk.state_dir, "kiosk eject")
+    inventory: Inventory | None = None
+    held: str | None = None
+    try:
+        with _board(settings) as board:
+            inventory = _inventory(settings, board.slot_count())
+            held = _powerbank_in(inventory, slot)
+            try:
+                result = eject_slot(board, inventory, slot, str(ULID()))
+            finally:
+                _drain(board, inventory)
+    except BoardError as exc:
+        if inventory is None:  # the board never answered: the last known state
+            inventory = _inventory(settings)
+            held = _powerbank_in(inventory, slot)
+        outcome, detail = _failure(exc)
+        assert inventory.outbox is not None
+        event = inventory.outbox.append(
+            "slot.ejected",
+            slot=slot,
+            powerbank_id=held,
+            operator=who,
+            reason=reason,
+            outcome=outcome,
+            detail=detail,
+        )
+        hint = "; it may have ejected: check 'kiosk slots'" if outcome == "no_answer" else ""
+        said = _one_line(exc).removeprefix(f"slot {slot}: ")
+        raise type(exc)(
+            f"slot {slot}: the eject failed ({outcome}): {said}{hint}; "
+            f"recorded: {_recorded(event, who)}"
+        ) from None
     assert inventory.outbox is not None
     event = inventory.outbox.append(
         "slot.ejected",
         slot=slot,
-        powerbank_id=result.powerbank_id or None,
+        powerbank_id=result.powerbank_id or held,
         operator=who,
         reason=reason,
+        outcome=result.outcome.name.lower(),
     )
-    recorded = f"event {event.seq}" if event is not None else "no event (the outbox is full)"
     typer.echo(
         f"slot {slot}: powerbank {result.powerbank_id or '(unknown id)'} "
-        f"{result.outcome.name.lower()}; {recorded}, operator {who}"
+        f"{result.outcome.name.lower()}; {_recorded(event, who)}"
     )
+
+
+def _powerbank_in(inventory: Inventory, slot: int) -> str | None:
+    known = {item.number: item for item in inventory.slots()}
+    return known[slot].powerbank_id if slot in known else None
 
 
 def board_sim(ctx: typer.Context) -> None:

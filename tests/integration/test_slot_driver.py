@@ -23,6 +23,7 @@ from hardware.errors import (
     SlotRangeError,
 )
 from hardware.messages import (
+    Booted,
     Eject,
     EjectOutcome,
     EjectReply,
@@ -184,6 +185,34 @@ def test_two_ejects_at_once_are_serialised(sim: BoardSimulator, board: SerialBoa
     assert results == {1: EjectOutcome.PRESENTED, 2: EjectOutcome.PRESENTED}
     first, second = sorted(sim.ejects, key=lambda r: r.started)
     assert second.started - first.started >= 0.3 - 0.01, "the second eject overlapped the first"
+
+
+def test_reset_restarts_the_board_and_forgets_its_volatile_state(
+    sim: BoardSimulator, board: SerialBoard, tmp_path: Path
+) -> None:
+    inventory = Inventory(tmp_path / "slots.db", 8)
+    board.hello()
+    board.set_enabled(2, False)
+    inventory.set_disabled(2, True, on_board=True)
+    assert not board.eject(3, "before-reset").duplicate
+    assert board.eject(3, "before-reset").duplicate  # remembered: not ejected again
+    while board.next_event(timeout=0.3) is not None:  # the power-up Booted, Ejected
+        pass
+    board.reset()
+    # the restarted board numbers its notifications from 0 again: each Booted is delivered
+    assert wait_for(board, lambda e: isinstance(e, Booted)) == Booted(1, 8, "sim-1.0")
+    board.reset()
+    wait_for(board, lambda e: isinstance(e, Booted))
+    sim.act("remove", 5)
+    assert wait_for(board, lambda e: isinstance(e, Removed)).slot == 5  # type: ignore[union-attr]
+    inventory.refresh(board)
+    slot = inventory.slot(2)
+    assert not slot.board_disabled, "the board kept its disabled flag through a reset"
+    assert slot.state == SlotState.DISABLED  # the technician's flag on the kiosk holds
+    with pytest.raises(BoardRefusedError) as refused:  # the request id is forgotten
+        board.eject(3, "before-reset")
+    assert refused.value.code == NackCode.SLOT_BUSY  # still presented, not a duplicate
+    assert len(sim.ejects) == 1
 
 
 @pytest.mark.parametrize("sim", [{"filled": 7}], indirect=True)

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cloud_sync.outbox import Outbox
-from edge.slots import RULES, Inventory, Slot, SlotState, choose_slot, from_report, transition
+from edge.slots import (
+    EJECT_FAILURES,
+    RULES,
+    Inventory,
+    Slot,
+    SlotState,
+    choose_slot,
+    from_report,
+    transition,
+)
 from hardware.board import BoardOffline, BoardOnline, EjectResult
-from hardware.errors import BoardRefusedError, BoardTimeoutError, SlotJammedError
+from hardware.config import BoardConfig
+from hardware.errors import (
+    BoardConnectError,
+    BoardRefusedError,
+    BoardTimeoutError,
+    ProtocolError,
+    SlotJammedError,
+    SlotRangeError,
+)
 from hardware.messages import (
     Door,
     DoorState,
@@ -20,6 +39,7 @@ from hardware.messages import (
     FaultCode,
     Inserted,
     Jammed,
+    NackCode,
     Relocked,
     Removed,
     SlotCondition,
@@ -49,6 +69,17 @@ def test_choice_is_the_fullest_ready_enabled_slot() -> None:
     assert choose_slot(slots[3:]) is None
 
 
+def test_the_least_charge_for_a_rental_is_a_parameter_of_the_choice() -> None:
+    slots = [ready(1, 85), Slot(2, S.CHARGING, "PB2", 70), Slot(3, S.CHARGING, "PB3", None)]
+    assert choose_slot(slots) == 1  # 80 % by default
+    assert choose_slot(slots, min_charge=90) is None
+    assert choose_slot(slots, min_charge=60) == 1
+    assert choose_slot([slots[1], slots[2]], min_charge=60) == 2  # charging, but enough
+    assert BoardConfig().min_charge_pct == 80
+    with pytest.raises(ValueError, match="min_charge_pct"):
+        BoardConfig(min_charge_pct=0)
+
+
 @pytest.mark.parametrize(
     ("start", "event", "data", "end"),
     [
@@ -60,6 +91,8 @@ def test_choice_is_the_fullest_ready_enabled_slot() -> None:
         (S.AWAITING_REMOVAL, "removed", {}, S.EMPTY),
         (S.AWAITING_REMOVAL, "relocked", {}, S.READY),
         (S.EJECTING, "eject_refused", {}, S.READY),
+        (S.EJECTING, "eject_refused_empty", {}, S.EMPTY),
+        (S.READY, "eject_refused_empty", {}, S.READY),
         (S.EMPTY, "inserted", {"charge": 30}, S.CHARGING),
         (S.EMPTY, "inserted", {"charge": 80}, S.READY),
         (S.FAULT, "inserted", {"charge": 90}, S.FAULT),
@@ -76,6 +109,7 @@ def test_every_rule_is_exercised_above() -> None:
     assert set(RULES) == {
         "eject",
         "eject_refused",
+        "eject_refused_empty",
         "presented",
         "relocked",
         "removed",
@@ -97,6 +131,19 @@ def test_status_report_is_the_truth_but_keeps_the_technicians_flag() -> None:
     assert (slot.condition, slot.state, slot.powerbank_id) == (S.CHARGING, S.DISABLED, "PB9")
     faulty = SlotReport(4, SlotCondition.FAULT, fault=FaultCode.OVERHEAT, powerbank_id="PB9")
     assert from_report(faulty, MIN, previous).fault == "overheat"
+
+
+def test_a_slot_disabled_on_the_board_is_not_rentable() -> None:
+    docked = SlotReport(5, SlotCondition.DOCKED, disabled=True, charge=100, powerbank_id="PB5")
+    slot = from_report(docked, MIN, Slot(5))
+    assert (slot.condition, slot.state) == (S.READY, S.DISABLED)
+    assert choose_slot([slot]) is None
+    # the board's flag is the board's: enabled there again, the slot is back on offer...
+    again = from_report(replace(docked, disabled=False), MIN, slot)
+    assert again.state == S.READY and choose_slot([again]) == 5
+    # ...but the technician's own flag on the kiosk still holds
+    mine = from_report(replace(docked, disabled=False), MIN, replace(slot, disabled=True))
+    assert mine.state == S.DISABLED
 
 
 @pytest.fixture
@@ -162,7 +209,7 @@ def test_faults_are_recorded_once_each(inventory: Inventory, outbox: Outbox) -> 
 
 def test_failed_ejects(inventory: Inventory, outbox: Outbox) -> None:
     inventory.begin_eject(2, "r-3")
-    inventory.eject_failed(2, BoardRefusedError("busy", code=8))
+    inventory.eject_failed(2, BoardRefusedError("busy", code=NackCode.BOARD_BUSY))
     assert inventory.slot(2).state == S.READY
     inventory.begin_eject(2, "r-4")
     inventory.eject_failed(2, BoardTimeoutError("no reply"))
@@ -171,6 +218,59 @@ def test_failed_ejects(inventory: Inventory, outbox: Outbox) -> None:
     inventory.eject_failed(1, SlotJammedError("jammed"))
     assert inventory.slot(1).state == S.FAULT
     assert faults(outbox) == [(1, "latch_jammed")]
+
+
+def test_every_refusal_code_is_mapped_deliberately() -> None:
+    assert set(EJECT_FAILURES) == set(NackCode)
+    for rule in EJECT_FAILURES.values():
+        assert rule is None or rule[0] in RULES
+
+
+@pytest.mark.parametrize(
+    ("error", "state", "fault"),
+    [
+        (BoardRefusedError("empty", code=NackCode.SLOT_EMPTY), S.EMPTY, None),
+        (BoardRefusedError("fault", code=NackCode.SLOT_FAULT), S.FAULT, "slot_fault"),
+        (BoardRefusedError("disabled", code=NackCode.SLOT_DISABLED), S.DISABLED, None),
+        (BoardRefusedError("range", code=NackCode.SLOT_OUT_OF_RANGE), S.FAULT, "not_on_board"),
+        (SlotRangeError("slot 2 does not exist"), S.FAULT, "not_on_board"),
+        (BoardRefusedError("busy", code=NackCode.SLOT_BUSY), S.EJECTING, None),
+        (BoardConnectError("unplugged"), S.EJECTING, None),
+        (ProtocolError("only damaged replies"), S.EJECTING, None),
+    ],
+)
+def test_a_refusal_about_the_slot_takes_it_off_offer(
+    inventory: Inventory, outbox: Outbox, error: Exception, state: SlotState, fault: str | None
+) -> None:
+    assert inventory.choose() == 2
+    inventory.begin_eject(2, "r-6")
+    inventory.eject_failed(2, error)  # type: ignore[arg-type]
+    slot = inventory.slot(2)
+    assert (slot.state, slot.fault) == (state, fault)
+    assert inventory.choose() == 1, "the same bad slot would be chosen again"
+    assert faults(outbox) == ([(2, fault)] if fault else [])
+    if state == S.EMPTY:
+        assert (slot.powerbank_id, slot.charge) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [NackCode.BOARD_BUSY, NackCode.INTERNAL, NackCode.UNKNOWN_COMMAND, NackCode.BAD_PAYLOAD, 0],
+)
+def test_a_refusal_not_about_the_slot_keeps_it_on_offer(inventory: Inventory, code: int) -> None:
+    inventory.begin_eject(2, "r-7")
+    inventory.eject_failed(2, BoardRefusedError("no", code=code))
+    assert inventory.slot(2).state == S.READY and inventory.choose() == 2
+
+
+def test_a_disabled_refusal_is_the_boards_flag_and_its_status_lifts_it(
+    inventory: Inventory,
+) -> None:
+    inventory.begin_eject(2, "r-8")
+    inventory.eject_failed(2, BoardRefusedError("disabled", code=NackCode.SLOT_DISABLED))
+    assert inventory.slot(2).state == S.DISABLED and not inventory.slot(2).disabled
+    inventory.sync([SlotReport(2, SlotCondition.DOCKED, charge=95, powerbank_id="PB2")])
+    assert inventory.slot(2).state == S.READY and inventory.choose() == 2
 
 
 def test_no_rentals_while_offline_or_open(inventory: Inventory, outbox: Outbox) -> None:
@@ -199,3 +299,40 @@ def test_state_survives_a_restart(tmp_path: Path, inventory: Inventory) -> None:
     assert again.choose() is None  # known, but not offered before the board answers
     again.apply(BoardOnline())
     assert again.choose() == 1
+
+
+def test_the_boards_flag_survives_a_restart_and_an_old_file_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "slots.db"
+    with sqlite3.connect(path) as old:  # slots.db as the first version wrote it
+        old.execute(
+            """CREATE TABLE slots (number INTEGER PRIMARY KEY, condition TEXT NOT NULL,
+            powerbank_id TEXT, charge INTEGER, temperature INTEGER, fault TEXT,
+            disabled INTEGER NOT NULL DEFAULT 0, request_id TEXT, updated_at TEXT)"""
+        )
+        old.execute("INSERT INTO slots VALUES (1, 'ready', 'PB1', 90, 25, NULL, 0, NULL, NULL)")
+    old.close()
+    inventory = Inventory(path, 2)
+    assert inventory.slot(1).state == S.READY
+    inventory.sync(
+        [SlotReport(1, SlotCondition.DOCKED, disabled=True, charge=90, powerbank_id="PB1")]
+    )
+    inventory.close()
+    again = Inventory(path, 2)
+    assert (again.slot(1).state, again.slot(1).board_disabled) == (S.DISABLED, True)
+    again.apply(BoardOnline())
+    assert again.choose() is None
+
+
+def test_the_inventorys_least_charge_decides_ready_and_the_choice(tmp_path: Path) -> None:
+    inventory = Inventory(tmp_path / "slots.db", 2, min_charge=95)
+    inventory.sync(
+        [
+            SlotReport(1, SlotCondition.DOCKED, charge=90, powerbank_id="PB1"),
+            SlotReport(2, SlotCondition.DOCKED, charge=96, powerbank_id="PB2"),
+        ]
+    )
+    inventory.apply(BoardOnline())
+    assert [slot.state for slot in inventory.slots()] == [S.CHARGING, S.READY]
+    assert inventory.choose() == 2
+    assert inventory.choose(min_charge=97) is None
+    assert inventory.choose(min_charge=50) == 2  # still the fullest

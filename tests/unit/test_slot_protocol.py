@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hardware import errors, messages
 from hardware.errors import PayloadError, ProtocolError
 from hardware.fields import U8, U64, Bool, Charge, Enum8, Field, Records, Temperature, Text
-from hardware.messages import ALL_MESSAGES, Eject, Message, SlotReport
+from hardware.messages import ALL_MESSAGES, Eject, Message, SlotReport, field_names
 from hardware.protocol import (
     MAX_FRAME,
     MAX_STUFFED,
@@ -91,6 +91,38 @@ def test_the_document_has_vectors_for_every_message_and_for_bad_frames() -> None
         "FramingError",
         "PayloadError",
     }
+
+
+def _documented(cell: str) -> list[str]:
+    """The field names a payload cell of section 6 lists, in its order."""
+    alias = re.match(r"as `(\w+)`", cell)
+    if alias:
+        return _documented_of(NAMES[alias.group(1)])
+    return re.findall(r"`(\w+):", cell)
+
+
+def _documented_of(cls: type[Message] | type[SlotReport]) -> list[str]:
+    """What the document should list for ``cls``: its fields in wire order, a list of
+    records shown as its count byte."""
+    wire = dict(cls.WIRE)
+    return ["count" if isinstance(wire[name], Records) else name for name in field_names(cls)]
+
+
+def test_the_message_tables_list_every_field_in_wire_order() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (0x[0-9A-F]{2}) \| `(\w+)` \| ([^|]*) \|", text, re.MULTILINE)
+    tabled = {}
+    for type_byte, name, payload in rows:
+        cls = NAMES[name]
+        assert int(type_byte, 16) == cls.TYPE, f"{name}: the table says {type_byte}"
+        documented = _documented(payload)
+        assert documented == _documented_of(cls), f"{name}: the table lists {documented}"
+        tabled[cls] = type_byte
+    assert set(tabled) == set(ALL_MESSAGES), "a message is missing from section 6"
+    report = re.search(r"^A slot report: (.*?)\n\n", text, re.MULTILINE | re.S)
+    assert report is not None
+    documented = _documented(report.group(1))
+    assert documented == field_names(SlotReport), f"the slot report lists {documented}"
 
 
 @pytest.mark.parametrize("vector", GOOD, ids=[v["name"] for v in GOOD])

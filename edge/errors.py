@@ -6,7 +6,7 @@ The tree, by phase::
     ├── ConfigError (ValueError)        settings file or values are invalid
     ├── InputError (ValueError)         a file, folder or argument given by a person is unusable
     ├── VisionError                     the face pipeline could not produce a decision
-    └── NotAvailableError               a command this version does not provide yet
+    └── NotAvailableError               a command that cannot work on this machine
 
 Errors of the other packages have roots of their own (``hardware.errors.HardwareError``,
 ``cloud_sync.errors.SyncError``, ``models.errors.ModelError``); the CLI maps every root to
@@ -33,4 +33,4 @@ class VisionError(EdgeError):
 
 
 class NotAvailableError(EdgeError):
-    """The command exists in the command tree but is not built in this version."""
+    """The command cannot work on this machine (for example, there is no journal to read)."""

@@ -322,7 +322,9 @@ def create_app(settings: CloudSettings) -> FastAPI:
     @app.post("/v1/provision", status_code=201, response_model=ProvisionOut, responses=_ERRORS)
     def provision(request: Request, body: ProvisionIn, svc: Svc) -> ProvisionOut:
         """Register a kiosk with a one-time provisioning token and its public keys; the
-        answer names the roster public key for the kiosk to pin."""
+        answer names the roster public key for the kiosk to pin. Sending the same request
+        again (same spent token, kiosk id and keys) gets the same answer, so a kiosk that
+        lost the first answer can finish; any other use of a spent token is refused."""
         _check_keys(body.public_key, body.box_public_key)
         svc.store.provision(
             body.token, body.kiosk_id, body.public_key, body.site, body.box_public_key

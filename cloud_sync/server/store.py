@@ -136,18 +136,32 @@ class Store:
         site: str | None,
         box_public_key: str | None = None,
     ) -> None:
-        """Spend a one-time token to register ``kiosk_id`` with its public keys."""
+        """Spend a one-time token to register ``kiosk_id`` with its public keys.
+
+        The same request again (the spent token, the kiosk it registered and the very keys
+        it registered) succeeds without changing anything: a kiosk whose first answer was
+        lost can finish. Any other use of a spent token is refused.
+        """
         now = _now_text()
         with self.db.transaction() as tx:
             rows = tx.rows(
-                "SELECT kiosk_id, site, expires_at, used_at FROM provisioning_tokens "
+                "SELECT kiosk_id, site, expires_at, used_at, used_by FROM provisioning_tokens "
                 "WHERE token_hash = ?",
                 [_hash_token(token)],
             )
             if not rows:
                 raise Problem(401, "bad_token", "unknown provisioning token")
-            bound, token_site, expires, used = rows[0]
+            bound, token_site, expires, used, used_by = rows[0]
             if used is not None:
+                held = tx.rows(
+                    "SELECT public_key, box_public_key, disabled FROM kiosks WHERE kiosk_id = ?",
+                    [kiosk_id],
+                )
+                same = bool(held) and held[0][0] == public_key and not held[0][2]
+                if box_public_key is not None and held:
+                    same = same and held[0][1] == box_public_key
+                if used_by == kiosk_id and same:
+                    return
                 raise Problem(401, "bad_token", "this provisioning token was already used")
             if expires <= now:
                 raise Problem(401, "bad_token", "this provisioning token has expired")

@@ -36,7 +36,9 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(6, HardwareError, "a device (camera, slot board) failed"),
     ExitCode(7, SyncError, "a local store (outbox, roster) or the cloud API failed"),
     ExitCode(7, RosterError, "a local store (outbox, roster) or the cloud API failed"),
-    ExitCode(8, NotAvailableError, "the command is not built in this version yet"),
+    ExitCode(
+        8, NotAvailableError, "the command cannot work on this machine (for example no journal)"
+    ),
     ExitCode(10, NotPermittedError, "not permitted: needs root or the kiosk-tech group"),
     ExitCode(1, EdgeError, "the kiosk runtime failed"),
 )

@@ -14,6 +14,7 @@ from edge.cli import (
     events_cmd,
     faces_cmd,
     ops_cmd,
+    provision_cmd,
     roster_cmd,
     run_cmd,
     slots_cmd,
@@ -21,7 +22,6 @@ from edge.cli import (
 )
 from edge.cli.context import CliState, state
 from edge.cli.runner import run_app
-from edge.errors import NotAvailableError
 
 app = typer.Typer(
     name="kiosk",
@@ -118,21 +118,7 @@ ops_cmd.register(app)  # status, doctor, logs, maintenance
 app.add_typer(events_cmd.app, name="events")
 
 
-def _not_built(name: str, summary: str, issue: str) -> None:
-    def command(ctx: typer.Context) -> None:
-        raise NotAvailableError(f"'kiosk {name}' is not built in this version yet ({issue})")
-
-    command.__doc__ = f"{summary} [not built yet]"
-    app.command(
-        name,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(command)
-
-
-for _name, _summary, _issue in (
-    ("provision", "Create this kiosk's identity and register it with the cloud.", "the appliance"),
-):
-    _not_built(_name, _summary, _issue)
+app.command("provision")(provision_cmd.provision)
 
 
 def main() -> None:

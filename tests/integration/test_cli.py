@@ -75,13 +75,15 @@ def test_readme_exit_code_table_matches_the_code() -> None:
     assert {"0", "1", "2"} <= set(documented)
 
 
-def test_a_command_not_built_yet_says_so_and_fails() -> None:
-    result = run_cli("provision", "--anything")
-    assert result.returncode == 8
+def test_an_error_is_one_line_and_its_exit_code(tmp_path: Path) -> None:
+    missing = tmp_path / "kiosk-provision.toml"
+    result = run_cli("provision", "--from", str(missing), "--root", str(tmp_path / "root"))
+    assert result.returncode == 4
     assert (
         result.stderr.strip()
-        == "kiosk: error: 'kiosk provision' is not built in this version yet (the appliance)"
+        == f"kiosk: error: {missing}: no such file, and this kiosk was never provisioned"
     )
+    assert not (tmp_path / "root").exists()
 
 
 def test_config_check_accepts_a_valid_file(tmp_path: Path) -> None:

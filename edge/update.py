@@ -1,0 +1,316 @@
+"""Update bundles: their format, how one is trusted, and the rules of a safe switch.
+
+A bundle is one folder (or a ``.tar``/``.tar.gz`` of one) made by ``scripts/build-bundle``::
+
+    manifest.json              what is in the bundle, with the sha256 and size of every file
+    manifest.sig               base64 Ed25519 signature of manifest.json's bytes (release key)
+    requirements.lock          the lock the wheels were chosen from (as committed)
+    requirements/<arch>.txt    per architecture: name==version --hash of the wheel shipped
+    wheels/*.whl               the project wheel and every dependency, aarch64 and x86_64
+    systemd/*.service          the units of this version
+    doc/README.md
+
+``verify_bundle`` checks the signature first (over the exact bytes of ``manifest.json``,
+with the public key pinned in ``update.release_public_key``), then that every file listed
+is there with its size and digest, and that nothing unlisted is. The lock's own hashes are
+those of PyPI's files; ``requirements/<arch>.txt`` carries the hashes of the wheels in the
+bundle (a package PyPI has only as source is shipped as the wheel built from it), so pip
+installs with ``--require-hashes`` and the manifest vouches for those lists. ``staged``
+makes the private copy an update works from (a folder copied; an archive unpacked after
+every member is checked to be a plain file or folder inside it).
+
+The rules of a switch, as pure functions: ``wait_healthy`` (N consecutive healthy answers
+before a deadline) and ``to_prune`` (which installed versions may go).
+
+Errors::
+
+    UpdateError (EdgeError)
+    ├── BundleError (InputError)       the bundle is unusable: missing file, bad checksum
+    │   └── SignatureError             unsigned, or not signed by the pinned release key
+    ├── RentalInProgressError          a rental is under way: nothing switched
+    ├── UnhealthyError                 the new version did not turn healthy: rolled back
+    └── UpdateStateError               the installed versions do not allow it (no previous,
+                                       another update running, cannot write the root)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.errors import EdgeError, InputError
+
+FORMAT = 1
+NAME = "powerbank-kiosk"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+ARCHES: tuple[str, ...] = ("aarch64", "x86_64")
+VERSION = re.compile(r"^[0-9][0-9A-Za-z.+_-]{0,63}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+
+class UpdateError(EdgeError):
+    """Root of the errors of ``kiosk update``."""
+
+
+class BundleError(UpdateError, InputError):
+    """The bundle cannot be installed: a file is missing, altered or unexpected."""
+
+
+class SignatureError(BundleError):
+    """The bundle is not signed, or not by the release key this kiosk trusts."""
+
+
+class RentalInProgressError(UpdateError):
+    """A rental is under way; the switch waits for it (nothing was switched)."""
+
+
+class UnhealthyError(UpdateError):
+    """The version switched to did not report healthy in time; the kiosk went back."""
+
+
+class UpdateStateError(UpdateError):
+    """What is installed does not allow this (no previous version, an update running...)."""
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(min_length=1, max_length=300)
+    sha256: str = Field(pattern=SHA256.pattern)
+    size: int = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    """``manifest.json``: the version, what to install for each architecture, every file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal[1] = 1
+    name: Literal["powerbank-kiosk"] = "powerbank-kiosk"
+    version: str = Field(pattern=VERSION.pattern)
+    created_at: datetime
+    python: str = Field(pattern=r"^3\.[0-9]{1,2}$")
+    project_wheel: str
+    requirements: dict[str, str]
+    units: tuple[str, ...]
+    files: tuple[FileEntry, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        listed = {entry.path for entry in self.files}
+        if len(listed) != len(self.files):
+            raise ValueError("a file is listed twice")
+        for path in listed:
+            if not safe_path(path):
+                raise ValueError(f"unsafe file path {path!r}")
+        unknown = sorted(set(self.requirements) - set(ARCHES))
+        if unknown or not self.requirements:
+            raise ValueError(f"requirements: architectures must be among {', '.join(ARCHES)}")
+        needed = [self.project_wheel, *self.requirements.values(), *self.units]
+        missing = [path for path in needed if path not in listed]
+        if missing:
+            raise ValueError(f"{missing[0]} is named but not listed in files")
+        wheel = PurePosixPath(self.project_wheel).name
+        if not (wheel.endswith(".whl") and f"-{self.version}-" in wheel):
+            raise ValueError(f"project_wheel {wheel} is not version {self.version}'s wheel")
+        return self
+
+    def entry(self, path: str) -> FileEntry | None:
+        return next((item for item in self.files if item.path == path), None)
+
+
+def safe_path(path: str) -> bool:
+    """A relative POSIX path inside the bundle: no ``..``, no absolute path, no oddities."""
+    pure = PurePosixPath(path)
+    return (
+        not pure.is_absolute()
+        and all(part not in ("", ".", "..") for part in path.split("/"))
+        and not any(ord(char) < 32 for char in path)
+        and "\\" not in path
+    )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entries(folder: Path, paths: Iterable[str]) -> tuple[FileEntry, ...]:
+    """The manifest's entry for each of ``paths`` (relative to ``folder``), sorted."""
+    return tuple(
+        FileEntry(path=path, sha256=sha256_file(folder / path), size=(folder / path).stat().st_size)
+        for path in sorted(paths)
+    )
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The canonical text of ``manifest.json`` (what the signature covers)."""
+    data = manifest.model_dump(mode="json")
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def parse_manifest(data: bytes, origin: str = MANIFEST) -> Manifest:
+    try:
+        return Manifest.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(root)"
+        raise BundleError(f"{origin}: {where}: {first['msg']}") from None
+
+
+# -- signatures -------------------------------------------------------------------------------
+
+
+def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    """The raw public key, base64: the value of ``update.release_public_key``."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def sign_manifest(data: bytes, key: Ed25519PrivateKey) -> bytes:
+    """The content of ``manifest.sig``."""
+    return base64.b64encode(key.sign(data)) + b"\n"
+
+
+def check_signature(data: bytes, signature: bytes | None, public_key: str | None) -> None:
+    """Raise ``SignatureError`` unless ``signature`` is the release key's, over ``data``."""
+    if public_key is None:
+        raise SignatureError(
+            "no release key is pinned (update.release_public_key), so no bundle can be "
+            "trusted; set it, or update.require_signature = false on a development kiosk"
+        )
+    if signature is None:
+        raise SignatureError(f"the bundle is not signed (no {SIGNATURE})")
+    try:
+        raw_key = base64.b64decode(public_key, validate=True)
+        raw_signature = base64.b64decode(signature.strip(), validate=True)
+        Ed25519PublicKey.from_public_bytes(raw_key).verify(raw_signature, data)
+    except (binascii.Error, ValueError):
+        raise SignatureError(f"{SIGNATURE} is not a base64 Ed25519 signature") from None
+    except InvalidSignature:
+        raise SignatureError(
+            f"bad signature: {MANIFEST} is not signed by the release key this kiosk trusts"
+        ) from None
+
+
+# -- a bundle on disk -------------------------------------------------------------------------
+
+
+def verify_bundle(folder: Path, public_key: str | None, require_signature: bool = True) -> Manifest:
+    """The bundle's manifest, once its signature, every file and nothing else check out."""
+    manifest_path = folder / MANIFEST
+    try:
+        if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{manifest_path}: larger than {MAX_MANIFEST_BYTES} bytes")
+        data = manifest_path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{folder}: not an update bundle (no {MANIFEST})") from None
+    except OSError as exc:
+        raise BundleError(f"{manifest_path}: cannot be read: {exc.strerror}") from None
+    signature_path = folder / SIGNATURE
+    signature = signature_path.read_bytes() if signature_path.is_file() else None
+    if require_signature or (signature is not None and public_key is not None):
+        check_signature(data, signature, public_key)
+    manifest = parse_manifest(data, str(manifest_path))
+    for entry in manifest.files:
+        path = folder / entry.path
+        if path.is_symlink() or not path.is_file():
+            raise BundleError(f"{entry.path}: missing from the bundle")
+        if path.stat().st_size != entry.size:
+            raise BundleError(
+                f"{entry.path}: {path.stat().st_size} bytes, the manifest says {entry.size}"
+            )
+        if sha256_file(path) != entry.sha256:
+            raise BundleError(f"{entry.path}: bad checksum (sha256 differs from the manifest)")
+    listed = {entry.path for entry in manifest.files} | {MANIFEST, SIGNATURE}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if (path.is_file() or path.is_symlink()) and relative not in listed:
+            raise BundleError(f"{relative}: in the bundle but not in its manifest")
+    return manifest
+
+
+@contextlib.contextmanager
+def staged(bundle: Path, root: Path) -> Iterator[Path]:
+    """A private copy of the bundle (a folder, or a .tar/.tar.gz of one) under ``root``,
+    so nothing can change it between the checks and the install; removed afterwards."""
+    if not bundle.exists():
+        raise BundleError(f"{bundle}: no such file or folder")
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
+    try:
+        if bundle.is_dir():
+            shutil.copytree(bundle, work / "bundle", symlinks=True)
+            yield work / "bundle"
+            return
+        try:
+            with tarfile.open(bundle) as archive:
+                for member in archive.getmembers():
+                    name = member.name.removeprefix("./").rstrip("/")
+                    if name and not ((member.isfile() or member.isdir()) and safe_path(name)):
+                        raise BundleError(f"{bundle}: {member.name}: not allowed in a bundle")
+                if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                    archive.extractall(work, filter="data")
+                else:
+                    archive.extractall(work)  # noqa: S202 - every member was checked above
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise BundleError(f"{bundle}: not a readable bundle archive: {exc}") from None
+        entries = list(work.iterdir())
+        yield entries[0] if len(entries) == 1 and entries[0].is_dir() else work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# -- rules of a switch ------------------------------------------------------------------------
+
+
+def wait_healthy(
+    check: Callable[[], tuple[bool, str]],
+    timeout_s: float,
+    interval_s: float,
+    passes: int,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> tuple[bool, str]:
+    """Ask ``check`` until it answers healthy ``passes`` times in a row (True) or the
+    deadline passes (False); with the last answer's detail."""
+    deadline = clock() + timeout_s
+    streak, detail = 0, "no answer yet"
+    while True:
+        ok, detail = check()
+        streak = streak + 1 if ok else 0
+        if streak >= passes:
+            return True, detail
+        if clock() + interval_s > deadline:
+            return False, detail
+        sleep(interval_s)
+
+
+def to_prune(
+    versions: Sequence[str], current: str | None, previous: str | None, keep: int
+) -> list[str]:
+    """Installed versions (oldest first) that may be removed: all but the newest ``keep``,
+    never the current or previous one."""
+    kept = set(versions[-keep:]) | {current, previous}
+    return [version for version in versions if version not in kept]

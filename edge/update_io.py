@@ -1,0 +1,382 @@
+"""``kiosk update``, the I/O part: versions on disk and the switch between them.
+
+Layout under the root (``update.root``, ``/opt/kiosk`` on a kiosk)::
+
+    <root>/<version>/            a virtual environment with that version installed, its
+                                 units in systemd/, and bundle-manifest.json (written last:
+                                 a folder without it is an unfinished install)
+    <root>/current -> <version>  what the services run (/opt/kiosk/current/bin/kiosk)
+    <root>/previous -> <version> what ``kiosk update rollback`` goes back to
+    <unit_dir>/<unit> -> <root>/current/systemd/<unit>
+
+A link is switched by making the new link under a temporary name and renaming it over the
+old one, so it is always either the old or the new version. ``Updater`` carries out an
+update with replaceable parts (``Hooks``; the real ones are in ``edge.update_hooks``): the
+installer, the restart, the health probe and the check that no rental is under way, so that
+the whole sequence is tested without root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from edge.update import (
+    MANIFEST,
+    SIGNATURE,
+    VERSION,
+    BundleError,
+    Manifest,
+    RentalInProgressError,
+    UnhealthyError,
+    UpdateError,
+    UpdateStateError,
+    parse_manifest,
+    staged,
+    to_prune,
+    verify_bundle,
+    wait_healthy,
+)
+
+log = structlog.get_logger("edge.update")
+
+MARKER = "bundle-manifest.json"
+FAILED = "FAILED"
+CURRENT, PREVIOUS = "current", "previous"
+Installer = Callable[[Path, Manifest, Path, str], None]
+
+
+# -- versions on disk -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Installed:
+    version: str
+    created_at: datetime
+    failed: str | None
+
+
+class Layout:
+    """The installed versions under ``root`` and the ``current``/``previous`` links."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def link(self, name: str) -> str | None:
+        try:
+            target = (self.root / name).readlink()
+        except OSError:
+            return None
+        version = Path(target).name
+        return version if VERSION.match(version) else None
+
+    def manifest(self, version: str) -> Manifest | None:
+        try:
+            return parse_manifest((self.root / version / MARKER).read_bytes())
+        except (OSError, BundleError):
+            return None
+
+    def installed(self) -> list[Installed]:
+        """Complete installs, oldest first."""
+        found = []
+        for path in self.root.iterdir() if self.root.is_dir() else ():
+            manifest = self.manifest(path.name) if VERSION.match(path.name) else None
+            if manifest is not None and not path.is_symlink():
+                failed = path / FAILED
+                reason = failed.read_text(encoding="utf-8").strip() if failed.is_file() else None
+                found.append(Installed(path.name, manifest.created_at, reason))
+        return sorted(found, key=lambda item: (item.created_at, item.version))
+
+    def point(self, name: str, version: str) -> None:
+        """Atomically make ``<root>/<name>`` point at ``version``."""
+        replace_link(self.root / name, version)
+
+    def unpoint(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / name).unlink()
+        fsync_dir(self.root)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the update lock (one update at a time); leftovers of a cut-off run go."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = (self.root / ".update.lock").open("a")
+        except PermissionError:
+            raise UpdateStateError(
+                f"cannot write {self.root}: run the update as root (sudo kiosk update ...)"
+            ) from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UpdateStateError(f"another kiosk update is running on {self.root}") from None
+            for leftover in self.root.glob(".incoming-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            yield
+
+    def unfinished(self) -> list[Path]:
+        """Version folders an install did not finish (no marker), other than the links'."""
+        linked = {self.link(CURRENT), self.link(PREVIOUS)}
+        return [
+            path
+            for path in (self.root.iterdir() if self.root.is_dir() else ())
+            if VERSION.match(path.name)
+            and path.is_dir()
+            and not path.is_symlink()
+            and not (path / MARKER).is_file()
+            and path.name not in linked
+        ]
+
+
+def replace_link(link: Path, target: str) -> None:
+    temporary = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    temporary.symlink_to(target)
+    temporary.replace(link)
+    fsync_dir(link.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def link_units(layout: Layout, version: str, unit_dir: Path) -> list[str]:
+    """Make ``<unit_dir>/<unit>`` a link into ``current`` for each unit of ``version``
+    (a unit file an administrator put there is left alone); the units newly linked."""
+    made = []
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    for unit in sorted((layout.root / version / "systemd").glob("*.service")):
+        link = unit_dir / unit.name
+        if link.exists() and not link.is_symlink():
+            log.warning("update.unit_kept", unit=str(link), reason="not a link: left alone")
+            continue
+        wanted = str(layout.root / CURRENT / "systemd" / unit.name)
+        if not link.is_symlink() or str(link.readlink()) != wanted:
+            replace_link(link, wanted)
+            made.append(unit.name)
+    return made
+
+
+# -- the update -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hooks:
+    install: Installer
+    restart: Callable[[], None]
+    health: Callable[[str], tuple[bool, str]]
+    rental: Callable[[], str | None]
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class Policy:
+    public_key: str | None = None
+    require_signature: bool = True
+    health_timeout_s: float = 120.0
+    health_interval_s: float = 2.0
+    health_passes: int = 3
+    keep_versions: int = 3
+    unit_dir: Path | None = None
+    arch: str = field(default_factory=platform.machine)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str  # "switched", "already-current"
+    version: str
+    previous: str | None
+    detail: str = ""
+
+
+class Updater:
+    def __init__(self, root: Path, hooks: Hooks, policy: Policy) -> None:
+        self.layout = Layout(root)
+        self.hooks = hooks
+        self.policy = policy
+
+    def verify(self, bundle: Path) -> Manifest:
+        """Check a bundle without installing it (a folder in place, an archive unpacked)."""
+        if bundle.is_dir():
+            return self._check(bundle)
+        with staged(bundle, Path(tempfile.gettempdir())) as folder:
+            return self._check(folder)
+
+    def _check(self, folder: Path) -> Manifest:
+        manifest = verify_bundle(folder, self.policy.public_key, self.policy.require_signature)
+        if self.policy.arch not in manifest.requirements:
+            have = ", ".join(sorted(manifest.requirements))
+            raise BundleError(f"the bundle has no wheels for {self.policy.arch} (only {have})")
+        return manifest
+
+    def apply(self, bundle: Path, wait_s: float = 0.0, force: bool = False) -> Outcome:
+        """Install ``bundle`` as a new version and switch to it when no rental is under way;
+        back to the old version when the new one does not turn healthy."""
+        with self.layout.locked():
+            with staged(bundle, self.layout.root) as folder:
+                manifest = self._check(folder)
+                current = self.layout.link(CURRENT)
+                self._install(folder, manifest)
+                if manifest.version == current:
+                    return Outcome("already-current", current, self.layout.link(PREVIOUS))
+            self._wait_no_rental(
+                wait_s, force, f"version {manifest.version} is installed but not switched to"
+            )
+            outcome = self._switch(manifest.version)
+            self._prune()
+            return outcome
+
+    def rollback(self, wait_s: float = 0.0, force: bool = False) -> Outcome:
+        with self.layout.locked():
+            previous = self.layout.link(PREVIOUS)
+            if previous is None or self.layout.manifest(previous) is None:
+                raise UpdateStateError(f"no previous version to go back to in {self.layout.root}")
+            self._wait_no_rental(wait_s, force, "nothing was switched")
+            return self._switch(previous)
+
+    def _install(self, folder: Path, manifest: Manifest) -> None:
+        target = self.layout.root / manifest.version
+        marker = (folder / MANIFEST).read_bytes()
+        if (target / MARKER).is_file():
+            if (target / MARKER).read_bytes() != marker:
+                raise BundleError(
+                    f"a different build of version {manifest.version} is installed in {target}: "
+                    "give the new build a new version"
+                )
+            log.info("update.reused", version=manifest.version)
+            return
+        if manifest.version in (self.layout.link(CURRENT), self.layout.link(PREVIOUS)):
+            raise UpdateStateError(
+                f"{target} is in use but has no {MARKER}: it was not installed from a bundle; "
+                "give the new build a new version"
+            )
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():  # an install cut short: start again
+            shutil.rmtree(target)
+        started = time.monotonic()
+        log.info("update.installing", version=manifest.version, target=str(target))
+        try:
+            self.hooks.install(folder, manifest, target, self.policy.arch)
+            (target / "systemd").mkdir(exist_ok=True)
+            for unit in manifest.units:
+                shutil.copy2(folder / unit, target / "systemd" / Path(unit).name)
+            if (folder / SIGNATURE).is_file():
+                shutil.copy2(folder / SIGNATURE, target / SIGNATURE)
+            if (folder / "doc" / "README.md").is_file():  # kiosk-edge.service's Documentation=
+                (target / "share" / "doc").mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / "doc" / "README.md", target / "share" / "doc" / "README.md")
+            temporary = target / f".{MARKER}.tmp"
+            temporary.write_bytes(marker)
+            temporary.replace(target / MARKER)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        log.info(
+            "update.installed",
+            version=manifest.version,
+            seconds=round(time.monotonic() - started, 1),
+        )
+
+    def _wait_no_rental(self, wait_s: float, force: bool, consequence: str) -> None:
+        if force:
+            log.warning("update.forced", detail="the rental check was skipped (--force)")
+            return
+        deadline, waited = self.hooks.clock() + wait_s, False
+        while (reason := self.hooks.rental()) is not None:
+            if self.hooks.clock() >= deadline:
+                raise RentalInProgressError(
+                    f"a rental is in progress ({reason}): {consequence}; try again when it "
+                    "has ended (or give --wait SECONDS)"
+                )
+            if not waited:
+                log.info("update.waiting", reason=reason, seconds=wait_s)
+                waited = True
+            self.hooks.sleep(1.0)
+
+    def _switch(self, version: str) -> Outcome:
+        old_current, old_previous = self.layout.link(CURRENT), self.layout.link(PREVIOUS)
+        self.layout.point(CURRENT, version)
+        if old_current is not None:
+            self.layout.point(PREVIOUS, old_current)
+        ok, detail = self._restart_and_check(version)
+        if ok:
+            with contextlib.suppress(FileNotFoundError):
+                (self.layout.root / version / FAILED).unlink()
+            log.info("update.switched", version=version, previous=old_current, health=detail)
+            return Outcome("switched", version, old_current, detail)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        (self.layout.root / version / FAILED).write_text(f"{stamp} {detail}\n", encoding="utf-8")
+        if old_current is None:
+            raise UnhealthyError(
+                f"version {version} did not report healthy ({detail}); there is no earlier "
+                "version to go back to"
+            )
+        self.layout.point(CURRENT, old_current)
+        if old_previous is not None:
+            self.layout.point(PREVIOUS, old_previous)
+        else:
+            self.layout.unpoint(PREVIOUS)
+        back_ok, back_detail = self._restart_and_check(old_current)
+        log.error(
+            "update.rolled_back",
+            version=version,
+            back_to=old_current,
+            reason=detail,
+            healthy_again=back_ok,
+        )
+        state = "healthy again" if back_ok else f"NOT healthy either: {back_detail}"
+        raise UnhealthyError(
+            f"version {version} did not report healthy within {self.policy.health_timeout_s:g} s "
+            f"({detail}): rolled back to {old_current}, which is {state}"
+        )
+
+    def _restart_and_check(self, version: str) -> tuple[bool, str]:
+        if self.policy.unit_dir is not None:
+            link_units(self.layout, version, self.policy.unit_dir)
+        try:
+            self.hooks.restart()
+        except UpdateError as exc:
+            return False, str(exc)
+        policy = self.policy
+        return wait_healthy(
+            lambda: self.hooks.health(version),
+            policy.health_timeout_s,
+            policy.health_interval_s,
+            policy.health_passes,
+            self.hooks.clock,
+            self.hooks.sleep,
+        )
+
+    def _prune(self) -> None:
+        versions = [item.version for item in self.layout.installed()]
+        doomed = to_prune(
+            versions,
+            self.layout.link(CURRENT),
+            self.layout.link(PREVIOUS),
+            self.policy.keep_versions,
+        )
+        for path in [
+            *(self.layout.root / version for version in doomed),
+            *self.layout.unfinished(),
+        ]:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("update.pruned", version=path.name)

@@ -53,18 +53,24 @@ class Template:
 
 @dataclass(frozen=True)
 class RiderRecord:
-    """Everything personal about one rider; only ever stored sealed."""
+    """Everything personal about one rider; only ever stored sealed.
+
+    ``claim_hash`` is the salted hash of the rider's claim code (``edge.vision.claim``);
+    ``lookalike`` marks a rider enrolled close to another rider, who always confirms a
+    claim. Both are optional on the wire: a record without them reads as before.
+    """
 
     display_name: str
     templates: tuple[Template, ...]
     entitlements: Entitlements = field(default_factory=Entitlements)
     claim_hash: str | None = None
+    lookalike: bool = False
 
     def __repr__(self) -> str:
         return f"RiderRecord(templates={len(self.templates)})"
 
     def to_bytes(self) -> bytes:
-        data = {
+        data: dict[str, Any] = {
             "n": self.display_name,
             "t": [
                 [t.model, base64.b64encode(np.asarray(t.vector, dtype="<f4").tobytes()).decode()]
@@ -80,6 +86,8 @@ class RiderRecord:
             ],
             "c": self.claim_hash,
         }
+        if self.lookalike:
+            data["l"] = True
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
@@ -105,6 +113,7 @@ class RiderRecord:
                     date.fromisoformat(valid_until) if valid_until else None,
                 ),
                 claim_hash=data.get("c"),
+                lookalike=data.get("l", False) is True,
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise IntegrityError(f"rider record is malformed: {exc}") from None

@@ -10,14 +10,15 @@ import numpy.typing as npt
 import structlog
 import typer
 
-from cloud_sync.roster_wire import RiderRecord, Template
+from cloud_sync.roster_wire import Entitlements, RiderRecord, Template
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.roster_cmd import roster_store
 from edge.enrol import Accepted, Refusal, check_person_id, enrol_image, images_by_person
 from edge.errors import InputError
-from edge.vault.store import LoadedRoster, RosterStore
+from edge.vault.store import LoadedRoster, Rider, RosterStore
 from edge.vision import setup
+from edge.vision.claim import ClaimFormatError, hash_claim
 from edge.vision.engine import Encoding
 
 log = structlog.get_logger("edge.enrol")
@@ -43,27 +44,84 @@ def _held(loaded: LoadedRoster, person: str) -> list[Template]:
     ]
 
 
-def _save(
-    store: RosterStore,
+def _record(
     loaded: LoadedRoster,
     person: str,
-    accepted: list[Accepted],
+    new: list[Template],
     name: str | None,
-    model: str,
-) -> int:
-    """Add ``accepted`` to the rider's record (keeping what it held); returns its template count."""
+    claim_hash: str | None = None,
+    lookalike: bool | None = None,
+) -> RiderRecord:
+    """The rider's record with ``new`` templates added; other fields kept unless given."""
     rider = loaded.riders.get(person)
-    held = _held(loaded, person)
-    new = [Template(model, np.asarray(item.encoding, dtype=np.float32)) for item in accepted]
     display_name = name if name is not None else (rider.display_name if rider else "")
-    if rider is not None:
-        record = RiderRecord(
-            display_name, (*held, *new), rider.entitlements, claim_hash=rider.claim_hash
+    return RiderRecord(
+        display_name,
+        (*_held(loaded, person), *new),
+        rider.entitlements if rider else Entitlements(),
+        claim_hash=claim_hash if claim_hash is not None else (rider.claim_hash if rider else None),
+        lookalike=lookalike if lookalike is not None else bool(rider and rider.lookalike),
+    )
+
+
+def _save(store: RosterStore, loaded: LoadedRoster, person: str, record: RiderRecord) -> None:
+    """Store ``record`` and keep the in-memory copy of the roster in step with it."""
+    version = store.enrol(person, record)
+    loaded.riders[person] = Rider(
+        person,
+        version,
+        record.display_name,
+        record.entitlements,
+        record.claim_hash,
+        record.lookalike,
+    )
+    for entries in loaded.templates.values():
+        entries[:] = [(pid, vector) for pid, vector in entries if pid != person]
+    for template in record.templates:
+        loaded.templates.setdefault(template.model, []).append((person, template.vector))
+
+
+def _lookalikes(
+    loaded: LoadedRoster, person: str, model: str, distance: float
+) -> list[tuple[str, float]]:
+    """Other riders with a ``model`` template closer than ``distance`` to one of ``person``'s."""
+    entries = loaded.templates.get(model, [])
+    mine = [np.asarray(v, dtype=np.float64) for pid, v in entries if pid == person]
+    closest: dict[str, float] = {}
+    for pid, vector in entries:
+        if pid == person or not mine:
+            continue
+        gap = min(float(np.linalg.norm(np.asarray(vector, dtype=np.float64) - m)) for m in mine)
+        if gap < distance and gap < closest.get(pid, np.inf):
+            closest[pid] = gap
+    return sorted(closest.items(), key=lambda item: item[1])
+
+
+def _flag_lookalikes(
+    store: RosterStore, loaded: LoadedRoster, person: str, model: str, distance: float
+) -> None:
+    """Flag ``person`` and every rider enrolled too close to them (both confirm a claim)."""
+    found = _lookalikes(loaded, person, model, distance)
+    if not found:
+        return
+    for other, gap in found:
+        typer.echo(
+            f"{person}  lookalike of {other} (templates {gap:.3f} apart): "
+            "both confirm a claim at the kiosk"
         )
-    else:
-        record = RiderRecord(display_name, (*held, *new))
-    store.enrol(person, record)
-    return sum(1 for t in record.templates if t.model == model)
+        if not loaded.riders[other].lookalike:
+            _save(store, loaded, other, _record(loaded, other, [], None, lookalike=True))
+    if not loaded.riders[person].lookalike:
+        _save(store, loaded, person, _record(loaded, person, [], None, lookalike=True))
+
+
+def _ask_claim() -> str:
+    """The rider's claim code, typed twice without echo; only its salted hash is kept."""
+    code = typer.prompt("Claim code (4-6 digits)", hide_input=True, confirmation_prompt=True)
+    try:
+        return hash_claim(code)
+    except ClaimFormatError as exc:
+        raise InputError(f"--claim: {exc}") from None
 
 
 def enroll(
@@ -96,6 +154,14 @@ def enroll(
             metavar="DIR",
         ),
     ] = None,
+    claim: Annotated[
+        bool,
+        typer.Option(
+            "--claim",
+            help="Ask for the rider's claim code (4-6 digits, typed twice); only its salted "
+            "hash is stored, sealed in the rider's record.",
+        ),
+    ] = False,
 ) -> None:
     """Enrol riders from photos: one template per usable photo, a reason for each refused one.
 
@@ -103,7 +169,9 @@ def enroll(
     with _ or . are skipped). A photo with no face, with several faces of similar size, or
     failing the quality gate (too small, cut off, blurred, too dark or bright, turned away)
     is refused with the reason. No photo is stored: templates go into the encrypted roster.
-    Exits 4 when a rider ends up with no usable photo.
+    A rider whose template comes closer than the lookalike distance to another rider's is
+    flagged, with the other rider, to confirm a claim at the kiosk. Exits 4 when a rider
+    ends up with no usable photo.
     """
     if from_dir is not None and (person_id is not None or images or name is not None):
         raise InputError("use either --from-dir DIR or --person-id ID IMAGE..., not both")
@@ -114,6 +182,8 @@ def enroll(
             raise InputError(f"--person-id {person_id}: give one or more images of the rider")
         plan = {check_person_id(person_id, "--person-id"): list(images)}
     else:
+        if claim:
+            raise InputError("--claim enrols one rider: use it with --person-id")
         plan = images_by_person(from_dir)
 
     settings = state(ctx).settings()
@@ -121,6 +191,8 @@ def enroll(
     vision = settings.vision
     engine = setup.engine(vision)
     quality = setup.quality_config(vision.quality)
+    lookalike_distance = float(setup.operating_points(vision)["identify"]["lookalike_distance"])
+    claim_hash = _ask_claim() if claim else None
     store = roster_store(settings, roster)
     failed: list[str] = []
     try:
@@ -139,8 +211,13 @@ def enroll(
                     typer.echo(f"{person}  refused  {path.name}: {outcome.reason}")
                 else:
                     accepted.append(outcome)
-            if accepted or (name is not None and person in loaded.riders):
-                total = _save(store, loaded, person, accepted, name, engine.model_version)
+            model = engine.model_version
+            known = person in loaded.riders
+            if accepted or (known and (name is not None or claim_hash is not None)):
+                new = [Template(model, np.asarray(a.encoding, dtype=np.float32)) for a in accepted]
+                _save(store, loaded, person, _record(loaded, person, new, name, claim_hash))
+                _flag_lookalikes(store, loaded, person, model, lookalike_distance)
+                total = sum(1 for pid, _ in loaded.templates.get(model, []) if pid == person)
             else:
                 total = len(held)
             if total == 0:

@@ -1,10 +1,11 @@
-"""``kiosk faces``: identify photos against a roster, and measure accuracy."""
+"""``kiosk faces``: identify or verify photos against a roster, and measure accuracy."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,37 +13,44 @@ import typer
 
 from edge.cli.context import state
 from edge.cli.roster_cmd import roster_store
+from edge.enrol import check_person_id
 from edge.errors import InputError
 from edge.vision import evaluation, setup
 from edge.vision.analysis import Identification, analyse, decide
-from edge.vision.policy import UNREADABLE, ThresholdMarginPolicy
+from edge.vision.claim import NOT_ENROLLED, verify_policy
+from edge.vision.openset import encode_cached, eval_summary, open_set_report, open_set_summary
+from edge.vision.policy import UNREADABLE, Policy, ThresholdMarginPolicy, cohort_policy
 from hardware.cameras import read_image
 from hardware.errors import FrameError
 
 app = typer.Typer(
-    help="Identify faces against a roster, or measure accuracy on labelled photos.",
+    help="Identify or verify faces against a roster, or measure accuracy on labelled photos.",
     no_args_is_help=True,
 )
 
+RosterPath = Annotated[Path, typer.Option("--roster", help="The roster file.", metavar="PATH")]
+Images = Annotated[list[Path], typer.Argument(help="Photos to check.", metavar="IMAGE...")]
+
+
+def _need_roster(roster: Path) -> None:
+    if not roster.is_file():
+        raise InputError(f"--roster {roster}: no such roster (enrol riders with kiosk enroll)")
+
 
 @app.command("identify")
-def identify(
-    ctx: typer.Context,
-    roster: Annotated[Path, typer.Option("--roster", help="The roster file.", metavar="PATH")],
-    images: Annotated[list[Path], typer.Argument(help="Photos to identify.", metavar="IMAGE...")],
-) -> None:
-    """Print one JSON object per image: who it shows, by the kiosk's single-frame policy.
+def identify(ctx: typer.Context, roster: RosterPath, images: Images) -> None:
+    """Print one JSON object per image: who it shows, by the kiosk's automatic 1:N policy.
 
     Keys: image, person_id (null unless accepted), distance (to the nearest enrolled
     template), margin (how much further the nearest other rider is), faces (how many
-    were found; null when the image cannot be read) and reason: match, unknown,
-    ambiguous, empty roster, no face, several faces, face too small, face cut off,
-    face blurred, too dark, too bright, face turned, unreadable image.
+    were found; null when the image cannot be read) and reason: match, claim required
+    (close to a rider but not certain enough: the kiosk would ask for a claim), unknown,
+    ambiguous, empty roster, no face, several faces, face too small, face cut off, face
+    blurred, too dark, too bright, face turned, unreadable image.
     """
     settings = state(ctx).settings()
     vision = settings.vision
-    if not roster.is_file():
-        raise InputError(f"--roster {roster}: no such roster (enrol riders with kiosk enroll)")
+    _need_roster(roster)
     engine = setup.engine(vision)
     store = roster_store(settings, roster)
     try:
@@ -62,9 +70,90 @@ def identify(
         typer.echo(json.dumps(result.as_json(str(path))))
 
 
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    roster: RosterPath,
+    person_id: Annotated[
+        str, typer.Option("--person-id", help="The rider the photos claim to show.", metavar="ID")
+    ],
+    images: Images,
+) -> None:
+    """Print one JSON object per image: does it show rider ID, by the claim step's 1:1 policy.
+
+    Keys: image, person_id (the rider asked about), accepted (true or false), distance (to
+    the rider's nearest template; null when nothing was encoded or the rider is not
+    enrolled) and reason: match, no match, not enrolled, empty roster, no face, several
+    faces, face too small, face cut off, face blurred, too dark, too bright, face turned,
+    unreadable image.
+    """
+    check_person_id(person_id, "--person-id")
+    settings = state(ctx).settings()
+    vision = settings.vision
+    _need_roster(roster)
+    engine = setup.engine(vision)
+    store = roster_store(settings, roster)
+    try:
+        gallery = setup.gallery(store, engine.model_version)
+    finally:
+        store.close()
+    policy = setup.claim_policy(vision)
+    quality = setup.quality_config(vision.quality)
+    if len(gallery) and person_id not in gallery:
+        typer.echo(f"kiosk: warning: {person_id} has no template in {roster}", err=True)
+    for path in images:
+        distance = None
+        try:
+            image = read_image(path, vision.max_image_pixels)
+        except FrameError as exc:
+            typer.echo(f"kiosk: warning: {exc}", err=True)
+            accepted, reason = False, UNREADABLE
+        else:
+            found = analyse(engine, image, quality)
+            if found.encoding is None:
+                accepted, reason = False, found.reason or UNREADABLE
+            else:
+                decision = policy.decide(gallery.verify(found.encoding, [person_id]))
+                accepted, reason, distance = decision.accepted, decision.reason, decision.distance
+                if reason == NOT_ENROLLED:
+                    distance = None
+        line = {
+            "image": str(path),
+            "person_id": person_id,
+            "accepted": accepted,
+            "distance": None if distance is None else round(distance, 4),
+            "reason": reason,
+        }
+        typer.echo(json.dumps(line))
+
+
+class Protocol(StrEnum):
+    folders = "folders"
+    open_set = "open-set"
+
+
+class Half(StrEnum):
+    A = "A"
+    B = "B"
+
+
+class PolicyName(StrEnum):
+    cohort = "cohort"
+    threshold = "threshold"
+
+
 SWEEP_THRESHOLDS = (0.40, 0.42, 0.44, 0.46, 0.47, 0.48, 0.50, 0.52, 0.54, 0.56, 0.58, 0.60)
 SWEEP_MARGINS = (0.0, 0.04, 0.08, 0.12)
-HISTOGRAM_EDGES = tuple(round(0.05 * i, 2) for i in range(0, 25))
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"--sizes {text!r}: give roster sizes such as 100,300,1000") from None
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"--sizes {text!r}: give roster sizes such as 100,300,1000")
+    return sizes
 
 
 @app.command("eval")
@@ -85,6 +174,14 @@ def evaluate(
             metavar="DIR",
         ),
     ] = None,
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            "--protocol",
+            help="folders: the --per-person/--holdout protocol; open-set: the gallery/genuine/"
+            "unknown protocol with sub-rosters and identity halves.",
+        ),
+    ] = Protocol.folders,
     per_person: Annotated[
         int,
         typer.Option("--per-person", min=1, max=20, help="One tree: photos enrolled per identity."),
@@ -101,12 +198,62 @@ def evaluate(
     rounds: Annotated[
         int, typer.Option("--rounds", min=1, max=1000, help="One tree: repeat the holdout draw.")
     ] = 1,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the first holdout draw.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the first random draw.")] = 0,
+    half: Annotated[
+        Half | None, typer.Option("--half", help="Open set: measure on this half of identities.")
+    ] = None,
+    calibrate_half: Annotated[
+        Half | None,
+        typer.Option(
+            "--calibrate-half",
+            help="Open set: calibrate the operating points on this half, measure on the other.",
+        ),
+    ] = None,
+    split_seed: Annotated[
+        int, typer.Option("--split-seed", help="Open set: seed of the identity halves.")
+    ] = 10,
+    sizes: Annotated[
+        str, typer.Option("--sizes", help="Open set: sub-roster sizes.", metavar="N,N,...")
+    ] = "100,300,1000",
+    draws: Annotated[
+        int, typer.Option("--draws", min=1, max=100, help="Open set: draws per sub-roster size.")
+    ] = 5,
+    policy_name: Annotated[
+        PolicyName | None,
+        typer.Option("--policy", help="Decision policy (default: vision.policy)."),
+    ] = None,
     threshold: Annotated[
-        float | None, typer.Option("--threshold", help="Override vision.match_threshold.")
+        float | None,
+        typer.Option("--threshold", help="Threshold policy: override vision.match_threshold."),
     ] = None,
     margin: Annotated[
-        float | None, typer.Option("--margin", help="Override vision.match_margin.")
+        float | None,
+        typer.Option("--margin", help="Threshold policy: override vision.match_margin."),
+    ] = None,
+    points_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--points",
+            help="Operating points to use (default: vision.operating_points).",
+            metavar="PATH",
+        ),
+    ] = None,
+    write_points: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-points",
+            help="With --calibrate-half: write the operating points here.",
+            metavar="PATH",
+        ),
+    ] = None,
+    encodings: Annotated[
+        Path | None,
+        typer.Option(
+            "--encodings",
+            help="Cache the photos' encodings in this file (templates: keep it out of the "
+            "repository, e.g. under /tmp).",
+            metavar="PATH",
+        ),
     ] = None,
     with_sweep: Annotated[
         bool,
@@ -121,109 +268,121 @@ def evaluate(
 
     One tree: the first --per-person photos of each identity are enrolled, the rest probe;
     identities with fewer photos and a --holdout fraction are never enrolled (unknowns).
-    With --probe: DIR is enrolled, the --probe tree probes. Uses the kiosk's single-frame
-    path and decision policy. The exact protocol is in docs/face-pipeline.md.
+    With --probe: DIR is enrolled, the --probe tree probes. --protocol open-set: the first
+    photo of each identity with 2+ photos is enrolled, their other photos are genuine
+    probes, single-photo identities are unknown probes; reported for the whole gallery and
+    seeded sub-rosters (--sizes, --draws), on one half of the identities (--half), or
+    calibrated on one half and measured on the other (--calibrate-half). Uses the kiosk's
+    single-frame path and decision policy. The protocols are in docs/face-pipeline.md.
     """
     settings = state(ctx).settings()
     vision = settings.vision
+    if protocol is Protocol.open_set and (
+        probe is not None or per_person != 1 or holdout or rounds != 1 or with_sweep
+    ):
+        raise InputError(
+            "--protocol open-set uses one tree, one photo per person, no holdout, rounds or sweep"
+        )
+    if points_path is not None and not points_path.is_file():
+        raise InputError(f"--points {points_path}: no such file")
+    if protocol is Protocol.folders and (half or calibrate_half or write_points):
+        raise InputError("--half, --calibrate-half and --write-points need --protocol open-set")
+    if write_points is not None and calibrate_half is None:
+        raise InputError("--write-points needs --calibrate-half")
+    if half is not None and calibrate_half is not None and half == calibrate_half:
+        raise InputError("--half must be the half not used by --calibrate-half")
+    if threshold is not None or margin is not None:
+        policy_name = policy_name or PolicyName.threshold
+        if policy_name is not PolicyName.threshold:
+            raise InputError("--threshold and --margin apply to --policy threshold")
     engine = setup.engine(vision)
     quality = setup.quality_config(vision.quality)
-    policy = ThresholdMarginPolicy(
-        vision.match_threshold if threshold is None else threshold,
-        vision.match_margin if margin is None else margin,
-    )
-    started = time.perf_counter()
-    first = evaluation.encode_samples(
-        engine, evaluation.collect(folder), quality, vision.max_image_pixels
-    )
-    second = (
-        evaluation.encode_samples(
-            engine, evaluation.collect(probe), quality, vision.max_image_pixels
-        )
-        if probe is not None
-        else None
-    )
-    encode_s = time.perf_counter() - started
-    if second is not None:
-        splits = [evaluation.two_tree_split(first, second)]
+    if calibrate_half is not None:
+        points: dict[str, Any] = {}  # made on the calibration half
+    elif points_path is not None:
+        points = setup.operating_points(vision.model_copy(update={"operating_points": points_path}))
     else:
-        splits = [
-            evaluation.open_set_split(first, per_person, holdout, seed + n) for n in range(rounds)
-        ]
-    results = [r for split in splits for r in evaluation.run_probes(split, policy)]
-    totals = evaluation.count(results)
-    report: dict[str, Any] = {
-        "protocol": {
-            "enrol": str(folder),
-            "probe": str(probe) if probe else None,
-            "per_person": None if probe else per_person,
-            "holdout": None if probe else holdout,
-            "rounds": len(splits),
-            "seed": seed,
-            "threshold": policy.threshold,
-            "margin": policy.margin,
-            "model": engine.model_version,
-            "photos_encoded": len(first) + len(second or []),
-            "encode_seconds": round(encode_s, 1),
-        },
-        "enrolled": [len({s.label for s in split.gallery}) for split in splits],
-        "counts": totals,
-        "histograms": {
-            "edges": list(HISTOGRAM_EDGES),
-            "genuine_own": evaluation.histogram(
-                [
-                    r.own_distance
-                    for r in results
-                    if r.kind == "genuine" and r.own_distance is not None
-                ],
-                HISTOGRAM_EDGES,
-            ),
-            "nearest_other": evaluation.histogram(
-                [
-                    r.other_distance
-                    for r in results
-                    if r.kind != "unlabelled" and r.other_distance is not None
-                ],
-                HISTOGRAM_EDGES,
-            ),
-        },
-        "probes": [asdict(r) for r in results],
-    }
-    if with_sweep:
-        report["sweep"] = evaluation.sweep(results, SWEEP_THRESHOLDS, SWEEP_MARGINS)
-    _print_eval(report, with_sweep)
+        points = setup.operating_points(vision)
+    started = time.perf_counter()
+
+    def encode(tree: Path) -> list[evaluation.Sample]:
+        samples = evaluation.collect(tree)
+        if encodings is not None:
+            return encode_cached(
+                engine, samples, quality, vision.max_image_pixels, encodings, engine.model_version
+            )
+        return evaluation.encode_samples(engine, samples, quality, vision.max_image_pixels)
+
+    first = encode(folder)
+    second = encode(probe) if probe is not None else None
+    encode_s = time.perf_counter() - started
+    photos = len(first) + len(second or [])
+    if protocol is Protocol.open_set:
+        report = open_set_report(
+            first,
+            points,
+            settings_policy=vision.policy,
+            policy_name=None if policy_name is None else policy_name.value,
+            threshold=vision.match_threshold if threshold is None else threshold,
+            margin=vision.match_margin if margin is None else margin,
+            half=None if half is None else half.value,
+            calibrate_half=None if calibrate_half is None else calibrate_half.value,
+            split_seed=split_seed,
+            sizes=_sizes(sizes),
+            draws=draws,
+            seed=seed,
+        )
+        report["protocol"].update(
+            enrol=str(folder),
+            model=engine.model_version,
+            photos_encoded=photos,
+            encode_seconds=round(encode_s, 1),
+        )
+        typer.echo("\n".join(open_set_summary(report)))
+        if write_points is not None:
+            write_points.write_text(json.dumps(report["points"], indent=1) + "\n", "utf-8")
+            typer.echo(f"operating points: {write_points}")
+    else:
+        policy: Policy
+        if (policy_name or PolicyName(vision.policy)) is PolicyName.threshold:
+            policy = ThresholdMarginPolicy(
+                vision.match_threshold if threshold is None else threshold,
+                vision.match_margin if margin is None else margin,
+            )
+        else:
+            policy = cohort_policy(points)
+        if second is not None:
+            splits = [evaluation.two_tree_split(first, second)]
+        else:
+            splits = [
+                evaluation.open_set_split(first, per_person, holdout, seed + n)
+                for n in range(rounds)
+            ]
+        verifier = verify_policy(points)
+        results = [r for split in splits for r in evaluation.run_probes(split, policy, verifier)]
+        report = {
+            "protocol": {
+                "enrol": str(folder),
+                "probe": str(probe) if probe else None,
+                "per_person": None if probe else per_person,
+                "holdout": None if probe else holdout,
+                "rounds": len(splits),
+                "seed": seed,
+                "policy": type(policy).__name__,
+                "threshold": policy.threshold,
+                "margin": policy.margin,
+                "model": engine.model_version,
+                "photos_encoded": photos,
+                "encode_seconds": round(encode_s, 1),
+            },
+            "enrolled": [len({s.label for s in split.gallery}) for split in splits],
+            "counts": evaluation.count(results),
+            "histograms": evaluation.histograms(results),
+            "probes": [asdict(r) for r in results],
+        }
+        if with_sweep:
+            report["sweep"] = evaluation.sweep(results, SWEEP_THRESHOLDS, SWEEP_MARGINS)
+        typer.echo("\n".join(eval_summary(report, with_sweep)))
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         typer.echo(f"report: {json_path}")
-
-
-def _print_eval(report: dict[str, Any], with_sweep: bool) -> None:
-    c = report["counts"]
-    p = report["protocol"]
-    typer.echo(
-        f"threshold {p['threshold']}, margin {p['margin']}, {p['rounds']} round(s), "
-        f"{p['photos_encoded']} photos encoded in {p['encode_seconds']} s"
-    )
-    typer.echo(
-        f"genuine probes {c['genuine']}: correct {c['correct']}, wrong person {c['wrong_person']}, "
-        f"missed {c['missed']} {c['missed_reasons'] or ''}".rstrip()
-    )
-    typer.echo(
-        f"unknown probes {c['unknown']}: rejected {c['unknown_rejected']}, "
-        f"accepted {c['unknown_accepted']}"
-    )
-    if c["unlabelled"]:
-        typer.echo(
-            f"unlabelled probes {c['unlabelled']}: accepted {c['unlabelled_accepted']} (not scored)"
-        )
-    typer.echo(
-        f"recognition rate {c['recognition_rate']}, wrong-person rate {c['wrong_person_rate']}, "
-        f"unknown accept rate {c['unknown_accept_rate']}"
-    )
-    if with_sweep:
-        typer.echo("threshold margin correct wrong missed unknown_accepted")
-        for row in report["sweep"]:
-            typer.echo(
-                f"{row['threshold']:.2f}      {row['margin']:.2f}   {row['correct']:>7} {row['wrong_person']:>5} "
-                f"{row['missed']:>6} {row['unknown_accepted']:>16}"
-            )

@@ -50,9 +50,11 @@ def info(
     roster: RosterOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Roster version, age, riders and templates per encoder model, and re-enrolment needs."""
+    """Roster version, age, riders and templates per encoder model, re-enrolment needs, and
+    how many riders are flagged as lookalikes (they confirm a claim at the kiosk)."""
     settings = state(ctx).settings()
-    found = roster_store(settings, roster).info()
+    store = roster_store(settings, roster)
+    found = store.info()
     too_old = found.age_s is not None and found.age_s > settings.roster.max_age_h * 3600
     if as_json:
         typer.echo(
@@ -76,6 +78,7 @@ def info(
         or "-",
         "encoder model": found.encoder_model,
         "need re-enrolment": found.needs_reenrolment,
+        "lookalikes flagged": store.lookalikes(),
         "last change": changed,
         "too old": f"yes (older than {settings.roster.max_age_h:g} h)" if too_old else "no",
     }

@@ -72,12 +72,14 @@ class LiveRoster:
         return self._snapshot
 
     def reload(self) -> Snapshot:
+        from edge.vision.setup import gallery_of  # the same gallery the kiosk builds
+
         with self._reload_lock:
             loaded = self._store.load()
             snapshot = Snapshot(
                 version=loaded.version,
                 riders=loaded.riders,
-                gallery=Gallery(loaded.templates.get(self._model, [])),
+                gallery=gallery_of(loaded, self._model),
             )
             self._snapshot = snapshot
             return snapshot

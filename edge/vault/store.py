@@ -57,6 +57,7 @@ class Rider:
     display_name: str
     entitlements: Entitlements
     claim_hash: str | None
+    lookalike: bool = False  # enrolled close to another rider: always confirms a claim
 
     def __repr__(self) -> str:
         return f"Rider({self.person_id!r}, v{self.version})"
@@ -278,11 +279,20 @@ class RosterStore:
         for person_id, version, data_key_id, sealed in rows:
             record = self._open_row(person_id, version, data_key_id, sealed)
             loaded.riders[person_id] = Rider(
-                person_id, version, record.display_name, record.entitlements, record.claim_hash
+                person_id,
+                version,
+                record.display_name,
+                record.entitlements,
+                record.claim_hash,
+                record.lookalike,
             )
             for template in record.templates:
                 loaded.templates.setdefault(template.model, []).append((person_id, template.vector))
         return loaded
+
+    def lookalikes(self) -> int:
+        """How many riders carry a lookalike flag (opens every row: not for hot paths)."""
+        return sum(rider.lookalike for rider in self.load().riders.values())
 
     def verify(self) -> int:
         """Open every row; return how many were checked. ``StoreError`` on the first bad one."""

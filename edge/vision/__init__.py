@@ -8,10 +8,13 @@ Modules, one concern each (docs/face-pipeline.md has the whole story):
 - ``quality``: the gate before encoding (size, framing, light, pose, sharpness).
 - ``analysis``: the single-frame path shared by identify, enrolment, eval and live.
 - ``matcher``: the in-memory roster matrix, exact nearest people (``Gallery``).
-- ``policy``: threshold-and-margin decisions (``Policy`` protocol, ``Decision``).
+- ``policy``: the 1:N decision (``CohortPolicy``, roster-size aware, and the older
+  ``ThresholdMarginPolicy``) behind the ``Policy`` protocol; ``Decision``.
+- ``claim``: the claim step: salted code hashes, 1:1 / 1:few verification, lockout.
 - ``consensus``: k-of-n agreement across frames and the ``DecisionRecord``.
 - ``liveness``: the blink check that refuses a still photo.
 - ``live``: the live pipeline (tracking, votes, liveness, one record per rider).
 - ``evaluation``: the accuracy harness behind ``kiosk faces eval``.
+- ``openset``, ``calibrate``: the open-set protocol and the fitting of operating points.
 - ``setup``: build the above from the settings.
 """

@@ -10,6 +10,13 @@ and reported apart but never scored. Two protocols:
   ``holdout`` fraction of the others, are not enrolled and all their photos are unknown
   probes (people the kiosk must refuse). ``rounds`` repeats the draw with seeds
   ``seed, seed+1, ...`` and adds up the counts.
+- **open-set protocol** (``open_set_split`` with one photo per person and no holdout, the
+  protocol of docs/face-pipeline.md): gallery = the first usable photo of each identity
+  with two or more photos, genuine probes = their other photos, unknown probes = every
+  single-photo identity. ``halves`` splits the identities in two (seeded) so that a
+  policy is calibrated on one half and measured on the other; ``sub_roster`` draws a
+  seeded random roster of ``size`` people from a split, everyone else's photos becoming
+  unknown probes (``edge.vision.openset`` runs the protocol).
 - **two trees** (``two_tree_split``): every usable photo of the first tree is enrolled;
   photos in the second tree are genuine probes when their label is enrolled and unknown
   probes otherwise.
@@ -35,6 +42,8 @@ from edge.vision.analysis import analyse
 from edge.vision.engine import Encoding, FaceEncoder
 from edge.vision.matcher import Gallery
 from edge.vision.policy import (
+    CLAIM_REQUIRED,
+    MATCH,
     UNREADABLE,
     Candidate,
     Candidates,
@@ -136,6 +145,37 @@ def open_set_split(
     return split
 
 
+HALVES = ("A", "B")
+
+
+def halves(samples: Sequence[Sample], seed: int) -> dict[str, set[str]]:
+    """The identities split into halves ``A`` and ``B`` by a seeded shuffle."""
+    labels = sorted({s.label for s in samples if s.label is not None})
+    random.Random(seed).shuffle(labels)
+    cut = (len(labels) + 1) // 2
+    return {"A": set(labels[:cut]), "B": set(labels[cut:])}
+
+
+def restrict(samples: Sequence[Sample], labels: set[str]) -> list[Sample]:
+    """The samples of these identities (unlabelled samples are dropped)."""
+    return [s for s in samples if s.label is not None and s.label in labels]
+
+
+def sub_roster(split: Split, size: int, seed: int) -> Split:
+    """``size`` people of ``split``'s gallery (seeded); everybody else becomes unknown."""
+    enrolled = sorted({s.label or "" for s in split.gallery})
+    if size >= len(enrolled):
+        return split
+    chosen = set(random.Random(seed).sample(enrolled, size))
+    left_out = [s for s in split.gallery + split.genuine if s.label not in chosen]
+    return Split(
+        [s for s in split.gallery if s.label in chosen],
+        [s for s in split.genuine if s.label in chosen],
+        split.unknown + left_out,
+        split.unlabelled,
+    )
+
+
 def two_tree_split(enrol: Sequence[Sample], probe: Sequence[Sample]) -> Split:
     """Enrol every usable photo of ``enrol``; probe with ``probe``."""
     gallery = [s for s in enrol if s.encoding is not None and s.label is not None]
@@ -150,7 +190,12 @@ def two_tree_split(enrol: Sequence[Sample], probe: Sequence[Sample]) -> Split:
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """One probe's outcome (no template): what the policy said and the two nearest people."""
+    """One probe's outcome (no template): what the policy said and the two nearest people.
+
+    ``claim`` is, for a genuine probe the policy sent to the claim step, what verifying it
+    against its own rider gave (``match`` or a refusal reason), as if the rider typed
+    their claim.
+    """
 
     image: str
     kind: str  # "genuine", "unknown" or "unlabelled"
@@ -162,13 +207,24 @@ class ProbeResult:
     nearest: tuple[tuple[str, float], ...] = ()
     own_distance: float | None = None  # genuine: to the true identity's nearest template
     other_distance: float | None = None  # to the nearest person who is not the truth
+    score: float | None = None
+    claim: str | None = None
 
 
-def run_probes(split: Split, policy: Policy) -> list[ProbeResult]:
-    """Decide every probe of ``split`` against a gallery of its enrolled photos."""
-    gallery = Gallery(
-        [(s.label or "", s.encoding) for s in split.gallery if s.encoding is not None]
-    )
+def split_gallery(split: Split) -> Gallery:
+    """The gallery of ``split``'s enrolled photos (cohorts computed as the kiosk does)."""
+    return Gallery([(s.label or "", s.encoding) for s in split.gallery if s.encoding is not None])
+
+
+def run_probes(
+    split: Split, policy: Policy, verifier: Policy | None = None, with_distances: bool = True
+) -> list[ProbeResult]:
+    """Decide every probe of ``split`` against a gallery of its enrolled photos.
+
+    With ``verifier``, a genuine probe sent to the claim step is also verified 1:1 against
+    its own rider (``ProbeResult.claim``).
+    """
+    gallery = split_gallery(split)
     owners = np.array(gallery.person_ids, dtype=object)
     results = []
     for kind, probes in (
@@ -193,11 +249,15 @@ def run_probes(split: Split, policy: Policy) -> list[ProbeResult]:
             candidates: Candidates = gallery.search(sample.encoding)
             decision = policy.decide(candidates)
             own = other = None
-            if len(gallery) and sample.label is not None:
+            if with_distances and len(gallery) and sample.label is not None:
                 distances = gallery.distances(sample.encoding)
                 mine = owners == sample.label
                 own = float(distances[mine].min()) if mine.any() else None
                 other = float(distances[~mine].min()) if (~mine).any() else None
+            claim = None
+            if verifier is not None and kind == "genuine" and decision.reason == CLAIM_REQUIRED:
+                own_rider = gallery.verify(sample.encoding, [sample.label or ""])
+                claim = verifier.decide(own_rider).reason
             results.append(
                 ProbeResult(
                     str(sample.path),
@@ -210,6 +270,8 @@ def run_probes(split: Split, policy: Policy) -> list[ProbeResult]:
                     tuple((c.person_id, c.distance) for c in candidates.nearest),
                     own,
                     other,
+                    decision.score,
+                    claim,
                 )
             )
     return results
@@ -223,6 +285,7 @@ def count(results: Sequence[ProbeResult]) -> dict[str, Any]:
     correct = sum(r.person_id is not None and r.person_id == r.truth for r in genuine)
     wrong = sum(r.person_id is not None and r.person_id != r.truth for r in genuine)
     accepted_unknown = sum(r.person_id is not None for r in unknown)
+    claimed = sum(r.claim == MATCH for r in genuine)
 
     def rate(part: int, whole: int) -> float | None:
         return round(part / whole, 4) if whole else None
@@ -241,6 +304,9 @@ def count(results: Sequence[ProbeResult]) -> dict[str, Any]:
         "wrong_person_rate": rate(wrong, len(genuine)),
         "unknown_accept_rate": rate(accepted_unknown, len(unknown)),
         "missed_reasons": dict(Counter(r.reason for r in genuine if r.person_id is None)),
+        "claim_required": sum(r.reason == CLAIM_REQUIRED for r in genuine),
+        "verified_with_claim": claimed,
+        "recognised_with_claim_rate": rate(correct + claimed, len(genuine)),
     }
 
 
@@ -291,3 +357,25 @@ def sweep(
 def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
     counts, _ = np.histogram(np.asarray(values, dtype=np.float64), bins=np.asarray(edges))
     return [int(c) for c in counts]
+
+
+HISTOGRAM_EDGES = tuple(round(0.05 * i, 2) for i in range(0, 25))
+
+
+def histograms(results: Sequence[ProbeResult]) -> dict[str, list[Any]]:
+    """Genuine probe-to-own-template and probe-to-nearest-other distances, binned."""
+    return {
+        "edges": list(HISTOGRAM_EDGES),
+        "genuine_own": histogram(
+            [r.own_distance for r in results if r.kind == "genuine" and r.own_distance is not None],
+            HISTOGRAM_EDGES,
+        ),
+        "nearest_other": histogram(
+            [
+                r.other_distance
+                for r in results
+                if r.kind != "unlabelled" and r.other_distance is not None
+            ],
+            HISTOGRAM_EDGES,
+        ),
+    }

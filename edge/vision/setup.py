@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from edge.config import QualitySection, VisionSection
-from edge.vault.store import RosterStore
+from edge.errors import ConfigError
+from edge.vault.store import LoadedRoster, RosterStore
+from edge.vision.claim import ClaimLockout, VerifyPolicy, verify_policy
 from edge.vision.engine import FaceEngine
 from edge.vision.live import LiveConfig
 from edge.vision.liveness import LivenessConfig
 from edge.vision.matcher import Gallery
-from edge.vision.policy import ThresholdMarginPolicy
+from edge.vision.policy import (
+    Policy,
+    ThresholdMarginPolicy,
+    cohort_policy,
+    load_operating_points,
+)
 from edge.vision.quality import QualityConfig
 
 
@@ -16,8 +26,37 @@ def quality_config(section: QualitySection) -> QualityConfig:
     return QualityConfig(**section.model_dump())
 
 
-def policy(vision: VisionSection) -> ThresholdMarginPolicy:
-    return ThresholdMarginPolicy(vision.match_threshold, vision.match_margin)
+def operating_points(vision: VisionSection) -> dict[str, Any]:
+    """The calibrated operating points (``vision.operating_points`` or the shipped file)."""
+    path = vision.operating_points
+    try:
+        points = load_operating_points(path)
+        cohort_policy(points)
+        verify_policy(points)
+    except FileNotFoundError:
+        raise ConfigError(f"vision.operating_points: {path}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        where = path or "the shipped operating points"
+        raise ConfigError(
+            f"vision.operating_points: {where} is not an operating-points file ({exc!r})"
+        ) from None
+    return points
+
+
+def policy(vision: VisionSection) -> Policy:
+    """The 1:N decision policy ``vision.policy`` names."""
+    if vision.policy == "threshold":
+        return ThresholdMarginPolicy(vision.match_threshold, vision.match_margin)
+    return cohort_policy(operating_points(vision))
+
+
+def claim_policy(vision: VisionSection) -> VerifyPolicy:
+    """The strict 1:1 / 1:few policy of the claim step and ``kiosk faces verify``."""
+    return verify_policy(operating_points(vision))
+
+
+def claim_lockout(vision: VisionSection) -> ClaimLockout:
+    return ClaimLockout(vision.claim_tries, vision.claim_lock_s, vision.claim_window_s)
 
 
 def liveness_config(vision: VisionSection) -> LivenessConfig:
@@ -50,9 +89,18 @@ def engine(vision: VisionSection) -> FaceEngine:
     )
 
 
-def gallery(store: RosterStore, model_version: str) -> Gallery:
-    """The roster's templates for ``model_version``, decrypted into an in-memory matrix."""
-    entries = store.load().templates.get(model_version, [])
+def gallery_of(loaded: LoadedRoster, model_version: str) -> Gallery:
+    """The decrypted roster's templates for ``model_version`` as a gallery, with the riders'
+    lookalike flags (the gallery computes its cohorts and neighbours as it is built)."""
+    entries = loaded.templates.get(model_version, [])
+    flagged = [person for person, rider in loaded.riders.items() if rider.lookalike]
     if not entries:
         return Gallery([])
-    return Gallery.from_matrix([person for person, _ in entries], [vector for _, vector in entries])
+    return Gallery.from_matrix(
+        [person for person, _ in entries], [vector for _, vector in entries], flagged
+    )
+
+
+def gallery(store: RosterStore, model_version: str) -> Gallery:
+    """The roster's templates for ``model_version``, decrypted into an in-memory matrix."""
+    return gallery_of(store.load(), model_version)

@@ -1,18 +1,53 @@
-"""``kiosk enroll`` and ``kiosk faces identify|eval`` end to end, as subprocesses, on real photos."""
+"""``kiosk enroll`` and ``kiosk faces identify|verify|eval`` end to end, on real photos.
+
+The commands run as subprocesses; the claim step's pure core is also driven in process on
+encodings of the same photos, through the real model.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+from edge.config import VisionSection
+from edge.vault.live import open_roster
+from edge.vision import setup
+from edge.vision.claim import (
+    CLAIM_NOT_RECOGNISED,
+    ClaimLockout,
+    check_claim,
+    claim_matches,
+    lock_key,
+)
+from edge.vision.engine import FaceEngine
+from edge.vision.policy import load_operating_points
+from hardware.cameras import read_image
+from tests.helpers import BIN, run_cli
 
 IDENTIFY_KEYS = {"image", "person_id", "distance", "margin", "faces", "reason"}
+VERIFY_KEYS = {"image", "person_id", "accepted", "distance", "reason"}
+
+
+def run_with_input(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    """``run_cli`` with text on standard input (for the claim prompt)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
+    return subprocess.run(
+        [str(BIN / "kiosk"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def link_tree(dev: Path, dest: Path, people: dict[str, list[str]]) -> Path:
@@ -202,7 +237,242 @@ def test_eval_counts_and_writes_json(tmp_path: Path, dev_faces: Path) -> None:
         counts["unknown_accepted"],
     ) == (4, 1, 0, 0)
     assert counts["correct"] + counts["missed"] == 4
-    assert report["protocol"]["threshold"] == 0.47
+    assert report["protocol"]["policy"] == "CohortPolicy"
+    assert report["protocol"]["threshold"] == 0.5  # the largest distance it ever accepts
     assert len(report["sweep"]) == 48
     assert "genuine probes 4:" in result.stdout
     assert all("encoding" not in probe for probe in report["probes"])
+
+
+@pytest.fixture(scope="module")
+def claim_roster(tmp_path_factory: pytest.TempPathFactory, dev_faces: Path) -> Path:
+    """Three riders; person_16 set a claim code (4821) at enrolment."""
+    base = tmp_path_factory.mktemp("claims")
+    path = base / "roster.sqlite"
+    tree = link_tree(dev_faces, base / "riders", {"person_01": ["01.jpg"], "person_09": ["01.png"]})
+    assert run_cli("enroll", "--roster", str(path), "--from-dir", str(tree)).returncode == 0
+    result = run_with_input(
+        "enroll",
+        "--roster",
+        str(path),
+        "--person-id",
+        "person_16",
+        "--claim",
+        str(dev_faces / "person_16" / "01.png"),
+        stdin="4821\n4821\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "4821" not in result.stdout + result.stderr
+    return path
+
+
+def test_identify_asks_for_a_claim_when_not_certain(claim_roster: Path, dev_faces: Path) -> None:
+    images = [
+        dev_faces / "person_16" / "01.png",  # the enrolment photo itself
+        dev_faces / "person_16" / "02.jpg",  # the same rider, 0.52 away: not certain
+        dev_faces / "person_06" / "01.jpg",  # never enrolled, far from everyone
+    ]
+    result = run_cli("faces", "identify", "--roster", str(claim_roster), *map(str, images))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [set(line) for line in lines] == [IDENTIFY_KEYS] * 3
+    got = [(line["person_id"], line["reason"]) for line in lines]
+    assert got == [("person_16", "match"), (None, "claim required"), (None, "unknown")]
+    assert 0.5 <= lines[1]["distance"] < 0.61
+
+
+def test_verify_is_the_claim_step_s_one_to_one_check(
+    claim_roster: Path, dev_faces: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    images = [
+        dev_faces / "person_16" / "02.jpg",  # what identify sent to the claim step
+        dev_faces / "person_06" / "01.jpg",  # somebody else claiming to be person_16
+        dev_faces / "_other" / "group_01.jpg",
+        broken,
+    ]
+    args = ["faces", "verify", "--roster", str(claim_roster), "--person-id", "person_16"]
+    result = run_cli(*args, *map(str, images))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [set(line) for line in lines] == [VERIFY_KEYS] * 4
+    got = [(line["person_id"], line["accepted"], line["reason"]) for line in lines]
+    assert got == [
+        ("person_16", True, "match"),
+        ("person_16", False, "no match"),
+        ("person_16", False, "several faces"),
+        ("person_16", False, "unreadable image"),
+    ]
+    assert lines[0]["distance"] == pytest.approx(0.522, abs=0.01)
+    assert lines[1]["distance"] > 0.6 and lines[2]["distance"] is None
+    missing = run_cli(
+        "faces", "verify", "--roster", str(claim_roster), "--person-id", "nobody", str(images[0])
+    )
+    assert missing.returncode == 0
+    assert json.loads(missing.stdout) == {
+        "image": str(images[0]),
+        "person_id": "nobody",
+        "accepted": False,
+        "distance": None,
+        "reason": "not enrolled",
+    }
+    assert "nobody has no template" in missing.stderr
+
+
+def test_a_typed_claim_verifies_the_face_against_its_holder(
+    claim_roster: Path, dev_faces: Path
+) -> None:
+    store = open_roster(claim_roster, claim_roster.parent / "keys", "kiosk-dev")
+    try:
+        engine = FaceEngine()
+        gallery = setup.gallery(store, engine.model_version)
+        riders = store.load().riders
+    finally:
+        store.close()
+    stored = riders["person_16"].claim_hash
+    assert stored is not None and stored.startswith("scrypt$") and claim_matches("4821", stored)
+    assert riders["person_01"].claim_hash is None
+    claims = {person: rider.claim_hash for person, rider in riders.items()}
+    policy = setup.claim_policy(VisionSection())
+    observed = engine.observe(read_image(dev_faces / "person_16" / "02.jpg"))
+    assert observed is not None
+    got = check_claim(gallery, observed.encoding, "4821", claims, policy)
+    assert (got.person_id, got.reason, got.holders) == ("person_16", "match", 1)
+    lockout = ClaimLockout(max_tries=3)
+    for attempt in range(3):
+        wrong = check_claim(gallery, observed.encoding, "1234", claims, policy)
+        assert (wrong.person_id, wrong.reason) == (None, CLAIM_NOT_RECOGNISED)
+        assert lockout.failed(lock_key("1234"), float(attempt)) == (attempt == 2)
+    # a stranger who knows the code is still refused: the face must verify too
+    stranger = engine.observe(read_image(dev_faces / "person_06" / "01.jpg"))
+    assert stranger is not None
+    assert check_claim(gallery, stranger.encoding, "4821", claims, policy).person_id is None
+
+
+def test_lookalikes_are_flagged_at_enrolment_and_always_confirm_a_claim(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    roster = tmp_path / "roster.sqlite"
+    first = run_cli(
+        "enroll",
+        "--roster",
+        str(roster),
+        "--person-id",
+        "twin-a",
+        str(dev_faces / "person_09" / "01.png"),
+    )
+    assert first.returncode == 0, first.stderr
+    assert "lookalike of" not in first.stdout
+    alone = run_cli(
+        "faces", "identify", "--roster", str(roster), str(dev_faces / "person_09" / "02.png")
+    )
+    line = json.loads(alone.stdout)  # a roster of one: nobody else to beat, still decided
+    assert (line["person_id"], line["reason"], line["margin"]) == ("twin-a", "match", None)
+    second = run_cli(
+        "enroll",
+        "--roster",
+        str(roster),
+        "--person-id",
+        "twin-b",
+        str(dev_faces / "person_09" / "02.png"),
+    )
+    assert second.returncode == 0, second.stderr
+    assert (
+        "twin-b  lookalike of twin-a (templates 0.273 apart): both confirm a claim at the kiosk"
+        in second.stdout
+    )
+    info = run_cli("roster", "info", "--roster", str(roster))
+    assert info.returncode == 0, info.stderr
+    assert re.search(r"lookalikes flagged\s+2", info.stdout)
+    probe = dev_faces / "person_09" / "03.png"
+    line = json.loads(run_cli("faces", "identify", "--roster", str(roster), str(probe)).stdout)
+    assert (line["person_id"], line["reason"]) == (None, "claim required")
+    assert line["distance"] < 0.45  # close enough to accept, but a lookalike is enrolled
+
+
+def test_an_empty_roster_gives_a_reason_not_a_guess(tmp_path: Path, dev_faces: Path) -> None:
+    roster = tmp_path / "r.sqlite"
+    refused = run_cli(
+        "enroll",
+        "--roster",
+        str(roster),
+        "--person-id",
+        "x",
+        str(dev_faces / "_other" / "noface_01.jpg"),
+    )
+    assert refused.returncode == 4 and roster.exists()
+    photo = str(dev_faces / "person_01" / "01.jpg")
+    identify = json.loads(run_cli("faces", "identify", "--roster", str(roster), photo).stdout)
+    assert (identify["person_id"], identify["reason"]) == (None, "empty roster")
+    verify = run_cli("faces", "verify", "--roster", str(roster), "--person-id", "x", photo)
+    assert json.loads(verify.stdout)["reason"] == "empty roster"
+
+
+def test_a_claim_must_be_four_to_six_digits(tmp_path: Path, dev_faces: Path) -> None:
+    result = run_with_input(
+        "enroll",
+        "--roster",
+        str(tmp_path / "r.sqlite"),
+        "--person-id",
+        "ann",
+        "--claim",
+        str(dev_faces / "person_01" / "01.jpg"),
+        stdin="12\n12\n",
+    )
+    assert result.returncode == 4
+    assert "--claim: a claim is 4 to 6 digits" in result.stderr
+
+
+def test_open_set_eval_calibrates_on_one_half_and_reports_the_other(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    people = {f"person_{n:02d}": None for n in (1, 3, 6, 9, 11, 14, 16)}
+    tree = link_tree(
+        dev_faces,
+        tmp_path / "tree",
+        {p: sorted(f.name for f in (dev_faces / p).iterdir()) for p in people}
+        | {"person_12": ["01.png"], "person_13": ["01.png"]},  # single photos: unknowns
+    )
+    cache = tmp_path / "encodings.npz"
+    out = tmp_path / "open.json"
+    points = tmp_path / "points.json"
+    args = ["faces", "eval", str(tree), "--protocol", "open-set", "--encodings", str(cache)]
+    result = run_cli(
+        *args,
+        "--calibrate-half",
+        "A",
+        "--sizes",
+        "2,50",
+        "--draws",
+        "2",
+        "--json",
+        str(out),
+        "--write-points",
+        str(points),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["protocol"]["half"] == "B" and report["protocol"]["calibrated_on"]["half"] == "A"
+    whole, two, fifty = report["rosters"]
+    assert whole["whole_gallery"] and whole["wrong_person"] == 0
+    assert whole["correct"] + whole["missed"] + whole["wrong_person"] == whole["genuine"]
+    assert (two["people"], two["draws"]) == (2, 2)
+    assert fifty == {"people": 50, "skipped": f"the gallery holds {whole['people']} people"}
+    assert set(report["claim"]) >= {"genuine_accepted", "impostor_attempts", "false_accepts"}
+    assert set(json.loads(points.read_text())) == {"format", "identify", "verify"}
+    assert all("encoding" not in probe for probe in report["probes"])
+    assert "open set, half B, calibrated on half A" in result.stdout
+    # the same photos again, measured with the written points: encodings come from the cache
+    again = run_cli(*args, "--half", "A", "--points", str(points), "--sizes", "2")
+    assert again.returncode == 0, again.stderr
+    assert "encoded in 0." in again.stdout
+    wrong = run_cli(*args, "--probe", str(tree))
+    assert wrong.returncode == 4 and "uses one tree" in wrong.stderr
+
+
+def test_the_shipped_operating_points_are_the_documented_ones() -> None:
+    points = load_operating_points()
+    assert points["format"] == "kiosk-operating-points/1"
+    assert points["identify"]["calibration"]["wrong_budget"] == 0.0
+    assert [p["people"] for p in points["identify"]["points"]] == [10, 25, 50, 100, 200, 300, 400]

@@ -125,3 +125,74 @@ def test_decide_keeps_the_old_call_shape() -> None:
     gallery = Gallery([("alice", a), ("bob", b)])
     decision = gallery.decide(np.full(128, 0.01), threshold=0.47, margin=0.08)
     assert decision.person_id == "alice" and decision.reason == "match"
+
+
+def brute_cohort(
+    owners: list[str], matrix: np.ndarray, k: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Per template: mean distance to its k nearest other people; per person: nearest other."""
+    m = matrix.astype(np.float64)
+    cohort = []
+    neighbour: dict[str, float] = {}
+    for i, person in enumerate(owners):
+        per_person: dict[str, float] = {}
+        for j, other in enumerate(owners):
+            if other != person:
+                d = float(np.linalg.norm(m[i] - m[j]))
+                per_person[other] = min(d, per_person.get(other, np.inf))
+        ranked = sorted(per_person.values())
+        cohort.append(float(np.mean(ranked[:k])))
+        neighbour[person] = min(ranked[0], neighbour.get(person, np.inf))
+    return np.array(cohort), neighbour
+
+
+@given(seed=st.integers(0, 2**32 - 1), templates=st.integers(2, 120), people=st.integers(2, 60))
+@settings(max_examples=40, deadline=None)
+def test_cohorts_and_neighbours_are_the_brute_force_ones(
+    seed: int, templates: int, people: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    matrix = dlib_like(rng, templates)
+    owners = [f"p{int(i)}" for i in rng.integers(0, people, size=templates)]
+    if len(set(owners)) < 2:
+        owners[0], owners[-1] = "a", "b"
+    gallery = Gallery(list(zip(owners, matrix, strict=True)))
+    others = len(set(owners)) - 1
+    assert gallery.cohort_size == max(1, min(others, round(0.025 * others)))
+    cohort, neighbour = brute_cohort(owners, matrix, gallery.cohort_size)
+    probe = matrix[0] + rng.normal(0, 0.02, 128).astype(np.float32)
+    found = gallery.search(probe, k=2)
+    for candidate in found.nearest:
+        assert candidate.cohort == pytest.approx(cohort[candidate.template], abs=1e-9)
+        assert candidate.neighbour == pytest.approx(neighbour[candidate.person_id], abs=1e-9)
+    # computed on demand (a roster too large to precompute): the same statistic
+    large = Gallery(list(zip(owners, matrix, strict=True)), cohort_limit=0)
+    assert not large.has_cohort and large.search(probe).best.cohort is None  # type: ignore[union-attr]
+    for template in range(min(templates, 5)):
+        assert large.cohort_of(template) == pytest.approx(cohort[template], abs=1e-4)
+
+
+def test_verify_sees_only_the_named_people() -> None:
+    rng = np.random.default_rng(11)
+    matrix = dlib_like(rng, 30)
+    owners = [f"p{i % 10}" for i in range(30)]
+    gallery = Gallery(list(zip(owners, matrix, strict=True)), flagged={"p3"})
+    probe = matrix[4] + rng.normal(0, 0.01, 128).astype(np.float32)
+    found = gallery.verify(probe, ["p3", "p4", "nobody", "p3"])
+    assert [c.person_id for c in found.nearest] == ["p4", "p3"]  # nearest first, once each
+    expected = brute_force(owners, matrix, probe, 10)
+    assert found.nearest[0].distance == pytest.approx(dict(expected)["p4"], abs=1e-12)
+    assert [c.flagged for c in found.nearest] == [False, True]
+    assert gallery.search(probe).best.flagged is False  # type: ignore[union-attr]
+    assert "p4" in gallery and "nobody" not in gallery
+    assert gallery.verify(probe, ["nobody"]).nearest == ()
+
+
+def test_a_roster_of_one_has_no_cohort_and_lookalikes_are_listed() -> None:
+    one = Gallery([("ann", np.zeros(128, dtype=np.float32))])
+    assert one.cohort_size == 0 and one.cohort_of(0) is None
+    assert one.search(np.zeros(128)).best.cohort is None  # type: ignore[union-attr]
+    twin = np.full(128, 0.01, dtype=np.float32)
+    far = np.full(128, 0.2, dtype=np.float32)
+    gallery = Gallery([("ann", np.zeros(128)), ("twin", twin), ("far", far)])
+    assert sorted(p for p, _ in gallery.lookalikes(0.45)) == ["ann", "twin"]

@@ -1,0 +1,337 @@
+"""The claim step: a short code the rider chose, and the 1:1 or 1:few check it makes possible.
+
+When the automatic 1:N decision says ``claim required``, the rider types a short claim (4
+to 6 digits: a code they chose in the app, or the last digits of their phone). The roster
+never holds the code, only ``hash_claim(code)``: scrypt with a per-rider random salt, its
+parameters written into the string so they can be raised later, sealed inside the
+encrypted rider record (``RiderRecord.claim_hash``).
+
+Checking a claim (``check_claim``) turns the search into a verification:
+
+1. the riders near the face (the ``SHORTLIST`` nearest people under the verification
+   policy's ``max_distance``) are the only candidates: a rider far from the face could
+   never pass the strict threshold, and the salted hashes of the others are not worth
+   computing (one scrypt per rider, about 45 ms on the development machine);
+2. of those, the riders whose hash matches the typed code are the holders;
+3. ``VerifyPolicy`` accepts the nearest holder when their cohort-normalised distance is
+   under the threshold for that many holders (stricter for 1:few than 1:1, so that a
+   claim shared by several lookalikes does not multiply the false accepts) and no other
+   holder passes too.
+
+``ClaimLockout`` is the rule "three wrong tries lock that claim (or that face track) at
+this kiosk for a while": a pure class, the time passed in. Pure code apart from the KDF;
+no code, hash or template is ever logged or printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.errors import EdgeError, InputError
+from edge.vision.matcher import Gallery, Vector
+from edge.vision.policy import (
+    AMBIGUOUS,
+    EMPTY_ROSTER,
+    MATCH,
+    Candidates,
+    Decision,
+    Normaliser,
+    normaliser,
+)
+
+NO_MATCH = "no match"  # the face is not close enough to the claimed rider
+NOT_ENROLLED = "not enrolled"  # no such rider (``kiosk faces verify``)
+CLAIM_NOT_RECOGNISED = "claim not recognised"  # no rider near this face holds this code
+NO_CLAIM_SET = "no claim set"  # the rider nearest the face has not set a claim up
+CLAIM_LOCKED = "claim locked"  # too many wrong tries at this kiosk
+CLAIM_SHARED = "claim shared"  # more riders near this face hold this code than allowed
+
+CLAIM_PATTERN = re.compile(r"^[0-9]{4,6}$")
+SCHEME = "scrypt"
+LOG2_N, BLOCK_SIZE, PARALLEL = 14, 8, 1  # 16 MiB and ~45 ms per check (x86); raise later
+SALT_BYTES, KEY_BYTES = 16, 32
+SHORTLIST = 8
+
+
+class ClaimFormatError(InputError):
+    """A typed claim is not 4 to 6 digits."""
+
+
+class ClaimHashError(EdgeError, ValueError):
+    """A stored claim hash cannot be read (unknown scheme, bad parameters or encoding)."""
+
+
+def normalise_claim(text: str) -> str:
+    """The claim as typed, without spaces; ``ClaimFormatError`` unless it is 4-6 digits."""
+    code = "".join(text.split())
+    if not CLAIM_PATTERN.match(code):
+        raise ClaimFormatError("a claim is 4 to 6 digits")
+    return code
+
+
+def _kdf(code: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        code.encode("ascii"),
+        salt=salt,
+        n=2**log2_n,
+        r=r,
+        p=p,
+        maxmem=256 * r * (2**log2_n + p + 2),
+        dklen=KEY_BYTES,
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_claim(code: str, salt: bytes | None = None, log2_n: int = LOG2_N) -> str:
+    """``scrypt$ln=14,r=8,p=1$<salt>$<key>`` for a 4-6 digit claim (a fresh salt each time)."""
+    code = normalise_claim(code)
+    salt = os.urandom(SALT_BYTES) if salt is None else salt
+    key = _kdf(code, salt, log2_n, BLOCK_SIZE, PARALLEL)
+    return f"{SCHEME}$ln={log2_n},r={BLOCK_SIZE},p={PARALLEL}${_b64(salt)}${_b64(key)}"
+
+
+def _parse(stored: str) -> tuple[bytes, int, int, int, bytes]:
+    try:
+        scheme, params, salt, key = stored.split("$")
+        values = dict(item.split("=", 1) for item in params.split(","))
+        log2_n, r, p = int(values["ln"]), int(values["r"]), int(values["p"])
+        salt_bytes, key_bytes = _unb64(salt), _unb64(key)
+    except (ValueError, KeyError, binascii.Error):
+        raise ClaimHashError("the stored claim hash is malformed") from None
+    # bounded, so that a hostile record cannot make the kiosk spend minutes or gigabytes
+    if scheme != SCHEME or not (10 <= log2_n <= 20 and 1 <= r <= 16 and 1 <= p <= 4):
+        raise ClaimHashError(f"the stored claim hash uses unsupported parameters ({params})")
+    if len(salt_bytes) < 8 or len(key_bytes) != KEY_BYTES:
+        raise ClaimHashError("the stored claim hash has a short salt or key")
+    return salt_bytes, log2_n, r, p, key_bytes
+
+
+def claim_matches(code: str, stored: str) -> bool:
+    """Whether ``code`` is the claim hashed in ``stored`` (constant-time comparison)."""
+    salt, log2_n, r, p, key = _parse(stored)
+    return hmac.compare_digest(_kdf(normalise_claim(code), salt, log2_n, r, p), key)
+
+
+# -- the 1:1 / 1:few decision -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyPoint:
+    """With up to ``holders`` riders holding the claim near the face: the threshold."""
+
+    holders: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class VerifyPolicy:
+    """The strict verification of a face against the few riders it claims to be."""
+
+    points: tuple[VerifyPoint, ...]
+    normaliser: Normaliser
+    max_distance: float
+
+    def __post_init__(self) -> None:
+        counts = [p.holders for p in self.points]
+        if not counts or counts != sorted(set(counts)) or counts[0] != 1:
+            raise ValueError(f"verify points must start at 1 holder and rise, got {counts}")
+        if not 0.0 < self.max_distance < 2.0:
+            raise ValueError(f"max_distance must be in (0, 2), got {self.max_distance}")
+
+    @property
+    def threshold(self) -> float:
+        return self.max_distance
+
+    @property
+    def margin(self) -> float:
+        return 0.0
+
+    def score(self, candidates: Candidates, index: int = 0) -> float | None:
+        candidate = candidates.nearest[index]
+        return self.normaliser.distance(
+            candidate.distance, candidate.cohort, candidates.roster_people
+        )
+
+    def decide(self, candidates: Candidates) -> Decision:
+        """Accept the nearest of ``candidates`` (the holders only) when certain; else refuse."""
+        best = candidates.best
+        if best is None:
+            return Decision(
+                None, None, None, EMPTY_ROSTER if not candidates.roster_people else NOT_ENROLLED
+            )
+        gap = candidates.margin
+        point = next((p for p in self.points if len(candidates.nearest) <= p.holders), None)
+        if point is None:
+            return Decision(None, best.distance, gap, CLAIM_SHARED)
+        scores = [self.score(candidates, i) for i in range(len(candidates.nearest))]
+        passing = [
+            s is not None and s < point.threshold and c.distance < self.max_distance
+            for s, c in zip(scores, candidates.nearest, strict=True)
+        ]
+        if not passing[0]:
+            return Decision(None, best.distance, gap, NO_MATCH, scores[0])
+        if any(passing[1:]):
+            return Decision(None, best.distance, gap, AMBIGUOUS, scores[0])
+        return Decision(best.person_id, best.distance, gap, MATCH, scores[0])
+
+
+def verify_policy(points: dict[str, Any]) -> VerifyPolicy:
+    """The policy described by the ``verify`` section of an operating-points file."""
+    section = points["verify"]
+    return VerifyPolicy(
+        tuple(VerifyPoint(int(p["holders"]), float(p["threshold"])) for p in section["points"]),
+        normaliser(section),
+        float(section["max_distance"]),
+    )
+
+
+# -- checking a typed claim ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What a typed claim gave: the rider (or ``None``), why, and how many riders held it."""
+
+    person_id: str | None
+    reason: str
+    distance: float | None
+    holders: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.person_id is not None
+
+    @property
+    def wrong_try(self) -> bool:
+        """Counts towards the lockout: a code or a face that did not verify."""
+        return self.reason in (CLAIM_NOT_RECOGNISED, NO_MATCH, AMBIGUOUS, CLAIM_SHARED)
+
+
+def check_claim(
+    gallery: Gallery,
+    probe: Vector,
+    code: str,
+    claims: Mapping[str, str | None],
+    policy: VerifyPolicy,
+    shortlist: int = SHORTLIST,
+) -> ClaimResult:
+    """Verify ``probe`` against the riders near it who hold ``code`` (``claims``: their hashes).
+
+    ``ClaimFormatError`` when ``code`` is not 4-6 digits. A stored hash that cannot be read
+    counts as no claim set for that rider.
+    """
+    code = normalise_claim(code)
+    near = gallery.search(probe, k=shortlist)
+    if near.best is None:
+        return ClaimResult(None, EMPTY_ROSTER, None, 0)
+    close = [c.person_id for c in near.nearest if c.distance < policy.max_distance]
+    if not close:
+        return ClaimResult(None, NO_MATCH, near.best.distance, 0)
+    holders = []
+    for person in close:
+        stored = claims.get(person)
+        try:
+            if stored and claim_matches(code, stored):
+                holders.append(person)
+        except ClaimHashError:
+            continue
+    if not holders:
+        reason = CLAIM_NOT_RECOGNISED if claims.get(close[0]) else NO_CLAIM_SET
+        return ClaimResult(None, reason, near.best.distance, 0)
+    decision = policy.decide(gallery.verify(probe, holders))
+    return ClaimResult(decision.person_id, decision.reason, decision.distance, len(holders))
+
+
+# -- the lockout ------------------------------------------------------------------------------
+
+_LOCK_KEY = os.urandom(32)
+
+
+def lock_key(code: str) -> str:
+    """A key for ``ClaimLockout`` standing for a typed claim (the code is not kept in clear)."""
+    digest = hashlib.blake2b(normalise_claim(code).encode("ascii"), key=_LOCK_KEY, digest_size=16)
+    return "claim:" + digest.hexdigest()
+
+
+@dataclass
+class _Tries:
+    failures: list[float] = field(default_factory=list)
+    locked_until: float | None = None
+
+
+class ClaimLockout:
+    """``max_tries`` wrong tries within ``window_s`` lock a key for ``lock_s``.
+
+    A key is whatever the caller locks: a typed claim (``lock_key``), a face track id, or
+    both, each locked on its own. Pure: every method takes ``now`` (monotonic seconds).
+    """
+
+    def __init__(self, max_tries: int = 3, lock_s: float = 300.0, window_s: float = 600.0) -> None:
+        if max_tries < 1 or lock_s <= 0 or window_s <= 0:
+            raise ValueError("max_tries must be at least 1; lock_s and window_s positive")
+        self.max_tries = max_tries
+        self.lock_s = lock_s
+        self.window_s = window_s
+        self._keys: dict[str, _Tries] = {}
+
+    def locked_until(self, key: str, now: float) -> float | None:
+        """When the lock on ``key`` ends, or ``None`` when it is not locked."""
+        tries = self._keys.get(key)
+        if tries is None or tries.locked_until is None:
+            return None
+        if now >= tries.locked_until:
+            del self._keys[key]
+            return None
+        return tries.locked_until
+
+    def is_locked(self, key: str, now: float) -> bool:
+        return self.locked_until(key, now) is not None
+
+    def tries_left(self, key: str, now: float) -> int:
+        if self.is_locked(key, now):
+            return 0
+        tries = self._keys.get(key)
+        recent = [t for t in tries.failures if now - t < self.window_s] if tries else []
+        return self.max_tries - len(recent)
+
+    def failed(self, key: str, now: float) -> bool:
+        """Record a wrong try; ``True`` when it locks ``key`` (or it was locked already)."""
+        if self.is_locked(key, now):
+            return True
+        self._prune(now)
+        tries = self._keys.setdefault(key, _Tries())
+        tries.failures = [t for t in tries.failures if now - t < self.window_s] + [now]
+        if len(tries.failures) >= self.max_tries:
+            tries.locked_until = now + self.lock_s
+            tries.failures = []
+            return True
+        return False
+
+    def succeeded(self, key: str, now: float) -> None:
+        """A verified claim clears the wrong tries (not a lock that is running)."""
+        if not self.is_locked(key, now):
+            self._keys.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        for key in [
+            k
+            for k, t in self._keys.items()
+            if (t.locked_until is None or now >= t.locked_until)
+            and all(now - f >= self.window_s for f in t.failures)
+        ]:
+            del self._keys[key]

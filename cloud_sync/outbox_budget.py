@@ -40,6 +40,35 @@ def make_room(db: sqlite3.Connection, size: int, event_class: str, max_bytes: in
     return need <= 0
 
 
+def could_hold(db: sqlite3.Connection, size: int, event_class: str, max_bytes: int) -> bool:
+    """Whether ``make_room`` would succeed for ``size`` bytes: one read, nothing changed."""
+    need = used_bytes(db) + size - max_bytes
+    if need <= 0:
+        return True
+    victims = EVICTS[event_class]
+    marks = ",".join("?" * len(victims))
+    row = db.execute(
+        "SELECT COALESCE(SUM(size), 0) FROM events WHERE state = 'sent' "  # noqa: S608
+        f"OR (state = 'pending' AND class IN ({marks}))",
+        list(victims),
+    ).fetchone()
+    return int(row[0]) >= need
+
+
+def reserve(db: sqlite3.Connection, size: int, event_class: str, max_bytes: int) -> bool:
+    """Hold ``size`` bytes of the budget for an event not written yet (counted as used until
+    ``release``); False, and nothing held, when the room cannot be made."""
+    if not make_room(db, size, event_class, max_bytes):
+        return False
+    db.execute("UPDATE meta SET value = value + ? WHERE key = 'bytes_used'", [size])
+    return True
+
+
+def release(db: sqlite3.Connection, size: int) -> None:
+    """Give back bytes held by ``reserve`` (just before the event they were held for)."""
+    db.execute("UPDATE meta SET value = value - ? WHERE key = 'bytes_used'", [size])
+
+
 def count_dropped(db: sqlite3.Connection, event_class: str, count: int) -> None:
     db.execute("UPDATE meta SET value = value + ? WHERE key = ?", [count, f"dropped_{event_class}"])
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,18 +9,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-import uvicorn
 
 from cloud_sync.outbox import Outbox
 from edge import flow as f
-from edge.errors import EdgeError
+from edge import service
+from edge.rentals import Ledger
 from edge.runtime import Runtime
+from edge.service import CameraHealth
+from edge.serving import serve_in_thread
 from edge.settings import Settings
 from edge.slots import Inventory
 from edge.ui.server import ScreenHub, create_app
 from edge.vault.live import open_roster
+from edge.vault.store import RosterStore, read_pull_state
 from edge.vision import setup
-from edge.vision.live import LiveConfig, LivePipeline
+from edge.vision.live import LivePipeline
+from edge.vision.matcher import Gallery
+from hardware.cameras import Camera
 from hardware.cameras.factory import open_camera
 from hardware.driver import SerialBoard
 
@@ -31,43 +34,51 @@ log = structlog.get_logger("edge.assemble")
 MAINTENANCE_FLAG = "maintenance"
 
 
-def service_check(settings: Settings, roster_changed_at: float | None = None) -> str | None:
-    """A reason the kiosk may not rent right now, from what it can see locally."""
-    if (settings.kiosk.state_dir / MAINTENANCE_FLAG).exists():
-        return "maintenance"
-    if datetime.now(UTC).year < 2024:
-        return "clock_not_set"
-    return None
+def roster_refreshed_at(roster: RosterStore) -> float | None:
+    """When the roster was last known current: its last successful pull from the cloud or
+    its last change (an applied delta, an enrolment), whichever is later; None if neither.
+
+    A pull that finds nothing new still counts: the kiosk then holds the cloud's latest.
+    """
+    pulled = read_pull_state(roster.path)
+    times = [roster.info().changed_at, None if pulled is None else pulled.checked_at]
+    known = [value for value in times if value is not None]
+    return max(known) if known else None
+
+
+def service_check(
+    settings: Settings,
+    *,
+    ledger: Ledger | None = None,
+    roster: RosterStore | None = None,
+    camera: CameraHealth | None = None,
+) -> str | None:
+    """A reason the kiosk may not rent right now, from what it can see locally.
+
+    Maintenance, the clock, room in the outbox for one more rental's event, the roster's
+    age (``roster.max_age_h``, from ``roster_refreshed_at``) and the camera; the runtime
+    adds the board. See ``edge.service`` for the reasons and their order.
+    """
+    now = datetime.now(UTC)
+    return service.reason(
+        service.Conditions(
+            now=now.timestamp(),
+            year=now.year,
+            maintenance=(settings.kiosk.state_dir / MAINTENANCE_FLAG).exists(),
+            money_room=True if ledger is None else ledger.has_room(),
+            roster_at=None if roster is None else roster_refreshed_at(roster),
+            roster_max_age_s=settings.roster.max_age_h * 3600,
+            camera_down=None if camera is None else camera.down,
+        )
+    )
 
 
 @contextmanager
 def rider_page(hub: ScreenHub, settings: Settings) -> Iterator[str]:
     """Serve the rider page on the configured local address while the block runs."""
     app = create_app(hub, settings.ui.language)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.ui.host,
-            port=settings.ui.port,
-            log_level="warning",
-            timeout_graceful_shutdown=1,
-        )
-    )
-    thread = threading.Thread(target=server.run, name="rider-page", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise EdgeError(
-                f"the rider page cannot listen on {settings.ui.host}:{settings.ui.port}"
-            )
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.ui.port
-    try:
-        yield f"http://{settings.ui.host}:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
+    with serve_in_thread(app, settings.ui.host, settings.ui.port, "rider page") as url:
+        yield url
 
 
 @dataclass
@@ -77,8 +88,12 @@ class Parts:
     hub: ScreenHub
 
 
-def assemble(settings: Settings) -> Parts:
-    """Every part from the settings; errors name the part and the setting to fix."""
+def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
+    """Every part from the settings; errors name the part and the setting to fix.
+
+    ``camera`` replaces the configured one (``kiosk demo`` scripts its own); its health is
+    then not followed.
+    """
     kiosk_id = settings.kiosk.id
     state_dir: Path = settings.kiosk.state_dir
     outbox = Outbox(settings.outbox_path, kiosk_id, max_bytes=settings.outbox.max_bytes)
@@ -89,29 +104,38 @@ def assemble(settings: Settings) -> Parts:
     vision = settings.vision
     pipeline = LivePipeline(
         engine,
-        setup.gallery(roster, engine.model_version),
+        Gallery([]),  # the runtime loads the roster into it, once
         setup.policy(vision),
         quality=setup.quality_config(vision.quality),
-        config=LiveConfig(
-            detect_width=vision.live_detect_width,
-            consensus_k=vision.consensus_k,
-            consensus_n=vision.consensus_n,
-            track_lost_s=vision.track_lost_s,
-            reverify_s=vision.reverify_s,
-        ),
+        config=setup.live_config(vision),
         liveness=setup.liveness_config(vision) if vision.liveness.method != "off" else None,
     )
-    camera = open_camera(settings.camera, vision.max_image_pixels)
-    board = SerialBoard.from_config(settings.board).open()
-    inventory = Inventory(state_dir / "slots.db", settings.board.slots, outbox=outbox)
+    camera_health = CameraHealth()
+    if camera is None:
+        camera = open_camera(
+            settings.camera, vision.max_image_pixels, on_status=camera_health.update
+        )
+    board = SerialBoard.from_config(
+        settings.board, eject_timeout_s=settings.flow.board_eject_s
+    ).open()
+    inventory = Inventory(
+        state_dir / "slots.db",
+        settings.board.slots,
+        outbox=outbox,
+        min_charge=settings.board.min_charge_pct,
+    )
     hub = ScreenHub()
-    timeouts = f.Timeouts(**settings.flow.model_dump())
+    timeouts = f.Timeouts(**settings.flow.model_dump(include=set(f.Timeouts.__dataclass_fields__)))
     flow = f.Flow(
         mode=settings.kiosk.mode,
         timeouts=timeouts,
         route=settings.kiosk.route,
         vehicle=settings.kiosk.vehicle,
     )
+
+    def check() -> str | None:  # the ledger is the runtime's
+        return service_check(settings, ledger=runtime.ledger, roster=roster, camera=camera_health)
+
     runtime = Runtime(
         kiosk_id=kiosk_id,
         flow=flow,
@@ -124,6 +148,9 @@ def assemble(settings: Settings) -> Parts:
         roster=roster,
         hub=hub,
         model_version=engine.model_version,
-        service_check=lambda: service_check(settings),
+        service_check=check,
+        camera_health=camera_health,
+        status_every_s=settings.flow.status_every_s,
+        status_offline_every_s=settings.flow.status_offline_every_s,
     )
     return Parts(runtime, board, hub)

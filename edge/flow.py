@@ -1,6 +1,6 @@
 """The rider's flow at the kiosk, as a pure state machine.
 
-Inputs are frozen dataclasses that carry the monotonic time they happened (``at``); the
+Inputs (``edge.flow_values``, re-exported here) are frozen dataclasses that carry the monotonic time they happened (``at``); the
 machine returns effects for the runtime to carry out: what the screen shows, which slot to
 eject, which event to record. It never reads a clock, a camera, a board or a database, so
 every path (a rider who walks away, a jammed slot, a powerbank not taken, the same rider
@@ -13,180 +13,89 @@ Phases::
       │               └──face gone──> idle                                      ├─taken──> result (rental.started)
       └──────────────── result shown long enough <──────────────────────────────┴─not taken / jam──> result (rental.failed)
 
+    ejecting ──board silent / unsure──> confirming ("please wait") ──board answers──> take / result
+                                            └──still unsure──> result (no event: the ledger settles it)
+
 ``out_of_service`` is entered from idle or checking whenever the runtime reports a reason
 (maintenance, outbox full, roster too old, clock not set, board not answering); a rental
 already under way finishes first. Returns are recorded in every phase.
+
+An eject the board may have carried out is never recorded as failed on a guess: the flow
+waits in ``confirming`` while the runtime asks the board again (same request id), and when
+even that gives no answer it lets the rider go and hands the rental over (``Unsettled``)
+to be settled from the slot's status.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
 
-Mode = Literal["rental", "boarding"]
+from edge.flow_values import (
+    Effect,
+    Eject,
+    EjectAborted,
+    Ejected,
+    EjectFailed,
+    EjectUnconfirmed,
+    EjectUnsettled,
+    FaceGone,
+    FaceSeen,
+    Input,
+    Mode,
+    NotRecognised,
+    NotTaken,
+    Recognised,
+    Record,
+    Returned,
+    Screen,
+    Service,
+    Show,
+    Taken,
+    Tick,
+    Timeouts,
+    Unsettled,
+    record,
+)
+
+__all__ = [
+    "Effect",
+    "Eject",
+    "EjectAborted",
+    "EjectFailed",
+    "EjectUnconfirmed",
+    "EjectUnsettled",
+    "Ejected",
+    "FaceGone",
+    "FaceSeen",
+    "Flow",
+    "Input",
+    "Mode",
+    "NotRecognised",
+    "NotTaken",
+    "Phase",
+    "Recognised",
+    "Record",
+    "Returned",
+    "Screen",
+    "Service",
+    "Show",
+    "Taken",
+    "Tick",
+    "Timeouts",
+    "Unsettled",
+    "record",
+]
 
 
 class Phase(StrEnum):
     IDLE = "idle"
     CHECKING = "checking"
     EJECTING = "ejecting"
+    CONFIRMING = "confirming"
     TAKE = "take"
     RESULT = "result"
     OUT_OF_SERVICE = "out_of_service"
-
-
-# -- inputs -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FaceSeen:
-    """A face is in view but no decision yet; ``hint`` is what the rider should do."""
-
-    at: float
-    faces: int = 1
-    hint: str | None = None  # "come_closer", "look_at_camera", "more_light", "blink", ...
-
-
-@dataclass(frozen=True)
-class FaceGone:
-    at: float
-
-
-@dataclass(frozen=True)
-class Recognised:
-    """The vision pipeline's accepted decision, with eligibility and a slot worked out."""
-
-    at: float
-    person_id: str
-    first_name: str
-    refusal: str | None = None  # None, or "open_rental", "blocked", "expired", "not_allowed"
-    slot: int | None = None  # the slot to eject; None when no charged powerbank is ready
-
-
-@dataclass(frozen=True)
-class NotRecognised:
-    at: float
-    reason: str  # "unknown", "ambiguous", "liveness", "claim required", ...
-
-
-@dataclass(frozen=True)
-class Ejected:
-    """The board reports the powerbank presented at the slot's mouth."""
-
-    at: float
-    slot: int
-    powerbank_id: str
-
-
-@dataclass(frozen=True)
-class EjectFailed:
-    at: float
-    slot: int
-    reason: str  # "jammed", "board_fault", "no_answer", ...
-
-
-@dataclass(frozen=True)
-class Taken:
-    at: float
-    slot: int
-
-
-@dataclass(frozen=True)
-class NotTaken:
-    """The latch re-locked with the powerbank still in the slot."""
-
-    at: float
-    slot: int
-
-
-@dataclass(frozen=True)
-class Returned:
-    at: float
-    slot: int
-    powerbank_id: str
-    charge: int | None = None
-
-
-@dataclass(frozen=True)
-class Service:
-    """The runtime's view of whether the kiosk may rent: ``reason`` None means it may."""
-
-    at: float
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class Tick:
-    at: float
-
-
-Input = (
-    FaceSeen
-    | FaceGone
-    | Recognised
-    | NotRecognised
-    | Ejected
-    | EjectFailed
-    | Taken
-    | NotTaken
-    | Returned
-    | Service
-    | Tick
-)
-
-# -- effects ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Screen:
-    """What the rider page shows: a message key (see edge/ui/strings) and its values."""
-
-    key: str
-    tone: Literal["info", "ok", "error"] = "info"
-    name: str | None = None
-    slot: int | None = None
-    detail: str | None = None
-
-
-@dataclass(frozen=True)
-class Show:
-    screen: Screen
-
-
-@dataclass(frozen=True)
-class Eject:
-    slot: int
-    rental_id: str
-    person_id: str
-
-
-@dataclass(frozen=True)
-class Record:
-    """An event for the outbox; the runtime stamps id, seq and time."""
-
-    type: str
-    payload: tuple[tuple[str, str | int | float | None], ...]
-
-    def as_dict(self) -> dict[str, str | int | float | None]:
-        return dict(self.payload)
-
-
-def record(event_type: str, **payload: str | int | float | None) -> Record:
-    return Record(event_type, tuple(sorted(payload.items())))
-
-
-Effect = Show | Eject | Record
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    checking_s: float = 10.0  # a face in view with no decision
-    eject_s: float = 8.0  # the board must present the powerbank
-    take_s: float = 30.0  # the rider must take it (the board re-locks by then)
-    result_s: float = 5.0  # how long a result stays on screen
-    repeat_guard_s: float = 60.0  # the same rider is not served twice within this
-    boarding_window_s: float = 600.0  # one boarding per rider per window
 
 
 @dataclass
@@ -247,7 +156,7 @@ class Flow:
         match self.phase:
             case Phase.IDLE | Phase.CHECKING | Phase.RESULT:
                 return self._looking(event, rental_id)
-            case Phase.EJECTING | Phase.TAKE:
+            case Phase.EJECTING | Phase.CONFIRMING | Phase.TAKE:
                 return self._renting(event)
             case Phase.OUT_OF_SERVICE:
                 return []
@@ -317,15 +226,24 @@ class Flow:
         rental = self.rental
         if rental is None:  # pragma: no cover - a phase invariant
             return self._rest(event.at)
-        if (
-            isinstance(event, Ejected)
-            and event.slot == rental.slot
-            and self.phase == Phase.EJECTING
-        ):
+        unsure = self.phase in (Phase.EJECTING, Phase.CONFIRMING)
+        if isinstance(event, Ejected) and event.slot == rental.slot and unsure:
             rental.powerbank_id = event.powerbank_id
             return self._go(
                 Phase.TAKE, event.at, Screen("take", "ok", name=rental.first_name, slot=rental.slot)
             )
+        if isinstance(event, EjectUnconfirmed) and event.slot == rental.slot and unsure:
+            return self._confirming(event.at) if self.phase == Phase.EJECTING else []
+        if isinstance(event, EjectUnsettled) and event.slot == rental.slot and unsure:
+            return self._let_go(event.at)
+        if (
+            isinstance(event, EjectAborted)
+            and event.slot == rental.slot
+            and self.phase == Phase.EJECTING
+        ):
+            self.rental = None
+            self.out_of_service = event.reason
+            return self._rest(event.at)
         if isinstance(event, EjectFailed) and event.slot == rental.slot:
             return self._fail(
                 event.at, event.reason, Screen("eject_failed", "error", slot=rental.slot)
@@ -350,6 +268,19 @@ class Flow:
         if isinstance(event, NotTaken) and event.slot == rental.slot:
             return self._fail(event.at, "not_taken", Screen("not_taken", "error", slot=rental.slot))
         return []  # faces, other slots: the rental in progress keeps the screen
+
+    def _confirming(self, at: float) -> list[Effect]:
+        rental = self.rental
+        assert rental is not None
+        screen = Screen("eject_wait", name=rental.first_name, slot=rental.slot)
+        return self._go(Phase.CONFIRMING, at, screen)
+
+    def _let_go(self, at: float) -> list[Effect]:
+        rental = self.rental
+        assert rental is not None
+        self.rental = None
+        screen = Screen("eject_unconfirmed", "error", slot=rental.slot)
+        return [*self._result(at, screen), Unsettled(rental.slot, rental.rental_id)]
 
     def _fail(self, at: float, reason: str, screen: Screen) -> list[Effect]:
         rental = self.rental
@@ -388,9 +319,10 @@ class Flow:
         if self.phase == Phase.CHECKING and elapsed >= timeouts.checking_s:
             return self._rest(at)
         if self.phase == Phase.EJECTING and elapsed >= timeouts.eject_s and self.rental is not None:
-            return self._fail(
-                at, "no_answer", Screen("eject_failed", "error", slot=self.rental.slot)
-            )
+            return self._confirming(at)  # no word from the board: it may have ejected
+        confirm_s = timeouts.confirm_s + timeouts.eject_s  # the runtime gives up before this
+        if self.phase == Phase.CONFIRMING and elapsed >= confirm_s and self.rental is not None:
+            return self._let_go(at)
         if self.phase == Phase.TAKE and elapsed >= timeouts.take_s and self.rental is not None:
             return self._fail(at, "not_taken", Screen("not_taken", "error", slot=self.rental.slot))
         if self.phase == Phase.RESULT and elapsed >= timeouts.result_s:

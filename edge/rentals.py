@@ -7,16 +7,30 @@ the outbox never disagree. Before an eject is sent to the board, the rental is w
 outcome finds the intent at start and settles it from the board's slot status, so there is
 never an eject without its event nor an event without its eject.
 
-Eligibility is a pure function of the rider's entitlements and their open rentals here.
+The intent also reserves room in the outbox's disk budget for the event that will settle
+it (``SETTLE_RESERVE`` bytes, counted as used until the rental settles): when even that
+room cannot be made, ``begin`` raises ``OutboxFullError`` and the eject is never sent, so
+a full outbox stops rentals instead of ejecting a powerbank without a record.
+``has_room`` answers the same question without reserving, for the service check.
+
+Eligibility (``refusal``) is a pure function of the rider's entitlements, the kiosk's mode
+and the rider's open rentals.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Literal
 
-from cloud_sync.outbox import Outbox
+from cloud_sync.errors import OutboxFullError
+from cloud_sync.outbox import Outbox, OutboxTransaction
+from cloud_sync.outbox_budget import could_hold, release, reserve, used_bytes
 from cloud_sync.roster_wire import Entitlements
+
+#: Budget bytes held for the event that settles an eject (rental.started or rental.failed):
+#: more than the largest such event the schemas allow, plus the outbox's row overhead.
+SETTLE_RESERVE = 1280
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rentals (
@@ -25,16 +39,32 @@ CREATE TABLE IF NOT EXISTS rentals (
     slot INTEGER NOT NULL,
     powerbank_id TEXT,
     state TEXT NOT NULL CHECK (state IN ('ejecting', 'open', 'failed', 'closed')),
-    reason TEXT
+    reason TEXT,
+    reserved INTEGER NOT NULL DEFAULT 0
 )
 """
 
 
-def refusal(entitlements: Entitlements, open_rentals: int, today: date) -> str | None:
-    """Why this rider may not rent now, or None when they may."""
+def refusal(
+    entitlements: Entitlements,
+    open_rentals: int,
+    today: date,
+    mode: Literal["rental", "boarding"] = "rental",
+) -> str | None:
+    """Why this rider may not rent (or board, in boarding mode) now; None when they may.
+
+    Renting needs ``may_rent``, a membership still valid today and fewer open rentals than
+    ``max_open_rentals``. Boarding needs ``boarding_allowed`` and a valid membership; open
+    rentals and ``may_rent`` are rental matters and do not stop a boarding.
+    """
+    expired = entitlements.valid_until is not None and entitlements.valid_until < today
+    if mode == "boarding":
+        if not entitlements.boarding_allowed:
+            return "not_allowed"
+        return "expired" if expired else None
     if not entitlements.may_rent:
         return "blocked"
-    if entitlements.valid_until is not None and entitlements.valid_until < today:
+    if expired:
         return "expired"
     if open_rentals >= entitlements.max_open_rentals:
         return "open_rental"
@@ -56,7 +86,15 @@ class Ledger:
         self._outbox = outbox
         with outbox.transaction() as tx:
             tx.execute(SCHEMA)
+            columns = {row[1] for row in tx.execute("PRAGMA table_info(rentals)").fetchall()}
+            if "reserved" not in columns:  # a ledger written before reservations
+                tx.execute("ALTER TABLE rentals ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0")
             tx.execute("CREATE INDEX IF NOT EXISTS rentals_person ON rentals (person_id, state)")
+
+    def has_room(self) -> bool:
+        """Whether the outbox could hold the event of one more rental: one read, no lock
+        and no change (``begin`` decides for certain)."""
+        return could_hold(self._outbox.connection, SETTLE_RESERVE, "money", self._outbox.max_bytes)
 
     def open_count(self, person_id: str) -> int:
         row = self._outbox.connection.execute(
@@ -66,12 +104,36 @@ class Ledger:
         return int(row[0])
 
     def begin(self, rental_id: str, person_id: str, slot: int, powerbank_id: str | None) -> None:
-        """Write the intent to eject (and which powerbank the slot holds), before the board is asked."""
-        with self._outbox.transaction() as tx:
+        """Write the intent to eject (and which powerbank the slot holds), before the board is asked.
+
+        Reserves the room of the event that will settle it; ``OutboxFullError`` (and nothing
+        written) when the outbox cannot make that room.
+        """
+        outbox = self._outbox
+        with outbox.transaction() as tx:
+            if not reserve(tx.connection, SETTLE_RESERVE, "money", outbox.max_bytes):
+                raise OutboxFullError(
+                    f"{outbox.path}: no room to record rental {rental_id}: the outbox holds "
+                    f"{used_bytes(tx.connection)} of {outbox.max_bytes} bytes the cloud has not "
+                    "acknowledged; rentals stop until the kiosk syncs"
+                )
             tx.execute(
-                "INSERT INTO rentals (rental_id, person_id, slot, powerbank_id, state) VALUES (?, ?, ?, ?, 'ejecting')",
-                (rental_id, person_id, slot, powerbank_id),
+                "INSERT INTO rentals (rental_id, person_id, slot, powerbank_id, state, reserved) "
+                "VALUES (?, ?, ?, ?, 'ejecting', ?)",
+                (rental_id, person_id, slot, powerbank_id, SETTLE_RESERVE),
             )
+
+    def _settle(self, tx: OutboxTransaction, rental_id: str) -> tuple[str, int] | None:
+        """Inside ``tx``: the intent's person and slot, its reservation given back; None if settled."""
+        row = tx.execute(
+            "SELECT person_id, slot, reserved FROM rentals WHERE rental_id = ? AND state = 'ejecting'",
+            (rental_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        release(tx.connection, int(row[2]))
+        tx.execute("UPDATE rentals SET reserved = 0 WHERE rental_id = ?", (rental_id,))
+        return str(row[0]), int(row[1])
 
     def unsettled(self) -> list[Intent]:
         rows = self._outbox.connection.execute(
@@ -85,10 +147,7 @@ class Ledger:
     def started(self, rental_id: str, powerbank_id: str) -> bool:
         """The rider took the powerbank: open the rental and record ``rental.started``."""
         with self._outbox.transaction() as tx:
-            row = tx.execute(
-                "SELECT person_id, slot FROM rentals WHERE rental_id = ? AND state = 'ejecting'",
-                (rental_id,),
-            ).fetchone()
+            row = self._settle(tx, rental_id)
             if row is None:
                 return False
             tx.execute(
@@ -108,10 +167,7 @@ class Ledger:
     def failed(self, rental_id: str, reason: str) -> bool:
         """No powerbank went out: close the intent and record ``rental.failed``."""
         with self._outbox.transaction() as tx:
-            row = tx.execute(
-                "SELECT person_id, slot FROM rentals WHERE rental_id = ? AND state = 'ejecting'",
-                (rental_id,),
-            ).fetchone()
+            row = self._settle(tx, rental_id)
             if row is None:
                 return False
             tx.execute(

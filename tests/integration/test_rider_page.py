@@ -53,7 +53,7 @@ STATES = [
         Screen("out_of_service", "error", detail="maintenance"),
         "Out of service",
         "This kiosk cannot rent right now. Returns still work.",
-        "",
+        "A technician is looking after this kiosk.",
     ),
 ]
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.flow import (
     Eject,
+    EjectAborted,
     Ejected,
     EjectFailed,
+    EjectUnconfirmed,
+    EjectUnsettled,
     FaceGone,
     FaceSeen,
     Flow,
@@ -24,14 +29,15 @@ from edge.flow import (
     Taken,
     Tick,
     Timeouts,
+    Unsettled,
 )
 
 
-def screens(effects: list[object]) -> list[str]:
+def screens(effects: Sequence[object]) -> list[str]:
     return [effect.screen.key for effect in effects if isinstance(effect, Show)]
 
 
-def records(effects: list[object]) -> list[Record]:
+def records(effects: Sequence[object]) -> list[Record]:
     return [effect for effect in effects if isinstance(effect, Record)]
 
 
@@ -116,13 +122,73 @@ def test_jammed_slot_records_failure_never_started() -> None:
     ]
 
 
-def test_board_silent_during_eject_times_out_as_failure() -> None:
+def test_board_silent_during_eject_asks_the_rider_to_wait_and_records_nothing() -> None:
+    """The powerbank may be out: a silent board is never recorded as a failed rental."""
     flow = Flow()
     flow.handle(asha(0.0), rental_id="R1")
     assert flow.handle(Tick(Timeouts().eject_s - 0.1)) == []
     effects = flow.handle(Tick(Timeouts().eject_s))
-    assert [r.type for r in records(effects)] == ["rental.failed"]
-    assert records(effects)[0].as_dict()["reason"] == "no_answer"
+    assert screens(effects) == ["eject_wait"] and records(effects) == []
+    assert flow.phase == Phase.CONFIRMING
+    assert flow.handle(Tick(Timeouts().eject_s + Timeouts().confirm_s)) == []
+
+
+def test_an_unconfirmed_eject_waits_then_completes_when_the_board_answers() -> None:
+    flow = Flow()
+    flow.handle(asha(0.0), rental_id="R1")
+    effects = flow.handle(EjectUnconfirmed(1.0, 4))
+    assert screens(effects) == ["eject_wait"] and records(effects) == []
+    assert flow.handle(FaceSeen(1.5)) == [] and flow.handle(asha(1.6)) == []
+    assert flow.handle(Service(2.0, "board_offline")) == []
+    assert screens(flow.handle(Ejected(5.0, 4, "PB-9"))) == ["take"]
+    assert [r.type for r in records(flow.handle(Taken(6.0, 4)))] == ["rental.started"]
+
+
+def test_an_unconfirmed_jam_is_a_failure_once_the_board_says_so() -> None:
+    flow = Flow()
+    flow.handle(asha(0.0), rental_id="R1")
+    flow.handle(EjectUnconfirmed(1.0, 4))
+    effects = flow.handle(EjectFailed(3.0, 4, "jammed"))
+    assert [(r.type, r.as_dict()["reason"]) for r in records(effects)] == [
+        ("rental.failed", "jammed")
+    ]
+
+
+def test_an_eject_never_confirmed_lets_the_rider_go_without_an_event() -> None:
+    flow = Flow()
+    flow.handle(asha(0.0), rental_id="R1")
+    flow.handle(EjectUnconfirmed(1.0, 4))
+    effects = flow.handle(EjectUnsettled(20.0, 4))
+    assert screens(effects) == ["eject_unconfirmed"] and records(effects) == []
+    assert Unsettled(4, "R1") in effects
+    assert flow.rental is None and flow.phase == Phase.RESULT
+    # a late answer about that eject changes nothing
+    assert flow.handle(Ejected(21.0, 4, "PB-9")) == [] and flow.handle(Taken(22.0, 4)) == []
+
+
+def test_the_flow_lets_go_by_itself_if_the_runtime_never_answers() -> None:
+    flow = Flow()
+    timeouts = Timeouts()
+    flow.handle(asha(0.0), rental_id="R1")
+    flow.handle(EjectUnconfirmed(1.0, 4))
+    give_up = 1.0 + timeouts.confirm_s + timeouts.eject_s
+    assert flow.handle(Tick(give_up - 0.1)) == []
+    effects = flow.handle(Tick(give_up))
+    assert Unsettled(4, "R1") in effects and records(effects) == []
+
+
+def test_an_eject_aborted_before_it_was_sent_goes_out_of_service_without_an_event() -> None:
+    flow = Flow()
+    flow.handle(FaceSeen(0.0))
+    flow.handle(asha(0.1), rental_id="R1")
+    effects = flow.handle(EjectAborted(0.1, 4, "outbox_full"))
+    assert records(effects) == [] and flow.rental is None
+    show = effects[0]
+    assert isinstance(show, Show)
+    assert (show.screen.key, show.screen.detail) == ("out_of_service", "outbox_full")
+    assert flow.handle(asha(1.0)) == []
+    assert flow.handle(Service(2.0, "outbox_full")) == []
+    assert screens(flow.handle(Service(3.0, None))) == ["idle"]
 
 
 def test_powerbank_not_taken_latch_relocks() -> None:
@@ -235,6 +301,9 @@ def inputs() -> st.SearchStrategy[Input]:
         st.builds(NotRecognised, at=st.just(0.0), reason=st.just("unknown")),
         st.builds(Ejected, at=st.just(0.0), slot=slots, powerbank_id=st.just("PB")),
         st.builds(EjectFailed, at=st.just(0.0), slot=slots, reason=st.just("jammed")),
+        st.builds(EjectUnconfirmed, at=st.just(0.0), slot=slots),
+        st.builds(EjectUnsettled, at=st.just(0.0), slot=slots),
+        st.builds(EjectAborted, at=st.just(0.0), slot=slots, reason=st.just("outbox_full")),
         st.builds(Taken, at=st.just(0.0), slot=slots),
         st.builds(NotTaken, at=st.just(0.0), slot=slots),
         st.builds(Returned, at=st.just(0.0), slot=slots, powerbank_id=st.just("PB")),
@@ -249,7 +318,7 @@ def test_invariants_hold_for_any_sequence(steps: list[tuple[Input, float]]) -> N
     flow = Flow()
     now = 0.0
     open_ejects: dict[int, str] = {}  # slot -> rental id ejected and not yet settled
-    settled: set[str] = set()
+    settled: set[str] = set()  # by an event, or handed over unsettled
     for event, gap in steps:
         now += gap
         event = type(event)(**{**event.__dict__, "at": now})
@@ -267,5 +336,13 @@ def test_invariants_hold_for_any_sequence(steps: list[tuple[Input, float]]) -> N
                 assert rental_id not in settled, "a rental settled twice"
                 settled.add(rental_id)
                 del open_ejects[slot]
-        if flow.phase not in (Phase.EJECTING, Phase.TAKE):
+            if isinstance(effect, Unsettled):
+                assert open_ejects.get(effect.slot) == effect.rental_id
+                assert effect.rental_id not in settled, "handed over after it settled"
+                settled.add(effect.rental_id)
+                del open_ejects[effect.slot]
+        if isinstance(event, EjectAborted) and flow.rental is None:
+            assert not any(isinstance(effect, Record) for effect in effects)
+            open_ejects.clear()  # never sent: nothing to settle
+        if flow.phase not in (Phase.EJECTING, Phase.CONFIRMING, Phase.TAKE):
             assert not open_ejects, f"phase {flow.phase} left an eject unsettled"

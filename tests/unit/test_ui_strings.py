@@ -54,3 +54,13 @@ def test_placeholders_match_across_languages() -> None:
 def test_unknown_language_fails_at_start() -> None:
     with pytest.raises(ValueError, match="no strings for language 'xx'"):
         load_strings("xx")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_out_of_service_reason_has_words(language: str) -> None:
+    source = (Path(__file__).resolve().parents[2] / "edge" / "service.py").read_text("utf-8")
+    reasons = set(re.findall(r'return "([a-z_]+)"', source)) | {"stopping"}
+    assert {"maintenance", "outbox_full", "camera_lost"} <= reasons
+    strings = load_strings(language)
+    for reason in reasons:
+        assert strings["service"][reason].strip(), f"{language}: {reason} has no words"

@@ -23,6 +23,7 @@
     let detail = "";
     if (state.key === "checking" && state.detail) detail = (strings.hint || {})[state.detail] || "";
     if (state.key === "not_eligible" && state.detail) detail = (strings.refusal || {})[state.detail] || "";
+    if (state.key === "out_of_service" && state.detail) detail = (strings.service || {})[state.detail] || "";
     document.getElementById("detail").textContent = detail;
     const offline = document.getElementById("offline");
     offline.hidden = !state.offline;

@@ -1,0 +1,71 @@
+"""``kiosk demo``: the whole appliance on this machine, walked through a short scenario."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge.cli.context import state
+
+
+def demo(
+    ctx: typer.Context,
+    enroll: Annotated[
+        Path | None,
+        typer.Option(
+            "--enroll",
+            help="Riders the operator adds in the cloud: one sub-folder per rider, or images "
+            "named by rider id (default: the bundled sample rider). The first one rents.",
+            metavar="DIR",
+        ),
+    ] = None,
+    stranger: Annotated[
+        Path | None,
+        typer.Option(
+            "--stranger",
+            help="A photo of somebody not enrolled, for the unknown face (default: the rider "
+            "is deleted in the cloud and shows their face again).",
+            metavar="PHOTO",
+        ),
+    ] = None,
+    rounds: Annotated[
+        int,
+        typer.Option("--rounds", min=1, max=1000, help="Rounds of the scenario to run."),
+    ] = 1,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Repeat the scenario until interrupted (Ctrl-C).")
+    ] = False,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="Where the demo keeps its state (made fresh in DIR/appliance on each run).",
+            metavar="DIR",
+        ),
+    ] = Path("demo-state"),
+    fps: Annotated[
+        float, typer.Option("--fps", min=1.0, max=60.0, help="Camera frames per second.")
+    ] = 8.0,
+) -> None:
+    """Run the whole appliance here: cloud API, board simulator, kiosk, sync, rider page.
+
+    One round: the sample rider rents a powerbank, returns it into another slot, and an
+    unknown face is refused; each step prints what the rider screen says and what reached
+    the cloud. Liveness is off (the camera shows still photos). Logs below warning level
+    appear only with --debug.
+    """
+    from edge.demo import run_demo
+
+    cli = state(ctx)
+    quiet = {} if cli.debug else {"log": {"level": "warning"}}  # the scenario speaks on stdout
+    settings = cli.settings(kiosk={"state_dir": str(state_dir)}, camera={"fps": fps}, **quiet)
+    summary = run_demo(
+        settings, say=typer.echo, enroll=enroll, stranger=stranger, rounds=0 if loop else rounds
+    )
+    typer.echo(
+        f"done in {summary.seconds:.1f} s: {summary.rounds} round(s), {summary.rentals} "
+        f"rental(s), {summary.returns} return(s), {summary.refused} unknown face(s) refused; "
+        f"{summary.cloud_events} events in the cloud; state in {summary.state_dir}"
+    )

@@ -66,8 +66,16 @@ class VisionSection(BaseModel):
     max_upsample: int = Field(default=1, ge=0, le=2)
     min_detection_score: float = Field(default=0.25, ge=-1.0, le=3.0)
     max_image_pixels: int = Field(default=40_000_000, ge=1_000_000, le=200_000_000)
+    # "cohort": the roster-size aware policy with the claim step (docs/face-pipeline.md),
+    # its numbers from operating_points (default: the file calibrated on lfw-dev that ships
+    # in edge/vision); "threshold": match_threshold and match_margin alone.
+    policy: Literal["cohort", "threshold"] = "cohort"
+    operating_points: Path | None = None
     match_threshold: float = Field(default=0.47, gt=0.1, lt=0.8)
     match_margin: float = Field(default=0.08, ge=0.0, lt=0.5)
+    claim_tries: int = Field(default=3, ge=1, le=10, description="wrong claims before a lock")
+    claim_lock_s: float = Field(default=300.0, ge=10.0, le=86400.0)
+    claim_window_s: float = Field(default=600.0, ge=10.0, le=86400.0)
     consensus_k: int = Field(default=2, ge=1, le=10)
     consensus_n: int = Field(default=3, ge=1, le=20)
     track_lost_s: float = Field(default=0.7, gt=0.0, le=10.0)
@@ -118,13 +126,95 @@ class UiSection(BaseModel):
 
 
 class FlowSection(BaseModel):
-    """Timeouts of the rider's flow, in seconds."""
+    """Timeouts of the rider's flow and the runtime's board intervals, in seconds.
+
+    ``board_eject_s`` is the slot-board driver's own eject timeout (how long it waits for
+    the board to present the powerbank, asking again with the same request id meanwhile);
+    ``eject_s``, the flow's, must be longer, so the flow never gives up before the driver.
+    An eject the board may have carried out without confirming it is settled by asking the
+    board again for up to ``confirm_s`` while the rider is asked to wait.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     checking_s: float = Field(default=10.0, gt=0, le=120)
     eject_s: float = Field(default=8.0, gt=0, le=120)
+    board_eject_s: float = Field(
+        default=5.0, gt=0, le=110, description="the board driver's eject timeout"
+    )
+    confirm_s: float = Field(
+        default=30.0, gt=0, le=600, description="asking again about an unconfirmed eject"
+    )
     take_s: float = Field(default=30.0, gt=0, le=300)
     result_s: float = Field(default=5.0, gt=0, le=60)
     repeat_guard_s: float = Field(default=60.0, ge=0, le=3600)
     boarding_window_s: float = Field(default=600.0, ge=0, le=86400)
+    status_every_s: float = Field(
+        default=5.0, ge=0.2, le=300, description="slot status re-read while the board answers"
+    )
+    status_offline_every_s: float = Field(
+        default=1.0, ge=0.2, le=300, description="slot status re-read while it does not"
+    )
+
+    @model_validator(mode="after")
+    def _flow_outlasts_driver(self) -> FlowSection:
+        if self.eject_s <= self.board_eject_s:
+            raise ValueError(
+                f"flow.eject_s ({self.eject_s:g} s) must be longer than flow.board_eject_s "
+                f"({self.board_eject_s:g} s), so the flow never gives up on an eject before "
+                "the board driver does"
+            )
+        return self
+
+
+def _default_restart() -> list[list[str]]:
+    return [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "restart", "kiosk-edge.service", "kiosk-sync.service", "kiosk-ui.service"],
+    ]
+
+
+class UpdateSection(BaseModel):
+    """``kiosk update``: where versions are installed, which release key signs the bundles,
+    how the services are restarted and when a new version counts as healthy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path = Field(
+        default=Path("/opt/kiosk"), description="one folder per version, and current"
+    )
+    release_public_key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9+/]{43}=$",
+        description="the release key (Ed25519, raw, base64) that must sign every bundle",
+    )
+    require_signature: bool = Field(
+        default=True, description="refuse unsigned bundles (false only on a development kiosk)"
+    )
+    python: Path = Field(default=Path("/usr/bin/python3"), description="makes each version's venv")
+    system_site_packages: bool = Field(
+        default=True, description="the venv sees the OS's python3-picamera2"
+    )
+    unit_dir: Path = Field(default=Path("/etc/systemd/system"), description="unit links go here")
+    restart_commands: list[list[str]] = Field(default_factory=_default_restart)
+    health_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="default: http://127.0.0.1:<ui.port>/healthz",
+    )
+    health_command: list[str] | None = Field(
+        default=None, description="instead of health_url: healthy when it exits 0"
+    )
+    health_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    health_interval_s: float = Field(default=2.0, gt=0, le=60)
+    health_passes: int = Field(
+        default=3, ge=1, le=100, description="consecutive healthy answers needed"
+    )
+    keep_versions: int = Field(default=3, ge=2, le=20, description="installed versions kept")
+
+    @model_validator(mode="after")
+    def _commands(self) -> UpdateSection:
+        commands = [*self.restart_commands, *([self.health_command] if self.health_command else [])]
+        if any(not command or not all(command) for command in commands):
+            raise ValueError("restart_commands and health_command need a program name in each")
+        return self

@@ -59,7 +59,12 @@ def configure_logging(
     fmt: Format = "auto",
     stream: TextIO | None = None,
 ) -> None:
-    """Set up structlog (and the standard library's loggers) for this process."""
+    """Set up structlog and the standard library's loggers for this process.
+
+    Both end in one handler on one stream, so lines from many threads never interleave,
+    and records of other libraries (httpx, uvicorn) get the same format, ``kiosk_id`` and
+    scrubbing as our own.
+    """
     out = stream if stream is not None else sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Any = (
@@ -68,24 +73,41 @@ def configure_logging(
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        scrub_biometrics,
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            scrub_biometrics,
+            *shared,
             structlog.processors.format_exc_info,
-            renderer,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(kiosk_id=kiosk_id)
-    logging.basicConfig(
-        level=numeric_level, stream=out, format="%(name)s %(levelname)s %(message)s", force=True
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+        )
     )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    # One line per HTTP request is the cloud API's and the sync daemon's own business.
+    logging.getLogger("httpx").setLevel(max(numeric_level, logging.WARNING))
 
 
 def get_logger(name: str) -> Any:

@@ -29,6 +29,7 @@ from edge.config import (
     LogSection,
     RosterSection,
     UiSection,
+    UpdateSection,
     VisionSection,
 )
 from edge.errors import ConfigError
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     outbox: OutboxConfig = OutboxConfig()
     sync: SyncConfig = SyncConfig()
     mqtt: MqttConfig = MqttConfig()
+    update: UpdateSection = UpdateSection()
 
     @classmethod
     def settings_customise_sources(

@@ -120,6 +120,7 @@ class KioskMqtt:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connected = False
+        self._listening = False  # the broker acknowledged the subscription to commands
         self._connected_since: float | None = None
         self._published = self._dropped = self._received = self._busy = 0
         self._last_error: str | None = None
@@ -156,6 +157,7 @@ class KioskMqtt:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     @property
@@ -219,6 +221,16 @@ class KioskMqtt:
             self._cond.notify_all()
         log.info("mqtt.connected", broker=self.broker, session=bool(flags.session_present))
 
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        refused = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+        if refused:
+            self._last_error = f"broker refused the command subscription: {', '.join(refused)}"
+            log.warning("mqtt.subscribe_refused", broker=self.broker, reason=refused)
+            return
+        self._listening = True
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         first = self._last_error is None
         self._last_error = f"cannot connect to {self.broker}"
@@ -229,6 +241,7 @@ class KioskMqtt:
     ) -> None:
         with self._cond:
             self._connected = False
+            self._listening = False
             self._connected_since = None
         if not self._stop.is_set():
             self._last_error = f"disconnected: {reason}"
@@ -327,6 +340,11 @@ class KioskMqtt:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def listening(self) -> bool:
+        """Connected, and the broker confirmed the subscription: commands now arrive."""
+        return self._connected and self._listening
 
     def status(self) -> MqttStatus:
         with self._cond:

@@ -10,6 +10,7 @@ import typer
 from edge import __version__
 from edge.cli import (
     config_cmd,
+    demo_cmd,
     enroll_cmd,
     events_cmd,
     faces_cmd,
@@ -19,8 +20,9 @@ from edge.cli import (
     run_cmd,
     slots_cmd,
     sync_cmd,
+    update_cmd,
 )
-from edge.cli.context import CliState, state
+from edge.cli.context import CliState
 from edge.cli.runner import run_app
 
 app = typer.Typer(
@@ -69,44 +71,7 @@ def root(
     ctx.obj = CliState(config=config, debug=debug, log_format=log_format)
 
 
-@app.command()
-def demo(
-    ctx: typer.Context,
-    images: Annotated[
-        Path | None,
-        typer.Option(
-            "--images", help="Folder of frames to replay (default: bundled samples).", metavar="DIR"
-        ),
-    ] = None,
-    enroll: Annotated[
-        Path | None,
-        typer.Option(
-            "--enroll",
-            help="Riders to enrol: one sub-folder per rider, or images named by rider id (default: bundled sample).",
-            metavar="DIR",
-        ),
-    ] = None,
-    state_dir: Annotated[
-        Path,
-        typer.Option(
-            "--state-dir", help="Where the demo keeps its outbox and samples.", metavar="DIR"
-        ),
-    ] = Path("demo-state"),
-    fps: Annotated[
-        float, typer.Option("--fps", min=0.1, max=120.0, help="Replay speed in frames per second.")
-    ] = 5.0,
-) -> None:
-    """Run the appliance on this machine: replayed frames, the real face model, the outbox."""
-    from edge.demo import run_demo
-
-    settings = state(ctx).settings(kiosk={"state_dir": str(state_dir)}, camera={"fps": fps})
-    summary = run_demo(settings, images, enroll, say=typer.echo)
-    typer.echo(
-        f"done: {summary.frames} frames, {summary.recognised} recognised, {summary.unrecognised} not recognised, "
-        f"{summary.no_face} without a face; {summary.events} events in {summary.outbox}"
-    )
-
-
+app.command("demo")(demo_cmd.demo)
 app.add_typer(config_cmd.app, name="config")
 app.command("run")(run_cmd.run)
 slots_cmd.register(app)
@@ -116,6 +81,7 @@ app.command("enroll")(enroll_cmd.enroll)
 app.add_typer(roster_cmd.app, name="roster")
 ops_cmd.register(app)  # status, doctor, logs, maintenance
 app.add_typer(events_cmd.app, name="events")
+update_cmd.register(app)
 
 
 app.command("provision")(provision_cmd.provision)

@@ -86,8 +86,8 @@ def link(
 
 def wait_connected(kiosk: KioskMqtt, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while not kiosk.connected:
-        assert time.monotonic() < deadline, f"not connected: {kiosk.status()}"
+    while not kiosk.listening:  # connected and subscribed: a command sent now arrives
+        assert time.monotonic() < deadline, f"not listening: {kiosk.status()}"
         time.sleep(0.02)
 
 

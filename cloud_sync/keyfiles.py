@@ -51,24 +51,25 @@ def read_private_key(path: Path, kind: type[PrivateKey]) -> PrivateKey:
     return key
 
 
-def write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> bool:
-    """Write ``key`` to ``path`` with mode 0600, durably, unless the file already exists.
+def write_secret(path: Path, data: bytes, replace: bool = False) -> bool:
+    """Write ``data`` to ``path`` with mode 0600, durably (file and folder fsynced).
 
-    Returns False when another process created the file first (its key wins).
+    Unless ``replace``, never over an existing file: returns False when the file exists
+    (another process created it first, and its content wins).
     """
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         try:
-            os.link(tmp, path)
+            if replace:
+                tmp.replace(path)
+            else:
+                os.link(tmp, path)
         except FileExistsError:
             return False
         finally:
@@ -79,8 +80,19 @@ def write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> 
         finally:
             os.close(directory)
     except OSError as exc:
-        raise SigningKeyError(f"{path}: cannot create the key file ({exc.strerror})") from None
+        raise SigningKeyError(f"{path}: cannot write the key file ({exc.strerror})") from None
     return True
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> bool:
+    """Write ``key`` to ``path`` (PKCS#8 PEM, mode 0600), durably, unless the file exists.
+
+    Returns False when another process created the file first (its key wins).
+    """
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return write_secret(path, pem)
 
 
 def load_or_create(path: Path, kind: type[PrivateKey], create: bool = True) -> PrivateKey:

@@ -63,31 +63,6 @@ def _read_secret(path: Path) -> bytes:
     return data
 
 
-def _write_secret(path: Path, data: bytes, replace: bool) -> bool:
-    """Write ``data`` with mode 0600, durably; unless ``replace``, never over an existing file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            if replace:
-                tmp.replace(path)
-            else:
-                os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise SigningKeyError(f"{path}: cannot write the key file ({exc.strerror})") from None
-    return True
-
-
 def _fsync_dir(folder: Path) -> None:
     directory = os.open(folder, os.O_RDONLY)
     try:
@@ -123,7 +98,7 @@ class RosterKeyFiles:
             self.signing_path, Ed25519PrivateKey.generate()
         ):
             created.append(self.signing_path)
-        if self._missing(self.data_path) and _write_secret(
+        if self._missing(self.data_path) and keyfiles.write_secret(
             self.data_path, new_data_key(), replace=False
         ):
             created.append(self.data_path)
@@ -187,7 +162,7 @@ class RosterKeyFiles:
                 "rotate it where the credential is made, not here"
             )
         fresh = DataKey(new_data_key())
-        _write_secret(self.next_path, fresh.material, replace=True)
+        keyfiles.write_secret(self.next_path, fresh.material, replace=True)
         return fresh
 
     def promote_next(self) -> None:

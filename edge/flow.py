@@ -13,8 +13,18 @@ Phases::
       │               └──face gone──> idle                                      ├─taken──> result (rental.started)
       └──────────────── result shown long enough <──────────────────────────────┴─not taken / jam──> result (rental.failed)
 
+    checking ──claim asked──> claim ──code typed──> (verifying) ──verified──> as recognised
+                                │  └──wrong, tries left──> claim again
+                                └──locked / no claim set / timeout / walked away──> result / idle
+
     ejecting ──board silent / unsure──> confirming ("please wait") ──board answers──> take / result
                                             └──still unsure──> result (no event: the ledger settles it)
+
+The claim step (``claim``): when the automatic decision is not certain enough, the runtime
+asks for the rider's claim (``ClaimAsked``, holding the face's encoding itself); the code
+typed on the rider page (``ClaimEntered``) becomes a ``VerifyClaim`` effect, and only a
+``ClaimChecked`` naming a person leads to an eject. A face out of view for
+``claim_gone_s`` or no code within ``claim_s`` cancels it.
 
 ``out_of_service`` is entered from idle or checking whenever the runtime reports a reason
 (maintenance, outbox full, roster too old, clock not set, board not answering); a rental
@@ -32,6 +42,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from edge.flow_values import (
+    ClaimAsked,
+    ClaimChecked,
+    ClaimEntered,
     Effect,
     Eject,
     EjectAborted,
@@ -55,10 +68,14 @@ from edge.flow_values import (
     Tick,
     Timeouts,
     Unsettled,
+    VerifyClaim,
     record,
 )
 
 __all__ = [
+    "ClaimAsked",
+    "ClaimChecked",
+    "ClaimEntered",
     "Effect",
     "Eject",
     "EjectAborted",
@@ -84,13 +101,20 @@ __all__ = [
     "Tick",
     "Timeouts",
     "Unsettled",
+    "VerifyClaim",
     "record",
 ]
+
+#: ``ClaimChecked`` reasons that mean "try again" (a wrong code or a face that did not verify).
+CLAIM_WRONG = frozenset({"claim not recognised", "no match", "ambiguous", "claim shared"})
+CLAIM_LOCKED = "claim locked"
+NO_CLAIM_SET = "no claim set"
 
 
 class Phase(StrEnum):
     IDLE = "idle"
     CHECKING = "checking"
+    CLAIM = "claim"
     EJECTING = "ejecting"
     CONFIRMING = "confirming"
     TAKE = "take"
@@ -122,6 +146,8 @@ class Flow:
     rental: _Rental | None = None
     _served: dict[str, float] = field(default_factory=dict)
     _rental_count: int = 0
+    _verifying: bool = False  # a typed claim is being checked
+    _gone_at: float | None = None  # the face left the camera during the claim step
 
     # The runtime supplies rental ids (ULIDs); the flow only needs them unique.
     def new_rental_id(self, at: float) -> str:
@@ -156,6 +182,8 @@ class Flow:
         match self.phase:
             case Phase.IDLE | Phase.CHECKING | Phase.RESULT:
                 return self._looking(event, rental_id)
+            case Phase.CLAIM:
+                return self._claiming(event, rental_id)
             case Phase.EJECTING | Phase.CONFIRMING | Phase.TAKE:
                 return self._renting(event)
             case Phase.OUT_OF_SERVICE:
@@ -182,7 +210,57 @@ class Flow:
             if self.phase == Phase.RESULT:
                 return []
             return self._recognised(event, rental_id)
+        if isinstance(event, ClaimAsked) and self.phase != Phase.RESULT:
+            return self._ask_claim(event.at, event.tries_left)
+        return []  # a claim typed or checked outside the claim step is stale
+
+    # -- the claim step ------------------------------------------------------------------
+
+    def _ask_claim(self, at: float, tries: int, detail: str | None = None) -> list[Effect]:
+        self._verifying, self._gone_at = False, None
+        if tries <= 0:
+            return self._claim_ends(at, Screen("claim_locked", "error"), CLAIM_LOCKED)
+        return self._go(Phase.CLAIM, at, Screen("claim", detail=detail, tries=tries))
+
+    def _claim_ends(self, at: float, screen: Screen, reason: str) -> list[Effect]:
+        self._verifying, self._gone_at = False, None
+        effects = self._result(at, screen)
+        return [*effects, record("face.unrecognised", count=1, reason=reason)]
+
+    def _claiming(self, event: Input, rental_id: str | None) -> list[Effect]:
+        if isinstance(event, FaceSeen):
+            self._gone_at = None
+        elif isinstance(event, FaceGone) and self._gone_at is None:
+            self._gone_at = event.at
+        elif isinstance(event, ClaimEntered) and not self._verifying:
+            self._verifying = True
+            return [Show(Screen("claim_checking")), VerifyClaim(event.code)]
+        elif isinstance(event, ClaimChecked) and self._verifying:
+            return self._claim_checked(event, rental_id)
+        elif isinstance(event, ClaimAsked) and not self._verifying:
+            return self._ask_claim(event.at, event.tries_left)  # a new track of the face
+        elif isinstance(event, Recognised) and not self._verifying:
+            self._verifying, self._gone_at = False, None
+            return self._recognised(event, rental_id)  # certain after all, without the code
         return []
+
+    def _claim_checked(self, event: ClaimChecked, rental_id: str | None) -> list[Effect]:
+        at = event.at
+        self._verifying = False
+        if event.person_id is not None:
+            self._gone_at = None
+            recognised = Recognised(
+                at, event.person_id, event.first_name, event.refusal, event.slot
+            )
+            return self._recognised(recognised, rental_id)
+        if event.reason == NO_CLAIM_SET:
+            return self._claim_ends(at, Screen("no_claim", "error"), NO_CLAIM_SET)
+        if event.reason == CLAIM_LOCKED or (event.reason in CLAIM_WRONG and event.tries_left <= 0):
+            return self._claim_ends(at, Screen("claim_locked", "error"), CLAIM_LOCKED)
+        if event.reason in CLAIM_WRONG:
+            return self._ask_claim(at, event.tries_left, detail="wrong")
+        screen = Screen("not_recognised", "error", detail=event.reason)
+        return self._claim_ends(at, screen, event.reason)
 
     def _recognised(self, event: Recognised, rental_id: str | None) -> list[Effect]:
         at, person = event.at, event.person_id
@@ -309,7 +387,8 @@ class Flow:
         if event.reason == self.out_of_service:
             return []
         self.out_of_service = event.reason
-        if self.phase in (Phase.IDLE, Phase.CHECKING, Phase.OUT_OF_SERVICE):
+        if self.phase in (Phase.IDLE, Phase.CHECKING, Phase.CLAIM, Phase.OUT_OF_SERVICE):
+            self._verifying = False
             return self._rest(event.at)
         return []  # a rental or a result finishes first; _tick rests afterwards
 
@@ -318,6 +397,14 @@ class Flow:
         timeouts = self.timeouts
         if self.phase == Phase.CHECKING and elapsed >= timeouts.checking_s:
             return self._rest(at)
+        if self.phase == Phase.CLAIM:
+            gone = self._gone_at is not None and at - self._gone_at >= timeouts.claim_gone_s
+            if elapsed >= timeouts.claim_s or (gone and not self._verifying):
+                self._verifying, self._gone_at = False, None
+                return [
+                    *self._rest(at),
+                    record("face.unrecognised", count=1, reason="claim required"),
+                ]
         if self.phase == Phase.EJECTING and elapsed >= timeouts.eject_s and self.rental is not None:
             return self._confirming(at)  # no word from the board: it may have ejected
         confirm_s = timeouts.confirm_s + timeouts.eject_s  # the runtime gives up before this

@@ -7,7 +7,7 @@ nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Mode = Literal["rental", "boarding"]
@@ -122,6 +122,42 @@ class Tick:
     at: float
 
 
+@dataclass(frozen=True)
+class ClaimAsked:
+    """The face is close to a rider but not certain: the rider is asked for their claim.
+
+    The runtime holds the face's encoding meanwhile (in memory only); ``tries_left`` is how
+    many wrong codes this face may still type before the lockout."""
+
+    at: float
+    tries_left: int
+
+
+@dataclass(frozen=True)
+class ClaimEntered:
+    """The rider typed a claim on the rider page (never logged: ``repr`` hides it)."""
+
+    at: float
+    code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ClaimChecked:
+    """The runtime's verdict on a typed claim: ``person_id`` set only when it verified.
+
+    An accepted claim carries the eligibility and slot worked out as for ``Recognised``;
+    ``reason`` is the claim step's (``match``, ``claim not recognised``, ``no match``,
+    ``no claim set``, ``claim locked``, ...), ``tries_left`` what remains before the lock."""
+
+    at: float
+    person_id: str | None
+    reason: str
+    tries_left: int = 0
+    first_name: str = ""
+    refusal: str | None = None
+    slot: int | None = None
+
+
 Input = (
     FaceSeen
     | FaceGone
@@ -137,6 +173,9 @@ Input = (
     | Returned
     | Service
     | Tick
+    | ClaimAsked
+    | ClaimEntered
+    | ClaimChecked
 )
 
 # -- effects ----------------------------------------------------------------------------
@@ -151,6 +190,7 @@ class Screen:
     name: str | None = None
     slot: int | None = None
     detail: str | None = None
+    tries: int | None = None  # the claim screen: wrong codes left before the lock
 
 
 @dataclass(frozen=True)
@@ -188,7 +228,15 @@ class Unsettled:
     rental_id: str
 
 
-Effect = Show | Eject | Record | Unsettled
+@dataclass(frozen=True)
+class VerifyClaim:
+    """Check the typed claim against the face held for the claim step (off the flow thread);
+    the answer comes back as ``ClaimChecked``. ``repr`` hides the code."""
+
+    code: str = field(repr=False)
+
+
+Effect = Show | Eject | Record | Unsettled | VerifyClaim
 
 
 @dataclass(frozen=True)
@@ -200,3 +248,5 @@ class Timeouts:
     result_s: float = 5.0  # how long a result stays on screen
     repeat_guard_s: float = 60.0  # the same rider is not served twice within this
     boarding_window_s: float = 600.0  # one boarding per rider per window
+    claim_s: float = 30.0  # the claim screen waits this long for a code (then: idle)
+    claim_gone_s: float = 3.0  # no face for this long cancels the claim (looking down is fine)

@@ -1,7 +1,9 @@
 """The rider screen's server: the page, its strings, and the live screen as server-sent events.
 
 The runtime calls ``ScreenHub.publish`` (from any thread) whenever the flow shows a new
-screen; every open page receives it within milliseconds. Nothing is loaded from the
+screen; every open page receives it within milliseconds. On the claim screen the page's
+keypad posts the typed code to ``POST /claim`` (from 127.0.0.1 only), which hands it to
+the runtime's listener (``ScreenHub.on_claim``); the code is never logged or echoed. Nothing is loaded from the
 internet: the page, its script, its style and its strings are files in this package.
 """
 
@@ -9,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -21,6 +24,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from edge.flow import Screen
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "::1"})
+CLAIM_CODE = re.compile(r"^[0-9]{4,6}$")
 
 UI_DIR = Path(str(resources.files("edge.ui")))
 LANGUAGES = tuple(sorted(path.stem for path in (UI_DIR / "strings").glob("*.json")))
@@ -43,6 +49,21 @@ class ScreenHub:
         self._state: dict[str, Any] = {**asdict(Screen("idle")), "offline": False}
         self._version = 0
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._claim_listener: Callable[[str], None] | None = None
+
+    def on_claim(self, listener: Callable[[str], None]) -> None:
+        """Who receives the codes typed on the claim screen (the runtime)."""
+        self._claim_listener = listener
+
+    def claim(self, code: str) -> bool:
+        """Hand a typed code on; ``False`` when no claim is being asked for."""
+        with self._lock:
+            asking = self._state.get("key") == "claim"
+            listener = self._claim_listener
+        if not asking or listener is None:
+            return False
+        listener(code)
+        return True
 
     @property
     def state(self) -> dict[str, Any]:
@@ -108,6 +129,21 @@ def create_app(hub: ScreenHub, language: str = "en") -> FastAPI:
     @app.get("/state")
     def state() -> dict[str, Any]:
         return hub.state
+
+    @app.post("/claim", status_code=202)
+    async def claim(request: Request) -> dict[str, str]:
+        if request.client is None or request.client.host not in LOCAL_HOSTS:
+            raise HTTPException(403, "the claim is typed at the kiosk only")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        code = body.get("code") if isinstance(body, dict) else None
+        if not isinstance(code, str) or not CLAIM_CODE.match(code):
+            raise HTTPException(422, "a claim is 4 to 6 digits")
+        if not hub.claim(code):
+            raise HTTPException(409, "no claim is asked for now")
+        return {"status": "checking"}
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

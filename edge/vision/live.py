@@ -16,7 +16,9 @@ Per frame:
    ``retry_refused_s``.
 5. **Decide.** An accepted verdict becomes a ``DecisionRecord`` once liveness has passed
    (or at once when liveness is off); a liveness timeout or a refusal verdict becomes a
-   refusal record. One record per verdict per track.
+   refusal record. One record per verdict per track. A ``claim required`` refusal also
+   hands over a ``ClaimNeeded`` (``FrameOutcome.claim``): the track's last encodings, for
+   the claim step's 1:1 check; they stay in memory and are never logged or stored.
 6. **Hold.** A decided track keeps its identity (``FrameOutcome.person_id``) while the
    face stays in view; it is re-verified every ``reverify_s`` with a fresh encoding, and a
    face that no longer matches, jumps, or is lost for ``track_lost_s`` starts a new track.
@@ -27,6 +29,7 @@ re-verification; everything else costs a few milliseconds.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,8 +42,16 @@ from edge.vision.consensus import Consensus, DecisionRecord, Verdict, Vote
 from edge.vision.dlib_models import Points
 from edge.vision.engine import FaceBox, FaceEncoder, pick_face, rival_faces
 from edge.vision.liveness import BlinkLiveness, LivenessConfig, LivenessState
-from edge.vision.matcher import Gallery
-from edge.vision.policy import MATCH, NO_FACE, SEVERAL_FACES, UNKNOWN, Decision, Policy
+from edge.vision.matcher import Gallery, Vector
+from edge.vision.policy import (
+    CLAIM_REQUIRED,
+    MATCH,
+    NO_FACE,
+    SEVERAL_FACES,
+    UNKNOWN,
+    Decision,
+    Policy,
+)
 from edge.vision.quality import QualityConfig
 from hardware.cameras import Frame, Image
 
@@ -80,6 +91,23 @@ class LiveConfig:
     rival_ratio: float = 0.5
 
 
+@dataclass(frozen=True, repr=False)
+class ClaimNeeded:
+    """A face the policy sent to the claim step: the track, and its last encodings (newest
+    last), held in memory for the 1:1 check only. ``repr`` never shows the encodings."""
+
+    track: int
+    encodings: tuple[Vector, ...]
+    roster_people: int
+
+    @property
+    def probe(self) -> Vector:
+        return self.encodings[-1]
+
+    def __repr__(self) -> str:
+        return f"ClaimNeeded(track={self.track}, encodings={len(self.encodings)})"
+
+
 @dataclass(frozen=True)
 class FrameOutcome:
     """What one frame gave: for the rider screen, the logs and the benchmarks."""
@@ -92,6 +120,7 @@ class FrameOutcome:
     vote: Decision | None = None
     record: DecisionRecord | None = None
     liveness: LivenessState | None = None
+    claim: ClaimNeeded | None = None  # a "claim required" record's face, for the claim step
 
 
 @dataclass
@@ -110,6 +139,8 @@ class _Track:
     decided: DecisionRecord | None = None
     refused: DecisionRecord | None = None
     records: list[DecisionRecord] = field(default_factory=list)
+    number: int = 0
+    encodings: deque[Vector] = field(default_factory=lambda: deque(maxlen=3), repr=False)
 
 
 class LivePipeline:
@@ -134,6 +165,7 @@ class LivePipeline:
         self._idle = 0
         self._idle_thumb: npt.NDArray[np.float32] | None = None
         self.encodings = 0
+        self._tracks = 0
 
     def reset(self) -> None:
         self._track = None
@@ -175,9 +207,9 @@ class LivePipeline:
 
     def _new_track(self, box: FaceBox, now: float) -> _Track:
         liveness = BlinkLiveness(self.liveness_config) if self.liveness_config else None
-        return _Track(
-            box, now, now, Consensus(self.config.consensus_k, self.config.consensus_n), liveness
-        )
+        self._tracks += 1
+        consensus = Consensus(self.config.consensus_k, self.config.consensus_n)
+        return _Track(box, now, now, consensus, liveness, number=self._tracks)
 
     # -- one frame ---------------------------------------------------------------------
 
@@ -211,11 +243,15 @@ class LivePipeline:
             return self._hold(frame, track, chosen, len(boxes))
         return self._vote(frame, track, chosen, len(boxes), live_state)
 
-    def _decide_face(self, image: Image, box: FaceBox) -> tuple[Decision | None, str | None]:
+    def _decide_face(
+        self, image: Image, box: FaceBox, track: _Track | None = None
+    ) -> tuple[Decision | None, str | None]:
         analysis = analyse(self.engine, image, self.quality, boxes=[box])
         if analysis.encoding is None:
             return None, analysis.hint
         self.encodings += 1
+        if track is not None:
+            track.encodings.append(analysis.encoding)
         return self.policy.decide(self.gallery.search(analysis.encoding)), None
 
     def _vote(
@@ -237,13 +273,14 @@ class LivePipeline:
         else:
             due = track.verdict is None
         if due:
-            vote, hint = self._decide_face(frame.image, box)
+            vote, hint = self._decide_face(frame.image, box, track)
             if vote is not None:
                 track.last_vote_at = now
                 verdict = track.consensus.add(Vote.of(vote))
                 if verdict is not None:
                     track.verdict = verdict
         record = None
+        claim = None
         verdict = track.verdict
         if verdict is not None and verdict.reason == MATCH:
             if live_state is not None and live_state.status == "failed":
@@ -256,15 +293,29 @@ class LivePipeline:
                 track.decided = record
             else:
                 hint = live_state.hint
+        elif (
+            verdict is not None
+            and verdict.reason == CLAIM_REQUIRED
+            and track.refused is None
+            and live_state is not None
+            and live_state.status != "passed"
+        ):
+            # a face offered the claim step must be live too: wait for the blink first
+            if live_state.status == "failed":
+                record = self._record(track, now, verdict, LIVENESS_FAILED, "failed", accept=False)
+                track.refused, track.verdict = record, None
+            hint = live_state.hint
         elif verdict is not None and track.refused is None:
             status = live_state.status if live_state is not None else "off"
             record = self._record(track, now, verdict, verdict.reason, status, accept=False)
             track.refused = record
             track.verdict = None
+            if verdict.reason == CLAIM_REQUIRED and track.encodings:
+                claim = ClaimNeeded(track.number, tuple(track.encodings), self.gallery.people)
         if hint is None and live_state is not None and live_state.status != "passed":
             hint = live_state.hint
         person = track.decided.person_id if track.decided else None
-        return FrameOutcome(frame.index, now, faces, person, hint, vote, record, live_state)
+        return FrameOutcome(frame.index, now, faces, person, hint, vote, record, live_state, claim)
 
     def _hold(self, frame: Frame, track: _Track, box: FaceBox, faces: int) -> FrameOutcome:
         decided = track.decided
@@ -317,4 +368,12 @@ class LivePipeline:
         return record
 
 
-__all__ = ["NO_FACE", "SEVERAL_FACES", "FrameOutcome", "LiveConfig", "LiveEngine", "LivePipeline"]
+__all__ = [
+    "NO_FACE",
+    "SEVERAL_FACES",
+    "ClaimNeeded",
+    "FrameOutcome",
+    "LiveConfig",
+    "LiveEngine",
+    "LivePipeline",
+]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from edge.flow import Screen
@@ -143,3 +145,80 @@ def test_page_loads_nothing_from_outside(browser: Any, kiosk_page: tuple[ScreenH
     page.wait_for_function("() => document.getElementById('title').textContent !== ''")
     assert requested and all(item.startswith(url) for item in requested), requested
     page.close()
+
+
+@pytest.mark.parametrize(("width", "height"), [(800, 480), (1920, 1080)])
+def test_the_claim_keypad_posts_the_typed_code(browser: Any, width: int, height: int) -> None:
+    hub = ScreenHub()
+    received: list[str] = []
+    hub.on_claim(received.append)
+    with serve(create_app(hub, "en")) as url:
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(url)
+        page.wait_for_function("() => document.getElementById('title').textContent !== ''")
+        assert page.locator("#keypad").is_hidden()
+        hub.publish(Screen("claim", tries=3))
+        page.wait_for_function("() => !document.getElementById('keypad').hidden", timeout=1000)
+        assert text(page, "#title") == "Type your 4-digit code"
+        assert text(page, "#body") == "The code you chose in the app. Tries left: 3."
+        fits = page.evaluate(
+            "() => { const k = document.getElementById('keypad').getBoundingClientRect();"
+            " const t = document.getElementById('title').getBoundingClientRect();"
+            " return document.documentElement.scrollHeight <= innerHeight && k.bottom <= innerHeight"
+            " && k.right <= innerWidth && t.right <= k.left + 1 && k.top >= 0; }"
+        )
+        assert fits, f"the keypad does not fit {width}x{height}"
+        page.screenshot(path=str(ARTIFACTS / f"rider-claim-{width}x{height}.png"))
+        for digit in "12":
+            page.click(f"#keys button[data-digit='{digit}']")
+        page.keyboard.type("34")
+        assert text(page, "#typed") == "●●●●"  # never the digits themselves
+        page.click("#ok")
+        deadline = time.monotonic() + 2
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received == ["1234"]
+        assert text(page, "#typed") == ""
+        # the keyboard alone: digits, a correction, Enter
+        page.keyboard.type("5679")
+        page.keyboard.press("Backspace")
+        page.keyboard.type("8")
+        page.keyboard.press("Enter")
+        deadline = time.monotonic() + 2
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received == ["1234", "5678"]
+        hub.publish(Screen("claim", detail="wrong", tries=2))
+        page.wait_for_function(
+            "() => document.getElementById('body').textContent.includes('2')", timeout=1000
+        )
+        assert text(page, "#detail") == "That code did not match. Please try again."
+        assert page.get_attribute("#title", "aria-live") == "assertive"
+        for screen, title in [
+            (Screen("claim_locked", "error"), "Too many wrong codes"),
+            (Screen("no_claim", "error"), "Please set a code in the app first"),
+        ]:
+            hub.publish(screen)
+            page.wait_for_function(
+                "(title) => document.getElementById('title').textContent === title",
+                arg=title,
+                timeout=1000,
+            )
+            assert page.locator("#keypad").is_hidden()
+        assert "app" in text(page, "#body")
+        page.close()
+
+
+def test_the_claim_endpoint_refuses_what_it_should() -> None:
+    hub = ScreenHub()
+    received: list[str] = []
+    hub.on_claim(received.append)
+    with serve(create_app(hub, "en")) as url:
+        assert httpx.post(url + "/claim", json={"code": "1234"}).status_code == 409  # not asked
+        hub.publish(Screen("claim", tries=3))
+        assert httpx.post(url + "/claim", json={"code": "12a4"}).status_code == 422
+        assert httpx.post(url + "/claim", json={"code": "123"}).status_code == 422
+        assert httpx.post(url + "/claim", content=b"nonsense").status_code == 422
+        answer = httpx.post(url + "/claim", json={"code": "1234"})
+        assert answer.status_code == 202 and "1234" not in answer.text
+    assert received == ["1234"]

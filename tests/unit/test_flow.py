@@ -8,6 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.flow import (
+    ClaimAsked,
+    ClaimChecked,
+    ClaimEntered,
     Eject,
     EjectAborted,
     Ejected,
@@ -30,6 +33,7 @@ from edge.flow import (
     Tick,
     Timeouts,
     Unsettled,
+    VerifyClaim,
 )
 
 
@@ -309,6 +313,17 @@ def inputs() -> st.SearchStrategy[Input]:
         st.builds(Returned, at=st.just(0.0), slot=slots, powerbank_id=st.just("PB")),
         st.builds(Service, at=st.just(0.0), reason=st.sampled_from([None, "maintenance"])),
         st.builds(Tick, at=st.just(0.0)),
+        st.builds(ClaimAsked, at=st.just(0.0), tries_left=st.integers(0, 3)),
+        st.builds(ClaimEntered, at=st.just(0.0), code=st.sampled_from(["1234", "9999"])),
+        st.builds(
+            ClaimChecked,
+            at=st.just(0.0),
+            person_id=st.sampled_from([None, None, "a"]),
+            reason=st.sampled_from(["match", "claim not recognised", "no claim set", "no match"]),
+            tries_left=st.integers(0, 2),
+            first_name=st.just("N"),
+            slot=st.one_of(st.none(), slots),
+        ),
     )
 
 
@@ -323,10 +338,20 @@ def test_invariants_hold_for_any_sequence(steps: list[tuple[Input, float]]) -> N
         now += gap
         event = type(event)(**{**event.__dict__, "at": now})
         was_out = flow.out_of_service is not None and flow.phase in (Phase.OUT_OF_SERVICE,)
+        phase_before = flow.phase
         effects = flow.handle(event)
         for effect in effects:
+            if isinstance(effect, VerifyClaim):
+                assert isinstance(event, ClaimEntered) and phase_before == Phase.CLAIM
             if isinstance(effect, Eject):
+                accepted = isinstance(event, Recognised) or (
+                    isinstance(event, ClaimChecked)
+                    and event.person_id is not None
+                    and phase_before == Phase.CLAIM
+                )
+                assert accepted, "ejected without an accepted identity"
                 assert not was_out, "ejected while out of service"
+                assert effect.person_id == event.person_id  # type: ignore[union-attr]
                 assert not open_ejects, "a second eject while one is unsettled"
                 open_ejects[effect.slot] = effect.rental_id
             if isinstance(effect, Record) and effect.type in ("rental.started", "rental.failed"):
@@ -346,3 +371,135 @@ def test_invariants_hold_for_any_sequence(steps: list[tuple[Input, float]]) -> N
             open_ejects.clear()  # never sent: nothing to settle
         if flow.phase not in (Phase.EJECTING, Phase.CONFIRMING, Phase.TAKE):
             assert not open_ejects, f"phase {flow.phase} left an eject unsettled"
+
+
+# -- the claim step --------------------------------------------------------------------------
+
+
+def asked(flow: Flow, at: float = 1.0, tries: int = 3) -> list[object]:
+    return [*flow.handle(FaceSeen(at)), *flow.handle(ClaimAsked(at + 0.5, tries))]
+
+
+def shown(effects: Sequence[object]) -> list[Show]:
+    return [effect for effect in effects if isinstance(effect, Show)]
+
+
+def test_a_claim_asked_shows_the_keypad_screen_with_the_tries_left() -> None:
+    flow = Flow()
+    effects = asked(flow)
+    assert screens(effects) == ["checking", "claim"]
+    assert shown(effects)[-1].screen.tries == 3 and flow.phase == Phase.CLAIM
+
+
+def test_a_typed_code_is_verified_and_an_accepted_claim_ejects() -> None:
+    flow = Flow()
+    asked(flow)
+    effects = flow.handle(ClaimEntered(3.0, "1234"))
+    assert screens(effects) == ["claim_checking"]
+    assert [e for e in effects if isinstance(e, VerifyClaim)] == [VerifyClaim("1234")]
+    assert "1234" not in repr(effects) and "1234" not in repr(ClaimEntered(3.0, "1234"))
+    assert flow.handle(ClaimEntered(3.1, "5555")) == []  # one check at a time
+    checked = ClaimChecked(3.4, "p-asha", "match", 3, "Asha", None, 4)
+    effects = flow.handle(checked, rental_id="R1")
+    assert screens(effects) == ["ejecting"]
+    assert [e for e in effects if isinstance(e, Eject)] == [Eject(4, "R1", "p-asha")]
+
+
+def test_an_accepted_claim_goes_through_eligibility_like_a_face() -> None:
+    flow = Flow()
+    asked(flow)
+    flow.handle(ClaimEntered(3.0, "1234"))
+    effects = flow.handle(ClaimChecked(3.4, "p-asha", "match", 3, "Asha", "open_rental", None))
+    assert screens(effects) == ["not_eligible"] and not any(isinstance(e, Eject) for e in effects)
+
+
+def test_a_wrong_code_asks_again_then_locks() -> None:
+    flow = Flow()
+    asked(flow)
+    flow.handle(ClaimEntered(3.0, "1111"))
+    effects = flow.handle(ClaimChecked(3.4, None, "claim not recognised", 2))
+    assert [(s.screen.key, s.screen.detail, s.screen.tries) for s in shown(effects)] == [
+        ("claim", "wrong", 2)
+    ]
+    assert not records(effects)
+    flow.handle(ClaimEntered(4.0, "2222"))
+    flow.handle(ClaimChecked(4.4, None, "no match", 1))
+    flow.handle(ClaimEntered(5.0, "3333"))
+    effects = flow.handle(ClaimChecked(5.4, None, "claim locked", 0))
+    assert screens(effects) == ["claim_locked"] and flow.phase == Phase.RESULT
+    assert [r.as_dict()["reason"] for r in records(effects)] == ["claim locked"]
+    assert flow.handle(ClaimEntered(5.6, "4444")) == []  # nothing is checked while locked
+
+
+def test_a_locked_face_is_told_at_once() -> None:
+    flow = Flow()
+    assert screens(asked(flow, tries=0)) == ["checking", "claim_locked"]
+
+
+def test_no_claim_set_tells_the_rider_to_set_one() -> None:
+    flow = Flow()
+    asked(flow)
+    flow.handle(ClaimEntered(3.0, "1234"))
+    effects = flow.handle(ClaimChecked(3.4, None, "no claim set", 3))
+    assert screens(effects) == ["no_claim"]
+    assert [r.as_dict()["reason"] for r in records(effects)] == ["no claim set"]
+    assert screens(flow.handle(Tick(3.4 + Timeouts().result_s))) == ["idle"]
+
+
+def test_other_outcomes_are_not_recognised() -> None:
+    flow = Flow()
+    asked(flow)
+    flow.handle(ClaimEntered(3.0, "1234"))
+    effects = flow.handle(ClaimChecked(3.4, None, "claim expired", 0))
+    assert screens(effects) == ["not_recognised"]
+
+
+def test_the_claim_times_out_to_idle() -> None:
+    flow = Flow()
+    asked(flow)
+    assert flow.handle(Tick(1.5 + Timeouts().claim_s - 0.1)) == []
+    effects = flow.handle(Tick(1.5 + Timeouts().claim_s))
+    assert screens(effects) == ["idle"]
+    assert [r.as_dict()["reason"] for r in records(effects)] == ["claim required"]
+
+
+def test_walking_away_cancels_but_looking_down_does_not() -> None:
+    flow = Flow()
+    asked(flow)
+    flow.handle(FaceGone(2.0))
+    flow.handle(FaceSeen(3.0))  # back after looking at the keypad
+    assert flow.handle(Tick(2.0 + Timeouts().claim_gone_s + 1)) == []
+    flow.handle(FaceGone(7.0))
+    assert flow.handle(Tick(7.0 + Timeouts().claim_gone_s - 0.1)) == []
+    assert screens(flow.handle(Tick(7.0 + Timeouts().claim_gone_s))) == ["idle"]
+
+
+def test_a_stale_check_or_code_outside_the_claim_step_does_nothing() -> None:
+    flow = Flow()
+    assert flow.handle(ClaimEntered(1.0, "1234")) == []
+    assert flow.handle(ClaimChecked(1.0, "p-asha", "match", 3, "Asha", None, 4)) == []
+    asked(flow)
+    assert flow.handle(ClaimChecked(2.0, "p-asha", "match", 3, "Asha", None, 4)) == []  # unasked
+    assert flow.phase == Phase.CLAIM
+
+
+def test_service_ends_the_claim_step() -> None:
+    flow = Flow()
+    asked(flow)
+    assert screens(flow.handle(Service(2.0, "maintenance"))) == ["out_of_service"]
+
+
+def test_a_face_certain_after_all_rents_without_the_code() -> None:
+    flow = Flow()
+    asked(flow)
+    effects = flow.handle(asha(2.0), rental_id="R1")
+    assert screens(effects) == ["ejecting"]
+
+
+def test_boarding_accepts_a_verified_claim() -> None:
+    flow = Flow(mode="boarding")
+    asked(flow)
+    flow.handle(ClaimEntered(3.0, "1234"))
+    effects = flow.handle(ClaimChecked(3.4, "p-asha", "match", 3, "Asha"))
+    assert screens(effects) == ["boarded"]
+    assert [r.type for r in records(effects)] == ["boarding.recorded"]

@@ -8,8 +8,8 @@ import numpy as np
 from edge.vision.engine import FaceBox
 from edge.vision.live import LiveConfig, LivePipeline
 from edge.vision.liveness import LivenessConfig
-from edge.vision.matcher import Gallery
-from edge.vision.policy import ThresholdMarginPolicy
+from edge.vision.matcher import Candidates, Gallery
+from edge.vision.policy import CLAIM_REQUIRED, Decision, ThresholdMarginPolicy
 from hardware.cameras import Frame
 from tests.unit.test_liveness import eyes
 from tests.unit.test_quality import BOX, landmarks, textured
@@ -138,3 +138,68 @@ def test_a_blink_lets_the_decision_through() -> None:
     records = [o.record for o in outcomes if o.record]
     assert [(r.person_id, r.liveness) for r in records] == [("ann", "passed")]
     assert outcomes.index(next(o for o in outcomes if o.record)) == 8  # the frame the eyes reopen
+
+
+class ClaimEverything:
+    """A policy that is never certain: every face close to a rider needs the claim."""
+
+    threshold = 0.6
+    margin = 0.0
+
+    def decide(self, candidates: Candidates) -> Decision:
+        best = candidates.best
+        if best is None or best.distance >= 0.6:
+            return Decision(None, None if best is None else best.distance, None, "unknown")
+        return Decision(None, best.distance, candidates.margin, CLAIM_REQUIRED)
+
+
+def claim_pipeline(liveness: LivenessConfig | None = None) -> LivePipeline:
+    gallery = Gallery([("ann", VECTORS[1]), ("bob", VECTORS[2])])
+    return LivePipeline(
+        ScriptedEngine(), gallery, ClaimEverything(), config=LiveConfig(), liveness=liveness
+    )
+
+
+def test_a_claim_required_face_hands_over_its_encodings_once() -> None:
+    outcomes = run(claim_pipeline(), [frame(i, person=1) for i in range(20)])
+    decided = [o for o in outcomes if o.record]
+    assert [(o.record.reason, o.record.person_id) for o in decided] == [(CLAIM_REQUIRED, None)]
+    claim = decided[0].claim
+    assert claim is not None and len(claim.encodings) == 2 and claim.roster_people == 2
+    assert np.allclose(claim.probe, VECTORS[1] + 0.01)
+    assert "encodings=2" in repr(claim) and "0.0" not in repr(claim)  # no template values
+    assert "encoding" not in str(decided[0].record.as_dict())  # the record stays template-free
+    assert all(o.claim is None for o in outcomes if o is not decided[0])
+
+
+def test_a_stranger_or_a_match_never_asks_for_a_claim() -> None:
+    unknown = run(claim_pipeline(), [frame(i, person=3) for i in range(10)])
+    assert [o.record.reason for o in unknown if o.record] == ["unknown"]
+    assert all(o.claim is None for o in unknown)
+    pipe, _ = pipeline()
+    assert all(o.claim is None for o in run(pipe, [frame(i, person=1) for i in range(10)]))
+
+
+def test_each_new_track_is_a_new_claim() -> None:
+    frames = [frame(i, person=1) for i in range(5)] + [frame(i) for i in range(5, 20)]
+    frames += [frame(i, person=1) for i in range(20, 25)]
+    claims = [o.claim for o in run(claim_pipeline(), frames) if o.claim]
+    assert len(claims) == 2 and claims[0].track != claims[1].track
+
+
+def test_the_claim_step_waits_for_a_live_face() -> None:
+    still = run(
+        claim_pipeline(LivenessConfig(timeout_s=3.0)),
+        [frame(i, person=1, openness=0.3) for i in range(75)],
+    )
+    assert [(o.record.reason, o.claim) for o in still if o.record] == [
+        ("liveness not confirmed", None)
+    ]
+    openness = [0.3] * 6 + [0.1, 0.1] + [0.3] * 4
+    blinked = run(
+        claim_pipeline(LivenessConfig(timeout_s=3.0)),
+        [frame(i, person=1, openness=o) for i, o in enumerate(openness)],
+    )
+    decided = [o for o in blinked if o.record]
+    assert [(o.record.reason, o.record.liveness) for o in decided] == [(CLAIM_REQUIRED, "passed")]
+    assert decided[0].claim is not None

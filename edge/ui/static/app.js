@@ -8,8 +8,45 @@
   function fill(text, state) {
     return (text || "")
       .replace("{name}", state.name || "")
-      .replace("{slot}", state.slot == null ? "" : String(state.slot));
+      .replace("{slot}", state.slot == null ? "" : String(state.slot))
+      .replace("{tries}", state.tries == null ? "" : String(state.tries));
   }
+
+  // The claim keypad: the code stays in this page until OK posts it (never shown in clear).
+  let code = "";
+  const MAX = 6;
+  function showTyped() {
+    const typed = document.getElementById("typed");
+    typed.textContent = "●".repeat(code.length);
+    typed.setAttribute("aria-label", strings ? fill((strings.keypad || {}).typed, { name: String(code.length) }) : "");
+  }
+  function claiming() { return last && last.key === "claim"; }
+  function press(key) {
+    if (!claiming()) return;
+    if (/^[0-9]$/.test(key) && code.length < MAX) code += key;
+    else if (key === "clear") code = "";
+    else if (key === "back") code = code.slice(0, -1);
+    else if (key === "ok" && code.length >= 4) {
+      const body = JSON.stringify({ code: code });
+      code = "";
+      fetch("/claim", { method: "POST", headers: { "Content-Type": "application/json" }, body: body });
+    }
+    showTyped();
+  }
+  document.getElementById("keys").addEventListener("click", (e) => {
+    const button = e.target.closest("button");
+    if (!button) return;
+    press(button.dataset.digit || button.id);
+  });
+  document.addEventListener("keydown", (e) => {
+    if (!claiming()) return;
+    if (/^[0-9]$/.test(e.key)) press(e.key);
+    else if (e.key === "Enter") press("ok");
+    else if (e.key === "Backspace") press("back");
+    else if (e.key === "Escape" || e.key === "Delete") press("clear");
+    else return;
+    e.preventDefault();
+  });
 
   function render(state) {
     last = state;
@@ -24,6 +61,13 @@
     if (state.key === "checking" && state.detail) detail = (strings.hint || {})[state.detail] || "";
     if (state.key === "not_eligible" && state.detail) detail = (strings.refusal || {})[state.detail] || "";
     if (state.key === "out_of_service" && state.detail) detail = (strings.service || {})[state.detail] || "";
+    if (state.key === "claim" && state.detail) detail = (strings.claim_detail || {})[state.detail] || "";
+    const keypad = document.getElementById("keypad");
+    if (state.key !== "claim") code = "";
+    keypad.hidden = state.key !== "claim";
+    document.getElementById("clear").textContent = (strings.keypad || {}).clear || "";
+    document.getElementById("ok").textContent = (strings.keypad || {}).ok || "";
+    showTyped();
     document.getElementById("detail").textContent = detail;
     const offline = document.getElementById("offline");
     offline.hidden = !state.offline;

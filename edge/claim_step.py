@@ -1,0 +1,185 @@
+"""The claim step's runtime side: the held face, the check off the flow's thread, the lockout.
+
+The vision thread hands over a ``ClaimNeeded`` (the face's last encodings, in memory only)
+as ``NeedsClaim``; ``ClaimStep.ask`` holds it and tells the flow how many tries the face
+has left (``flow.ClaimAsked``). When the flow asks to verify a typed code
+(``flow.VerifyClaim``), ``ClaimStep.verify`` runs ``check_claim`` on its own short-lived
+thread (up to 8 scrypt checks of ~40 ms each) and posts ``ClaimVerified``; the runtime
+turns it into ``flow.ClaimChecked`` with the rider's eligibility. Wrong tries count against
+both the typed code (``lock_key``) and the face's track; either lock refuses the next try
+without computing a hash. The held encodings are dropped as soon as the flow leaves the
+claim step. Neither the code nor the encodings are ever logged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from edge import flow as f
+from edge.vault.store import Rider
+from edge.vision.claim import (
+    CLAIM_LOCKED,
+    ClaimFormatError,
+    ClaimLockout,
+    VerifyPolicy,
+    check_claim,
+    lock_key,
+)
+from edge.vision.live import ClaimNeeded
+from edge.vision.matcher import Gallery
+
+log = structlog.get_logger("edge.claim")
+
+NO_FACE_HELD = "claim expired"  # the face left before the code was checked
+
+
+@dataclass(frozen=True)
+class NeedsClaim:
+    """The vision thread's ``claim required`` decision, with the face held for the check."""
+
+    at: float
+    claim: ClaimNeeded
+
+
+@dataclass(frozen=True)
+class ClaimVerified:
+    """The check's outcome, posted from the check's thread to the flow's queue."""
+
+    at: float
+    person_id: str | None
+    reason: str
+    tries_left: int
+
+
+def _track_key(claim: ClaimNeeded) -> str:
+    return f"track:{claim.track}"
+
+
+class ClaimStep:
+    """Holds one face for the claim step and checks typed codes against it."""
+
+    def __init__(
+        self,
+        policy: VerifyPolicy,
+        lockout: ClaimLockout,
+        roster: Callable[[], tuple[Gallery, Mapping[str, str | None]]],
+        post: Callable[[ClaimVerified], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.policy = policy
+        self.lockout = lockout
+        self._roster = roster
+        self._post = post
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._held: ClaimNeeded | None = None
+
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
+    def ask(self, needs: NeedsClaim) -> f.ClaimAsked:
+        """Hold the face; the flow's input asking the rider for the claim."""
+        with self._lock:
+            self._held = needs.claim
+            tries = self.lockout.tries_left(_track_key(needs.claim), self._clock())
+        return f.ClaimAsked(needs.at, tries)
+
+    def forget(self) -> None:
+        """Drop the held face (the flow left the claim step)."""
+        with self._lock:
+            self._held = None
+
+    def verify(self, code: str) -> None:
+        """Check ``code`` against the held face on a thread of its own; posts the outcome."""
+        with self._lock:
+            held = self._held
+        threading.Thread(target=self._check, args=(held, code), name="claim", daemon=True).start()
+
+    def check(self, held: ClaimNeeded | None, code: str) -> ClaimVerified:
+        """The check itself (blocking): locks first, then ``check_claim``, then the lockout."""
+        now = self._clock()
+        if held is None:
+            return ClaimVerified(now, None, NO_FACE_HELD, 0)
+        track = _track_key(held)
+        try:
+            code_key = lock_key(code)
+        except ClaimFormatError:
+            return ClaimVerified(now, None, "claim not recognised", self._left(track, None, now))
+        with self._lock:
+            if self.lockout.is_locked(track, now) or self.lockout.is_locked(code_key, now):
+                return ClaimVerified(now, None, CLAIM_LOCKED, 0)
+        gallery, claims = self._roster()
+        result = check_claim(gallery, held.probe, code, claims, self.policy)
+        now = self._clock()
+        with self._lock:
+            if result.accepted:
+                self.lockout.succeeded(track, now)
+                self.lockout.succeeded(code_key, now)
+            elif result.wrong_try:
+                locked = self.lockout.failed(track, now)
+                locked = self.lockout.failed(code_key, now) or locked
+                if locked:
+                    return ClaimVerified(now, None, CLAIM_LOCKED, 0)
+            left = self._left(track, code_key, now)
+        log.info(
+            "claim.checked",
+            accepted=result.accepted,
+            reason=result.reason,
+            holders=result.holders,
+            distance=None if result.distance is None else round(result.distance, 4),
+            tries_left=left,
+        )
+        return ClaimVerified(now, result.person_id, result.reason, left)
+
+    def _left(self, track: str, code_key: str | None, now: float) -> int:
+        left = self.lockout.tries_left(track, now)
+        return left if code_key is None else min(left, self.lockout.tries_left(code_key, now))
+
+    def _check(self, held: ClaimNeeded | None, code: str) -> None:
+        try:
+            outcome = self.check(held, code)
+        except Exception as exc:  # the flow must hear back, whatever happened
+            log.error("claim.failed", error=type(exc).__name__)
+            outcome = ClaimVerified(self._clock(), None, "claim failed", 0)
+        self._post(outcome)
+
+
+def claims_of(riders: Mapping[str, Rider]) -> dict[str, str | None]:
+    """The riders' claim hashes by person id."""
+    return {person: rider.claim_hash for person, rider in riders.items()}
+
+
+def checked(
+    verified: ClaimVerified,
+    eligible: Callable[[float, str], f.Recognised | f.NotRecognised],
+) -> f.ClaimChecked:
+    """The flow's ``ClaimChecked``: an accepted claim with the rider's eligibility and slot
+    worked out as for a face recognised on its own (``eligible``)."""
+    at, person = verified.at, verified.person_id
+    if person is None:
+        return f.ClaimChecked(at, None, verified.reason, verified.tries_left)
+    known = eligible(at, person)
+    if isinstance(known, f.NotRecognised):  # deleted from the roster meanwhile
+        return f.ClaimChecked(at, None, known.reason, verified.tries_left)
+    return f.ClaimChecked(
+        at,
+        person,
+        verified.reason,
+        verified.tries_left,
+        known.first_name,
+        known.refusal,
+        known.slot,
+    )
+
+
+def default_policy() -> VerifyPolicy:
+    """The shipped operating points' verification policy (``vision.*`` defaults)."""
+    from edge.config import VisionSection
+    from edge.vision.setup import claim_policy
+
+    return claim_policy(VisionSection())

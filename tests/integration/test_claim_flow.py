@@ -1,0 +1,152 @@
+"""The claim step's runtime side with a real gallery, real scrypt hashes and the shipped
+verification policy: the held face, wrong tries, the lockout, no claim set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cloud_sync.roster_wire import RiderRecord, Template
+from edge.claim_step import ClaimStep, ClaimVerified, NeedsClaim, default_policy
+from edge.vault.live import open_roster
+from edge.vision.claim import ClaimLockout, hash_claim
+from edge.vision.engine import FaceEngine
+from edge.vision.live import ClaimNeeded
+from edge.vision.matcher import Gallery
+from hardware.cameras import read_image
+from hardware.sim import BoardSimulator
+from tests.integration import test_runtime
+from tests.integration.test_runtime import Running, config, events, frames, running, types, wait_for
+
+VECTORS = {
+    name: np.random.default_rng(seed).normal(0, 0.12, 128) for seed, name in enumerate("abc")
+}
+CLAIMS = {"a": hash_claim("1234", log2_n=10), "b": hash_claim("5555", log2_n=10), "c": None}
+
+
+def step(clock: list[float]) -> ClaimStep:
+    gallery = Gallery(list(VECTORS.items()))
+    posted: list[ClaimVerified] = []
+    return ClaimStep(
+        default_policy(),
+        ClaimLockout(3, 300, 600),
+        lambda: (gallery, CLAIMS),
+        posted.append,
+        lambda: clock[0],
+    )
+
+
+def face(name: str, track: int = 1) -> ClaimNeeded:
+    return ClaimNeeded(track, (VECTORS[name] + 0.005,), 3)
+
+
+def test_the_right_code_verifies_the_face() -> None:
+    claims = step([0.0])
+    assert claims.ask(NeedsClaim(0.0, face("a"))).tries_left == 3
+    verified = claims.check(face("a"), "1234")
+    assert (verified.person_id, verified.reason) == ("a", "match")
+
+
+def test_three_wrong_codes_lock_the_face_and_the_code() -> None:
+    clock = [0.0]
+    claims = step(clock)
+    outcomes = [claims.check(face("a"), code) for code in ("1111", "2222", "3333")]
+    assert [(o.reason, o.tries_left) for o in outcomes] == [
+        ("claim not recognised", 2),
+        ("claim not recognised", 1),
+        ("claim locked", 0),
+    ]
+    assert claims.check(face("a"), "1234").reason == "claim locked"  # the right code too
+    assert claims.ask(NeedsClaim(1.0, face("a"))).tries_left == 0
+    clock[0] = 301.0
+    assert claims.check(face("a"), "1234").person_id == "a"
+
+
+def test_another_riders_code_does_not_open_this_face() -> None:
+    claims = step([0.0])
+    assert claims.check(face("a"), "5555").person_id is None
+
+
+def test_a_rider_without_a_code_is_told_to_set_one() -> None:
+    claims = step([0.0])
+    verified = claims.check(face("c"), "1234")
+    assert (verified.person_id, verified.reason) == (None, "no claim set")
+
+
+def test_nothing_held_nothing_verified() -> None:
+    claims = step([0.0])
+    assert claims.check(None, "1234").reason == "claim expired"
+
+
+# -- end to end: kiosk run's parts, the real face model, the board simulator ------------------
+
+board = test_runtime.board  # the fixtures of kiosk run's own end-to-end tests
+engine = test_runtime.engine
+
+
+def enrol_with_claim(state: Path, engine: FaceEngine, photo: Path, code: str | None) -> None:
+    image = read_image(photo)
+    vector = engine.encode(image, max(engine.detect(image), key=lambda box: box.area))
+    store = open_roster(state / "roster.sqlite", state / "keys", "kiosk-e2e")
+    record = RiderRecord(
+        "Asha Example",
+        (Template(engine.model_version, np.asarray(vector, dtype=np.float32)),),
+        claim_hash=None if code is None else hash_claim(code),
+        lookalike=True,  # a lookalike always confirms a claim
+    )
+    store.enrol("rider-3", record)
+    store.close()
+
+
+def claim_screen(kiosk: Running, tries: int, detail: str | None = None) -> bool:
+    state = kiosk.screen
+    return state["key"] == "claim" and state["tries"] == tries and state["detail"] == detail
+
+
+def test_a_lookalike_types_the_code_and_rents(
+    tmp_path: Path, dev_faces: Path, engine: FaceEngine, board: BoardSimulator
+) -> None:
+    enrol_with_claim(tmp_path, engine, dev_faces / "person_03" / "01.jpg", "4821")
+    images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 400)
+    with running(config(tmp_path, images, board.path)) as kiosk:
+        wait_for(lambda: claim_screen(kiosk, 3) or not kiosk.alive(), timeout=30)
+        assert kiosk.runtime.claims.holding
+        assert kiosk.parts.hub.claim("4821")
+        wait_for(lambda: "rental.started" in types(tmp_path) or not kiosk.alive(), timeout=30)
+    started = [event for event in events(tmp_path) if event["type"] == "rental.started"]
+    assert len(started) == 1 and started[0]["payload"]["person_id"] == "rider-3"  # type: ignore[index]
+    assert len(board.ejects) == 1
+    assert "claim_checking" in [screen["key"] for screen in kiosk.screens]
+    assert not kiosk.runtime.claims.holding  # the face is dropped after the claim step
+
+
+def test_three_wrong_codes_lock_and_nothing_is_ejected(
+    tmp_path: Path, dev_faces: Path, engine: FaceEngine, board: BoardSimulator
+) -> None:
+    enrol_with_claim(tmp_path, engine, dev_faces / "person_03" / "01.jpg", "4821")
+    images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 400)
+    with running(config(tmp_path, images, board.path)) as kiosk:
+        wait_for(lambda: claim_screen(kiosk, 3) or not kiosk.alive(), timeout=30)
+        for code, left in (("1111", 2), ("2222", 1)):
+            assert kiosk.parts.hub.claim(code)
+            wait_for(lambda left=left: claim_screen(kiosk, left, "wrong"), timeout=10)
+        assert kiosk.parts.hub.claim("3333")
+        wait_for(lambda: kiosk.shows("claim_locked"), timeout=10)
+        assert not kiosk.parts.hub.claim("4821")  # no keypad on the locked screen
+    assert board.ejects == []
+    assert "rental.started" not in types(tmp_path)
+    reasons = [e["payload"]["reason"] for e in events(tmp_path) if e["type"] == "face.unrecognised"]  # type: ignore[index]
+    assert reasons == ["claim locked"]
+
+
+def test_a_rider_without_a_code_is_told_to_set_one_in_the_app(
+    tmp_path: Path, dev_faces: Path, engine: FaceEngine, board: BoardSimulator
+) -> None:
+    enrol_with_claim(tmp_path, engine, dev_faces / "person_03" / "01.jpg", None)
+    images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 400)
+    with running(config(tmp_path, images, board.path)) as kiosk:
+        wait_for(lambda: claim_screen(kiosk, 3) or not kiosk.alive(), timeout=30)
+        assert kiosk.parts.hub.claim("1234")
+        wait_for(lambda: kiosk.shows("no_claim"), timeout=10)
+    assert board.ejects == []

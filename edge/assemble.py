@@ -74,9 +74,19 @@ def service_check(
 
 
 @contextmanager
-def rider_page(hub: ScreenHub, settings: Settings) -> Iterator[str]:
-    """Serve the rider page on the configured local address while the block runs."""
+def rider_page(hub: ScreenHub, settings: Settings, runtime: Runtime | None = None) -> Iterator[str]:
+    """Serve the rider page on the configured local address while the block runs.
+
+    With ``runtime``, ``/metrics`` (its ``KioskMetrics``) and a ``/healthz`` that answers
+    503 with the reasons when the camera is lost, the board offline or the kiosk out of
+    service are served beside it.
+    """
     app = create_app(hub, settings.ui.language)
+    if runtime is not None:
+        from edge.ops.metrics import mount_ops
+        from edge.ops.reporter import health_report
+
+        mount_ops(app, runtime.metrics, health=lambda: health_report(runtime))
     with serve_in_thread(app, settings.ui.host, settings.ui.port, "rider page") as url:
         yield url
 
@@ -152,5 +162,7 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
         camera_health=camera_health,
         status_every_s=settings.flow.status_every_s,
         status_offline_every_s=settings.flow.status_offline_every_s,
+        claim_policy=setup.claim_policy(vision),
+        claim_lockout=setup.claim_lockout(vision),
     )
     return Parts(runtime, board, hub)

@@ -40,11 +40,14 @@ from cloud_sync.outbox import Outbox
 from edge import flow as f
 from edge import systemd
 from edge.board_worker import BoardWorker, Refreshed
+from edge.claim_step import ClaimStep, ClaimVerified, NeedsClaim, checked, claims_of, default_policy
+from edge.ops.metrics import KioskMetrics
 from edge.rentals import Ledger, refusal
 from edge.service import CameraHealth
 from edge.slots import Inventory, SlotState
 from edge.ui.server import ScreenHub
 from edge.vault.store import Rider, RosterStore
+from edge.vision.claim import ClaimLockout, VerifyPolicy
 from edge.vision.consensus import DecisionRecord
 from edge.vision.live import LivePipeline
 from edge.vision.setup import gallery_of
@@ -79,7 +82,15 @@ class Stop:
     at: float
 
 
-Item = f.Input | Decided | Refreshed | Recheck | Stop
+@dataclass(frozen=True)
+class Call:
+    """Run ``fn`` on the flow's thread, between two inputs (remote commands)."""
+
+    at: float
+    fn: Callable[[], None]
+
+
+Item = f.Input | Decided | Refreshed | Recheck | Stop | Call | NeedsClaim | ClaimVerified
 
 
 class Runtime:
@@ -101,6 +112,8 @@ class Runtime:
         model_version: str,
         service_check: Callable[[], str | None] = lambda: None,
         camera_health: CameraHealth | None = None,
+        claim_policy: VerifyPolicy | None = None,
+        claim_lockout: ClaimLockout | None = None,
         status_every_s: float = 5.0,
         status_offline_every_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -134,10 +147,20 @@ class Runtime:
         self._riders: dict[str, Rider] = {}
         self._roster_version = -1
         self._maybe_reload_roster()  # the one decrypt at start: riders and gallery together
+        self.claims = ClaimStep(
+            claim_policy or default_policy(),
+            claim_lockout or ClaimLockout(),
+            lambda: (self.pipeline.gallery, claims_of(self._riders)),
+            self.inputs.put,
+            clock,
+        )
+        hub.on_claim(lambda code: self.inputs.put(f.ClaimEntered(self._clock(), code)))
         self._threads: list[threading.Thread] = []
         self._board_seen = False  # the board answered a status request since the start
         self._let_go: set[str] = set()  # rentals the flow released unconfirmed
         self.decisions: list[DecisionRecord] = []
+        self.metrics = KioskMetrics(kiosk_id, _version(), outbox_stats=outbox.stats)
+        self.hold: str | None = None  # out of service while a remote command runs
         if camera_health is not None:
             camera_health.listen(lambda: self.inputs.put(Recheck(self._clock())))
 
@@ -160,9 +183,12 @@ class Runtime:
                 if outcome.record is not None:
                     record = outcome.record
                     self.decisions.append(record)
+                    self.metrics.decided(record.accepted, record.reason, record.latency_s)
                     log.info("face.decision", **record.as_dict())
                     if record.accepted:
                         self.inputs.put(Decided(now, record))
+                    elif outcome.claim is not None:
+                        self.inputs.put(NeedsClaim(now, outcome.claim))
                     else:
                         self.inputs.put(f.NotRecognised(now, record.reason))
                     continue
@@ -207,18 +233,20 @@ class Runtime:
     # -- the flow's thread ---------------------------------------------------------------------
 
     def _recognised(self, decided: Decided) -> f.Recognised | f.NotRecognised:
+        return self._eligible(decided.at, decided.record.person_id)
+
+    def _eligible(self, at: float, person: str | None) -> f.Recognised | f.NotRecognised:
         self._maybe_reload_roster()  # a rider deleted on disk a moment ago may not rent
-        person = decided.record.person_id
         rider = self._riders.get(person or "")
         if rider is None or person is None:  # deleted between the decision and now
-            return f.NotRecognised(decided.at, "unknown")
+            return f.NotRecognised(at, "unknown")
         first_name = rider.display_name.split()[0] if rider.display_name.strip() else person
         renting = self.flow.mode == "rental"
         open_rentals = self.ledger.open_count(person) if renting else 0
         today = datetime.now(UTC).date()
         why = refusal(rider.entitlements, open_rentals, today, mode=self.flow.mode)
         slot = self.inventory.choose() if why is None and renting else None
-        return f.Recognised(decided.at, person, first_name, refusal=why, slot=slot)
+        return f.Recognised(at, person, first_name, refusal=why, slot=slot)
 
     def _carry_out(self, effects: list[f.Effect]) -> None:
         eject = next((effect for effect in effects if isinstance(effect, f.Eject)), None)
@@ -235,6 +263,10 @@ class Runtime:
                 self.worker.abandon(effect.rental_id)
                 self._let_go.add(effect.rental_id)
                 log.warning("rental.unsettled", slot=effect.slot, rental_id=effect.rental_id)
+            elif isinstance(effect, f.VerifyClaim):
+                self.claims.verify(effect.code)
+        if self.flow.phase != f.Phase.CLAIM:
+            self.claims.forget()  # the face is held for the claim step only
 
     def _begin(self, eject: f.Eject) -> bool:
         """The intent (with room for its outcome) in the ledger; False: do not eject."""
@@ -257,11 +289,13 @@ class Runtime:
         data = effect.as_dict()
         if effect.type == "rental.started":
             self.ledger.started(str(data["rental_id"]), str(data["powerbank_id"]))
+            self.metrics.rentals.labels("started").inc()
             log.info(
                 "rental.summary", outcome="started", slot=data["slot"], rental_id=data["rental_id"]
             )
         elif effect.type == "rental.failed":
             self.ledger.failed(str(data["rental_id"]), str(data["reason"]))
+            self.metrics.rentals.labels("failed").inc()
             log.info("rental.summary", outcome="failed", slot=data["slot"], reason=data["reason"])
         elif effect.type == "rental.returned":
             charge = data.get("charge")
@@ -271,6 +305,7 @@ class Runtime:
                 None if charge is None else int(charge),
             )
             log.info("rental.returned", slot=data["slot"], closed=closed is not None)
+            self.metrics.returns.inc()
         else:
             self.outbox.append(effect.type, **data)
 
@@ -329,7 +364,8 @@ class Runtime:
 
     def _reason(self) -> str | None:
         """Why the kiosk may not rent now (the service check, then the board)."""
-        return self._service_check() or (None if self.inventory.board_online else "board_offline")
+        board = None if self.inventory.board_online else "board_offline"
+        return self.hold or self._service_check() or board
 
     def stop(self) -> None:
         self.inputs.put(Stop(self._clock()))
@@ -356,12 +392,20 @@ class Runtime:
             except queue.Empty:
                 item = f.Tick(self._clock())
             now = self._clock()
+            self.metrics.seen(item)
+            if isinstance(item, Call):
+                item.fn()
+                item = f.Tick(now) if stopping else f.Service(now, self._reason())
             if isinstance(item, Stop):
                 stopping = True
                 systemd.notify("STOPPING=1", "STATUS=finishing the rental under way")
                 item = f.Service(now, "stopping")
             elif isinstance(item, Decided):
                 item = self._recognised(item)
+            elif isinstance(item, NeedsClaim):
+                item = self.claims.ask(item)
+            elif isinstance(item, ClaimVerified):
+                item = checked(item, self._eligible)
             elif isinstance(item, Refreshed):
                 self._board_seen = self._board_seen or item.ok
                 if unsettled:
@@ -369,7 +413,7 @@ class Runtime:
                 item = f.Tick(now) if stopping else f.Service(now, self._reason())
             elif isinstance(item, Recheck):
                 item = f.Tick(now) if stopping else f.Service(now, self._reason())
-            rental_id = str(ULID()) if isinstance(item, f.Recognised) else None
+            rental_id = str(ULID()) if isinstance(item, f.Recognised | f.ClaimChecked) else None
             self._carry_out(self.flow.handle(item, rental_id=rental_id))
             if stopping and self.flow.phase not in busy:
                 break

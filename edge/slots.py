@@ -24,11 +24,20 @@ from typing import Any
 import sqlite_utils
 import structlog
 
+from cloud_sync.events import EjectAttempt
 from cloud_sync.outbox import Outbox
 from edge.errors import EdgeError
 from hardware.board import BoardEvent, BoardOffline, BoardOnline, EjectResult, SlotBoard
 from hardware.config import BoardConfig
-from hardware.errors import BoardError, BoardRefusedError, SlotJammedError, SlotRangeError
+from hardware.errors import (
+    BoardConnectError,
+    BoardError,
+    BoardRefusedError,
+    BoardTimeoutError,
+    ProtocolError,
+    SlotJammedError,
+    SlotRangeError,
+)
 from hardware.messages import (
     Booted,
     Door,
@@ -391,3 +400,22 @@ def eject_slot(board: SlotBoard, inventory: Inventory, number: int, request_id: 
         raise
     inventory.ejected(result)
     return result
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (its type's name when it has none)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def failed_eject(error: BoardError) -> tuple[EjectAttempt, str]:
+    """How a failed operator or remote eject is recorded: the outcome and its detail."""
+    if isinstance(error, SlotJammedError):
+        return "jammed", ""
+    if isinstance(error, BoardRefusedError):
+        try:
+            return "refused", NackCode(error.code).name.lower()
+        except ValueError:
+            return "refused", f"code {error.code}"
+    if isinstance(error, BoardTimeoutError | BoardConnectError | ProtocolError):
+        return "no_answer", one_line(error)[:200]  # no valid answer: it may have ejected
+    return "failed", one_line(error)[:200]

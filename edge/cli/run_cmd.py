@@ -18,6 +18,7 @@ log = structlog.get_logger("edge.run")
 def run(ctx: typer.Context) -> None:
     """Run the kiosk: camera, face pipeline, rental flow, slot board, outbox, rider page."""
     from edge.assemble import assemble, rider_page
+    from edge.ops.wiring import start_ops
 
     settings = state(ctx).settings()
     parts = assemble(settings)
@@ -33,12 +34,14 @@ def run(ctx: typer.Context) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    ops = start_ops(settings, runtime)  # runtime.json, MQTT: both return at once
     try:
-        with rider_page(parts.hub, settings) as url:
+        with rider_page(parts.hub, settings, runtime) as url:
             log.info("kiosk.running", rider_page=url, mode=settings.kiosk.mode)
             typer.echo(f"rider page: {url}", err=True)
             runtime.run(watchdog_s=systemd.watchdog_seconds())
     finally:
+        ops.stop()
         parts.board.close()
         runtime.outbox.close()
     log.info("kiosk.stopped")

@@ -13,22 +13,16 @@ from rich.console import Console
 from rich.table import Table
 from ulid import ULID
 
-from cloud_sync.events import EjectAttempt, Event
+from cloud_sync.events import Event
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.errors import InputError
 from edge.settings import Settings
-from edge.slots import Inventory, Slot, SlotState, eject_slot
+from edge.slots import Inventory, Slot, SlotState, eject_slot, failed_eject, one_line
 from hardware.driver import SerialBoard
 from hardware.errors import (
-    BoardConnectError,
     BoardError,
-    BoardRefusedError,
-    BoardTimeoutError,
-    ProtocolError,
-    SlotJammedError,
 )
-from hardware.messages import NackCode
 
 SLOTS_DB = "slots.db"
 
@@ -174,7 +168,7 @@ def _set_enabled(ctx: typer.Context, slot: int, enabled: bool) -> None:
     if error is not None:
         raise type(error)(
             f"slot {slot} is {word} on this kiosk (recorded: {recorded}), but the board "
-            f"did not confirm: {_one_line(error)}"
+            f"did not confirm: {one_line(error)}"
         ) from None
     typer.echo(f"slot {slot}: {word}; {recorded}")
 
@@ -182,10 +176,6 @@ def _set_enabled(ctx: typer.Context, slot: int, enabled: bool) -> None:
 def _recorded(event: Event | None, who: str) -> str:
     seq = f"event {event.seq}" if event is not None else "no event (the outbox is full)"
     return f"{seq}, operator {who}"
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 @slots_app.command("disable")
@@ -204,20 +194,6 @@ def enable(
     """Put a disabled slot back in service (needs root or kiosk-tech; records a
     slot.service event naming the operator)."""
     _set_enabled(ctx, slot, True)
-
-
-def _failure(error: BoardError) -> tuple[EjectAttempt, str]:
-    """How a failed eject is recorded: the outcome and its detail."""
-    if isinstance(error, SlotJammedError):
-        return "jammed", ""
-    if isinstance(error, BoardRefusedError):
-        try:
-            return "refused", NackCode(error.code).name.lower()
-        except ValueError:
-            return "refused", f"code {error.code}"
-    if isinstance(error, BoardTimeoutError | BoardConnectError | ProtocolError):
-        return "no_answer", _one_line(error)[:200]  # no valid answer: it may have ejected
-    return "failed", _one_line(error)[:200]
 
 
 def eject(
@@ -249,7 +225,7 @@ def eject(
         if inventory is None:  # the board never answered: the last known state
             inventory = _inventory(settings)
             held = _powerbank_in(inventory, slot)
-        outcome, detail = _failure(exc)
+        outcome, detail = failed_eject(exc)
         assert inventory.outbox is not None
         event = inventory.outbox.append(
             "slot.ejected",
@@ -261,7 +237,7 @@ def eject(
             detail=detail,
         )
         hint = "; it may have ejected: check 'kiosk slots'" if outcome == "no_answer" else ""
-        said = _one_line(exc).removeprefix(f"slot {slot}: ")
+        said = one_line(exc).removeprefix(f"slot {slot}: ")
         raise type(exc)(
             f"slot {slot}: the eject failed ({outcome}): {said}{hint}; "
             f"recorded: {_recorded(event, who)}"

@@ -118,6 +118,8 @@ class KioskMetrics:
         version: str,
         outbox_stats: Callable[[], Stats] | None = None,
     ) -> None:
+        self.kiosk_id = kiosk_id
+        self.version = version
         self.registry = CollectorRegistry()
         reg = self.registry
         self.info = Gauge(
@@ -154,6 +156,17 @@ class KioskMetrics:
         if outbox_stats is not None:
             reg.register(_OutboxCollector(outbox_stats))
 
+    def decided(self, accepted: bool, reason: str, latency_s: float) -> None:
+        """One face decision: its outcome and how long it took."""
+        self.recognitions.labels(decision_outcome(accepted, reason)).inc()
+        self.decision_seconds.observe(max(0.0, latency_s))
+
+    def seen(self, item: object) -> None:
+        """Count a board error among the runtime's inputs (others are ignored)."""
+        kind = board_error_kind(item)
+        if kind is not None:
+            self.board_errors.labels(kind).inc()
+
     def counts(self) -> dict[str, int]:
         """Plain totals for telemetry and ``runtime.json``: rentals, returns, recognitions."""
         totals: dict[str, int] = {}
@@ -175,6 +188,32 @@ class KioskMetrics:
         return generate_latest(self.registry)
 
 
+def decision_outcome(accepted: bool, reason: str) -> str:
+    """The ``outcome`` label of a face decision (``RECOGNITION_OUTCOMES``)."""
+    if accepted:
+        return "recognised"
+    for outcome in ("liveness", "ambiguous", "no_face", "claim"):
+        if outcome in reason:
+            return outcome
+    return "ambiguous" if "margin" in reason else "unrecognised"
+
+
+def board_error_kind(item: object) -> str | None:
+    """The ``kind`` label when a runtime input reports a board error, else None."""
+    from edge.board_worker import Refreshed
+    from edge.flow_values import EjectFailed, EjectUnconfirmed, EjectUnsettled
+
+    if isinstance(item, Refreshed):
+        return None if item.ok else "no_answer"
+    if isinstance(item, EjectFailed):
+        return item.reason
+    if isinstance(item, EjectUnconfirmed):
+        return "unconfirmed"
+    if isinstance(item, EjectUnsettled):
+        return "unsettled"
+    return None
+
+
 def metrics_router(
     metrics: KioskMetrics, health: Callable[[], HealthReport] | None = None
 ) -> APIRouter:
@@ -190,6 +229,7 @@ def metrics_router(
         report = health() if health is not None else HealthReport()
         body = {
             "status": "ok" if report.ok else "degraded",
+            "version": metrics.version,
             "checks": dict(report.checks),
             "details": dict(report.details),
         }

@@ -120,6 +120,7 @@ def test_metrics_and_healthz_on_the_rider_app() -> None:
     mount_ops(app, metrics, lambda: HealthReport({"camera": True, **healthy}))
     client = TestClient(app)
     assert client.get("/healthz").json()["checks"] == {"camera": True, "board": True}
+    assert client.get("/healthz").json()["version"] == "0.1.0"  # kiosk update checks it
     healthy["board"] = False
     answer = client.get("/healthz")
     assert answer.status_code == 503 and answer.json()["status"] == "degraded"
@@ -157,3 +158,55 @@ def test_the_runtime_helpers_for_telemetry_and_runtime_json() -> None:
         "ok": False,
         "detail": "connecting to 127.0.0.1:1",
     }
+
+
+def test_decision_outcomes_and_board_errors_are_counted_by_kind() -> None:
+    from edge.board_worker import Refreshed
+    from edge.flow_values import EjectFailed, EjectUnconfirmed, Tick
+    from edge.ops.metrics import board_error_kind, decision_outcome
+
+    assert decision_outcome(True, "match") == "recognised"
+    assert decision_outcome(False, "liveness_failed") == "liveness"
+    assert decision_outcome(False, "margin") == "ambiguous"
+    assert decision_outcome(False, "unknown") == "unrecognised"
+    assert board_error_kind(Refreshed(0.0, ok=False)) == "no_answer"
+    assert board_error_kind(Refreshed(0.0, ok=True)) is None
+    assert board_error_kind(EjectFailed(0.0, 2, "jammed")) == "jammed"
+    assert board_error_kind(EjectUnconfirmed(0.0, 2)) == "unconfirmed"
+    assert board_error_kind(Tick(0.0)) is None
+    metrics = KioskMetrics("kiosk-0042", "0.1.0")
+    metrics.decided(False, "margin", 0.3)
+    metrics.seen(EjectFailed(0.0, 2, "jammed"))
+    text = metrics.render().decode()
+    assert 'kiosk_recognitions_total{outcome="ambiguous"} 1.0' in text
+    assert 'kiosk_board_errors_total{kind="jammed"} 1.0' in text
+    assert "kiosk_decision_seconds_count 1.0" in text
+
+
+def test_the_offline_indicator_needs_a_failing_cloud_and_a_waiting_event() -> None:
+    from dataclasses import replace
+
+    from edge.ops.reporter import offline
+
+    failing = _stats("2026-01-01T00:01:00+00:00")
+    assert not offline(failing, after_s=60)  # the oldest event waits 42 s: not yet
+    assert offline(failing, after_s=30)
+    assert not offline(_stats(None), after_s=30)  # the last exchange worked
+    assert offline(replace(_stats(None), last_success_at=None), after_s=30)  # never reached
+    assert not offline(replace(failing, oldest_pending_age_s=None), after_s=30)  # nothing waits
+    assert not offline(None)
+
+
+def test_sync_now_finds_this_users_sync_daemons(tmp_path: Path) -> None:
+    from edge.ops.wiring import sync_daemons
+
+    for pid, argv in {
+        "101": [".venv/bin/python", "/opt/kiosk/bin/kiosk", "sync", "run"],
+        "102": ["/opt/kiosk/bin/kiosk", "--config", "/etc/kiosk.toml", "sync", "run"],
+        "103": ["/opt/kiosk/bin/kiosk", "sync", "now"],
+        "104": ["/usr/bin/rsync", "sync", "run"],
+    }.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    (tmp_path / "self").mkdir()
+    assert sorted(sync_daemons(tmp_path)) == [101, 102]

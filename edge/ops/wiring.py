@@ -1,0 +1,239 @@
+"""Field operations wired into ``kiosk run``: the reporter, MQTT and its command handlers.
+
+``start_ops(settings, runtime)`` starts the ``Reporter`` (``runtime.json``, gauges, the
+offline indicator) and, when ``[mqtt] enabled = true``, the MQTT link with the runtime's
+handlers:
+
+- ``eject``: asks the flow's thread first (``runtime.Call``): refused while a rental is
+  under way; otherwise the kiosk is held out of service ("maintenance" on the screen) for
+  the eject, so no rental can start beside it. The outcome is recorded as a
+  ``slot.ejected`` event naming ``remote:<issuer>``, as ``kiosk eject`` does.
+- ``sync-now``: SIGUSR1 to this user's ``kiosk sync run`` processes (the daemon's wake).
+- ``reload-roster``: waits until the runtime has the roster on disk loaded (it checks
+  every second) and answers its version.
+- ``maintenance-on|off`` (``edge.ops.remote``) and ``ping`` (built in).
+
+Every handler runs on the link's command thread: a slow eject or a broker that went away
+never stalls the flow's thread, and publishing never blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+from ulid import ULID
+
+from cloud_sync.mqtt.commands import Command, EjectArgs
+from cloud_sync.mqtt.executor import Handler, HandlerData
+from cloud_sync.mqtt.telemetry import Telemetry
+from edge.ops.remote import open_kiosk_mqtt, remote_operator, telemetry_snapshot
+from edge.ops.reporter import Reporter
+from edge.settings import Settings
+from edge.slots import eject_slot
+from hardware.errors import BoardError
+
+if TYPE_CHECKING:
+    from cloud_sync.mqtt.client import KioskMqtt
+    from edge.runtime import Runtime
+
+log = structlog.get_logger("edge.ops")
+
+#: How long a remote command waits for the flow's thread to let it in.
+ADMIT_S = 10.0
+#: How long ``reload-roster`` waits for the runtime to load the roster on disk.
+RELOAD_S = 10.0
+HOLD_REASON = "maintenance"
+
+
+class CommandRefused(RuntimeError):
+    """A remote command the kiosk will not run now (the result says why)."""
+
+
+def busy(runtime: Runtime) -> str | None:
+    """Why a remote eject may not run now: a rental (or its eject) under way."""
+    from edge import flow as f
+
+    if runtime.flow.rental is not None or runtime.flow.phase in (
+        f.Phase.EJECTING,
+        f.Phase.CONFIRMING,
+        f.Phase.TAKE,
+    ):
+        return "a rental is under way"
+    if runtime.worker.current is not None:
+        return "an eject is under way"
+    if runtime.hold is not None:
+        return "another remote command is under way"
+    return None
+
+
+def _admit(runtime: Runtime) -> None:
+    """Hold the kiosk out of service, decided on the flow's thread; raise when it is busy."""
+    from edge.runtime import Call
+
+    answer: queue.Queue[str | None] = queue.Queue(maxsize=1)
+
+    def decide() -> None:
+        why = busy(runtime)
+        if why is None:
+            runtime.hold = HOLD_REASON
+        answer.put(why)
+
+    runtime.inputs.put(Call(time.monotonic(), decide))
+    try:
+        why = answer.get(timeout=ADMIT_S)
+    except queue.Empty:
+        raise CommandRefused("the kiosk's flow did not answer in time") from None
+    if why is not None:
+        raise CommandRefused(f"refused: {why}")
+
+
+def _release(runtime: Runtime) -> None:
+    from edge.runtime import Recheck
+
+    runtime.hold = None
+    runtime.inputs.put(Recheck(time.monotonic()))
+
+
+def eject_handler(runtime: Runtime) -> Handler:
+    """``eject``: one slot, serialised with rentals, recorded like ``kiosk eject``."""
+    from edge.slots import failed_eject  # the same outcome names as `kiosk eject`
+
+    def eject(command: Command) -> HandlerData:
+        args = command.typed_args()
+        assert isinstance(args, EjectArgs)
+        slot, who = args.slot, remote_operator(command)
+        _admit(runtime)
+        held = runtime.inventory.slot(slot).powerbank_id
+        try:
+            try:
+                result = eject_slot(runtime.board, runtime.inventory, slot, str(ULID()))
+            except BoardError as exc:
+                outcome, detail = failed_eject(exc)
+                runtime.outbox.append(
+                    "slot.ejected",
+                    slot=slot,
+                    powerbank_id=held,
+                    operator=who,
+                    reason=args.reason,
+                    outcome=outcome,
+                    detail=detail,
+                )
+                raise CommandRefused(f"slot {slot}: the eject failed ({outcome}): {exc}") from None
+        finally:
+            _release(runtime)
+        done = result.outcome.name.lower()
+        powerbank = result.powerbank_id or held
+        runtime.outbox.append(
+            "slot.ejected",
+            slot=slot,
+            powerbank_id=powerbank,
+            operator=who,
+            reason=args.reason,
+            outcome=done,
+        )
+        log.info("slot.ejected", slot=slot, operator=who, outcome=done)
+        return {"slot": slot, "powerbank_id": powerbank, "outcome": done}
+
+    return eject
+
+
+def sync_daemons(proc: Path = Path("/proc")) -> list[int]:
+    """The pids of this user's ``kiosk sync run`` processes."""
+    found: list[int] = []
+    uid = os.getuid()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        names = [Path(os.fsdecode(arg)).name for arg in argv]
+        pairs = list(itertools.pairwise(names))
+        if "kiosk" in names and ("sync", "run") in pairs:
+            found.append(int(entry.name))
+    return found
+
+
+def wake_sync(command: Command) -> HandlerData:
+    """``sync-now``: wake the sync daemon (SIGUSR1, as ``kiosk sync run`` documents)."""
+    woken = 0
+    for pid in sync_daemons():
+        try:
+            os.kill(pid, signal.SIGUSR1)
+            woken += 1
+        except OSError:
+            continue
+    if not woken:
+        raise CommandRefused("no sync daemon (kiosk sync run) is running on this kiosk")
+    return {"woken": woken}
+
+
+def reload_handler(runtime: Runtime) -> Handler:
+    def reload(command: Command) -> HandlerData:
+        deadline = time.monotonic() + RELOAD_S
+        while runtime.loaded_roster_version != runtime.roster.version:
+            if time.monotonic() > deadline:
+                raise CommandRefused("the runtime did not load the roster in time")
+            time.sleep(0.1)
+        return {"roster_version": runtime.loaded_roster_version}
+
+    return reload
+
+
+def snapshot(runtime: Runtime, state_dir: Path) -> Telemetry:
+    camera = runtime.camera_health
+    return telemetry_snapshot(
+        runtime.inventory.slots(),
+        runtime.outbox.stats(),
+        runtime.metrics.counts(),
+        maintenance=(state_dir / "maintenance").exists(),
+        camera_ok=None if camera is None or camera.status is None else camera.down is None,
+        board_online=runtime.inventory.board_online,
+    )
+
+
+@dataclass
+class Ops:
+    """What ``kiosk run`` starts beside the runtime; ``stop`` on the way out."""
+
+    reporter: Reporter
+    link: KioskMqtt | None
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.stop()  # the retained "offline", then disconnect
+        self.reporter.stop()
+
+
+def start_ops(settings: Settings, runtime: Runtime) -> Ops:
+    """The reporter, and the MQTT link when enabled (both return at once)."""
+    state_dir = settings.kiosk.state_dir
+    link: KioskMqtt | None = None
+    if settings.mqtt.enabled:
+        handlers = {
+            "eject": eject_handler(runtime),
+            "sync-now": wake_sync,
+            "reload-roster": reload_handler(runtime),
+        }
+        link = open_kiosk_mqtt(
+            settings,
+            handlers,
+            snapshot=lambda: snapshot(runtime, state_dir),
+            outbox=runtime.outbox,
+            slots=settings.board.slots,
+        )
+    reporter = Reporter(
+        runtime, state_dir, settings.kiosk.mode, mqtt=lambda: link, every_s=2.0
+    ).start()
+    return Ops(reporter, link)

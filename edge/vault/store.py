@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import sqlite_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.errors import IntegrityError
@@ -40,12 +41,22 @@ from cloud_sync.sealing import (
 from edge.vault.errors import DeltaError, StoreError, VersionGapError
 from edge.vault.keys import DeviceKeys
 
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS riders (person_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-    " key_id TEXT NOT NULL, models TEXT NOT NULL, sealed BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS data_keys (key_id TEXT PRIMARY KEY, wrapped TEXT NOT NULL, added_at REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-)
+#: The tables (sqlite-utils column types): one sealed row per rider, the wrapped data keys,
+#: and the roster's metadata. Only ``sealed`` and ``wrapped`` hold anything personal or
+#: secret, and both are ciphertext.
+TABLES: dict[str, tuple[dict[str, type], str]] = {
+    "riders": (
+        {"person_id": str, "version": int, "key_id": str, "models": str, "sealed": bytes},
+        "person_id",
+    ),
+    "data_keys": ({"key_id": str, "wrapped": str, "added_at": float}, "key_id"),
+    "meta": ({"key": str, "value": str}, "key"),
+}
+
+
+def _create_tables(db: sqlite_utils.Database) -> None:
+    for name, (columns, pk) in TABLES.items():
+        db.table(name).create(columns, pk=pk, not_null=set(columns), if_not_exists=True)
 
 
 @dataclass(frozen=True)
@@ -163,8 +174,7 @@ class RosterStore:
                 raise StoreError(
                     f"{path}: the roster database is damaged ({check[0] if check else 'no answer'})"
                 )
-            for statement in SCHEMA:
-                self._db.execute(statement)
+            _create_tables(sqlite_utils.Database(self._db))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: cannot open the roster database ({exc})") from None
 

@@ -7,6 +7,7 @@ SIGTERM / SIGKILL as systemd would send them. The later tests run the same parts
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -104,12 +105,13 @@ def board() -> Iterator[BoardSimulator]:
     sim.stop()
 
 
-def start(config_path: Path) -> subprocess.Popen[str]:
+def start(config_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(BIN / "kiosk"), "--log-format", "json", "--config", str(config_path), "run"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -584,3 +586,56 @@ def test_boarding_ignores_open_rentals(
     boarded = [event for event in events(tmp_path) if event["type"] == "boarding.recorded"]
     assert [event["payload"]["person_id"] for event in boarded] == ["rider-3"]  # type: ignore[index]
     assert board.ejects == []
+
+
+def test_under_systemd_it_says_ready_pings_the_watchdog_and_says_stopping(
+    tmp_path: Path, board: BoardSimulator
+) -> None:
+    """sd_notify over a real datagram socket, as systemd's NOTIFY_SOCKET provides it."""
+    import socket
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="notify-", dir="/tmp"))  # a short socket path
+    address = folder / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(address))
+    listener.settimeout(0.5)
+    images = frames(tmp_path / "frames", tmp_path / "blank.png", 0, blanks=5)
+    received: list[str] = []
+
+    def listen(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with suppress(TimeoutError):
+                received.append(listener.recv(4096).decode())
+
+    def heard(state: str, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not any(state in message.split("\n") for message in received):
+            if time.monotonic() > deadline:
+                return False
+            listen(0.5)
+        return True
+
+    def pings() -> int:
+        return sum("WATCHDOG=1" in message.split("\n") for message in received)
+
+    process = start(
+        config(tmp_path, images, board.path),
+        env={"NOTIFY_SOCKET": str(address), "WATCHDOG_USEC": "900000"},
+    )
+    try:
+        assert heard("READY=1"), received
+        assert heard("WATCHDOG=1"), received
+        before = pings()
+        listen(2.0)  # WatchdogSec=0.9 s: a ping at least every 0.3 s, so several by now
+        assert pings() >= before + 2, received
+        process.send_signal(signal.SIGTERM)
+        assert heard("STOPPING=1"), received
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        listener.close()
+    assert process.returncode == 0, err[-3000:]

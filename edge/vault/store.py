@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import sqlite_utils
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.errors import IntegrityError
@@ -40,6 +41,8 @@ from cloud_sync.sealing import (
 )
 from edge.vault.errors import DeltaError, StoreError, VersionGapError
 from edge.vault.keys import DeviceKeys
+
+log = structlog.get_logger("edge.vault.store")
 
 #: The tables (sqlite-utils column types): one sealed row per rider, the wrapped data keys,
 #: and the roster's metadata. Only ``sealed`` and ``wrapped`` hold anything personal or
@@ -167,6 +170,7 @@ class RosterStore:
                 "synchronous=FULL",
                 "secure_delete=ON",
                 "temp_store=MEMORY",
+                "busy_timeout=5000",  # another process (kiosk run, kiosk sync run) may hold it
             ):
                 self._db.execute(f"PRAGMA {pragma}")
             check = self._db.execute("PRAGMA quick_check").fetchone()
@@ -262,8 +266,20 @@ class RosterStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot write the roster ({exc})") from None
 
-    def _scrub_wal(self) -> None:
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def _scrub_wal(self, tries: int = 20) -> None:
+        """Copy the WAL into the database and truncate it, so that deleted rows (already
+        zeroed in the database by ``secure_delete``) leave no copy in the WAL either.
+
+        A reader in another process (``kiosk run`` between two looks at the roster) can
+        keep the checkpoint from finishing: it is tried again for a while, and a warning is
+        logged if the WAL still could not be truncated (the next write tries again).
+        """
+        for attempt in range(tries):
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.05 * (attempt + 1))
+        log.warning("roster.wal_not_truncated", path=str(self.path), tries=tries)
 
     # -- reading ------------------------------------------------------------------------
 

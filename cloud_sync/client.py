@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from cloud_sync.backoff import parse_retry_after
 from cloud_sync.errors import (
@@ -31,6 +31,21 @@ from cloud_sync.signing import new_nonce, sign_request
 
 BATCH_PATH = "/v1/events:batch"
 ROSTER_PATH = "/v1/roster"
+CLOSED_PATH = "/v1/rentals:closed"
+
+
+class ClosedRental(BaseModel):
+    rental_id: str = Field(min_length=1, max_length=128)
+    returned_at: str | None = None
+    return_kiosk_id: str | None = None
+
+
+class ClosedPage(BaseModel):
+    """One page of ``GET /v1/rentals:closed``: this kiosk's rentals the cloud closed."""
+
+    rentals: list[ClosedRental]
+    cursor: int = Field(ge=0)
+    more: bool = False
 
 
 class CloudClient:
@@ -88,6 +103,19 @@ class CloudClient:
         if response.status_code == 204:
             return None
         return response.content
+
+    def get_closed_rentals(self, since: int, limit: int = 500) -> ClosedPage:
+        """This kiosk's rentals closed in the cloud after cursor ``since`` (one page)."""
+        path = f"{CLOSED_PATH}?since={int(since)}&limit={int(limit)}"
+        response = self.request("GET", path)
+        try:
+            return ClosedPage.model_validate_json(response.content)
+        except ValidationError:
+            raise CloudUnavailableError(
+                f"{self.base_url}{CLOSED_PATH}: the answer is not a page of closed rentals "
+                f"(status {response.status_code}); is sync.cloud_url the kiosk cloud API?",
+                response.status_code,
+            ) from None
 
     def request(self, method: str, path: str, body: bytes = b"") -> httpx.Response:
         """One signed request; the response when its status is 2xx, else a ``CloudError``."""

@@ -21,6 +21,12 @@ version it holds, applies it (the store checks signature, recipient, versions an
 row first, and changes nothing otherwise), asks for a full snapshot when the delta does
 not follow its version, records ``roster.applied`` in the outbox, and keeps the old roster
 with the error remembered for ``kiosk sync status`` when anything is refused.
+
+With a ``close_rentals`` callback (the kiosk's ledger), ``run`` also asks the cloud, after
+each successful pass, which of this kiosk's rentals it has closed (returned at another
+kiosk) since the cursor kept in the outbox's ``meta`` table, hands their ids to the
+callback and then advances the cursor (``pull_closed``). A failure there is logged and
+leaves the ledger and the cursor as they were; the next pass asks again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +45,7 @@ from ulid import ULID
 from cloud_sync.backoff import BackoffPolicy, wait_full_jitter
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
+from cloud_sync.closed_pull import ClosedPull, pull_closed
 from cloud_sync.errors import (
     CloudAuthError,
     CloudError,
@@ -122,6 +130,7 @@ class SyncDaemon:
         keep_sent_s: float = 7 * 86400,
         roster: RosterTarget | None = None,
         roster_interval_s: float = 300.0,
+        close_rentals: Callable[[list[str]], int] | None = None,
     ) -> None:
         self.outbox = outbox
         self.client = client
@@ -132,6 +141,7 @@ class SyncDaemon:
         self.keep_sent_s = keep_sent_s
         self.roster = roster
         self.roster_interval_s = roster_interval_s
+        self.close_rentals = close_rentals
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._roster_wanted = threading.Event()
@@ -308,6 +318,14 @@ class SyncDaemon:
         delay = self.backoff.delay(self._roster_failures, random.random())
         return min(self.roster_interval_s, max(delay, 1.0))
 
+    # -- rentals closed elsewhere -----------------------------------------------------------------
+
+    def pull_closed(self) -> ClosedPull:
+        """Close in the ledger the rentals the cloud says are closed (``closed_pull``)."""
+        if self.close_rentals is None:
+            raise RuntimeError("no rental ledger is attached to this daemon")
+        return pull_closed(self.outbox, self.client, self.close_rentals, self._stop.is_set)
+
     # -- the service ----------------------------------------------------------------------------
 
     def sync_with_retry(self) -> PassResult:
@@ -351,6 +369,8 @@ class SyncDaemon:
                     pulled = self.pull_roster()
                     next_roster = time.monotonic() + self._roster_wait(pulled.error is not None)
                 self.sync_with_retry()
+                if self.close_rentals is not None:
+                    self.pull_closed()
                 if time.monotonic() - last_prune > 600:
                     self.outbox.prune_sent(self.keep_sent_s)
                     last_prune = time.monotonic()

@@ -14,11 +14,14 @@ a full outbox stops rentals instead of ejecting a powerbank without a record.
 ``has_room`` answers the same question without reserving, for the service check.
 
 Eligibility (``refusal``) is a pure function of the rider's entitlements, the kiosk's mode
-and the rider's open rentals.
+and the rider's open rentals. The rider's open rentals are counted here, offline, until the
+cloud confirms otherwise: a rental returned at another kiosk is closed in the cloud, and
+the sync daemon closes it here with ``close_confirmed``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
@@ -190,3 +193,22 @@ class Ledger:
                 tx.execute("UPDATE rentals SET state = 'closed' WHERE rental_id = ?", (row[0],))
             tx.append("rental.returned", slot=slot, powerbank_id=powerbank_id, charge=charge)
         return None if row is None else str(row[0])
+
+    def close_confirmed(self, rental_ids: Iterable[str]) -> int:
+        """The cloud closed these rentals (returned elsewhere): close those still ``open``
+        here; unknown or already settled ids are ignored, and no event is recorded (the
+        cloud already knows). The number closed."""
+        ids = sorted(set(rental_ids))
+        if not ids:
+            return 0
+        closed = 0
+        with self._outbox.transaction() as tx:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                closed += tx.execute(
+                    f"UPDATE rentals SET state = 'closed' WHERE state = 'open' "  # noqa: S608
+                    f"AND rental_id IN ({marks})",
+                    chunk,
+                ).rowcount
+        return closed

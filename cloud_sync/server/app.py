@@ -48,6 +48,7 @@ from cloud_sync.server.models import (
 )
 from cloud_sync.server.observability import Metrics, RequestContext
 from cloud_sync.server.problems import Problem
+from cloud_sync.server.rentals_api import router as rentals_router
 from cloud_sync.server.roster import box_public_key, open_cloud_roster
 from cloud_sync.server.roster_api import router as roster_router
 from cloud_sync.server.store import KioskRecord, Store
@@ -318,6 +319,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         )
 
     app.include_router(roster_router)
+    app.include_router(rentals_router)
 
     @app.post("/v1/provision", status_code=201, response_model=ProvisionOut, responses=_ERRORS)
     def provision(request: Request, body: ProvisionIn, svc: Svc) -> ProvisionOut:

@@ -118,6 +118,19 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX roster_tombstones_deleted ON roster_tombstones (deleted_at)
         """,
     ),
+    (
+        3,
+        "rentals: closed_seq, the order in which the cloud closed each kiosk's rentals",
+        """
+        ALTER TABLE rentals ADD COLUMN closed_seq BIGINT;
+        UPDATE rentals SET closed_seq = (
+            SELECT COUNT(*) FROM rentals AS earlier
+            WHERE earlier.kiosk_id = rentals.kiosk_id AND earlier.status = 'closed'
+            AND earlier.rental_id <= rentals.rental_id
+        ) WHERE status = 'closed';
+        CREATE UNIQUE INDEX rentals_closed ON rentals (kiosk_id, closed_seq)
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

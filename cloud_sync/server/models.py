@@ -178,3 +178,18 @@ class SignedDelta(BaseModel):
 
     delta: DeltaBody
     signature: str = Field(description="base64 Ed25519 over the canonical JSON of delta")
+
+
+class ClosedRentalOut(BaseModel):
+    rental_id: str
+    returned_at: str | None = Field(description="when the powerbank came back (kiosk clock)")
+    return_kiosk_id: str | None = Field(description="the kiosk it was returned to")
+
+
+class ClosedRentals(BaseModel):
+    rentals: list[ClosedRentalOut] = Field(
+        description="this kiosk's rentals closed in the cloud after the cursor, in the order "
+        "the cloud closed them"
+    )
+    cursor: int = Field(ge=0, description="send as ``since`` next time")
+    more: bool = Field(description="true when a full page was sent: ask again at once")

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloud_sync.events import Event, Rejection
+from cloud_sync.server.closed import ClosedRental, number_closed
 from cloud_sync.server.db import Database
 from cloud_sync.server.migrations import utc_text
 from cloud_sync.server.problems import Problem
@@ -272,6 +273,7 @@ class Store:
                 )
             tx.insert_many("events", EVENT_COLUMNS, rows)
             reconcile(tx, accepted)
+            number_closed(tx, accepted)
         return IngestResult([event.id for event in accepted], duplicate)
 
     def events(
@@ -319,6 +321,22 @@ class Store:
             "return_kiosk_id",
         )
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def closed_rentals(self, kiosk_id: str, since: int, limit: int) -> list[ClosedRental]:
+        """This kiosk's rentals the cloud closed after cursor ``since``, in closing order."""
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                "SELECT closed_seq, rental_id, returned_at, return_kiosk_id FROM rentals "
+                "WHERE kiosk_id = ? AND closed_seq > ? AND status = 'closed' "
+                "ORDER BY closed_seq LIMIT ?",
+                [kiosk_id, since, limit],
+            )
+        return [ClosedRental(int(seq), rid, at, by) for seq, rid, at, by in rows]
+
+    def last_closed_seq(self, kiosk_id: str) -> int:
+        with self.db.transaction() as tx:
+            rows = tx.rows("SELECT MAX(closed_seq) FROM rentals WHERE kiosk_id = ?", [kiosk_id])
+        return int(rows[0][0] or 0)
 
     def returns(self, flagged_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
         where = "WHERE flag IS NOT NULL" if flagged_only else ""

@@ -70,6 +70,7 @@ def build_daemon(
     from cloud_sync.batching import BatchLimits
     from cloud_sync.client import CloudClient
     from cloud_sync.daemon import SyncDaemon
+    from edge.rentals import Ledger
 
     sync = settings.sync
     if sync.cloud_url is None:
@@ -94,6 +95,7 @@ def build_daemon(
         keep_sent_s=settings.outbox.keep_sent_s,
         roster=roster,
         roster_interval_s=sync.roster_interval_s,
+        close_rentals=Ledger(outbox).close_confirmed,  # returned at another kiosk
     )
 
 

@@ -1,13 +1,16 @@
-"""Eligibility (``edge.rentals.refusal``) in rental and boarding mode, with plain values."""
+"""Eligibility (``edge.rentals.refusal``) in rental and boarding mode, with plain values;
+closing the rentals the cloud confirms closed (``Ledger.close_confirmed``)."""
 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 
+from cloud_sync.outbox import Outbox
 from cloud_sync.roster_wire import Entitlements
-from edge.rentals import refusal
+from edge.rentals import Ledger, refusal
 
 TODAY = date(2026, 3, 14)
 
@@ -49,3 +52,46 @@ def test_boarding_honours_boarding_allowed() -> None:
     rider = Entitlements(boarding_allowed=False)
     assert refusal(rider, 0, TODAY, mode="boarding") == "not_allowed"
     assert refusal(rider, 0, TODAY) is None  # renting is another matter
+
+
+def _ledger(tmp_path: Path) -> tuple[Ledger, Outbox]:
+    outbox = Outbox(tmp_path / "outbox.sqlite", "kiosk-a")
+    return Ledger(outbox), outbox
+
+
+def test_close_confirmed_closes_only_open_rentals_and_records_nothing(tmp_path: Path) -> None:
+    ledger, outbox = _ledger(tmp_path)
+    for n, rental in enumerate(("r-open", "r-open-2", "r-ejecting", "r-failed", "r-closed")):
+        ledger.begin(rental, "p1", n + 1, f"pb-{n}")
+    ledger.started("r-open", "pb-0")
+    ledger.started("r-open-2", "pb-1")
+    ledger.failed("r-failed", "jammed")
+    ledger.started("r-closed", "pb-4")
+    ledger.returned(5, "pb-4", 80)
+    events = outbox.count()
+    assert ledger.open_count("p1") == 3  # two open and one still ejecting
+
+    closed = ledger.close_confirmed(["r-open", "r-ejecting", "r-failed", "r-closed", "r-unknown"])
+
+    assert closed == 1
+    states = dict(outbox.connection.execute("SELECT rental_id, state FROM rentals").fetchall())
+    assert states == {
+        "r-open": "closed",
+        "r-open-2": "open",
+        "r-ejecting": "ejecting",
+        "r-failed": "failed",
+        "r-closed": "closed",
+    }
+    assert ledger.open_count("p1") == 2
+    assert outbox.count() == events, "the cloud already knows: no event is recorded"
+    assert ledger.close_confirmed(["r-open"]) == 0  # sent again: nothing changes
+    assert ledger.close_confirmed([]) == 0
+
+
+def test_close_confirmed_takes_more_ids_than_one_statement_binds(tmp_path: Path) -> None:
+    ledger, _ = _ledger(tmp_path)
+    ledger.begin("r-1", "p1", 1, "pb-1")
+    ledger.started("r-1", "pb-1")
+    ids = [f"r-x{i}" for i in range(1200)] + ["r-1"]
+    assert ledger.close_confirmed(ids) == 1
+    assert ledger.open_count("p1") == 0

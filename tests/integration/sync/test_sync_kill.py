@@ -168,7 +168,7 @@ def test_two_api_processes_share_one_postgresql(tmp_path: Path) -> None:
             versions = conn.execute(
                 "SELECT version FROM schema_migrations ORDER BY version"
             ).fetchall()
-        assert versions == [(1,), (2,)]  # each migration applied once, not twice
+        assert versions == [(1,), (2,), (3,)]  # each migration applied once, not twice
 
 
 def two_replicas(servers: list[CloudProcess]) -> None:

@@ -147,6 +147,17 @@ class RosterApplied(_Payload):
     deletions: int = Field(ge=0, le=10_000_000)
 
 
+class RosterEdited(_Payload):
+    """A technician changed the kiosk's roster by hand (``kiosk enroll``, ``kiosk roster
+    delete | rotate-key``): who, what, and how many riders it touched; never a name or a
+    template."""
+
+    action: Literal["enrol", "delete", "rotate_key"]
+    operator: str = Field(min_length=1, max_length=64)
+    riders: int = Field(ge=0, le=10_000_000)
+    roster_version: int = Field(ge=0, le=MAX_SEQ)
+
+
 PAYLOADS: dict[str, type[_Payload]] = {
     "kiosk.started": KioskStarted,
     "face.recognised": FaceRecognised,
@@ -160,6 +171,7 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "slot.service": SlotService,
     "roster.applied": RosterApplied,
     "kiosk.maintenance": KioskMaintenance,
+    "roster.edited": RosterEdited,
 }
 
 EventType = Literal[
@@ -175,6 +187,7 @@ EventType = Literal[
     "slot.service",
     "roster.applied",
     "kiosk.maintenance",
+    "roster.edited",
 ]
 
 Payload = (
@@ -190,6 +203,7 @@ Payload = (
     | SlotService
     | RosterApplied
     | KioskMaintenance
+    | RosterEdited
 )
 
 
@@ -207,6 +221,7 @@ CLASS_OF: dict[str, EventClass] = {
     "slot.service": "ops",
     "roster.applied": "ops",
     "kiosk.maintenance": "ops",
+    "roster.edited": "ops",
     "face.recognised": "telemetry",
     "face.unrecognised": "telemetry",
 }

@@ -13,7 +13,8 @@ import typer
 from cloud_sync.roster_wire import Entitlements, RiderRecord, Template
 from edge.cli.auth import require_technician
 from edge.cli.context import state
-from edge.cli.roster_cmd import roster_store
+from edge.cli.progress import bar
+from edge.cli.roster_cmd import record_edit, roster_store
 from edge.enrol import Accepted, Refusal, check_person_id, enrol_image, images_by_person
 from edge.errors import InputError
 from edge.vault.store import LoadedRoster, Rider, RosterStore
@@ -187,7 +188,7 @@ def enroll(
         plan = images_by_person(from_dir)
 
     settings = state(ctx).settings()
-    require_technician(roster.parent, "kiosk enroll")
+    who = require_technician(roster.parent, "kiosk enroll")
     vision = settings.vision
     engine = setup.engine(vision)
     quality = setup.quality_config(vision.quality)
@@ -195,9 +196,13 @@ def enroll(
     claim_hash = _ask_claim() if claim else None
     store = roster_store(settings, roster)
     failed: list[str] = []
+    progress = bar("enrolling", len(plan), min_total=2)
+    task = progress.add_task("enrol", total=len(plan))
     try:
         loaded = store.load()
+        progress.start()
         for person, paths in plan.items():
+            progress.advance(task)
             held = _held(loaded, person)
             accepted: list[Accepted] = []
             for path in paths:
@@ -232,8 +237,11 @@ def enroll(
                 accepted=len(accepted),
                 refused=len(paths) - len(accepted),
             )
+        progress.stop()
         info = store.info()
+        record_edit(settings, store, "enrol", who, len(plan) - len(failed))
     finally:
+        progress.stop()
         store.close()
     typer.echo(f"roster {roster}: {info.riders} rider(s), version {info.version}")
     if failed:

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cloud_sync.outbox import Outbox
 from edge.cli.context import state
+from edge.cli.progress import bar
 from edge.errors import InputError
 from edge.ops import event_log
 from edge.settings import Settings
@@ -111,19 +110,10 @@ def export(
 
 
 def _write(outbox: Outbox, low: Any, high: Any, fmt: str, handle: TextIO, total: int) -> int:
-    console = Console(stderr=True)
     writer = csv.writer(handle) if fmt == "csv" else None
     if writer is not None:
         writer.writerow(event_log.CSV_COLUMNS)
-    progress = Progress(
-        TextColumn("exporting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal or total < 1000,
-        transient=True,
-    )
+    progress = bar("exporting", total, min_total=1000)
     written = 0
     with progress:
         task = progress.add_task("export", total=total)

@@ -14,7 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud_sync.errors import CloudError
+from cloud_sync.outbox import Outbox
+from edge.cli.auth import require_technician
 from edge.cli.context import state
+from edge.cli.progress import spinner
 from edge.settings import Settings
 from edge.vault.errors import DeltaError
 from edge.vault.live import open_roster
@@ -28,6 +31,31 @@ RosterOption = Annotated[
         "--roster", help="Roster file (default: <state_dir>/roster.sqlite).", metavar="PATH"
     ),
 ]
+
+
+def record_edit(
+    settings: Settings, store: RosterStore, action: str, operator: str, riders: int
+) -> None:
+    """A ``roster.edited`` event naming the operator, when ``store`` is this kiosk's own
+    roster (a roster file elsewhere, say a test enrolment, is nobody's business here)."""
+    if store.path.resolve() != settings.roster_path.resolve():
+        return
+    outbox = Outbox(settings.outbox_path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes)
+    try:
+        outbox.append(
+            "roster.edited",
+            action=action,
+            operator=operator,
+            riders=riders,
+            roster_version=store.version,
+        )
+    finally:
+        outbox.close()
+
+
+def _state_of(settings: Settings, path: Path | None) -> Path:
+    """Whose roster it is, for the permission check: the kiosk's state, or the file's folder."""
+    return settings.kiosk.state_dir if path is None else path.parent
 
 
 def roster_store(settings: Settings, path: Path | None) -> RosterStore:
@@ -102,18 +130,26 @@ def delete(
     person_id: Annotated[str, typer.Argument(help="The rider to remove.")],
     roster: RosterOption = None,
 ) -> None:
-    """Remove a rider from a local roster, leaving none of their bytes on disk."""
-    store = roster_store(state(ctx).settings(), roster)
+    """Remove a rider from a local roster, leaving none of their bytes on disk (needs root
+    or kiosk-tech; on the kiosk's own roster it records a roster.edited event)."""
+    settings = state(ctx).settings()
+    who = require_technician(_state_of(settings, roster), "kiosk roster delete")
+    store = roster_store(settings, roster)
     if not store.delete(person_id):
         raise typer.BadParameter(f"no rider {person_id!r} in {store.path}", param_hint="PERSON_ID")
+    record_edit(settings, store, "delete", who, 1)
     typer.echo(f"{person_id}: deleted from {store.path}")
 
 
 @app.command("rotate-key")
 def rotate_key(ctx: typer.Context, roster: RosterOption = None) -> None:
-    """Re-seal every row of a local roster under a new data key and forget the old key."""
-    store = roster_store(state(ctx).settings(), roster)
+    """Re-seal every row of a local roster under a new data key and forget the old key
+    (needs root or kiosk-tech; on the kiosk's own roster it records a roster.edited event)."""
+    settings = state(ctx).settings()
+    who = require_technician(_state_of(settings, roster), "kiosk roster rotate-key")
+    store = roster_store(settings, roster)
     new = store.rotate_key()
+    record_edit(settings, store, "rotate_key", who, store.info().riders)
     typer.echo(f"{store.path}: rows re-sealed under data key {new}")
 
 
@@ -133,7 +169,8 @@ def pull(
         try:
             daemon = build_daemon(settings, outbox, roster=store)
             try:
-                result = daemon.pull_roster()
+                with spinner("pulling the roster from the cloud"):
+                    result = daemon.pull_roster()
             finally:
                 daemon.client.close()
         finally:

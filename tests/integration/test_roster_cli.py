@@ -84,3 +84,28 @@ def test_rotate_key(tmp_path: Path) -> None:
     after = json.loads(run_cli("roster", "info", "--roster", str(roster), "--json").stdout)
     assert after["data_key_id"] != before
     assert after["riders"] == 2
+
+
+def test_hand_edits_of_the_kiosk_s_own_roster_are_recorded_with_the_operator(
+    tmp_path: Path,
+) -> None:
+    import pwd
+    import sqlite3
+
+    make_roster(tmp_path)  # the kiosk's own roster: <state_dir>/roster.sqlite, keys beside
+    env = {"KIOSK_KIOSK__STATE_DIR": str(tmp_path)}
+    assert run_cli("roster", "delete", "rider-a", env=env).returncode == 0
+    assert run_cli("roster", "rotate-key", env=env).returncode == 0
+    elsewhere = make_roster(tmp_path / "elsewhere")  # a roster file that is not the kiosk's
+    assert (
+        run_cli("roster", "delete", "rider-b", "--roster", str(elsewhere), env=env).returncode == 0
+    )
+    with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
+        bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM events ORDER BY seq")]
+    edits = [e["payload"] for e in bodies if e["type"] == "roster.edited"]
+    me = pwd.getpwuid(__import__("os").getuid()).pw_name
+    assert [(e["action"], e["riders"], e["operator"]) for e in edits] == [
+        ("delete", 1, me),
+        ("rotate_key", 1, me),
+    ]
+    assert "Asha" not in json.dumps(bodies) and "Bo" not in json.dumps(bodies)

@@ -504,6 +504,15 @@ def status(config: Path) -> dict[str, Any]:
     result = run_cli("--config", str(config), "update", "status", "--json")
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((REPO / "edge" / "ops" / "schemas" / "update-status.json").read_text())
+    errors = list(
+        Draft202012Validator(
+            schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+        ).iter_errors(data)
+    )
+    assert not errors, [e.message for e in errors]
     return data
 
 

@@ -290,3 +290,18 @@ def test_logs_without_a_journal_says_so(
     monkeypatch.setattr("edge.cli.ops_cmd.shutil.which", lambda name: None)
     code, _, err = kiosk(capsys, "logs", "-n", "5")
     assert code == 8 and "journalctl is not available on this machine" in err
+
+
+def test_config_show_json_matches_the_settings_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    """``kiosk config show --json`` is the settings model itself: its own JSON Schema (with
+    ``additionalProperties: false`` everywhere) validates it, and a wrong value would not."""
+    from edge.settings import Settings
+
+    schema = Settings.model_json_schema(mode="serialization")
+    code, out, _ = kiosk(capsys, "config", "show", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert not list(Draft202012Validator(schema).iter_errors(data))
+    data["board"]["baudrate"] = "fast"
+    data["camera"]["colour"] = "red"
+    assert len(list(Draft202012Validator(schema).iter_errors(data))) == 2

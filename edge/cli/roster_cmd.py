@@ -87,7 +87,12 @@ def info(
     if as_json:
         typer.echo(
             json.dumps(
-                {**asdict(found), "max_age_h": settings.roster.max_age_h, "too_old": too_old},
+                {
+                    **asdict(found),
+                    "lookalikes_flagged": store.lookalikes(),
+                    "max_age_h": settings.roster.max_age_h,
+                    "too_old": too_old,
+                },
                 indent=2,
             )
         )

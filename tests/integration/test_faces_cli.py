@@ -385,6 +385,8 @@ def test_lookalikes_are_flagged_at_enrolment_and_always_confirm_a_claim(
     info = run_cli("roster", "info", "--roster", str(roster))
     assert info.returncode == 0, info.stderr
     assert re.search(r"lookalikes flagged\s+2", info.stdout)
+    as_json = run_cli("roster", "info", "--roster", str(roster), "--json")
+    assert json.loads(as_json.stdout)["lookalikes_flagged"] == 2
     probe = dev_faces / "person_09" / "03.png"
     line = json.loads(run_cli("faces", "identify", "--roster", str(roster), str(probe)).stdout)
     assert (line["person_id"], line["reason"]) == (None, "claim required")

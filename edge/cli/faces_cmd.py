@@ -15,9 +15,12 @@ from edge.cli.context import state
 from edge.cli.roster_cmd import roster_store
 from edge.enrol import check_person_id
 from edge.errors import InputError
+from edge.settings import Settings
 from edge.vision import evaluation, setup
 from edge.vision.analysis import Identification, analyse, decide
 from edge.vision.claim import NOT_ENROLLED, verify_policy
+from edge.vision.engine import FaceEngine
+from edge.vision.matcher import Gallery
 from edge.vision.openset import encode_cached, eval_summary, open_set_report, open_set_summary
 from edge.vision.policy import UNREADABLE, Policy, ThresholdMarginPolicy, cohort_policy
 from hardware.cameras import read_image
@@ -37,6 +40,17 @@ def _need_roster(roster: Path) -> None:
         raise InputError(f"--roster {roster}: no such roster (enrol riders with kiosk enroll)")
 
 
+def _engine_and_gallery(settings: Settings, roster: Path) -> tuple[FaceEngine, Gallery]:
+    """The face engine and the roster's templates for its model, as the kiosk loads them."""
+    _need_roster(roster)
+    engine = setup.engine(settings.vision)
+    store = roster_store(settings, roster)
+    try:
+        return engine, setup.gallery(store, engine.model_version)
+    finally:
+        store.close()
+
+
 @app.command("identify")
 def identify(ctx: typer.Context, roster: RosterPath, images: Images) -> None:
     """Print one JSON object per image: who it shows, by the kiosk's automatic 1:N policy.
@@ -50,13 +64,7 @@ def identify(ctx: typer.Context, roster: RosterPath, images: Images) -> None:
     """
     settings = state(ctx).settings()
     vision = settings.vision
-    _need_roster(roster)
-    engine = setup.engine(vision)
-    store = roster_store(settings, roster)
-    try:
-        gallery = setup.gallery(store, engine.model_version)
-    finally:
-        store.close()
+    engine, gallery = _engine_and_gallery(settings, roster)
     policy = setup.policy(vision)
     quality = setup.quality_config(vision.quality)
     for path in images:
@@ -90,13 +98,7 @@ def verify(
     check_person_id(person_id, "--person-id")
     settings = state(ctx).settings()
     vision = settings.vision
-    _need_roster(roster)
-    engine = setup.engine(vision)
-    store = roster_store(settings, roster)
-    try:
-        gallery = setup.gallery(store, engine.model_version)
-    finally:
-        store.close()
+    engine, gallery = _engine_and_gallery(settings, roster)
     policy = setup.claim_policy(vision)
     quality = setup.quality_config(vision.quality)
     if len(gallery) and person_id not in gallery:

@@ -10,7 +10,6 @@ import typer
 
 from edge import systemd
 from edge.cli.context import state
-from hardware.errors import BoardError
 
 log = structlog.get_logger("edge.run")
 
@@ -22,11 +21,7 @@ def run(ctx: typer.Context) -> None:
 
     settings = state(ctx).settings()
     parts = assemble(settings)
-    runtime = parts.runtime
-    try:
-        runtime.inventory.refresh(parts.board)
-    except BoardError as exc:
-        log.warning("board.not_answering", error=str(exc))
+    runtime = parts.runtime  # its board worker reads the slots' status at once
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("kiosk.stopping", signal=signal.Signals(signum).name)

@@ -27,6 +27,7 @@ from cloud_sync.errors import (
     CloudUnavailableError,
 )
 from cloud_sync.events import BatchResponse
+from cloud_sync.roster_wire import RosterAnswer
 from cloud_sync.signing import new_nonce, sign_request
 
 BATCH_PATH = "/v1/events:batch"
@@ -96,13 +97,17 @@ class CloudClient:
                 response.status_code,
             ) from None
 
-    def get_roster(self, since: int) -> bytes | None:
-        """The signed roster delta since ``since`` as sent (unverified: the roster store
-        checks it), or None when the cloud says the kiosk is up to date (204)."""
-        response = self.request("GET", f"{ROSTER_PATH}?since={int(since)}")
-        if response.status_code == 204:
-            return None
-        return response.content
+    def get_roster(self, since: int) -> RosterAnswer:
+        """The cloud's answer as sent, with the nonce this request was signed with: a signed
+        delta since ``since``, or a signed statement that ``since`` is current.
+
+        Unverified: the roster store checks the signature, the kiosk, the version and that
+        the answer carries this nonce. An empty answer (an older cloud's 204) is passed on
+        too, and refused there, so it can never pass for "up to date".
+        """
+        nonce = new_nonce()
+        response = self.request("GET", f"{ROSTER_PATH}?since={int(since)}", nonce=nonce)
+        return RosterAnswer(response.content, nonce, response.status_code)
 
     def get_closed_rentals(self, since: int, limit: int = 500) -> ClosedPage:
         """This kiosk's rentals closed in the cloud after cursor ``since`` (one page)."""
@@ -117,15 +122,26 @@ class CloudClient:
                 response.status_code,
             ) from None
 
-    def request(self, method: str, path: str, body: bytes = b"") -> httpx.Response:
-        """One signed request; the response when its status is 2xx, else a ``CloudError``."""
+    def request(
+        self, method: str, path: str, body: bytes = b"", nonce: str | None = None
+    ) -> httpx.Response:
+        """One signed request; the response when its status is 2xx, else a ``CloudError``.
+
+        ``nonce`` is the request's nonce when the caller needs to know it; a new one else.
+        """
         headers = {"Content-Type": "application/json"}
         if body and len(body) >= self._gzip_min:
             body = gzip.compress(body, compresslevel=5)
             headers["Content-Encoding"] = "gzip"
         headers.update(
             sign_request(
-                self._key, self.kiosk_id, method, path, body, int(self._clock()), new_nonce()
+                self._key,
+                self.kiosk_id,
+                method,
+                path,
+                body,
+                int(self._clock()),
+                nonce or new_nonce(),
             )
         )
         try:

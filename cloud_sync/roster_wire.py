@@ -7,8 +7,15 @@ key), the version range it covers, the encoder model, the data key wrapped for t
 the sealed upserts and the deletions. The cloud signs the canonical JSON of the delta with
 its roster key (Ed25519), whose public half each kiosk pins at provisioning.
 
-The builder functions are the cloud side's; ``verify_delta`` is what a kiosk runs before
-it considers applying anything.
+Every delta the cloud serves also carries the nonce of the kiosk's signed request, so an
+old delta replayed later answers the wrong request. When the kiosk already holds the
+current version the cloud answers with a statement instead of a delta, signed with the
+same key: this kiosk, this version, this request's nonce. An answer without a valid
+signature never counts as "up to date".
+
+The builder functions are the cloud side's; ``verify_answer`` is what a kiosk runs before
+it considers applying anything, and ``RosterAnswer`` is how the kiosk's HTTP client hands
+over an answer together with the nonce it signed the request with.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from cloud_sync.errors import IntegrityError
 from cloud_sync.sealing import key_id, raw_public, row_aad, seal, wrap_key
 
 FORMAT = "kiosk-roster-delta/1"
+CURRENT_FORMAT = "kiosk-roster-current/1"
+NONCE_PATTERN = r"^[0-9a-f]{32}$"  # the nonce of a kiosk's signed request (``signing``)
 ENCODING_SIZE = 128
 
 
@@ -159,42 +168,109 @@ class DeltaBody(BaseModel):
     upserts: tuple[SealedRow, ...] = ()
     deletions: tuple[str, ...] = ()
     issued_at: datetime
+    # The nonce of the request this delta answers. None only in deltas made outside a
+    # request (files, tests); the field is then left out of the signed JSON altogether.
+    nonce: str | None = Field(default=None, pattern=NONCE_PATTERN)
 
 
-def canonical(body: DeltaBody) -> bytes:
-    return json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+class CurrentBody(BaseModel):
+    """What the cloud signs to tell one kiosk, in answer to one request, that the version
+    it holds is the current one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str = CURRENT_FORMAT
+    kiosk_id: str = Field(min_length=1, max_length=64)
+    version: int = Field(ge=0)
+    nonce: str = Field(pattern=NONCE_PATTERN)
+    issued_at: datetime
 
 
-def sign_delta(body: DeltaBody, roster_key: Ed25519PrivateKey) -> bytes:
-    """The signed delta, as the bytes the cloud serves."""
+class RosterAnswer(bytes):
+    """The body of one ``GET /v1/roster`` answer exactly as received, with the nonce the
+    kiosk signed that request with and the HTTP status.
+
+    It is ``bytes`` so that code which only passes the answer on needs no change; the
+    roster store reads ``nonce`` to check that the answer is for this very request.
+    """
+
+    nonce: str
+    status: int
+
+    def __new__(cls, content: bytes, nonce: str, status: int = 200) -> RosterAnswer:
+        answer = super().__new__(cls, content)
+        answer.nonce = nonce
+        answer.status = status
+        return answer
+
+
+def _wire(body: DeltaBody | CurrentBody) -> dict[str, Any]:
+    data = body.model_dump(mode="json")
+    if data.get("nonce", "") is None:  # an unbound delta reads as it did before nonces
+        del data["nonce"]
+    return data
+
+
+def canonical(body: DeltaBody | CurrentBody) -> bytes:
+    """The bytes the roster key signs: the body's JSON with sorted keys and no spaces."""
+    return json.dumps(_wire(body), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _envelope(kind: str, body: DeltaBody | CurrentBody, roster_key: Ed25519PrivateKey) -> bytes:
     signature = roster_key.sign(canonical(body))
-    envelope = {
-        "delta": body.model_dump(mode="json"),
-        "signature": base64.b64encode(signature).decode(),
-    }
+    envelope = {kind: _wire(body), "signature": base64.b64encode(signature).decode()}
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
-def verify_delta(raw: bytes, roster_public: Ed25519PublicKey) -> DeltaBody:
-    """Parse and check a signed delta's signature; ``IntegrityError`` when anything is off."""
+def sign_delta(body: DeltaBody, roster_key: Ed25519PrivateKey) -> bytes:
+    """The signed delta, as the bytes the cloud serves: ``{"delta": ..., "signature": ...}``."""
+    return _envelope("delta", body, roster_key)
+
+
+def sign_current(body: CurrentBody, roster_key: Ed25519PrivateKey) -> bytes:
+    """The signed up-to-date statement: ``{"current": ..., "signature": ...}``."""
+    return _envelope("current", body, roster_key)
+
+
+def build_current(
+    kiosk_id: str, version: int, nonce: str, issued_at: datetime | None = None
+) -> CurrentBody:
+    return CurrentBody(
+        kiosk_id=kiosk_id, version=version, nonce=nonce, issued_at=issued_at or datetime.now(UTC)
+    )
+
+
+def verify_answer(raw: bytes, roster_public: Ed25519PublicKey) -> DeltaBody | CurrentBody:
+    """Parse a signed answer (a delta or an up-to-date statement) and check its format and
+    signature; ``IntegrityError`` when anything is off. The caller checks what it says."""
+    kind = "roster answer"
     try:
         envelope = json.loads(raw)
+        if not isinstance(envelope, dict):
+            raise TypeError("not a JSON object")
         signature = base64.b64decode(envelope["signature"], validate=True)
-        body = DeltaBody.model_validate(envelope["delta"])
+        body: DeltaBody | CurrentBody
+        if "current" in envelope:
+            kind = "roster up-to-date statement"
+            body = CurrentBody.model_validate(envelope["current"])
+        else:
+            kind = "roster delta"
+            body = DeltaBody.model_validate(envelope["delta"])
     except (ValueError, KeyError, TypeError, binascii.Error, ValidationError) as exc:
         reason = (
             exc.errors()[0]["msg"]
             if isinstance(exc, ValidationError)
             else str(exc) or type(exc).__name__
         )
-        raise IntegrityError(f"roster delta is malformed or truncated: {reason}") from None
-    if body.format != FORMAT:
-        raise IntegrityError(f"roster delta format {body.format!r} is not {FORMAT!r}")
+        raise IntegrityError(f"{kind} is malformed or truncated: {reason}") from None
+    expected = CURRENT_FORMAT if isinstance(body, CurrentBody) else FORMAT
+    if body.format != expected:
+        raise IntegrityError(f"{kind} format {body.format!r} is not {expected!r}")
     try:
         roster_public.verify(signature, canonical(body))
     except InvalidSignature:
         raise IntegrityError(
-            "roster delta signature does not verify: tampered, or not from this cloud"
+            f"{kind} signature does not verify: tampered, or not from this cloud"
         ) from None
     return body
 
@@ -219,8 +295,10 @@ def build_delta(
     full: bool = False,
     include_key: bool = True,
     issued_at: datetime | None = None,
+    nonce: str | None = None,
 ) -> DeltaBody:
-    """Seal each upsert under ``data_key`` and describe the change for one kiosk."""
+    """Seal each upsert under ``data_key`` and describe the change for one kiosk (in answer
+    to the request whose ``nonce`` is given, when there is one)."""
     data_key_id = key_id(data_key)
     rows = tuple(
         SealedRow(
@@ -249,6 +327,7 @@ def build_delta(
         upserts=rows,
         deletions=tuple(deletions),
         issued_at=issued_at or datetime.now(UTC),
+        nonce=nonce,
     )
 
 

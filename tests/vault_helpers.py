@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_sync.roster_wire import RiderRecord, Template, Upsert, build_delta, sign_delta
+from cloud_sync.roster_wire import (
+    RiderRecord,
+    Template,
+    Upsert,
+    build_current,
+    build_delta,
+    sign_current,
+    sign_delta,
+)
 from cloud_sync.sealing import new_data_key
 from edge.vault.keys import DeviceKeys, device_keys
 from edge.vault.store import RosterStore
@@ -40,6 +48,7 @@ class Cloud:
         full: bool = False,
         model: str = MODEL,
         kiosk_id: str | None = None,
+        nonce: str | None = None,
     ) -> bytes:
         body = build_delta(
             kiosk_id=kiosk_id or self.kiosk_id,
@@ -51,8 +60,14 @@ class Cloud:
             upserts=upserts or [],
             deletions=deletions or [],
             full=full,
+            nonce=nonce,
         )
         return sign_delta(body, self.roster_key)
+
+    def current(self, version: int, nonce: str, kiosk_id: str | None = None) -> bytes:
+        """The signed statement that ``version`` is current, for one request's nonce."""
+        body = build_current(kiosk_id or self.kiosk_id, version, nonce)
+        return sign_current(body, self.roster_key)
 
 
 def open_store(folder: Path, cloud: Cloud | None = None, kiosk_id: str = "kiosk-1") -> RosterStore:

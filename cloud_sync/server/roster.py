@@ -13,7 +13,8 @@ associated data is what the kiosk checks), so serving a delta never decrypts any
 the data key is wrapped for the kiosk's registered X25519 key and the whole delta is
 signed with the roster signing key. A full snapshot replaces it when the kiosk holds
 nothing yet, when the tombstones it would need were pruned, or when the data key was
-rotated after its version.
+rotated after its version. A kiosk that is up to date gets a signed statement saying so
+instead. Both carry the nonce of the kiosk's request, so neither can be replayed later.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from cloud_sync.roster_wire import (
     Entitlements,
     RiderRecord,
     SealedRow,
+    build_current,
     build_delta,
+    sign_current,
     sign_delta,
 )
 from cloud_sync.sealing import key_id, open_sealed, raw_public, row_aad, seal
@@ -68,13 +71,14 @@ class RiderSummary:
 
 @dataclass(frozen=True)
 class Delta:
-    """A kiosk's answer: the signed delta, or ``body`` None when it is up to date."""
+    """A kiosk's answer: the signed delta, or the signed statement that it is up to date."""
 
     version: int
+    body: bytes
+    up_to_date: bool = False
     full: bool = False
     upserts: int = 0
     deletions: int = 0
-    body: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -290,8 +294,9 @@ class CloudRoster:
             )
         return found
 
-    def delta(self, kiosk_id: str, box_key: str, since: int) -> Delta:
-        """The signed delta from ``since`` to now for one kiosk's box key."""
+    def delta(self, kiosk_id: str, box_key: str, since: int, nonce: str) -> Delta:
+        """The signed delta from ``since`` to now for one kiosk's box key, or the signed
+        statement that ``since`` is current; either bound to the request's ``nonce``."""
         recipient = box_public_key(box_key)
         with self.db.transaction() as tx:
             state = self._read_state(tx, share=True)
@@ -303,7 +308,8 @@ class CloudRoster:
                     f"{state.version}; clear the kiosk's roster to take the cloud's",
                 )
             if since == state.version:
-                return Delta(state.version)
+                current = build_current(kiosk_id, state.version, nonce)
+                return Delta(state.version, sign_current(current, self.keys.signing), True)
             full = since == 0 or since < state.tombstone_floor or since < state.key_version
             rows: list[tuple[Any, ...]] = tx.rows(
                 "SELECT person_id, version, key_id, sealed FROM roster_riders "
@@ -341,12 +347,12 @@ class CloudRoster:
             to_version=state.version,
             deletions=deletions,
             full=full,
+            nonce=nonce,
         )
         # The rows are shipped as stored, sealed under the same key and associated data.
         body = body.model_copy(update={"upserts": tuple(upserts)})
-        return Delta(
-            state.version, full, len(upserts), len(deletions), sign_delta(body, self.keys.signing)
-        )
+        signed = sign_delta(body, self.keys.signing)
+        return Delta(state.version, signed, False, full, len(upserts), len(deletions))
 
 
 def rider_out(rider: RiderSummary) -> RiderOut:

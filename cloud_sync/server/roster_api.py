@@ -1,10 +1,12 @@
 """The roster routes: a kiosk's signed delta, and the operator's rider administration.
 
-``GET /v1/roster?since=N`` is signed by the kiosk like an event batch. It answers 200 with
-the signed delta from N to the current version (a full snapshot when N is 0, older than
-the tombstones kept, or older than the last data-key rotation), or 204 with no body when
-the kiosk is up to date; both carry ``X-Roster-Version``. The rider routes sit behind the
-admin token.
+``GET /v1/roster?since=N`` is signed by the kiosk like an event batch. It always answers
+200 with a body signed by the roster key: the delta from N to the current version (a full
+snapshot when N is 0, older than the tombstones kept, or older than the last data-key
+rotation), or, when N is the current version, a statement that the kiosk is up to date.
+Both name the kiosk and carry the nonce of its request, so an answer cannot be replayed
+to a later request, and both carry ``X-Roster-Version``. There is no unsigned "nothing
+changed" answer: a kiosk refuses one. The rider routes sit behind the admin token.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from cloud_sync.events import MAX_SEQ, ErrorBody
+from cloud_sync.roster_wire import CurrentBody
 from cloud_sync.server.deps import Admin, raw_target
 from cloud_sync.server.models import (
     PERSON_ID_PATTERN,
@@ -39,6 +43,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
+class SignedCurrent(BaseModel):
+    """``GET /v1/roster`` for a kiosk that is up to date (see docs/roster.md)."""
+
+    current: CurrentBody
+    signature: str = Field(description="base64 Ed25519 over the canonical JSON of current")
+
+
 def cloud_roster(request: Request) -> CloudRoster:
     roster: CloudRoster | None = request.app.state.roster
     if roster is None:
@@ -59,14 +70,19 @@ def _service(request: Request) -> Service:
 @router.get(
     "/v1/roster",
     responses={
-        200: {"model": SignedDelta, "description": "The signed delta (or full snapshot)."},
-        204: {"description": "Up to date: nothing changed since that version."},
+        200: {
+            "model": SignedDelta | SignedCurrent,
+            "description": "The signed delta (or full snapshot), or, when nothing changed "
+            "since that version, the signed statement that the kiosk is up to date; both "
+            "carry the nonce of the request.",
+        },
         **_ERRORS,
     },
     response_class=Response,
 )
 def roster_delta(request: Request, since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0) -> Response:
-    """This kiosk's roster delta since a version, signed by the roster key."""
+    """This kiosk's roster delta since a version, or the statement that it is current;
+    signed by the roster key and bound to the request's nonce."""
     svc = _service(request)
     signed = svc.authenticate(request.method, raw_target(request), dict(request.headers), b"")
     svc.store.use_nonce(signed.kiosk_id, signed.nonce)
@@ -78,20 +94,19 @@ def roster_delta(request: Request, since: Annotated[int, Query(ge=0, le=MAX_SEQ)
             f"kiosk {signed.kiosk_id!r} has no box public key registered; register it "
             "(box_public_key) to receive the roster",
         )
-    delta = cloud_roster(request).delta(kiosk.kiosk_id, kiosk.box_public_key, since)
+    delta = cloud_roster(request).delta(kiosk.kiosk_id, kiosk.box_public_key, since, signed.nonce)
     state_log = getattr(request.state, "log", None)
     if isinstance(state_log, dict):
         state_log.update(
             kiosk_id=kiosk.kiosk_id,
             since=since,
             roster_version=delta.version,
+            up_to_date=delta.up_to_date,
             full=delta.full,
             upserts=delta.upserts,
             deletions=delta.deletions,
         )
     headers = {VERSION_HEADER: str(delta.version)}
-    if delta.body is None:
-        return Response(status_code=204, headers=headers)
     return Response(delta.body, media_type="application/json", headers=headers)
 
 

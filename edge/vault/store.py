@@ -9,7 +9,9 @@ a deletion so a deleted rider's bytes leave the disk at once.
 
 Two sources fill it: signed deltas from the cloud (``apply_delta``), whose sealed rows are
 stored exactly as they arrive, and local enrolment in demo and development use
-(``enrol``), sealed here under a local data key.
+(``enrol``), sealed here under a local data key. The cloud's signed statement that the
+roster held is current goes through ``apply_delta`` too: it changes nothing, but only a
+genuine one for this very request lets the pull count as a success.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.errors import IntegrityError
-from cloud_sync.roster_wire import DeltaBody, Entitlements, RiderRecord, verify_delta
+from cloud_sync.roster_wire import (
+    CurrentBody,
+    DeltaBody,
+    Entitlements,
+    RiderRecord,
+    RosterAnswer,
+    verify_answer,
+)
 from cloud_sync.sealing import (
     WrappedKey,
     new_data_key,
@@ -406,14 +415,31 @@ class RosterStore:
 
     # -- deltas from the cloud ----------------------------------------------------------------
 
-    def check_delta(self, raw: bytes) -> DeltaBody:
-        """Every check a delta must pass before anything is applied."""
+    def check_answer(self, raw: bytes, nonce: str | None = None) -> DeltaBody | CurrentBody:
+        """Every check the cloud's answer must pass before anything is applied.
+
+        ``nonce`` is the nonce of the signed request the answer is for (a ``RosterAnswer``
+        brings its own). With it, a delta must carry that nonce and an up-to-date statement
+        must too; without it (a delta read from a file), a delta is checked as before and
+        a statement is refused, since nothing shows it is fresh.
+        """
         if self._roster_public is None:
             raise DeltaError("no cloud roster key is pinned on this kiosk (run `kiosk provision`)")
+        if nonce is None and isinstance(raw, RosterAnswer):
+            nonce = raw.nonce
+        if not raw:
+            status = raw.status if isinstance(raw, RosterAnswer) else None
+            raise DeltaError(
+                f"the cloud's roster answer is empty{f' (HTTP {status})' if status else ''}: "
+                "an unsigned 'up to date' is not accepted (a cloud older than this kiosk, "
+                "or something on the path answering in its place); the roster held is kept"
+            )
         try:
-            body = verify_delta(raw, self._roster_public)
+            body = verify_answer(raw, self._roster_public)
         except IntegrityError as exc:
             raise DeltaError(str(exc)) from None
+        if isinstance(body, CurrentBody):
+            return self._check_current(body, nonce)
         if body.kiosk_id != self._kiosk_id or body.recipient != self._keys.box_key_id:
             raise DeltaError(
                 f"roster delta is for another kiosk ({body.kiosk_id}, key {body.recipient})"
@@ -431,11 +457,45 @@ class RosterStore:
             raise VersionGapError(
                 f"roster delta starts at version {body.from_version} but this kiosk holds {current}: a full snapshot is needed"
             )
+        if nonce is not None and body.nonce != nonce:
+            raise DeltaError(
+                "roster delta was not made for this request "
+                f"({'it carries no nonce' if body.nonce is None else 'another nonce'}): "
+                "replayed, or from a cloud older than this kiosk"
+            )
         return body
 
-    def apply_delta(self, raw: bytes) -> ApplyResult:
-        """Check a signed delta and apply it in one transaction, or change nothing."""
-        body = self.check_delta(raw)
+    def _check_current(self, body: CurrentBody, nonce: str | None) -> CurrentBody:
+        if body.kiosk_id != self._kiosk_id:
+            raise DeltaError(f"roster up-to-date statement is for another kiosk ({body.kiosk_id})")
+        if nonce is None:
+            raise DeltaError(
+                "roster up-to-date statement has no request to be checked against; "
+                "only an answer fresh from the cloud can say the roster is current"
+            )
+        if body.nonce != nonce:
+            raise DeltaError(
+                "roster up-to-date statement answers another request (its nonce is not the "
+                "one this kiosk sent): replayed"
+            )
+        current = self.version
+        if body.version != current:
+            raise DeltaError(
+                f"roster up-to-date statement names version {body.version} but this kiosk "
+                f"holds {current}"
+            )
+        return body
+
+    def apply_delta(self, raw: bytes, nonce: str | None = None) -> ApplyResult:
+        """Check the cloud's answer and apply it in one transaction, or change nothing.
+
+        A delta is applied; a genuine up-to-date statement applies nothing and returns a
+        result from the version held to itself. See ``check_answer`` for ``nonce``.
+        """
+        checked = self.check_answer(raw, nonce)
+        if isinstance(checked, CurrentBody):
+            return ApplyResult(checked.version, checked.version, 0, 0)
+        body = checked
         keys: dict[str, bytes] = {}
         wrapped: WrappedKey | None = None
         if body.data_key is not None:

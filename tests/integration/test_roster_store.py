@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cloud_sync.roster_wire import Upsert
+from cloud_sync.roster_wire import RosterAnswer, Upsert
 from edge.vault.errors import DeltaError, KeyFileError, StoreError, VersionGapError
 from edge.vault.keys import device_keys
-from edge.vault.store import RosterStore
+from edge.vault.store import ApplyResult, RosterStore
 from tests.vault_helpers import MODEL, Cloud, open_store, record, template
 
 
@@ -134,6 +134,43 @@ def test_replayed_and_gapped_deltas(tmp_path: Path, cloud: Cloud) -> None:
     assert sorted(store.load().riders) == ["rider-7"]
 
 
+def test_an_up_to_date_statement_counts_only_for_its_own_request(
+    tmp_path: Path, cloud: Cloud
+) -> None:
+    store = open_store(tmp_path, cloud)
+    store.apply_delta(cloud.delta(0, 2, riders(1), full=True))
+    mine, other = "a" * 32, "b" * 32
+    assert store.apply_delta(RosterAnswer(cloud.current(2, mine), mine)) == ApplyResult(2, 2, 0, 0)
+    assert store.apply_delta(cloud.current(2, mine), nonce=mine).to_version == 2
+    refusals = {
+        "answers another request": RosterAnswer(cloud.current(2, other), mine),
+        "no request to be checked against": cloud.current(2, mine),  # from a file: not fresh
+        "names version 1 but this kiosk holds 2": RosterAnswer(cloud.current(1, mine), mine),
+        "for another kiosk": RosterAnswer(cloud.current(2, mine, kiosk_id="kiosk-2"), mine),
+        "empty \\(HTTP 204\\)": RosterAnswer(b"", mine, 204),
+    }
+    for reason, answer in refusals.items():
+        with pytest.raises(DeltaError, match=reason):
+            store.apply_delta(answer)
+    assert store.version == 2 and sorted(store.load().riders) == ["rider-0"]
+
+
+def test_a_delta_from_the_cloud_must_answer_the_request_it_came_for(
+    tmp_path: Path, cloud: Cloud
+) -> None:
+    store = open_store(tmp_path, cloud)
+    mine = "c" * 32
+    for raw, reason in (
+        (cloud.delta(0, 1, riders(1), full=True, nonce="d" * 32), "another nonce"),
+        (cloud.delta(0, 1, riders(1), full=True), "carries no nonce"),
+    ):
+        with pytest.raises(DeltaError, match=reason):
+            store.apply_delta(RosterAnswer(raw, mine))
+    assert store.version == 0
+    bound = cloud.delta(0, 1, riders(1), full=True, nonce=mine)
+    assert store.apply_delta(RosterAnswer(bound, mine)).to_version == 1
+
+
 def test_unknown_model_is_refused(tmp_path: Path, cloud: Cloud) -> None:
     store = open_store(tmp_path, cloud)
     with pytest.raises(DeltaError, match="encoder model"):
@@ -194,7 +231,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys, signal
     from pathlib import Path
-    from edge.vault.store import RosterStore
+    from edge.vault.store import ApplyResult, RosterStore
     from edge.vault.keys import device_keys
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives import serialization

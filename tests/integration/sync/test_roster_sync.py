@@ -4,7 +4,8 @@ PostgreSQL), real roster files on the kiosk, the sync daemon's pull.
 A rider added in the cloud is matchable on the kiosk after its next pull; a rider deleted
 there leaves no byte behind; a tampered, misdirected or gapped delta is refused (or
 replaced by a snapshot) and the roster held stays whole; a data-key rotation re-seals the
-rows in the cloud and leaves the kiosk with the new key only.
+rows in the cloud and leaves the kiosk with the new key only; "up to date" counts only
+when the cloud signed it for this very request (a forged or replayed one is refused).
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
 from cloud_sync.daemon import SyncDaemon
 from cloud_sync.errors import SigningKeyError
 from cloud_sync.events import Event
+from cloud_sync.roster_wire import build_current, sign_current
 from cloud_sync.sealing import raw_public
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.db import open_database
@@ -202,7 +205,7 @@ def test_a_rider_added_in_the_cloud_is_matchable_on_the_kiosk_after_a_pull(
     ((event),) = applied_events(kiosk)
     assert (event.payload.from_version, event.payload.to_version) == (0, version)  # type: ignore[union-attr]
 
-    # Up to date: 204, nothing applied, nothing recorded.
+    # Up to date: a signed statement, nothing applied, nothing recorded.
     again = kiosk.daemon(cloud).pull_roster()
     assert (again.error, again.changed, again.to_version) == (None, False, version)
     assert len(applied_events(kiosk)) == 1
@@ -524,6 +527,133 @@ def test_rider_administration_refuses_what_it_cannot_store(cloud: Cloud) -> None
     ):
         assert cloud.admin("POST", "/v1/admin/riders", json=bad).status_code == 422
     assert cloud.admin("GET", "/v1/admin/roster").json()["version"] == replaced
+
+
+# -- "up to date" must be signed and fresh --------------------------------------------------
+
+
+class Forger(httpx.BaseTransport):
+    """Stands between kiosk and cloud and answers every roster request itself."""
+
+    def __init__(self, answer: Callable[[httpx.Request], httpx.Response]) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._answer = answer
+        self.roster_requests = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v1/roster":
+            return self._inner.handle_request(request)
+        self.roster_requests += 1
+        return self._answer(request)
+
+
+def last_pull(kiosk: RosterKiosk) -> tuple[float | None, str | None]:
+    """What `kiosk sync status` shows of the roster pull: its time and its error."""
+    state = read_pull_state(kiosk.store.path)
+    assert state is not None
+    return state.checked_at, state.error
+
+
+def pulled_once(kiosk: RosterKiosk, cloud: Cloud) -> float:
+    """Pull successfully; the pull time recorded, after which a later pull shows later."""
+    assert kiosk.daemon(cloud).pull_roster().error is None
+    pulled_at, _ = last_pull(kiosk)
+    assert pulled_at is not None
+    time.sleep(0.02)
+    return pulled_at
+
+
+def test_an_up_to_date_kiosk_gets_a_signed_statement_for_its_request_and_the_pull_counts(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    version = add_rider(cloud, "ann", 1)
+    first = pulled_once(kiosk, cloud)
+
+    answer = kiosk.daemon(cloud).client.get_roster(version)
+    assert answer.status == 200
+    current = json.loads(answer)["current"]
+    assert (current["kiosk_id"], current["version"], current["nonce"]) == (
+        kiosk.kiosk_id,
+        version,
+        answer.nonce,
+    )
+
+    again = kiosk.daemon(cloud).pull_roster()
+    assert (again.error, again.changed, again.to_version) == (None, False, version)
+    later, error = last_pull(kiosk)
+    assert error is None and later is not None and later > first
+    assert len(applied_events(kiosk)) == 1
+
+
+@pytest.mark.parametrize("forgery", ["204 no content", "200 empty", "signed by another key"])
+def test_a_forged_up_to_date_is_refused_and_does_not_count_as_a_pull(
+    cloud: Cloud, tmp_path: Path, forgery: str
+) -> None:
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    add_rider(cloud, "ann", 1)
+    held = add_rider(cloud, "bob", 2)
+    pulled_at = pulled_once(kiosk, cloud)
+    delete_rider(cloud, "bob")  # what a forged "up to date" would hold back
+    impostor = Ed25519PrivateKey.generate()
+
+    def up_to_date(request: httpx.Request) -> httpx.Response:
+        headers = {"X-Roster-Version": str(held)}
+        if forgery == "204 no content":  # what the cloud used to say, unsigned
+            return httpx.Response(204, headers=headers)
+        if forgery == "200 empty":
+            return httpx.Response(200, headers=headers)
+        statement = build_current(kiosk.kiosk_id, held, request.headers["X-Kiosk-Nonce"])
+        return httpx.Response(200, headers=headers, content=sign_current(statement, impostor))
+
+    forger = Forger(up_to_date)
+    pulled = kiosk.daemon(cloud, forger).pull_roster()
+    assert forger.roster_requests == 1
+    assert pulled.error is not None and pulled.error.startswith("roster refused")
+    expected = "signature does not verify" if forgery.startswith("signed") else "unsigned"
+    assert expected in pulled.error
+    assert last_pull(kiosk) == (pulled_at, pulled.error)
+    assert kiosk.store.version == held and kiosk.riders() == ["ann", "bob"]
+
+    # The genuine answer then brings the deletion that was held back.
+    assert kiosk.daemon(cloud).pull_roster().error is None
+    assert kiosk.riders() == ["ann"]
+    checked_at, error = last_pull(kiosk)
+    assert error is None and checked_at is not None and checked_at > pulled_at
+
+
+def test_a_replayed_up_to_date_statement_is_refused(cloud: Cloud, tmp_path: Path) -> None:
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    add_rider(cloud, "ann", 1)
+    held = add_rider(cloud, "bob", 2)
+    pulled_at = pulled_once(kiosk, cloud)
+    old = kiosk.daemon(cloud).client.get_roster(held)  # genuine and signed, for that request
+    assert "current" in json.loads(old)
+    delete_rider(cloud, "bob")
+
+    pulled = kiosk.daemon(cloud, Proxy(lambda request, content: bytes(old))).pull_roster()
+    assert pulled.error is not None and "replayed" in pulled.error
+    assert last_pull(kiosk) == (pulled_at, pulled.error)
+    assert kiosk.store.version == held and kiosk.riders() == ["ann", "bob"]
+    assert kiosk.daemon(cloud).pull_roster().error is None
+    assert kiosk.riders() == ["ann"]
+
+
+def test_a_replayed_delta_is_refused(cloud: Cloud, tmp_path: Path) -> None:
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    add_rider(cloud, "ann", 1)
+    pulled_at = pulled_once(kiosk, cloud)
+    add_rider(cloud, "bob", 2)
+    old = kiosk.daemon(cloud).client.get_roster(1)  # a genuine delta from 1 to 2, not applied
+    assert json.loads(old)["delta"]["to_version"] == 2
+    delete_rider(cloud, "ann")  # version 3: the old delta would hold this back
+
+    pulled = kiosk.daemon(cloud, Proxy(lambda request, content: bytes(old))).pull_roster()
+    assert pulled.error is not None and "not made for this request" in pulled.error
+    assert last_pull(kiosk) == (pulled_at, pulled.error)
+    assert kiosk.store.version == 1 and kiosk.riders() == ["ann"]
+    assert kiosk.daemon(cloud).pull_roster().error is None
+    assert (kiosk.store.version, kiosk.riders()) == (3, ["bob"])
 
 
 # -- helpers for reading the cloud database directly -----------------------------------------

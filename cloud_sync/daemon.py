@@ -22,11 +22,17 @@ row first, and changes nothing otherwise), asks for a full snapshot when the del
 not follow its version, records ``roster.applied`` in the outbox, and keeps the old roster
 with the error remembered for ``kiosk sync status`` when anything is refused.
 
-With a ``close_rentals`` callback (the kiosk's ledger), ``run`` also asks the cloud, after
-each successful pass, which of this kiosk's rentals it has closed (returned at another
-kiosk) since the cursor kept in the outbox's ``meta`` table, hands their ids to the
-callback and then advances the cursor (``pull_closed``). A failure there is logged and
-leaves the ledger and the cursor as they were; the next pass asks again.
+With a ``close_rentals`` callback (the kiosk's ledger), ``run`` also asks the cloud which of
+this kiosk's rentals it has closed (returned at another kiosk) since the cursor kept in the
+outbox's ``meta`` table, hands their ids to the callback and then advances the cursor
+(``pull_closed``). It does so after a successful pass, at most every ``interval_s``, and
+at once when woken. It is a different endpoint from the batches, so it keeps its own
+schedule while the pushes back off: during a backoff wait it is still tried when due, so a
+rider whose powerbank went back elsewhere is freed even while the kiosk's uploads fail
+(a slow link that times out on big batches, a cloud whose ingest is down). Its own
+failures back it off like the pushes (full jitter, capped, ``Retry-After`` honoured).
+Every fetch leaves its time, the rentals it closed and its error in the outbox for
+``kiosk sync status``; a failure leaves the ledger and the cursor as they were.
 """
 
 from __future__ import annotations
@@ -146,12 +152,17 @@ class SyncDaemon:
         self._stop = threading.Event()
         self._roster_wanted = threading.Event()
         self._roster_failures = 0
+        self._closed_wanted = threading.Event()
+        self._closed_due = 0.0  # time.monotonic() of the next fetch of closed rentals
+        self._closed_failures = 0
 
     # -- control ----------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Sync now: end the current wait (interval or backoff), and pull the roster."""
+        """Sync now: end the current wait (interval or backoff), pull the roster and fetch
+        the rentals closed elsewhere."""
         self._roster_wanted.set()
+        self._closed_wanted.set()
         self._wake.set()
 
     def stop(self) -> None:
@@ -162,11 +173,13 @@ class SyncDaemon:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def _sleep(self, seconds: float) -> None:
-        self._wake.wait(seconds)
+    def _sleep(self, seconds: float) -> bool:
+        """Wait; True when woken before the time was up. Raises ``_Stop`` when stopping."""
+        woken = self._wake.wait(seconds)
         self._wake.clear()
         if self._stop.is_set():
             raise _Stop
+        return woken
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -321,10 +334,41 @@ class SyncDaemon:
     # -- rentals closed elsewhere -----------------------------------------------------------------
 
     def pull_closed(self) -> ClosedPull:
-        """Close in the ledger the rentals the cloud says are closed (``closed_pull``)."""
+        """Close in the ledger the rentals the cloud says are closed (``closed_pull``), and
+        plan the next fetch: in ``interval_s``, or after a backoff when this one failed."""
         if self.close_rentals is None:
             raise RuntimeError("no rental ledger is attached to this daemon")
-        return pull_closed(self.outbox, self.client, self.close_rentals, self._stop.is_set)
+        self._closed_wanted.clear()
+        result = pull_closed(self.outbox, self.client, self.close_rentals, self._stop.is_set)
+        if result.error is None:
+            self._closed_failures = 0
+            wait = self.interval_s
+        else:
+            self._closed_failures += 1
+            delay = self.backoff.delay(self._closed_failures, random.random(), result.retry_after)
+            wait = max(delay, 1.0)
+        self._closed_due = time.monotonic() + wait
+        return result
+
+    def _closed_is_due(self) -> bool:
+        return self.close_rentals is not None and (
+            self._closed_wanted.is_set() or time.monotonic() >= self._closed_due
+        )
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        """The wait between failed passes. The fetch of closed rentals keeps its own
+        schedule meanwhile; a wake (sync now) ends the wait."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._closed_is_due():
+                self.pull_closed()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.close_rentals is not None:
+                left = min(left, max(0.0, self._closed_due - time.monotonic()))
+            if self._sleep(left):
+                return
 
     # -- the service ----------------------------------------------------------------------------
 
@@ -338,7 +382,7 @@ class SyncDaemon:
             return result
 
         retrying = Retrying(
-            sleep=self._sleep,
+            sleep=self._backoff_sleep,
             wait=wait_full_jitter(self.backoff),
             retry=retry_if_exception_type(_RETRIED),
             before_sleep=self._log_backoff,
@@ -369,7 +413,7 @@ class SyncDaemon:
                     pulled = self.pull_roster()
                     next_roster = time.monotonic() + self._roster_wait(pulled.error is not None)
                 self.sync_with_retry()
-                if self.close_rentals is not None:
+                if self._closed_is_due():
                     self.pull_closed()
                 if time.monotonic() - last_prune > 600:
                     self.outbox.prune_sent(self.keep_sent_s)

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 #: Bytes counted per stored event on top of its JSON body (row header, id and seq indexes).
 ROW_OVERHEAD = 160
 
+#: ``meta`` keys of the fetch of rentals closed in the cloud (``cloud_sync.closed_pull``).
+CLOSED_CURSOR_KEY = "closed_rentals_cursor"
+CLOSED_FETCHED_AT_KEY = "closed_rentals_fetched_at"  # the last fetch, whatever its outcome
+CLOSED_COUNT_KEY = "closed_rentals_closed"  # rentals the last fetch closed here
+CLOSED_SUCCESS_AT_KEY = "closed_rentals_success_at"  # the last fetch that ended without error
+CLOSED_ERROR_KEY = "closed_rentals_error"  # the last fetch's error; NULL after a success
+CLOSED_ERROR_AT_KEY = "closed_rentals_error_at"
+
 _CLASS_CASE = """
     CASE
         WHEN type IN ('rental.started', 'rental.failed', 'rental.returned',
@@ -58,6 +66,18 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             ('last_success_at', NULL),
             ('last_error', NULL),
             ('last_error_at', NULL);
+        """,  # noqa: S608 - constants only
+    ),
+    (
+        "the fetch of rentals closed in the cloud",
+        f"""
+        INSERT OR IGNORE INTO meta (key, value) VALUES
+            ('{CLOSED_CURSOR_KEY}', 0),
+            ('{CLOSED_FETCHED_AT_KEY}', NULL),
+            ('{CLOSED_COUNT_KEY}', 0),
+            ('{CLOSED_SUCCESS_AT_KEY}', NULL),
+            ('{CLOSED_ERROR_KEY}', NULL),
+            ('{CLOSED_ERROR_AT_KEY}', NULL);
         """,  # noqa: S608 - constants only
     ),
 )

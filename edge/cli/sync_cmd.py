@@ -3,9 +3,11 @@
 ``run`` is the systemd service: it drains the outbox into ``sync.cloud_url`` every
 ``sync.interval_s``, backs off with full jitter while the cloud is away, wakes at once on
 SIGUSR1 and stops cleanly on SIGTERM or SIGINT. On a kiosk with a pinned roster key it
-also pulls the roster at start, every ``sync.roster_interval_s`` and when woken. ``now``
-runs one pass in this process and says what happened. ``status`` never needs the network:
-it reads the outbox and the roster's pull state.
+also pulls the roster at start, every ``sync.roster_interval_s`` and when woken, and
+fetches the rentals the cloud closed (returned at another kiosk), even while its pushes
+back off. ``now`` runs one pass in this process, then fetches the closed rentals, and says
+what both did. ``status`` never needs the network: it reads the outbox (with the last
+fetch of closed rentals) and the roster's pull state.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import structlog
 import typer
 
+from cloud_sync.closed_pull import ClosedPull, FetchState, read_fetch_state
 from cloud_sync.errors import CloudError
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key, public_key_text
@@ -132,24 +135,34 @@ def run(ctx: typer.Context) -> None:
 
 @app.command("now")
 def now(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Send every pending event now, once; exit 7 if the cloud could not be reached."""
+    """Send every pending event now, once, then close the rentals the cloud closed
+    (returned at another kiosk); exit 7 if the cloud could not be reached for either."""
     settings = state(ctx).settings()
     outbox = open_outbox(settings)
     try:
         daemon = build_daemon(settings, outbox)
         try:
             result = daemon.sync_once()
+            closed = daemon.pull_closed()  # its own endpoint: tried even when the push failed
         finally:
             daemon.client.close()
         left = outbox.stats().pending_total
     finally:
         outbox.close()
-    _print_pass(result, left, as_json)
+    _print_pass(result, closed, left, as_json)
+    failures = []
     if result.error is not None:
-        raise CloudError(f"sync failed: {result.error} (the events are kept)")
+        failures.append(f"sync failed: {result.error} (the events are kept)")
+    if closed.error is not None:
+        failures.append(
+            f"closed rentals not fetched: {closed.error} "
+            "(rentals returned at another kiosk stay open here)"
+        )
+    if failures:
+        raise CloudError("; ".join(failures))
 
 
-def _print_pass(result: PassResult, left: int, as_json: bool) -> None:
+def _print_pass(result: PassResult, closed: ClosedPull, left: int, as_json: bool) -> None:
     if as_json:
         data = {
             "accepted": result.accepted,
@@ -159,6 +172,12 @@ def _print_pass(result: PassResult, left: int, as_json: bool) -> None:
             "pending": left,
             "error": result.error,
             "seconds": round(result.seconds, 3),
+            "closed_rentals": {
+                "closed": closed.closed,
+                "confirmed": closed.confirmed,
+                "cursor": closed.to_cursor,
+                "error": closed.error,
+            },
         }
         typer.echo(json.dumps(data))
         return
@@ -166,11 +185,26 @@ def _print_pass(result: PassResult, left: int, as_json: bool) -> None:
         f"sent {result.sent} events ({result.accepted} new, {result.duplicate} already there) "
         f"in {result.batches} batches, {result.quarantined} quarantined, {left} still pending"
     )
+    if closed.error is not None and not closed.confirmed:
+        typer.echo("rentals returned at another kiosk: not fetched, the ledger is unchanged")
+        return
+    line = (
+        f"closed {_rentals(closed.closed)} returned at another kiosk "
+        f"({closed.confirmed} confirmed by the cloud, cursor {closed.to_cursor})"
+    )
+    if closed.error is not None:
+        line += ", then the fetch failed"
+    typer.echo(line)
+
+
+def _rentals(count: int) -> str:
+    return f"{count} rental" if count == 1 else f"{count} rentals"
 
 
 @app.command("status")
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Show the outbox: pending events per class, oldest age, last success and error."""
+    """Show the outbox: pending events per class, oldest age, last success and error, the
+    roster's last pull and the last fetch of rentals closed in the cloud."""
     settings = state(ctx).settings()
     if not settings.outbox_path.is_file():
         raise InputError(f"{settings.outbox_path}: no outbox yet (nothing was recorded here)")
@@ -178,6 +212,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     try:
         stats = outbox.stats()
         quarantined = outbox.quarantined(limit=5)
+        fetched = read_fetch_state(outbox)
     finally:
         outbox.close()
     pulled = read_pull_state(settings.roster_path) if settings.roster.cloud_roster_key else None
@@ -199,7 +234,15 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         "last_error": stats.last_error,
         "last_error_at": stats.last_error_at,
         "roster": _roster_status(pulled),
-        "problems": _problems(settings, stats.last_error, pulled),
+        "closed_rentals": {
+            "cursor": fetched.cursor,
+            "last_fetch_at": fetched.fetched_at,
+            "closed": fetched.closed,
+            "last_success_at": fetched.success_at,
+            "last_error": fetched.error,
+            "last_error_at": fetched.error_at,
+        },
+        "problems": _problems(settings, stats.last_error, pulled, fetched),
         "quarantined_examples": [
             {"seq": seq, "id": event_id, "type": kind, "reason": reason}
             for seq, event_id, kind, reason in quarantined
@@ -220,6 +263,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         f"last success {stats.last_success_at or 'never'}",
         f"last error   {_last_error(stats.last_error, stats.last_error_at)}",
         f"roster       {_roster_line(settings, pulled)}",
+        f"closed fetch {_fetch_line(fetched)}",
     ]
     lines += [f"problem      {problem}" for problem in data["problems"]]
     lines += [
@@ -229,7 +273,9 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     typer.echo("\n".join(lines))
 
 
-def _problems(settings: Settings, last_error: str | None, pulled: PullState | None) -> list[str]:
+def _problems(
+    settings: Settings, last_error: str | None, pulled: PullState | None, fetched: FetchState
+) -> list[str]:
     problems = []
     if settings.sync.cloud_url is None:
         problems.append("sync.cloud_url is not set: events are kept but never sent")
@@ -237,6 +283,11 @@ def _problems(settings: Settings, last_error: str | None, pulled: PullState | No
         problems.append(last_error)
     if pulled is not None and pulled.error:
         problems.append(f"roster pull: {pulled.error} (the previous roster is kept)")
+    if fetched.error:
+        problems.append(
+            f"closed rentals fetch: {fetched.error} "
+            "(rentals returned at another kiosk stay open here)"
+        )
     return problems
 
 
@@ -265,6 +316,16 @@ def _roster_line(settings: Settings, pulled: PullState | None) -> str:
     line = f"version {pulled.version}, last pull {_when(pulled.checked_at) or 'never'}"
     if pulled.error:
         line += f", error: {pulled.error} (at {_when(pulled.error_at)})"
+    return line
+
+
+def _fetch_line(fetched: FetchState) -> str:
+    """The last fetch of rentals closed in the cloud (returned at another kiosk)."""
+    if fetched.fetched_at is None:
+        return "never (rentals returned at another kiosk)"
+    line = f"{fetched.fetched_at}: {_rentals(fetched.closed)} closed, cursor {fetched.cursor}"
+    if fetched.error:
+        line += f", error: {fetched.error} (last success {fetched.success_at or 'never'})"
     return line
 
 

@@ -9,10 +9,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.backoff import BackoffPolicy
-from cloud_sync.closed_pull import closed_cursor
+from cloud_sync.closed_pull import closed_cursor, read_fetch_state
+from cloud_sync.errors import StoreError
 from cloud_sync.roster_wire import Entitlements
 from cloud_sync.server.db import open_database
 from cloud_sync.server.migrations import MIGRATIONS, _apply, migrate
@@ -183,6 +185,8 @@ def test_a_cloud_that_is_down_leaves_the_ledger_and_the_daemon_keeps_going(
     down = daemon.pull_closed()
     assert down.error is not None and "cannot connect" in down.error
     assert ledger.open_count("p1") == 1 and closed_cursor(a.outbox) == 0
+    noted = read_fetch_state(a.outbox)
+    assert noted.error == down.error and noted.error_at and noted.success_at is None
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
@@ -200,12 +204,60 @@ def test_a_cloud_that_is_down_leaves_the_ledger_and_the_daemon_keeps_going(
                 time.sleep(0.1)
             assert ledger.open_count("p1") == 0
             assert closed_cursor(a.outbox) == 1
+            noted = read_fetch_state(a.outbox)
+            assert (noted.cursor, noted.error) == (1, None) and noted.success_at
         finally:
             daemon.stop()
             thread.join(timeout=10)
             cloud.stop()
     finally:
         daemon.stop()
+    assert not thread.is_alive()
+
+
+def test_closed_rentals_are_fetched_while_the_pushes_back_off(
+    cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = make_kiosk(tmp_path, "kiosk-a"), make_kiosk(tmp_path, "kiosk-b")
+    cloud.register(a.kiosk_id, a.key)
+    cloud.register(b.kiosk_id, b.key)
+    ledger = Ledger(a.outbox)
+    rent(a, ledger, "r-1", "p1", "pb-1")
+    assert a.daemon(cloud.url).sync_once().accepted == 1
+    give_back(b, "pb-1")
+    assert b.daemon(cloud.url).sync_once().accepted == 1
+    store = cloud.service().store
+    ingest = store.ingest
+
+    def ingest_down_for_a(kiosk_id: str, *args: Any) -> Any:
+        if kiosk_id == a.kiosk_id:
+            raise StoreError("the events table is locked")
+        return ingest(kiosk_id, *args)
+
+    monkeypatch.setattr(store, "ingest", ingest_down_for_a)
+    a.outbox.append("slot.fault", slot=2, code="jam")  # a push that will keep failing
+    daemon = a.daemon(
+        cloud.url,
+        interval_s=0.2,
+        backoff=BackoffPolicy(base_s=0.05, cap_s=0.3),
+        close_rentals=ledger.close_confirmed,
+    )
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while ledger.open_count("p1") and time.monotonic() < deadline:
+            time.sleep(0.05)  # no wake: the fetch runs on its own schedule
+
+        assert ledger.open_count("p1") == 0, "the rental closed while the pushes back off"
+        stats = a.outbox.stats()
+        assert a.outbox.count("pending") == 1, "the push is still failing"
+        assert stats.last_error is not None and "503" in stats.last_error
+        noted = read_fetch_state(a.outbox)  # later fetches find nothing more to close
+        assert (noted.cursor, noted.error) == (1, None) and noted.success_at
+    finally:
+        daemon.stop()
+        thread.join(timeout=10)
     assert not thread.is_alive()
 
 

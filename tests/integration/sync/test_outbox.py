@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.batching import BatchLimits
+from cloud_sync.closed_pull import closed_cursor, read_fetch_state
 from cloud_sync.errors import EventError, OutboxError, OutboxFullError
 from cloud_sync.outbox import Outbox
+from cloud_sync.outbox_schema import MIGRATIONS
 
 
 def rent(outbox: Outbox, i: int) -> None:
@@ -227,6 +229,23 @@ def test_an_outbox_of_the_first_version_is_upgraded_in_place(tmp_path: Path) -> 
     assert stats.oldest_pending_age_s is not None and stats.oldest_pending_age_s > 86400
     rent(outbox, 1)
     assert [e.seq for e in outbox.events()] == [1, 2]
+
+
+def test_an_outbox_of_the_second_version_keeps_its_closed_rentals_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    with sqlite3.connect(path) as db:
+        for _name, script in MIGRATIONS[:2]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 2")
+        # the second version kept only the cursor, written on the first fetch
+        db.execute("INSERT INTO meta (key, value) VALUES ('closed_rentals_cursor', 7)")
+    outbox = Outbox(path, "kiosk-a")
+    assert outbox.connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    assert closed_cursor(outbox) == 7
+    state = read_fetch_state(outbox)
+    assert (state.cursor, state.fetched_at, state.closed, state.error) == (7, None, 0, None)
+    fresh = read_fetch_state(Outbox(tmp_path / "new.sqlite", "kiosk-a"))
+    assert (fresh.cursor, fresh.fetched_at, fresh.success_at) == (0, None, None)
 
 
 def test_two_processes_worth_of_writers_share_the_file(tmp_path: Path) -> None:

@@ -66,6 +66,10 @@ class VisionSection(BaseModel):
     max_upsample: int = Field(default=1, ge=0, le=2)
     min_detection_score: float = Field(default=0.25, ge=-1.0, le=3.0)
     max_image_pixels: int = Field(default=40_000_000, ge=1_000_000, le=200_000_000)
+    # Above 1, an enrolment template is the mean encoding of this many jittered copies of
+    # the face (live frames always use one). Off by default: on lfw-dev it recognises more
+    # riders but lets more strangers through (docs/face-pipeline.md).
+    enrol_jitters: int = Field(default=1, ge=1, le=100)
     # "cohort": the roster-size aware policy with the claim step (docs/face-pipeline.md),
     # its numbers from operating_points (default: the file calibrated on lfw-dev that ships
     # in edge/vision); "threshold": match_threshold and match_margin alone.
@@ -78,6 +82,9 @@ class VisionSection(BaseModel):
     claim_window_s: float = Field(default=600.0, ge=10.0, le=86400.0)
     consensus_k: int = Field(default=2, ge=1, le=10)
     consensus_n: int = Field(default=3, ge=1, le=20)
+    fuse_frames: int = Field(
+        default=3, ge=1, le=8, description="frames of one face averaged before each decision"
+    )
     track_lost_s: float = Field(default=0.7, gt=0.0, le=10.0)
     reverify_s: float = Field(default=2.0, gt=0.0, le=30.0)
     retry_refused_s: float = Field(default=1.0, gt=0.0, le=30.0)

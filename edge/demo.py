@@ -215,7 +215,7 @@ def run_demo(
 
     from edge.vision import setup
 
-    engine = setup.engine(settings.vision)
+    engine = setup.enrol_engine(settings.vision)
     try:
         report = enrol_folder(engine, enroll, settings.vision.max_image_pixels)
     except InputError as exc:

@@ -104,7 +104,7 @@ def _encode_photos(person_id: str, images: list[Path], model: str) -> list[dict[
     from edge.vision import setup
 
     vision = VisionSection()
-    engine = setup.engine(vision)
+    engine = setup.enrol_engine(vision)
     if engine.model_version != model:
         raise InputError(
             f"this machine encodes with {engine.model_version!r} but the roster serves "

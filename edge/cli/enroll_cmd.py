@@ -190,7 +190,7 @@ def enroll(
     settings = state(ctx).settings()
     who = require_technician(roster.parent, "kiosk enroll")
     vision = settings.vision
-    engine = setup.engine(vision)
+    engine = setup.enrol_engine(vision)
     quality = setup.quality_config(vision.quality)
     lookalike_distance = float(setup.operating_points(vision)["identify"]["lookalike_distance"])
     claim_hash = _ask_claim() if claim else None

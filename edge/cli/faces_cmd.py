@@ -307,16 +307,30 @@ def evaluate(
         points = setup.operating_points(vision)
     started = time.perf_counter()
 
-    def encode(tree: Path) -> list[evaluation.Sample]:
-        samples = evaluation.collect(tree)
+    enrol_engine = setup.enrol_engine(vision, engine)
+
+    def encode(
+        samples: list[evaluation.Sample], encoder: FaceEngine, variant: str = ""
+    ) -> list[evaluation.Sample]:
         if encodings is not None:
             return encode_cached(
-                engine, samples, quality, vision.max_image_pixels, encodings, engine.model_version
+                encoder,
+                samples,
+                quality,
+                vision.max_image_pixels,
+                encodings,
+                engine.model_version,
+                variant,
             )
-        return evaluation.encode_samples(engine, samples, quality, vision.max_image_pixels)
+        return evaluation.encode_samples(encoder, samples, quality, vision.max_image_pixels)
 
-    first = encode(folder)
-    second = encode(probe) if probe is not None else None
+    first = encode(evaluation.collect(folder), engine)
+    second = encode(evaluation.collect(probe), engine) if probe is not None else None
+    # the photos that may be enrolled are encoded again as the kiosk enrols them
+    enrollable = evaluation.enrolment_candidates(first, None if probe is not None else per_person)
+    if enrol_engine.jitters > 1:
+        templates = encode(enrollable, enrol_engine, f"jitter{enrol_engine.jitters}")
+        first = evaluation.with_templates(first, templates)
     encode_s = time.perf_counter() - started
     photos = len(first) + len(second or [])
     if protocol is Protocol.open_set:
@@ -337,6 +351,7 @@ def evaluate(
         report["protocol"].update(
             enrol=str(folder),
             model=engine.model_version,
+            enrol_jitters=enrol_engine.jitters,
             photos_encoded=photos,
             encode_seconds=round(encode_s, 1),
         )
@@ -374,6 +389,7 @@ def evaluate(
                 "threshold": policy.threshold,
                 "margin": policy.margin,
                 "model": engine.model_version,
+                "enrol_jitters": enrol_engine.jitters,
                 "photos_encoded": photos,
                 "encode_seconds": round(encode_s, 1),
             },

@@ -62,7 +62,9 @@ Floats = npt.NDArray[np.float64]
 
 
 def _gallery(split: Split) -> Gallery:
-    return Gallery([(s.label or "", s.encoding) for s in split.gallery if s.encoding is not None])
+    return Gallery(
+        [(s.label or "", s.enrolled_as) for s in split.gallery if s.enrolled_as is not None]
+    )
 
 
 @dataclass(frozen=True)

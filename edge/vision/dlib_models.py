@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -30,6 +31,31 @@ class RawDetection:
     right: int
     bottom: int
     score: float
+
+
+# The aligned face the encoder reads: 150 px square with a quarter of padding, as
+# ``compute_face_descriptor(image, shape)`` makes it.
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+JITTER_SEED = 150
+
+
+def jittered(chip: npt.NDArray[np.uint8], copies: int) -> list[npt.NDArray[np.uint8]]:
+    """``copies`` variations of an aligned face: rotated up to 3 degrees, scaled by up to
+    3%, shifted by up to 2% and mirrored on every other copy; the same for the same chip."""
+    rng = np.random.default_rng(JITTER_SEED)
+    size = chip.shape[0]
+    out = []
+    for number in range(copies):
+        matrix = cv2.getRotationMatrix2D(
+            (size / 2, size / 2), rng.uniform(-3.0, 3.0), rng.uniform(0.97, 1.03)
+        )
+        matrix[:, 2] += rng.uniform(-0.02, 0.02, 2) * size
+        copy = cv2.warpAffine(chip, matrix, (size, size), borderMode=cv2.BORDER_REFLECT)
+        if number % 2 == 0:
+            copy = copy[:, ::-1]
+        out.append(np.ascontiguousarray(copy, dtype=np.uint8))
+    return out
 
 
 class DlibModels:
@@ -87,9 +113,21 @@ class DlibModels:
         image: npt.NDArray[np.uint8],
         box: tuple[int, int, int, int],
         landmarks5: Points,
+        jitters: int = 1,
     ) -> npt.NDArray[np.float64]:
-        """The 128-d encoding of the face aligned on its 5 landmarks (as face_recognition does)."""
+        """The 128-d encoding of the face aligned on its 5 landmarks (as face_recognition does).
+
+        With ``jitters`` above 1, the mean over the aligned face and ``jitters - 1`` copies
+        of it slightly rotated, scaled, shifted and (half of them) mirrored (``jittered``).
+        The copies come from a fixed seed, so the same photo always gives the same
+        encoding (dlib's own ``num_jitters`` draws from a generator shared between calls).
+        """
         dlib = self._dlib
         parts = dlib.points([dlib.point(round(x), round(y)) for x, y in landmarks5])
         shape = dlib.full_object_detection(self._rect(box), parts)
-        return np.array(self._encoder.compute_face_descriptor(image, shape, 1), dtype=np.float64)
+        if jitters <= 1:
+            return np.array(self._encoder.compute_face_descriptor(image, shape, 1), np.float64)
+        chip = np.asarray(dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+        chips = [chip, *jittered(chip, jitters - 1)]
+        descriptors = self._encoder.compute_face_descriptor(chips)
+        return np.asarray(np.mean([np.array(d) for d in descriptors], axis=0), dtype=np.float64)

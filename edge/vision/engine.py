@@ -132,13 +132,28 @@ class FaceEngine:
         min_score: float = 0.25,
         roi_face_px: int = 90,
         dlib_models: DlibModels | None = None,
+        jitters: int = 1,
     ) -> None:
+        if not 1 <= jitters <= 100:
+            raise ValueError(f"jitters must be 1 to 100, got {jitters}")
         self._models = dlib_models or DlibModels()
         self.model_version = self._models.encoder_version
         self.detect_width = detect_width
         self.max_upsample = max_upsample
         self.min_score = min_score
         self.roi_face_px = roi_face_px
+        self.jitters = jitters
+
+    def with_jitters(self, jitters: int) -> FaceEngine:
+        """The same engine (and loaded models) encoding over ``jitters`` copies of a face."""
+        return FaceEngine(
+            self.detect_width,
+            self.max_upsample,
+            self.min_score,
+            self.roi_face_px,
+            self._models,
+            jitters,
+        )
 
     def _run(
         self, image: Image, scale: float, upsample: int, offset: tuple[int, int] = (0, 0)
@@ -193,10 +208,10 @@ class FaceEngine:
         return points[list(EYE_68[0])], points[list(EYE_68[1])]
 
     def encode(self, image: Image, box: FaceBox, landmarks: Points | None = None) -> Encoding:
-        """The 128-d encoding of the face in ``box``."""
+        """The 128-d encoding of the face in ``box`` (averaged over ``jitters`` copies)."""
         if landmarks is None:
             landmarks = self.landmarks(image, box)
-        return self._models.encode(image, box.ltrb(), landmarks)
+        return self._models.encode(image, box.ltrb(), landmarks, self.jitters)
 
     def observe(self, image: Image) -> Observation | None:
         """The face to act on in ``image``, encoded, or ``None`` when there is no face."""

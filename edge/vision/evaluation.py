@@ -22,8 +22,11 @@ and reported apart but never scored. Two protocols:
   probes otherwise.
 
 Every photo is encoded once (through the kiosk's single-frame path, quality gate
-included); the splits, the policy and the threshold/margin sweep then work on the
-encodings in memory. Nothing is written but the report, which holds no template.
+included); the photos that can be enrolled are encoded a second time as the kiosk enrols
+(``with_templates``: the enrolment engine, ``vision.enrol_jitters`` copies per face), and
+galleries are built from those templates while probes keep the single-frame encoding.
+The splits, the policy and the threshold/margin sweep then work on the encodings in
+memory. Nothing is written but the report, which holds no template.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,37 @@ class Sample:
     encoding: Encoding | None = field(default=None, repr=False)
     reason: str | None = None
     faces: int | None = None
+    # the enrolment template of this photo (made as the kiosk enrols), when it may be enrolled
+    template: Encoding | None = field(default=None, repr=False)
+
+    @property
+    def enrolled_as(self) -> Encoding | None:
+        """What a gallery holds for this photo: its enrolment template, else its encoding."""
+        return self.template if self.template is not None else self.encoding
+
+
+def enrolment_candidates(samples: Sequence[Sample], per_person: int | None) -> list[Sample]:
+    """The photos a split may enrol: the first ``per_person`` usable photos of each
+    identity (``None``: every usable labelled photo, as ``two_tree_split`` enrols)."""
+    taken: Counter[str] = Counter()
+    chosen = []
+    for sample in samples:
+        if sample.label is None or sample.encoding is None:
+            continue
+        if per_person is None or taken[sample.label] < per_person:
+            taken[sample.label] += 1
+            chosen.append(sample)
+    return chosen
+
+
+def with_templates(samples: Sequence[Sample], templates: Sequence[Sample]) -> list[Sample]:
+    """``samples`` with the enrolment template of each photo in ``templates`` (the same
+    photos encoded by the enrolment engine) attached."""
+    made = {t.path: t.encoding for t in templates if t.encoding is not None}
+    return [
+        replace(s, template=made[s.path]) if s.path in made and s.encoding is not None else s
+        for s in samples
+    ]
 
 
 def collect(folder: Path) -> list[Sample]:
@@ -213,7 +247,9 @@ class ProbeResult:
 
 def split_gallery(split: Split) -> Gallery:
     """The gallery of ``split``'s enrolled photos (cohorts computed as the kiosk does)."""
-    return Gallery([(s.label or "", s.encoding) for s in split.gallery if s.encoding is not None])
+    return Gallery(
+        [(s.label or "", s.enrolled_as) for s in split.gallery if s.enrolled_as is not None]
+    )
 
 
 def run_probes(

@@ -10,7 +10,8 @@ Per frame:
 2. **One person at a time.** Another face of comparable size: no vote, a hint.
 3. **Liveness** (when on): the eye landmarks of the tracked face feed the blink check.
 4. **Vote.** Until the track has a verdict, the face goes through the quality gate and,
-   if it passes, is encoded and decided by the policy (``analysis.analyse`` and
+   if it passes, is encoded; the mean of the track's last ``fuse_frames`` encodings
+   (``consensus.fuse``) is decided by the policy (``analysis.analyse`` and
    ``Policy.decide``, the same code as ``kiosk faces identify``); the vote goes to the
    k-of-n ``Consensus``. After a refusal, the face is re-tried every
    ``retry_refused_s``.
@@ -18,7 +19,7 @@ Per frame:
    (or at once when liveness is off); a liveness timeout or a refusal verdict becomes a
    refusal record. One record per verdict per track. A ``claim required`` refusal also
    hands over a ``ClaimNeeded`` (``FrameOutcome.claim``): the track's last encodings, for
-   the claim step's 1:1 check; they stay in memory and are never logged or stored.
+   the claim step's 1:1 check (on their fused mean); they stay in memory and are never logged or stored.
 6. **Hold.** A decided track keeps its identity (``FrameOutcome.person_id``) while the
    face stays in view; it is re-verified every ``reverify_s`` with a fresh encoding, and a
    face that no longer matches, jumps, or is lost for ``track_lost_s`` starts a new track.
@@ -38,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.vision.analysis import NO_FACE_HINT, SEVERAL_FACES_HINT, analyse
-from edge.vision.consensus import Consensus, DecisionRecord, Verdict, Vote
+from edge.vision.consensus import FUSE_SPREAD, Consensus, DecisionRecord, Verdict, Vote, fuse
 from edge.vision.dlib_models import Points
 from edge.vision.engine import FaceBox, FaceEncoder, pick_face, rival_faces
 from edge.vision.liveness import BlinkLiveness, LivenessConfig, LivenessState
@@ -80,6 +81,8 @@ class LiveConfig:
     detect_width: int = 320
     consensus_k: int = 2
     consensus_n: int = 3
+    fuse_frames: int = 3  # 1: every frame is decided on its own encoding
+    fuse_spread: float = FUSE_SPREAD
     track_lost_s: float = 0.7
     min_track_iou: float = 0.2
     reverify_s: float = 2.0
@@ -102,7 +105,8 @@ class ClaimNeeded:
 
     @property
     def probe(self) -> Vector:
-        return self.encodings[-1]
+        """What the claim is checked against: the fused encodings, as the vote used."""
+        return fuse(self.encodings)
 
     def __repr__(self) -> str:
         return f"ClaimNeeded(track={self.track}, encodings={len(self.encodings)})"
@@ -140,7 +144,7 @@ class _Track:
     refused: DecisionRecord | None = None
     records: list[DecisionRecord] = field(default_factory=list)
     number: int = 0
-    encodings: deque[Vector] = field(default_factory=lambda: deque(maxlen=3), repr=False)
+    encodings: deque[Vector] = field(default_factory=lambda: deque(maxlen=8), repr=False)
 
 
 class LivePipeline:
@@ -250,9 +254,12 @@ class LivePipeline:
         if analysis.encoding is None:
             return None, analysis.hint
         self.encodings += 1
+        probe = analysis.encoding
         if track is not None:
             track.encodings.append(analysis.encoding)
-        return self.policy.decide(self.gallery.search(analysis.encoding)), None
+            recent = list(track.encodings)[-max(1, self.config.fuse_frames) :]
+            probe = fuse(recent, self.config.fuse_spread)
+        return self.policy.decide(self.gallery.search(probe)), None
 
     def _vote(
         self,
@@ -311,7 +318,8 @@ class LivePipeline:
             track.refused = record
             track.verdict = None
             if verdict.reason == CLAIM_REQUIRED and track.encodings:
-                claim = ClaimNeeded(track.number, tuple(track.encodings), self.gallery.people)
+                recent = tuple(track.encodings)[-max(1, self.config.fuse_frames) :]
+                claim = ClaimNeeded(track.number, recent, self.gallery.people)
         if hint is None and live_state is not None and live_state.status != "passed":
             hint = live_state.hint
         person = track.decided.person_id if track.decided else None

@@ -222,9 +222,10 @@ def open_set_summary(report: dict[str, Any]) -> list[str]:
 # -- the encoding cache ---------------------------------------------------------------------
 
 
-def _cache_key(path: Path) -> str:
+def _cache_key(path: Path, variant: str = "") -> str:
     stat = path.stat()
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return f"{variant}:{key}" if variant else key
 
 
 def encode_cached(
@@ -234,8 +235,10 @@ def encode_cached(
     max_pixels: int,
     cache: Path,
     model: str,
+    variant: str = "",
 ) -> list[Sample]:
-    """``encode_samples`` through a cache file of encodings (keyed by path, size, mtime).
+    """``encode_samples`` through a cache file of encodings (keyed by path, size, mtime,
+    and ``variant``: how the encoder was set, such as ``jitter10`` for enrolment templates).
 
     The cache holds templates of the photos: keep it outside the repository (``/tmp``).
     """
@@ -247,11 +250,11 @@ def encode_cached(
                     data["keys"], data["encodings"], data["reasons"], data["faces"], strict=True
                 ):
                     known[str(key)] = (vector, str(reason), int(faces))
-    missing = [s for s in samples if _cache_key(s.path) not in known]
+    missing = [s for s in samples if _cache_key(s.path, variant) not in known]
     fresh = iter(encode_samples(engine, missing, quality, max_pixels))
     done: list[Sample] = []
     for sample in samples:
-        hit = known.get(_cache_key(sample.path))
+        hit = known.get(_cache_key(sample.path, variant))
         if hit is None:
             done.append(next(fresh))
             continue
@@ -265,7 +268,7 @@ def encode_cached(
         for sample in done:
             vector = np.full(128, np.nan) if sample.encoding is None else sample.encoding
             faces = -1 if sample.faces is None else sample.faces
-            entries[_cache_key(sample.path)] = (vector, sample.reason or "", faces)
+            entries[_cache_key(sample.path, variant)] = (vector, sample.reason or "", faces)
         with cache.open("wb") as handle:
             np.savez(
                 handle,

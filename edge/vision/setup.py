@@ -70,6 +70,7 @@ def live_config(vision: VisionSection) -> LiveConfig:
         detect_width=vision.live_detect_width,
         consensus_k=vision.consensus_k,
         consensus_n=vision.consensus_n,
+        fuse_frames=vision.fuse_frames,
         track_lost_s=vision.track_lost_s,
         reverify_s=vision.reverify_s,
         retry_refused_s=vision.retry_refused_s,
@@ -87,6 +88,12 @@ def engine(vision: VisionSection) -> FaceEngine:
         max_upsample=vision.max_upsample,
         min_score=vision.min_detection_score,
     )
+
+
+def enrol_engine(vision: VisionSection, live: FaceEngine | None = None) -> FaceEngine:
+    """The engine that makes enrolment templates: ``vision.enrol_jitters`` copies per face
+    (``live``'s loaded models when given)."""
+    return (live or engine(vision)).with_jitters(vision.enrol_jitters)
 
 
 def gallery_of(loaded: LoadedRoster, model_version: str) -> Gallery:

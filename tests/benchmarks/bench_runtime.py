@@ -114,7 +114,7 @@ def rider_to_eject(trials: int) -> tuple[list[float], list[float], int, dict[str
     )
     engine = setup.engine(settings.vision)
     folder = Path(tempfile.mkdtemp(prefix="bench-riders-"))
-    enrolled, _ = riders(engine, folder)
+    enrolled, _ = riders(setup.enrol_engine(settings.vision, engine), folder)
     baseline, accepted, others = single_frame(settings, engine, enrolled)
     chosen = accepted[:trials]
     latencies: list[float] = []

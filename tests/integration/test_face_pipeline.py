@@ -93,6 +93,44 @@ def test_several_enrolment_photos_recognise_more(dev_samples: list[evaluation.Sa
     assert two["recognition_rate"] > one["recognition_rate"]
 
 
+def test_enrolment_templates_are_jittered_and_repeatable(
+    dev_faces: Path, engine: FaceEngine, dev_samples: list[evaluation.Sample]
+) -> None:
+    enroller = engine.with_jitters(10)
+    image = read_image(dev_faces / "person_03" / "01.jpg")
+    first = analyse(enroller, image, QualityConfig()).encoding
+    again = analyse(enroller, image, QualityConfig()).encoding
+    live = by_path(dev_samples, "person_03/01.jpg").encoding
+    assert first is not None and again is not None and live is not None
+    assert np.array_equal(first, again)  # the same photo always gives the same template
+    assert 0.01 < float(np.linalg.norm(first - live)) < 0.2  # a variation of the same face
+    # the other photos of this person are no further from the template than from the plain one
+    others = [s.encoding for s in dev_samples if s.label == "person_03" and s.encoding is not None]
+    assert (
+        np.mean([np.linalg.norm(o - first) for o in others[1:]])
+        <= np.mean([np.linalg.norm(o - live) for o in others[1:]]) + 0.01
+    )
+    with pytest.raises(ValueError, match="jitters"):
+        engine.with_jitters(0)
+
+
+def test_galleries_use_the_enrolment_templates(
+    engine: FaceEngine, dev_samples: list[evaluation.Sample]
+) -> None:
+    candidates = evaluation.enrolment_candidates(dev_samples, 1)
+    assert len({s.label for s in candidates}) == len(candidates) == 17
+    templates = evaluation.encode_samples(engine.with_jitters(4), candidates, QualityConfig())
+    samples = evaluation.with_templates(dev_samples, templates)
+    split = evaluation.open_set_split(samples, 1)
+    gallery = evaluation.split_gallery(split)
+    first = split.gallery[0]
+    assert first.template is not None and first.encoding is not None
+    assert not np.array_equal(first.template, first.encoding)
+    assert np.allclose(gallery.matrix[0], first.template, atol=1e-6)
+    counts = evaluation.count(evaluation.run_probes(split, POLICY))
+    assert counts["wrong_person"] == 0 and counts["recognition_rate"] >= 0.7
+
+
 @pytest.fixture(scope="session")
 def bad_images(tmp_path_factory: pytest.TempPathFactory, dev_faces: Path) -> dict[str, Path]:
     """Odd files made from a real photo: each must give a reason, never a crash."""

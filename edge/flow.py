@@ -34,13 +34,17 @@ An eject the board may have carried out is never recorded as failed on a guess: 
 waits in ``confirming`` while the runtime asks the board again (same request id), and when
 even that gives no answer it lets the rider go and hands the rental over (``Unsettled``)
 to be settled from the slot's status.
+
+Here: the dispatch (``Flow.handle``), looking at faces, the claim step, and the inputs
+valid in every phase. The flow's fields and its moves between phases are in
+``edge.flow_state``; a recognised rider and the ``ejecting``, ``confirming`` and ``take``
+phases in ``edge.flow_rental``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
-
+from edge.flow_rental import RentalSteps
+from edge.flow_state import Phase
 from edge.flow_values import (
     ClaimAsked,
     ClaimChecked,
@@ -111,64 +115,10 @@ CLAIM_LOCKED = "claim locked"
 NO_CLAIM_SET = "no claim set"
 
 
-class Phase(StrEnum):
-    IDLE = "idle"
-    CHECKING = "checking"
-    CLAIM = "claim"
-    EJECTING = "ejecting"
-    CONFIRMING = "confirming"
-    TAKE = "take"
-    RESULT = "result"
-    OUT_OF_SERVICE = "out_of_service"
+class Flow(RentalSteps):
+    """The kiosk's flow. Feed it inputs with ``handle``; carry out the effects it returns.
 
-
-@dataclass
-class _Rental:
-    rental_id: str
-    person_id: str
-    first_name: str
-    slot: int
-    started: float
-    powerbank_id: str | None = None
-
-
-@dataclass
-class Flow:
-    """The kiosk's flow. Feed it inputs with ``handle``; carry out the effects it returns."""
-
-    mode: Mode = "rental"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    route: str = ""
-    vehicle: str = ""
-    phase: Phase = Phase.IDLE
-    since: float = 0.0
-    out_of_service: str | None = None
-    rental: _Rental | None = None
-    _served: dict[str, float] = field(default_factory=dict)
-    _rental_count: int = 0
-    _verifying: bool = False  # a typed claim is being checked
-    _gone_at: float | None = None  # the face left the camera during the claim step
-
-    # The runtime supplies rental ids (ULIDs); the flow only needs them unique.
-    def new_rental_id(self, at: float) -> str:
-        self._rental_count += 1
-        return f"r{int(at * 1000):x}-{self._rental_count}"
-
-    def _go(self, phase: Phase, at: float, screen: Screen) -> list[Effect]:
-        self.phase, self.since = phase, at
-        return [Show(screen)]
-
-    def _rest(self, at: float) -> list[Effect]:
-        if self.out_of_service:
-            return self._go(
-                Phase.OUT_OF_SERVICE,
-                at,
-                Screen("out_of_service", "error", detail=self.out_of_service),
-            )
-        return self._go(Phase.IDLE, at, Screen("idle"))
-
-    def _result(self, at: float, screen: Screen) -> list[Effect]:
-        return self._go(Phase.RESULT, at, screen)
+    Its fields are ``FlowState``'s; the rental's handlers are ``RentalSteps``'s."""
 
     def handle(self, event: Input, rental_id: str | None = None) -> list[Effect]:
         """Advance the machine; ``rental_id`` names the rental an eject would start."""
@@ -190,7 +140,7 @@ class Flow:
                 return []
         return []
 
-    # -- phases -----------------------------------------------------------------------
+    # -- idle, checking, result: looking at faces ----------------------------------------
 
     def _looking(self, event: Input, rental_id: str | None) -> list[Effect]:
         if isinstance(event, FaceSeen):
@@ -261,117 +211,6 @@ class Flow:
             return self._ask_claim(at, event.tries_left, detail="wrong")
         screen = Screen("not_recognised", "error", detail=event.reason)
         return self._claim_ends(at, screen, event.reason)
-
-    def _recognised(self, event: Recognised, rental_id: str | None) -> list[Effect]:
-        at, person = event.at, event.person_id
-        if self.mode == "boarding":
-            return self._board(event)
-        last = self._served.get(person)
-        if last is not None and at - last < self.timeouts.repeat_guard_s:
-            return self._result(at, Screen("already_served", name=event.first_name))
-        if event.refusal is not None:
-            return self._result(
-                at, Screen("not_eligible", "error", name=event.first_name, detail=event.refusal)
-            )
-        if event.slot is None:
-            return self._result(at, Screen("no_powerbank", "error", name=event.first_name))
-        rental = _Rental(
-            rental_id or self.new_rental_id(at), person, event.first_name, event.slot, at
-        )
-        self.rental = rental
-        effects = self._go(
-            Phase.EJECTING, at, Screen("ejecting", name=event.first_name, slot=event.slot)
-        )
-        return [*effects, Eject(event.slot, rental.rental_id, person)]
-
-    def _board(self, event: Recognised) -> list[Effect]:
-        at, person = event.at, event.person_id
-        if event.refusal is not None:
-            return self._result(
-                at, Screen("not_eligible", "error", name=event.first_name, detail=event.refusal)
-            )
-        last = self._served.get(person)
-        if last is not None and at - last < self.timeouts.boarding_window_s:
-            return self._result(at, Screen("boarded", "ok", name=event.first_name))
-        self._served[person] = at
-        effects = self._result(at, Screen("boarded", "ok", name=event.first_name))
-        return [
-            *effects,
-            record("boarding.recorded", person_id=person, route=self.route, vehicle=self.vehicle),
-        ]
-
-    def _renting(self, event: Input) -> list[Effect]:
-        rental = self.rental
-        if rental is None:  # pragma: no cover - a phase invariant
-            return self._rest(event.at)
-        unsure = self.phase in (Phase.EJECTING, Phase.CONFIRMING)
-        if isinstance(event, Ejected) and event.slot == rental.slot and unsure:
-            rental.powerbank_id = event.powerbank_id
-            return self._go(
-                Phase.TAKE, event.at, Screen("take", "ok", name=rental.first_name, slot=rental.slot)
-            )
-        if isinstance(event, EjectUnconfirmed) and event.slot == rental.slot and unsure:
-            return self._confirming(event.at) if self.phase == Phase.EJECTING else []
-        if isinstance(event, EjectUnsettled) and event.slot == rental.slot and unsure:
-            return self._let_go(event.at)
-        if (
-            isinstance(event, EjectAborted)
-            and event.slot == rental.slot
-            and self.phase == Phase.EJECTING
-        ):
-            self.rental = None
-            self.out_of_service = event.reason
-            return self._rest(event.at)
-        if isinstance(event, EjectFailed) and event.slot == rental.slot:
-            return self._fail(
-                event.at, event.reason, Screen("eject_failed", "error", slot=rental.slot)
-            )
-        if (
-            isinstance(event, Taken)
-            and event.slot == rental.slot
-            and rental.powerbank_id is not None
-        ):
-            self._served[rental.person_id] = event.at
-            self.rental = None
-            effects = self._result(event.at, Screen("enjoy", "ok", name=rental.first_name))
-            started = record(
-                "rental.started",
-                rental_id=rental.rental_id,
-                person_id=rental.person_id,
-                slot=rental.slot,
-                powerbank_id=rental.powerbank_id,
-                request_id=rental.rental_id,
-            )
-            return [*effects, started]
-        if isinstance(event, NotTaken) and event.slot == rental.slot:
-            return self._fail(event.at, "not_taken", Screen("not_taken", "error", slot=rental.slot))
-        return []  # faces, other slots: the rental in progress keeps the screen
-
-    def _confirming(self, at: float) -> list[Effect]:
-        rental = self.rental
-        assert rental is not None
-        screen = Screen("eject_wait", name=rental.first_name, slot=rental.slot)
-        return self._go(Phase.CONFIRMING, at, screen)
-
-    def _let_go(self, at: float) -> list[Effect]:
-        rental = self.rental
-        assert rental is not None
-        self.rental = None
-        screen = Screen("eject_unconfirmed", "error", slot=rental.slot)
-        return [*self._result(at, screen), Unsettled(rental.slot, rental.rental_id)]
-
-    def _fail(self, at: float, reason: str, screen: Screen) -> list[Effect]:
-        rental = self.rental
-        assert rental is not None
-        self.rental = None
-        failed = record(
-            "rental.failed",
-            rental_id=rental.rental_id,
-            person_id=rental.person_id,
-            slot=rental.slot,
-            reason=reason,
-        )
-        return [*self._result(at, screen), failed]
 
     # -- inputs valid in every phase ---------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 Threads, each with one job, meeting only at the flow's input queue:
 
-- **vision**: camera frames through the live face pipeline; posts faces and decisions.
-- **board events**: the slot board's notifications into the inventory, and returns,
-  removals and re-locks into the flow; when the board comes back or boots, a status refresh.
+- **vision** (``edge.feeds``): camera frames through the live face pipeline; posts faces
+  and decisions.
+- **board events** (``edge.feeds``): the slot board's notifications into the inventory, and
+  returns, removals and re-locks into the flow; when the board comes back or boots, a
+  status refresh.
 - **board worker** (``edge.board_worker``): every command to the board, one at a time:
   ejects (an unconfirmed one is asked about again with its request id, never sent twice),
   and the slots' status every few seconds (faster while the board does not answer).
@@ -17,7 +19,8 @@ Neither vision nor the board ever runs on the flow's thread, so the screen stays
 while a face is encoded or the serial line retries. An eject is sent only once its intent,
 and room for the event that will settle it, are in the ledger (``edge.rentals``): a full
 outbox takes the kiosk out of service instead. Intents nobody follows any more (the kiosk
-was stopped mid-eject, or the board never confirmed) are settled from the slots' status.
+was stopped mid-eject, or the board never confirmed) are settled from the slots' status
+(``edge.bookkeeping`` writes both).
 SIGTERM lets a rental under way finish (bounded by the flow's own timeouts) before the
 process exits.
 """
@@ -40,34 +43,23 @@ from cloud_sync.outbox import Outbox
 from edge import flow as f
 from edge import systemd
 from edge.board_worker import BoardWorker, Refreshed
+from edge.bookkeeping import Bookkeeper
 from edge.claim_step import ClaimStep, ClaimVerified, NeedsClaim, checked, claims_of, default_policy
+from edge.feeds import Decided, watch_board, watch_camera
 from edge.ops.metrics import KioskMetrics
 from edge.rentals import Ledger, refusal
 from edge.service import CameraHealth
-from edge.slots import Inventory, SlotState
+from edge.slots import Inventory
 from edge.ui.server import ScreenHub
 from edge.vault.store import Rider, RosterStore
 from edge.vision.claim import ClaimLockout, VerifyPolicy
 from edge.vision.consensus import DecisionRecord
 from edge.vision.live import LivePipeline
 from edge.vision.setup import gallery_of
-from hardware.board import BoardEvent, BoardOnline, SlotBoard
+from hardware.board import BoardEvent, SlotBoard
 from hardware.cameras import Camera
-from hardware.errors import HardwareError
-from hardware.messages import Booted, Inserted, Relocked, Removed
 
 log = structlog.get_logger("edge.runtime")
-
-#: Slot states in which a powerbank is (still, or again) locked in: its eject did not happen.
-_KEPT = (SlotState.CHARGING, SlotState.READY, SlotState.DISABLED, SlotState.FAULT)
-
-
-@dataclass(frozen=True)
-class Decided:
-    """The vision thread's accepted decision, turned into ``flow.Recognised`` by the flow thread."""
-
-    at: float
-    record: DecisionRecord
 
 
 @dataclass(frozen=True)
@@ -157,9 +149,9 @@ class Runtime:
         hub.on_claim(lambda code: self.inputs.put(f.ClaimEntered(self._clock(), code)))
         self._threads: list[threading.Thread] = []
         self._board_seen = False  # the board answered a status request since the start
-        self._let_go: set[str] = set()  # rentals the flow released unconfirmed
         self.decisions: list[DecisionRecord] = []
         self.metrics = KioskMetrics(kiosk_id, _version(), outbox_stats=outbox.stats)
+        self.books = Bookkeeper(self.ledger, outbox, inventory, self.metrics)
         self.hold: str | None = None  # out of service while a remote command runs
         if camera_health is not None:
             camera_health.listen(lambda: self.inputs.put(Recheck(self._clock())))
@@ -171,64 +163,26 @@ class Runtime:
         thread.start()
         self._threads.append(thread)
 
-    def _vision(self) -> None:
-        face_in_view = False
-        last_seen: tuple[int, str | None] | None = None
-        try:
-            for frame in self.camera.frames():
-                if self._stop.is_set():
-                    return
-                outcome = self.pipeline.process(frame)
-                now = self._clock()
-                if outcome.record is not None:
-                    record = outcome.record
-                    self.decisions.append(record)
-                    self.metrics.decided(record.accepted, record.reason, record.latency_s)
-                    log.info("face.decision", **record.as_dict())
-                    if record.accepted:
-                        self.inputs.put(Decided(now, record))
-                    elif outcome.claim is not None:
-                        self.inputs.put(NeedsClaim(now, outcome.claim))
-                    else:
-                        self.inputs.put(f.NotRecognised(now, record.reason))
-                    continue
-                if outcome.faces == 0:
-                    if face_in_view:
-                        self.inputs.put(f.FaceGone(now))
-                    face_in_view, last_seen = False, None
-                    continue
-                face_in_view = True
-                seen = (outcome.faces, outcome.hint)
-                if seen != last_seen:
-                    self.inputs.put(f.FaceSeen(now, faces=outcome.faces, hint=outcome.hint))
-                    last_seen = seen
-        except HardwareError as exc:
-            log.error("camera.failed", error=str(exc))
-        finally:
-            log.info("vision.stopped")
+    def _watch_camera(self) -> None:
+        watch_camera(
+            self.camera,
+            self.pipeline,
+            self.inputs.put,
+            clock=self._clock,
+            stopped=self._stop,
+            metrics=self.metrics,
+            decisions=self.decisions,
+        )
 
-    def _board_loop(self) -> None:
-        """Notifications into the inventory and the flow. An eject's own outcome (presented,
-        jammed) reaches the flow from the board worker only, never twice."""
-        while not self._stop.is_set():
-            event = self._board_events(0.2)
-            if event is None:
-                continue
-            try:
-                self.inventory.apply(event)
-            except Exception as exc:  # the inventory must never stop the board's events
-                log.error("inventory.failed", error=str(exc), event=type(event).__name__)
-            now = self._clock()
-            if isinstance(event, Booted):
-                self.worker.booted()
-            elif isinstance(event, BoardOnline):
-                self.worker.refresh_soon()
-            elif isinstance(event, Removed):
-                self.inputs.put(f.Taken(now, event.slot))
-            elif isinstance(event, Relocked):
-                self.inputs.put(f.NotTaken(now, event.slot))
-            elif isinstance(event, Inserted):
-                self.inputs.put(f.Returned(now, event.slot, event.powerbank_id, event.charge))
+    def _watch_board(self) -> None:
+        watch_board(
+            self._board_events,
+            self.inventory,
+            self.worker,
+            self.inputs.put,
+            clock=self._clock,
+            stopped=self._stop,
+        )
 
     # -- the flow's thread ---------------------------------------------------------------------
 
@@ -250,7 +204,7 @@ class Runtime:
 
     def _carry_out(self, effects: list[f.Effect]) -> None:
         eject = next((effect for effect in effects if isinstance(effect, f.Eject)), None)
-        if eject is not None and not self._begin(eject):
+        if eject is not None and not self.books.begin(eject):
             effects = self.flow.handle(f.EjectAborted(self._clock(), eject.slot, "outbox_full"))
         for effect in effects:
             if isinstance(effect, f.Show):
@@ -261,53 +215,19 @@ class Runtime:
                 self._record(effect)
             elif isinstance(effect, f.Unsettled):
                 self.worker.abandon(effect.rental_id)
-                self._let_go.add(effect.rental_id)
+                self.books.released.add(effect.rental_id)
                 log.warning("rental.unsettled", slot=effect.slot, rental_id=effect.rental_id)
             elif isinstance(effect, f.VerifyClaim):
                 self.claims.verify(effect.code)
         if self.flow.phase != f.Phase.CLAIM:
             self.claims.forget()  # the face is held for the claim step only
 
-    def _begin(self, eject: f.Eject) -> bool:
-        """The intent (with room for its outcome) in the ledger; False: do not eject."""
-        held = self.inventory.slot(eject.slot).powerbank_id
-        try:
-            self.ledger.begin(eject.rental_id, eject.person_id, eject.slot, held)
-        except OutboxFullError as exc:
-            log.error("rental.summary", outcome="refused", reason="outbox_full", error=str(exc))
-            return False
-        return True
-
     def _record(self, effect: f.Record) -> None:
         try:
-            self._store(effect)
+            self.books.store(effect)
         except OutboxFullError as exc:  # only a return or a boarding: rentals hold room
             log.error("event.unrecorded", type=effect.type, error=str(exc), **effect.as_dict())
             self.inputs.put(Recheck(self._clock()))
-
-    def _store(self, effect: f.Record) -> None:
-        data = effect.as_dict()
-        if effect.type == "rental.started":
-            self.ledger.started(str(data["rental_id"]), str(data["powerbank_id"]))
-            self.metrics.rentals.labels("started").inc()
-            log.info(
-                "rental.summary", outcome="started", slot=data["slot"], rental_id=data["rental_id"]
-            )
-        elif effect.type == "rental.failed":
-            self.ledger.failed(str(data["rental_id"]), str(data["reason"]))
-            self.metrics.rentals.labels("failed").inc()
-            log.info("rental.summary", outcome="failed", slot=data["slot"], reason=data["reason"])
-        elif effect.type == "rental.returned":
-            charge = data.get("charge")
-            closed = self.ledger.returned(
-                int(data["slot"] or 0),
-                str(data["powerbank_id"]),
-                None if charge is None else int(charge),
-            )
-            log.info("rental.returned", slot=data["slot"], closed=closed is not None)
-            self.metrics.returns.inc()
-        else:
-            self.outbox.append(effect.type, **data)
 
     @property
     def loaded_roster_version(self) -> int:
@@ -326,41 +246,14 @@ class Runtime:
         log.info("roster.reloaded", version=loaded.version, riders=len(self._riders))
 
     def _settle_unsettled(self) -> int:
-        """Rentals whose eject nobody follows any more, settled from the slots' status.
-
-        Those are intents left by a kiosk stopped mid-eject, and ejects the board never
-        confirmed. Judged only once the board has answered a status request since the
-        start: a slot that is empty gave its powerbank to the rider (``rental.started``); a
-        slot that holds it never ejected or re-locked (``rental.failed``); a powerbank still
-        moving or standing out waits for the board to say. Returns how many remain.
-        """
-        intents = self.ledger.unsettled()
+        """Rentals whose eject nobody follows any more, settled from the slots' status once
+        the board has answered a status request since the start. Returns how many remain."""
         if not self._board_seen:
-            return len(intents)
+            return len(self.ledger.unsettled())
         followed = {self.worker.current}
         if self.flow.rental is not None:
             followed.add(self.flow.rental.rental_id)
-        waiting = 0
-        for intent in intents:
-            state = self.inventory.slot(intent.slot).state
-            if intent.rental_id in followed or state not in (SlotState.EMPTY, *_KEPT):
-                waiting += 1
-                continue
-            try:
-                if state == SlotState.EMPTY:
-                    self.ledger.started(intent.rental_id, intent.powerbank_id or "unknown")
-                    outcome = "started"
-                else:
-                    reason = "no_answer" if intent.rental_id in self._let_go else "interrupted"
-                    self.ledger.failed(intent.rental_id, reason)
-                    outcome = "failed"
-            except OutboxFullError as exc:  # an intent from before reservations
-                log.error("rental.unsettled", rental_id=intent.rental_id, error=str(exc))
-                waiting += 1
-                continue
-            self._let_go.discard(intent.rental_id)
-            log.info("rental.settled", rental_id=intent.rental_id, outcome=outcome)
-        return waiting
+        return self.books.settle(followed)
 
     def _reason(self) -> str | None:
         """Why the kiosk may not rent now (the service check, then the board)."""
@@ -377,9 +270,9 @@ class Runtime:
         except OutboxError as exc:
             log.error("event.unrecorded", type="kiosk.started", error=str(exc))
         unsettled = len(self.ledger.unsettled())
-        self._spawn(self._board_loop, "board-events")
+        self._spawn(self._watch_board, "board-events")
         self._spawn(self.worker.run, "board-worker")
-        self._spawn(self._vision, "vision")
+        self._spawn(self._watch_camera, "vision")
         self._carry_out(self.flow.handle(f.Service(self._clock(), self._reason())))
         systemd.notify("READY=1", "STATUS=renting")
         ping_every = (watchdog_s or 0) / 3
@@ -423,7 +316,7 @@ class Runtime:
             if now - last_check >= 1.0 and not stopping:
                 last_check = now
                 self._maybe_reload_roster()
-                unsettled = self._settle_unsettled() if unsettled or self._let_go else 0
+                unsettled = self._settle_unsettled() if unsettled or self.books.released else 0
                 self._carry_out(self.flow.handle(f.Service(now, self._reason())))
         self.close()
 

@@ -10,7 +10,9 @@ import pytest
 
 from edge.ui.server import LANGUAGES, load_strings
 
-FLOW = (Path(__file__).resolve().parents[2] / "edge" / "flow.py").read_text(encoding="utf-8")
+# the flow's screens are named in edge/flow.py and the modules it is built from
+FLOW_FILES = sorted((Path(__file__).resolve().parents[2] / "edge").glob("flow*.py"))
+FLOW = "".join(path.read_text(encoding="utf-8") for path in FLOW_FILES)
 
 
 def shape(value: Any) -> Any:

@@ -1,0 +1,104 @@
+"""The runtime's books: the flow's rentals and events into the ledger and the outbox.
+
+``Bookkeeper`` writes, on the flow's thread:
+
+- an eject's intent, with room reserved for the event that will settle it, before the board
+  is asked (``begin``); when there is no room, the eject is not sent;
+- the flow's ``Record`` effects: a rental started or failed, a return, any other event;
+- the settling of intents nobody follows any more (``settle``): left by a kiosk stopped
+  mid-eject, or ejects the board never confirmed, judged from the slots' status.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from cloud_sync.errors import OutboxFullError
+from cloud_sync.outbox import Outbox
+from edge import flow as f
+from edge.ops.metrics import KioskMetrics
+from edge.rentals import Ledger
+from edge.slots import Inventory, SlotState
+
+log = structlog.get_logger("edge.runtime")
+
+#: Slot states in which a powerbank is (still, or again) locked in: its eject did not happen.
+_KEPT = (SlotState.CHARGING, SlotState.READY, SlotState.DISABLED, SlotState.FAULT)
+
+
+class Bookkeeper:
+    """Rentals and events into the ledger and outbox; one writer, the flow's thread."""
+
+    def __init__(
+        self, ledger: Ledger, outbox: Outbox, inventory: Inventory, metrics: KioskMetrics
+    ) -> None:
+        self.ledger = ledger
+        self.outbox = outbox
+        self.inventory = inventory
+        self.metrics = metrics
+        self.released: set[str] = set()  # rentals the flow released unconfirmed
+
+    def begin(self, eject: f.Eject) -> bool:
+        """The intent (with room for its outcome) in the ledger; False: do not eject."""
+        held = self.inventory.slot(eject.slot).powerbank_id
+        try:
+            self.ledger.begin(eject.rental_id, eject.person_id, eject.slot, held)
+        except OutboxFullError as exc:
+            log.error("rental.summary", outcome="refused", reason="outbox_full", error=str(exc))
+            return False
+        return True
+
+    def store(self, effect: f.Record) -> None:
+        """One ``Record`` effect into the ledger or outbox; raises ``OutboxFullError``."""
+        data = effect.as_dict()
+        if effect.type == "rental.started":
+            self.ledger.started(str(data["rental_id"]), str(data["powerbank_id"]))
+            self.metrics.rentals.labels("started").inc()
+            log.info(
+                "rental.summary", outcome="started", slot=data["slot"], rental_id=data["rental_id"]
+            )
+        elif effect.type == "rental.failed":
+            self.ledger.failed(str(data["rental_id"]), str(data["reason"]))
+            self.metrics.rentals.labels("failed").inc()
+            log.info("rental.summary", outcome="failed", slot=data["slot"], reason=data["reason"])
+        elif effect.type == "rental.returned":
+            charge = data.get("charge")
+            closed = self.ledger.returned(
+                int(data["slot"] or 0),
+                str(data["powerbank_id"]),
+                None if charge is None else int(charge),
+            )
+            log.info("rental.returned", slot=data["slot"], closed=closed is not None)
+            self.metrics.returns.inc()
+        else:
+            self.outbox.append(effect.type, **data)
+
+    def settle(self, followed: set[str | None]) -> int:
+        """Intents not in ``followed``, settled from the slots' status; how many remain.
+
+        Only call once the board has answered a status request since the start: a slot that
+        is empty gave its powerbank to the rider (``rental.started``); a slot that holds it
+        never ejected or re-locked (``rental.failed``); a powerbank still moving or standing
+        out waits for the board to say.
+        """
+        waiting = 0
+        for intent in self.ledger.unsettled():
+            state = self.inventory.slot(intent.slot).state
+            if intent.rental_id in followed or state not in (SlotState.EMPTY, *_KEPT):
+                waiting += 1
+                continue
+            try:
+                if state == SlotState.EMPTY:
+                    self.ledger.started(intent.rental_id, intent.powerbank_id or "unknown")
+                    outcome = "started"
+                else:
+                    reason = "no_answer" if intent.rental_id in self.released else "interrupted"
+                    self.ledger.failed(intent.rental_id, reason)
+                    outcome = "failed"
+            except OutboxFullError as exc:  # an intent from before reservations
+                log.error("rental.unsettled", rental_id=intent.rental_id, error=str(exc))
+                waiting += 1
+                continue
+            self.released.discard(intent.rental_id)
+            log.info("rental.settled", rental_id=intent.rental_id, outcome=outcome)
+        return waiting

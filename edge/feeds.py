@@ -1,0 +1,125 @@
+"""The two threads that feed the flow's input queue: the camera and the slot board.
+
+- ``watch_camera``: camera frames through the live face pipeline; posts faces as they come
+  and go, and each decision: accepted (``Decided``), in need of the rider's claim
+  (``NeedsClaim``), or not recognised.
+- ``watch_board``: the board's notifications into the inventory, and returns, removals and
+  re-locks into the flow; when the board boots or comes back, a status refresh soon.
+
+Both only post to the queue (``post``); the flow's thread (``edge.runtime``) decides what
+an input means. Each runs until ``stopped`` is set (the camera also ends when its frames
+do, or when it fails).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from edge import flow as f
+from edge.board_worker import BoardWorker
+from edge.claim_step import NeedsClaim
+from edge.ops.metrics import KioskMetrics
+from edge.slots import Inventory
+from edge.vision.consensus import DecisionRecord
+from edge.vision.live import LivePipeline
+from hardware.board import BoardEvent, BoardOnline
+from hardware.cameras import Camera
+from hardware.errors import HardwareError
+from hardware.messages import Booted, Inserted, Relocked, Removed
+
+log = structlog.get_logger("edge.runtime")
+
+
+@dataclass(frozen=True)
+class Decided:
+    """The vision thread's accepted decision, turned into ``flow.Recognised`` by the flow thread."""
+
+    at: float
+    record: DecisionRecord
+
+
+#: What the camera posts; the board posts flow inputs only.
+Seen = f.Input | Decided | NeedsClaim
+
+
+def watch_camera(
+    camera: Camera,
+    pipeline: LivePipeline,
+    post: Callable[[Seen], None],
+    *,
+    clock: Callable[[], float],
+    stopped: threading.Event,
+    metrics: KioskMetrics,
+    decisions: list[DecisionRecord],
+) -> None:
+    """Frames through the pipeline; every decision is also kept in ``decisions``."""
+    face_in_view = False
+    last_seen: tuple[int, str | None] | None = None
+    try:
+        for frame in camera.frames():
+            if stopped.is_set():
+                return
+            outcome = pipeline.process(frame)
+            now = clock()
+            if outcome.record is not None:
+                record = outcome.record
+                decisions.append(record)
+                metrics.decided(record.accepted, record.reason, record.latency_s)
+                log.info("face.decision", **record.as_dict())
+                if record.accepted:
+                    post(Decided(now, record))
+                elif outcome.claim is not None:
+                    post(NeedsClaim(now, outcome.claim))
+                else:
+                    post(f.NotRecognised(now, record.reason))
+                continue
+            if outcome.faces == 0:
+                if face_in_view:
+                    post(f.FaceGone(now))
+                face_in_view, last_seen = False, None
+                continue
+            face_in_view = True
+            seen = (outcome.faces, outcome.hint)
+            if seen != last_seen:
+                post(f.FaceSeen(now, faces=outcome.faces, hint=outcome.hint))
+                last_seen = seen
+    except HardwareError as exc:
+        log.error("camera.failed", error=str(exc))
+    finally:
+        log.info("vision.stopped")
+
+
+def watch_board(
+    events: Callable[[float], BoardEvent | None],
+    inventory: Inventory,
+    worker: BoardWorker,
+    post: Callable[[f.Input], None],
+    *,
+    clock: Callable[[], float],
+    stopped: threading.Event,
+) -> None:
+    """Notifications into the inventory and the flow. An eject's own outcome (presented,
+    jammed) reaches the flow from the board worker only, never twice."""
+    while not stopped.is_set():
+        event = events(0.2)
+        if event is None:
+            continue
+        try:
+            inventory.apply(event)
+        except Exception as exc:  # the inventory must never stop the board's events
+            log.error("inventory.failed", error=str(exc), event=type(event).__name__)
+        now = clock()
+        if isinstance(event, Booted):
+            worker.booted()
+        elif isinstance(event, BoardOnline):
+            worker.refresh_soon()
+        elif isinstance(event, Removed):
+            post(f.Taken(now, event.slot))
+        elif isinstance(event, Relocked):
+            post(f.NotTaken(now, event.slot))
+        elif isinstance(event, Inserted):
+            post(f.Returned(now, event.slot, event.powerbank_id, event.charge))

@@ -1,0 +1,75 @@
+"""What the rider flow (``edge.flow``) remembers between two inputs, and its moves between phases.
+
+``FlowState`` holds the phase and when it began, the reason the kiosk is out of service,
+the rental under way and who was served when; ``_go`` enters a phase and shows its screen,
+``_rest`` goes back to idle (or out of service), ``_result`` shows an outcome. The phases'
+handlers build on it: ``edge.flow_rental`` (a recognised rider to the end of the rental)
+and ``edge.flow`` (looking, the claim step, and the inputs valid in every phase).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from edge.flow_values import Effect, Mode, Screen, Show, Timeouts
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    CHECKING = "checking"
+    CLAIM = "claim"
+    EJECTING = "ejecting"
+    CONFIRMING = "confirming"
+    TAKE = "take"
+    RESULT = "result"
+    OUT_OF_SERVICE = "out_of_service"
+
+
+@dataclass
+class Rental:
+    rental_id: str
+    person_id: str
+    first_name: str
+    slot: int
+    started: float
+    powerbank_id: str | None = None
+
+
+@dataclass
+class FlowState:
+    """The flow's fields; ``edge.flow.Flow`` adds the handlers."""
+
+    mode: Mode = "rental"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    route: str = ""
+    vehicle: str = ""
+    phase: Phase = Phase.IDLE
+    since: float = 0.0
+    out_of_service: str | None = None
+    rental: Rental | None = None
+    _served: dict[str, float] = field(default_factory=dict)
+    _rental_count: int = 0
+    _verifying: bool = False  # a typed claim is being checked
+    _gone_at: float | None = None  # the face left the camera during the claim step
+
+    # The runtime supplies rental ids (ULIDs); the flow only needs them unique.
+    def new_rental_id(self, at: float) -> str:
+        self._rental_count += 1
+        return f"r{int(at * 1000):x}-{self._rental_count}"
+
+    def _go(self, phase: Phase, at: float, screen: Screen) -> list[Effect]:
+        self.phase, self.since = phase, at
+        return [Show(screen)]
+
+    def _rest(self, at: float) -> list[Effect]:
+        if self.out_of_service:
+            return self._go(
+                Phase.OUT_OF_SERVICE,
+                at,
+                Screen("out_of_service", "error", detail=self.out_of_service),
+            )
+        return self._go(Phase.IDLE, at, Screen("idle"))
+
+    def _result(self, at: float, screen: Screen) -> list[Effect]:
+        return self._go(Phase.RESULT, at, screen)

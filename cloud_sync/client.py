@@ -101,8 +101,8 @@ class CloudClient:
         """The cloud's answer as sent, with the nonce this request was signed with: a signed
         delta since ``since``, or a signed statement that ``since`` is current.
 
-        Unverified: the roster store checks the signature, the kiosk, the version and that
-        the answer carries this nonce. An empty answer (an older cloud's 204) is passed on
+        Unverified: the roster store (``apply_answer``) checks the signature, the kiosk, the
+        version and that the answer carries this nonce. An empty answer (an older cloud's 204) is passed on
         too, and refused there, so it can never pass for "up to date".
         """
         nonce = new_nonce()

@@ -13,24 +13,31 @@ One pass (``sync_once``) sends batches until the outbox has nothing pending:
 
 ``run`` repeats passes every ``interval_s`` and, after a failure, retries with tenacity:
 exponential backoff with full jitter, capped, never sooner than a ``Retry-After``. ``wake``
-(``kiosk sync now`` sends SIGUSR1) cuts any wait short; ``stop`` ends the loop.
+(SIGUSR1, which the MQTT ``sync-now`` command sends) cuts any wait short and asks for both
+pulls below at once; ``stop`` ends the loop. ``kiosk sync now`` runs a pass of its own.
 
 With a roster attached, ``run`` also pulls the roster at start, every
 ``roster_interval_s`` and when woken (``pull_roster``): it asks for the delta since the
-version it holds, applies it (the store checks signature, recipient, versions and every
-row first, and changes nothing otherwise), asks for a full snapshot when the delta does
-not follow its version, records ``roster.applied`` in the outbox, and keeps the old roster
-with the error remembered for ``kiosk sync status`` when anything is refused.
+version it holds, hands the answer with the nonce of its request to the store
+(``apply_answer``: the store checks signature, recipient, nonce, versions and every row
+first, and changes nothing otherwise), asks for a full snapshot when the delta does not
+follow its version, records ``roster.applied`` in the outbox, and keeps the old roster
+with the error remembered for ``kiosk sync status`` when anything is refused. The pull
+keeps its own schedule (``pull_schedule``): during a backoff wait of the pushes it is
+still tried when due, so a rider deleted in the cloud leaves this kiosk's roster even
+while its uploads fail. Its own failures back it off (full jitter, at least 1 s, no later
+than ``roster_interval_s``, but never sooner than a ``Retry-After``).
 
 With a ``close_rentals`` callback (the kiosk's ledger), ``run`` also asks the cloud which of
 this kiosk's rentals it has closed (returned at another kiosk) since the cursor kept in the
 outbox's ``meta`` table, hands their ids to the callback and then advances the cursor
 (``pull_closed``). It does so after a successful pass, at most every ``interval_s``, and
-at once when woken. It is a different endpoint from the batches, so it keeps its own
+at once when woken. It is a different endpoint from the batches, so it too keeps its own
 schedule while the pushes back off: during a backoff wait it is still tried when due, so a
 rider whose powerbank went back elsewhere is freed even while the kiosk's uploads fail
 (a slow link that times out on big batches, a cloud whose ingest is down). Its own
-failures back it off like the pushes (full jitter, capped, ``Retry-After`` honoured).
+failures back it off like the pushes (full jitter, capped, at least 1 s, ``Retry-After``
+honoured).
 Every fetch leaves its time, the rentals it closed and its error in the outbox for
 ``kiosk sync status``; a failure leaves the ledger and the cursor as they were.
 """
@@ -62,7 +69,9 @@ from cloud_sync.errors import (
 )
 from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_schema import Pending
-from edge.vault.errors import DeltaError, RosterError, VersionGapError
+from cloud_sync.pull_schedule import PullSchedule
+from cloud_sync.roster_wire import RosterAnswer
+from edge.vault.errors import RosterError, VersionGapError
 from edge.vault.store import ApplyResult
 
 log = structlog.get_logger("cloud_sync.daemon")
@@ -95,7 +104,7 @@ class RosterTarget(Protocol):
     @property
     def version(self) -> int: ...
 
-    def apply_delta(self, raw: bytes) -> ApplyResult: ...
+    def apply_answer(self, answer: RosterAnswer) -> ApplyResult: ...
 
     def record_pull(self, error: str | None) -> None: ...
 
@@ -110,6 +119,7 @@ class RosterPull:
     upserts: int = 0
     deletions: int = 0
     error: str | None = None
+    retry_after: float | None = None  # the cloud's Retry-After, when it failed with one
     seconds: float = 0.0
     failure: SyncError | RosterError | None = field(default=None, repr=False)
 
@@ -150,19 +160,16 @@ class SyncDaemon:
         self.close_rentals = close_rentals
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._roster_wanted = threading.Event()
-        self._roster_failures = 0
-        self._closed_wanted = threading.Event()
-        self._closed_due = 0.0  # time.monotonic() of the next fetch of closed rentals
-        self._closed_failures = 0
+        self._roster_schedule = PullSchedule(self.backoff, retry_within_interval=True)
+        self._closed_schedule = PullSchedule(self.backoff)
 
     # -- control ----------------------------------------------------------------------------
 
     def wake(self) -> None:
         """Sync now: end the current wait (interval or backoff), pull the roster and fetch
         the rentals closed elsewhere."""
-        self._roster_wanted.set()
-        self._closed_wanted.set()
+        self._roster_schedule.want()
+        self._closed_schedule.want()
         self._wake.set()
 
     def stop(self) -> None:
@@ -257,10 +264,12 @@ class SyncDaemon:
     # -- the roster -----------------------------------------------------------------------------
 
     def pull_roster(self) -> RosterPull:
-        """Pull and apply the roster delta since the version held; never raises for a
-        refused delta or an unreachable cloud (the old roster stays, the error is kept)."""
+        """Pull and apply the roster delta since the version held, and plan the next pull:
+        in ``roster_interval_s``, or after a backoff when this one failed. Never raises for
+        a refused delta or an unreachable cloud (the old roster stays, the error is kept)."""
         if self.roster is None:
             raise RuntimeError("no roster is attached to this daemon")
+        self._roster_schedule.started()
         started = time.perf_counter()
         held = self.roster.version
         result = RosterPull(held, held)
@@ -268,16 +277,23 @@ class SyncDaemon:
             applied = self._fetch_and_apply(held)
         except (SyncError, RosterError) as exc:
             result.error = str(exc) if isinstance(exc, CloudError) else f"roster refused: {exc}"
+            result.retry_after = getattr(exc, "retry_after", None)
             result.failure = exc
         else:
-            if applied is not None:
-                result.to_version = applied.to_version
-                result.full, result.upserts, result.deletions = (
-                    applied.full,
-                    applied.upserts,
-                    applied.deletions,
-                )
+            result.to_version = applied.to_version
+            result.full, result.upserts, result.deletions = (
+                applied.full,
+                applied.upserts,
+                applied.deletions,
+            )
         result.seconds = time.perf_counter() - started
+        self._roster_schedule.finished(
+            time.monotonic(),
+            self.roster_interval_s,
+            result.error is not None,
+            random.random(),
+            result.retry_after,
+        )
         try:
             self.roster.record_pull(result.error)
         except RosterError as exc:
@@ -296,19 +312,13 @@ class SyncDaemon:
         )
         return result
 
-    def _fetch_and_apply(self, held: int) -> ApplyResult | None:
+    def _fetch_and_apply(self, held: int) -> ApplyResult:
         assert self.roster is not None
-        raw = self.client.get_roster(held)
-        if raw is None:
-            return None  # up to date
         try:
-            return self.roster.apply_delta(raw)
+            return self.roster.apply_answer(self.client.get_roster(held))
         except VersionGapError as exc:
             log.info("roster.version_gap", error=str(exc))
-        snapshot = self.client.get_roster(0)
-        if snapshot is None:
-            raise DeltaError(f"the cloud has no roster to replace version {held} with")
-        return self.roster.apply_delta(snapshot)
+        return self.roster.apply_answer(self.client.get_roster(0))  # a full snapshot
 
     def _record_applied(self, result: RosterPull) -> None:
         try:
@@ -322,15 +332,6 @@ class SyncDaemon:
         except OutboxError as exc:  # the roster is applied; only its record is lost
             log.warning("roster.event_not_recorded", error=str(exc))
 
-    def _roster_wait(self, failed: bool) -> float:
-        """Seconds until the next roster pull: the interval, or a backoff after failures."""
-        if not failed:
-            self._roster_failures = 0
-            return self.roster_interval_s
-        self._roster_failures += 1
-        delay = self.backoff.delay(self._roster_failures, random.random())
-        return min(self.roster_interval_s, max(delay, 1.0))
-
     # -- rentals closed elsewhere -----------------------------------------------------------------
 
     def pull_closed(self) -> ClosedPull:
@@ -338,36 +339,48 @@ class SyncDaemon:
         plan the next fetch: in ``interval_s``, or after a backoff when this one failed."""
         if self.close_rentals is None:
             raise RuntimeError("no rental ledger is attached to this daemon")
-        self._closed_wanted.clear()
+        self._closed_schedule.started()
         result = pull_closed(self.outbox, self.client, self.close_rentals, self._stop.is_set)
-        if result.error is None:
-            self._closed_failures = 0
-            wait = self.interval_s
-        else:
-            self._closed_failures += 1
-            delay = self.backoff.delay(self._closed_failures, random.random(), result.retry_after)
-            wait = max(delay, 1.0)
-        self._closed_due = time.monotonic() + wait
+        self._closed_schedule.finished(
+            time.monotonic(),
+            self.interval_s,
+            result.error is not None,
+            random.random(),
+            result.retry_after,
+        )
         return result
 
+    # -- both pulls -----------------------------------------------------------------------------
+
+    def _roster_is_due(self) -> bool:
+        return self.roster is not None and self._roster_schedule.is_due(time.monotonic())
+
     def _closed_is_due(self) -> bool:
-        return self.close_rentals is not None and (
-            self._closed_wanted.is_set() or time.monotonic() >= self._closed_due
-        )
+        return self.close_rentals is not None and self._closed_schedule.is_due(time.monotonic())
+
+    def _next_pull_in(self) -> float:
+        """Seconds until the next pull that is attached is due (infinite without any)."""
+        now = time.monotonic()
+        waits = [float("inf")]
+        if self.roster is not None:
+            waits.append(self._roster_schedule.seconds_left(now))
+        if self.close_rentals is not None:
+            waits.append(self._closed_schedule.seconds_left(now))
+        return min(waits)
 
     def _backoff_sleep(self, seconds: float) -> None:
-        """The wait between failed passes. The fetch of closed rentals keeps its own
-        schedule meanwhile; a wake (sync now) ends the wait."""
+        """The wait between failed passes. The roster pull and the fetch of closed rentals
+        keep their own schedules meanwhile; a wake (sync now) ends the wait."""
         deadline = time.monotonic() + seconds
         while True:
+            if self._roster_is_due():
+                self.pull_roster()
             if self._closed_is_due():
                 self.pull_closed()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if self.close_rentals is not None:
-                left = min(left, max(0.0, self._closed_due - time.monotonic()))
-            if self._sleep(left):
+            if self._sleep(min(left, self._next_pull_in())):
                 return
 
     # -- the service ----------------------------------------------------------------------------
@@ -403,26 +416,18 @@ class SyncDaemon:
             roster=self.roster is not None,
         )
         last_prune = 0.0
-        next_roster = time.monotonic()  # pull once at start
         try:
             while not self._stop.is_set():
-                if self.roster is not None and (
-                    self._roster_wanted.is_set() or time.monotonic() >= next_roster
-                ):  # first, so that its roster.applied event goes out in this pass
-                    self._roster_wanted.clear()
-                    pulled = self.pull_roster()
-                    next_roster = time.monotonic() + self._roster_wait(pulled.error is not None)
+                # The roster first (due at start), so its roster.applied goes out in this pass.
+                if self._roster_is_due():
+                    self.pull_roster()
                 self.sync_with_retry()
                 if self._closed_is_due():
                     self.pull_closed()
                 if time.monotonic() - last_prune > 600:
                     self.outbox.prune_sent(self.keep_sent_s)
                     last_prune = time.monotonic()
-                wait = self.interval_s
-                if self.roster is not None:
-                    due = 0.0 if self._roster_wanted.is_set() else next_roster - time.monotonic()
-                    wait = min(wait, max(0.0, due))
-                self._sleep(wait)
+                self._sleep(min(self.interval_s, self._next_pull_in()))
         except _Stop:
             pass
         log.info("sync.stopped")

@@ -186,22 +186,15 @@ class CurrentBody(BaseModel):
     issued_at: datetime
 
 
-class RosterAnswer(bytes):
-    """The body of one ``GET /v1/roster`` answer exactly as received, with the nonce the
-    kiosk signed that request with and the HTTP status.
+@dataclass(frozen=True)
+class RosterAnswer:
+    """One ``GET /v1/roster`` answer as received: the body, the nonce the kiosk signed that
+    request with, and the HTTP status. The roster store (``apply_answer``) checks that the
+    body is signed and carries that very nonce."""
 
-    It is ``bytes`` so that code which only passes the answer on needs no change; the
-    roster store reads ``nonce`` to check that the answer is for this very request.
-    """
-
+    content: bytes = field(repr=False)
     nonce: str
     status: int
-
-    def __new__(cls, content: bytes, nonce: str, status: int = 200) -> RosterAnswer:
-        answer = super().__new__(cls, content)
-        answer.nonce = nonce
-        answer.status = status
-        return answer
 
 
 def _wire(body: DeltaBody | CurrentBody) -> dict[str, Any]:

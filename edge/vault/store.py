@@ -7,11 +7,12 @@ name, template or entitlement in clear, and SQLite is told to keep temporary dat
 memory and to overwrite deleted content (``secure_delete``), with the WAL truncated after
 a deletion so a deleted rider's bytes leave the disk at once.
 
-Two sources fill it: signed deltas from the cloud (``apply_delta``), whose sealed rows are
-stored exactly as they arrive, and local enrolment in demo and development use
-(``enrol``), sealed here under a local data key. The cloud's signed statement that the
-roster held is current goes through ``apply_delta`` too: it changes nothing, but only a
-genuine one for this very request lets the pull count as a success.
+Two sources fill it: signed deltas from the cloud (``apply_answer`` for an answer fresh
+from the cloud with the nonce of its request, ``apply_delta`` for a delta's bytes, such as
+a file), whose sealed rows are stored exactly as they arrive, and local enrolment in demo
+and development use (``enrol``), sealed here under a local data key. The cloud's signed
+statement that the roster held is current goes through ``apply_answer`` too: it changes
+nothing, but only a genuine one for this very request lets the pull count as a success.
 """
 
 from __future__ import annotations
@@ -415,20 +416,20 @@ class RosterStore:
 
     # -- deltas from the cloud ----------------------------------------------------------------
 
-    def check_answer(self, raw: bytes, nonce: str | None = None) -> DeltaBody | CurrentBody:
+    def check_answer(
+        self, raw: bytes, nonce: str | None = None, status: int | None = None
+    ) -> DeltaBody | CurrentBody:
         """Every check the cloud's answer must pass before anything is applied.
 
-        ``nonce`` is the nonce of the signed request the answer is for (a ``RosterAnswer``
-        brings its own). With it, a delta must carry that nonce and an up-to-date statement
-        must too; without it (a delta read from a file), a delta is checked as before and
-        a statement is refused, since nothing shows it is fresh.
+        ``nonce`` is the nonce of the signed request the answer is for. With it, a delta
+        must carry that nonce and an up-to-date statement must too; without it (a delta
+        read from a file), a delta is checked as before and a statement is refused, since
+        nothing shows it is fresh. ``status`` is the answer's HTTP status, named in the
+        error when the answer is empty.
         """
         if self._roster_public is None:
             raise DeltaError("no cloud roster key is pinned on this kiosk (run `kiosk provision`)")
-        if nonce is None and isinstance(raw, RosterAnswer):
-            nonce = raw.nonce
         if not raw:
-            status = raw.status if isinstance(raw, RosterAnswer) else None
             raise DeltaError(
                 f"the cloud's roster answer is empty{f' (HTTP {status})' if status else ''}: "
                 "an unsigned 'up to date' is not accepted (a cloud older than this kiosk, "
@@ -486,13 +487,20 @@ class RosterStore:
             )
         return body
 
+    def apply_answer(self, answer: RosterAnswer) -> ApplyResult:
+        """Check an answer fresh from the cloud (``CloudClient.get_roster``) against the
+        nonce its request was signed with, and apply it as ``apply_delta`` does."""
+        return self._apply(self.check_answer(answer.content, answer.nonce, answer.status))
+
     def apply_delta(self, raw: bytes, nonce: str | None = None) -> ApplyResult:
         """Check the cloud's answer and apply it in one transaction, or change nothing.
 
         A delta is applied; a genuine up-to-date statement applies nothing and returns a
         result from the version held to itself. See ``check_answer`` for ``nonce``.
         """
-        checked = self.check_answer(raw, nonce)
+        return self._apply(self.check_answer(raw, nonce))
+
+    def _apply(self, checked: DeltaBody | CurrentBody) -> ApplyResult:
         if isinstance(checked, CurrentBody):
             return ApplyResult(checked.version, checked.version, 0, 0)
         body = checked

@@ -140,18 +140,20 @@ def test_an_up_to_date_statement_counts_only_for_its_own_request(
     store = open_store(tmp_path, cloud)
     store.apply_delta(cloud.delta(0, 2, riders(1), full=True))
     mine, other = "a" * 32, "b" * 32
-    assert store.apply_delta(RosterAnswer(cloud.current(2, mine), mine)) == ApplyResult(2, 2, 0, 0)
+    answer = RosterAnswer(cloud.current(2, mine), mine, 200)
+    assert store.apply_answer(answer) == ApplyResult(2, 2, 0, 0)
     assert store.apply_delta(cloud.current(2, mine), nonce=mine).to_version == 2
+    with pytest.raises(DeltaError, match="no request to be checked against"):
+        store.apply_delta(cloud.current(2, mine))  # from a file: nothing shows it is fresh
     refusals = {
-        "answers another request": RosterAnswer(cloud.current(2, other), mine),
-        "no request to be checked against": cloud.current(2, mine),  # from a file: not fresh
-        "names version 1 but this kiosk holds 2": RosterAnswer(cloud.current(1, mine), mine),
-        "for another kiosk": RosterAnswer(cloud.current(2, mine, kiosk_id="kiosk-2"), mine),
+        "answers another request": RosterAnswer(cloud.current(2, other), mine, 200),
+        "names version 1 but this kiosk holds 2": RosterAnswer(cloud.current(1, mine), mine, 200),
+        "for another kiosk": RosterAnswer(cloud.current(2, mine, kiosk_id="kiosk-2"), mine, 200),
         "empty \\(HTTP 204\\)": RosterAnswer(b"", mine, 204),
     }
-    for reason, answer in refusals.items():
+    for reason, refused in refusals.items():
         with pytest.raises(DeltaError, match=reason):
-            store.apply_delta(answer)
+            store.apply_answer(refused)
     assert store.version == 2 and sorted(store.load().riders) == ["rider-0"]
 
 
@@ -165,10 +167,10 @@ def test_a_delta_from_the_cloud_must_answer_the_request_it_came_for(
         (cloud.delta(0, 1, riders(1), full=True), "carries no nonce"),
     ):
         with pytest.raises(DeltaError, match=reason):
-            store.apply_delta(RosterAnswer(raw, mine))
+            store.apply_answer(RosterAnswer(raw, mine, 200))
     assert store.version == 0
     bound = cloud.delta(0, 1, riders(1), full=True, nonce=mine)
-    assert store.apply_delta(RosterAnswer(bound, mine)).to_version == 1
+    assert store.apply_answer(RosterAnswer(bound, mine, 200)).to_version == 1
 
 
 def test_unknown_model_is_refused(tmp_path: Path, cloud: Cloud) -> None:

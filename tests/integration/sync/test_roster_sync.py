@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,11 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_sync.backoff import BackoffPolicy
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
 from cloud_sync.daemon import SyncDaemon
-from cloud_sync.errors import SigningKeyError
+from cloud_sync.errors import SigningKeyError, StoreError
 from cloud_sync.events import Event
 from cloud_sync.roster_wire import build_current, sign_current
 from cloud_sync.sealing import raw_public
@@ -96,9 +98,11 @@ def add_rider(cloud: Cloud, person_id: str, seed: int, name: str = "", **extra: 
     return version
 
 
-def delete_rider(cloud: Cloud, person_id: str) -> None:
+def delete_rider(cloud: Cloud, person_id: str) -> int:
     response = cloud.admin("DELETE", f"/v1/admin/riders/{person_id}")
     assert response.status_code == 200, response.text
+    version: int = response.json()["roster_version"]
+    return version
 
 
 @dataclass
@@ -116,9 +120,11 @@ class RosterKiosk:
     def box_key(self) -> str:
         return base64.b64encode(raw_public(self.keys.box.public_key())).decode()
 
-    def daemon(self, cloud: Cloud, transport: httpx.BaseTransport | None = None) -> SyncDaemon:
+    def daemon(
+        self, cloud: Cloud, transport: httpx.BaseTransport | None = None, **kwargs: Any
+    ) -> SyncDaemon:
         client = CloudClient(cloud.url, self.kiosk_id, self.base.key, 5, transport=transport)
-        return SyncDaemon(self.base.outbox, client, limits=_LIMITS, roster=self.store)
+        return SyncDaemon(self.base.outbox, client, limits=_LIMITS, roster=self.store, **kwargs)
 
     def riders(self) -> list[str]:
         return sorted(self.store.load().riders)
@@ -152,6 +158,33 @@ def make_roster_kiosk(
 
 def applied_events(kiosk: RosterKiosk) -> list[Event]:
     return [e for e in kiosk.base.outbox.events() if e.type == "roster.applied"]
+
+
+def held_version(kiosk: RosterKiosk) -> int:
+    """The version the roster file holds, read through its own connection (the daemon
+    may be using the store's in another thread)."""
+    state = read_pull_state(kiosk.store.path)
+    return state.version if state is not None else 0
+
+
+def wait_for_version(kiosk: RosterKiosk, version: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while held_version(kiosk) < version:
+        assert time.monotonic() < deadline, f"the kiosk is at {held_version(kiosk)}, not {version}"
+        time.sleep(0.02)
+
+
+@contextmanager
+def running(daemon: SyncDaemon) -> Iterator[None]:
+    """``daemon.run`` in a thread for the block; stopped, and checked to end, after it."""
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        daemon.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
 
 
 def disk_bytes(path: Path) -> bytes:
@@ -308,8 +341,7 @@ def test_a_delta_for_another_kiosk_is_refused(cloud: Cloud, tmp_path: Path) -> N
     kiosk_a = make_roster_kiosk(tmp_path, cloud, "kiosk-a")
     kiosk_b = make_roster_kiosk(tmp_path, cloud, "kiosk-b")
     add_rider(cloud, "ann", 1)
-    for_a = kiosk_a.daemon(cloud).client.get_roster(0)
-    assert for_a is not None
+    for_a = kiosk_a.daemon(cloud).client.get_roster(0).content
 
     pulled = kiosk_b.daemon(cloud, Proxy(lambda request, content: for_a)).pull_roster()
     assert pulled.error is not None and "another kiosk" in pulled.error
@@ -325,8 +357,7 @@ def test_a_version_gap_makes_the_kiosk_ask_for_a_full_snapshot(
     kiosk = make_roster_kiosk(tmp_path, cloud)
     add_rider(cloud, "ann", 1)
     add_rider(cloud, "bob", 2)
-    stale = kiosk.daemon(cloud).client.get_roster(1)  # a delta from version 1, not 0
-    assert stale is not None
+    stale = kiosk.daemon(cloud).client.get_roster(1).content  # a delta from 1, not 0
     asked: list[str] = []
 
     def serve_stale_once(request: httpx.Request, content: bytes) -> bytes | None:
@@ -368,43 +399,77 @@ def test_the_running_daemon_pulls_at_start_when_woken_and_on_schedule(
 ) -> None:
     kiosk = make_roster_kiosk(tmp_path, cloud)
     add_rider(cloud, "ann", 1)
-
-    def held() -> int:
-        state = read_pull_state(kiosk.store.path)
-        return state.version if state is not None else 0
-
-    def run(daemon: SyncDaemon, steps: Callable[[], None]) -> None:
-        thread = threading.Thread(target=daemon.run, daemon=True)
-        thread.start()
-        try:
-            steps()
-        finally:
-            daemon.stop()
-            thread.join(timeout=10)
-        assert not thread.is_alive()
-
-    def until(version: int) -> None:
-        deadline = time.monotonic() + 10
-        while held() < version:
-            assert time.monotonic() < deadline, f"the kiosk is at {held()}, not {version}"
-            time.sleep(0.02)
-
-    slow = kiosk.daemon(cloud)
-    slow.interval_s, slow.roster_interval_s = 30.0, 3600.0
-
-    def start_then_wake() -> None:
-        until(1)  # pulled at start
+    slow = kiosk.daemon(cloud, interval_s=30.0, roster_interval_s=3600.0)
+    with running(slow):
+        wait_for_version(kiosk, 1)  # pulled at start
         add_rider(cloud, "bob", 2)
-        slow.wake()  # `kiosk sync now` / SIGUSR1 / a remote sync-now command
-        until(2)
+        slow.wake()  # SIGUSR1 / a remote sync-now command
+        wait_for_version(kiosk, 2)
 
-    run(slow, start_then_wake)
-    fast = kiosk.daemon(cloud)
-    fast.interval_s, fast.roster_interval_s = 30.0, 0.2
+    fast = kiosk.daemon(cloud, interval_s=30.0, roster_interval_s=0.2)
     version = add_rider(cloud, "cyd", 3)
-    run(fast, lambda: until(version))
+    with running(fast):
+        wait_for_version(kiosk, version)
     assert kiosk.riders() == ["ann", "bob", "cyd"]
     assert [e.payload.to_version for e in applied_events(kiosk)] == [1, 2, 3]  # type: ignore[union-attr]
+
+
+def test_a_rider_deleted_in_the_cloud_leaves_the_running_daemon_while_its_pushes_back_off(
+    cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    add_rider(cloud, "ann", 1)
+    add_rider(cloud, "gone-rider-k3v", 2)
+
+    def ingest_down(*args: Any) -> Any:  # the cloud answers every batch with 503
+        raise StoreError("the events table is locked")
+
+    monkeypatch.setattr(cloud.service().store, "ingest", ingest_down)
+    kiosk.base.outbox.append("slot.fault", slot=2, code="jam")  # a push that keeps failing
+    daemon = kiosk.daemon(
+        cloud,
+        interval_s=0.2,
+        roster_interval_s=0.2,
+        backoff=BackoffPolicy(base_s=0.05, cap_s=0.3),
+    )
+
+    with running(daemon):
+        wait_for_version(kiosk, 2)  # pulled at start, before the first push
+        deleted = delete_rider(cloud, "gone-rider-k3v")  # a rider who asked to be forgotten
+        wait_for_version(kiosk, deleted)  # no wake: the roster pull keeps its own schedule
+    assert kiosk.riders() == ["ann"]
+    assert b"gone-rider-k3v" not in disk_bytes(kiosk.store.path)
+    stats = kiosk.base.outbox.stats()
+    assert stats.last_error is not None and "503" in stats.last_error
+    pending = [e.type for e in kiosk.base.outbox.events("pending")]
+    assert "slot.fault" in pending  # never sent: the roster did not wait for the pushes
+
+
+def test_a_failing_roster_pull_backs_off_on_its_own_and_honours_retry_after(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    add_rider(cloud, "ann", 1)
+    busy = Forger(lambda request: httpx.Response(503, headers={"Retry-After": "30"}))
+    daemon = kiosk.daemon(
+        cloud,
+        busy,
+        interval_s=0.1,
+        roster_interval_s=0.1,
+        backoff=BackoffPolicy(base_s=0.05, cap_s=0.1),
+    )
+    with running(daemon):
+        kiosk.base.outbox.append("slot.fault", slot=2, code="jam")
+        deadline = time.monotonic() + 10
+        while not cloud.events(kiosk.kiosk_id):
+            assert time.monotonic() < deadline, "the pushes go on while the roster fails"
+            time.sleep(0.05)
+        time.sleep(1.0)  # ten roster intervals, far short of the cloud's 30 s
+    assert busy.roster_requests == 1, "the failed pull waits as long as the cloud asked"
+    assert [e["type"] for e in cloud.events(kiosk.kiosk_id)] == ["slot.fault"]
+    _, error = last_pull(kiosk)
+    assert error is not None and "503" in error
+    assert held_version(kiosk) == 0 and kiosk.riders() == []
 
 
 def test_data_key_rotation_reseals_the_cloud_and_the_kiosk_forgets_the_old_key(
@@ -572,7 +637,7 @@ def test_an_up_to_date_kiosk_gets_a_signed_statement_for_its_request_and_the_pul
 
     answer = kiosk.daemon(cloud).client.get_roster(version)
     assert answer.status == 200
-    current = json.loads(answer)["current"]
+    current = json.loads(answer.content)["current"]
     assert (current["kiosk_id"], current["version"], current["nonce"]) == (
         kiosk.kiosk_id,
         version,
@@ -627,11 +692,11 @@ def test_a_replayed_up_to_date_statement_is_refused(cloud: Cloud, tmp_path: Path
     add_rider(cloud, "ann", 1)
     held = add_rider(cloud, "bob", 2)
     pulled_at = pulled_once(kiosk, cloud)
-    old = kiosk.daemon(cloud).client.get_roster(held)  # genuine and signed, for that request
+    old = kiosk.daemon(cloud).client.get_roster(held).content  # genuine, for that request
     assert "current" in json.loads(old)
     delete_rider(cloud, "bob")
 
-    pulled = kiosk.daemon(cloud, Proxy(lambda request, content: bytes(old))).pull_roster()
+    pulled = kiosk.daemon(cloud, Proxy(lambda request, content: old)).pull_roster()
     assert pulled.error is not None and "replayed" in pulled.error
     assert last_pull(kiosk) == (pulled_at, pulled.error)
     assert kiosk.store.version == held and kiosk.riders() == ["ann", "bob"]
@@ -644,11 +709,11 @@ def test_a_replayed_delta_is_refused(cloud: Cloud, tmp_path: Path) -> None:
     add_rider(cloud, "ann", 1)
     pulled_at = pulled_once(kiosk, cloud)
     add_rider(cloud, "bob", 2)
-    old = kiosk.daemon(cloud).client.get_roster(1)  # a genuine delta from 1 to 2, not applied
+    old = kiosk.daemon(cloud).client.get_roster(1).content  # a genuine delta from 1 to 2
     assert json.loads(old)["delta"]["to_version"] == 2
     delete_rider(cloud, "ann")  # version 3: the old delta would hold this back
 
-    pulled = kiosk.daemon(cloud, Proxy(lambda request, content: bytes(old))).pull_roster()
+    pulled = kiosk.daemon(cloud, Proxy(lambda request, content: old)).pull_roster()
     assert pulled.error is not None and "not made for this request" in pulled.error
     assert last_pull(kiosk) == (pulled_at, pulled.error)
     assert kiosk.store.version == 1 and kiosk.riders() == ["ann"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -19,10 +20,12 @@ from edge.settings import Settings
 from edge.vision import evaluation, setup
 from edge.vision.analysis import Identification, analyse, decide
 from edge.vision.claim import NOT_ENROLLED, verify_policy
-from edge.vision.engine import FaceEngine
+from edge.vision.engine import FaceEncoder, FaceEngine
+from edge.vision.frames import encode_frames
 from edge.vision.matcher import Gallery
 from edge.vision.openset import encode_cached, eval_summary, open_set_report, open_set_summary
 from edge.vision.policy import UNREADABLE, Policy, ThresholdMarginPolicy, cohort_policy
+from edge.vision.quality import QualityConfig
 from hardware.cameras import read_image
 from hardware.errors import FrameError
 
@@ -33,6 +36,11 @@ app = typer.Typer(
 
 RosterPath = Annotated[Path, typer.Option("--roster", help="The roster file.", metavar="PATH")]
 Images = Annotated[list[Path], typer.Argument(help="Photos to check.", metavar="IMAGE...")]
+
+
+Encode = Callable[
+    [FaceEncoder, Sequence[evaluation.Sample], QualityConfig, int], list[evaluation.Sample]
+]
 
 
 def _need_roster(roster: Path) -> None:
@@ -257,6 +265,16 @@ def evaluate(
             metavar="PATH",
         ),
     ] = None,
+    frames: Annotated[
+        int,
+        typer.Option(
+            "--frames",
+            min=1,
+            max=8,
+            help="Probe with N simulated camera frames of each photo, fused as the live "
+            "pipeline fuses them (1: the photo itself).",
+        ),
+    ] = 1,
     with_sweep: Annotated[
         bool,
         typer.Option("--sweep", help="Also count outcomes over a grid of thresholds and margins."),
@@ -310,7 +328,10 @@ def evaluate(
     enrol_engine = setup.enrol_engine(vision, engine)
 
     def encode(
-        samples: list[evaluation.Sample], encoder: FaceEngine, variant: str = ""
+        samples: list[evaluation.Sample],
+        encoder: FaceEngine,
+        variant: str = "",
+        how: Encode = evaluation.encode_samples,
     ) -> list[evaluation.Sample]:
         if encodings is not None:
             return encode_cached(
@@ -321,11 +342,25 @@ def evaluate(
                 encodings,
                 engine.model_version,
                 variant,
+                how,
             )
-        return evaluation.encode_samples(encoder, samples, quality, vision.max_image_pixels)
+        return how(encoder, samples, quality, vision.max_image_pixels)
+
+    def fused_frames(
+        encoder: FaceEncoder,
+        samples: Sequence[evaluation.Sample],
+        gate: QualityConfig,
+        max_pixels: int,
+    ) -> list[evaluation.Sample]:
+        return encode_frames(encoder, samples, gate, max_pixels, frames)
 
     first = encode(evaluation.collect(folder), engine)
     second = encode(evaluation.collect(probe), engine) if probe is not None else None
+    if frames > 1:  # every photo probes as fused simulated frames
+        variant = f"frames{frames}"
+        first = evaluation.with_frames(first, encode(first, engine, variant, fused_frames))
+        if second is not None:
+            second = evaluation.with_frames(second, encode(second, engine, variant, fused_frames))
     # the photos that may be enrolled are encoded again as the kiosk enrols them
     enrollable = evaluation.enrolment_candidates(first, None if probe is not None else per_person)
     if enrol_engine.jitters > 1:
@@ -352,6 +387,7 @@ def evaluate(
             enrol=str(folder),
             model=engine.model_version,
             enrol_jitters=enrol_engine.jitters,
+            frames=frames,
             photos_encoded=photos,
             encode_seconds=round(encode_s, 1),
         )
@@ -390,6 +426,7 @@ def evaluate(
                 "margin": policy.margin,
                 "model": engine.model_version,
                 "enrol_jitters": enrol_engine.jitters,
+                "frames": frames,
                 "photos_encoded": photos,
                 "encode_seconds": round(encode_s, 1),
             },

@@ -93,9 +93,9 @@ def roster_trials(split: Split, size: int, draws: int, seed: int) -> Trials:
         unknown_total += len(roster.unknown)
         for kind, probes in ((True, roster.genuine), (False, roster.unknown)):
             for sample in probes:
-                if sample.encoding is None:
+                if sample.probe is None:
                     continue
-                found = gallery.search(sample.encoding)
+                found = gallery.search(sample.probe)
                 best = found.nearest[0]
                 gap = found.margin
                 rows.append(
@@ -282,10 +282,10 @@ def verify_attempts(split: Split) -> Attempts:
     )
     people = sorted(set(gallery.person_ids))
     kinds = [("genuine", split.genuine), ("unknown", split.unknown), ("gallery", split.gallery)]
-    rows = [(kind, s) for kind, group in kinds for s in group if s.encoding is not None]
+    rows = [(kind, s) for kind, group in kinds for s in group if s.probe is not None]
     if not rows or not people:
         raise ValueError("verification calibration needs enrolled people and probes")
-    probes = np.stack([np.asarray(s.encoding, dtype=np.float64) for _, s in rows])
+    probes = np.stack([np.asarray(s.probe, dtype=np.float64) for _, s in rows])
     squared = (
         np.einsum("ij,ij->i", probes, probes)[:, None]
         + np.einsum("ij,ij->i", templates, templates)[None, :]

@@ -69,6 +69,18 @@ class Sample:
     faces: int | None = None
     # the enrolment template of this photo (made as the kiosk enrols), when it may be enrolled
     template: Encoding | None = field(default=None, repr=False)
+    # with simulated camera frames (``edge.vision.frames``): the fused encoding of the
+    # frames made from this photo and the reason when none passed, used when it probes
+    frames: tuple[Encoding | None, str | None] | None = field(default=None, repr=False)
+
+    @property
+    def probe(self) -> Encoding | None:
+        """What this photo probes with: its fused frames, else its encoding."""
+        return self.encoding if self.frames is None else self.frames[0]
+
+    @property
+    def probe_reason(self) -> str | None:
+        return self.reason if self.frames is None else self.frames[1]
 
     @property
     def enrolled_as(self) -> Encoding | None:
@@ -88,6 +100,13 @@ def enrolment_candidates(samples: Sequence[Sample], per_person: int | None) -> l
             taken[sample.label] += 1
             chosen.append(sample)
     return chosen
+
+
+def with_frames(samples: Sequence[Sample], fused: Sequence[Sample]) -> list[Sample]:
+    """``samples`` probing with the fused frames in ``fused`` (the same photos, each
+    encoded by ``edge.vision.frames.encode_frames``)."""
+    made = {f.path: (f.encoding, f.reason) for f in fused}
+    return [replace(s, frames=made[s.path]) if s.path in made else s for s in samples]
 
 
 def with_templates(samples: Sequence[Sample], templates: Sequence[Sample]) -> list[Sample]:
@@ -269,7 +288,8 @@ def run_probes(
         ("unlabelled", split.unlabelled),
     ):
         for sample in probes:
-            if sample.encoding is None:
+            probe = sample.probe
+            if probe is None:
                 results.append(
                     ProbeResult(
                         str(sample.path),
@@ -278,21 +298,21 @@ def run_probes(
                         None,
                         None,
                         None,
-                        sample.reason or "no face",
+                        sample.probe_reason or "no face",
                     )
                 )
                 continue
-            candidates: Candidates = gallery.search(sample.encoding)
+            candidates: Candidates = gallery.search(probe)
             decision = policy.decide(candidates)
             own = other = None
             if with_distances and len(gallery) and sample.label is not None:
-                distances = gallery.distances(sample.encoding)
+                distances = gallery.distances(probe)
                 mine = owners == sample.label
                 own = float(distances[mine].min()) if mine.any() else None
                 other = float(distances[~mine].min()) if (~mine).any() else None
             claim = None
             if verifier is not None and kind == "genuine" and decision.reason == CLAIM_REQUIRED:
-                own_rider = gallery.verify(sample.encoding, [sample.label or ""])
+                own_rider = gallery.verify(probe, [sample.label or ""])
                 claim = verifier.decide(own_rider).reason
             results.append(
                 ProbeResult(

@@ -13,7 +13,7 @@ The text summaries that ``kiosk faces eval`` prints are made here too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -236,9 +236,13 @@ def encode_cached(
     cache: Path,
     model: str,
     variant: str = "",
+    encode: Callable[[FaceEncoder, Sequence[Sample], QualityConfig, int], list[Sample]] = (
+        encode_samples
+    ),
 ) -> list[Sample]:
     """``encode_samples`` through a cache file of encodings (keyed by path, size, mtime,
-    and ``variant``: how the encoder was set, such as ``jitter10`` for enrolment templates).
+    and ``variant``: how the encoder was set, such as ``jitter10`` for enrolment templates,
+    or how the photos were encoded, such as ``frames3`` with ``encode=encode_frames``).
 
     The cache holds templates of the photos: keep it outside the repository (``/tmp``).
     """
@@ -251,7 +255,7 @@ def encode_cached(
                 ):
                     known[str(key)] = (vector, str(reason), int(faces))
     missing = [s for s in samples if _cache_key(s.path, variant) not in known]
-    fresh = iter(encode_samples(engine, missing, quality, max_pixels))
+    fresh = iter(encode(engine, missing, quality, max_pixels))
     done: list[Sample] = []
     for sample in samples:
         hit = known.get(_cache_key(sample.path, variant))

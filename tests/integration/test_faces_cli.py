@@ -58,6 +58,36 @@ def link_tree(dev: Path, dest: Path, people: dict[str, list[str]]) -> Path:
     return dest
 
 
+def test_eval_probes_with_fused_frames_and_enrols_with_templates(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    tree = link_tree(
+        dev_faces,
+        tmp_path / "tree",
+        {"person_01": ["01.jpg", "02.jpg"], "person_03": ["01.jpg", "02.jpg"]},
+    )
+    out = tmp_path / "eval.json"
+    cache = tmp_path / "enc.npz"
+    args = ("faces", "eval", str(tree), "--frames", "2", "--encodings", str(cache))
+    result = run_cli(*args, "--json", str(out), env={"KIOSK_VISION__ENROL_JITTERS": "4"})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert (report["protocol"]["frames"], report["protocol"]["enrol_jitters"]) == (2, 4)
+    counts = report["counts"]
+    assert (counts["genuine"], counts["wrong_person"], counts["correct"]) == (2, 0, 2)
+    # the probes' distances come from the fused frames, not from the photos themselves
+    plain = tmp_path / "plain.json"
+    assert run_cli("faces", "eval", str(tree), "--json", str(plain)).returncode == 0
+    fused = sorted(p["distance"] for p in report["probes"])
+    alone = sorted(p["distance"] for p in json.loads(plain.read_text())["probes"])
+    assert fused != alone and all(abs(a - b) < 0.15 for a, b in zip(fused, alone, strict=True))
+    again = run_cli(*args, "--json", str(out), env={"KIOSK_VISION__ENROL_JITTERS": "4"})
+    assert again.returncode == 0, again.stderr
+    assert sorted(p["distance"] for p in json.loads(out.read_text())["probes"]) == fused
+    bad = run_cli("faces", "eval", str(tree), "--frames", "0")
+    assert bad.returncode != 0 and "--frames" in bad.stderr
+
+
 @pytest.fixture(scope="module")
 def roster(tmp_path_factory: pytest.TempPathFactory, dev_faces: Path) -> Path:
     """A roster with three riders enrolled with --from-dir (an _other folder is skipped)."""

@@ -67,3 +67,16 @@ def test_without_fusion_the_same_frames_are_refused() -> None:
     outcomes = run(noisy_pipeline(1), [frame(i, person=1) for i in range(10)])
     records = [o.record for o in outcomes if o.record]
     assert [(r.person_id, r.reason) for r in records] == [(None, "unknown")]
+
+
+def test_simulated_camera_frames_are_repeatable_and_differ() -> None:
+    from edge.vision.frames import camera_frames
+
+    still = np.asarray(np.random.default_rng(3).integers(0, 256, (120, 100, 3)), dtype=np.uint8)
+    first = camera_frames(still, 3, seed=7)
+    again = camera_frames(still, 3, seed=7)
+    other = camera_frames(still, 3, seed=8)
+    assert all(f.shape == still.shape and f.dtype == np.uint8 for f in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0], other[0])
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[0], still)

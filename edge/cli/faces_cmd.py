@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from edge.cli.context import state
+from edge.cli.faces_eval import evaluate
 from edge.cli.roster_cmd import roster_store
 from edge.enrol import check_person_id
 from edge.errors import InputError
 from edge.settings import Settings
-from edge.vision import evaluation, setup
+from edge.vision import setup
 from edge.vision.analysis import Identification, analyse, decide
-from edge.vision.claim import NOT_ENROLLED, verify_policy
-from edge.vision.engine import FaceEncoder, FaceEngine
-from edge.vision.frames import encode_frames
+from edge.vision.claim import NOT_ENROLLED
+from edge.vision.engine import FaceEngine
 from edge.vision.matcher import Gallery
-from edge.vision.openset import encode_cached, eval_summary, open_set_report, open_set_summary
-from edge.vision.policy import UNREADABLE, Policy, ThresholdMarginPolicy, cohort_policy
-from edge.vision.quality import QualityConfig
+from edge.vision.policy import UNREADABLE
 from hardware.cameras import read_image
 from hardware.errors import FrameError
 
@@ -36,11 +30,6 @@ app = typer.Typer(
 
 RosterPath = Annotated[Path, typer.Option("--roster", help="The roster file.", metavar="PATH")]
 Images = Annotated[list[Path], typer.Argument(help="Photos to check.", metavar="IMAGE...")]
-
-
-Encode = Callable[
-    [FaceEncoder, Sequence[evaluation.Sample], QualityConfig, int], list[evaluation.Sample]
-]
 
 
 def _need_roster(roster: Path) -> None:
@@ -137,307 +126,4 @@ def verify(
         typer.echo(json.dumps(line))
 
 
-class Protocol(StrEnum):
-    folders = "folders"
-    open_set = "open-set"
-
-
-class Half(StrEnum):
-    A = "A"
-    B = "B"
-
-
-class PolicyName(StrEnum):
-    cohort = "cohort"
-    threshold = "threshold"
-
-
-SWEEP_THRESHOLDS = (0.40, 0.42, 0.44, 0.46, 0.47, 0.48, 0.50, 0.52, 0.54, 0.56, 0.58, 0.60)
-SWEEP_MARGINS = (0.0, 0.04, 0.08, 0.12)
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise InputError(f"--sizes {text!r}: give roster sizes such as 100,300,1000") from None
-    if not sizes or min(sizes) < 1:
-        raise InputError(f"--sizes {text!r}: give roster sizes such as 100,300,1000")
-    return sizes
-
-
-@app.command("eval")
-def evaluate(
-    ctx: typer.Context,
-    folder: Annotated[
-        Path,
-        typer.Argument(
-            help="Labelled photos: one sub-folder per identity (_-prefixed: unlabelled).",
-            metavar="DIR",
-        ),
-    ],
-    probe: Annotated[
-        Path | None,
-        typer.Option(
-            "--probe",
-            help="Probe with this second tree; DIR is then enrolled whole.",
-            metavar="DIR",
-        ),
-    ] = None,
-    protocol: Annotated[
-        Protocol,
-        typer.Option(
-            "--protocol",
-            help="folders: the --per-person/--holdout protocol; open-set: the gallery/genuine/"
-            "unknown protocol with sub-rosters and identity halves.",
-        ),
-    ] = Protocol.folders,
-    per_person: Annotated[
-        int,
-        typer.Option("--per-person", min=1, max=20, help="One tree: photos enrolled per identity."),
-    ] = 1,
-    holdout: Annotated[
-        float,
-        typer.Option(
-            "--holdout",
-            min=0.0,
-            max=0.9,
-            help="One tree: fraction of identities left out of the roster (unknown probes).",
-        ),
-    ] = 0.0,
-    rounds: Annotated[
-        int, typer.Option("--rounds", min=1, max=1000, help="One tree: repeat the holdout draw.")
-    ] = 1,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the first random draw.")] = 0,
-    half: Annotated[
-        Half | None, typer.Option("--half", help="Open set: measure on this half of identities.")
-    ] = None,
-    calibrate_half: Annotated[
-        Half | None,
-        typer.Option(
-            "--calibrate-half",
-            help="Open set: calibrate the operating points on this half, measure on the other.",
-        ),
-    ] = None,
-    split_seed: Annotated[
-        int, typer.Option("--split-seed", help="Open set: seed of the identity halves.")
-    ] = 10,
-    sizes: Annotated[
-        str, typer.Option("--sizes", help="Open set: sub-roster sizes.", metavar="N,N,...")
-    ] = "100,300,1000",
-    draws: Annotated[
-        int, typer.Option("--draws", min=1, max=100, help="Open set: draws per sub-roster size.")
-    ] = 5,
-    policy_name: Annotated[
-        PolicyName | None,
-        typer.Option("--policy", help="Decision policy (default: vision.policy)."),
-    ] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option("--threshold", help="Threshold policy: override vision.match_threshold."),
-    ] = None,
-    margin: Annotated[
-        float | None,
-        typer.Option("--margin", help="Threshold policy: override vision.match_margin."),
-    ] = None,
-    points_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--points",
-            help="Operating points to use (default: vision.operating_points).",
-            metavar="PATH",
-        ),
-    ] = None,
-    write_points: Annotated[
-        Path | None,
-        typer.Option(
-            "--write-points",
-            help="With --calibrate-half: write the operating points here.",
-            metavar="PATH",
-        ),
-    ] = None,
-    encodings: Annotated[
-        Path | None,
-        typer.Option(
-            "--encodings",
-            help="Cache the photos' encodings in this file (templates: keep it out of the "
-            "repository, e.g. under /tmp).",
-            metavar="PATH",
-        ),
-    ] = None,
-    frames: Annotated[
-        int,
-        typer.Option(
-            "--frames",
-            min=1,
-            max=8,
-            help="Probe with N simulated camera frames of each photo, fused as the live "
-            "pipeline fuses them (1: the photo itself).",
-        ),
-    ] = 1,
-    with_sweep: Annotated[
-        bool,
-        typer.Option("--sweep", help="Also count outcomes over a grid of thresholds and margins."),
-    ] = False,
-    json_path: Annotated[
-        Path | None,
-        typer.Option("--json", help="Write the full report (no templates) here.", metavar="PATH"),
-    ] = None,
-) -> None:
-    """Measure accuracy: correct, wrong-person, missed and unknown-accepted counts.
-
-    One tree: the first --per-person photos of each identity are enrolled, the rest probe;
-    identities with fewer photos and a --holdout fraction are never enrolled (unknowns).
-    With --probe: DIR is enrolled, the --probe tree probes. --protocol open-set: the first
-    photo of each identity with 2+ photos is enrolled, their other photos are genuine
-    probes, single-photo identities are unknown probes; reported for the whole gallery and
-    seeded sub-rosters (--sizes, --draws), on one half of the identities (--half), or
-    calibrated on one half and measured on the other (--calibrate-half). Uses the kiosk's
-    single-frame path and decision policy. The protocols are in docs/face-pipeline.md.
-    """
-    settings = state(ctx).settings()
-    vision = settings.vision
-    if protocol is Protocol.open_set and (
-        probe is not None or per_person != 1 or holdout or rounds != 1 or with_sweep
-    ):
-        raise InputError(
-            "--protocol open-set uses one tree, one photo per person, no holdout, rounds or sweep"
-        )
-    if points_path is not None and not points_path.is_file():
-        raise InputError(f"--points {points_path}: no such file")
-    if protocol is Protocol.folders and (half or calibrate_half or write_points):
-        raise InputError("--half, --calibrate-half and --write-points need --protocol open-set")
-    if write_points is not None and calibrate_half is None:
-        raise InputError("--write-points needs --calibrate-half")
-    if half is not None and calibrate_half is not None and half == calibrate_half:
-        raise InputError("--half must be the half not used by --calibrate-half")
-    if threshold is not None or margin is not None:
-        policy_name = policy_name or PolicyName.threshold
-        if policy_name is not PolicyName.threshold:
-            raise InputError("--threshold and --margin apply to --policy threshold")
-    engine = setup.engine(vision)
-    quality = setup.quality_config(vision.quality)
-    if calibrate_half is not None:
-        points: dict[str, Any] = {}  # made on the calibration half
-    elif points_path is not None:
-        points = setup.operating_points(vision.model_copy(update={"operating_points": points_path}))
-    else:
-        points = setup.operating_points(vision)
-    started = time.perf_counter()
-
-    enrol_engine = setup.enrol_engine(vision, engine)
-
-    def encode(
-        samples: list[evaluation.Sample],
-        encoder: FaceEngine,
-        variant: str = "",
-        how: Encode = evaluation.encode_samples,
-    ) -> list[evaluation.Sample]:
-        if encodings is not None:
-            return encode_cached(
-                encoder,
-                samples,
-                quality,
-                vision.max_image_pixels,
-                encodings,
-                engine.model_version,
-                variant,
-                how,
-            )
-        return how(encoder, samples, quality, vision.max_image_pixels)
-
-    def fused_frames(
-        encoder: FaceEncoder,
-        samples: Sequence[evaluation.Sample],
-        gate: QualityConfig,
-        max_pixels: int,
-    ) -> list[evaluation.Sample]:
-        return encode_frames(encoder, samples, gate, max_pixels, frames)
-
-    first = encode(evaluation.collect(folder), engine)
-    second = encode(evaluation.collect(probe), engine) if probe is not None else None
-    if frames > 1:  # every photo probes as fused simulated frames
-        variant = f"frames{frames}"
-        first = evaluation.with_frames(first, encode(first, engine, variant, fused_frames))
-        if second is not None:
-            second = evaluation.with_frames(second, encode(second, engine, variant, fused_frames))
-    # the photos that may be enrolled are encoded again as the kiosk enrols them
-    enrollable = evaluation.enrolment_candidates(first, None if probe is not None else per_person)
-    if enrol_engine.jitters > 1:
-        templates = encode(enrollable, enrol_engine, f"jitter{enrol_engine.jitters}")
-        first = evaluation.with_templates(first, templates)
-    encode_s = time.perf_counter() - started
-    photos = len(first) + len(second or [])
-    if protocol is Protocol.open_set:
-        report = open_set_report(
-            first,
-            points,
-            settings_policy=vision.policy,
-            policy_name=None if policy_name is None else policy_name.value,
-            threshold=vision.match_threshold if threshold is None else threshold,
-            margin=vision.match_margin if margin is None else margin,
-            half=None if half is None else half.value,
-            calibrate_half=None if calibrate_half is None else calibrate_half.value,
-            split_seed=split_seed,
-            sizes=_sizes(sizes),
-            draws=draws,
-            seed=seed,
-        )
-        report["protocol"].update(
-            enrol=str(folder),
-            model=engine.model_version,
-            enrol_jitters=enrol_engine.jitters,
-            frames=frames,
-            photos_encoded=photos,
-            encode_seconds=round(encode_s, 1),
-        )
-        typer.echo("\n".join(open_set_summary(report)))
-        if write_points is not None:
-            write_points.write_text(json.dumps(report["points"], indent=1) + "\n", "utf-8")
-            typer.echo(f"operating points: {write_points}")
-    else:
-        policy: Policy
-        if (policy_name or PolicyName(vision.policy)) is PolicyName.threshold:
-            policy = ThresholdMarginPolicy(
-                vision.match_threshold if threshold is None else threshold,
-                vision.match_margin if margin is None else margin,
-            )
-        else:
-            policy = cohort_policy(points)
-        if second is not None:
-            splits = [evaluation.two_tree_split(first, second)]
-        else:
-            splits = [
-                evaluation.open_set_split(first, per_person, holdout, seed + n)
-                for n in range(rounds)
-            ]
-        verifier = verify_policy(points)
-        results = [r for split in splits for r in evaluation.run_probes(split, policy, verifier)]
-        report = {
-            "protocol": {
-                "enrol": str(folder),
-                "probe": str(probe) if probe else None,
-                "per_person": None if probe else per_person,
-                "holdout": None if probe else holdout,
-                "rounds": len(splits),
-                "seed": seed,
-                "policy": type(policy).__name__,
-                "threshold": policy.threshold,
-                "margin": policy.margin,
-                "model": engine.model_version,
-                "enrol_jitters": enrol_engine.jitters,
-                "frames": frames,
-                "photos_encoded": photos,
-                "encode_seconds": round(encode_s, 1),
-            },
-            "enrolled": [len({s.label for s in split.gallery}) for split in splits],
-            "counts": evaluation.count(results),
-            "histograms": evaluation.histograms(results),
-            "probes": [asdict(r) for r in results],
-        }
-        if with_sweep:
-            report["sweep"] = evaluation.sweep(results, SWEEP_THRESHOLDS, SWEEP_MARGINS)
-        typer.echo("\n".join(eval_summary(report, with_sweep)))
-    if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        typer.echo(f"report: {json_path}")
+app.command("eval")(evaluate)

@@ -29,7 +29,6 @@ from edge.vision.evaluation import (
     count,
     encode_samples,
     halves,
-    histograms,
     open_set_split,
     restrict,
     run_probes,
@@ -37,6 +36,7 @@ from edge.vision.evaluation import (
 )
 from edge.vision.policy import Policy, ThresholdMarginPolicy, cohort_policy
 from edge.vision.quality import QualityConfig
+from edge.vision.tallies import histograms
 
 SUMMARY = (
     "genuine",

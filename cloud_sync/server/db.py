@@ -8,7 +8,9 @@ together or not at all. Differences stay here:
   ``synchronous=FULL``, so an acknowledged batch survives a power cut;
 - PostgreSQL: a psycopg 3 connection pool; ``Tx.lock(key)`` takes a transaction-scoped
   advisory lock, which is how several API processes on one database serialise the work
-  of one kiosk or one powerbank (SQLite needs no such lock: it has one writer).
+  of one kiosk or one powerbank (SQLite needs no such lock: it has one writer). Locks and
+  inserts wait and travel in one pipeline with the next statement that answers, so a
+  transaction costs few round trips (see ``_PgTx``).
 
 sqlite3 and psycopg errors are translated into ``StoreError`` here.
 """
@@ -24,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 import psycopg
 import psycopg_pool
+from psycopg.types.array import ListBinaryDumper
 
 from cloud_sync.errors import StoreError
 
@@ -38,6 +41,10 @@ class Tx(Protocol):
     dialect: Dialect
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def rows_each(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[tuple[Any, ...]]]: ...
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
@@ -78,6 +85,12 @@ class _SqliteTx:
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, params).fetchall()
+
+    def rows_each(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The rows of each statement, run in order."""
+        return [self._db.execute(sql, params).fetchall() for sql, params in statements]
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._db.execute(sql, params).rowcount
@@ -157,6 +170,13 @@ class SqliteDatabase:
 _PG_SQL: dict[str, str] = {}
 
 
+class _BinaryList(list[Any]):
+    """A list sent as a binary array (psycopg's default for ``%s`` is the slower text)."""
+
+
+psycopg.adapters.register_dumper(_BinaryList, ListBinaryDumper)
+
+
 def _pg(sql: str) -> str:
     converted = _PG_SQL.get(sql)
     if converted is None:
@@ -165,34 +185,69 @@ def _pg(sql: str) -> str:
 
 
 class _PgTx:
+    """A transaction on one pooled connection, in as few round trips as the work allows.
+
+    Statements that answer nothing (``lock``, ``lock_many``, ``insert_many``) are queued and
+    sent together with the next statement that answers (``rows``, ``run``, ``many``) or
+    with the commit, in one pipeline. The server runs them in the order they were queued,
+    so a lock is still held before the statement it guards starts (and takes its snapshot);
+    an error in a queued statement is raised by the call that sent it, still inside the
+    transaction, which then rolls back as a whole.
+    """
+
     dialect: Dialect = "postgres"
 
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
-        self._cur = cursor
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._conn = connection
+        self._cur = connection.cursor()  # the answering statements
+        self._side = connection.cursor()  # the queued ones
+        self._queued: list[tuple[str, Sequence[Any]]] = []
+        self._begun = False
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        self._cur.execute(_pg(sql), params)
+        self._send(_pg(sql), params)
         return self._cur.fetchall() if self._cur.description else []
 
+    def rows_each(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The rows of each statement, run in order, all in one round trip."""
+        cursors = [self._conn.cursor() for _ in statements]
+        queued, self._queued = self._queued, []
+        self._begun = True
+        with self._conn.pipeline():
+            for queued_sql, queued_params in queued:
+                self._side.execute(queued_sql, queued_params)
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(_pg(sql), params)
+        answers = [cursor.fetchall() if cursor.description else [] for cursor in cursors]
+        for cursor in cursors:
+            cursor.close()
+        return answers
+
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        self._cur.execute(_pg(sql), params)
+        self._send(_pg(sql), params)
         return self._cur.rowcount
 
     def many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         if params:
+            self.flush()
+            self._begun = True
             self._cur.executemany(_pg(sql), params)
 
     def lock(self, key: str) -> None:
         """A transaction-scoped advisory lock on ``key`` (released at commit or rollback)."""
-        self._cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        self._queued.append(("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key]))
 
     def lock_many(self, keys: Sequence[str]) -> None:
-        """Advisory locks on ``keys``, taken in the given order, in one round trip."""
+        """Advisory locks on ``keys``, taken in the given order, by one statement."""
         if keys:
-            self._cur.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
-                "FROM unnest(%s::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
-                [list(keys)],
+            self._queued.append(
+                (
+                    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+                    "FROM unnest(%b::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+                    [list(keys)],
+                )
             )
 
     def insert_many(
@@ -202,19 +257,43 @@ class _PgTx:
         rows: Sequence[Sequence[Any]],
         on_conflict: str = "",
     ) -> None:
-        """One ``INSERT ... SELECT FROM unnest(arrays)``: one round trip for any row count."""
+        """One ``INSERT ... SELECT FROM unnest(arrays)`` for any row count (queued)."""
         if not rows:
             return
         names = ", ".join(name for name, _ in columns)
         arrays = ", ".join(f"%b::{kind}[]" for _, kind in columns)  # binary: no escaping
         values = [list(column) for column in zip(*rows, strict=True)]
-        self._cur.execute(
-            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {on_conflict}",  # noqa: S608
-            values,
+        self._queued.append(
+            (
+                f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {on_conflict}",  # noqa: S608
+                values,
+            )
         )
 
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        return f"{column} = ANY(?)", [list(values)]
+        return f"{column} = ANY(?)", [_BinaryList(values)]
+
+    def flush(self) -> None:
+        """Send the queued statements now (one round trip), if there are any."""
+        if self._queued:
+            last = self._queued.pop()
+            self._send(*last)  # sends the others first, then this one
+
+    def _send(self, sql: str, params: Sequence[Any]) -> None:
+        """Run ``sql`` after the queued statements; its answer is left on ``self._cur``.
+
+        The first statement of the transaction goes in a pipeline even when nothing is
+        queued, so that the ``BEGIN`` psycopg sends first travels with it.
+        """
+        if not self._queued and self._begun:
+            self._cur.execute(sql, params)
+            return
+        queued, self._queued = self._queued, []
+        self._begun = True
+        with self._conn.pipeline():  # its end sends everything and reads every answer
+            for queued_sql, queued_params in queued:
+                self._side.execute(queued_sql, queued_params)
+            self._cur.execute(sql, params)
 
 
 class PostgresDatabase:
@@ -238,8 +317,12 @@ class PostgresDatabase:
     @contextmanager
     def transaction(self) -> Iterator[_PgTx]:
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                yield _PgTx(cur)
+            # The connection block commits on success and rolls back on any exception;
+            # without a psycopg transaction block the BEGIN needs no round trip of its own.
+            with self._pool.connection() as conn:
+                tx = _PgTx(conn)
+                yield tx
+                tx.flush()
         except psycopg.errors.UniqueViolation as exc:
             raise ConflictError(_short(exc)) from None
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:

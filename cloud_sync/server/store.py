@@ -210,14 +210,24 @@ class Store:
         digests = [_digest(event) for event in events]
         with self.db.transaction() as tx:
             tx.lock(f"kiosk:{kiosk_id}")
-            _record_nonce(tx, kiosk_id, nonce)
             ids, id_args = tx.in_list("id", [event.id for event in events])
             seqs, seq_args = tx.in_list("seq", [event.seq for event in events])
-            found = tx.rows(  # one round trip: same ids, or same seqs of this kiosk
-                f"SELECT id, kiosk_id, seq, digest FROM events "  # noqa: S608
-                f"WHERE {ids} OR (kiosk_id = ? AND {seqs})",
-                [*id_args, kiosk_id, *seq_args],
+            fresh, found = tx.rows_each(  # one round trip with the lock (PostgreSQL)
+                [
+                    (
+                        "INSERT INTO nonces (kiosk_id, nonce, seen_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT (kiosk_id, nonce) DO NOTHING RETURNING 1",
+                        [kiosk_id, nonce, int(time.time())],
+                    ),
+                    (  # the same ids, or the same seqs of this kiosk
+                        f"SELECT id, kiosk_id, seq, digest FROM events "  # noqa: S608
+                        f"WHERE {ids} OR (kiosk_id = ? AND {seqs})",
+                        [*id_args, kiosk_id, *seq_args],
+                    ),
+                ]
             )
+            if not fresh:
+                raise _replayed()
             by_id = {row[0]: row[1:] for row in found}
             by_seq = {row[2]: row[0] for row in found if row[1] == kiosk_id}
             accepted: list[Event] = []
@@ -383,4 +393,8 @@ def _record_nonce(tx: Any, kiosk_id: str, nonce: str) -> None:
         [kiosk_id, nonce, int(time.time())],
     )
     if fresh != 1:
-        raise Problem(401, "replayed", "this request's nonce was already used (a replay)")
+        raise _replayed()
+
+
+def _replayed() -> Problem:
+    return Problem(401, "replayed", "this request's nonce was already used (a replay)")

@@ -80,6 +80,44 @@ def test_deleted_rider_leaves_no_bytes_in_database_or_wal(tmp_path: Path, cloud:
     assert "rider-1" not in store.load().riders
 
 
+def test_a_reader_in_another_process_does_not_keep_a_deleted_rider_on_disk(
+    tmp_path: Path, cloud: Cloud
+) -> None:
+    store = open_store(tmp_path, cloud)
+    store.apply_delta(cloud.delta(0, 1, riders(3), full=True))
+    with sqlite3.connect(store.path) as db:
+        (sealed,) = db.execute("SELECT sealed FROM riders WHERE person_id = 'rider-1'").fetchone()
+    # the kiosk service reading the roster at the moment the delete lands: its snapshot
+    # keeps the WAL from being copied back and truncated until it finishes
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sqlite3, sys, time
+                db = sqlite3.connect({str(store.path)!r}, isolation_level=None)
+                db.execute("BEGIN")
+                db.execute("SELECT count(*) FROM riders").fetchone()
+                print("reading", flush=True)
+                time.sleep(0.6)
+                db.execute("COMMIT")
+                db.close()
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+    store.apply_delta(cloud.delta(1, 2, deletions=["rider-1"]))
+    assert reader.wait(timeout=10) == 0
+    raw = disk_bytes(store.path)
+    assert sealed[20:52] not in raw and b"rider-1" not in raw
+    wal = store.path.with_name(store.path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
 @pytest.mark.parametrize("target", ["ciphertext", "signature", "version"])
 def test_tampered_delta_is_refused_and_the_roster_kept(
     tmp_path: Path, cloud: Cloud, target: str

@@ -130,6 +130,12 @@ class UiSection(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     language: Literal["en", "es"] = "en"
+    offline_after_s: float = Field(
+        default=120.0,
+        ge=10.0,
+        le=86400.0,
+        description="show 'Offline' once an event has waited this long with the cloud failing",
+    )
 
 
 class FlowSection(BaseModel):

@@ -234,6 +234,11 @@ def start_ops(settings: Settings, runtime: Runtime) -> Ops:
             slots=settings.board.slots,
         )
     reporter = Reporter(
-        runtime, state_dir, settings.kiosk.mode, mqtt=lambda: link, every_s=2.0
+        runtime,
+        state_dir,
+        settings.kiosk.mode,
+        mqtt=lambda: link,
+        every_s=2.0,
+        offline_after_s=settings.ui.offline_after_s,
     ).start()
     return Ops(reporter, link)

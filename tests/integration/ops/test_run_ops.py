@@ -111,10 +111,12 @@ class Kiosk:
         self._log.close()
 
 
-def kiosk_config(tmp_path: Path, dev_faces: Path, engine: FaceEngine, url: str, mqtt: Any) -> Path:
+def kiosk_config(
+    tmp_path: Path, dev_faces: Path, engine: FaceEngine, url: str, mqtt: Any, **more: Any
+) -> Path:
     enrol(tmp_path, engine, dev_faces / "person_03" / "01.jpg", "rider-3", "Asha Example")
     images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 12, blanks=60)
-    return config(tmp_path, images, url, mqtt=mqtt)
+    return config(tmp_path, images, url, mqtt=mqtt, **more)
 
 
 def signed(kiosk_id: str, name: str, args: dict[str, Any]) -> bytes:
@@ -185,11 +187,16 @@ def test_kiosk_run_keeps_renting_while_the_broker_is_down(
     port = free_port()  # nothing listens here until the broker starts, late
     mqtt = {"enabled": True, "host": "127.0.0.1", "port": port, "command_public_key": PUBLIC,
             "reconnect_min_s": 0.5, "reconnect_max_s": 1}  # fmt: skip
-    kiosk = Kiosk(kiosk_config(tmp_path, dev_faces, engine, board.path, mqtt))
+    ui = {"port": 0, "offline_after_s": 10}  # no sync daemon: the cloud is never reached
+    kiosk = Kiosk(kiosk_config(tmp_path, dev_faces, engine, board.path, mqtt, ui=ui))
     try:
-        kiosk.url()
+        page = kiosk.url()
         wait_for(lambda: "rental.started" in types(tmp_path), 90)
         assert len(board.ejects) == 1
+        # the events wait and the cloud was never reached: the rider page says "Offline"
+        # after ui.offline_after_s (the default, 120 s, would not show within this wait)
+        wait_for(lambda: httpx.get(f"{page}/state", timeout=5).json()["offline"] is True, 40)
+        assert '"cloud.offline"' in kiosk.output()
         report = kiosk.status()
         assert report["runtime"]["ok"] is True
         assert report["mqtt"]["ok"] is False, report["mqtt"]

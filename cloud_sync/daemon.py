@@ -37,8 +37,7 @@ schedule while the pushes back off: during a backoff wait it is still tried when
 rider whose powerbank went back elsewhere is freed even while the kiosk's uploads fail
 (a slow link that times out on big batches, a cloud whose ingest is down). Its own
 failures back it off like the pushes (full jitter, capped, at least 1 s, ``Retry-After``
-honoured).
-Every fetch leaves its time, the rentals it closed and its error in the outbox for
+honoured). Every fetch leaves its time, the rentals it closed and its error in the outbox for
 ``kiosk sync status``; a failure leaves the ledger and the cursor as they were.
 """
 

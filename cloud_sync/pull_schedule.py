@@ -2,9 +2,10 @@
 
 Each pull is its own endpoint, so each keeps its own schedule, apart from the pushes and
 from each other: it is due at start, when its interval has passed since the last try, and
-at once when wanted (the daemon's wake: SIGUSR1, the MQTT ``sync-now`` command). After a failure it backs off on its own:
-full jitter on the daemon's ``BackoffPolicy``, at least 1 s, optionally no later than its
-interval, and never sooner than the cloud's ``Retry-After`` (capped by the policy).
+at once when wanted (the daemon's wake: SIGUSR1, the MQTT ``sync-now`` command). After a
+failure it backs off on its own: full jitter on the daemon's ``BackoffPolicy``, at least
+1 s, optionally no later than its interval, and never sooner than the cloud's
+``Retry-After`` (capped by the policy).
 
 Pure: the caller passes the time (``time.monotonic()``) and the random draw.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -22,10 +22,6 @@ from edge.vision.frames import encode_frames
 from edge.vision.openset import encode_cached, eval_summary, open_set_report, open_set_summary
 from edge.vision.policy import Policy, ThresholdMarginPolicy, cohort_policy
 from edge.vision.quality import QualityConfig
-
-Encode = Callable[
-    [FaceEncoder, Sequence[evaluation.Sample], QualityConfig, int], list[evaluation.Sample]
-]
 
 
 class Protocol(StrEnum):
@@ -221,7 +217,7 @@ def evaluate(
         samples: list[evaluation.Sample],
         encoder: FaceEngine,
         variant: str = "",
-        how: Encode = evaluation.encode_samples,
+        how: evaluation.Encode = evaluation.encode_samples,
     ) -> list[evaluation.Sample]:
         if encodings is not None:
             return encode_cached(

@@ -492,13 +492,11 @@ class RosterStore:
         nonce its request was signed with, and apply it as ``apply_delta`` does."""
         return self._apply(self.check_answer(answer.content, answer.nonce, answer.status))
 
-    def apply_delta(self, raw: bytes, nonce: str | None = None) -> ApplyResult:
-        """Check the cloud's answer and apply it in one transaction, or change nothing.
-
-        A delta is applied; a genuine up-to-date statement applies nothing and returns a
-        result from the version held to itself. See ``check_answer`` for ``nonce``.
-        """
-        return self._apply(self.check_answer(raw, nonce))
+    def apply_delta(self, raw: bytes) -> ApplyResult:
+        """Check a delta that comes with no request (a file, a test) and apply it in one
+        transaction, or change nothing. An up-to-date statement is refused here: only
+        ``apply_answer`` can tell it is fresh."""
+        return self._apply(self.check_answer(raw))
 
     def _apply(self, checked: DeltaBody | CurrentBody) -> ApplyResult:
         if isinstance(checked, CurrentBody):

@@ -4,7 +4,9 @@ Pure code. ``fuse`` averages the encodings of the last few frames of one tracked
 frame-to-frame noise in the alignment and the picture averages out, so a rider whose
 single frames sit just above the threshold is recognised from the mean (``kiosk faces
 eval --frames`` measures it). Only frames close to the newest one take part, so a track
-that changed person never blends two faces. ``Consensus`` keeps the last ``n`` single-frame decisions (votes) for the face
+that changed person never blends two faces.
+
+``Consensus`` keeps the last ``n`` single-frame decisions (votes) for the face
 in front of the camera and reaches a verdict when one person is accepted in at least ``k``
 of them *and no other person is accepted in any of them*; when the last ``n - k + 1``
 votes all accept nobody (k of n is out of reach in this window), the verdict is a refusal
@@ -39,13 +41,9 @@ def fuse(
     """The mean of the newest encoding and the earlier ones within ``spread`` of it."""
     if not encodings:
         raise ValueError("fuse needs at least one encoding")
-    newest = np.asarray(encodings[-1], dtype=np.float64)
-    close = [
-        np.asarray(e, dtype=np.float64)
-        for e in encodings
-        if float(np.linalg.norm(np.asarray(e, dtype=np.float64) - newest)) <= spread
-    ]
-    return np.asarray(np.mean(close, axis=0), dtype=np.float64)
+    frames = np.asarray(encodings, dtype=np.float64)
+    close = np.linalg.norm(frames - frames[-1], axis=1) <= spread
+    return np.asarray(frames[close].mean(axis=0), dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ and reported apart but never scored. Two protocols:
   probes otherwise.
 
 Every photo is encoded once (through the kiosk's single-frame path, quality gate
-included); the photos that can be enrolled are encoded a second time as the kiosk enrols
-(``with_templates``: the enrolment engine, ``vision.enrol_jitters`` copies per face), and
-galleries are built from those templates while probes keep the single-frame encoding.
+included). When ``vision.enrol_jitters`` is above 1, the photos that can be enrolled are
+encoded a second time as the kiosk enrols them (``with_templates``), and galleries are
+built from those templates while probes keep the single-frame encoding (or, with
+``--frames``, the fused simulated frames: ``with_frames``).
 The splits, the policy and the threshold/margin sweep then work on the encodings in
 memory. Nothing is written but the report, which holds no template.
 """
@@ -156,6 +157,10 @@ def encode_samples(
         if progress is not None:
             progress(number)
     return done
+
+
+# How a list of samples is encoded: ``encode_samples``, or ``frames.encode_frames``.
+Encode = Callable[[FaceEncoder, Sequence[Sample], QualityConfig, int], list[Sample]]
 
 
 @dataclass(frozen=True)

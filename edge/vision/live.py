@@ -19,7 +19,8 @@ Per frame:
    (or at once when liveness is off); a liveness timeout or a refusal verdict becomes a
    refusal record. One record per verdict per track. A ``claim required`` refusal also
    hands over a ``ClaimNeeded`` (``FrameOutcome.claim``): the track's last encodings, for
-   the claim step's 1:1 check (on their fused mean); they stay in memory and are never logged or stored.
+   the claim step's 1:1 check (on their fused mean); they stay in memory and are never
+   logged or stored.
 6. **Hold.** A decided track keeps its identity (``FrameOutcome.person_id``) while the
    face stays in view; it is re-verified every ``reverify_s`` with a fresh encoding, and a
    face that no longer matches, jumps, or is lost for ``track_lost_s`` starts a new track.
@@ -39,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.vision.analysis import NO_FACE_HINT, SEVERAL_FACES_HINT, analyse
-from edge.vision.consensus import FUSE_SPREAD, Consensus, DecisionRecord, Verdict, Vote, fuse
+from edge.vision.consensus import Consensus, DecisionRecord, Verdict, Vote, fuse
 from edge.vision.dlib_models import Points
 from edge.vision.engine import FaceBox, FaceEncoder, pick_face, rival_faces
 from edge.vision.liveness import BlinkLiveness, LivenessConfig, LivenessState
@@ -82,7 +83,6 @@ class LiveConfig:
     consensus_k: int = 2
     consensus_n: int = 3
     fuse_frames: int = 3  # 1: every frame is decided on its own encoding
-    fuse_spread: float = FUSE_SPREAD
     track_lost_s: float = 0.7
     min_track_iou: float = 0.2
     reverify_s: float = 2.0
@@ -144,7 +144,7 @@ class _Track:
     refused: DecisionRecord | None = None
     records: list[DecisionRecord] = field(default_factory=list)
     number: int = 0
-    encodings: deque[Vector] = field(default_factory=lambda: deque(maxlen=8), repr=False)
+    encodings: deque[Vector] = field(default_factory=deque, repr=False)  # the fusion window
 
 
 class LivePipeline:
@@ -213,7 +213,8 @@ class LivePipeline:
         liveness = BlinkLiveness(self.liveness_config) if self.liveness_config else None
         self._tracks += 1
         consensus = Consensus(self.config.consensus_k, self.config.consensus_n)
-        return _Track(box, now, now, consensus, liveness, number=self._tracks)
+        window: deque[Vector] = deque(maxlen=max(1, self.config.fuse_frames))
+        return _Track(box, now, now, consensus, liveness, number=self._tracks, encodings=window)
 
     # -- one frame ---------------------------------------------------------------------
 
@@ -257,8 +258,7 @@ class LivePipeline:
         probe = analysis.encoding
         if track is not None:
             track.encodings.append(analysis.encoding)
-            recent = list(track.encodings)[-max(1, self.config.fuse_frames) :]
-            probe = fuse(recent, self.config.fuse_spread)
+            probe = fuse(track.encodings)
         return self.policy.decide(self.gallery.search(probe)), None
 
     def _vote(
@@ -318,8 +318,7 @@ class LivePipeline:
             track.refused = record
             track.verdict = None
             if verdict.reason == CLAIM_REQUIRED and track.encodings:
-                recent = tuple(track.encodings)[-max(1, self.config.fuse_frames) :]
-                claim = ClaimNeeded(track.number, recent, self.gallery.people)
+                claim = ClaimNeeded(track.number, tuple(track.encodings), self.gallery.people)
         if hint is None and live_state is not None and live_state.status != "passed":
             hint = live_state.hint
         person = track.decided.person_id if track.decided else None

@@ -13,7 +13,7 @@ The text summaries that ``kiosk faces eval`` prints are made here too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from edge.vision import calibrate
 from edge.vision.claim import verify_policy
 from edge.vision.engine import FaceEncoder
 from edge.vision.evaluation import (
+    Encode,
     Sample,
     count,
     encode_samples,
@@ -236,9 +237,7 @@ def encode_cached(
     cache: Path,
     model: str,
     variant: str = "",
-    encode: Callable[[FaceEncoder, Sequence[Sample], QualityConfig, int], list[Sample]] = (
-        encode_samples
-    ),
+    encode: Encode = encode_samples,
 ) -> list[Sample]:
     """``encode_samples`` through a cache file of encodings (keyed by path, size, mtime,
     and ``variant``: how the encoder was set, such as ``jitter10`` for enrolment templates,

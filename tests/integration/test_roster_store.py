@@ -180,7 +180,6 @@ def test_an_up_to_date_statement_counts_only_for_its_own_request(
     mine, other = "a" * 32, "b" * 32
     answer = RosterAnswer(cloud.current(2, mine), mine, 200)
     assert store.apply_answer(answer) == ApplyResult(2, 2, 0, 0)
-    assert store.apply_delta(cloud.current(2, mine), nonce=mine).to_version == 2
     with pytest.raises(DeltaError, match="no request to be checked against"):
         store.apply_delta(cloud.current(2, mine))  # from a file: nothing shows it is fresh
     refusals = {

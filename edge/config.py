@@ -28,12 +28,12 @@ class QualitySection(BaseModel):
 
     min_face_px: int = Field(default=80, ge=40, le=1000)
     min_inside: float = Field(default=0.75, ge=0.0, le=1.0)
-    min_sharpness: float = Field(default=15.0, ge=0.0, le=10_000.0)
+    min_sharpness: float = Field(default=3.5, ge=0.0, le=10_000.0)
     min_brightness: float = Field(default=40.0, ge=0.0, le=255.0)
     max_brightness: float = Field(default=220.0, ge=0.0, le=255.0)
     max_roll_deg: float = Field(default=25.0, gt=0.0, le=90.0)
-    max_yaw: float = Field(default=0.35, gt=0.0, le=2.0)
-    min_pitch: float = Field(default=0.45, ge=0.0, le=2.0)
+    max_yaw: float = Field(default=0.45, gt=0.0, le=2.0)
+    min_pitch: float = Field(default=0.35, ge=0.0, le=2.0)
     max_pitch: float = Field(default=1.25, ge=0.0, le=3.0)
 
     @model_validator(mode="after")

@@ -51,7 +51,7 @@ GRID: dict[str, tuple[float, ...]] = {
     "cohort_weight": (0.0, 0.5, 1.0, 1.5, 2.0, 2.5),
     "lookalike_distance": (LOOKALIKE_DISTANCE,),
     "min_margin": (MIN_MARGIN, 0.06, 0.08),
-    "max_distance": (0.5, 0.55),
+    "max_distance": (0.5, 0.52, 0.54, 0.56),
     "gap_cap": (0.08, 0.12, 0.15),
     "cohort_people": (1, 100, 400),
 }

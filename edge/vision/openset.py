@@ -13,6 +13,7 @@ The text summaries that ``kiosk faces eval`` prints are made here too.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -36,7 +37,7 @@ from edge.vision.evaluation import (
     sub_roster,
 )
 from edge.vision.policy import Policy, ThresholdMarginPolicy, cohort_policy
-from edge.vision.quality import QualityConfig
+from edge.vision.quality import SHARPNESS_SMOOTHING, QualityConfig
 from edge.vision.tallies import histograms
 
 SUMMARY = (
@@ -239,12 +240,16 @@ def encode_cached(
     variant: str = "",
     encode: Encode = encode_samples,
 ) -> list[Sample]:
-    """``encode_samples`` through a cache file of encodings (keyed by path, size, mtime,
-    and ``variant``: how the encoder was set, such as ``jitter10`` for enrolment templates,
+    """``encode_samples`` through a cache file of encodings (keyed by path, size, mtime, the
+    quality gate's settings and ``variant``: how the encoder was set, such as ``jitter10`` for enrolment templates,
     or how the photos were encoded, such as ``frames3`` with ``encode=encode_frames``).
 
     The cache holds templates of the photos: keep it outside the repository (``/tmp``).
     """
+    # the gate decides which photos are encoded at all: a cache made under another gate
+    # (or another sharpness measure) must not answer for this one
+    gate = f"{quality!r}|smoothing={SHARPNESS_SMOOTHING}"
+    variant = f"{variant}|{zlib.crc32(gate.encode()):08x}"
     known: dict[str, tuple[Any, str, int]] = {}
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:

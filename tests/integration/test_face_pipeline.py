@@ -19,6 +19,7 @@ from edge.vision.engine import FaceEngine
 from edge.vision.live import LiveConfig, LivePipeline
 from edge.vision.liveness import LivenessConfig
 from edge.vision.matcher import Gallery
+from edge.vision.openset import encode_cached
 from edge.vision.policy import ThresholdMarginPolicy
 from edge.vision.quality import QualityConfig
 from hardware.cameras import Frame, ReplayCamera, open_camera, read_image
@@ -281,3 +282,36 @@ def test_the_analysis_of_one_picture_says_why(dev_faces: Path, engine: FaceEngin
     blurred = cv2.GaussianBlur(image, (0, 0), 6)
     assert analyse(engine, blurred, QualityConfig()).reason == "face blurred"
     assert analyse(engine, image, QualityConfig()).usable
+
+
+def test_sensor_noise_does_not_make_a_blurred_face_pass(
+    dev_faces: Path, engine: FaceEngine
+) -> None:
+    # A camera adds noise to every frame; noise raises a plain Laplacian measure, so a face
+    # blurred enough to move its encoding by about 0.35 used to pass the gate once noisy.
+    image = read_image(dev_faces / "person_03" / "01.jpg")
+    face = max(engine.detect(image), key=lambda box: box.area)
+    rng = np.random.default_rng(3)
+
+    def noisy(picture: np.ndarray) -> np.ndarray:
+        return np.clip(picture + rng.normal(0.0, 3.0, picture.shape), 0, 255).astype(np.uint8)
+
+    blurred = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 3.0 * face.width / 128)
+    assert analyse(engine, noisy(blurred), QualityConfig()).reason == "face blurred"
+    assert analyse(engine, noisy(image.astype(np.float32)), QualityConfig()).usable
+
+
+def test_the_encoding_cache_answers_only_for_the_gate_it_was_made_under(
+    tmp_path: Path, dev_faces: Path, engine: FaceEngine
+) -> None:
+    samples = [evaluation.Sample(dev_faces / "person_03" / "01.jpg", "person_03")]
+    cache = tmp_path / "encodings.npz"
+    first = encode_cached(engine, samples, QualityConfig(), 40_000_000, cache, "m")
+    assert first[0].encoding is not None
+    # a stricter gate refuses the photo: the cached encoding must not answer for it
+    strict = QualityConfig(min_sharpness=10_000.0)
+    refused = encode_cached(engine, samples, strict, 40_000_000, cache, "m")
+    assert (refused[0].encoding, refused[0].reason) == (None, "face blurred")
+    again = encode_cached(engine, samples, QualityConfig(), 40_000_000, cache, "m")
+    assert again[0].encoding is not None
+    assert np.array_equal(again[0].encoding, first[0].encoding)

@@ -83,6 +83,8 @@ def test_each_check_names_its_reason() -> None:
     assert check(textured(), pitch=0.2) == NOT_FRONTAL.reason
     blurred = cv2.GaussianBlur(textured(), (0, 0), 6)
     assert check(blurred) == BLURRED.reason
+    noise = np.random.default_rng(1).normal(0.0, 4.0, blurred.shape)
+    assert check(np.clip(blurred + noise, 0, 255).astype(np.uint8)) == BLURRED.reason
 
 
 def test_every_issue_has_a_hint_for_the_rider() -> None:

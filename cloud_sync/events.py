@@ -9,16 +9,13 @@ runs out (``CLASS_OF``): ``money`` events (rentals, returns, boardings, ejection
 never dropped, ``ops`` events only after every ``telemetry`` event is gone.
 
 The wire format of ``POST /v1/events:batch`` (``BatchRequest``, ``BatchResponse``) lives
-here too, and ``python -m cloud_sync.events`` writes the JSON Schemas of all of it into
-``cloud_sync/schemas/`` (a test fails when those files are stale).
+here too; ``cloud_sync.event_schemas`` turns all of it into the JSON Schemas under
+``cloud_sync/schemas/``.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
@@ -38,7 +35,6 @@ SUPPORTED_SCHEMAS = frozenset({1})
 ULID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 KIOSK_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 MAX_SEQ = 2**63 - 1
-SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 class _Payload(BaseModel):
@@ -386,51 +382,3 @@ class ErrorBody(BaseModel):
     reason: str = Field(description="What was wrong, in plain words")
     request_id: str | None = None
     rejected: list[Rejection] = Field(default_factory=list)
-
-
-# -- JSON Schemas ------------------------------------------------------------------------
-
-
-def json_schemas() -> dict[str, dict[str, Any]]:
-    """File name -> JSON Schema, for the envelope, each payload and the batch wire format."""
-    schemas: dict[str, dict[str, Any]] = {
-        "event.json": Event.model_json_schema(by_alias=True),
-        "batch-request.json": BatchRequest.model_json_schema(by_alias=True),
-        "batch-response.json": BatchResponse.model_json_schema(by_alias=True),
-        "error.json": ErrorBody.model_json_schema(by_alias=True),
-    }
-    for event_type, model in PAYLOADS.items():
-        schema = model.model_json_schema(by_alias=True)
-        schema["description"] = (
-            f"Payload of a {event_type} event (class {CLASS_OF[event_type]}). "
-            + schema.get("description", "")
-        ).strip()
-        schemas[f"payload.{event_type}.json"] = schema
-    for name, schema in schemas.items():
-        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        schema["$id"] = f"https://schemas.powerbank-kiosk.invalid/v{SCHEMA_VERSION}/{name}"
-    return schemas
-
-
-def render_schema(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def write_schemas(folder: Path = SCHEMAS_DIR) -> list[Path]:
-    """Write every schema into ``folder`` (removing stale ones); return the files written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = json_schemas()
-    for old in folder.glob("*.json"):
-        if old.name not in wanted:
-            old.unlink()
-    written = []
-    for name, schema in wanted.items():
-        path = folder / name
-        path.write_text(render_schema(schema), encoding="utf-8")
-        written.append(path)
-    return written
-
-
-if __name__ == "__main__":  # python -m cloud_sync.events: regenerate cloud_sync/schemas/
-    for path in write_schemas():
-        sys.stdout.write(f"{path}\n")

@@ -241,8 +241,9 @@ def encode_cached(
     encode: Encode = encode_samples,
 ) -> list[Sample]:
     """``encode_samples`` through a cache file of encodings (keyed by path, size, mtime, the
-    quality gate's settings and ``variant``: how the encoder was set, such as ``jitter10`` for enrolment templates,
-    or how the photos were encoded, such as ``frames3`` with ``encode=encode_frames``).
+    quality gate's settings and ``variant``: how the encoder was set, such as ``jitter10``
+    for enrolment templates, or how the photos were encoded, such as ``frames3`` with
+    ``encode=encode_frames``).
 
     The cache holds templates of the photos: keep it outside the repository (``/tmp``).
     """

@@ -12,15 +12,13 @@ from hypothesis import strategies as st
 from ulid import ULID
 
 from cloud_sync.errors import EventError
+from cloud_sync.event_schemas import SCHEMAS_DIR, json_schemas, render_schema
 from cloud_sync.events import (
     CLASS_OF,
     PAYLOADS,
-    SCHEMAS_DIR,
     Event,
     check_occurred_at,
-    json_schemas,
     parse_event,
-    render_schema,
 )
 
 

@@ -17,12 +17,10 @@ exponential backoff with full jitter, capped, never sooner than a ``Retry-After`
 pulls below at once; ``stop`` ends the loop. ``kiosk sync now`` runs a pass of its own.
 
 With a roster attached, ``run`` also pulls the roster at start, every
-``roster_interval_s`` and when woken (``pull_roster``): it asks for the delta since the
-version it holds, hands the answer with the nonce of its request to the store
-(``apply_answer``: the store checks signature, recipient, nonce, versions and every row
-first, and changes nothing otherwise), asks for a full snapshot when the delta does not
-follow its version, records ``roster.applied`` in the outbox, and keeps the old roster
-with the error remembered for ``kiosk sync status`` when anything is refused. The pull
+``roster_interval_s`` and when woken (``pull_roster``; one pull is ``roster_pull``: the
+delta since the version held, checked whole by the store before anything changes, a full
+snapshot when the delta does not follow, ``roster.applied`` in the outbox, the old roster
+kept with the error remembered for ``kiosk sync status`` when anything is refused). The pull
 keeps its own schedule (``pull_schedule``): during a backoff wait of the pushes it is
 still tried when due, so a rider deleted in the cloud leaves this kiosk's roster even
 while its uploads fail. Its own failures back it off (full jitter, at least 1 s, no later
@@ -48,30 +46,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from ulid import ULID
 
+from cloud_sync import roster_pull
 from cloud_sync.backoff import BackoffPolicy, wait_full_jitter
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
 from cloud_sync.closed_pull import ClosedPull, pull_closed
 from cloud_sync.errors import (
     CloudAuthError,
-    CloudError,
     CloudRejectedError,
     CloudUnavailableError,
-    OutboxError,
-    SyncError,
 )
 from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_schema import Pending
 from cloud_sync.pull_schedule import PullSchedule
-from cloud_sync.roster_wire import RosterAnswer
-from edge.vault.errors import RosterError, VersionGapError
-from edge.vault.store import ApplyResult
+from cloud_sync.roster_pull import RosterPull, RosterTarget
 
 log = structlog.get_logger("cloud_sync.daemon")
 
@@ -95,36 +88,6 @@ class PassResult:
     @property
     def sent(self) -> int:
         return self.accepted + self.duplicate
-
-
-class RosterTarget(Protocol):
-    """Where pulled deltas go: ``edge.vault.store.RosterStore``."""
-
-    @property
-    def version(self) -> int: ...
-
-    def apply_answer(self, answer: RosterAnswer) -> ApplyResult: ...
-
-    def record_pull(self, error: str | None) -> None: ...
-
-
-@dataclass
-class RosterPull:
-    """What one roster pull did."""
-
-    from_version: int
-    to_version: int
-    full: bool = False
-    upserts: int = 0
-    deletions: int = 0
-    error: str | None = None
-    retry_after: float | None = None  # the cloud's Retry-After, when it failed with one
-    seconds: float = 0.0
-    failure: SyncError | RosterError | None = field(default=None, repr=False)
-
-    @property
-    def changed(self) -> bool:
-        return self.error is None and self.to_version != self.from_version
 
 
 class _Stop(Exception):
@@ -269,23 +232,7 @@ class SyncDaemon:
         if self.roster is None:
             raise RuntimeError("no roster is attached to this daemon")
         self._roster_schedule.started()
-        started = time.perf_counter()
-        held = self.roster.version
-        result = RosterPull(held, held)
-        try:
-            applied = self._fetch_and_apply(held)
-        except (SyncError, RosterError) as exc:
-            result.error = str(exc) if isinstance(exc, CloudError) else f"roster refused: {exc}"
-            result.retry_after = getattr(exc, "retry_after", None)
-            result.failure = exc
-        else:
-            result.to_version = applied.to_version
-            result.full, result.upserts, result.deletions = (
-                applied.full,
-                applied.upserts,
-                applied.deletions,
-            )
-        result.seconds = time.perf_counter() - started
+        result = roster_pull.pull_roster(self.client, self.roster, self.outbox)
         self._roster_schedule.finished(
             time.monotonic(),
             self.roster_interval_s,
@@ -293,12 +240,6 @@ class SyncDaemon:
             random.random(),
             result.retry_after,
         )
-        try:
-            self.roster.record_pull(result.error)
-        except RosterError as exc:
-            log.warning("roster.record_failed", error=str(exc))
-        if result.changed:
-            self._record_applied(result)
         log.info(
             "roster.pull",
             from_version=result.from_version,
@@ -310,26 +251,6 @@ class SyncDaemon:
             seconds=round(result.seconds, 3),
         )
         return result
-
-    def _fetch_and_apply(self, held: int) -> ApplyResult:
-        assert self.roster is not None
-        try:
-            return self.roster.apply_answer(self.client.get_roster(held))
-        except VersionGapError as exc:
-            log.info("roster.version_gap", error=str(exc))
-        return self.roster.apply_answer(self.client.get_roster(0))  # a full snapshot
-
-    def _record_applied(self, result: RosterPull) -> None:
-        try:
-            self.outbox.append(
-                "roster.applied",
-                from_version=result.from_version,
-                to_version=result.to_version,
-                upserts=result.upserts,
-                deletions=result.deletions,
-            )
-        except OutboxError as exc:  # the roster is applied; only its record is lost
-            log.warning("roster.event_not_recorded", error=str(exc))
 
     # -- rentals closed elsewhere -----------------------------------------------------------------
 

@@ -1,0 +1,107 @@
+"""One roster pull: ask the cloud for what changed since the version held, and apply it.
+
+``pull_roster`` asks for the delta since the roster's version and hands the answer, with
+the nonce of its request, to the store (``apply_answer``: the store checks signature,
+recipient, nonce, versions and every row first, and changes nothing otherwise). When the
+delta does not follow the version held, it asks for a full snapshot. It records
+``roster.applied`` in the outbox when the version moved, and tells the store how the pull
+ended for ``kiosk sync status``. A refused answer or an unreachable cloud leaves the old
+roster in place and comes back as the result's ``error``; it never raises for those. When
+to pull is the daemon's business (``cloud_sync.daemon``, ``pull_schedule``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from cloud_sync.client import CloudClient
+from cloud_sync.errors import CloudError, OutboxError, SyncError
+from cloud_sync.outbox import Outbox
+from cloud_sync.roster_wire import RosterAnswer
+from edge.vault.errors import RosterError, VersionGapError
+from edge.vault.store import ApplyResult
+
+log = structlog.get_logger("cloud_sync.daemon")
+
+
+class RosterTarget(Protocol):
+    """Where pulled deltas go: ``edge.vault.store.RosterStore``."""
+
+    @property
+    def version(self) -> int: ...
+
+    def apply_answer(self, answer: RosterAnswer) -> ApplyResult: ...
+
+    def record_pull(self, error: str | None) -> None: ...
+
+
+@dataclass
+class RosterPull:
+    """What one roster pull did."""
+
+    from_version: int
+    to_version: int
+    full: bool = False
+    upserts: int = 0
+    deletions: int = 0
+    error: str | None = None
+    retry_after: float | None = None  # the cloud's Retry-After, when it failed with one
+    seconds: float = 0.0
+    failure: SyncError | RosterError | None = field(default=None, repr=False)
+
+    @property
+    def changed(self) -> bool:
+        return self.error is None and self.to_version != self.from_version
+
+
+def pull_roster(client: CloudClient, roster: RosterTarget, outbox: Outbox) -> RosterPull:
+    """Pull and apply the roster delta since ``roster``'s version (see the module docstring)."""
+    started = time.perf_counter()
+    held = roster.version
+    result = RosterPull(held, held)
+    try:
+        applied = _fetch_and_apply(client, roster, held)
+    except (SyncError, RosterError) as exc:
+        result.error = str(exc) if isinstance(exc, CloudError) else f"roster refused: {exc}"
+        result.retry_after = getattr(exc, "retry_after", None)
+        result.failure = exc
+    else:
+        result.to_version = applied.to_version
+        result.full, result.upserts, result.deletions = (
+            applied.full,
+            applied.upserts,
+            applied.deletions,
+        )
+    result.seconds = time.perf_counter() - started
+    try:
+        roster.record_pull(result.error)
+    except RosterError as exc:
+        log.warning("roster.record_failed", error=str(exc))
+    if result.changed:
+        _record_applied(outbox, result)
+    return result
+
+
+def _fetch_and_apply(client: CloudClient, roster: RosterTarget, held: int) -> ApplyResult:
+    try:
+        return roster.apply_answer(client.get_roster(held))
+    except VersionGapError as exc:
+        log.info("roster.version_gap", error=str(exc))
+    return roster.apply_answer(client.get_roster(0))  # a full snapshot
+
+
+def _record_applied(outbox: Outbox, result: RosterPull) -> None:
+    try:
+        outbox.append(
+            "roster.applied",
+            from_version=result.from_version,
+            to_version=result.to_version,
+            upserts=result.upserts,
+            deletions=result.deletions,
+        )
+    except OutboxError as exc:  # the roster is applied; only its record is lost
+        log.warning("roster.event_not_recorded", error=str(exc))

@@ -158,6 +158,7 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
         roster=roster,
         hub=hub,
         model_version=engine.model_version,
+        fuse_templates=vision.fuse_templates,
         service_check=check,
         camera_health=camera_health,
         status_every_s=settings.flow.status_every_s,

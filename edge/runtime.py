@@ -102,6 +102,7 @@ class Runtime:
         roster: RosterStore,
         hub: ScreenHub,
         model_version: str,
+        fuse_templates: bool = True,
         service_check: Callable[[], str | None] = lambda: None,
         camera_health: CameraHealth | None = None,
         claim_policy: VerifyPolicy | None = None,
@@ -122,6 +123,7 @@ class Runtime:
         self.roster = roster
         self.hub = hub
         self.model_version = model_version
+        self.fuse_templates = fuse_templates
         self._service_check = service_check
         self.camera_health = camera_health
         self._clock = clock
@@ -241,7 +243,7 @@ class Runtime:
             return
         loaded = self.roster.load()
         self._riders = loaded.riders
-        self.pipeline.swap_gallery(gallery_of(loaded, self.model_version))
+        self.pipeline.swap_gallery(gallery_of(loaded, self.model_version, self.fuse_templates))
         self._roster_version = loaded.version
         log.info("roster.reloaded", version=loaded.version, riders=len(self._riders))
 

@@ -43,7 +43,7 @@ def _engine_and_gallery(settings: Settings, roster: Path) -> tuple[FaceEngine, G
     engine = setup.engine(settings.vision)
     store = roster_store(settings, roster)
     try:
-        return engine, setup.gallery(store, engine.model_version)
+        return engine, setup.gallery(store, engine.model_version, settings.vision.fuse_templates)
     finally:
         store.close()
 

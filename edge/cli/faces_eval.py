@@ -298,7 +298,11 @@ def evaluate(
                 for n in range(rounds)
             ]
         verifier = verify_policy(points)
-        results = [r for split in splits for r in evaluation.run_probes(split, policy, verifier)]
+        results = [
+            r
+            for split in splits
+            for r in evaluation.run_probes(split, policy, verifier, fuse=vision.fuse_templates)
+        ]
         report = {
             "protocol": {
                 "enrol": str(folder),
@@ -312,6 +316,7 @@ def evaluate(
                 "margin": policy.margin,
                 "model": engine.model_version,
                 "enrol_jitters": enrol_engine.jitters,
+                "fuse_templates": vision.fuse_templates,
                 "frames": frames,
                 "photos_encoded": photos,
                 "encode_seconds": round(encode_s, 1),

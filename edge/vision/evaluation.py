@@ -44,7 +44,7 @@ import numpy as np
 from edge.errors import InputError
 from edge.vision.analysis import analyse
 from edge.vision.engine import Encoding, FaceEncoder
-from edge.vision.matcher import Gallery
+from edge.vision.matcher import Gallery, mean_templates
 from edge.vision.policy import (
     CLAIM_REQUIRED,
     MATCH,
@@ -267,22 +267,31 @@ class ProbeResult:
     claim: str | None = None
 
 
-def split_gallery(split: Split) -> Gallery:
-    """The gallery of ``split``'s enrolled photos (cohorts computed as the kiosk does)."""
-    return Gallery(
-        [(s.label or "", s.enrolled_as) for s in split.gallery if s.enrolled_as is not None]
-    )
+def split_gallery(split: Split, fuse: bool = True) -> Gallery:
+    """The gallery of ``split``'s enrolled photos as the kiosk builds it: cohorts computed,
+    and with ``fuse`` (``vision.fuse_templates``) one mean template per rider."""
+    enrolled = [(s.label or "", s.enrolled_as) for s in split.gallery]
+    people = [person for person, vector in enrolled if vector is not None]
+    vectors = [vector for _, vector in enrolled if vector is not None]
+    if fuse and vectors:
+        return Gallery.from_matrix(*mean_templates(people, vectors))
+    return Gallery(list(zip(people, vectors, strict=True)))
 
 
 def run_probes(
-    split: Split, policy: Policy, verifier: Policy | None = None, with_distances: bool = True
+    split: Split,
+    policy: Policy,
+    verifier: Policy | None = None,
+    with_distances: bool = True,
+    fuse: bool = True,
 ) -> list[ProbeResult]:
-    """Decide every probe of ``split`` against a gallery of its enrolled photos.
+    """Decide every probe of ``split`` against a gallery of its enrolled photos
+    (``split_gallery``).
 
     With ``verifier``, a genuine probe sent to the claim step is also verified 1:1 against
     its own rider (``ProbeResult.claim``).
     """
-    gallery = split_gallery(split)
+    gallery = split_gallery(split, fuse)
     owners = np.array(gallery.person_ids, dtype=object)
     results = []
     for kind, probes in (

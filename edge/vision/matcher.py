@@ -19,6 +19,9 @@ templates (lookalikes). Both travel with the candidates to the policy. ``verify`
 distance to named people only (the claim step's 1:1 or 1:few check), computing a cohort on
 demand when the roster was too large to precompute them.
 
+``mean_templates`` folds a rider's templates into one, their mean: the kiosk's galleries are
+built from it when ``vision.fuse_templates`` is on (the default).
+
 Pure code: vectors in, ``Candidates`` out; nothing here logs or prints a template.
 """
 
@@ -41,7 +44,34 @@ COHORT_FRACTION = 0.025
 COHORT_LIMIT = 5_000  # templates: 0.35 s to precompute on the 2-core dev machine (O(n²))
 _BLOCK = 512
 
-__all__ = ["ENCODING_SIZE", "Candidate", "Candidates", "Decision", "Gallery", "Vector"]
+__all__ = [
+    "ENCODING_SIZE",
+    "Candidate",
+    "Candidates",
+    "Decision",
+    "Gallery",
+    "Vector",
+    "mean_templates",
+]
+
+
+def mean_templates(
+    person_ids: Sequence[str], vectors: npt.ArrayLike
+) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """One template per person: the mean of their templates (people in order of first
+    appearance). A rider enrolled from several photos is matched against the centre of
+    them, which sits nearer to that rider's other pictures than any single photo does
+    (docs/face-pipeline.md, Enrolment)."""
+    matrix = np.asarray(vectors, dtype=np.float64).reshape(-1, ENCODING_SIZE)
+    if len(person_ids) != matrix.shape[0]:
+        raise ValueError(f"{len(person_ids)} person ids for {matrix.shape[0]} templates")
+    people = list(dict.fromkeys(person_ids))
+    index = {person: row for row, person in enumerate(people)}
+    labels = np.fromiter((index[p] for p in person_ids), dtype=np.intp, count=len(person_ids))
+    sums = np.zeros((len(people), ENCODING_SIZE))
+    np.add.at(sums, labels, matrix)
+    counts = np.bincount(labels, minlength=len(people)).reshape(-1, 1)
+    return people, (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
 class Gallery:

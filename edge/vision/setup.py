@@ -12,7 +12,7 @@ from edge.vision.claim import ClaimLockout, VerifyPolicy, verify_policy
 from edge.vision.engine import FaceEngine
 from edge.vision.live import LiveConfig
 from edge.vision.liveness import LivenessConfig
-from edge.vision.matcher import Gallery
+from edge.vision.matcher import Gallery, mean_templates
 from edge.vision.policy import (
     Policy,
     ThresholdMarginPolicy,
@@ -96,18 +96,22 @@ def enrol_engine(vision: VisionSection, live: FaceEngine | None = None) -> FaceE
     return (live or engine(vision)).with_jitters(vision.enrol_jitters)
 
 
-def gallery_of(loaded: LoadedRoster, model_version: str) -> Gallery:
+def gallery_of(loaded: LoadedRoster, model_version: str, fuse: bool = True) -> Gallery:
     """The decrypted roster's templates for ``model_version`` as a gallery, with the riders'
-    lookalike flags (the gallery computes its cohorts and neighbours as it is built)."""
+    lookalike flags (the gallery computes its cohorts and neighbours as it is built). With
+    ``fuse`` (``vision.fuse_templates``), each rider's templates count as one, their mean."""
     entries = loaded.templates.get(model_version, [])
     flagged = [person for person, rider in loaded.riders.items() if rider.lookalike]
     if not entries:
         return Gallery([])
-    return Gallery.from_matrix(
-        [person for person, _ in entries], [vector for _, vector in entries], flagged
-    )
+    people = [person for person, _ in entries]
+    vectors = [vector for _, vector in entries]
+    if fuse:
+        people, matrix = mean_templates(people, vectors)
+        return Gallery.from_matrix(people, matrix, flagged)
+    return Gallery.from_matrix(people, vectors, flagged)
 
 
-def gallery(store: RosterStore, model_version: str) -> Gallery:
+def gallery(store: RosterStore, model_version: str, fuse: bool = True) -> Gallery:
     """The roster's templates for ``model_version``, decrypted into an in-memory matrix."""
-    return gallery_of(store.load(), model_version)
+    return gallery_of(store.load(), model_version, fuse)

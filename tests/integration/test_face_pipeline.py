@@ -20,7 +20,7 @@ from edge.vision.live import LiveConfig, LivePipeline
 from edge.vision.liveness import LivenessConfig
 from edge.vision.matcher import Gallery
 from edge.vision.openset import encode_cached
-from edge.vision.policy import ThresholdMarginPolicy
+from edge.vision.policy import ThresholdMarginPolicy, cohort_policy, load_operating_points
 from edge.vision.quality import QualityConfig
 from hardware.cameras import Frame, ReplayCamera, open_camera, read_image
 from hardware.config import CameraConfig
@@ -92,6 +92,26 @@ def test_several_enrolment_photos_recognise_more(dev_samples: list[evaluation.Sa
     two = evaluation.count(evaluation.run_probes(evaluation.open_set_split(dev_samples, 2), POLICY))
     assert two["wrong_person"] == one["wrong_person"] == 0
     assert two["recognition_rate"] > one["recognition_rate"]
+
+
+def test_a_rider_enrolled_from_several_photos_is_matched_against_their_mean(
+    dev_samples: list[evaluation.Sample],
+) -> None:
+    policy = cohort_policy(load_operating_points())
+    fused, apart = (
+        {"genuine": 0, "correct": 0, "wrong_person": 0, "unknown_accepted": 0} for _ in "ab"
+    )
+    for seed in range(6):
+        split = evaluation.open_set_split(dev_samples, 2, holdout=0.3, seed=seed)
+        assert len(evaluation.split_gallery(split)) == len({s.label for s in split.gallery})
+        for tally, fuse in ((fused, True), (apart, False)):
+            counts = evaluation.count(evaluation.run_probes(split, policy, fuse=fuse))
+            for key in tally:
+                tally[key] += counts[key]
+    assert fused["genuine"] == apart["genuine"] > 0
+    assert fused["wrong_person"] == apart["wrong_person"] == 0
+    assert fused["unknown_accepted"] == apart["unknown_accepted"] == 0
+    assert fused["correct"] > apart["correct"]
 
 
 def test_enrolment_templates_are_jittered_and_repeatable(

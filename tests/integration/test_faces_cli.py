@@ -12,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -508,3 +509,35 @@ def test_the_shipped_operating_points_are_the_documented_ones() -> None:
     assert points["format"] == "kiosk-operating-points/1"
     assert points["identify"]["calibration"]["wrong_budget"] == 0.0
     assert [p["people"] for p in points["identify"]["points"]] == [10, 25, 50, 100, 200, 300, 400]
+
+
+def test_a_rider_enrolled_from_several_photos_is_identified_by_their_mean(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    roster = tmp_path / "roster.sqlite"
+    photos = [dev_faces / "person_03" / name for name in ("01.jpg", "02.jpg", "03.jpg")]
+    enrolled = run_cli(
+        "enroll", "--roster", str(roster), "--person-id", "person_03", *map(str, photos)
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    probe = dev_faces / "person_03" / "04.jpg"
+    engine = FaceEngine()
+    encodings = []
+    for path in [*photos, probe]:
+        observed = engine.observe(read_image(path))
+        assert observed is not None
+        encodings.append(observed.encoding)
+    centre = np.mean(encodings[:3], axis=0)
+    nearest_photo = min(float(np.linalg.norm(e - encodings[3])) for e in encodings[:3])
+
+    def identified(fuse: str) -> dict[str, Any]:
+        env = {"KIOSK_VISION__FUSE_TEMPLATES": fuse}
+        result = run_cli("faces", "identify", "--roster", str(roster), str(probe), env=env)
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    fused, apart = identified("true"), identified("false")
+    assert fused["person_id"] == "person_03"
+    assert fused["distance"] == pytest.approx(np.linalg.norm(centre - encodings[3]), abs=1e-3)
+    assert apart["distance"] == pytest.approx(nearest_photo, abs=1e-3)
+    assert fused["distance"] < apart["distance"]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.vision.matcher import Gallery
+from edge.vision.matcher import Gallery, mean_templates
 from edge.vision.policy import Candidates
 
 
@@ -196,3 +196,17 @@ def test_a_roster_of_one_has_no_cohort_and_lookalikes_are_listed() -> None:
     far = np.full(128, 0.2, dtype=np.float32)
     gallery = Gallery([("ann", np.zeros(128)), ("twin", twin), ("far", far)])
     assert sorted(p for p, _ in gallery.lookalikes(0.45)) == ["ann", "twin"]
+
+
+def test_mean_templates_gives_each_person_the_mean_of_theirs() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(0.0, 0.1, (5, 128))
+    people, matrix = mean_templates(["bob", "ann", "bob", "cy", "bob"], vectors)
+    assert people == ["bob", "ann", "cy"]  # in order of first appearance
+    assert matrix.dtype == np.float32 and matrix.shape == (3, 128)
+    np.testing.assert_allclose(matrix[0], vectors[[0, 2, 4]].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(matrix[1], vectors[1], atol=1e-6)
+    gallery = Gallery.from_matrix(people, matrix)
+    assert gallery.search(vectors[[0, 2, 4]].mean(axis=0)).best.person_id == "bob"
+    with pytest.raises(ValueError, match="3 person ids for 5 templates"):
+        mean_templates(["a", "b", "c"], vectors)

@@ -26,6 +26,7 @@ from cloud_sync.server.problems import Problem
 from cloud_sync.server.roster import CloudRoster, open_cloud_roster, rider_out, roster_status
 from cloud_sync.server.roster_keys import RosterKeyFiles
 from edge.errors import ConfigError, InputError
+from edge.vision.matcher import ONE_PHOTO_HINT
 
 DatabaseUrl = Annotated[
     str | None,
@@ -185,6 +186,8 @@ def riders_add(
         f"{'stored' if replace else 'added'} {person_id} with {len(found)} template(s); "
         f"roster version {version}"
     )
+    if len(found) == 1:
+        typer.echo(f"{person_id}: {ONE_PHOTO_HINT}")
 
 
 @riders_app.command("delete")

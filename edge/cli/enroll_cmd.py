@@ -21,6 +21,7 @@ from edge.vault.store import LoadedRoster, Rider, RosterStore
 from edge.vision import setup
 from edge.vision.claim import ClaimFormatError, hash_claim
 from edge.vision.engine import Encoding
+from edge.vision.matcher import ONE_PHOTO_HINT
 
 log = structlog.get_logger("edge.enrol")
 
@@ -231,6 +232,8 @@ def enroll(
                 f"{person}  enrolled {len(accepted)} of {len(paths)} photo(s); "
                 f"{total} template(s) in the roster"
             )
+            if total == 1:
+                typer.echo(f"{person}  {ONE_PHOTO_HINT}")
             log.debug(
                 "enrol.person",
                 person_id=person,

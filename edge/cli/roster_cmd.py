@@ -4,6 +4,7 @@ a pull from the cloud now."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,18 +79,24 @@ def info(
     roster: RosterOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Roster version, age, riders and templates per encoder model, re-enrolment needs, and
-    how many riders are flagged as lookalikes (they confirm a claim at the kiosk)."""
+    """Roster version, age, riders and templates per encoder model, re-enrolment needs, how
+    many riders are flagged as lookalikes (they confirm a claim at the kiosk) and how many
+    were enrolled from one photo only (a second one recognises them more often)."""
     settings = state(ctx).settings()
     store = roster_store(settings, roster)
     found = store.info()
+    loaded = store.load()
+    lookalikes = sum(rider.lookalike for rider in loaded.riders.values())
+    per_rider = Counter(person for person, _ in loaded.templates.get(found.encoder_model, []))
+    one_photo = sum(count == 1 for count in per_rider.values())
     too_old = found.age_s is not None and found.age_s > settings.roster.max_age_h * 3600
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     **asdict(found),
-                    "lookalikes_flagged": store.lookalikes(),
+                    "lookalikes_flagged": lookalikes,
+                    "one_photo_riders": one_photo,
                     "max_age_h": settings.roster.max_age_h,
                     "too_old": too_old,
                 },
@@ -111,7 +118,8 @@ def info(
         or "-",
         "encoder model": found.encoder_model,
         "need re-enrolment": found.needs_reenrolment,
-        "lookalikes flagged": store.lookalikes(),
+        "lookalikes flagged": lookalikes,
+        "enrolled from one photo": one_photo,
         "last change": changed,
         "too old": f"yes (older than {settings.roster.max_age_h:g} h)" if too_old else "no",
     }

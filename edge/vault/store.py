@@ -326,10 +326,6 @@ class RosterStore:
                 loaded.templates.setdefault(template.model, []).append((person_id, template.vector))
         return loaded
 
-    def lookalikes(self) -> int:
-        """How many riders carry a lookalike flag (opens every row: not for hot paths)."""
-        return sum(rider.lookalike for rider in self.load().riders.values())
-
     def verify(self) -> int:
         """Open every row; return how many were checked. ``StoreError`` on the first bad one."""
         rows = self._db.execute("SELECT person_id, version, key_id, sealed FROM riders")

@@ -106,7 +106,9 @@ def roster(tmp_path_factory: pytest.TempPathFactory, dev_faces: Path) -> Path:
     assert result.stdout.splitlines() == [
         "person_01  enrolled 2 of 2 photo(s); 2 template(s) in the roster",
         "person_03  enrolled 1 of 1 photo(s); 1 template(s) in the roster",
+        "person_03  one photo: a second photo of this rider lets the kiosk recognise them more often without a claim code",
         "person_09  enrolled 1 of 1 photo(s); 1 template(s) in the roster",
+        "person_09  one photo: a second photo of this rider lets the kiosk recognise them more often without a claim code",
         f"roster {path}: 3 rider(s), version 3",
     ]
     return path
@@ -416,8 +418,10 @@ def test_lookalikes_are_flagged_at_enrolment_and_always_confirm_a_claim(
     info = run_cli("roster", "info", "--roster", str(roster))
     assert info.returncode == 0, info.stderr
     assert re.search(r"lookalikes flagged\s+2", info.stdout)
+    assert re.search(r"enrolled from one photo\s+2", info.stdout)
     as_json = run_cli("roster", "info", "--roster", str(roster), "--json")
     assert json.loads(as_json.stdout)["lookalikes_flagged"] == 2
+    assert json.loads(as_json.stdout)["one_photo_riders"] == 2
     probe = dev_faces / "person_09" / "03.png"
     line = json.loads(run_cli("faces", "identify", "--roster", str(roster), str(probe)).stdout)
     assert (line["person_id"], line["reason"]) == (None, "claim required")

@@ -8,6 +8,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
+from edge.vision.matcher import ONE_PHOTO_HINT
 from tests.helpers import run_cli
 from tests.integration.sync.cloudkit import start_cloud
 from tests.vault_helpers import MODEL, template
@@ -97,7 +98,10 @@ def test_riders_add_encodes_photos_here_and_refuses_unusable_ones(
     )
     assert code == 0, err
     assert "person_01  refused  noface_01.jpg: no face found" in err
-    assert out.strip() == "added person_01 with 1 template(s); roster version 1"
+    assert out.splitlines() == [
+        "added person_01 with 1 template(s); roster version 1",
+        f"person_01: {ONE_PHOTO_HINT}",
+    ]
     listed = json.loads(cloud_cli("riders", "list", db=db)[1])
     assert (listed["may_rent"], listed["templates"]) == (False, {MODEL: 1})
     code, out, err = cloud_cli("riders", "add", "--person-id", "nobody", str(photos[1]), db=db)

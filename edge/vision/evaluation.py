@@ -53,7 +53,7 @@ from edge.vision.policy import (
     Policy,
 )
 from edge.vision.quality import QualityConfig
-from hardware.cameras import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image
+from hardware.cameras import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, read_image
 from hardware.errors import FrameError
 
 
@@ -145,9 +145,8 @@ def encode_samples(
     """Each sample through the single-frame path: its encoding, or the reason there is none."""
     done = []
     for number, sample in enumerate(samples, start=1):
-        try:
-            image = read_image(sample.path, max_pixels)
-        except FrameError:
+        image = read_sample(sample, max_pixels)
+        if image is None:
             done.append(Sample(sample.path, sample.label, None, UNREADABLE, None))
         else:
             found = analyse(engine, image, quality)
@@ -157,6 +156,15 @@ def encode_samples(
         if progress is not None:
             progress(number)
     return done
+
+
+def read_sample(sample: Sample, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image | None:
+    """The sample's picture, or None when it cannot be read (the sample is then
+    ``UNREADABLE``)."""
+    try:
+        return read_image(sample.path, max_pixels)
+    except FrameError:
+        return None
 
 
 # How a list of samples is encoded: ``encode_samples``, or ``frames.encode_frames``.

@@ -26,11 +26,10 @@ import numpy as np
 from edge.vision.analysis import analyse
 from edge.vision.consensus import fuse
 from edge.vision.engine import FaceEncoder
-from edge.vision.evaluation import Sample
+from edge.vision.evaluation import Sample, read_sample
 from edge.vision.policy import UNREADABLE
 from edge.vision.quality import QualityConfig
-from hardware.cameras import DEFAULT_MAX_PIXELS, Image, read_image
-from hardware.errors import FrameError
+from hardware.cameras import DEFAULT_MAX_PIXELS, Image
 
 
 def _seed(sample: Sample) -> int:
@@ -69,9 +68,8 @@ def encode_frames(
         raise ValueError(f"count must be at least 1, got {count}")
     done = []
     for number, sample in enumerate(samples, start=1):
-        try:
-            still = read_image(sample.path, max_pixels)
-        except FrameError:
+        still = read_sample(sample, max_pixels)
+        if still is None:
             done.append(Sample(sample.path, sample.label, None, UNREADABLE, None))
             continue
         passed, refusals, faces = [], Counter[str](), 0

@@ -44,7 +44,7 @@ import numpy as np
 from edge.errors import InputError
 from edge.vision.analysis import analyse
 from edge.vision.engine import Encoding, FaceEncoder
-from edge.vision.matcher import Gallery, mean_templates
+from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.policy import (
     CLAIM_REQUIRED,
     MATCH,
@@ -280,10 +280,7 @@ def split_gallery(split: Split, fuse: bool = True) -> Gallery:
     and with ``fuse`` (``vision.fuse_templates``) one mean template per rider."""
     enrolled = [(s.label or "", s.enrolled_as) for s in split.gallery]
     people = [person for person, vector in enrolled if vector is not None]
-    vectors = [vector for _, vector in enrolled if vector is not None]
-    if fuse and vectors:
-        return Gallery.from_matrix(*mean_templates(people, vectors))
-    return Gallery(list(zip(people, vectors, strict=True)))
+    return rider_gallery(people, [vector for _, vector in enrolled if vector is not None], (), fuse)
 
 
 def run_probes(

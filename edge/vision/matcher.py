@@ -61,6 +61,7 @@ __all__ = [
     "Gallery",
     "Vector",
     "mean_templates",
+    "rider_gallery",
 ]
 
 
@@ -80,7 +81,23 @@ def mean_templates(
     sums = np.zeros((len(people), ENCODING_SIZE))
     np.add.at(sums, labels, matrix)
     counts = np.bincount(labels, minlength=len(people)).reshape(-1, 1)
-    return people, (sums / np.maximum(counts, 1)).astype(np.float32)
+    return people, (sums / counts).astype(np.float32)
+
+
+def rider_gallery(
+    person_ids: Sequence[str],
+    vectors: Sequence[Vector],
+    flagged: Collection[str] = (),
+    fuse: bool = True,
+) -> Gallery:
+    """The gallery of these templates as the kiosk builds it: with ``fuse``
+    (``vision.fuse_templates``) one template per rider, the mean of theirs."""
+    if not vectors:
+        return Gallery([])
+    if fuse:
+        people, matrix = mean_templates(person_ids, vectors)
+        return Gallery.from_matrix(people, matrix, flagged)
+    return Gallery.from_matrix(person_ids, vectors, flagged)
 
 
 class Gallery:

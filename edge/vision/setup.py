@@ -12,7 +12,7 @@ from edge.vision.claim import ClaimLockout, VerifyPolicy, verify_policy
 from edge.vision.engine import FaceEngine
 from edge.vision.live import LiveConfig
 from edge.vision.liveness import LivenessConfig
-from edge.vision.matcher import Gallery, mean_templates
+from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.policy import (
     Policy,
     ThresholdMarginPolicy,
@@ -102,14 +102,8 @@ def gallery_of(loaded: LoadedRoster, model_version: str, fuse: bool = True) -> G
     ``fuse`` (``vision.fuse_templates``), each rider's templates count as one, their mean."""
     entries = loaded.templates.get(model_version, [])
     flagged = [person for person, rider in loaded.riders.items() if rider.lookalike]
-    if not entries:
-        return Gallery([])
     people = [person for person, _ in entries]
-    vectors = [vector for _, vector in entries]
-    if fuse:
-        people, matrix = mean_templates(people, vectors)
-        return Gallery.from_matrix(people, matrix, flagged)
-    return Gallery.from_matrix(people, vectors, flagged)
+    return rider_gallery(people, [vector for _, vector in entries], flagged, fuse)
 
 
 def gallery(store: RosterStore, model_version: str, fuse: bool = True) -> Gallery:

@@ -15,7 +15,7 @@ import typer
 
 from edge.cli.context import state
 from edge.errors import InputError
-from edge.vision import evaluation, setup, tallies
+from edge.vision import calibrate, crossval, evaluation, setup, tallies
 from edge.vision.claim import verify_policy
 from edge.vision.engine import FaceEncoder, FaceEngine
 from edge.vision.frames import encode_frames
@@ -106,25 +106,57 @@ def evaluate(
         ),
     ] = None,
     split_seed: Annotated[
-        int, typer.Option("--split-seed", help="Open set: seed of the identity halves.")
+        int,
+        typer.Option(
+            "--split-seed", help="Open set: seed of the identity halves (the first, with folds)."
+        ),
     ] = 10,
+    cross_validate: Annotated[
+        int | None,
+        typer.Option(
+            "--cross-validate",
+            min=1,
+            max=20,
+            help="Open set: for N split seeds, calibrate on each half in turn and measure on "
+            "the other; report every fold and the counts pooled over them.",
+            metavar="N",
+        ),
+    ] = None,
     sizes: Annotated[
         str, typer.Option("--sizes", help="Open set: sub-roster sizes.", metavar="N,N,...")
     ] = "100,300,1000",
     draws: Annotated[
         int, typer.Option("--draws", min=1, max=100, help="Open set: draws per sub-roster size.")
     ] = 5,
+    unknown_budget: Annotated[
+        float,
+        typer.Option(
+            "--unknown-budget",
+            min=0.0,
+            max=0.5,
+            help="With --calibrate-half or --cross-validate: the share of the calibration "
+            "half's strangers the fitted points may accept.",
+        ),
+    ] = calibrate.UNKNOWN_BUDGET,
     policy_name: Annotated[
         PolicyName | None,
         typer.Option("--policy", help="Decision policy (default: vision.policy)."),
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option("--threshold", help="Threshold policy: override vision.match_threshold."),
+        typer.Option(
+            "--threshold",
+            help="Threshold policy (and the --cross-validate baseline): override "
+            "vision.match_threshold.",
+        ),
     ] = None,
     margin: Annotated[
         float | None,
-        typer.Option("--margin", help="Threshold policy: override vision.match_margin."),
+        typer.Option(
+            "--margin",
+            help="Threshold policy (and the --cross-validate baseline): override "
+            "vision.match_margin.",
+        ),
     ] = None,
     points_path: Annotated[
         Path | None,
@@ -177,8 +209,9 @@ def evaluate(
     With --probe: DIR is enrolled, the --probe tree probes. --protocol open-set: the first
     photo of each identity with 2+ photos is enrolled, their other photos are genuine
     probes, single-photo identities are unknown probes; reported for the whole gallery and
-    seeded sub-rosters (--sizes, --draws), on one half of the identities (--half), or
-    calibrated on one half and measured on the other (--calibrate-half). Uses the kiosk's
+    seeded sub-rosters (--sizes, --draws), on one half of the identities (--half),
+    calibrated on one half and measured on the other (--calibrate-half), or that over
+    several splits (--cross-validate). Uses the kiosk's
     single-frame path and decision policy. The protocols are in docs/face-pipeline.md.
     """
     settings = state(ctx).settings()
@@ -191,19 +224,30 @@ def evaluate(
         )
     if points_path is not None and not points_path.is_file():
         raise InputError(f"--points {points_path}: no such file")
-    if protocol is Protocol.folders and (half or calibrate_half or write_points):
-        raise InputError("--half, --calibrate-half and --write-points need --protocol open-set")
+    if protocol is Protocol.folders and (half or calibrate_half or write_points or cross_validate):
+        raise InputError(
+            "--half, --calibrate-half, --write-points and --cross-validate need --protocol open-set"
+        )
+    if cross_validate is not None and (
+        half or calibrate_half or write_points or points_path or policy_name
+    ):
+        raise InputError(
+            "--cross-validate calibrates each fold itself: drop --half, --calibrate-half, "
+            "--write-points, --points and --policy (--threshold and --margin set its baseline)"
+        )
     if write_points is not None and calibrate_half is None:
         raise InputError("--write-points needs --calibrate-half")
+    if unknown_budget != calibrate.UNKNOWN_BUDGET and calibrate_half is None and not cross_validate:
+        raise InputError("--unknown-budget applies to --calibrate-half and --cross-validate")
     if half is not None and calibrate_half is not None and half == calibrate_half:
         raise InputError("--half must be the half not used by --calibrate-half")
-    if threshold is not None or margin is not None:
+    if (threshold is not None or margin is not None) and cross_validate is None:
         policy_name = policy_name or PolicyName.threshold
         if policy_name is not PolicyName.threshold:
             raise InputError("--threshold and --margin apply to --policy threshold")
     engine = setup.engine(vision)
     quality = setup.quality_config(vision.quality)
-    if calibrate_half is not None:
+    if calibrate_half is not None or cross_validate is not None:
         points: dict[str, Any] = {}  # made on the calibration half
     elif points_path is not None:
         points = setup.operating_points(vision.model_copy(update={"operating_points": points_path}))
@@ -254,7 +298,30 @@ def evaluate(
         first = evaluation.with_templates(first, templates)
     encode_s = time.perf_counter() - started
     photos = len(first) + len(second or [])
-    if protocol is Protocol.open_set:
+    if cross_validate is not None:
+        report = crossval.cross_validate(
+            first,
+            split_seed=split_seed,
+            folds=cross_validate,
+            sizes=_sizes(sizes),
+            draws=draws,
+            seed=seed,
+            unknown_budget=unknown_budget,
+            baseline=ThresholdMarginPolicy(
+                vision.match_threshold if threshold is None else threshold,
+                vision.match_margin if margin is None else margin,
+            ),
+        )
+        report["protocol"].update(
+            enrol=str(folder),
+            model=engine.model_version,
+            enrol_jitters=enrol_engine.jitters,
+            frames=frames,
+            photos_encoded=photos,
+            encode_seconds=round(encode_s, 1),
+        )
+        typer.echo("\n".join(crossval.summary(report)))
+    elif protocol is Protocol.open_set:
         report = open_set_report(
             first,
             points,
@@ -268,6 +335,7 @@ def evaluate(
             sizes=_sizes(sizes),
             draws=draws,
             seed=seed,
+            unknown_budget=unknown_budget,
         )
         report["protocol"].update(
             enrol=str(folder),

@@ -28,6 +28,7 @@ from edge.vision.engine import FaceEncoder
 from edge.vision.evaluation import (
     Encode,
     Sample,
+    Split,
     count,
     encode_samples,
     halves,
@@ -56,7 +57,7 @@ SUMMARY = (
 )
 
 
-def _pooled(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def pooled(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     total = {key: sum(p[key] for p in parts) for key in SUMMARY if not key.endswith("_rate")}
 
     def rate(part: int, whole: int) -> float | None:
@@ -76,41 +77,20 @@ def _pooled(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def open_set_report(
-    samples: Sequence[Sample],
-    points: dict[str, Any],
-    *,
-    settings_policy: str,
-    policy_name: str | None,
-    threshold: float,
-    margin: float,
-    half: str | None,
-    calibrate_half: str | None,
-    split_seed: int,
+def roster_counts(
+    split: Split,
+    policy: Policy,
+    verifier: Policy | None,
     sizes: Sequence[int],
     draws: int,
     seed: int,
-) -> dict[str, Any]:
-    """Run the open-set protocol; the report as plain data (see the module docstring)."""
-    split_halves = halves(samples, split_seed)
-    calibration = None
-    if calibrate_half is not None:
-        try:
-            points = calibrate.calibrate(restrict(samples, split_halves[calibrate_half]), seed=seed)
-        except ValueError as exc:
-            raise InputError(f"--calibrate-half {calibrate_half}: {exc}") from None
-        calibration = {"half": calibrate_half, "people": len(split_halves[calibrate_half])}
-        half = half or ("B" if calibrate_half == "A" else "A")
-    measured = list(samples) if half is None else restrict(samples, split_halves[half])
-    name = policy_name or settings_policy
-    policy: Policy = (
-        ThresholdMarginPolicy(threshold, margin) if name == "threshold" else cohort_policy(points)
-    )
-    verifier = verify_policy(points)
-    split = open_set_split(measured)
+    whole: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The counts for ``split``'s whole gallery (``whole``, when already counted) and for
+    ``draws`` seeded sub-rosters of each size smaller than it."""
     enrolled = len({s.label for s in split.gallery})
-    results = run_probes(split, policy, verifier)
-    whole = count(results)
+    if whole is None:
+        whole = count(run_probes(split, policy, verifier, with_distances=False))
     rosters: list[dict[str, Any]] = [
         {"people": enrolled, "draws": 1, "whole_gallery": True, **whole}
     ]
@@ -126,7 +106,49 @@ def open_set_report(
             )
             for n in range(draws)
         ]
-        rosters.append({"people": size, "draws": draws, "whole_gallery": False, **_pooled(parts)})
+        rosters.append({"people": size, "draws": draws, "whole_gallery": False, **pooled(parts)})
+    return rosters
+
+
+def open_set_report(
+    samples: Sequence[Sample],
+    points: dict[str, Any],
+    *,
+    settings_policy: str,
+    policy_name: str | None,
+    threshold: float,
+    margin: float,
+    half: str | None,
+    calibrate_half: str | None,
+    split_seed: int,
+    sizes: Sequence[int],
+    draws: int,
+    seed: int,
+    unknown_budget: float = calibrate.UNKNOWN_BUDGET,
+) -> dict[str, Any]:
+    """Run the open-set protocol; the report as plain data (see the module docstring)."""
+    split_halves = halves(samples, split_seed)
+    calibration = None
+    if calibrate_half is not None:
+        try:
+            points = calibrate.calibrate(
+                restrict(samples, split_halves[calibrate_half]),
+                seed=seed,
+                unknown_budget=unknown_budget,
+            )
+        except ValueError as exc:
+            raise InputError(f"--calibrate-half {calibrate_half}: {exc}") from None
+        calibration = {"half": calibrate_half, "people": len(split_halves[calibrate_half])}
+        half = half or ("B" if calibrate_half == "A" else "A")
+    measured = list(samples) if half is None else restrict(samples, split_halves[half])
+    name = policy_name or settings_policy
+    policy: Policy = (
+        ThresholdMarginPolicy(threshold, margin) if name == "threshold" else cohort_policy(points)
+    )
+    verifier = verify_policy(points)
+    split = open_set_split(measured)
+    results = run_probes(split, policy, verifier)
+    rosters = roster_counts(split, policy, verifier, sizes, draws, seed, count(results))
     return {
         "protocol": {
             "protocol": "open-set",

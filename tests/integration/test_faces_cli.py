@@ -461,17 +461,25 @@ def test_a_claim_must_be_four_to_six_digits(tmp_path: Path, dev_faces: Path) -> 
     assert "--claim: a claim is 4 to 6 digits" in result.stderr
 
 
-def test_open_set_eval_calibrates_on_one_half_and_reports_the_other(
-    tmp_path: Path, dev_faces: Path
-) -> None:
+@pytest.fixture(scope="module")
+def open_set_tree(tmp_path_factory: pytest.TempPathFactory, dev_faces: Path) -> tuple[Path, Path]:
+    """Seven dev people with all their photos and two with one photo (unknowns), and the
+    file their encodings are cached in (shared by the open-set tests of this module)."""
+    folder = tmp_path_factory.mktemp("open-set")
     people = {f"person_{n:02d}": None for n in (1, 3, 6, 9, 11, 14, 16)}
     tree = link_tree(
         dev_faces,
-        tmp_path / "tree",
+        folder / "tree",
         {p: sorted(f.name for f in (dev_faces / p).iterdir()) for p in people}
         | {"person_12": ["01.png"], "person_13": ["01.png"]},  # single photos: unknowns
     )
-    cache = tmp_path / "encodings.npz"
+    return tree, folder / "encodings.npz"
+
+
+def test_open_set_eval_calibrates_on_one_half_and_reports_the_other(
+    tmp_path: Path, open_set_tree: tuple[Path, Path]
+) -> None:
+    tree, cache = open_set_tree
     out = tmp_path / "open.json"
     points = tmp_path / "points.json"
     args = ["faces", "eval", str(tree), "--protocol", "open-set", "--encodings", str(cache)]
@@ -508,11 +516,68 @@ def test_open_set_eval_calibrates_on_one_half_and_reports_the_other(
     assert wrong.returncode == 4 and "uses one tree" in wrong.stderr
 
 
+def test_cross_validation_repeats_the_calibration_over_several_splits(
+    tmp_path: Path, open_set_tree: tuple[Path, Path]
+) -> None:
+    tree, cache = open_set_tree
+    args = ["faces", "eval", str(tree), "--protocol", "open-set", "--encodings", str(cache)]
+    out, single = tmp_path / "cv.json", tmp_path / "single.json"
+    result = run_cli(
+        *args, "--cross-validate", "2", "--sizes", "2", "--threshold", "0.5", "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cross-validated: 4 folds (split seeds 10-11" in result.stdout
+    report = json.loads(out.read_text())
+    folds = report["folds"]
+    assert [(f["split_seed"], f["calibrated_on"], f["measured"]) for f in folds] == [
+        (10, "A", "B"),
+        (10, "B", "A"),
+        (11, "A", "B"),
+        (11, "B", "A"),
+    ]
+    # the first fold is exactly what --calibrate-half A reports for split seed 10
+    check = run_cli(*args, "--calibrate-half", "A", "--sizes", "2", "--json", str(single))
+    assert check.returncode == 0, check.stderr
+    once = json.loads(single.read_text())["rosters"][0]
+    first = folds[0]["rosters"][0]
+    assert {k: first[k] for k in ("genuine", "correct", "wrong_person", "unknown_accepted")} == {
+        k: once[k] for k in ("genuine", "correct", "wrong_person", "unknown_accepted")
+    }
+    # the pooled rows are the sums of the folds that count, for the points and the baseline
+    for pooled, key in (("pooled", "rosters"), ("pooled_baseline", "baseline")):
+        for row in report[pooled]:
+            if row["people"] == "whole half":
+                parts = [f[key][0] for f in folds if not f[key][0]["beyond"]]
+            else:
+                parts = [r for f in folds for r in f[key][1:] if r["people"] == row["people"]]
+            assert row["folds"] == len(parts)
+            for count in ("genuine", "correct", "wrong_person", "unknown", "unknown_accepted"):
+                assert row[count] == sum(p[count] for p in parts)
+    assert report["protocol"]["baseline"] == {"threshold": 0.5, "margin": 0.08}
+    assert "baseline (threshold 0.5, margin 0.08)" in result.stdout
+    assert report["claim"]["genuine_attempts"] == sum(f["claim"]["genuine_attempts"] for f in folds)
+    for fold in folds:  # a measured half larger than the calibrated one asks for claims only
+        whole = fold["rosters"][0]
+        assert whole["beyond"] == (whole["people"] > fold["calibrated_people"])
+        if whole["beyond"]:
+            assert whole["correct"] == whole["wrong_person"] == whole["unknown_accepted"] == 0
+    assert "encoding" not in out.read_text()
+    mixed = run_cli(*args, "--cross-validate", "2", "--half", "A")
+    assert mixed.returncode == 4 and "--cross-validate calibrates each fold itself" in mixed.stderr
+    budget = run_cli(*args, "--unknown-budget", "0.02")
+    assert budget.returncode == 4 and "--unknown-budget applies to" in budget.stderr
+    folders = run_cli("faces", "eval", str(tree), "--cross-validate", "2")
+    assert folders.returncode == 4 and "need --protocol open-set" in folders.stderr
+
+
 def test_the_shipped_operating_points_are_the_documented_ones() -> None:
     points = load_operating_points()
     assert points["format"] == "kiosk-operating-points/1"
     assert points["identify"]["calibration"]["wrong_budget"] == 0.0
-    assert [p["people"] for p in points["identify"]["points"]] == [10, 25, 50, 100, 200, 300, 400]
+    assert points["identify"]["calibration"]["unknown_budget"] == 0.01
+    # up to the 410 people of lfw-dev's half A, the calibration half
+    sizes = [p["people"] for p in points["identify"]["points"]]
+    assert sizes == [10, 25, 50, 100, 200, 300, 400, 410]
 
 
 def test_a_rider_enrolled_from_several_photos_is_identified_by_their_mean(

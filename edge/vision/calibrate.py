@@ -5,8 +5,9 @@ operating-points file (``edge/vision/operating_points.json`` ships one made on h
 ``lfw-dev``). Everything works on encodings in memory; nothing here holds a template
 after it returns.
 
-**1:N (``identify``).** For each roster size of ``SIZES`` (capped at the people the half
-holds), ``draws`` seeded random rosters are drawn from the calibration half's gallery;
+**1:N (``identify``).** For each roster size of ``SIZES`` smaller than the people the half
+holds, and for that number itself, ``draws`` seeded random rosters are drawn from the
+calibration half's gallery (the whole gallery once);
 their other photos are genuine probes and every other photo of the half is an unknown
 probe. Every probe is searched once (the gallery's cohorts included). Then, for every
 combination of the policy's shape parameters in ``GRID``, each size gets the loosest
@@ -50,8 +51,8 @@ COHORT_PEOPLE = 400
 UNKNOWN_BUDGET = 0.01
 # The shapes the fit chooses from: few, on purpose. Choosing the best of 1,296 shapes on
 # one half is lucky there: cross-validated over 18 folds of lfw-dev (``kiosk faces eval
-# --cross-validate 9``), those points let 1.28% of held-out strangers through for 72.0% of
-# riders recognised; these 8 let 0.96% through for 71.1% (docs/face-pipeline.md).
+# --cross-validate 9``), those points let 1.20% of held-out strangers through for 72.7% of
+# riders recognised; these 8 let 0.95% through for 72.2% (docs/face-pipeline.md).
 GRID: dict[str, tuple[float, ...]] = {
     "margin_weight": (1.0, 1.5),
     "cohort_weight": (0.0, 1.0),

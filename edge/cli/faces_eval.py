@@ -298,6 +298,14 @@ def evaluate(
         first = evaluation.with_templates(first, templates)
     encode_s = time.perf_counter() - started
     photos = len(first) + len(second or [])
+    run_facts = {
+        "enrol": str(folder),
+        "model": engine.model_version,
+        "enrol_jitters": enrol_engine.jitters,
+        "frames": frames,
+        "photos_encoded": photos,
+        "encode_seconds": round(encode_s, 1),
+    }
     if cross_validate is not None:
         report = crossval.cross_validate(
             first,
@@ -312,14 +320,7 @@ def evaluate(
                 vision.match_margin if margin is None else margin,
             ),
         )
-        report["protocol"].update(
-            enrol=str(folder),
-            model=engine.model_version,
-            enrol_jitters=enrol_engine.jitters,
-            frames=frames,
-            photos_encoded=photos,
-            encode_seconds=round(encode_s, 1),
-        )
+        report["protocol"].update(run_facts)
         typer.echo("\n".join(crossval.summary(report)))
     elif protocol is Protocol.open_set:
         report = open_set_report(
@@ -337,14 +338,7 @@ def evaluate(
             seed=seed,
             unknown_budget=unknown_budget,
         )
-        report["protocol"].update(
-            enrol=str(folder),
-            model=engine.model_version,
-            enrol_jitters=enrol_engine.jitters,
-            frames=frames,
-            photos_encoded=photos,
-            encode_seconds=round(encode_s, 1),
-        )
+        report["protocol"].update(run_facts)
         typer.echo("\n".join(open_set_summary(report)))
         if write_points is not None:
             write_points.write_text(json.dumps(report["points"], indent=1) + "\n", "utf-8")

@@ -19,11 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from edge.errors import InputError
 from edge.vision import calibrate
 from edge.vision.claim import verify_policy
 from edge.vision.evaluation import HALVES, Sample, halves, open_set_split, restrict
-from edge.vision.openset import pooled, roster_counts
+from edge.vision.openset import fit_on, pooled, roster_counts
 from edge.vision.policy import ThresholdMarginPolicy, cohort_policy
 
 CLAIM_COUNTS = ("genuine_attempts", "genuine_accepted", "impostor_attempts", "false_accepts")
@@ -42,14 +41,8 @@ def fold(
     """Calibrate on one half of this split seed's identities and count on the other."""
     split_halves = halves(samples, split_seed)
     measured_half = next(h for h in HALVES if h != calibrate_half)
-    try:
-        points = calibrate.calibrate(
-            restrict(samples, split_halves[calibrate_half]),
-            seed=seed,
-            unknown_budget=unknown_budget,
-        )
-    except ValueError as exc:
-        raise InputError(f"split seed {split_seed}, half {calibrate_half}: {exc}") from None
+    where = f"split seed {split_seed}, half {calibrate_half}"
+    points = fit_on(samples, split_halves[calibrate_half], seed, unknown_budget, where)
     policy = cohort_policy(points)
     verifier = verify_policy(points)
     split = open_set_split(restrict(samples, split_halves[measured_half]))

@@ -110,6 +110,19 @@ def roster_counts(
     return rosters
 
 
+def fit_on(
+    samples: Sequence[Sample], labels: set[str], seed: int, unknown_budget: float, where: str
+) -> dict[str, Any]:
+    """The operating points calibrated on the samples of these identities; a half too
+    small to calibrate on is an ``InputError`` that starts with ``where``."""
+    try:
+        return calibrate.calibrate(
+            restrict(samples, labels), seed=seed, unknown_budget=unknown_budget
+        )
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
 def open_set_report(
     samples: Sequence[Sample],
     points: dict[str, Any],
@@ -130,14 +143,13 @@ def open_set_report(
     split_halves = halves(samples, split_seed)
     calibration = None
     if calibrate_half is not None:
-        try:
-            points = calibrate.calibrate(
-                restrict(samples, split_halves[calibrate_half]),
-                seed=seed,
-                unknown_budget=unknown_budget,
-            )
-        except ValueError as exc:
-            raise InputError(f"--calibrate-half {calibrate_half}: {exc}") from None
+        points = fit_on(
+            samples,
+            split_halves[calibrate_half],
+            seed,
+            unknown_budget,
+            f"--calibrate-half {calibrate_half}",
+        )
         calibration = {"half": calibrate_half, "people": len(split_halves[calibrate_half])}
         half = half or ("B" if calibrate_half == "A" else "A")
     measured = list(samples) if half is None else restrict(samples, split_halves[half])

@@ -55,7 +55,8 @@ from edge.vault.store import Rider, RosterStore
 from edge.vision.claim import ClaimLockout, VerifyPolicy
 from edge.vision.consensus import DecisionRecord
 from edge.vision.live import LivePipeline
-from edge.vision.setup import gallery_of
+from edge.vision.policy import automatic_limit
+from edge.vision.setup import beyond_automatic, gallery_of
 from hardware.board import BoardEvent, SlotBoard
 from hardware.cameras import Camera
 
@@ -246,6 +247,9 @@ class Runtime:
         self.pipeline.swap_gallery(gallery_of(loaded, self.model_version, self.fuse_templates))
         self._roster_version = loaded.version
         log.info("roster.reloaded", version=loaded.version, riders=len(self._riders))
+        limit = automatic_limit(self.pipeline.policy)
+        if beyond_automatic(len(self._riders), limit) is not None:
+            log.warning("roster.claim_for_everyone", riders=len(self._riders), limit=limit)
 
     def _settle_unsettled(self) -> int:
         """Rentals whose eject nobody follows any more, settled from the slots' status once

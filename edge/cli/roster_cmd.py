@@ -23,6 +23,7 @@ from edge.settings import Settings
 from edge.vault.errors import DeltaError
 from edge.vault.live import open_roster
 from edge.vault.store import RosterStore
+from edge.vision import setup
 
 app = typer.Typer(help="Show, verify or change the encrypted roster.", no_args_is_help=True)
 
@@ -80,8 +81,9 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Roster version, age, riders and templates per encoder model, re-enrolment needs, how
-    many riders are flagged as lookalikes (they confirm a claim at the kiosk) and how many
-    were enrolled from one photo only (a second one recognises them more often)."""
+    many riders are flagged as lookalikes (they confirm a claim at the kiosk), how many
+    were enrolled from one photo only (a second one recognises them more often), and up
+    to how many riders the face policy decides without a claim."""
     settings = state(ctx).settings()
     store = roster_store(settings, roster)
     found = store.info()
@@ -90,6 +92,8 @@ def info(
     per_rider = Counter(person for person, _ in loaded.templates.get(found.encoder_model, []))
     one_photo = sum(count == 1 for count in per_rider.values())
     too_old = found.age_s is not None and found.age_s > settings.roster.max_age_h * 3600
+    limit = setup.automatic_up_to(settings.vision)
+    beyond = setup.beyond_automatic(found.riders, limit)
     if as_json:
         typer.echo(
             json.dumps(
@@ -97,6 +101,8 @@ def info(
                     **asdict(found),
                     "lookalikes_flagged": lookalikes,
                     "one_photo_riders": one_photo,
+                    "automatic_up_to": limit,
+                    "claim_for_everyone": beyond is not None,
                     "max_age_h": settings.roster.max_age_h,
                     "too_old": too_old,
                 },
@@ -120,6 +126,8 @@ def info(
         "need re-enrolment": found.needs_reenrolment,
         "lookalikes flagged": lookalikes,
         "enrolled from one photo": one_photo,
+        "automatic decisions": beyond
+        or ("no roster limit" if limit is None else f"for rosters up to {limit} riders"),
         "last change": changed,
         "too old": f"yes (older than {settings.roster.max_age_h:g} h)" if too_old else "no",
     }

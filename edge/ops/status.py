@@ -29,6 +29,7 @@ from edge.ops.runtime_status import Component, RuntimeStatus, is_live, read_runt
 from edge.settings import Settings
 from edge.vault.keys import BOX_FILE
 from edge.vault.live import open_roster
+from edge.vision.setup import automatic_up_to, beyond_automatic
 
 #: Below this much free space in the state folder the kiosk is in trouble.
 DISK_MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -64,6 +65,8 @@ class RosterPart(Part):
     riders: int | None = None
     age_s: float | None = None
     too_old: bool | None = None
+    # more riders than the face policy decides on without a claim (``None``: not read)
+    claim_for_everyone: bool | None = None
 
 
 class OutboxPart(Part):
@@ -182,6 +185,9 @@ def roster_part(settings: Settings) -> RosterPart:
     detail = f"version {info.version}, {info.riders} riders, {_age(info.age_s)} old"
     if too_old:
         detail += f" (older than {settings.roster.max_age_h:g} h: rentals stop)"
+    beyond = beyond_automatic(info.riders, automatic_up_to(settings.vision))
+    if beyond is not None:
+        detail += f"; {beyond}"
     return RosterPart(
         ok=not too_old and info.riders > 0,
         detail=detail if info.riders else detail + " (empty)",
@@ -189,6 +195,7 @@ def roster_part(settings: Settings) -> RosterPart:
         riders=info.riders,
         age_s=info.age_s,
         too_old=too_old,
+        claim_for_everyone=beyond is not None,
     )
 
 

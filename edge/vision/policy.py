@@ -258,6 +258,11 @@ class CohortPolicy:
         return Decision(None, best.distance, gap, reason, score)
 
 
+def automatic_limit(policy: Policy) -> int | None:
+    """The largest roster ``policy`` decides on without a claim (``None``: no limit)."""
+    return policy.max_people if isinstance(policy, CohortPolicy) else None
+
+
 def load_operating_points(path: Path | None = None) -> dict[str, Any]:
     """The calibrated numbers: ``path``, or the file shipped beside this module."""
     if path is None:

@@ -16,6 +16,7 @@ from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.policy import (
     Policy,
     ThresholdMarginPolicy,
+    automatic_limit,
     cohort_policy,
     load_operating_points,
 )
@@ -48,6 +49,22 @@ def policy(vision: VisionSection) -> Policy:
     if vision.policy == "threshold":
         return ThresholdMarginPolicy(vision.match_threshold, vision.match_margin)
     return cohort_policy(operating_points(vision))
+
+
+def automatic_up_to(vision: VisionSection) -> int | None:
+    """The largest roster the 1:N policy decides on automatically; beyond it every rider
+    confirms a claim (``None``: no limit, as with the threshold policy)."""
+    return automatic_limit(policy(vision))
+
+
+def beyond_automatic(riders: int, limit: int | None) -> str | None:
+    """What an operator is told when a roster of ``riders`` is past ``limit``, else ``None``."""
+    if limit is None or riders <= limit:
+        return None
+    return (
+        f"{riders} riders, more than the {limit} the face policy is calibrated for: "
+        "every rider confirms a claim"
+    )
 
 
 def claim_policy(vision: VisionSection) -> VerifyPolicy:

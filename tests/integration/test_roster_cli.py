@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edge.vision.policy import load_operating_points
 from tests.helpers import run_cli
 from tests.vault_helpers import open_store, record
 
@@ -30,6 +31,34 @@ def test_info_reports_counts_without_personal_data(tmp_path: Path) -> None:
     assert "Asha" not in result.stdout
     table = run_cli("roster", "info", "--roster", str(roster))
     assert "riders" in table.stdout and "dlib_resnet_v1: 2" in table.stdout
+
+
+def small_points(folder: Path, people: int) -> Path:
+    """The shipped operating points, cut to rosters of at most ``people``."""
+    points = load_operating_points()
+    points["identify"]["points"] = [{"people": people, "threshold": 2.0}]
+    path = folder / "points.json"
+    path.write_text(json.dumps(points), encoding="utf-8")
+    return path
+
+
+def test_info_says_when_every_rider_must_confirm_a_claim(tmp_path: Path) -> None:
+    roster = make_roster(tmp_path)  # two riders
+    shipped = json.loads(run_cli("roster", "info", "--roster", str(roster), "--json").stdout)
+    assert shipped["automatic_up_to"] == 410 and shipped["claim_for_everyone"] is False
+    env = {"KIOSK_VISION__OPERATING_POINTS": str(small_points(tmp_path, 1))}
+    result = run_cli("roster", "info", "--roster", str(roster), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["automatic_up_to"] == 1 and info["claim_for_everyone"] is True
+    table = run_cli("roster", "info", "--roster", str(roster), env=env | {"COLUMNS": "200"})
+    assert "2 riders, more than the 1 the face policy is calibrated for" in table.stdout
+    assert "every rider confirms a claim" in table.stdout
+    plain = {"KIOSK_VISION__POLICY": "threshold"}
+    threshold = json.loads(
+        run_cli("roster", "info", "--roster", str(roster), "--json", env=plain).stdout
+    )
+    assert threshold["automatic_up_to"] is None and threshold["claim_for_everyone"] is False
 
 
 def test_verify_and_delete(tmp_path: Path) -> None:

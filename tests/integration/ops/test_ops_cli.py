@@ -24,10 +24,12 @@ from edge.cli.main import app
 from edge.cli.runner import run_app
 from edge.ops.runtime_status import Component, new_status, write_runtime_status
 from edge.vault.live import open_roster
+from edge.vision.policy import load_operating_points
 from hardware.sim import BoardSimulator
 from hardware.sim_board import SimConfig
 from tests.conftest import REPO
 from tests.helpers import BIN
+from tests.vault_helpers import record as vault_record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -282,6 +284,26 @@ def test_the_other_read_commands_match_their_schemas(
     code, out, _ = kiosk(capsys, "slots", "--json", "--cached")
     cached = valid("slots", json.loads(out))
     assert cached["source"] == "cached" and len(cached["slots"]) == 4
+
+
+def test_status_says_when_the_roster_is_past_the_face_policy_s_calibration(
+    state_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_roster(state_dir / "roster.sqlite", state_dir / "keys", KIOSK)
+    for n in range(3):
+        store.enrol(f"rider-{n}", vault_record(f"Rider {n}", n))
+    store.close()
+    code, out, _ = kiosk(capsys, "status", "--json")
+    shipped = valid("status", json.loads(out))["roster"]
+    assert shipped["riders"] == 3 and shipped["claim_for_everyone"] is False
+    points = load_operating_points()
+    points["identify"]["points"] = [{"people": 2, "threshold": 2.0}]
+    (state_dir / "points.json").write_text(json.dumps(points), encoding="utf-8")
+    monkeypatch.setenv("KIOSK_VISION__OPERATING_POINTS", str(state_dir / "points.json"))
+    code, out, _ = kiosk(capsys, "status", "--json")
+    roster = valid("status", json.loads(out))["roster"]
+    assert roster["claim_for_everyone"] is True
+    assert "3 riders, more than the 2 the face policy is calibrated for" in roster["detail"]
 
 
 def test_logs_without_a_journal_says_so(

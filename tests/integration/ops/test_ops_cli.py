@@ -294,6 +294,7 @@ def test_status_says_when_the_roster_is_past_the_face_policy_s_calibration(
         store.enrol(f"rider-{n}", vault_record(f"Rider {n}", n))
     store.close()
     code, out, _ = kiosk(capsys, "status", "--json")
+    assert code == 0
     shipped = valid("status", json.loads(out))["roster"]
     assert shipped["riders"] == 3 and shipped["claim_for_everyone"] is False
     points = load_operating_points()
@@ -302,7 +303,7 @@ def test_status_says_when_the_roster_is_past_the_face_policy_s_calibration(
     monkeypatch.setenv("KIOSK_VISION__OPERATING_POINTS", str(state_dir / "points.json"))
     code, out, _ = kiosk(capsys, "status", "--json")
     roster = valid("status", json.loads(out))["roster"]
-    assert roster["claim_for_everyone"] is True
+    assert code == 0 and roster["claim_for_everyone"] is True
     assert "3 riders, more than the 2 the face policy is calibrated for" in roster["detail"]
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from cloud_sync.errors import SyncError
 from cloud_sync.outbox import Outbox
 from edge import __version__
-from edge.errors import EdgeError
+from edge.errors import ConfigError, EdgeError
 from edge.ops.maintenance import read_maintenance
 from edge.ops.runtime_status import Component, RuntimeStatus, is_live, read_runtime_status
 from edge.settings import Settings
@@ -185,11 +185,16 @@ def roster_part(settings: Settings) -> RosterPart:
     detail = f"version {info.version}, {info.riders} riders, {_age(info.age_s)} old"
     if too_old:
         detail += f" (older than {settings.roster.max_age_h:g} h: rentals stop)"
-    beyond = beyond_automatic(info.riders, automatic_up_to(settings.vision))
-    if beyond is not None:
-        detail += f"; {beyond}"
+    try:  # status reports a bad operating-points file, it does not stop at it
+        beyond = beyond_automatic(info.riders, automatic_up_to(settings.vision))
+        policy_error = None
+    except ConfigError as exc:
+        beyond, policy_error = None, str(exc)
+    for note in (beyond, policy_error):
+        if note is not None:
+            detail += f"; {note}"
     return RosterPart(
-        ok=not too_old and info.riders > 0,
+        ok=not too_old and info.riders > 0 and policy_error is None,
         detail=detail if info.riders else detail + " (empty)",
         version=info.version,
         riders=info.riders,

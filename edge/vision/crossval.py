@@ -48,7 +48,7 @@ def fold(
     split = open_set_split(restrict(samples, split_halves[measured_half]))
     rosters = roster_counts(split, policy, verifier, sizes, draws, seed)
     plain = roster_counts(split, baseline, None, sizes, draws, seed)
-    beyond = rosters[0]["people"] > policy.max_people
+    beyond = policy.point(rosters[0]["people"]) is None  # no operating point that large
     for rows in (rosters, plain):
         rows[0]["beyond"] = beyond
     return {

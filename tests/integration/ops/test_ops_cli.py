@@ -305,6 +305,11 @@ def test_status_says_when_the_roster_is_past_the_face_policy_s_calibration(
     roster = valid("status", json.loads(out))["roster"]
     assert code == 0 and roster["claim_for_everyone"] is True
     assert "3 riders, more than the 2 the face policy is calibrated for" in roster["detail"]
+    (state_dir / "points.json").write_text("{not json", encoding="utf-8")
+    code, out, _ = kiosk(capsys, "status", "--json")  # reported, not a crash
+    roster = valid("status", json.loads(out))["roster"]
+    assert code == 0 and roster["ok"] is False
+    assert "is not an operating-points file" in roster["detail"]
 
 
 def test_logs_without_a_journal_says_so(

@@ -13,6 +13,10 @@ Every command the runtime gives the board runs here, one at a time, so the flow'
   (``EjectUnsettled``: the ledger settles the rental from the slot's status later). After
   the board rebooted (it forgets request ids) or once the flow let the rider go, it stops
   asking, so a late eject never pushes a powerbank out to nobody.
+- **contradicted ejects**: an answer that contradicts the eject (``ContradictionError``:
+  another slot, request id or powerbank) is never a confirmation and the board is not
+  asked again: ``EjectUnconfirmed`` then ``EjectUnsettled`` at once, and the ledger
+  settles the rental from the slot's status.
 - **slot status**: ``inventory.refresh`` every ``every_s`` (``offline_every_s`` while the
   board does not answer), and soon after ``refresh_soon`` (the board came back or booted);
   each posts ``Refreshed``.
@@ -31,7 +35,13 @@ import structlog
 from edge import flow as f
 from edge.slots import Inventory, SlotState, eject_slot
 from hardware.board import EjectResult, SlotBoard
-from hardware.errors import BoardError, BoardRefusedError, SlotJammedError, SlotRangeError
+from hardware.errors import (
+    BoardError,
+    BoardRefusedError,
+    ContradictionError,
+    SlotJammedError,
+    SlotRangeError,
+)
 from hardware.messages import EjectOutcome
 
 log = structlog.get_logger("edge.board")
@@ -157,6 +167,11 @@ class BoardWorker:
                 log.warning("eject.refused", slot=slot, error=str(exc))
                 self._post(f.EjectFailed(self._clock(), slot, "board_fault"))
                 return
+            except ContradictionError as exc:  # its answers cannot be trusted: never ask again
+                log.warning("eject.contradicted", slot=slot, rental_id=rental_id, error=str(exc))
+                self._post(f.EjectUnconfirmed(self._clock(), slot))
+                self._post(f.EjectUnsettled(self._clock(), slot))
+                return
             except BoardError as exc:  # the board may have accepted it: find out
                 log.warning("eject.unconfirmed", slot=slot, rental_id=rental_id, error=str(exc))
                 self._post(f.EjectUnconfirmed(self._clock(), slot))
@@ -188,7 +203,7 @@ class BoardWorker:
                 self.inventory.eject_failed(slot, exc)
                 self._post(f.EjectFailed(self._clock(), slot, "jammed"))
                 return None
-            except BoardRefusedError as exc:  # it forgot the request: the slot must tell
+            except (BoardRefusedError, ContradictionError) as exc:  # the slot must tell
                 log.warning("eject.unsettled", slot=slot, rental_id=rental_id, error=str(exc))
                 self._post(f.EjectUnsettled(self._clock(), slot))
                 return None

@@ -73,3 +73,4 @@ class LinkStats:
     notifications: int = 0
     duplicate_notifications: int = 0
     reconnects: int = 0
+    contradictions: int = 0  # answers refused: they contradict their request or the hello

@@ -12,15 +12,23 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
+from hardware.agreement import (
+    check_eject_reply,
+    check_notification,
+    check_outcome,
+    check_status,
+)
 from hardware.board import BoardEvent, BoardInfo, EjectResult
 from hardware.config import BoardConfig
 from hardware.errors import (
     BoardError,
     BoardRefusedError,
     BoardTimeoutError,
-    ProtocolError,
+    ContradictionError,
+    ProtocolVersionError,
     SlotJammedError,
     SlotRangeError,
 )
@@ -28,6 +36,7 @@ from hardware.link import SerialLink, log
 from hardware.messages import (
     MAX_STATUS_SLOTS,
     Ack,
+    Booted,
     Colour,
     Eject,
     Ejected,
@@ -39,6 +48,7 @@ from hardware.messages import (
     NackCode,
     Notification,
     Pattern,
+    Relocked,
     Reset,
     SetEnabled,
     SetIndicator,
@@ -50,11 +60,17 @@ from hardware.protocol import wire_request_id
 
 __all__ = ["SerialBoard"]
 
+REMEMBERED_CONTRADICTIONS = 64  # request ids whose answers contradicted them
+
 
 class _EjectWatch:
-    def __init__(self, request_id: int) -> None:
-        self.request_id = request_id
-        self.outcome: EjectOutcome | None = None
+    """One eject under way: its request, the board's first answer and its outcome."""
+
+    def __init__(self, request: Eject) -> None:
+        self.request = request
+        self.reply: EjectReply | None = None
+        self.note: Ejected | Jammed | None = None
+        self.error: ContradictionError | None = None
         self.event = threading.Event()
 
 
@@ -83,9 +99,10 @@ class SerialBoard(SerialLink):
             exclusive=exclusive,
         )
         self.eject_timeout_s = eject_timeout_s
-        self.info: BoardInfo | None = None
+        self.info: BoardInfo | None = None  # what the board said at hello (or at boot)
         self._eject_lock = threading.Lock()
         self._watches: dict[int, _EjectWatch] = {}
+        self._contradicted: OrderedDict[int, str] = OrderedDict()
 
     @classmethod
     def from_config(cls, config: BoardConfig, **kwargs: object) -> SerialBoard:
@@ -102,21 +119,44 @@ class SerialBoard(SerialLink):
             self.hello()  # also refreshes the slot count after a reconnect
 
     def _on_notification(self, note: Notification) -> None:
+        slots = None if self.info is None else self.info.slots
+        if isinstance(note, Booted):  # a restart: what the board said at hello is void
+            self.info = None
+            check_notification(note, slots)
+            self.info = BoardInfo(note.protocol, note.slots, note.firmware)
+            return
+        check_notification(note, slots)
+        if not isinstance(note, Ejected | Relocked | Jammed):
+            return
+        with self._cond:
+            watch = self._watches.get(note.request_id)
+        if watch is None:
+            return
+        try:
+            check_outcome(watch.request, note, watch.reply)
+        except ContradictionError as exc:
+            watch.error = exc
+            watch.event.set()
+            raise
         if isinstance(note, Ejected | Jammed):
-            with self._cond:
-                watch = self._watches.get(note.request_id)
-            if watch is not None:
-                ok = isinstance(note, Ejected)
-                watch.outcome = EjectOutcome.PRESENTED if ok else EjectOutcome.JAMMED
-                watch.event.set()
+            watch.note = note
+            watch.event.set()
 
     def hello(self) -> BoardInfo:
-        reply = self.request(Hello(), HelloReply)
+        """Agree with the board on its protocol version (this kiosk's only) and slot count."""
+        try:
+            reply = self.request(Hello(), HelloReply)
+        except ProtocolVersionError:
+            self.info = None
+            raise
         self.info = BoardInfo(reply.protocol, reply.slots, reply.firmware)
         return self.info
 
+    def _agreed(self) -> BoardInfo:
+        return self.info or self.hello()
+
     def slot_count(self) -> int:
-        return (self.info or self.hello()).slots
+        return self._agreed().slots
 
     def check_slot(self, slot: int) -> None:
         count = self.slot_count()
@@ -124,19 +164,23 @@ class SerialBoard(SerialLink):
             raise SlotRangeError(f"slot {slot} does not exist: this board has slots 1..{count}")
 
     def status(self) -> tuple[SlotReport, ...]:
-        """Every slot, asked for in pages of at most ``MAX_STATUS_SLOTS``."""
+        """Every slot, asked for in pages of at most ``MAX_STATUS_SLOTS``; a page that
+        contradicts its request or the hello raises ``ContradictionError``."""
+        slots = self._agreed().slots
         reports: list[SlotReport] = []
-        total = None
-        while total is None or len(reports) < total:
+        while len(reports) < slots:
             first = len(reports) + 1
-            count = MAX_STATUS_SLOTS if total is None else min(MAX_STATUS_SLOTS, total - first + 1)
-            reply = self.request(Status(first, count), StatusReply)
-            total = reply.total
-            numbers = [report.slot for report in reply.reports]
-            if not reply.reports or numbers != list(range(first, first + len(numbers))):
-                raise ProtocolError(f"status from slot {first} lists slots {numbers}")
+            request = Status(first, min(MAX_STATUS_SLOTS, slots - first + 1))
+            reply = self.request(request, StatusReply)
+            try:
+                check_status(request, reply, slots)
+            except ContradictionError as exc:
+                self._refused(exc, type(reply).__name__)
+                if reply.total != slots:  # say hello again before the next command
+                    self.info = None
+                raise
             reports.extend(reply.reports)
-        return tuple(reports[:total])
+        return tuple(reports)
 
     def set_enabled(self, slot: int, enabled: bool) -> None:
         self.check_slot(slot)
@@ -153,48 +197,71 @@ class SerialBoard(SerialLink):
         """Eject ``slot`` once for ``request_id`` and wait until the powerbank is presented.
 
         Asking again with the same ``request_id`` (even after a restart) never ejects twice:
-        the board answers with what became of that request.
+        the board answers with what became of that request. An answer that contradicts the
+        eject (another slot, request id or powerbank) raises ``ContradictionError``: the
+        outcome is unknown, and this driver refuses that request id from then on, so no
+        later answer of the board confirms it.
         """
         self.check_slot(slot)
         wire_id = wire_request_id(request_id)
         with self._eject_lock:
-            watch = _EjectWatch(wire_id)
+            earlier = self._contradicted.get(wire_id)
+            if earlier is not None:
+                raise ContradictionError(
+                    f"slot {slot}: the board contradicted itself about request {request_id}"
+                    f" ({earlier}); its outcome is unknown"
+                )
+            watch = _EjectWatch(Eject(slot, wire_id))
             with self._cond:
                 self._watches[wire_id] = watch
             try:
-                return self._eject(slot, request_id, wire_id, watch)
+                return self._eject(request_id, watch)
+            except ContradictionError as exc:
+                self._contradicted[wire_id] = str(exc)
+                while len(self._contradicted) > REMEMBERED_CONTRADICTIONS:
+                    self._contradicted.popitem(last=False)
+                raise
             finally:
                 with self._cond:
                     self._watches.pop(wire_id, None)
 
-    def _eject(self, slot: int, request_id: str, wire_id: int, watch: _EjectWatch) -> EjectResult:
+    def _eject(self, request_id: str, watch: _EjectWatch) -> EjectResult:
+        slot = watch.request.slot
         deadline = time.monotonic() + self.eject_timeout_s
         poll_s = max(2 * self.timeout_s, 0.02)
-        reply = self._eject_request(slot, wire_id)
+        reply = first = watch.reply = self._eject_request(watch, None)
         duplicate, outcome = reply.duplicate, reply.outcome
         while outcome == EjectOutcome.ACCEPTED:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BoardTimeoutError(f"slot {slot}: the board did not finish the eject")
-            if watch.event.wait(min(remaining, poll_s)) and watch.outcome is not None:
-                outcome = watch.outcome
+            if watch.event.wait(min(remaining, poll_s)):
+                if watch.error is not None:
+                    raise watch.error
+                note = watch.note  # the event is set with a note or an error
+                if note is None:
+                    continue
+                check_outcome(watch.request, note, first)
+                ok = isinstance(note, Ejected)
+                outcome = EjectOutcome.PRESENTED if ok else EjectOutcome.JAMMED
             else:  # the notification may be lost: ask again, with the same request id
-                reply = self._eject_request(slot, wire_id)
+                reply = self._eject_request(watch, first)
                 duplicate, outcome = True, reply.outcome
         if outcome == EjectOutcome.JAMMED:
             raise SlotJammedError(f"slot {slot}: the latch jammed; the slot is out of service")
         log.info("slot ejected", slot=slot, request_id=request_id, outcome=outcome.name.lower())
         return EjectResult(slot, request_id, reply.powerbank_id, outcome, duplicate)
 
-    def _eject_request(self, slot: int, wire_id: int) -> EjectReply:
+    def _eject_request(self, watch: _EjectWatch, first: EjectReply | None) -> EjectReply:
+        slot = watch.request.slot
         try:
-            reply = self.request(Eject(slot, wire_id), EjectReply)
+            reply = self.request(watch.request, EjectReply)
         except BoardRefusedError as exc:
             exc.args = (f"slot {slot}: eject refused: {NackCode(exc.code).name.lower()}",)
             raise
-        if reply.slot != slot or reply.request_id != wire_id:
-            raise ProtocolError(
-                f"eject of slot {slot} (request {wire_id:016x}) answered for slot {reply.slot}"
-                f" (request {reply.request_id:016x})"
-            )
+        try:
+            check_eject_reply(watch.request, reply, first)
+        except ContradictionError as exc:
+            self._refused(exc, type(reply).__name__)
+            raise
         return reply

@@ -14,7 +14,10 @@ The tree, by phase::
         │   │   └── FrameTooLongError           a frame or length field over the maximum
         │   ├── ChecksumError                   the CRC-16 does not match
         │   ├── UnknownMessageError             a message type the protocol does not define
-        │   └── PayloadError                    a known type whose payload is malformed
+        │   ├── PayloadError                    a known type whose payload is malformed
+        │   └── ContradictionError              a well-formed answer that contradicts its request
+        │       │                               or what the board said at hello
+        │       └── ProtocolVersionError        the board speaks another protocol version
         ├── SlotRangeError (ValueError)         a slot number outside 1..slots
         ├── BoardRefusedError                   the board answered NACK; ``code`` says why
         └── EjectError                          an eject did not present a powerbank
@@ -86,6 +89,17 @@ class UnknownMessageError(ProtocolError):
 
 class PayloadError(ProtocolError):
     """A message of a known type has a malformed payload (or a value out of range)."""
+
+
+class ContradictionError(ProtocolError):
+    """A well-formed reply or notification whose fields contradict the request it answers
+    (another slot, request id, powerbank or message type) or what the board said at hello
+    (more slots, a slot out of range). Never a confirmation: an eject that gets one has an
+    unknown outcome (docs/slot-protocol.md, section 7)."""
+
+
+class ProtocolVersionError(ContradictionError):
+    """The board claims a protocol version other than the one this kiosk speaks."""
 
 
 class SlotRangeError(BoardError, ValueError):

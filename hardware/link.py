@@ -25,13 +25,16 @@ import serial
 import structlog
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from hardware.agreement import check_notification, check_reply
 from hardware.board import BoardEvent, BoardOffline, BoardOnline, LinkStats
 from hardware.errors import (
     BoardConnectError,
     BoardError,
     BoardRefusedError,
     BoardTimeoutError,
+    ContradictionError,
     ProtocolError,
+    ProtocolVersionError,
 )
 from hardware.messages import (
     Booted,
@@ -248,12 +251,25 @@ class SerialLink:
             return
         self._last_note = seq
         self.stats.notifications += 1
-        self._on_notification(note)
+        try:
+            self._on_notification(note)
+        except ContradictionError as exc:  # refused: never delivered as an event
+            self._refused(exc, type(note).__name__)
+            return
         self._set_online(True)
         self._emit(note)
 
     def _on_notification(self, note: Notification) -> None:
-        """Hook for subclasses, run on the reader thread before the event is delivered."""
+        """Hook for subclasses, run on the reader thread before the event is delivered;
+        ``ContradictionError`` refuses the notification (docs/slot-protocol.md, section 7)."""
+        check_notification(note, None)
+
+    def _refused(self, error: ContradictionError, what: str) -> None:
+        """An answer of the board that contradicts its request or the hello."""
+        self.stats.contradictions += 1
+        log.warning("board answer refused", message=what, error=str(error))
+        if isinstance(error, ProtocolVersionError):
+            self._set_online(False, str(error))
 
     def _emit(self, event: BoardEvent) -> None:
         target = self._outbox if self._on_event is not None else self.events
@@ -316,6 +332,11 @@ class SerialLink:
                 self._set_online(False, str(failure.error))
                 raise failure.error from None
         self._set_online(True)
+        try:
+            check_reply(message, reply)
+        except ContradictionError as exc:
+            self._refused(exc, type(reply).__name__)
+            raise
         if isinstance(reply, Nack):
             raise BoardRefusedError(
                 f"the board refused {type(message).__name__}: {reply.code.name.lower()}"
@@ -323,9 +344,10 @@ class SerialLink:
                 code=reply.code,
                 detail=reply.detail,
             )
-        if not isinstance(reply, expect):
-            raise ProtocolError(
-                f"{type(message).__name__} answered by {type(reply).__name__}, expected {expect.__name__}"
+        if not isinstance(reply, expect):  # a caller expecting other than message.REPLY
+            raise ContradictionError(
+                f"{type(message).__name__} answered by {type(reply).__name__},"
+                f" expected {expect.__name__}"
             )
         return reply
 

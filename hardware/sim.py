@@ -31,6 +31,7 @@ from hardware.errors import PayloadError, ProtocolError, UnknownMessageError
 from hardware.messages import Nack, NackCode, Notification, NotifyAck, Request
 from hardware.protocol import Packet, StreamDecoder, encode
 from hardware.sim_board import Action, Cabinet, EjectRecord, LineFaults, SimConfig
+from hardware.sim_lies import tell
 
 TICK_S = 0.002
 
@@ -280,7 +281,8 @@ class BoardSimulator:
             self.stats["dropped"] += 1
             return
         self.stats["replies"] += 1
-        self._send(encode(packet.seq, reply), self.faults.slow_s)
+        lied = tell(self.faults.lie, reply, len(self.cabinet.slots))
+        self._send(encode(packet.seq, lied), self.faults.slow_s)
 
     def _notify(self, now: float) -> None:
         """Send notifications one at a time, each repeated until acknowledged."""
@@ -295,7 +297,7 @@ class BoardSimulator:
         if tries >= self.config.notify_tries:
             self._inflight = None
             return
-        self._send(encode(seq, note))
+        self._send(encode(seq, tell(self.faults.lie, note, len(self.cabinet.slots))))
         self._inflight = (seq, note, now, tries + 1)
 
     def _timeline_due(self, now: float) -> None:

@@ -47,6 +47,7 @@ from hardware.messages import (
     Status,
     StatusReply,
 )
+from hardware.sim_lies import Lie
 
 Action = Literal[
     "return", "remove", "jam", "unjam", "overheat", "cool", "door", "silent", "garbage", "normal"
@@ -66,6 +67,7 @@ class LineFaults(BaseModel):
     corrupt_next: int = Field(default=0, ge=0, description="corrupt this many next frames")
     silent: bool = False
     garbage: bool = False
+    lie: Lie | None = Field(default=None, description="answers that contradict their request")
 
 
 class TimedEvent(BaseModel):

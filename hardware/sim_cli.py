@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from hardware.messages import DoorState
 from hardware.sim import BoardSimulator
 from hardware.sim_board import SimConfig
+from hardware.sim_lies import LIES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--silent", action="store_true", help="never answer")
     add("--garbage", action="store_true", help="send random bytes forever")
+    add(
+        "--lie",
+        choices=LIES,
+        help="answer with well-formed frames that contradict their request (one class)",
+    )
     return parser
 
 
@@ -80,6 +86,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         if getattr(args, flag) is not None:
             faults[flag] = getattr(args, flag)
     faults.update({flag: True for flag in ("silent", "garbage") if getattr(args, flag)})
+    if args.lie is not None:
+        faults["lie"] = args.lie
     for flag, door in (("door_open_after_s", DoorState.OPEN), ("tamper_after_s", DoorState.TAMPER)):
         if getattr(args, flag) is not None:  # a timed event, as a scenario file writes it
             at = getattr(args, flag)

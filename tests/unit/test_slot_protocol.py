@@ -282,3 +282,71 @@ def test_documented_scenario_file_is_valid() -> None:
     assert example is not None
     config = SimConfig.model_validate(tomllib.loads(example.group(1)))
     assert config.events and config.jammed
+
+
+# -- answers checked against their request (hardware.agreement) ----------------------------
+
+_slots = st.integers(1, 255)
+_ids = st.integers(0, 2**64 - 1)
+
+
+@given(
+    request=st.builds(messages.Eject, slot=_slots, request_id=_ids),
+    reply=st.builds(
+        messages.EjectReply,
+        slot=_slots,
+        request_id=_ids,
+        outcome=st.sampled_from(messages.EjectOutcome),
+        duplicate=st.booleans(),
+        powerbank_id=st.text("AB", max_size=3),
+    ),
+    same=st.booleans(),
+)
+def test_an_eject_reply_is_accepted_only_when_it_agrees_with_the_eject(
+    request: messages.Eject, reply: messages.EjectReply, same: bool
+) -> None:
+    from hardware.agreement import check_eject_reply
+    from hardware.errors import ContradictionError
+
+    if same:
+        reply = messages.EjectReply(request.slot, request.request_id, *fields_after(reply, 2))
+    agrees = (reply.slot, reply.request_id) == (request.slot, request.request_id) and (
+        reply.duplicate or reply.outcome == messages.EjectOutcome.ACCEPTED
+    )
+    try:
+        check_eject_reply(request, reply, None)
+    except ContradictionError:
+        assert not agrees
+    else:
+        assert agrees
+
+
+@given(
+    note=st.builds(messages.Ejected, slot=_slots, request_id=_ids, powerbank_id=st.just("PB1"))
+    | st.builds(messages.Jammed, slot=_slots, request_id=_ids),
+    slot=_slots,
+)
+def test_an_outcome_naming_another_slot_is_refused(
+    note: messages.Ejected | messages.Jammed, slot: int
+) -> None:
+    from hardware.agreement import check_outcome
+    from hardware.errors import ContradictionError
+
+    request = messages.Eject(slot, note.request_id)
+    reply = messages.EjectReply(slot, note.request_id, messages.EjectOutcome.ACCEPTED, False, "PB1")
+    if note.slot == slot:
+        check_outcome(request, note, reply)
+    else:
+        with pytest.raises(ContradictionError, match=f"names slot {note.slot}"):
+            check_outcome(request, note, reply)
+
+
+def fields_after(message: Any, skip: int) -> list[Any]:
+    return [getattr(message, name) for name in field_names(type(message))[skip:]]
+
+
+def test_every_lie_of_the_simulator_is_documented() -> None:
+    from hardware.sim_lies import LIES
+
+    text = DOC.read_text(encoding="utf-8")
+    assert [lie for lie in LIES if f"`{lie}`" not in text] == []

@@ -19,6 +19,7 @@ from edge.service import CameraHealth
 from edge.serving import serve_in_thread
 from edge.settings import Settings
 from edge.slots import Inventory
+from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub, create_app
 from edge.vault.live import open_roster
 from edge.vault.store import RosterStore, read_pull_state
@@ -81,7 +82,8 @@ def rider_page(hub: ScreenHub, settings: Settings, runtime: Runtime | None = Non
     503 with the reasons when the camera is lost, the board offline or the kiosk out of
     service are served beside it.
     """
-    app = create_app(hub, settings.ui.language)
+    preview = None if runtime is None else runtime.preview
+    app = create_app(hub, settings.ui.language, settings.ui.languages, preview)
     if runtime is not None:
         from edge.ops.metrics import mount_ops
         from edge.ops.reporter import health_report
@@ -141,6 +143,7 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
         timeouts=timeouts,
         route=settings.kiosk.route,
         vehicle=settings.kiosk.vehicle,
+        greet_by_name=settings.ui.greet_by_name,
     )
 
     def check() -> str | None:  # the ledger is the runtime's
@@ -165,5 +168,6 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
         status_offline_every_s=settings.flow.status_offline_every_s,
         claim_policy=setup.claim_policy(vision),
         claim_lockout=setup.claim_lockout(vision),
+        preview=PreviewFrames(settings.ui.preview_fps) if settings.ui.preview else None,
     )
     return Parts(runtime, board, hub)

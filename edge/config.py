@@ -132,7 +132,24 @@ class UiSection(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    language: Literal["en", "es"] = "en"
+    language: Literal["en", "es"] = Field(
+        default="en", description="the language the screen starts in and returns to"
+    )
+    languages: list[Literal["en", "es"]] = Field(
+        default=["en", "es"],
+        min_length=1,
+        description="a button on the screen for each, so riders choose (none shown for one)",
+    )
+    greet_by_name: bool = Field(
+        default=False,
+        description="show the rider's first name on success screens (off: a public screen)",
+    )
+    preview: bool = Field(
+        default=False,
+        description="a mirrored low-rate camera picture on the idle and checking screens,"
+        " served to 127.0.0.1 only, never stored or logged",
+    )
+    preview_fps: float = Field(default=2.0, gt=0, le=10, description="the preview's rate")
     offline_after_s: float = Field(
         default=120.0,
         ge=10.0,

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from edge.errors import InputError
 from edge.vision.analysis import analyse
 from edge.vision.engine import FaceEncoder
+from edge.vision.hints import english
 from edge.vision.policy import NO_FACE, SEVERAL_FACES
 from edge.vision.quality import QualityConfig
 from hardware.cameras import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, list_images
@@ -131,7 +132,7 @@ def enrol_image(
         return Refusal(path, "no face found")
     if analysis.reason == SEVERAL_FACES:
         return Refusal(path, f"{analysis.faces} faces of similar size: use a photo of one person")
-    return Refusal(path, f"{analysis.reason} ({(analysis.hint or '').lower()})")
+    return Refusal(path, f"{analysis.reason} ({english(analysis.hint).rstrip('.').lower()})")
 
 
 def enrol_images(

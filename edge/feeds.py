@@ -24,6 +24,7 @@ from edge.board_worker import BoardWorker
 from edge.claim_step import NeedsClaim
 from edge.ops.metrics import KioskMetrics
 from edge.slots import Inventory
+from edge.ui.preview import PreviewFrames
 from edge.vision.consensus import DecisionRecord
 from edge.vision.live import LivePipeline
 from hardware.board import BoardEvent, BoardOnline
@@ -55,8 +56,10 @@ def watch_camera(
     stopped: threading.Event,
     metrics: KioskMetrics,
     decisions: list[DecisionRecord],
+    preview: PreviewFrames | None = None,
 ) -> None:
-    """Frames through the pipeline; every decision is also kept in ``decisions``."""
+    """Frames through the pipeline; every decision is also kept in ``decisions``; with
+    ``preview``, the rider page's camera preview is offered each frame (in memory only)."""
     face_in_view = False
     last_seen: tuple[int, str | None] | None = None
     try:
@@ -65,6 +68,8 @@ def watch_camera(
                 return
             outcome = pipeline.process(frame)
             now = clock()
+            if preview is not None:
+                preview.offer(frame.image, now)
             if outcome.record is not None:
                 record = outcome.record
                 decisions.append(record)
@@ -90,6 +95,8 @@ def watch_camera(
     except HardwareError as exc:
         log.error("camera.failed", error=str(exc))
     finally:
+        if preview is not None:
+            preview.clear()
         log.info("vision.stopped")
 
 

@@ -15,6 +15,7 @@ Phases::
 
     checking ──claim asked──> claim ──code typed──> (verifying) ──verified──> as recognised
                                 │  └──wrong, tries left──> claim again
+                                ├──"not me" (cancelled)──> result
                                 └──locked / no claim set / timeout / walked away──> result / idle
 
     ejecting ──board silent / unsure──> confirming ("please wait") ──board answers──> take / result
@@ -24,7 +25,12 @@ The claim step (``claim``): when the automatic decision is not certain enough, t
 asks for the rider's claim (``ClaimAsked``, holding the face's encoding itself); the code
 typed on the rider page (``ClaimEntered``) becomes a ``VerifyClaim`` effect, and only a
 ``ClaimChecked`` naming a person leads to an eject. A face out of view for
-``claim_gone_s`` or no code within ``claim_s`` cancels it.
+``claim_gone_s``, no code within ``claim_s`` (the screen counts it down) or the rider's
+"not me" (``ClaimCancelled``) ends it.
+
+What the screen shows is all that travels to the rider page: a refusal names no person
+and no account detail, and the rider's first name is shown on a success only when the
+kiosk greets by name (``greet_by_name``, off by default: see ``edge.flow_state``).
 
 ``out_of_service`` is entered from idle or checking whenever the runtime reports a reason
 (maintenance, outbox full, roster too old, clock not set, board not answering); a rental
@@ -47,6 +53,7 @@ from edge.flow_rental import RentalSteps
 from edge.flow_state import Phase
 from edge.flow_values import (
     ClaimAsked,
+    ClaimCancelled,
     ClaimChecked,
     ClaimEntered,
     Effect,
@@ -78,6 +85,7 @@ from edge.flow_values import (
 
 __all__ = [
     "ClaimAsked",
+    "ClaimCancelled",
     "ClaimChecked",
     "ClaimEntered",
     "Effect",
@@ -154,7 +162,7 @@ class Flow(RentalSteps):
         if isinstance(event, NotRecognised):
             if self.phase == Phase.RESULT:
                 return []
-            effects = self._result(event.at, Screen("not_recognised", "error", detail=event.reason))
+            effects = self._result(event.at, Screen("not_recognised", "error"))
             return [*effects, record("face.unrecognised", count=1, reason=event.reason)]
         if isinstance(event, Recognised):
             if self.phase == Phase.RESULT:
@@ -170,7 +178,9 @@ class Flow(RentalSteps):
         self._verifying, self._gone_at = False, None
         if tries <= 0:
             return self._claim_ends(at, Screen("claim_locked", "error"), CLAIM_LOCKED)
-        return self._go(Phase.CLAIM, at, Screen("claim", detail=detail, tries=tries))
+        seconds = max(1, round(self.timeouts.claim_s))
+        screen = Screen("claim", detail=detail, tries=tries, seconds=seconds)
+        return self._go(Phase.CLAIM, at, screen)
 
     def _claim_ends(self, at: float, screen: Screen, reason: str) -> list[Effect]:
         self._verifying, self._gone_at = False, None
@@ -187,6 +197,8 @@ class Flow(RentalSteps):
             return [Show(Screen("claim_checking")), VerifyClaim(event.code)]
         elif isinstance(event, ClaimChecked) and self._verifying:
             return self._claim_checked(event, rental_id)
+        elif isinstance(event, ClaimCancelled) and not self._verifying:
+            return self._claim_ends(event.at, Screen("claim_cancelled"), "claim cancelled")
         elif isinstance(event, ClaimAsked) and not self._verifying:
             return self._ask_claim(event.at, event.tries_left)  # a new track of the face
         elif isinstance(event, Recognised) and not self._verifying:
@@ -209,8 +221,7 @@ class Flow(RentalSteps):
             return self._claim_ends(at, Screen("claim_locked", "error"), CLAIM_LOCKED)
         if event.reason in CLAIM_WRONG:
             return self._ask_claim(at, event.tries_left, detail="wrong")
-        screen = Screen("not_recognised", "error", detail=event.reason)
-        return self._claim_ends(at, screen, event.reason)
+        return self._claim_ends(at, Screen("not_recognised", "error"), event.reason)
 
     # -- inputs valid in every phase ---------------------------------------------------------
 

@@ -39,33 +39,29 @@ class RentalSteps(FlowState):
             return self._board(event)
         last = self._served.get(person)
         if last is not None and at - last < self.timeouts.repeat_guard_s:
-            return self._result(at, Screen("already_served", name=event.first_name))
-        if event.refusal is not None:
-            return self._result(
-                at, Screen("not_eligible", "error", name=event.first_name, detail=event.refusal)
-            )
+            return self._result(at, Screen("already_served"))
+        if event.refusal is not None:  # no name, no reason: the app says why
+            return self._result(at, Screen("not_eligible", "error"))
         if event.slot is None:
-            return self._result(at, Screen("no_powerbank", "error", name=event.first_name))
+            return self._result(at, Screen("no_powerbank", "error"))
         rental = Rental(
             rental_id or self.new_rental_id(at), person, event.first_name, event.slot, at
         )
         self.rental = rental
-        effects = self._go(
-            Phase.EJECTING, at, Screen("ejecting", name=event.first_name, slot=event.slot)
-        )
+        screen = Screen("ejecting", name=self._named(event.first_name), slot=event.slot)
+        effects = self._go(Phase.EJECTING, at, screen)
         return [*effects, Eject(event.slot, rental.rental_id, person)]
 
     def _board(self, event: Recognised) -> list[Effect]:
         at, person = event.at, event.person_id
         if event.refusal is not None:
-            return self._result(
-                at, Screen("not_eligible", "error", name=event.first_name, detail=event.refusal)
-            )
+            return self._result(at, Screen("not_eligible", "error"))
+        boarded = Screen("boarded", "ok", name=self._named(event.first_name))
         last = self._served.get(person)
         if last is not None and at - last < self.timeouts.boarding_window_s:
-            return self._result(at, Screen("boarded", "ok", name=event.first_name))
+            return self._result(at, boarded)
         self._served[person] = at
-        effects = self._result(at, Screen("boarded", "ok", name=event.first_name))
+        effects = self._result(at, boarded)
         return [
             *effects,
             record("boarding.recorded", person_id=person, route=self.route, vehicle=self.vehicle),
@@ -78,9 +74,8 @@ class RentalSteps(FlowState):
         unsure = self.phase in (Phase.EJECTING, Phase.CONFIRMING)
         if isinstance(event, Ejected) and event.slot == rental.slot and unsure:
             rental.powerbank_id = event.powerbank_id
-            return self._go(
-                Phase.TAKE, event.at, Screen("take", "ok", name=rental.first_name, slot=rental.slot)
-            )
+            screen = Screen("take", "ok", name=self._named(rental.first_name), slot=rental.slot)
+            return self._go(Phase.TAKE, event.at, screen)
         if isinstance(event, EjectUnconfirmed) and event.slot == rental.slot and unsure:
             return self._confirming(event.at) if self.phase == Phase.EJECTING else []
         if isinstance(event, EjectUnsettled) and event.slot == rental.slot and unsure:
@@ -104,7 +99,9 @@ class RentalSteps(FlowState):
         ):
             self._served[rental.person_id] = event.at
             self.rental = None
-            effects = self._result(event.at, Screen("enjoy", "ok", name=rental.first_name))
+            effects = self._result(
+                event.at, Screen("enjoy", "ok", name=self._named(rental.first_name))
+            )
             started = record(
                 "rental.started",
                 rental_id=rental.rental_id,
@@ -121,7 +118,7 @@ class RentalSteps(FlowState):
     def _confirming(self, at: float) -> list[Effect]:
         rental = self.rental
         assert rental is not None
-        screen = Screen("eject_wait", name=rental.first_name, slot=rental.slot)
+        screen = Screen("eject_wait", name=self._named(rental.first_name), slot=rental.slot)
         return self._go(Phase.CONFIRMING, at, screen)
 
     def _let_go(self, at: float) -> list[Effect]:

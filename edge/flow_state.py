@@ -2,7 +2,9 @@
 
 ``FlowState`` holds the phase and when it began, the reason the kiosk is out of service,
 the rental under way and who was served when; ``_go`` enters a phase and shows its screen,
-``_rest`` goes back to idle (or out of service), ``_result`` shows an outcome. The phases'
+``_rest`` goes back to idle (or out of service), ``_result`` shows an outcome, ``_named``
+is the first name a success screen may show: the rider's only when ``greet_by_name`` is on
+(off by default: a public screen, read by whoever stands behind the rider). The phases'
 handlers build on it: ``edge.flow_rental`` (a recognised rider to the end of the rental)
 and ``edge.flow`` (looking, the claim step, and the inputs valid in every phase).
 """
@@ -44,6 +46,7 @@ class FlowState:
     timeouts: Timeouts = field(default_factory=Timeouts)
     route: str = ""
     vehicle: str = ""
+    greet_by_name: bool = False
     phase: Phase = Phase.IDLE
     since: float = 0.0
     out_of_service: str | None = None
@@ -57,6 +60,12 @@ class FlowState:
     def new_rental_id(self, at: float) -> str:
         self._rental_count += 1
         return f"r{int(at * 1000):x}-{self._rental_count}"
+
+    def _named(self, first_name: str) -> str | None:
+        """The name a success screen shows: ``first_name`` when greeting by name, else None."""
+        if not self.greet_by_name:
+            return None
+        return first_name.strip() or None
 
     def _go(self, phase: Phase, at: float, screen: Screen) -> list[Effect]:
         self.phase, self.since = phase, at

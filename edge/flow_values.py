@@ -21,7 +21,7 @@ class FaceSeen:
 
     at: float
     faces: int = 1
-    hint: str | None = None  # "come_closer", "look_at_camera", "more_light", "blink", ...
+    hint: str | None = None  # a key of edge.vision.hints.Hint: "come_closer", "blink", ...
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,13 @@ class ClaimEntered:
 
 
 @dataclass(frozen=True)
+class ClaimCancelled:
+    """The rider pressed "not me" / cancel on the claim keypad."""
+
+    at: float
+
+
+@dataclass(frozen=True)
 class ClaimChecked:
     """The runtime's verdict on a typed claim: ``person_id`` set only when it verified.
 
@@ -175,6 +182,7 @@ Input = (
     | Tick
     | ClaimAsked
     | ClaimEntered
+    | ClaimCancelled
     | ClaimChecked
 )
 
@@ -183,7 +191,10 @@ Input = (
 
 @dataclass(frozen=True)
 class Screen:
-    """What the rider page shows: a message key (see edge/ui/strings) and its values."""
+    """What the rider page shows: a message key (see edge/ui/strings) and its values.
+
+    It holds only what the screen shows (it travels to the page as it is): ``name`` is the
+    rider's first name on a success screen when the kiosk greets by name, else None."""
 
     key: str
     tone: Literal["info", "ok", "error"] = "info"
@@ -191,6 +202,7 @@ class Screen:
     slot: int | None = None
     detail: str | None = None
     tries: int | None = None  # the claim screen: wrong codes left before the lock
+    seconds: int | None = None  # the claim screen: time left to type the code
 
 
 @dataclass(frozen=True)

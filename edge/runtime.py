@@ -50,6 +50,7 @@ from edge.ops.metrics import KioskMetrics
 from edge.rentals import Ledger, refusal
 from edge.service import CameraHealth
 from edge.slots import Inventory
+from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub
 from edge.vault.store import Rider, RosterStore
 from edge.vision.claim import ClaimLockout, VerifyPolicy
@@ -110,6 +111,7 @@ class Runtime:
         claim_lockout: ClaimLockout | None = None,
         status_every_s: float = 5.0,
         status_offline_every_s: float = 1.0,
+        preview: PreviewFrames | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kiosk_id = kiosk_id
@@ -127,6 +129,7 @@ class Runtime:
         self.fuse_templates = fuse_templates
         self._service_check = service_check
         self.camera_health = camera_health
+        self.preview = preview  # the rider page's camera preview (ui.preview), or None
         self._clock = clock
         self.inputs: queue.Queue[Item] = queue.Queue()
         self.worker = BoardWorker(
@@ -150,6 +153,7 @@ class Runtime:
             clock,
         )
         hub.on_claim(lambda code: self.inputs.put(f.ClaimEntered(self._clock(), code)))
+        hub.on_cancel(lambda: self.inputs.put(f.ClaimCancelled(self._clock())))
         self._threads: list[threading.Thread] = []
         self._board_seen = False  # the board answered a status request since the start
         self.decisions: list[DecisionRecord] = []
@@ -175,6 +179,7 @@ class Runtime:
             stopped=self._stop,
             metrics=self.metrics,
             decisions=self.decisions,
+            preview=self.preview,
         )
 
     def _watch_board(self) -> None:
@@ -197,7 +202,7 @@ class Runtime:
         rider = self._riders.get(person or "")
         if rider is None or person is None:  # deleted between the decision and now
             return f.NotRecognised(at, "unknown")
-        first_name = rider.display_name.split()[0] if rider.display_name.strip() else person
+        first_name = rider.display_name.split()[0] if rider.display_name.strip() else ""
         renting = self.flow.mode == "rental"
         open_rentals = self.ledger.open_count(person) if renting else 0
         today = datetime.now(UTC).date()

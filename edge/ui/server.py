@@ -1,44 +1,45 @@
 """The rider screen's server: the page, its strings, and the live screen as server-sent events.
 
 The runtime calls ``ScreenHub.publish`` (from any thread) whenever the flow shows a new
-screen; every open page receives it within milliseconds. On the claim screen the page's
-keypad posts the typed code to ``POST /claim`` (from 127.0.0.1 only), which hands it to
-the runtime's listener (``ScreenHub.on_claim``); the code is never logged or echoed. Nothing is loaded from the
-internet: the page, its script, its style and its strings are files in this package.
+screen; every open page receives it within milliseconds, and an ``alive`` message every
+``ALIVE_S`` seconds besides, so that a page which hears nothing for a few seconds knows the
+kiosk is gone and says so (the page's out-of-service screen). Each stream starts with a
+``hello`` naming this server's start (``boot``): a page that reconnects to a restarted
+kiosk reloads itself, so it always runs the page the kiosk serves now.
+
+On the claim screen the keypad posts the typed code to ``POST /claim`` and "not me" to
+``POST /claim/cancel`` (from 127.0.0.1 only), handed to the runtime's listeners
+(``ScreenHub.on_claim``, ``on_cancel``); the code is never logged or echoed. With the
+preview on (``ui.preview``), ``GET /preview.jpg`` gives the camera's latest low-rate picture
+to a browser on 127.0.0.1 only (``edge.ui.preview``). Nothing is loaded from the internet:
+the page, its script, its style and its strings are files in this package.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
-import re
 import threading
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from edge.flow import Screen
+from edge.ui.preview import PreviewFrames
+from edge.ui.texts import LANGUAGES, UI_DIR, load_strings
+from edge.vision.claim import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS, CLAIM_PATTERN
+
+__all__ = ["LANGUAGES", "ScreenHub", "create_app", "load_strings"]
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "::1"})
-CLAIM_CODE = re.compile(r"^[0-9]{4,6}$")
-
-UI_DIR = Path(str(resources.files("edge.ui")))
-LANGUAGES = tuple(sorted(path.stem for path in (UI_DIR / "strings").glob("*.json")))
-
-
-def load_strings(language: str) -> dict[str, Any]:
-    if language not in LANGUAGES:
-        raise ValueError(f"no strings for language {language!r} (have {', '.join(LANGUAGES)})")
-    data: dict[str, Any] = json.loads(
-        (UI_DIR / "strings" / f"{language}.json").read_text(encoding="utf-8")
-    )
-    return data
+ALIVE_S = 2.0  # the page declares the kiosk lost after a few of these go missing
+RETRY_MS = 1000  # how soon a page's EventSource tries again after losing the stream
 
 
 class ScreenHub:
@@ -50,19 +51,34 @@ class ScreenHub:
         self._version = 0
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._claim_listener: Callable[[str], None] | None = None
+        self._cancel_listener: Callable[[], None] | None = None
 
     def on_claim(self, listener: Callable[[str], None]) -> None:
         """Who receives the codes typed on the claim screen (the runtime)."""
         self._claim_listener = listener
 
+    def on_cancel(self, listener: Callable[[], None]) -> None:
+        """Who hears the rider's "not me" on the claim screen (the runtime)."""
+        self._cancel_listener = listener
+
+    def _asking(self) -> bool:
+        with self._lock:
+            return self._state.get("key") == "claim"
+
     def claim(self, code: str) -> bool:
         """Hand a typed code on; ``False`` when no claim is being asked for."""
-        with self._lock:
-            asking = self._state.get("key") == "claim"
-            listener = self._claim_listener
-        if not asking or listener is None:
+        listener = self._claim_listener
+        if not self._asking() or listener is None:
             return False
         listener(code)
+        return True
+
+    def cancel(self) -> bool:
+        """Hand the rider's "not me" on; ``False`` when no claim is being asked for."""
+        listener = self._cancel_listener
+        if not self._asking() or listener is None:
+            return False
+        listener()
         return True
 
     @property
@@ -82,8 +98,8 @@ class ScreenHub:
         for loop, event in waiters:
             loop.call_soon_threadsafe(event.set)
 
-    async def updates(self) -> AsyncIterator[dict[str, Any]]:
-        """The current state at once, then every change."""
+    async def updates(self, alive_s: float = ALIVE_S) -> AsyncIterator[dict[str, Any]]:
+        """The current state at once, then every change; ``{}`` every ``alive_s`` quiet."""
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         entry = (loop, event)
@@ -99,30 +115,54 @@ class ScreenHub:
                     yield state
                     continue
                 try:
-                    await asyncio.wait_for(event.wait(), timeout=15.0)
+                    await asyncio.wait_for(event.wait(), timeout=alive_s)
                 except TimeoutError:
-                    yield {}  # a keep-alive comment, so proxies and the page know we are here
+                    yield {}  # "still here": the page counts on hearing it
                 event.clear()
         finally:
             with self._lock:
                 self._waiters.discard(entry)
 
 
-def create_app(hub: ScreenHub, language: str = "en") -> FastAPI:
-    """The rider screen's web app."""
-    load_strings(language)  # fail at start on a bad language, not in front of a rider
+def _local(request: Request) -> bool:
+    return request.client is not None and request.client.host in LOCAL_HOSTS
+
+
+def create_app(
+    hub: ScreenHub,
+    language: str = "en",
+    languages: Sequence[str] | None = None,
+    preview: PreviewFrames | None = None,
+) -> FastAPI:
+    """The rider screen's web app: starts in ``language``, offers a button for each of
+    ``languages`` (none when there is only one), shows ``preview`` when given."""
+    offered = list(dict.fromkeys(languages or [language]))
+    if language not in offered:
+        offered.insert(0, language)
+    for each in offered:
+        load_strings(each)  # fail at start on a bad language, not in front of a rider
+    boot = uuid.uuid4().hex
     app = FastAPI(title="Rider screen", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=UI_DIR / "static"), name="static")
     page = (UI_DIR / "static" / "index.html").read_text(encoding="utf-8")
+    settings = {
+        "lang": language,
+        "languages": " ".join(offered),
+        "claim-min": str(CLAIM_MIN_DIGITS),
+        "claim-max": str(CLAIM_MAX_DIGITS),
+        "preview": "on" if preview is not None else "off",
+    }
+    attributes = " ".join(f'data-{key}="{html.escape(value)}"' for key, value in settings.items())
+    page = page.replace('<html lang="en">', f'<html lang="{language}" {attributes}>')
 
     @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
-        return page.replace('<html lang="en">', f'<html lang="{language}" data-lang="{language}">')
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     @app.get("/strings")
     def strings(lang: str | None = None) -> JSONResponse:
         chosen = lang or language
-        if chosen not in LANGUAGES:
+        if chosen not in offered:
             raise HTTPException(404, f"no strings for language {chosen!r}")
         return JSONResponse({"lang": chosen, "strings": load_strings(chosen)})
 
@@ -132,18 +172,37 @@ def create_app(hub: ScreenHub, language: str = "en") -> FastAPI:
 
     @app.post("/claim", status_code=202)
     async def claim(request: Request) -> dict[str, str]:
-        if request.client is None or request.client.host not in LOCAL_HOSTS:
+        if not _local(request):
             raise HTTPException(403, "the claim is typed at the kiosk only")
         try:
             body = await request.json()
         except ValueError:
             body = None
         code = body.get("code") if isinstance(body, dict) else None
-        if not isinstance(code, str) or not CLAIM_CODE.match(code):
-            raise HTTPException(422, "a claim is 4 to 6 digits")
+        if not isinstance(code, str) or not CLAIM_PATTERN.match(code):
+            raise HTTPException(422, f"a claim is {CLAIM_MIN_DIGITS} to {CLAIM_MAX_DIGITS} digits")
         if not hub.claim(code):
             raise HTTPException(409, "no claim is asked for now")
         return {"status": "checking"}
+
+    @app.post("/claim/cancel", status_code=202)
+    def cancel(request: Request) -> dict[str, str]:
+        if not _local(request):
+            raise HTTPException(403, "the claim is cancelled at the kiosk only")
+        if not hub.cancel():
+            raise HTTPException(409, "no claim is asked for now")
+        return {"status": "cancelled"}
+
+    @app.get("/preview.jpg")
+    def preview_jpg(request: Request) -> Response:
+        if preview is None:
+            raise HTTPException(404, "the preview is off (ui.preview)")
+        if not _local(request):
+            raise HTTPException(403, "the preview is shown at the kiosk only")
+        jpeg = preview.latest()
+        if jpeg is None:
+            return Response(status_code=204, headers={"Cache-Control": "no-store"})
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -152,11 +211,12 @@ def create_app(hub: ScreenHub, language: str = "en") -> FastAPI:
     @app.get("/events")
     async def events(request: Request) -> StreamingResponse:
         async def stream() -> AsyncIterator[str]:
+            yield f"retry: {RETRY_MS}\nevent: hello\ndata: {json.dumps({'boot': boot})}\n\n"
             async for state in hub.updates():
                 if await request.is_disconnected():
                     return
                 if not state:
-                    yield ": keep-alive\n\n"
+                    yield "event: alive\ndata: {}\n\n"
                 else:
                     yield f"event: screen\ndata: {json.dumps(state)}\n\n"
 

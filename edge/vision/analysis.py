@@ -3,7 +3,7 @@
 Used by ``kiosk faces identify``, enrolment and the accuracy harness, and by the live
 pipeline for each frame it encodes: detect, pick the largest most central face, refuse
 when another face of comparable size is present, compute the 5 landmarks, run the quality
-gate, and only then encode. Every refusal carries a reason and a hint for the rider.
+gate, and only then encode. Every refusal carries a reason and a hint for the rider (a key).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge.vision.engine import Encoding, FaceBox, FaceEncoder, pick_face, rival_faces
+from edge.vision.hints import Hint
 from edge.vision.matcher import Gallery
 from edge.vision.policy import NO_FACE, SEVERAL_FACES, Decision, Policy
 from edge.vision.quality import QualityConfig, QualityReport, assess
 from hardware.cameras import Image
 
-NO_FACE_HINT = "Look at the camera"
-SEVERAL_FACES_HINT = "One person at a time, please"
+NO_FACE_HINT = Hint.LOOK_AT_CAMERA
+SEVERAL_FACES_HINT = Hint.ONE_AT_A_TIME
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class FaceAnalysis:
     quality: QualityReport | None = None
     encoding: Encoding | None = field(default=None, repr=False)
     reason: str | None = None
-    hint: str | None = None
+    hint: Hint | None = None
 
     @property
     def usable(self) -> bool:

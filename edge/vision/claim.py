@@ -54,7 +54,8 @@ NO_CLAIM_SET = "no claim set"  # the rider nearest the face has not set a claim 
 CLAIM_LOCKED = "claim locked"  # too many wrong tries at this kiosk
 CLAIM_SHARED = "claim shared"  # more riders near this face hold this code than allowed
 
-CLAIM_PATTERN = re.compile(r"^[0-9]{4,6}$")
+CLAIM_MIN_DIGITS, CLAIM_MAX_DIGITS = 4, 6  # the rider page's keypad reads these too
+CLAIM_PATTERN = re.compile(rf"^[0-9]{{{CLAIM_MIN_DIGITS},{CLAIM_MAX_DIGITS}}}$")
 SCHEME = "scrypt"
 LOG2_N, BLOCK_SIZE, PARALLEL = 14, 8, 1  # 16 MiB and ~45 ms per check (x86); raise later
 SALT_BYTES, KEY_BYTES = 16, 32

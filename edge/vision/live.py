@@ -43,6 +43,7 @@ from edge.vision.analysis import NO_FACE_HINT, SEVERAL_FACES_HINT, analyse
 from edge.vision.consensus import Consensus, DecisionRecord, Verdict, Vote, fuse
 from edge.vision.dlib_models import Points
 from edge.vision.engine import FaceBox, FaceEncoder, pick_face, rival_faces
+from edge.vision.hints import Hint
 from edge.vision.liveness import BlinkLiveness, LivenessConfig, LivenessState
 from edge.vision.matcher import Gallery, Vector
 from edge.vision.policy import (
@@ -120,7 +121,7 @@ class FrameOutcome:
     timestamp: float
     faces: int
     person_id: str | None  # the identity decided for the face in view, held while tracked
-    hint: str | None
+    hint: Hint | None  # what the rider should do (a key the rider page looks up)
     vote: Decision | None = None
     record: DecisionRecord | None = None
     liveness: LivenessState | None = None
@@ -250,7 +251,7 @@ class LivePipeline:
 
     def _decide_face(
         self, image: Image, box: FaceBox, track: _Track | None = None
-    ) -> tuple[Decision | None, str | None]:
+    ) -> tuple[Decision | None, Hint | None]:
         analysis = analyse(self.engine, image, self.quality, boxes=[box])
         if analysis.encoding is None:
             return None, analysis.hint
@@ -271,7 +272,7 @@ class LivePipeline:
     ) -> FrameOutcome:
         now = frame.timestamp
         vote: Decision | None = None
-        hint: str | None = None
+        hint: Hint | None = None
         gave_up = live_state is not None and live_state.status == "failed" and track.refused
         if track.last_vote_at is None:
             due = True

@@ -26,12 +26,14 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from edge.vision.hints import Hint
+
 Eye = npt.NDArray[np.float64]
 Status = Literal["pending", "passed", "failed"]
 
-BLINK_HINT = "Blink once, please"
+BLINK_HINT = Hint.BLINK
 TIMEOUT_REASON = "liveness not confirmed"
-TIMEOUT_HINT = "Look at the camera and blink"
+TIMEOUT_HINT = Hint.LOOK_AND_BLINK
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class LivenessConfig:
 class LivenessState:
     status: Status
     reason: str
-    hint: str | None
+    hint: Hint | None
     blinks: int
     samples: int
 

@@ -6,7 +6,8 @@ and lightly smoothed, so that sensor noise does not count as detail), brightness
 grey level) and pose from the landmarks (roll from the eye line; yaw from how far the nose
 sits off the eyes' midline; pitch from the nose's drop below the eye line), each measured
 against ``QualityConfig``. The first failed check gives the ``reason`` (stable, short,
-used in ``kiosk faces identify``) and a ``hint`` the rider screen can show.
+used in ``kiosk faces identify``) and a ``hint``: a stable key (``edge.vision.hints.Hint``)
+that the rider screen shows in the rider's language.
 
 The default limits (docs/face-pipeline.md): every identity photo of ``../shared/faces/dev``
 passes; the sharpness and pose limits were set on half A of ``lfw-dev``, where the faces
@@ -24,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.vision.engine import FaceBox
+from edge.vision.hints import Hint
 from hardware.cameras import Image
 
 SHARPNESS_SIZE = 128
@@ -46,15 +48,15 @@ class QualityConfig:
 @dataclass(frozen=True)
 class QualityIssue:
     reason: str
-    hint: str
+    hint: Hint
 
 
-FACE_TOO_SMALL = QualityIssue("face too small", "Come closer to the camera")
-FACE_CUT_OFF = QualityIssue("face cut off", "Step into the middle of the picture")
-BLURRED = QualityIssue("face blurred", "Hold still for a moment")
-TOO_DARK = QualityIssue("too dark", "More light, please")
-TOO_BRIGHT = QualityIssue("too bright", "Step out of the glare")
-NOT_FRONTAL = QualityIssue("face turned", "Look straight at the camera")
+FACE_TOO_SMALL = QualityIssue("face too small", Hint.COME_CLOSER)
+FACE_CUT_OFF = QualityIssue("face cut off", Hint.MOVE_TO_MIDDLE)
+BLURRED = QualityIssue("face blurred", Hint.HOLD_STILL)
+TOO_DARK = QualityIssue("too dark", Hint.MORE_LIGHT)
+TOO_BRIGHT = QualityIssue("too bright", Hint.TOO_BRIGHT)
+NOT_FRONTAL = QualityIssue("face turned", Hint.LOOK_AT_CAMERA)
 
 ALL_ISSUES = (FACE_TOO_SMALL, FACE_CUT_OFF, BLURRED, TOO_DARK, TOO_BRIGHT, NOT_FRONTAL)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.vision.engine import FaceBox
+from edge.vision.hints import Hint
 from edge.vision.live import LiveConfig, LivePipeline
 from edge.vision.liveness import LivenessConfig
 from edge.vision.matcher import Candidates, Gallery
@@ -100,7 +101,7 @@ def test_two_people_in_view_get_no_decision() -> None:
     pipe, engine = pipeline()
     outcomes = run(pipe, [frame(i, person=1, second=True) for i in range(10)])
     assert not any(o.record or o.person_id for o in outcomes)
-    assert outcomes[-1].hint == "One person at a time, please"
+    assert outcomes[-1].hint == Hint.ONE_AT_A_TIME
     assert engine.encoded == 0
 
 
@@ -127,8 +128,8 @@ def test_a_still_photo_never_passes_liveness() -> None:
         (None, "liveness not confirmed", "failed")
     ]
     assert all(o.person_id is None for o in outcomes)
-    assert outcomes[10].hint == "Blink once, please"
-    assert outcomes[-1].hint == "Look at the camera and blink"
+    assert outcomes[10].hint == Hint.BLINK
+    assert outcomes[-1].hint == Hint.LOOK_AND_BLINK
 
 
 def test_a_blink_lets_the_decision_through() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.vision.hints import Hint
 from edge.vision.liveness import BlinkLiveness, LivenessConfig, eye_aspect_ratio
 
 
@@ -67,7 +68,7 @@ def test_a_still_photo_is_refused_after_the_timeout() -> None:
     assert "passed" not in statuses
     assert statuses[59] == "pending" and statuses[61] == "failed"
     state = check.update(6.1, eyes(0.30))
-    assert state.status == "failed" and state.hint == "Look at the camera and blink"
+    assert state.status == "failed" and state.hint == Hint.LOOK_AND_BLINK
 
 
 def test_eyes_closed_for_long_are_not_a_blink() -> None:

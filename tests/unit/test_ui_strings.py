@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
+from edge.flow import Screen
 from edge.ui.server import LANGUAGES, load_strings
+from edge.vision import analysis, liveness, quality
+from edge.vision.hints import Hint
 
 # the flow's screens are named in edge/flow.py and the modules it is built from
 FLOW_FILES = sorted((Path(__file__).resolve().parents[2] / "edge").glob("flow*.py"))
@@ -37,8 +40,59 @@ def test_every_screen_of_the_flow_has_words(language: str) -> None:
     assert keys, "no screens found in edge/flow.py"
     for key in keys:
         assert strings[key]["title"].strip(), f"{language}: {key} has no title"
-    for refusal in ("open_rental", "blocked", "expired", "not_allowed"):
-        assert strings["refusal"][refusal]
+    assert strings["lost"]["title"].strip()  # the page's own: the kiosk is gone
+
+
+def hints_the_code_produces() -> set[str]:
+    """Every hint value the vision modules hold (their constants, enumerated), and the enum."""
+    found: set[Hint] = set(Hint)
+    for module in (quality, analysis, liveness):
+        for value in vars(module).values():
+            if isinstance(value, Hint):
+                found.add(value)
+            elif isinstance(value, quality.QualityIssue):
+                found.add(value.hint)
+    return {str(item) for item in found}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_hint_the_code_can_produce_has_words(language: str) -> None:
+    produced = hints_the_code_produces()
+    assert {"come_closer", "more_light", "look_at_camera", "blink"} <= produced
+    table = load_strings(language)["hint"]
+    assert set(table) == produced, f"{language}: hints without words or words for no hint"
+    for key in produced:
+        assert table[key].strip(), f"{language}: hint {key} has no words"
+
+
+def test_a_refusal_names_nobody_and_no_account_detail() -> None:
+    for language in LANGUAGES:
+        strings = load_strings(language)
+        for key in ("not_eligible", "already_served", "no_powerbank", "not_recognised"):
+            assert "{name}" not in strings[key]["title"] + strings[key]["body"], key
+        assert "refusal" not in strings  # the reason is the app's to tell
+        assert "app" in strings["not_eligible"]["body"]
+
+
+def test_names_appear_only_in_the_named_variant_of_a_success_screen() -> None:
+    for language in LANGUAGES:
+        for key, entry in load_strings(language).items():
+            if isinstance(entry, dict) and "title" in entry:
+                assert "{name}" not in entry["title"] + entry["body"], f"{language}: {key}"
+                if "title_named" in entry:
+                    assert "{name}" in entry["title_named"], f"{language}: {key}"
+
+
+def test_a_screen_carries_no_more_than_it_shows() -> None:
+    assert set(Screen.__dataclass_fields__) == {
+        "key",
+        "tone",
+        "name",
+        "slot",
+        "detail",
+        "tries",
+        "seconds",
+    }
 
 
 def test_placeholders_match_across_languages() -> None:
@@ -46,9 +100,9 @@ def test_placeholders_match_across_languages() -> None:
     for language in LANGUAGES:
         other = load_strings(language)
         for key, entry in english.items():
-            if isinstance(entry, dict) and "title" in entry:
-                for part in ("title", "body"):
-                    assert set(re.findall(r"\{\w+\}", entry[part])) == set(
+            if isinstance(entry, dict):
+                for part, words in entry.items():
+                    assert set(re.findall(r"\{\w+\}", words)) == set(
                         re.findall(r"\{\w+\}", other[key][part])
                     ), f"{language}: {key}.{part}"
 

@@ -1,98 +1,289 @@
 // The rider screen: shows the kiosk's current screen, pushed over server-sent events.
+// When the kiosk stops answering for a few seconds it shows "out of service" instead (the
+// page keeps its words in memory for that), and it reloads itself once a restarted kiosk
+// answers again. Riders choose their language with the buttons at the bottom.
 "use strict";
 (function () {
-  const lang = document.documentElement.dataset.lang || new URLSearchParams(location.search).get("lang") || "";
+  const root = document.documentElement;
+  const home = root.dataset.lang || "en";
+  const offered = (root.dataset.languages || home).split(" ").filter(Boolean);
+  const MIN = Number(root.dataset.claimMin || 4);
+  const MAX = Number(root.dataset.claimMax || 6);
+  const PREVIEW = root.dataset.preview === "on";
+  const LOST_AFTER_MS = 1500; // no stream for this long: the kiosk is gone
+  const QUIET_MS = 6000; // a stream that says nothing for this long is dead too
+  const $ = (id) => document.getElementById(id);
+
+  const words = {}; // language -> strings
+  let lang = home;
   let strings = null;
-  let last = null;
+  let last = null; // the kiosk's latest screen
+  let lost = false;
+  let code = ""; // the claim being typed: stays in this page until OK posts it
+  let tooShort = false;
+  let deadline = null; // when the claim screen gives up (the page's own clock)
 
-  function fill(text, state) {
-    return (text || "")
-      .replace("{name}", state.name || "")
-      .replace("{slot}", state.slot == null ? "" : String(state.slot))
-      .replace("{tries}", state.tries == null ? "" : String(state.tries));
+  function fill(text, values) {
+    return (text || "").replace(/\{(\w+)\}/g, (_, key) => (values[key] == null ? "" : String(values[key])));
+  }
+  function setText(id, text) {
+    const element = $(id);
+    if (element.textContent !== text) element.textContent = text;
   }
 
-  // The claim keypad: the code stays in this page until OK posts it (never shown in clear).
-  let code = "";
-  const MAX = 6;
+  // -- what the screen shows ----------------------------------------------------------------
+
+  function shown() {
+    return lost ? { key: "lost", tone: "error" } : last || { key: "idle" };
+  }
+
+  function draw() {
+    if (!strings) return;
+    const state = shown();
+    const key = state.key;
+    const entry = strings[key] || strings.idle;
+    const values = { name: state.name, slot: state.slot, tries: state.tries, min: MIN, max: MAX };
+    const main = $("screen");
+    main.className = "tone-" + (state.tone || "info");
+    main.dataset.key = key;
+    setText("title", fill(state.name && entry.title_named ? entry.title_named : entry.title, values));
+    setText("body", fill(entry.body, values));
+    let detail = "";
+    let alert = false;
+    if (key === "checking" && state.detail) detail = (strings.hint || {})[state.detail] || "";
+    if (key === "out_of_service" && state.detail) detail = (strings.service || {})[state.detail] || "";
+    if (key === "claim" && tooShort) {
+      detail = fill(strings.keypad.too_short, values);
+      alert = true;
+    } else if (key === "claim" && state.detail) {
+      detail = (strings.claim_detail || {})[state.detail] || "";
+      alert = true;
+    }
+    setText("detail", detail);
+    $("detail").className = alert ? "alert" : "";
+    const claiming = key === "claim";
+    $("keypad").hidden = !claiming;
+    $("ok").textContent = strings.keypad.ok;
+    $("back").setAttribute("aria-label", strings.keypad.back);
+    $("cancel").textContent = strings.keypad.cancel;
+    showTyped();
+    tick();
+    const guided = key === "idle" || key === "checking";
+    $("guide").hidden = !guided;
+    $("preview").hidden = !(guided && PREVIEW);
+    const offline = $("offline");
+    offline.hidden = !state.offline || key === "out_of_service" || key === "lost";
+    setText("offline", strings.offline);
+    drawLanguages();
+  }
+
+  function receive(state) {
+    const before = last;
+    last = state;
+    if (state.key === "claim") {
+      const fresh = !before || before.key !== "claim" || before.tries !== state.tries || before.detail !== state.detail;
+      if (fresh) {
+        code = "";
+        tooShort = false;
+        deadline = state.seconds ? Date.now() + state.seconds * 1000 : null;
+      }
+    } else {
+      code = "";
+      tooShort = false;
+      deadline = null;
+    }
+    // a rider's visit ended: the next rider starts in the kiosk's language
+    const visit = before && before.key !== "idle" && before.key !== "out_of_service";
+    if (state.key === "idle" && visit && lang !== home) use(home);
+    draw();
+  }
+
+  // -- languages ---------------------------------------------------------------------------
+
+  function drawLanguages() {
+    const nav = $("langs");
+    nav.setAttribute("aria-label", strings.choose_language);
+    if (offered.length < 2) {
+      nav.hidden = true;
+      return;
+    }
+    if (!nav.children.length) {
+      for (const each of offered) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.lang = each;
+        button.dataset.lang = each;
+        button.addEventListener("click", () => use(each));
+        nav.appendChild(button);
+      }
+    }
+    for (const button of nav.children) {
+      const each = button.dataset.lang;
+      button.textContent = words[each] ? words[each].language : each;
+      button.setAttribute("aria-pressed", String(each === lang));
+    }
+    nav.hidden = false;
+  }
+
+  function use(wanted) {
+    if (!words[wanted]) return;
+    lang = wanted;
+    strings = words[wanted];
+    root.lang = wanted;
+    draw();
+  }
+
+  function load(wanted) {
+    return fetch("/strings?lang=" + encodeURIComponent(wanted))
+      .then((answer) => {
+        if (!answer.ok) throw new Error("strings " + answer.status);
+        return answer.json();
+      })
+      .then((data) => {
+        words[data.lang] = data.strings;
+        if (data.lang === lang) use(lang);
+        else draw();
+      });
+  }
+
+  function loadAll() {
+    // every offered language now, so that the page can still speak when the kiosk is gone
+    Promise.all(offered.map(load)).catch(() => setTimeout(loadAll, 2000));
+  }
+
+  // -- the claim keypad ------------------------------------------------------------------------
+
   function showTyped() {
-    const typed = document.getElementById("typed");
-    typed.textContent = "●".repeat(code.length);
-    typed.setAttribute("aria-label", strings ? fill((strings.keypad || {}).typed, { name: String(code.length) }) : "");
+    const typed = $("typed");
+    setText("typed", "●".repeat(code.length));
+    typed.setAttribute("aria-label", fill(strings.keypad.typed, { count: code.length }));
   }
-  function claiming() { return last && last.key === "claim"; }
+  function claiming() {
+    return !lost && last && last.key === "claim";
+  }
+  function post(path, body) {
+    return fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  }
   function press(key) {
     if (!claiming()) return;
+    tooShort = false;
     if (/^[0-9]$/.test(key) && code.length < MAX) code += key;
-    else if (key === "clear") code = "";
     else if (key === "back") code = code.slice(0, -1);
-    else if (key === "ok" && code.length >= 4) {
-      const body = JSON.stringify({ code: code });
+    else if (key === "cancel") {
       code = "";
-      fetch("/claim", { method: "POST", headers: { "Content-Type": "application/json" }, body: body });
+      post("/claim/cancel", {});
+    } else if (key === "ok" && code.length < MIN) tooShort = true;
+    else if (key === "ok") {
+      const typed = code;
+      code = "";
+      post("/claim", { code: typed });
     }
-    showTyped();
+    draw();
   }
-  document.getElementById("keys").addEventListener("click", (e) => {
+  $("keypad").addEventListener("click", (e) => {
     const button = e.target.closest("button");
-    if (!button) return;
-    press(button.dataset.digit || button.id);
+    if (button) press(button.dataset.digit || button.id);
   });
   document.addEventListener("keydown", (e) => {
     if (!claiming()) return;
     if (/^[0-9]$/.test(e.key)) press(e.key);
     else if (e.key === "Enter") press("ok");
     else if (e.key === "Backspace") press("back");
-    else if (e.key === "Escape" || e.key === "Delete") press("clear");
+    else if (e.key === "Escape") press("cancel");
     else return;
     e.preventDefault();
   });
 
-  function render(state) {
-    last = state;
+  function tick() {
     if (!strings) return;
-    const entry = strings[state.key] || strings.idle;
-    const main = document.getElementById("screen");
-    main.className = "tone-" + (state.tone || "info");
-    main.dataset.key = state.key;
-    document.getElementById("title").textContent = fill(entry.title, state);
-    document.getElementById("body").textContent = fill(entry.body, state);
-    let detail = "";
-    if (state.key === "checking" && state.detail) detail = (strings.hint || {})[state.detail] || "";
-    if (state.key === "not_eligible" && state.detail) detail = (strings.refusal || {})[state.detail] || "";
-    if (state.key === "out_of_service" && state.detail) detail = (strings.service || {})[state.detail] || "";
-    if (state.key === "claim" && state.detail) detail = (strings.claim_detail || {})[state.detail] || "";
-    const keypad = document.getElementById("keypad");
-    if (state.key !== "claim") code = "";
-    keypad.hidden = state.key !== "claim";
-    document.getElementById("clear").textContent = (strings.keypad || {}).clear || "";
-    document.getElementById("ok").textContent = (strings.keypad || {}).ok || "";
-    showTyped();
-    document.getElementById("detail").textContent = detail;
-    const offline = document.getElementById("offline");
-    offline.hidden = !state.offline;
-    offline.textContent = strings.offline;
+    if (deadline === null || !claiming()) {
+      setText("left", "");
+      return;
+    }
+    const seconds = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+    setText("left", fill(strings.keypad.left, { seconds: seconds }));
+  }
+  setInterval(tick, 250);
+
+  // -- the camera preview (ui.preview): mirrored by the style sheet -------------------------------
+
+  let previewUrl = null;
+  function refreshPreview() {
+    const img = $("preview");
+    if (!PREVIEW || img.hidden) return;
+    fetch("/preview.jpg", { cache: "no-store" })
+      .then((answer) => (answer.status === 200 ? answer.blob() : null))
+      .then((blob) => {
+        if (!blob) return;
+        if (previewUrl) URL.revokeObjectURL(previewUrl);
+        previewUrl = URL.createObjectURL(blob);
+        img.src = previewUrl;
+      })
+      .catch(() => {});
+  }
+  if (PREVIEW) setInterval(refreshPreview, 500);
+
+  // -- the kiosk's stream, and noticing when it is gone ------------------------------------------
+
+  let source = null;
+  let boot = null;
+  let heard = Date.now();
+  let downSince = null;
+
+  function alive() {
+    heard = Date.now();
+    downSince = null;
+    if (lost) {
+      lost = false;
+      draw();
+    }
   }
 
-  function connected(ok) {
-    const note = document.getElementById("disconnected");
-    note.hidden = ok;
-    if (strings) note.textContent = strings.disconnected;
-  }
-
-  fetch("/strings" + (lang ? "?lang=" + encodeURIComponent(lang) : ""))
-    .then((r) => r.json())
-    .then((data) => {
-      strings = data.strings;
-      document.documentElement.lang = data.lang;
-      if (last) render(last);
+  function connect() {
+    source = new EventSource("/events");
+    source.addEventListener("hello", (e) => {
+      const started = JSON.parse(e.data).boot;
+      if (boot !== null && started !== boot) {
+        location.reload(); // a restarted kiosk: take its page, it answers now
+        return;
+      }
+      boot = started;
+      alive();
     });
-
-  function listen() {
-    const source = new EventSource("/events");
-    source.addEventListener("screen", (e) => { connected(true); render(JSON.parse(e.data)); });
-    source.onerror = () => { connected(false); };
-    source.onopen = () => connected(true);
+    source.addEventListener("screen", (e) => {
+      alive();
+      receive(JSON.parse(e.data));
+    });
+    source.addEventListener("alive", alive);
+    source.onerror = () => {
+      if (downSince === null) downSince = Date.now();
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000);
+    };
   }
-  listen();
+
+  setInterval(() => {
+    const now = Date.now();
+    const down = downSince !== null && now - downSince > LOST_AFTER_MS;
+    const quiet = now - heard > QUIET_MS;
+    if ((down || quiet) && !lost) {
+      lost = true;
+      draw();
+    }
+    if (quiet && source && source.readyState === EventSource.OPEN) {
+      source.close(); // open but silent: start again
+      downSince = downSince || now;
+      connect();
+    }
+  }, 250);
+
+  // -- a touch screen, not a web page: no zoom, no selection, no context menu ---------------------
+
+  document.addEventListener("contextmenu", (e) => e.preventDefault());
+  document.addEventListener("selectstart", (e) => e.preventDefault());
+  document.addEventListener("gesturestart", (e) => e.preventDefault());
+  document.addEventListener("wheel", (e) => { if (e.ctrlKey) e.preventDefault(); }, { passive: false });
+  document.addEventListener("touchmove", (e) => { if (e.touches.length > 1) e.preventDefault(); }, { passive: false });
+
+  loadAll();
+  connect();
 })();

@@ -95,6 +95,8 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
 
 

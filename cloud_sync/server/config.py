@@ -57,6 +57,25 @@ class CloudSettings(BaseSettings):
     #: still kept gets a full snapshot instead of a delta.
     roster_tombstone_keep_s: float = Field(default=90 * 86400, ge=0, le=10 * 365 * 86400)
 
+    #: Lockouts (docs/sync.md, "Rate limits"): this many wrong admin or provisioning tokens
+    #: within ``auth_failure_window_s``, from one source address or presenting one token,
+    #: lock that address (or token) out for ``auth_lockout_s``: 429 even with the right one.
+    auth_max_failures: int = Field(default=10, ge=1, le=100_000)
+    #: The same for wrong kiosk signatures, per source address and per kiosk id named;
+    #: higher, because a kiosk with a wrong key or clock retries by itself.
+    kiosk_auth_max_failures: int = Field(default=30, ge=1, le=100_000)
+    auth_failure_window_s: float = Field(default=300.0, ge=1, le=86400)
+    auth_lockout_s: float = Field(default=300.0, ge=1, le=86400)
+    #: Requests per kiosk per ``kiosk_rate_window_s``: event batches, and roster plus
+    #: closed-rental fetches together. Past it: 429 with Retry-After (the daemon waits).
+    kiosk_batch_limit: int = Field(default=600, ge=1, le=1_000_000)
+    kiosk_pull_limit: int = Field(default=300, ge=1, le=1_000_000)
+    kiosk_rate_window_s: float = Field(default=60.0, ge=1, le=3600)
+    #: Reverse proxies (comma-separated addresses or networks, ``*`` for any) whose
+    #: ``X-Forwarded-For`` names the client: the source address lockouts count. Empty:
+    #: none, the peer's own address counts (behind a load balancer, list it here).
+    forwarded_allow_ips: str = Field(default="", max_length=2000)
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:

@@ -1,22 +1,39 @@
-"""What the API's route modules share: the admin check and the signed request target."""
+"""What the API's route modules share: the admin check, the caller's source address and
+the signed request target."""
 
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from fastapi import Depends, Request
 
 from cloud_sync.server.problems import Problem
+from cloud_sync.server.ratelimit import limited_responses, source_of
+
+#: The error answers of every admin route, for the OpenAPI document.
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = limited_responses(401, 403, 503)
+
+
+def client_source(request: Request) -> str:
+    """The address lockouts count for this request (see ``ratelimit.source_of``)."""
+    return source_of(request.client.host if request.client else None)
 
 
 def require_admin(request: Request) -> None:
-    """``Authorization: Bearer <admin token>``, compared in constant time."""
-    token = request.app.state.service.settings.admin_token
+    """``Authorization: Bearer <admin token>``, compared in constant time, within the
+    lockouts: 429 while this source or this token is locked out, and a wrong or missing
+    token counts towards a lockout of the source (and of the token, when one was sent)."""
+    service = request.app.state.service
+    token = service.settings.admin_token
     if token is None:
         raise Problem(403, "admin_disabled", "no admin token is configured on this server")
     given = request.headers.get("authorization", "")
+    source = client_source(request)
+    service.limiter.check("admin", source, given)
     expected = f"Bearer {token.get_secret_value()}"
     if not hmac.compare_digest(given.encode(), expected.encode()):
+        service.limiter.failed("admin", source, given)
         raise Problem(401, "bad_admin_token", "missing or wrong admin bearer token")
 
 

@@ -131,6 +131,19 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE UNIQUE INDEX rentals_closed ON rentals (kiosk_id, closed_seq)
         """,
     ),
+    (
+        4,
+        "rate_limits: lockouts after wrong credentials and per-kiosk request counts",
+        """
+        CREATE TABLE rate_limits (
+            bucket TEXT PRIMARY KEY,
+            window_start BIGINT NOT NULL,
+            hits INTEGER NOT NULL,
+            blocked_until BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE INDEX rate_limits_window ON rate_limits (window_start)
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -129,7 +129,7 @@ def test_cloud_settings_are_checked_at_start(tmp_path: Path) -> None:
     ok = run_cli(
         "migrate", "--database-url", f"sqlite:///{tmp_path / 'c.sqlite'}", program="kiosk-cloud"
     )
-    assert ok.returncode == 0 and "applied migrations [1, 2, 3]" in ok.stdout
+    assert ok.returncode == 0 and "applied migrations [1, 2, 3, 4]" in ok.stdout
     token = run_cli(
         "issue-token",
         "--kiosk-id",

@@ -6,6 +6,7 @@ The tree, by phase::
     ├── OutboxError                         the local event store
     │   └── OutboxFullError (OSError)       no room left for an event that must not be dropped
     ├── EventError (ValueError)             an event does not match its schema
+    ├── WireError (ValueError)              a request body is not the strict JSON it must be
     ├── SigningKeyError (OSError)           the kiosk's signing key cannot be read or created
     ├── SignatureError (ValueError)         a request's signature is missing, stale or wrong
     ├── CloudError (ConnectionError)        the cloud API cannot be reached or refused a request
@@ -35,6 +36,10 @@ class OutboxFullError(OutboxError, OSError):
 
 class EventError(SyncError, ValueError):
     """An event does not match its schema."""
+
+
+class WireError(SyncError, ValueError):
+    """A request body is not strict JSON (NaN, a key twice, not UTF-8, too deep)."""
 
 
 class SigningKeyError(SyncError, OSError):

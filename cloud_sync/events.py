@@ -15,7 +15,7 @@ here too; ``cloud_sync.event_schemas`` turns all of it into the JSON Schemas und
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import (
@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from cloud_sync.errors import EventError
+from cloud_sync.wire_values import EARLIEST, first_unstorable, parse_time, printable
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMAS = frozenset({1})
@@ -253,12 +254,10 @@ class Event(BaseModel):
             raise ValueError(f"payload does not match type {self.type}")
         return self
 
-    @field_validator("occurred_at")
+    @field_validator("occurred_at", mode="before")
     @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("occurred_at must carry a time zone")
-        return value.astimezone(UTC)
+    def _utc(cls, value: Any) -> datetime:
+        return parse_time(value)  # RFC 3339 text (never a number) or an aware datetime
 
     @property
     def event_class(self) -> EventClass:
@@ -283,41 +282,53 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     """A validation error as one short line: ``field.path: reason; ...``."""
     parts = []
     for item in error.errors(include_url=False, include_input=False)[:5]:
-        where = prefix + ".".join(str(part) for part in item["loc"]) or "(event)"
-        parts.append(f"{where}: {item['msg']}")
+        where = prefix + ".".join(printable(str(part), 64) for part in item["loc"]) or "(event)"
+        parts.append(f"{where}: {printable(item['msg'], 300)}")
     return "; ".join(parts)
 
 
 def parse_event(data: Any) -> Event:
-    """Validate one event as received from the wire; ``EventError`` with a short reason."""
+    """Validate one event as received from the wire; ``EventError`` with a short reason.
+
+    Strict: each value must have the JSON type its schema names (``"3"`` is not a slot,
+    ``true`` not a count, a number not a time), and no string anywhere may hold a
+    character a store cannot keep (``cloud_sync.wire_values``).
+    """
     if not isinstance(data, dict):
         raise EventError(f"an event must be a JSON object, not {type(data).__name__}")
     event_type = data.get("type")
     if not isinstance(event_type, str) or event_type not in PAYLOADS:
         shown = event_type if isinstance(event_type, str) else type(event_type).__name__
-        raise EventError(f"type: unknown event type {str(shown)[:64]!r}")
+        raise EventError(f"type: unknown event type {printable(str(shown), 64)!r}")
     version = data.get("schema", SCHEMA_VERSION)
     if version not in SUPPORTED_SCHEMAS or isinstance(version, bool):
         raise EventError(
-            f"schema: unsupported schema version {str(version)[:16]!r} "
+            f"schema: unsupported schema version {printable(str(version), 16)!r} "
             f"(supported: {', '.join(map(str, sorted(SUPPORTED_SCHEMAS)))})"
         )
     payload = data.get("payload")
     if not isinstance(payload, dict):
         raise EventError("payload: must be a JSON object")
-    try:
-        return Event.model_validate(data)
-    except ValidationError as exc:
-        envelope_error = exc
-    try:  # name the payload's own field when that is what failed
-        PAYLOADS[event_type].model_validate(payload)
+    bad = first_unstorable(data)
+    if bad is not None:
+        raise EventError(f"{bad[0]}: {bad[1]}")
+    try:  # the payload first, so that its own field is named when that is what failed
+        body = PAYLOADS[event_type].model_validate(payload, strict=True)
     except ValidationError as exc:
         raise EventError(describe(exc, prefix="payload.")) from None
-    raise EventError(describe(envelope_error)) from None
+    try:
+        return Event.model_validate({**data, "payload": body}, strict=True)
+    except ValidationError as exc:
+        raise EventError(describe(exc)) from None
 
 
 def check_occurred_at(event: Event, now: datetime, max_future: timedelta) -> None:
-    """Refuse an event stamped further in the future than ``max_future`` from ``now``."""
+    """Refuse an event stamped before 1970 (``EARLIEST``) or further in the future than
+    ``max_future`` from ``now``."""
+    if event.occurred_at < EARLIEST:
+        raise EventError(
+            f"occurred_at: {event.occurred_at.isoformat()} is before 1970-01-01T00:00:00Z"
+        )
     if event.occurred_at > now + max_future:
         raise EventError(
             f"occurred_at: {event.occurred_at.isoformat()} is in the future "

@@ -27,13 +27,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cloud_sync.errors import SignatureError, SigningKeyError, StoreError
 from cloud_sync.events import (
     KIOSK_ID_PATTERN,
+    MAX_SEQ,
     BatchRequest,
     BatchResponse,
     ErrorBody,
+    Rejection,
 )
+from cloud_sync.server.bodies import StrictJSONRoute
+from cloud_sync.server.bodies import read_body as _read_body
 from cloud_sync.server.config import CloudSettings
-from cloud_sync.server.db import ConflictError, open_database
-from cloud_sync.server.deps import ADMIN_ERRORS, Admin, client_source
+from cloud_sync.server.db import ConflictError, StoreDataError, StoreFaultError, open_database
+from cloud_sync.server.deps import Admin
 from cloud_sync.server.deps import raw_target as _raw_target
 from cloud_sync.server.ingest import Limits, decode_body, parse_batch
 from cloud_sync.server.migrations import LATEST, migrate
@@ -48,7 +52,6 @@ from cloud_sync.server.models import (
 )
 from cloud_sync.server.observability import Metrics, RequestContext
 from cloud_sync.server.problems import Problem
-from cloud_sync.server.ratelimit import RateLimiter, RatePolicy, Scope, limited_responses
 from cloud_sync.server.rentals_api import router as rentals_router
 from cloud_sync.server.roster import box_public_key, open_cloud_roster
 from cloud_sync.server.roster_api import router as roster_router
@@ -59,12 +62,15 @@ from cloud_sync.signing import (
     read_headers,
     verify_request,
 )
+from cloud_sync.wire_values import printable
 
 log = structlog.get_logger("cloud_sync.server")
 disable_created_metrics()  # type: ignore[no-untyped-call]
 API_VERSION = "1.0.0"
 KEY_CACHE_S = 5.0
-_ERRORS: dict[int | str, dict[str, Any]] = limited_responses(400, 401, 403, 413, 415, 422, 503)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 413, 415, 422, 503)
+}
 
 
 class Service:
@@ -74,7 +80,6 @@ class Service:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.limiter = RateLimiter(store.db, RatePolicy.from_settings(settings))
         self.limits = Limits(
             settings.max_decoded_bytes,
             settings.max_batch_events,
@@ -102,30 +107,7 @@ class Service:
         self._keys[kiosk_id] = (time.monotonic(), record, key)
         return record, key
 
-    def authenticate(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-        source: str,
-        scope: Scope,
-    ) -> Any:
-        """The request's verified signature, within the rate limits (``ratelimit``): 429
-        while the source or the kiosk id named is locked out; a wrong signature counts
-        towards a lockout; a right one counts against the kiosk's ``scope`` limit."""
-        named = {name.lower(): value for name, value in headers.items()}.get("x-kiosk-id")
-        self.limiter.check("kiosk", source, named)
-        try:
-            signed = self._verify(method, path, headers, body)
-        except Problem as problem:
-            if problem.status == 401:
-                self.limiter.failed("kiosk", source, named)
-            raise
-        self.limiter.hit(scope, signed.kiosk_id)
-        return signed
-
-    def _verify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+    def authenticate(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
         try:
             signed = read_headers(headers)
             check_timestamp(signed.timestamp, time.time(), self.settings.clock_skew_s)
@@ -144,15 +126,9 @@ class Service:
         return signed
 
     def ingest(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-        state: dict[str, Any],
-        source: str,
+        self, method: str, path: str, headers: dict[str, str], body: bytes, state: dict[str, Any]
     ) -> BatchResponse:
-        signed = self.authenticate(method, path, headers, body, source, "batch")
+        signed = self.authenticate(method, path, headers, body)
         state["kiosk_id"] = signed.kiosk_id
         data = decode_body(body, headers.get("content-encoding"), self.limits.max_decoded_bytes)
         try:
@@ -172,6 +148,8 @@ class Service:
                 "a concurrent request stored some of these events; send again",
                 headers={"Retry-After": "1"},
             ) from None
+        except StoreDataError as exc:
+            raise _unstorable(events, exc) from None
         self.metrics.events.labels("accepted").inc(len(result.accepted))
         self.metrics.events.labels("duplicate").inc(len(result.duplicate))
         state.update(
@@ -199,23 +177,42 @@ def _service(request: Request) -> Service:
 Svc = Annotated[Service, Depends(_service)]
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise Problem(413, "body_too_large", f"the body is {length} bytes; at most {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, "body_too_large", f"the body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _unstorable(events: list[Any], exc: StoreDataError) -> Problem:
+    """What a batch the database refused (a value no check caught) is answered: 422 naming
+    the event when it is alone, else 400, which makes the kiosk split the batch until the
+    event is alone. Never 503: sending it again cannot help."""
+    why = f"the database cannot store this event: {exc}"
+    if len(events) == 1:
+        rejection = Rejection(index=0, id=events[0].id, reason=why)
+        return Problem(422, "rejected_events", "1 of 1 events cannot be stored", [rejection])
+    return Problem(
+        400,
+        "unstorable",
+        f"the database cannot store one of these {len(events)} events ({exc}); nothing was "
+        "stored; send them in smaller batches to find it",
+    )
 
 
-def _error(request: Request, status: int, code: str, reason: str, **extra: Any) -> JSONResponse:
+def _error(
+    request: Request,
+    status: int,
+    code: str,
+    reason: str,
+    rejected: list[Rejection] | None = None,
+) -> JSONResponse:
+    """The error answer; whatever of the input it shows is made printable first, so the
+    answer itself never fails to encode."""
     request_id = getattr(request.state, "request_id", None)
-    body = ErrorBody(error=code, reason=reason, request_id=request_id, **extra)
+    shown = [
+        Rejection(
+            index=item.index,
+            id=printable(item.id, 64) if item.id is not None else None,
+            reason=printable(item.reason),
+        )
+        for item in rejected or []
+    ]
+    reason = printable(reason, 2000)
+    body = ErrorBody(error=code, reason=reason, request_id=request_id, rejected=shown)
     state_log = getattr(request.state, "log", None)
     if isinstance(state_log, dict):
         state_log.update(error=code, reason=reason[:200])
@@ -271,6 +268,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         ),
         lifespan=lifespan,
     )
+    app.router.route_class = StrictJSONRoute  # bounded, strict JSON bodies on every route
     app.state.metrics = metrics
     app.state.roster = None
     app.add_middleware(RequestContext, metrics=metrics)
@@ -289,9 +287,21 @@ def create_app(settings: CloudSettings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         reasons = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+            f"{'.'.join(printable(str(p), 64) for p in e['loc'])}: {printable(e['msg'], 300)}"
+            for e in exc.errors()[:5]
         )
         return _error(request, 422, "invalid_request", reasons)
+
+    @app.exception_handler(StoreDataError)
+    async def _unstorable_value(request: Request, exc: StoreDataError) -> JSONResponse:
+        log.warning("cloud.unstorable_value", error=printable(str(exc), 300))
+        reason = f"the database cannot store a value of this request: {exc}"
+        return _error(request, 422, "unstorable", reason)
+
+    @app.exception_handler(StoreFaultError)
+    async def _store_fault(request: Request, exc: StoreFaultError) -> JSONResponse:
+        log.error("cloud.database_fault", error=str(exc))
+        return _error(request, 500, "database_error", "the database refused a statement")
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
@@ -344,13 +354,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         state_log: dict[str, Any] = request.state.log
         svc: Service = request.app.state.service
         return await run_in_threadpool(
-            svc.ingest,
-            request.method,
-            _raw_target(request),
-            headers,
-            body,
-            state_log,
-            client_source(request),
+            svc.ingest, request.method, _raw_target(request), headers, body, state_log
         )
 
     app.include_router(roster_router)
@@ -362,17 +366,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
         answer names the roster public key for the kiosk to pin. Sending the same request
         again (same spent token, kiosk id and keys) gets the same answer, so a kiosk that
         lost the first answer can finish; any other use of a spent token is refused."""
-        source = client_source(request)
-        svc.limiter.check("provision", source, body.token)  # locked out: 429, token unread
         _check_keys(body.public_key, body.box_public_key)
-        try:
-            svc.store.provision(
-                body.token, body.kiosk_id, body.public_key, body.site, body.box_public_key
-            )
-        except Problem as problem:
-            if problem.status == 401:  # a wrong, spent or expired token
-                svc.limiter.failed("provision", source, body.token)
-            raise
+        svc.store.provision(
+            body.token, body.kiosk_id, body.public_key, body.site, body.box_public_key
+        )
         record = svc.store.kiosk(body.kiosk_id)
         assert record is not None
         roster = request.app.state.roster
@@ -392,12 +389,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         assert record is not None
         return KioskOut(**record.__dict__)
 
-    @app.get(
-        "/v1/admin/kiosks",
-        response_model=list[KioskOut],
-        dependencies=[Admin],
-        responses=ADMIN_ERRORS,
-    )
+    @app.get("/v1/admin/kiosks", response_model=list[KioskOut], dependencies=[Admin])
     def list_kiosks(svc: Svc) -> list[KioskOut]:
         """Every registered kiosk."""
         return [KioskOut(**record.__dict__) for record in svc.store.kiosks()]
@@ -415,17 +407,17 @@ def create_app(settings: CloudSettings) -> FastAPI:
         token, expires = svc.store.issue_token(ttl, body.kiosk_id, body.site)
         return TokenOut(token=token, expires_at=expires, kiosk_id=body.kiosk_id)
 
-    @app.get("/v1/admin/events", dependencies=[Admin], responses=ADMIN_ERRORS)
+    @app.get("/v1/admin/events", dependencies=[Admin])
     def list_events(
         svc: Svc,
         kiosk_id: Annotated[str | None, Query(pattern=KIOSK_ID_PATTERN)] = None,
-        after_seq: Annotated[int, Query(ge=0)] = 0,
+        after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """Stored events in (kiosk, seq) order."""
         return svc.store.events(kiosk_id, after_seq, limit)
 
-    @app.get("/v1/admin/rentals", dependencies=[Admin], responses=ADMIN_ERRORS)
+    @app.get("/v1/admin/rentals", dependencies=[Admin])
     def list_rentals(
         svc: Svc,
         status: Literal["open", "closed", "failed", "all"] = "open",
@@ -434,7 +426,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         """Rentals, open ones by default."""
         return svc.store.rentals(None if status == "all" else status, limit)
 
-    @app.get("/v1/admin/returns", dependencies=[Admin], responses=ADMIN_ERRORS)
+    @app.get("/v1/admin/returns", dependencies=[Admin])
     def list_returns(
         svc: Svc,
         flagged: bool = False,

@@ -12,7 +12,11 @@ together or not at all. Differences stay here:
   inserts wait and travel in one pipeline with the next statement that answers, so a
   transaction costs few round trips (see ``_PgTx``).
 
-sqlite3 and psycopg errors are translated into ``StoreError`` here.
+sqlite3 and psycopg errors are translated here, by whose fault they are: ``StoreError``
+for the database's health (unreachable, busy, disk: the API answers 503, retry), a
+``ConflictError`` for a row a concurrent writer stored first (503, send again),
+``StoreDataError`` for a value the database refuses (answered 4xx: sending it again cannot
+help) and ``StoreFaultError`` for a statement it refuses (a defect here: 500).
 """
 
 from __future__ import annotations
@@ -35,6 +39,20 @@ Dialect = Literal["sqlite", "postgres"]
 
 class ConflictError(StoreError):
     """A unique constraint refused a row (a concurrent writer stored it first)."""
+
+
+class StoreDataError(StoreError, ValueError):
+    """The database refused a value of the request (NUL in text, an integer past int64, a
+    constraint other than uniqueness): the request's fault, which no retry mends."""
+
+
+class StoreFaultError(StoreError):
+    """The database refused a statement itself (bad SQL, an unsupported feature): a defect
+    of this program, neither the request's fault nor an outage."""
+
+
+#: Python errors the database drivers raise while binding a request's values.
+_VALUE_ERRORS = (UnicodeError, OverflowError)
 
 
 class Tx(Protocol):
@@ -154,8 +172,12 @@ class SqliteDatabase:
             except BaseException as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.IntegrityError):
+                if isinstance(exc, sqlite3.IntegrityError) and _sqlite_unique(exc):
                     raise ConflictError(str(exc)) from None
+                if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, *_VALUE_ERRORS)):
+                    raise StoreDataError(f"the database refuses a value ({exc})") from None
+                if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
+                    raise StoreFaultError(f"{self.path}: {exc}") from None
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"{self.path}: {exc}") from None
                 raise
@@ -325,11 +347,22 @@ class PostgresDatabase:
                 tx.flush()
         except psycopg.errors.UniqueViolation as exc:
             raise ConflictError(_short(exc)) from None
+        except (psycopg.DataError, psycopg.IntegrityError, *_VALUE_ERRORS) as exc:
+            raise StoreDataError(f"the database refuses a value ({_short(exc)})") from None
+        except (psycopg.ProgrammingError, psycopg.NotSupportedError) as exc:
+            raise StoreFaultError(f"PostgreSQL: {_short(exc)}") from None
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise StoreError(f"PostgreSQL: {_short(exc)}") from None
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _sqlite_unique(exc: sqlite3.IntegrityError) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in (
+        "SQLITE_CONSTRAINT_UNIQUE",
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+    )
 
 
 def _short(exc: BaseException) -> str:

@@ -1,23 +1,24 @@
 """Reading a batch off the wire: size, gzip, JSON, envelope, then each event. Pure.
 
 Order of checks, cheapest first, each with its own answer: an oversize body (413), a body
-that is not gzip when it says so, or not JSON (400), an envelope that is not a batch
+that is not gzip when it says so, or not strict JSON (400: not UTF-8, NaN or Infinity, a
+key twice in one object, nesting too deep), an envelope that is not a batch
 (422), too many events (413), a batch for another kiosk than the signer (403), then every
-event on its own: unknown type, unsupported schema version, bad fields, another kiosk's
-event, a timestamp in the future, an id twice in one batch. Any rejected event makes the
+event on its own: unknown type, unsupported schema version, a string no store can keep
+(NUL, a lone surrogate), bad fields or a value of the wrong JSON type, another kiosk's
+event, a time before 1970 or in the future, an id twice in one batch. Any rejected event makes the
 whole batch a 422 that names each one, and nothing of it is stored.
 """
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from cloud_sync.errors import EventError
+from cloud_sync.errors import EventError, WireError
 from cloud_sync.events import (
     BatchRequest,
     Event,
@@ -27,6 +28,7 @@ from cloud_sync.events import (
     parse_event,
 )
 from cloud_sync.server.problems import Problem
+from cloud_sync.wire_values import loads_strict, unstorable
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,9 @@ def parse_batch(
 ) -> tuple[BatchRequest, list[Event]]:
     """Validate a decoded batch; ``Problem`` for anything a kiosk must not send."""
     try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(400, "malformed_json", f"the body is not JSON ({exc})") from None
-    except RecursionError:
-        raise Problem(400, "malformed_json", "the body nests too deeply") from None
+        raw = loads_strict(data)
+    except WireError as exc:
+        raise Problem(400, "malformed_json", f"the body is not strict JSON: {exc}") from None
     if isinstance(raw, dict) and isinstance(raw.get("events"), list):
         count = len(raw["events"])
         if count > limits.max_batch_events:
@@ -74,7 +74,7 @@ def parse_batch(
                 f"the batch has {count} events; at most {limits.max_batch_events} per batch",
             )
     try:
-        batch = BatchRequest.model_validate(raw)
+        batch = BatchRequest.model_validate(raw, strict=True)
     except ValidationError as exc:
         raise Problem(422, "invalid_batch", describe(exc)) from None
     if batch.kiosk_id != signer:
@@ -88,7 +88,8 @@ def parse_batch(
     seen: set[str] = set()
     for index, item in enumerate(batch.events):
         raw_id = item.get("id")
-        shown_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 64 else None
+        readable = isinstance(raw_id, str) and len(raw_id) <= 64 and unstorable(raw_id) is None
+        shown_id = raw_id if readable else None
         try:
             event = parse_event(item)
             if event.kiosk_id != signer:

@@ -1,9 +1,16 @@
-"""Bodies of the cloud API's administration, provisioning and health routes."""
+"""Bodies of the cloud API's administration, provisioning and health routes.
+
+Every body a client sends (``_Body``) is read strictly: each value must have the JSON type
+the schema names (``"5"`` is not a number, ``1`` not a boolean), dates are ``YYYY-MM-DD``
+text, and no string may hold a character a store cannot keep (``wire_values``); a body
+that breaks any of it is a 422 naming the field.
+"""
 
 from __future__ import annotations
 
 import math
-from datetime import date
+import re
+from datetime import date, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -17,6 +24,24 @@ from cloud_sync.roster_wire import (
     RiderRecord,
     Template,
 )
+from cloud_sync.wire_values import unstorable
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class _Body(BaseModel):
+    """A request body: strict types, no unknown fields, only storable text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            why = unstorable(value)
+            if why is not None:
+                raise ValueError(why)
+        return value
 
 
 def _box_key_field() -> Any:
@@ -32,9 +57,7 @@ def _box_key_field() -> Any:
 PERSON_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
-class KioskIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KioskIn(_Body):
     kiosk_id: str = Field(pattern=KIOSK_ID_PATTERN)
     public_key: str = Field(min_length=40, max_length=64, description="base64 Ed25519 key")
     box_public_key: str | None = _box_key_field()
@@ -58,9 +81,7 @@ class ProvisionOut(KioskOut):
     roster_model: str = Field(description="the encoder model the roster's deltas name")
 
 
-class TokenIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TokenIn(_Body):
     kiosk_id: str | None = Field(default=None, pattern=KIOSK_ID_PATTERN)
     site: str = Field(default="", max_length=200)
     ttl_s: float | None = Field(default=None, ge=60, le=30 * 86400)
@@ -72,9 +93,7 @@ class TokenOut(BaseModel):
     kiosk_id: str | None
 
 
-class ProvisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProvisionIn(_Body):
     token: str = Field(min_length=8, max_length=100)
     kiosk_id: str = Field(pattern=KIOSK_ID_PATTERN)
     public_key: str = Field(min_length=40, max_length=64)
@@ -88,9 +107,7 @@ class Health(BaseModel):
     schema_version: int
 
 
-class TemplateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TemplateIn(_Body):
     model: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     vector: list[float] = Field(
         min_length=ENCODING_SIZE, max_length=ENCODING_SIZE, description="128 float32 values"
@@ -104,10 +121,8 @@ class TemplateIn(BaseModel):
         return value
 
 
-class RiderIn(BaseModel):
+class RiderIn(_Body):
     """A rider to add: stored sealed; the cloud keeps no name or template in clear."""
-
-    model_config = ConfigDict(extra="forbid")
 
     person_id: str = Field(min_length=1, max_length=128, pattern=PERSON_ID_PATTERN)
     display_name: str = Field(default="", max_length=200)
@@ -118,6 +133,20 @@ class RiderIn(BaseModel):
     valid_until: date | None = None
     claim_hash: str | None = Field(default=None, min_length=1, max_length=200)
     replace: bool = Field(default=False, description="replace a rider who exists")
+
+    @field_validator("valid_until", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not _DATE.fullmatch(value):
+                raise ValueError("must be a date as YYYY-MM-DD")
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("is not a valid date") from None
+        if value is not None and (not isinstance(value, date) or isinstance(value, datetime)):
+            raise ValueError("must be a date as YYYY-MM-DD")
+        return value
 
     def to_record(self) -> RiderRecord:
         return RiderRecord(

@@ -4,7 +4,8 @@ The tree, by phase::
 
     SyncError
     ├── OutboxError                         the local event store
-    │   └── OutboxFullError (OSError)       no room left for an event that must not be dropped
+    │   ├── OutboxFullError (OSError)       no room left for an event that must not be dropped
+    │   └── OutboxMissingError (FileNotFoundError)  a command that only reads found no outbox
     ├── EventError (ValueError)             an event does not match its schema
     ├── WireError (ValueError)              a request body is not the strict JSON it must be
     ├── SigningKeyError (OSError)           the kiosk's signing key cannot be read or created
@@ -32,6 +33,10 @@ class OutboxError(SyncError):
 
 class OutboxFullError(OutboxError, OSError):
     """The outbox has no room for an event that must never be dropped."""
+
+
+class OutboxMissingError(OutboxError, FileNotFoundError):
+    """A command that only reads the outbox found none; nothing was created."""
 
 
 class EventError(SyncError, ValueError):

@@ -42,10 +42,11 @@ import structlog
 from ulid import ULID
 
 from cloud_sync.batching import BatchLimits, Candidate, plan_batch
-from cloud_sync.errors import OutboxError, OutboxFullError
+from cloud_sync.errors import OutboxError, OutboxFullError, OutboxMissingError
 from cloud_sync.events import CLASS_OF, EVENT_CLASSES, Event, payload_for
 from cloud_sync.outbox_budget import count_dropped, make_room, used_bytes
 from cloud_sync.outbox_schema import ROW_OVERHEAD, Pending, Stats, migrate
+from cloud_sync.private_files import connect_read_only, open_private_db
 
 Clock = Callable[[], datetime]
 log = structlog.get_logger("cloud_sync.outbox")
@@ -90,7 +91,12 @@ class Outbox:
         clock: Clock = utc_now,
         max_bytes: int = 512 * 1024 * 1024,
         busy_timeout_s: float = 10.0,
+        *,
+        read_only: bool = False,
     ) -> None:
+        """Open (creating it, 0600) the outbox at ``path``. ``read_only``, for commands that
+        only look: the outbox must exist (``OutboxMissingError`` otherwise) and nothing is
+        created or written."""
         self.path = path
         self.kiosk_id = kiosk_id
         self.max_bytes = max_bytes
@@ -99,16 +105,24 @@ class Outbox:
         self._in_tx = False
         self._sync_full = True
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
+            if read_only:
+                connection = connect_read_only(path, timeout=busy_timeout_s)
+                connection.isolation_level = None
+            else:
+                connection = open_private_db(
+                    path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
             self.connection = connection
             self.db = sqlite_utils.Database(connection)
-            with self._lock:
-                migrate(connection)
+            if not read_only:
+                with self._lock:
+                    migrate(connection)
+        except FileNotFoundError:
+            raise OutboxMissingError(
+                f"{path}: no outbox yet (nothing was recorded here; `kiosk run` makes it)"
+            ) from None
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"{path}: cannot open the outbox ({exc})") from None
 

@@ -110,7 +110,11 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
     state_dir: Path = settings.kiosk.state_dir
     outbox = Outbox(settings.outbox_path, kiosk_id, max_bytes=settings.outbox.max_bytes)
     roster = open_roster(
-        settings.roster_path, settings.keys_dir, kiosk_id, settings.roster.cloud_roster_key
+        settings.roster_path,
+        settings.keys_dir,
+        kiosk_id,
+        settings.roster.cloud_roster_key,
+        erase_wait_s=settings.roster.erase_wait_s,
     )
     engine = setup.engine(settings.vision)
     vision = settings.vision

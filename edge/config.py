@@ -123,6 +123,13 @@ class RosterSection(BaseModel):
         description="the cloud's roster signing key (Ed25519, base64), pinned at provisioning",
     )
     max_age_h: float = Field(default=72.0, gt=0, le=24 * 365)
+    erase_wait_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=60,
+        description="how long deleting a rider waits for a reader in another process before "
+        "it reports the erasure as pending (the kiosk then finishes it by itself)",
+    )
 
 
 class UiSection(BaseModel):

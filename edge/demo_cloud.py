@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import SecretStr
 
+from cloud_sync.private_files import private_dir
 from edge.errors import EdgeError
 
 
@@ -101,7 +102,7 @@ def local_cloud(folder: Path) -> Iterator[LocalCloud]:
     from cloud_sync.server.roster_keys import RosterKeyFiles
     from edge.serving import serve_in_thread
 
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     token = secrets.token_urlsafe(24)
     database = folder / "cloud.sqlite"
     settings = CloudSettings(

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from cloud_sync.private_files import private_dir
 from edge.demo_cloud import LocalCloud, local_cloud
 from edge.errors import EdgeError
 from edge.settings import Settings
@@ -233,7 +234,7 @@ def appliance(
         stack.callback(sim.stop)
         say(f"board   simulator on {sim.path}: {SLOTS} slots, {FILLED} powerbanks docked")
         kiosk = demo_settings(settings, root, cloud, sim.path)
-        kiosk.kiosk.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(kiosk.kiosk.state_dir)
         register(kiosk, cloud)
         version = 0
         for rider in riders:

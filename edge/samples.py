@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cloud_sync.private_files import private_dir
 from hardware.camera import Image, read_image
 
 SAMPLE_RIDER = "eileen-collins"
@@ -52,7 +53,7 @@ def write_sample_set(dest: Path) -> SampleSet:
     frames_dir = dest / "frames"
     rider_dir = enroll_dir / SAMPLE_RIDER
     for folder in (rider_dir, frames_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
     portrait_path = _data_file("astronaut.png")
     shutil.copyfile(portrait_path, rider_dir / "portrait.png")
     portrait = read_image(portrait_path)

@@ -26,7 +26,8 @@ import structlog
 
 from cloud_sync.events import EjectAttempt
 from cloud_sync.outbox import Outbox
-from edge.errors import EdgeError
+from cloud_sync.private_files import connect_read_only, open_private_db
+from edge.errors import EdgeError, InputError
 from hardware.board import BoardEvent, BoardOffline, BoardOnline, EjectResult, SlotBoard
 from hardware.config import BoardConfig
 from hardware.errors import (
@@ -207,6 +208,10 @@ def choose_slot(slots: Iterable[Slot], min_charge: int = DEFAULT_MIN_CHARGE) -> 
     return min(ready, key=lambda slot: (-(slot.charge or 0), slot.number)).number
 
 
+class SlotStateMissingError(InputError, FileNotFoundError):
+    """A command that only reads the slot database found none; nothing was created."""
+
+
 class Inventory:
     """The slots of one cabinet, kept in SQLite and driven by the board's events."""
 
@@ -218,20 +223,36 @@ class Inventory:
         outbox: Outbox | None = None,
         min_charge: int = DEFAULT_MIN_CHARGE,
         clock: Clock = lambda: datetime.now(UTC),
+        read_only: bool = False,
     ) -> None:
+        """Open (creating it, 0600) the slot database at ``path``. ``read_only``, for commands
+        that only look: it must exist (``SlotStateMissingError``) and nothing is written."""
         self.path, self.outbox, self.min_charge, self._clock = path, outbox, min_charge, clock
+        self.read_only = read_only
         self.board_online = False
         self.door = DoorState.CLOSED
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+            if read_only:
+                connection = connect_read_only(path)
+                connection.isolation_level = None
+            else:
+                connection = open_private_db(path, isolation_level=None, check_same_thread=False)
+                connection.execute("PRAGMA journal_mode=WAL")
             self._db = sqlite_utils.Database(connection)
             self._slots = self._load(slots)
+        except FileNotFoundError:
+            raise SlotStateMissingError(
+                f"{path}: no slot state recorded yet (`kiosk slots` asks the board and records "
+                "it; `kiosk run` keeps it up to date)"
+            ) from None
         except (sqlite3.Error, OSError) as exc:
             raise EdgeError(f"{path}: cannot open the slot inventory ({exc})") from None
 
     def _load(self, count: int) -> dict[int, Slot]:
+        if self.read_only:
+            if "slots" not in self._db.table_names():
+                raise sqlite3.DatabaseError("no slots table: not a slot database")
+            return self._read(count)
         if "slots" not in self._db.table_names():
             self._db.execute(
                 """CREATE TABLE slots (number INTEGER PRIMARY KEY, condition TEXT NOT NULL,
@@ -242,6 +263,9 @@ class Inventory:
             self._db.execute(
                 "ALTER TABLE slots ADD COLUMN board_disabled INTEGER NOT NULL DEFAULT 0"
             )
+        return self._read(count)
+
+    def _read(self, count: int) -> dict[int, Slot]:
         slots = {number: Slot(number) for number in range(1, count + 1)}
         for row in self._db["slots"].rows_where(order_by="number"):
             if row["number"] in slots:
@@ -256,7 +280,7 @@ class Inventory:
                     disabled=bool(row["disabled"]),
                     request_id=row["request_id"],
                     updated_at=datetime.fromisoformat(at) if at else None,
-                    board_disabled=bool(row["board_disabled"]),
+                    board_disabled=bool(row.get("board_disabled", 0)),
                 )
         return slots
 

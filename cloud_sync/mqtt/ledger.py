@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud_sync.mqtt.errors import MqttError
+from cloud_sync.private_files import open_private_db
 
 FILENAME = "commands.sqlite"
 #: Ids are kept this long after their command expired (covers a clock stepped back).
@@ -53,14 +54,13 @@ class CommandLedger:
         self._clock = clock
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
+            self._db = open_private_db(
                 path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise MqttError(f"{path}: cannot open the command ledger ({exc})") from None
         self.prune()
 

@@ -33,6 +33,7 @@ import psycopg_pool
 from psycopg.types.array import ListBinaryDumper
 
 from cloud_sync.errors import StoreError
+from cloud_sync.private_files import open_private_db
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -149,8 +150,7 @@ class SqliteDatabase:
         self.path = Path(url.removeprefix("sqlite:///"))
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
+            self._db = open_private_db(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30
             )
             self._db.execute("PRAGMA journal_mode=WAL")

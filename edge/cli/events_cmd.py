@@ -28,9 +28,18 @@ app = typer.Typer(help="Tail or export the events in the outbox.", no_args_is_he
 
 
 def _open(settings: Settings) -> Outbox:
+    """The outbox, read-only: a missing one is an error, never created here."""
     if not settings.outbox_path.is_file():
-        raise InputError(f"{settings.outbox_path}: no outbox yet (nothing was recorded here)")
-    return Outbox(settings.outbox_path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes)
+        raise InputError(
+            f"{settings.outbox_path}: no outbox yet (nothing was recorded here; "
+            "`kiosk run` makes it)"
+        )
+    return Outbox(
+        settings.outbox_path,
+        settings.kiosk.id,
+        max_bytes=settings.outbox.max_bytes,
+        read_only=True,
+    )
 
 
 def _line(event: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloud_sync.errors import SyncError
+from cloud_sync.errors import OutboxMissingError, SyncError
 from edge.cli.auth import NotPermittedError
 from edge.errors import ConfigError, EdgeError, InputError, NotAvailableError
 from edge.vault.errors import RosterError
@@ -32,6 +32,12 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(3, ConfigError, "the settings file or a setting is invalid"),
     ExitCode(4, InputError, "a file, folder or value given on the command line cannot be used"),
     ExitCode(4, FrameError, "an image cannot be read or decoded"),
+    ExitCode(
+        4,
+        OutboxMissingError,
+        "a file the command reads (roster, key, outbox, slot state) does not exist yet: "
+        "the message names the command that makes it; nothing was created",
+    ),
     ExitCode(5, ModelError, "a face model file is missing or does not match models/manifest.json"),
     ExitCode(6, HardwareError, "a device (camera, slot board) failed"),
     ExitCode(7, SyncError, "a local store (outbox, roster) or the cloud API failed"),

@@ -41,7 +41,7 @@ def _engine_and_gallery(settings: Settings, roster: Path) -> tuple[FaceEngine, G
     """The face engine and the roster's templates for its model, as the kiosk loads them."""
     _need_roster(roster)
     engine = setup.engine(settings.vision)
-    store = roster_store(settings, roster)
+    store = roster_store(settings, roster, read_only=True)
     try:
         return engine, setup.gallery(store, engine.model_version, settings.vision.fuse_templates)
     finally:

@@ -20,7 +20,7 @@ from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.progress import spinner
 from edge.settings import Settings
-from edge.vault.errors import DeltaError
+from edge.vault.errors import DeltaError, ErasurePendingError, StoreError
 from edge.vault.live import open_roster
 from edge.vault.store import RosterStore
 from edge.vision import setup
@@ -60,17 +60,30 @@ def _state_of(settings: Settings, path: Path | None) -> Path:
     return settings.kiosk.state_dir if path is None else path.parent
 
 
-def roster_store(settings: Settings, path: Path | None) -> RosterStore:
-    """The roster at ``path`` (keys beside it) or the kiosk's own (keys in the key folder)."""
-    if path is None:
-        return open_roster(
-            settings.roster_path,
-            settings.keys_dir,
-            settings.kiosk.id,
-            settings.roster.cloud_roster_key,
-        )
+def roster_store(settings: Settings, path: Path | None, read_only: bool = False) -> RosterStore:
+    """The roster at ``path`` (keys beside it) or the kiosk's own (keys in the key folder).
+
+    ``read_only`` for commands that only look: a missing roster or key is an error naming
+    the command that makes it, and nothing is created or written."""
     return open_roster(
-        path, path.parent / "keys", settings.kiosk.id, settings.roster.cloud_roster_key
+        settings.roster_path if path is None else path,
+        settings.keys_dir if path is None else path.parent / "keys",
+        settings.kiosk.id,
+        settings.roster.cloud_roster_key,
+        read_only=read_only,
+        erase_wait_s=settings.roster.erase_wait_s,
+    )
+
+
+def erasure_not_finished(store: RosterStore, what: str) -> ErasurePendingError:
+    """The error a command ends with when its deletion's bytes are still on disk."""
+    return ErasurePendingError(
+        f"{what}, but the deleted bytes are still in {store.path} and its WAL: another "
+        f"process is reading the roster (waited {store.erase_wait_s:g} s, setting "
+        "roster.erase_wait_s). The kiosk erases them by itself as soon as the reader lets go "
+        "(the running kiosk or sync service, or the next roster command, logs "
+        "roster.erasure_completed); to finish now, stop the reader and run "
+        "`kiosk roster erase-pending`"
     )
 
 
@@ -85,7 +98,7 @@ def info(
     were enrolled from one photo only (a second one recognises them more often), and up
     to how many riders the face policy decides without a claim."""
     settings = state(ctx).settings()
-    store = roster_store(settings, roster)
+    store = roster_store(settings, roster, read_only=True)
     found = store.info()
     loaded = store.load()
     lookalikes = sum(rider.lookalike for rider in loaded.riders.values())
@@ -139,10 +152,20 @@ def info(
 
 @app.command("verify")
 def verify(ctx: typer.Context, roster: RosterOption = None) -> None:
-    """Open every rider row with this kiosk's keys; exit non-zero on the first that fails."""
-    store = roster_store(state(ctx).settings(), roster)
-    count = store.verify()
-    typer.echo(f"{store.path}: {count} rider(s) verified, version {store.version}")
+    """Open every rider row with this kiosk's keys, without writing anything; name the rider
+    and the kind of damage of every row that fails (exit 7 when one does)."""
+    store = roster_store(state(ctx).settings(), roster, read_only=True)
+    try:
+        report = store.verify()
+        version = store.version
+    finally:
+        store.close()
+    if report.damaged:
+        lines = [damage.line() for damage in report.damaged]
+        raise StoreError(
+            "\n".join([*lines, f"{store.path}: {len(lines)} of {report.rows} rider row(s) damaged"])
+        )
+    typer.echo(f"{store.path}: {report.rows} rider(s) verified, version {version}")
 
 
 @app.command("delete")
@@ -159,7 +182,24 @@ def delete(
     if not store.delete(person_id):
         raise typer.BadParameter(f"no rider {person_id!r} in {store.path}", param_hint="PERSON_ID")
     record_edit(settings, store, "delete", who, 1)
+    if store.erasure_pending:
+        raise erasure_not_finished(store, f"{person_id}: removed from the roster")
     typer.echo(f"{person_id}: deleted from {store.path}")
+
+
+@app.command("erase-pending")
+def erase_pending(ctx: typer.Context, roster: RosterOption = None) -> None:
+    """Finish erasing deleted riders' bytes that a reader kept on disk (needs root or
+    kiosk-tech; exit 7 while another process still reads the roster)."""
+    settings = state(ctx).settings()
+    require_technician(_state_of(settings, roster), "kiosk roster erase-pending")
+    store = roster_store(settings, roster)
+    try:
+        if store.pending_erasure() is not None and not store.finish_erasure():
+            raise erasure_not_finished(store, "the erasure is still pending")
+    finally:
+        store.close()
+    typer.echo(f"{store.path}: no deleted rider's bytes are left on disk")
 
 
 @app.command("rotate-key")
@@ -171,6 +211,8 @@ def rotate_key(ctx: typer.Context, roster: RosterOption = None) -> None:
     store = roster_store(settings, roster)
     new = store.rotate_key()
     record_edit(settings, store, "rotate_key", who, store.info().riders)
+    if store.erasure_pending:
+        raise erasure_not_finished(store, f"rows re-sealed under data key {new}")
     typer.echo(f"{store.path}: rows re-sealed under data key {new}")
 
 
@@ -220,6 +262,8 @@ def pull(
             f"roster version {result.from_version} -> {result.to_version} ({kind}): "
             f"{result.upserts} rider(s) added or changed, {result.deletions} removed"
         )
+    if store.erasure_pending:
+        raise erasure_not_finished(store, f"{result.deletions} rider(s) removed by the pull")
     if result.failure is not None:
         message = f"{result.error} (roster version {result.from_version} kept)"
         if isinstance(result.failure, CloudError):

@@ -1,6 +1,7 @@
 """Run a Typer app so that every known error becomes one line and a documented exit code.
 
-The traceback is shown only with ``--debug``.
+The traceback is shown only with ``--debug``. Every command runs with umask 077, so nothing
+it writes is readable by group or others (``cloud_sync.private_files``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,17 @@ from collections.abc import Sequence
 
 import typer
 
+from cloud_sync.private_files import private_umask_for_call
 from edge.cli.exits import KNOWN_ERRORS, UNEXPECTED, USAGE, exit_code_for
 
 
 def run_app(app: typer.Typer, prog: str, argv: Sequence[str] | None = None) -> int:
-    """Invoke ``app`` and return the process exit code."""
+    """Invoke ``app`` (with umask 077) and return the process exit code."""
+    with private_umask_for_call():
+        return _run(app, prog, argv)
+
+
+def _run(app: typer.Typer, prog: str, argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     command = typer.main.get_command(app)

@@ -54,6 +54,16 @@ def _inventory(settings: Settings, slots: int | None = None) -> Inventory:
     )
 
 
+def _cached(settings: Settings) -> Inventory:
+    """The last known state, read-only: nothing is created or written."""
+    return Inventory(
+        settings.kiosk.state_dir / SLOTS_DB,
+        settings.board.slots,
+        min_charge=settings.board.min_charge_pct,
+        read_only=True,
+    )
+
+
 @contextmanager
 def _board(settings: Settings) -> Iterator[SerialBoard]:
     board = SerialBoard.from_config(settings.board).open()
@@ -122,7 +132,7 @@ def slots(
     settings = state(ctx).settings()
     source, error = "cached", None
     if cached:
-        inventory = _inventory(settings)
+        inventory = _cached(settings)
     else:
         try:
             with _board(settings) as board:
@@ -132,7 +142,7 @@ def slots(
                 source = "board"
         except BoardError as exc:
             error = exc
-            inventory = _inventory(settings)
+            inventory = _cached(settings)
     rows = inventory.slots()
     if as_json:
         payload = {"source": source, "slots": [_row(slot) for slot in rows]}

@@ -62,6 +62,7 @@ def open_cloud_roster(settings: Settings) -> RosterStore:
         settings.keys_dir,
         settings.kiosk.id,
         settings.roster.cloud_roster_key,
+        erase_wait_s=settings.roster.erase_wait_s,
     )
 
 
@@ -207,8 +208,16 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     roster's last pull and the last fetch of rentals closed in the cloud."""
     settings = state(ctx).settings()
     if not settings.outbox_path.is_file():
-        raise InputError(f"{settings.outbox_path}: no outbox yet (nothing was recorded here)")
-    outbox = open_outbox(settings)
+        raise InputError(
+            f"{settings.outbox_path}: no outbox yet (nothing was recorded here; "
+            "`kiosk run` makes it)"
+        )
+    outbox = Outbox(
+        settings.outbox_path,
+        settings.kiosk.id,
+        max_bytes=settings.outbox.max_bytes,
+        read_only=True,
+    )
     try:
         stats = outbox.stats()
         quarantined = outbox.quarantined(limit=5)

@@ -12,7 +12,6 @@ A flag file that exists but cannot be read counts as *on*: when in doubt, no ren
 from __future__ import annotations
 
 import contextlib
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_sync.events import Event
 from cloud_sync.outbox import Outbox
+from cloud_sync.private_files import write_private
 
 FILENAME = "maintenance"  # the runtime checks that this file exists (edge.assemble)
 Via = Literal["cli", "remote"]
@@ -73,10 +73,7 @@ def set_maintenance(
     flag: Maintenance | None = None
     if on:
         flag = Maintenance(since=datetime.now(UTC), operator=operator, reason=reason, via=via)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{FILENAME}.{os.getpid()}.tmp")
-        tmp.write_text(flag.model_dump_json(), encoding="utf-8")
-        tmp.replace(path)
+        write_private(path, flag.model_dump_json().encode("utf-8"))
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cloud_sync.private_files import write_private
+
 FILENAME = "runtime.json"
 SCHEMA_VERSION = 1
 #: A file not updated for this long is stale: the runtime is hung or gone.
@@ -64,9 +66,7 @@ class RuntimeStatus(BaseModel):
 def write_runtime_status(state_dir: Path, status: RuntimeStatus) -> Path:
     """Atomically replace ``<state_dir>/runtime.json`` (the runtime's side)."""
     path = state_dir / FILENAME
-    tmp = path.with_name(f".{FILENAME}.{os.getpid()}.tmp")
-    tmp.write_text(status.model_dump_json(by_alias=True, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_private(path, status.model_dump_json(by_alias=True, indent=2).encode("utf-8"))
     return path
 
 

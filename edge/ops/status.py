@@ -173,7 +173,11 @@ def roster_part(settings: Settings) -> RosterPart:
         return RosterPart(ok=False, detail=f"the kiosk's keys are missing in {settings.keys_dir}")
     try:
         store = open_roster(
-            path, settings.keys_dir, settings.kiosk.id, settings.roster.cloud_roster_key
+            path,
+            settings.keys_dir,
+            settings.kiosk.id,
+            settings.roster.cloud_roster_key,
+            read_only=True,
         )
         try:
             info = store.info()
@@ -209,7 +213,9 @@ def outbox_part(settings: Settings) -> OutboxPart:
     if not path.is_file():
         return OutboxPart(ok=None, detail=f"no outbox yet at {path}")
     try:
-        outbox = Outbox(path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes)
+        outbox = Outbox(
+            path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes, read_only=True
+        )
         try:
             stats = outbox.stats()
         finally:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cloud_sync import keyfiles
 from cloud_sync.errors import SigningKeyError
 from cloud_sync.sealing import key_id, raw_public
-from edge.vault.errors import KeyFileError
+from edge.vault.errors import KeyFileError, MissingKeyError
 
 BOX_FILE = "kiosk-x25519.pem"
 SIGN_FILE = "kiosk-ed25519.pem"
@@ -42,8 +42,9 @@ def device_keys(folder: Path, create: bool = False) -> DeviceKeys:
         box = keyfiles.load_or_create(folder / BOX_FILE, X25519PrivateKey, create=create)  # type: ignore[type-abstract]
         sign = keyfiles.load_or_create(folder / SIGN_FILE, Ed25519PrivateKey, create=create)  # type: ignore[type-abstract]
     except SigningKeyError as exc:
-        hint = (
-            " (run `kiosk provision` to create this kiosk's keys)" if "missing" in str(exc) else ""
-        )
-        raise KeyFileError(f"{exc}{hint}") from None
+        if "missing" in str(exc):
+            raise MissingKeyError(
+                f"{exc} (run `kiosk provision` to create this kiosk's keys)"
+            ) from None
+        raise KeyFileError(str(exc)) from None
     return DeviceKeys(box=box, sign=sign)

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.vault.errors import KeyFileError
+from cloud_sync.keyfiles import credential_path
+from cloud_sync.private_files import connect_read_only
+from edge.vault.erasure import DEFAULT_WAIT_S
+from edge.vault.errors import KeyFileError, MissingKeyError
 from edge.vault.keys import BOX_FILE, device_keys
-from edge.vault.store import Rider, RosterStore
+from edge.vault.store import Rider, RosterStore, check_roster_file
 from edge.vision.matcher import Gallery
 
 ENCODER_MODEL = "dlib_resnet_v1"
@@ -39,15 +43,59 @@ def open_roster(
     kiosk_id: str,
     cloud_roster_key: str | None = None,
     model: str = ENCODER_MODEL,
+    *,
+    read_only: bool = False,
+    erase_wait_s: float = DEFAULT_WAIT_S,
 ) -> RosterStore:
     """Open the roster with this kiosk's keys.
 
     A kiosk with a pinned cloud key must have been provisioned (its keys exist). Without
-    one the roster is local (demo and development): keys are created on first use.
+    one the roster is local (demo and development): keys are created on first use, but
+    only for a roster that holds no data key yet; a roster sealed for keys that are not
+    here is refused (``MissingKeyError``) rather than given new keys it cannot open.
+
+    ``read_only`` (commands that only look): nothing is created, neither the roster
+    (``RosterMissingError``) nor a key (``MissingKeyError``), and nothing is written.
     """
     public = parse_roster_key(cloud_roster_key)
-    create = public is None and not (keys_dir / BOX_FILE).exists()
-    return RosterStore(path, device_keys(keys_dir, create=create), kiosk_id, model, public)
+    if read_only:
+        check_roster_file(path)  # missing, empty or not a roster: said before any key
+    box = keys_dir / BOX_FILE
+    if not box.exists() and credential_path(BOX_FILE) is None:
+        _refuse_missing_keys(path, keys_dir, public is not None or read_only)
+    keys = device_keys(keys_dir, create=not read_only and public is None)
+    return RosterStore(
+        path, keys, kiosk_id, model, public, read_only=read_only, erase_wait_s=erase_wait_s
+    )
+
+
+def _refuse_missing_keys(path: Path, keys_dir: Path, never_create: bool) -> None:
+    """``MissingKeyError`` when this kiosk's keys are missing and may not be made here."""
+    box = keys_dir / BOX_FILE
+    if _holds_data_keys(path):
+        raise MissingKeyError(
+            f"{box}: key file is missing, and the roster {path} is sealed for a kiosk key "
+            f"that is not here: copy the keys folder that came with it to {keys_dir}"
+        )
+    if never_create:
+        raise MissingKeyError(
+            f"{box}: key file is missing (run `kiosk provision` to make this kiosk's keys, "
+            "or `kiosk enroll` for a local roster)"
+        )
+
+
+def _holds_data_keys(path: Path) -> bool:
+    """Whether the roster at ``path`` holds a wrapped data key (read without writing)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        db = connect_read_only(path)
+        try:
+            return db.execute("SELECT 1 FROM data_keys LIMIT 1").fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
 
 
 @dataclass(frozen=True)

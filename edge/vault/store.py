@@ -32,6 +32,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.errors import IntegrityError
+from cloud_sync.private_files import connect_read_only, open_private_db
 from cloud_sync.roster_wire import (
     CurrentBody,
     DeltaBody,
@@ -49,10 +50,16 @@ from cloud_sync.sealing import (
     unwrap_key,
     wrap_key,
 )
-from edge.vault.errors import DeltaError, StoreError, VersionGapError
+from edge.vault import erasure
+from edge.vault.errors import DeltaError, RosterMissingError, StoreError, VersionGapError
 from edge.vault.keys import DeviceKeys
+from edge.vault.verify import VerifyReport, verify_rows
 
 log = structlog.get_logger("edge.vault.store")
+
+MISSING_ROSTER_FIX = (
+    "enrol riders with `kiosk enroll`, or pull the cloud's roster with `kiosk roster pull`"
+)
 
 #: The tables (sqlite-utils column types): one sealed row per rider, the wrapped data keys,
 #: and the roster's metadata. Only ``sealed`` and ``wrapped`` hold anything personal or
@@ -136,7 +143,7 @@ def read_pull_state(path: Path) -> PullState | None:
     if not path.is_file():
         return None
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = connect_read_only(path)
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         finally:
@@ -155,6 +162,26 @@ def read_pull_state(path: Path) -> PullState | None:
     )
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """An existing roster, for reading only; nothing is created (see ``connect_read_only``)."""
+    try:
+        db = connect_read_only(path)
+    except FileNotFoundError:
+        raise RosterMissingError(f"{path}: no roster here ({MISSING_ROSTER_FIX})") from None
+    db.isolation_level = None
+    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not set(TABLES) <= names:
+        db.close()
+        empty = "an empty file" if path.stat().st_size == 0 else "another kind of database"
+        raise StoreError(f"{path}: not a roster ({empty}, no {', '.join(sorted(TABLES))} tables)")
+    return db
+
+
+def check_roster_file(path: Path) -> None:
+    """``RosterMissingError`` or ``StoreError`` unless ``path`` is a roster (read-only)."""
+    _open_read_only(path).close()
+
+
 class RosterStore:
     """The roster database, opened with this kiosk's keys."""
 
@@ -165,22 +192,34 @@ class RosterStore:
         kiosk_id: str,
         model: str,
         roster_public: Ed25519PublicKey | None = None,
+        *,
+        read_only: bool = False,
+        erase_wait_s: float = erasure.DEFAULT_WAIT_S,
     ) -> None:
+        """Open (read-write: create) the roster at ``path``. With ``read_only`` nothing is
+        created or written: the file must exist and be a roster (``RosterMissingError``,
+        ``StoreError`` otherwise). ``erase_wait_s`` bounds how long a deletion waits for
+        readers in other processes before it reports its erasure as pending."""
         self.path = path
+        self.read_only = read_only
+        self.erase_wait_s = erase_wait_s
+        self.erasure_pending = False  # the last deletion's bytes are still on disk
         self._keys = keys
         self._kiosk_id = kiosk_id
         self._model = model
         self._roster_public = roster_public
         self._data_keys: dict[str, bytes] = {}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            if read_only:
+                self._db = _open_read_only(path)
+            else:
+                self._db = open_private_db(path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
             for pragma in (
-                "journal_mode=WAL",
                 "synchronous=FULL",
                 "secure_delete=ON",
                 "temp_store=MEMORY",
-                "busy_timeout=5000",  # another process (kiosk run, kiosk sync run) may hold it
+                f"busy_timeout={erasure.BUSY_TIMEOUT_MS}",  # kiosk run, kiosk sync run
             ):
                 self._db.execute(f"PRAGMA {pragma}")
             check = self._db.execute("PRAGMA quick_check").fetchone()
@@ -188,9 +227,12 @@ class RosterStore:
                 raise StoreError(
                     f"{path}: the roster database is damaged ({check[0] if check else 'no answer'})"
                 )
-            _create_tables(sqlite_utils.Database(self._db))
-        except sqlite3.DatabaseError as exc:
+            if not read_only:
+                _create_tables(sqlite_utils.Database(self._db))
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"{path}: cannot open the roster database ({exc})") from None
+        if not read_only:
+            self.finish_erasure(wait_s=0.0)
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -276,20 +318,48 @@ class RosterStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot write the roster ({exc})") from None
 
-    def _scrub_wal(self, tries: int = 20) -> None:
-        """Copy the WAL into the database and truncate it, so that deleted rows (already
-        zeroed in the database by ``secure_delete``) leave no copy in the WAL either.
+    def _scrub_wal(self) -> bool:
+        """Copy the WAL into the database and truncate it, so that deleted rows leave no
+        copy in either file (see ``edge.vault.erasure``); True when done.
 
-        A reader in another process (``kiosk run`` between two looks at the roster) can
-        keep the checkpoint from finishing: it is tried again for a while, and a warning is
-        logged if the WAL still could not be truncated (the next write tries again).
+        A reader in another process can keep the checkpoint from finishing: it is tried for
+        ``erase_wait_s`` seconds, then the erasure is recorded as pending (``meta``), a
+        warning is logged and ``erasure_pending`` is set; the next writer to open the
+        roster, or this one's next write or load, finishes it.
         """
-        for attempt in range(tries):
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if not busy:
-                return
-            time.sleep(0.05 * (attempt + 1))
-        log.warning("roster.wal_not_truncated", path=str(self.path), tries=tries)
+        if erasure.truncate_wal(self._db, self.erase_wait_s):
+            self.erasure_pending = False
+            return True
+        self.erasure_pending = True
+        if erasure.pending_since(self._db) is None:
+            with self._transaction():
+                self._set_meta(erasure.PENDING_KEY, time.time())
+        log.warning("roster.erasure_pending", path=str(self.path), waited_s=self.erase_wait_s)
+        return False
+
+    def pending_erasure(self) -> float | None:
+        """When a deletion started waiting for its bytes to leave the disk, or None."""
+        return erasure.pending_since(self._db)
+
+    def finish_erasure(self, wait_s: float | None = None) -> bool:
+        """Finish a pending erasure now if no reader holds the roster (waiting at most
+        ``wait_s``, default ``erase_wait_s``); logs ``roster.erasure_completed``. True when
+        nothing deleted is left on disk."""
+        since = erasure.pending_since(self._db)
+        if since is None or self.read_only:
+            return since is None
+        wait = self.erase_wait_s if wait_s is None else wait_s
+        if not erasure.truncate_wal(self._db, wait):
+            self.erasure_pending = True
+            return False
+        with self._transaction():
+            self._set_meta(erasure.PENDING_KEY, "")
+        erasure.truncate_wal(self._db, 0.0)  # the flag's own small write
+        self.erasure_pending = False
+        log.info(
+            "roster.erasure_completed", path=str(self.path), pending_s=round(time.time() - since, 1)
+        )
+        return True
 
     # -- reading ------------------------------------------------------------------------
 
@@ -324,16 +394,14 @@ class RosterStore:
             )
             for template in record.templates:
                 loaded.templates.setdefault(template.model, []).append((person_id, template.vector))
+        if not self.read_only:
+            self.finish_erasure(wait_s=0.0)  # the running kiosk finishes a pending erasure
         return loaded
 
-    def verify(self) -> int:
-        """Open every row; return how many were checked. ``StoreError`` on the first bad one."""
-        rows = self._db.execute("SELECT person_id, version, key_id, sealed FROM riders")
-        count = 0
-        for person_id, version, data_key_id, sealed in rows:
-            self._open_row(person_id, version, data_key_id, sealed)
-            count += 1
-        return count
+    def verify(self) -> VerifyReport:
+        """Check every row (nothing is written): how many, and each damaged one by rider."""
+        held = [str(kid) for (kid,) in self._db.execute("SELECT key_id FROM data_keys")]
+        return verify_rows(self._db, self._data_key, held)
 
     # -- local enrolment ------------------------------------------------------------------
 
@@ -387,7 +455,8 @@ class RosterStore:
             )
             if gone:
                 self._bump_version(self.version + 1)
-        self._scrub_wal()
+        if gone:
+            self._scrub_wal()
         return gone
 
     def rotate_key(self) -> str:
@@ -563,6 +632,7 @@ class RosterStore:
             else:
                 self._set_meta("pull_error", error[:1000])
                 self._set_meta("pull_error_at", time.time())
+        self.finish_erasure(wait_s=0.0)  # the sync service finishes a pending erasure
 
     def close(self) -> None:
         self._db.close()

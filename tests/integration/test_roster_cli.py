@@ -89,7 +89,7 @@ def test_tampered_row_fails_verify(tmp_path: Path) -> None:
         db.execute("UPDATE riders SET sealed = ? WHERE person_id = 'rider-b'", (flipped,))
     result = run_cli("roster", "verify", "--roster", str(roster))
     assert result.returncode == 7
-    assert "rider row rider-b v1 fails its integrity check" in result.stderr
+    assert "rider rider-b: fails authentication" in result.stderr
 
 
 def test_loose_key_permissions_refuse_to_start(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from cloud_sync.server.bodies import StrictJSONRoute
 from cloud_sync.server.bodies import read_body as _read_body
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.db import ConflictError, StoreDataError, StoreFaultError, open_database
-from cloud_sync.server.deps import Admin
+from cloud_sync.server.deps import ADMIN_ERRORS, Admin, client_source
 from cloud_sync.server.deps import raw_target as _raw_target
 from cloud_sync.server.ingest import Limits, decode_body, parse_batch
 from cloud_sync.server.migrations import LATEST, migrate
@@ -52,6 +52,7 @@ from cloud_sync.server.models import (
 )
 from cloud_sync.server.observability import Metrics, RequestContext
 from cloud_sync.server.problems import Problem
+from cloud_sync.server.ratelimit import RateLimiter, RatePolicy, Scope, limited_responses
 from cloud_sync.server.rentals_api import router as rentals_router
 from cloud_sync.server.roster import box_public_key, open_cloud_roster
 from cloud_sync.server.roster_api import router as roster_router
@@ -68,9 +69,7 @@ log = structlog.get_logger("cloud_sync.server")
 disable_created_metrics()  # type: ignore[no-untyped-call]
 API_VERSION = "1.0.0"
 KEY_CACHE_S = 5.0
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 413, 415, 422, 503)
-}
+_ERRORS: dict[int | str, dict[str, Any]] = limited_responses(400, 401, 403, 413, 415, 422, 503)
 
 
 class Service:
@@ -80,6 +79,7 @@ class Service:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.limiter = RateLimiter(store.db, RatePolicy.from_settings(settings))
         self.limits = Limits(
             settings.max_decoded_bytes,
             settings.max_batch_events,
@@ -107,7 +107,30 @@ class Service:
         self._keys[kiosk_id] = (time.monotonic(), record, key)
         return record, key
 
-    def authenticate(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+    def authenticate(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        source: str,
+        scope: Scope,
+    ) -> Any:
+        """The request's verified signature, within the rate limits (``ratelimit``): 429
+        while the source or the kiosk id named is locked out; a wrong signature counts
+        towards a lockout; a right one counts against the kiosk's ``scope`` limit."""
+        named = {name.lower(): value for name, value in headers.items()}.get("x-kiosk-id")
+        self.limiter.check("kiosk", source, named)
+        try:
+            signed = self._verify(method, path, headers, body)
+        except Problem as problem:
+            if problem.status == 401:
+                self.limiter.failed("kiosk", source, named)
+            raise
+        self.limiter.hit(scope, signed.kiosk_id)
+        return signed
+
+    def _verify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
         try:
             signed = read_headers(headers)
             check_timestamp(signed.timestamp, time.time(), self.settings.clock_skew_s)
@@ -126,9 +149,15 @@ class Service:
         return signed
 
     def ingest(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, state: dict[str, Any]
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        state: dict[str, Any],
+        source: str,
     ) -> BatchResponse:
-        signed = self.authenticate(method, path, headers, body)
+        signed = self.authenticate(method, path, headers, body, source, "batch")
         state["kiosk_id"] = signed.kiosk_id
         data = decode_body(body, headers.get("content-encoding"), self.limits.max_decoded_bytes)
         try:
@@ -354,7 +383,13 @@ def create_app(settings: CloudSettings) -> FastAPI:
         state_log: dict[str, Any] = request.state.log
         svc: Service = request.app.state.service
         return await run_in_threadpool(
-            svc.ingest, request.method, _raw_target(request), headers, body, state_log
+            svc.ingest,
+            request.method,
+            _raw_target(request),
+            headers,
+            body,
+            state_log,
+            client_source(request),
         )
 
     app.include_router(roster_router)
@@ -366,10 +401,17 @@ def create_app(settings: CloudSettings) -> FastAPI:
         answer names the roster public key for the kiosk to pin. Sending the same request
         again (same spent token, kiosk id and keys) gets the same answer, so a kiosk that
         lost the first answer can finish; any other use of a spent token is refused."""
+        source = client_source(request)
+        svc.limiter.check("provision", source, body.token)  # locked out: 429, token unread
         _check_keys(body.public_key, body.box_public_key)
-        svc.store.provision(
-            body.token, body.kiosk_id, body.public_key, body.site, body.box_public_key
-        )
+        try:
+            svc.store.provision(
+                body.token, body.kiosk_id, body.public_key, body.site, body.box_public_key
+            )
+        except Problem as problem:
+            if problem.status == 401:  # a wrong, spent or expired token
+                svc.limiter.failed("provision", source, body.token)
+            raise
         record = svc.store.kiosk(body.kiosk_id)
         assert record is not None
         roster = request.app.state.roster
@@ -389,7 +431,12 @@ def create_app(settings: CloudSettings) -> FastAPI:
         assert record is not None
         return KioskOut(**record.__dict__)
 
-    @app.get("/v1/admin/kiosks", response_model=list[KioskOut], dependencies=[Admin])
+    @app.get(
+        "/v1/admin/kiosks",
+        response_model=list[KioskOut],
+        dependencies=[Admin],
+        responses=ADMIN_ERRORS,
+    )
     def list_kiosks(svc: Svc) -> list[KioskOut]:
         """Every registered kiosk."""
         return [KioskOut(**record.__dict__) for record in svc.store.kiosks()]
@@ -407,7 +454,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         token, expires = svc.store.issue_token(ttl, body.kiosk_id, body.site)
         return TokenOut(token=token, expires_at=expires, kiosk_id=body.kiosk_id)
 
-    @app.get("/v1/admin/events", dependencies=[Admin])
+    @app.get("/v1/admin/events", dependencies=[Admin], responses=ADMIN_ERRORS)
     def list_events(
         svc: Svc,
         kiosk_id: Annotated[str | None, Query(pattern=KIOSK_ID_PATTERN)] = None,
@@ -417,7 +464,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         """Stored events in (kiosk, seq) order."""
         return svc.store.events(kiosk_id, after_seq, limit)
 
-    @app.get("/v1/admin/rentals", dependencies=[Admin])
+    @app.get("/v1/admin/rentals", dependencies=[Admin], responses=ADMIN_ERRORS)
     def list_rentals(
         svc: Svc,
         status: Literal["open", "closed", "failed", "all"] = "open",
@@ -426,7 +473,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         """Rentals, open ones by default."""
         return svc.store.rentals(None if status == "all" else status, limit)
 
-    @app.get("/v1/admin/returns", dependencies=[Admin])
+    @app.get("/v1/admin/returns", dependencies=[Admin], responses=ADMIN_ERRORS)
     def list_returns(
         svc: Svc,
         flagged: bool = False,

@@ -17,19 +17,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from cloud_sync.events import MAX_SEQ, ErrorBody
+from cloud_sync.events import MAX_SEQ
 from cloud_sync.server.bodies import StrictJSONRoute
-from cloud_sync.server.deps import raw_target
+from cloud_sync.server.deps import client_source, raw_target
 from cloud_sync.server.models import ClosedRentalOut, ClosedRentals
+from cloud_sync.server.ratelimit import limited_responses
 
 if TYPE_CHECKING:
     from cloud_sync.server.app import Service
 
 CLOSED_PATH = "/v1/rentals:closed"
 MAX_PAGE = 1000
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 422, 503)
-}
+_ERRORS: dict[int | str, dict[str, Any]] = limited_responses(401, 403, 422, 503)
 
 router = APIRouter(route_class=StrictJSONRoute)
 
@@ -43,7 +42,14 @@ def closed_rentals(
     """This kiosk's rentals closed in the cloud (e.g. returned at another kiosk) since a
     cursor."""
     svc: Service = request.app.state.service
-    signed = svc.authenticate(request.method, raw_target(request), dict(request.headers), b"")
+    signed = svc.authenticate(
+        request.method,
+        raw_target(request),
+        dict(request.headers),
+        b"",
+        client_source(request),
+        "pull",
+    )
     svc.store.use_nonce(signed.kiosk_id, signed.nonce)
     found = svc.store.closed_rentals(signed.kiosk_id, since, limit)
     cursor = found[-1].closed_seq if found else since

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from cloud_sync.events import MAX_SEQ, ErrorBody
+from cloud_sync.events import MAX_SEQ
 from cloud_sync.roster_wire import CurrentBody
 from cloud_sync.server.bodies import StrictJSONRoute
-from cloud_sync.server.deps import Admin, raw_target
+from cloud_sync.server.deps import ADMIN_ERRORS, Admin, client_source, raw_target
 from cloud_sync.server.models import (
     PERSON_ID_PATTERN,
     RiderChange,
@@ -31,15 +31,14 @@ from cloud_sync.server.models import (
     SignedDelta,
 )
 from cloud_sync.server.problems import Problem
+from cloud_sync.server.ratelimit import limited_responses
 from cloud_sync.server.roster import CloudRoster, rider_out, roster_status
 
 if TYPE_CHECKING:
     from cloud_sync.server.app import Service
 
 VERSION_HEADER = "X-Roster-Version"
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
-}
+_ERRORS: dict[int | str, dict[str, Any]] = limited_responses(401, 403, 404, 409, 422, 503)
 
 router = APIRouter(route_class=StrictJSONRoute)
 
@@ -85,7 +84,14 @@ def roster_delta(request: Request, since: Annotated[int, Query(ge=0, le=MAX_SEQ)
     """This kiosk's roster delta since a version, or the statement that it is current;
     signed by the roster key and bound to the request's nonce."""
     svc = _service(request)
-    signed = svc.authenticate(request.method, raw_target(request), dict(request.headers), b"")
+    signed = svc.authenticate(
+        request.method,
+        raw_target(request),
+        dict(request.headers),
+        b"",
+        client_source(request),
+        "pull",
+    )
     svc.store.use_nonce(signed.kiosk_id, signed.nonce)
     kiosk = svc.store.kiosk(signed.kiosk_id)  # fresh: a box key may have just been set
     if kiosk is None or not kiosk.box_public_key:
@@ -111,13 +117,20 @@ def roster_delta(request: Request, since: Annotated[int, Query(ge=0, le=MAX_SEQ)
     return Response(delta.body, media_type="application/json", headers=headers)
 
 
-@router.get("/v1/admin/roster", response_model=RosterStatus, dependencies=[Admin])
+@router.get(
+    "/v1/admin/roster", response_model=RosterStatus, dependencies=[Admin], responses=ADMIN_ERRORS
+)
 def roster_info(request: Request) -> RosterStatus:
     """The roster's version, counts, data-key id and public key."""
     return roster_status(cloud_roster(request))
 
 
-@router.get("/v1/admin/riders", response_model=list[RiderOut], dependencies=[Admin])
+@router.get(
+    "/v1/admin/riders",
+    response_model=list[RiderOut],
+    dependencies=[Admin],
+    responses=ADMIN_ERRORS,
+)
 def list_riders(
     request: Request,
     after: Annotated[

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class KioskSection(BaseModel):
@@ -163,6 +163,23 @@ class UiSection(BaseModel):
         le=86400.0,
         description="show 'Offline' once an event has waited this long with the cloud failing",
     )
+    rotation: int = Field(
+        default=0,
+        description="the touch screen's rotation in degrees, clockwise: 0, 90, 180 or 270 "
+        "(kiosk-ui.service)",
+    )
+    blank_after_s: Annotated[int, Field(ge=10, le=86400)] | Literal["never"] = Field(
+        default="never",
+        description="turn the screen's backlight off after this many seconds without a touch "
+        '(10 to 86400), or "never" (kiosk-ui.service)',
+    )
+
+    @field_validator("rotation")
+    @classmethod
+    def _quarter_turn(cls, value: int) -> int:
+        if value not in (0, 90, 180, 270):
+            raise ValueError("must be 0, 90, 180 or 270")
+        return value
 
 
 class FlowSection(BaseModel):

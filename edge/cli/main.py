@@ -18,6 +18,7 @@ from edge.cli import (
     provision_cmd,
     roster_cmd,
     run_cmd,
+    screen_cmd,
     slots_cmd,
     sync_cmd,
     update_cmd,
@@ -81,6 +82,7 @@ app.command("enroll")(enroll_cmd.enroll)
 app.add_typer(roster_cmd.app, name="roster")
 ops_cmd.register(app)  # status, doctor, logs, maintenance
 app.add_typer(events_cmd.app, name="events")
+app.add_typer(screen_cmd.app, name="screen")
 update_cmd.register(app)
 
 

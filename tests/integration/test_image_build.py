@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shutil
@@ -79,11 +80,21 @@ def test_the_stage_makes_the_accounts_each_unit_runs_as(unit: Path) -> None:
 
 def test_the_stage_provides_what_the_rider_screen_runs() -> None:
     unit = REPO / "systemd" / "kiosk-ui.service"
-    programs = unit_setting(unit, "ExecStart")
-    assert programs[0] == "/usr/bin/cage" and "/usr/bin/chromium" in programs
+    assert unit_setting(unit, "ExecStart") == ["/opt/kiosk/current/bin/kiosk-screen"]
+    assert 'test -x "${target}/bin/kiosk-screen"' in STAGE_TEXT
+    launcher = (REPO / "scripts" / "kiosk-screen").read_text(encoding="utf-8")
     packages = (STAGE / "00-system" / "00-packages-nr").read_text(encoding="utf-8").split()
-    assert "cage" in packages
-    assert "test -x /usr/bin/chromium" in STAGE_TEXT and "test -x /usr/bin/cage" in STAGE_TEXT
+    for package, program in [
+        ("cage", "/usr/bin/cage"),
+        ("swayidle", "/usr/bin/swayidle"),
+        ("wlr-randr", "/usr/bin/wlr-randr"),
+    ]:
+        assert package in packages and program in launcher, package
+        assert f"test -x {program}" in STAGE_TEXT, program
+    assert "/usr/bin/chromium" in launcher and "test -x /usr/bin/chromium" in STAGE_TEXT
+    rules = STAGE / "01-kiosk" / "files" / "70-kiosk-backlight.rules"
+    assert "bl_power" in rules.read_text(encoding="utf-8") and rules.name in STAGE_TEXT
+    assert re.search(r"usermod -a -G .*video.* kiosk-ui|for group in video", STAGE_TEXT)
     assert "groupadd --system kiosk-tech" in STAGE_TEXT
     assert "systemctl set-default graphical.target" in STAGE_TEXT  # kiosk-ui's WantedBy
     assert "ln -sfn /opt/kiosk/current/bin/kiosk /usr/local/bin/kiosk" in STAGE_TEXT
@@ -304,6 +315,9 @@ def test_the_bundle_installs_offline_and_runs(
     shown = subprocess.run(
         [str(target / "bin" / "kiosk"), "--version"], capture_output=True, text=True, check=True
     )
+    # the rider screen's launcher and its first page come with the app
+    assert os.access(target / "bin" / "kiosk-screen", os.X_OK)
+    assert list(target.glob("lib/python*/site-packages/edge/ui/launch/waiting.html"))
     assert shown.stdout == f"kiosk {manifest.version}\n"
     imports = subprocess.run(
         [str(target / "bin" / "python"), "-c", "import cv2, dlib, face_recognition, edge.runtime"],

@@ -25,7 +25,9 @@ KIOSK = Path(sys.executable).parent / "kiosk"
 
 
 def local_copy(unit: Path, folder: Path) -> Path:
-    text = unit.read_text(encoding="utf-8").replace("/opt/kiosk/current/bin/kiosk", str(KIOSK))
+    text = unit.read_text(encoding="utf-8")
+    text = text.replace("/opt/kiosk/current/bin/kiosk-screen", str(REPO / "scripts/kiosk-screen"))
+    text = text.replace("/opt/kiosk/current/bin/kiosk", str(KIOSK))
     for program in ("/usr/bin/cage", "/usr/bin/chromium"):
         if not Path(program).exists():
             text = text.replace(program, "/bin/true")

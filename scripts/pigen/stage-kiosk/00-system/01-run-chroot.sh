@@ -1,6 +1,8 @@
 #!/bin/bash -e
 # In the image: Chromium for the rider screen, the accounts the units run as, the
-# technicians' group. kiosk-ui.service runs /usr/bin/cage and /usr/bin/chromium as kiosk-ui.
+# technicians' group. kiosk-ui.service runs kiosk-screen as kiosk-ui, which starts
+# /usr/bin/cage and /usr/bin/chromium, /usr/bin/wlr-randr to rotate the screen (newer cage)
+# and /usr/bin/swayidle to blank it (ui.rotation, ui.blank_after_s).
 
 # Raspberry Pi OS ships its own Chromium build as chromium-browser (bookworm) and as
 # chromium (later releases, where chromium-browser only points at it).
@@ -14,6 +16,8 @@ if [ ! -e /usr/bin/chromium ] && [ -x /usr/bin/chromium-browser ]; then
 fi
 test -x /usr/bin/chromium
 test -x /usr/bin/cage
+test -x /usr/bin/swayidle
+test -x /usr/bin/wlr-randr
 
 # Technicians: `kiosk` commands that change state need root or this group.
 getent group kiosk-tech >/dev/null || groupadd --system kiosk-tech

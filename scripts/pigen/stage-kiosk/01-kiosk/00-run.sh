@@ -13,6 +13,9 @@ cp -a files/bundle "${ROOTFS_DIR}/var/tmp/kiosk-bundle"
 install -m 755 files/kiosk-first-boot "${ROOTFS_DIR}/usr/local/sbin/kiosk-first-boot"
 install -m 644 files/kiosk-first-boot.service "${ROOTFS_DIR}/etc/systemd/system/"
 install -m 644 files/kiosk-first-boot.path "${ROOTFS_DIR}/etc/systemd/system/"
+# The rider screen (kiosk-ui, group video) may switch the touch display's backlight off and
+# on (ui.blank_after_s).
+install -m 644 files/70-kiosk-backlight.rules "${ROOTFS_DIR}/etc/udev/rules.d/"
 install -d -m 755 "${ROOTFS_DIR}/etc/default"
 printf 'TECH_USER=%s\n' "${FIRST_USER_NAME}" >"${ROOTFS_DIR}/etc/default/kiosk-first-boot"
 

@@ -45,6 +45,7 @@ export PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHEC
 	--require-hashes -r "${bundle}/requirements/${arch}.txt"
 "${target}/bin/python" -m pip install --no-index --no-deps "${bundle}/${wheel}"
 "${target}/bin/kiosk" --version
+test -x "${target}/bin/kiosk-screen" # the rider screen's launcher (kiosk-ui.service)
 
 install -d -m 755 "${target}/systemd" "${target}/share/doc"
 install -m 644 "${bundle}"/systemd/*.service "${target}/systemd/"

@@ -186,6 +186,13 @@ def unknown_step(app: Appliance, rider: Rider, stranger: Path | None, say: Say) 
     return deleted
 
 
+def pause(seconds: float, say: Say) -> None:
+    """Wait between two steps (``--pause``), saying so."""
+    if seconds > 0:
+        say(f"  (pause {seconds:g} s)")
+        time.sleep(seconds)
+
+
 def _await_roster(app: Appliance, version: int, what: str) -> None:
     wait_for(what, lambda: app.roster_version() >= version)
 
@@ -200,8 +207,12 @@ def run_demo(
     enroll: Path | None = None,
     stranger: Path | None = None,
     rounds: int = 1,
+    pause_s: float = 0.0,
+    any_port: bool = True,
 ) -> DemoSummary:
-    """Run ``rounds`` rounds of the scenario (0: until interrupted)."""
+    """Run ``rounds`` rounds of the scenario (0: until interrupted), waiting ``pause_s``
+    seconds between steps so that a person can follow them on the rider page and the CLI.
+    ``any_port``: see ``edge.demo_parts.appliance``."""
     started = time.monotonic()
     base = settings.kiosk.state_dir
     root = base / "appliance"
@@ -227,7 +238,9 @@ def run_demo(
         raise InputError(f"--enroll {enroll}: no rider could be enrolled (every photo was refused)")
     summary = DemoSummary(state_dir=root)
     with ExitStack() as stack:
-        app = stack.enter_context(appliance(settings, root, riders, engine.model_version, say))
+        app = stack.enter_context(
+            appliance(settings, root, riders, engine.model_version, say, any_port=any_port)
+        )
         rider = riders[0]
         round_no = 0
         while rounds == 0 or round_no < rounds:
@@ -240,11 +253,14 @@ def run_demo(
                 app.daemon.wake()
                 _await_roster(app, version, "the kiosk pulling the rider again")
             _idle(app)
+            pause(pause_s, say)
             rental, slot, powerbank = rental_step(app, rider, say)
             summary.rentals += 1
+            pause(pause_s, say)
             return_step(app, rental, slot, powerbank, say)
             summary.returns += 1
             _idle(app)
+            pause(pause_s, say)
             unknown_step(app, rider, stranger, say)
             summary.refused += 1
             summary.rounds = round_no

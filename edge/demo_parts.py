@@ -24,6 +24,7 @@ import structlog
 
 from cloud_sync.private_files import private_dir
 from edge.demo_cloud import LocalCloud, local_cloud
+from edge.demo_inspect import inspect_lines, write_demo_config
 from edge.errors import EdgeError
 from edge.settings import Settings
 from edge.ui.server import ScreenHub, load_strings
@@ -183,6 +184,7 @@ def demo_settings(settings: Settings, root: Path, cloud: LocalCloud, board_url: 
     data["roster"].update(cloud_roster_key=cloud.roster_key)
     data["vision"]["liveness"].update(method="off")
     data["flow"].update(repeat_guard_s=5.0)  # so that the next round may rent again
+    data["mqtt"].update(enabled=False)  # the demo runs no broker
     return Settings.model_validate(data)
 
 
@@ -212,12 +214,22 @@ def _thread(
 
 @contextmanager
 def appliance(
-    settings: Settings, root: Path, riders: Sequence[Rider], model: str, say: Say
+    settings: Settings,
+    root: Path,
+    riders: Sequence[Rider],
+    model: str,
+    say: Say,
+    any_port: bool = True,
 ) -> Iterator[Appliance]:
-    """Every part of the appliance, running, until the block ends."""
+    """Every part of the appliance, running, until the block ends.
+
+    The rider page listens on ``ui.port``; when that port is taken it moves to a free one
+    if ``any_port``, and otherwise fails (``EdgeError``).
+    """
     from cloud_sync.outbox import Outbox
     from edge.assemble import assemble, rider_page
     from edge.cli.sync_cmd import build_daemon, open_cloud_roster
+    from edge.ops.wiring import start_ops
     from hardware.errors import BoardError
     from hardware.sim import BoardSimulator
     from hardware.sim_board import SimConfig
@@ -257,12 +269,19 @@ def appliance(
             parts.runtime.inventory.refresh(parts.board)
         except BoardError as exc:
             raise EdgeError(f"the simulated board did not answer: {exc}") from None
+        # As in `kiosk run`: runtime.json for `kiosk status`, and /healthz and /metrics.
+        ops = start_ops(kiosk, parts.runtime)
+        stack.callback(ops.stop)
         try:
-            url = stack.enter_context(rider_page(parts.hub, kiosk))
+            url = stack.enter_context(rider_page(parts.hub, kiosk, parts.runtime))
         except EdgeError:
+            if not any_port:
+                raise
             fallback = kiosk.model_copy(update={"ui": kiosk.ui.model_copy(update={"port": 0})})
-            url = stack.enter_context(rider_page(parts.hub, fallback))
+            url = stack.enter_context(rider_page(parts.hub, fallback, parts.runtime))
         say(f"kiosk   rider page: {url} (open it in a browser to watch)")
+        for line in inspect_lines(write_demo_config(kiosk, root), url):
+            say(line)
         screen = stack.enter_context(ScreenWatch(parts.hub, kiosk.ui.language, say))
         _thread(stack, parts.runtime.run, "demo-kiosk", parts.runtime.stop)
         _thread(stack, daemon.run, "demo-sync", daemon.stop)

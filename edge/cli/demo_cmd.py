@@ -48,6 +48,27 @@ def demo(
     fps: Annotated[
         float, typer.Option("--fps", min=1.0, max=60.0, help="Camera frames per second.")
     ] = 8.0,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=1,
+            max=65535,
+            help="The rider page's port (default ui.port, 8080, or a free one when that is "
+            "taken; a port given here must be free).",
+        ),
+    ] = None,
+    pause: Annotated[
+        float,
+        typer.Option(
+            "--pause",
+            min=0.0,
+            max=3600.0,
+            help="Seconds to wait between steps, to follow them on the rider page and with "
+            "the CLI.",
+            metavar="SECONDS",
+        ),
+    ] = 0.0,
 ) -> None:
     """Run the whole appliance here: cloud API, board simulator, kiosk, sync, rider page.
 
@@ -55,14 +76,26 @@ def demo(
     unknown face is refused; each step prints what the rider screen says and what reached
     the cloud. Liveness is off (the camera shows still photos). Logs below warning level
     appear only with --debug.
+
+    Like `kiosk run`, the demo writes runtime.json and serves /healthz and /metrics beside
+    the rider page; it prints the --config to give `kiosk status`, `kiosk slots --cached`
+    and `kiosk events tail` to look inside it while it runs.
     """
     from edge.demo import run_demo
 
     cli = state(ctx)
     quiet = {} if cli.debug else {"log": {"level": "warning"}}  # the scenario speaks on stdout
-    settings = cli.settings(kiosk={"state_dir": str(state_dir)}, camera={"fps": fps}, **quiet)
+    ui = {} if port is None else {"ui": {"port": port}}
+    kiosk = {"state_dir": str(state_dir.absolute())}  # the CLI may look from another folder
+    settings = cli.settings(kiosk=kiosk, camera={"fps": fps}, **quiet, **ui)
     summary = run_demo(
-        settings, say=typer.echo, enroll=enroll, stranger=stranger, rounds=0 if loop else rounds
+        settings,
+        say=typer.echo,
+        enroll=enroll,
+        stranger=stranger,
+        rounds=0 if loop else rounds,
+        pause_s=pause,
+        any_port=port is None,
     )
     typer.echo(
         f"done in {summary.seconds:.1f} s: {summary.rounds} round(s), {summary.rentals} "

@@ -9,11 +9,20 @@ and roster files, and what the command printed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import threading
+import time
 from pathlib import Path
 
-from tests.helpers import run_cli
+import httpx
+import pytest
+
+from tests.browser import chromium
+from tests.conftest import free_port
+from tests.helpers import BIN, REPO, run_cli
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -35,7 +44,7 @@ def test_default_demo_rents_returns_and_refuses_and_the_cloud_has_it_all(tmp_pat
     result = run_cli("--log-format", "json", "demo", "--state-dir", str(tmp_path), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "Hi Eileen, take your powerbank from slot" in out
+    assert "Take your powerbank from slot" in out  # no name on a public screen by default
     assert "Sorry, we could not recognise you" in out
     assert re.search(r"rider page: http://127\.0\.0\.1:\d+/", out)
     assert re.search(r"done in [\d.]+ s: 1 round\(s\), 1 rental\(s\), 1 return\(s\)", out)
@@ -166,3 +175,138 @@ def test_missing_model_file_is_one_clear_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "dlib_face_recognition_resnet_model_v1.dat is missing" in lines[0]
+
+
+class RunningDemo:
+    """``kiosk demo`` as a background process whose printed lines are collected."""
+
+    def __init__(self, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
+        self.process = subprocess.Popen(
+            [str(BIN / "kiosk"), "demo", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if found := re.search(pattern, line):
+                    return found
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"the demo never printed {pattern!r}:\n" + "\n".join(self.lines))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+
+
+def screen_title(key: str) -> str:
+    """How the rider page's title for ``key`` starts, in English (before any {value})."""
+    strings = json.loads((REPO / "edge" / "ui" / "strings" / "en.json").read_text("utf-8"))
+    return str(strings[key]["title"]).split("{")[0].strip().lower()
+
+
+# Keeps, in the page itself, every text the rider page shows, so that no screen goes unseen
+# however briefly it stays up.
+RECORD_SCREENS = """
+window.__screens = [];
+const note = () => {
+  const text = (document.body && document.body.innerText || "").trim().toLowerCase();
+  if (text && window.__screens[window.__screens.length - 1] !== text) window.__screens.push(text);
+};
+new MutationObserver(note).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
+"""
+
+
+def http_get(url: str) -> httpx.Response:
+    return httpx.get(url, timeout=10)
+
+
+def wait_http(url: str, status: int, timeout: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = http_get(url)
+        if response.status_code == status or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+@pytest.mark.service
+def test_a_running_demo_is_inspected_with_the_cli_and_its_page_walks_the_round(
+    tmp_path: Path,
+) -> None:
+    """While the demo pauses between steps, the technician's CLI, /healthz and /metrics
+    answer about it; a real Chromium on its rider page sees every screen of the round."""
+    port = free_port()
+    demo = RunningDemo("--state-dir", str(tmp_path), "--port", str(port), "--pause", "10")
+    try:
+        page_url = demo.wait_for(r"rider page: (http://127\.0\.0\.1:(\d+)/)").group(1)
+        assert page_url == f"http://127.0.0.1:{port}/"
+        config = demo.wait_for(r"kiosk --config (\S+) status").group(1)
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 800, "height": 480})
+            page.add_init_script(RECORD_SCREENS)
+            page.goto(page_url)
+            demo.wait_for(r"\(pause 10 s\)")
+
+            # /healthz and /metrics of the real kiosk; /healthz says 503 in maintenance.
+            health = http_get(page_url + "healthz")
+            assert health.status_code == 200 and health.json()["checks"]["board"] is True
+            metrics = http_get(page_url + "metrics")
+            assert metrics.status_code == 200 and "kiosk_info{" in metrics.text
+            cli = ("--config", config)
+            assert run_cli(*cli, "maintenance", "on", "--reason", "demo").returncode == 0
+            held = wait_http(page_url + "healthz", 503)
+            assert held.status_code == 503, held.text
+            assert run_cli(*cli, "maintenance", "off").returncode == 0
+            assert wait_http(page_url + "healthz", 200).status_code == 200
+
+            # The CLI, pointed at the demo as it printed, answers about the demo's kiosk.
+            status = run_cli(*cli, "status", "--json")
+            report = json.loads(status.stdout)
+            assert report["runtime"]["running"] is True, status.stdout
+            assert report["runtime"]["pid"] == demo.process.pid
+            assert report["board"]["ok"] is True, report["board"]
+            slots = run_cli(*cli, "slots", "--cached", "--json")
+            assert slots.returncode == 0, slots.stderr
+            docked = [s for s in json.loads(slots.stdout)["slots"] if s["powerbank_id"]]
+            # the demo's cabinet: 6 slots, 4 powerbanks (one may be out with the rider)
+            assert len(json.loads(slots.stdout)["slots"]) == 6 and len(docked) >= 3
+            events = run_cli(*cli, "events", "tail", "--json")
+            kinds = [json.loads(line)["type"] for line in events.stdout.splitlines()]
+            assert {"kiosk.started", "roster.applied", "kiosk.maintenance"} <= set(kinds), kinds
+
+            assert demo.process.wait(timeout=240) == 0, "\n".join(demo.lines)
+            seen: list[str] = page.evaluate("window.__screens")
+    finally:
+        demo.stop()
+
+    def first(key: str) -> int:
+        title = screen_title(key)
+        found = [i for i, text in enumerate(seen) if title in text]
+        assert found, f"the page never showed {key!r} ({title!r}): {seen}"
+        return found[0]
+
+    # The round, in order, on the page: idle, the powerbank to take, the return, the
+    # unknown face; and out of service while the technician had maintenance on.
+    order = [first(key) for key in ("idle", "take", "returned", "not_recognised")]
+    assert order == sorted(order), seen
+    assert first("out_of_service") >= 0
+    # Afterwards the demo's kiosk is stopped, and its status says so.
+    after = run_cli("--config", config, "status", "--json")
+    assert json.loads(after.stdout)["runtime"]["running"] is False

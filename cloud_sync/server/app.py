@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -287,7 +288,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
         finally:
             database.close()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from files the package ships, not a CDN.
+    app = FastAPIOffline(
         title="Powerbank kiosk cloud API",
         version=API_VERSION,
         description=(

@@ -6,12 +6,19 @@ Pure: the outbox hands over two views of its pending events, the daemon sends wh
 the next request even behind a week of backlog; the rest of the batch drains the backlog
 oldest first, so the backlog never starves either. The server orders by ``seq``, so this
 reordering is invisible to its consumers.
+
+When a batch fails in a way its content may cause (a 5xx, a timeout, a reset), the daemon
+narrows it (``halves``) to find the events that fail alone, and ``FailureStreak`` tells it
+when failures in a row mean the cloud is down rather than an event is bad.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,3 +72,42 @@ def plan_batch(
     take(backlog, limits.max_events, limits.max_bytes)
     take(live, limits.max_events, limits.max_bytes)  # room left: more live events
     return sorted(chosen)
+
+
+def halves(batch: Sequence[T]) -> list[Sequence[T]]:
+    """A batch of two or more split in two, in order (the first half the smaller)."""
+    if len(batch) < 2:
+        raise ValueError("a batch of one cannot be split")
+    middle = len(batch) // 2
+    return [batch[:middle], batch[middle:]]
+
+
+Next = Literal["go on", "probe", "stop"]
+
+
+@dataclass
+class FailureStreak:
+    """Requests that failed in a row during one pass, and what the daemon does next.
+
+    A failure may be the content's fault (one bad event) or the cloud's (an outage). Only a
+    success after it tells them apart, so the daemon goes on narrowing while requests keep
+    succeeding now and then. After ``probe_after`` failures in a row it sends a probe (an
+    event the cloud already has: the answer "duplicate" changes nothing); without a probe
+    to send it tries up to ``stop_after`` requests. A failed probe, or ``stop_after``
+    failures, means the cloud is down: the pass stops and no event is blamed.
+    """
+
+    probe_after: int = 2
+    stop_after: int = 3
+    failed: int = 0
+
+    def success(self) -> None:
+        self.failed = 0
+
+    def failure(self, can_probe: bool) -> Next:
+        self.failed += 1
+        if self.failed >= self.probe_after and can_probe:
+            return "probe"
+        if self.failed >= self.stop_after:
+            return "stop"
+        return "go on"

@@ -147,13 +147,17 @@ class CloudClient:
         try:
             response = self._http.request(method, path, content=body, headers=headers)
         except httpx.TimeoutException as exc:
+            detail = f"timed out ({type(exc).__name__})"
             raise CloudUnavailableError(
-                f"{self.base_url}: timed out ({type(exc).__name__})"
+                f"{self.base_url}: {detail}", reached=_reached(exc), detail=detail
             ) from None
         except httpx.ConnectError as exc:
             raise CloudUnavailableError(self._connect_message(exc)) from None
         except httpx.TransportError as exc:
-            raise CloudUnavailableError(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
+            detail = f"{type(exc).__name__}: {exc}"
+            raise CloudUnavailableError(
+                f"{self.base_url}: {detail}", reached=_reached(exc), detail=detail
+            ) from None
         except httpx.InvalidURL as exc:
             raise CloudError(f"sync.cloud_url {self.base_url!r} is not usable: {exc}") from None
         if response.is_success:
@@ -178,11 +182,27 @@ class CloudClient:
             return CloudAuthError(message, status)
         if status in (408, 429) or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
-            return CloudUnavailableError(message, status, retry_after)
+            detail = message.removeprefix(f"{where}: ")
+            # 429 is about the rate, never about what was sent: it is not narrowed
+            return CloudUnavailableError(message, status, retry_after, status != 429, detail)
         return CloudRejectedError(message, status, code, rejected)
 
     def close(self) -> None:
         self._http.close()
+
+
+def _reached(exc: httpx.TransportError) -> bool:
+    """Whether the request reached the cloud before it failed: a read or write that broke
+    or timed out (the cloud may have choked on what was sent), not a connection that never
+    opened nor a wait for a free connection."""
+    return isinstance(
+        exc,
+        httpx.ReadTimeout
+        | httpx.WriteTimeout
+        | httpx.ReadError
+        | httpx.WriteError
+        | httpx.RemoteProtocolError,
+    )
 
 
 def _read_error(response: httpx.Response) -> tuple[str, str, dict[int, str]]:

@@ -42,6 +42,10 @@ class SyncConfig(BaseModel):
     backoff_max_s: float = Field(default=300.0, ge=1, le=86400)
     #: A server's Retry-After is honoured up to this many seconds.
     retry_after_max_s: float = Field(default=3600.0, ge=1, le=86400)
+    #: An event that fails alone (5xx, timeout, reset) this many times, each time while the
+    #: cloud took other events, is quarantined with the reason; a cloud that is down counts
+    #: against no event.
+    quarantine_after: int = Field(default=5, ge=1, le=100)
     #: Bodies at least this large are sent gzip-compressed.
     gzip_min_bytes: int = Field(default=1024, ge=0, le=16 * 1024 * 1024)
     #: The kiosk's Ed25519 signing key, in ``kiosk.state_dir`` (created 0600 if missing).

@@ -1,15 +1,14 @@
 """The sync daemon: drains the outbox into the cloud API, live events first.
 
-One pass (``sync_once``) sends batches until the outbox has nothing pending:
-
-- the answer lists accepted and duplicate ids: both are marked sent;
-- a 422 that names rejected events: those are quarantined with the reason, the rest of the
-  batch goes again at once;
-- another 4xx (other than 401/403/408/429): the batch is split in halves until the
-  offending event is alone, which is then quarantined; the queue never blocks on it;
-- a transient failure (network, timeout, TLS, 408, 429, 5xx) or a refused signature
-  (401/403): the pass stops, the error is recorded for ``kiosk sync status``, and the
-  events stay pending.
+One pass (``sync_once``, ``cloud_sync.sync_pass``) sends batches until the outbox has
+nothing pending: accepted and duplicate ids are marked sent; events the cloud refuses
+(a 4xx naming them, or found by splitting the batch) are quarantined; a batch that fails
+in a way its content may cause (a 5xx, a timeout, a reset) is narrowed, so the other
+events go through, and an event that keeps failing alone while the cloud takes others is
+quarantined after ``quarantine_after`` failures. A cloud that is down (a refused
+connection, 401/403, 429, failures that no success interrupts) ends the pass with the
+error recorded for ``kiosk sync status``; the events stay pending and none is counted
+against. No event holds the others back.
 
 ``run`` repeats passes every ``interval_s`` and, after a failure, retries with tenacity:
 exponential backoff with full jitter, capped, never sooner than a ``Retry-After``. ``wake``
@@ -45,49 +44,26 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
-from ulid import ULID
 
 from cloud_sync import roster_pull
 from cloud_sync.backoff import BackoffPolicy, wait_full_jitter
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
 from cloud_sync.closed_pull import ClosedPull, pull_closed
-from cloud_sync.errors import (
-    CloudAuthError,
-    CloudRejectedError,
-    CloudUnavailableError,
-)
+from cloud_sync.errors import CloudAuthError, CloudUnavailableError
 from cloud_sync.outbox import Outbox
-from cloud_sync.outbox_schema import Pending
 from cloud_sync.pull_schedule import PullSchedule
 from cloud_sync.roster_pull import RosterPull, RosterTarget
+from cloud_sync.sync_pass import FailedAlone, PassResult, SyncPass
+
+__all__ = ["FailedAlone", "PassResult", "SyncDaemon"]
 
 log = structlog.get_logger("cloud_sync.daemon")
 
 _RETRIED = (CloudUnavailableError, CloudAuthError)
-
-
-@dataclass
-class PassResult:
-    """What one pass did."""
-
-    batches: int = 0
-    accepted: int = 0
-    duplicate: int = 0
-    quarantined: int = 0
-    acknowledged: int = 0  # ids the cloud answered for, whether or not still pending here
-    error: str | None = None
-    seconds: float = 0.0
-    reasons: list[str] = field(default_factory=list)
-    failure: CloudUnavailableError | CloudAuthError | None = field(default=None, repr=False)
-
-    @property
-    def sent(self) -> int:
-        return self.accepted + self.duplicate
 
 
 class _Stop(Exception):
@@ -109,6 +85,7 @@ class SyncDaemon:
         roster: RosterTarget | None = None,
         roster_interval_s: float = 300.0,
         close_rentals: Callable[[list[str]], int] | None = None,
+        quarantine_after: int = 5,
     ) -> None:
         self.outbox = outbox
         self.client = client
@@ -120,6 +97,7 @@ class SyncDaemon:
         self.roster = roster
         self.roster_interval_s = roster_interval_s
         self.close_rentals = close_rentals
+        self.quarantine_after = quarantine_after
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._roster_schedule = PullSchedule(self.backoff, retry_within_interval=True)
@@ -154,74 +132,14 @@ class SyncDaemon:
 
     def sync_once(self) -> PassResult:
         """Send batches until nothing is pending; transient failures end the pass."""
-        result = PassResult()
-        started = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                batch = self.outbox.next_batch(self.limits, self.live_window_s)
-                if not batch:
-                    break
-                before = result.acknowledged + result.quarantined
-                self._send(batch, result)
-                if result.acknowledged + result.quarantined == before:
-                    raise CloudUnavailableError(
-                        f"{self.client.base_url}: the cloud acknowledged none of "
-                        f"{len(batch)} events; will retry"
-                    )
-        except _RETRIED as exc:
-            result.error = str(exc)
-            result.failure = exc
-            self.outbox.record_attempt(str(exc))
-            log.warning(
-                "sync.failed", error=str(exc), sent=result.sent, status=getattr(exc, "status", None)
-            )
-        else:
-            if result.batches:
-                self.outbox.record_attempt(None)
-        result.seconds = time.perf_counter() - started
-        if result.batches or result.error:
-            log.info(
-                "sync.pass",
-                batches=result.batches,
-                accepted=result.accepted,
-                duplicate=result.duplicate,
-                quarantined=result.quarantined,
-                error=result.error,
-                seconds=round(result.seconds, 3),
-            )
-        return result
-
-    def _send(self, batch: list[Pending], result: PassResult) -> None:
-        """Send one batch; quarantine what the cloud refuses; raise on transient failures."""
-        try:
-            answer = self.client.post_batch(
-                self.outbox.kiosk_id, str(ULID()), [item.body for item in batch]
-            )
-        except CloudRejectedError as exc:
-            result.batches += 1
-            if exc.rejected:
-                reasons = {
-                    batch[index].seq: reason
-                    for index, reason in exc.rejected.items()
-                    if 0 <= index < len(batch)
-                }
-                if reasons:
-                    result.quarantined += self.outbox.quarantine(reasons)
-                    result.reasons.extend(reasons.values())
-                    return  # the others are still pending and go in the next batch
-            if len(batch) > 1:
-                half = len(batch) // 2
-                self._send(batch[:half], result)
-                self._send(batch[half:], result)
-                return
-            reason = f"{exc.status} {exc.code}: {exc}"
-            result.quarantined += self.outbox.quarantine({batch[0].seq: reason})
-            result.reasons.append(reason)
-            return
-        result.batches += 1
-        result.acknowledged += len(answer.accepted) + len(answer.duplicate)
-        result.accepted += self.outbox.mark_sent(answer.accepted)
-        result.duplicate += self.outbox.mark_sent(answer.duplicate)
+        return SyncPass(
+            self.outbox,
+            self.client,
+            self.limits,
+            self.live_window_s,
+            self.quarantine_after,
+            self._stop.is_set,
+        ).run()
 
     # -- the roster -----------------------------------------------------------------------------
 

@@ -64,13 +64,25 @@ class CloudError(SyncError, ConnectionError):
 
 
 class CloudUnavailableError(CloudError):
-    """A transient failure worth retrying later (``retry_after`` when the server said so)."""
+    """A transient failure worth retrying later (``retry_after`` when the server said so).
+
+    ``reached``: the request reached the cloud and failed while it was handled (a 5xx, 408,
+    a read timeout, a connection reset mid-request), so what was sent may be the cause; the
+    sync daemon then narrows the batch. ``detail``: the message without the URL.
+    """
 
     def __init__(
-        self, message: str, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        reached: bool = False,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message, status)
         self.retry_after = retry_after
+        self.reached = reached
+        self.detail = detail or message
 
 
 class CloudAuthError(CloudError):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,11 +41,20 @@ import sqlite_utils
 import structlog
 from ulid import ULID
 
+from cloud_sync import outbox_quarantine as refused
 from cloud_sync.batching import BatchLimits, Candidate, plan_batch
 from cloud_sync.errors import OutboxError, OutboxFullError, OutboxMissingError
-from cloud_sync.events import CLASS_OF, EVENT_CLASSES, Event, payload_for
+from cloud_sync.events import CLASS_OF, Event, payload_for
 from cloud_sync.outbox_budget import count_dropped, make_room, used_bytes
-from cloud_sync.outbox_schema import ROW_OVERHEAD, Pending, Stats, migrate
+from cloud_sync.outbox_schema import (
+    ROW_OVERHEAD,
+    Failing,
+    Pending,
+    Quarantined,
+    Stats,
+    migrate,
+    read_stats,
+)
 from cloud_sync.private_files import connect_read_only, open_private_db
 
 Clock = Callable[[], datetime]
@@ -257,21 +266,27 @@ class Outbox:
 
     # -- the sync daemon's side -------------------------------------------------------------
 
-    def next_batch(self, limits: BatchLimits, live_window_s: float) -> list[Pending]:
-        """The next events to send, live first (see ``cloud_sync.batching``)."""
+    def next_batch(
+        self, limits: BatchLimits, live_window_s: float, exclude: Set[int] = frozenset()
+    ) -> list[Pending]:
+        """The next events to send, live first (see ``cloud_sync.batching``), leaving out
+        ``exclude`` and the events that failed alone (``failing_pending`` has those)."""
         cutoff = time.time() - live_window_s
         with self._lock:
             live = self.connection.execute(
                 "SELECT seq, size FROM events WHERE state = 'pending' AND created_at >= ? "
-                "ORDER BY created_at, seq LIMIT ?",
-                [cutoff, limits.max_events],
+                "AND failures = 0 ORDER BY created_at, seq LIMIT ?",
+                [cutoff, limits.max_events + len(exclude)],
             ).fetchall()
             backlog = self.connection.execute(
-                "SELECT seq, size FROM events WHERE state = 'pending' ORDER BY seq LIMIT ?",
-                [limits.max_events],
+                "SELECT seq, size FROM events WHERE state = 'pending' AND failures = 0 "
+                "ORDER BY seq LIMIT ?",
+                [limits.max_events + len(exclude)],
             ).fetchall()
             seqs = plan_batch(
-                [Candidate(s, z) for s, z in live], [Candidate(s, z) for s, z in backlog], limits
+                [Candidate(s, z) for s, z in live if s not in exclude],
+                [Candidate(s, z) for s, z in backlog if s not in exclude],
+                limits,
             )
             if not seqs:
                 return []
@@ -299,38 +314,23 @@ class Outbox:
                 changed += cursor.rowcount
         return changed
 
-    def quarantine(self, reasons: dict[int, str]) -> int:
-        """Set events (by ``seq``) aside with the cloud's reason; they are not resent."""
+    def quarantine(self, reasons: dict[int, str]) -> list[Quarantined]:
+        """Set pending events (by ``seq``) aside with the cloud's reason; they are not
+        resent. Returns those that were pending."""
         with self._write("quarantine events") as db:
-            changed = 0
-            for seq, reason in reasons.items():
-                cursor = db.execute(
-                    "UPDATE events SET state = 'quarantined', reason = ? "
-                    "WHERE seq = ? AND state = 'pending'",
-                    [reason[:500], seq],
-                )
-                changed += cursor.rowcount
-        if changed:
-            log.warning("outbox.quarantined", count=changed, reasons=sorted(set(reasons.values())))
+            changed = refused.quarantine(db, reasons)
+        refused.log_quarantined(changed)
         return changed
+
+    def record_failure(self, seq: int, reason: str) -> int:
+        """The event failed alone while the cloud took others; its failure count."""
+        with self._write("count a failed event") as db:
+            return refused.record_failure(db, seq, reason)
 
     def requeue(self, seqs: list[int] | None = None) -> int:
         """Put quarantined events (all, or those in ``seqs``) back to pending."""
         with self._write("requeue events") as db:
-            if seqs is None:
-                cursor = db.execute(
-                    "UPDATE events SET state = 'pending', reason = NULL WHERE state = 'quarantined'"
-                )
-                return cursor.rowcount
-            changed = 0
-            for seq in seqs:
-                cursor = db.execute(
-                    "UPDATE events SET state = 'pending', reason = NULL "
-                    "WHERE seq = ? AND state = 'quarantined'",
-                    [seq],
-                )
-                changed += cursor.rowcount
-            return changed
+            return refused.requeue(db, seqs)
 
     def prune_sent(self, older_than_s: float) -> int:
         """Delete acknowledged events sent more than ``older_than_s`` seconds ago."""
@@ -377,43 +377,28 @@ class Outbox:
             ).fetchone()
         return int(row[0])
 
-    def quarantined(self, limit: int = 100) -> list[tuple[int, str, str, str]]:
+    def quarantined(self, limit: int = 100) -> list[Quarantined]:
         """``(seq, id, type, reason)`` of quarantined events, oldest first."""
         with self._lock:
-            rows = self.connection.execute(
-                "SELECT seq, id, type, reason FROM events WHERE state = 'quarantined' "
-                "ORDER BY seq LIMIT ?",
-                [limit],
-            ).fetchall()
-        return [(int(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+            return refused.quarantined(self.connection, limit)
+
+    def failing(self, limit: int = 100) -> list[Failing]:
+        """Pending events that failed alone (see ``outbox_quarantine``), oldest first."""
+        with self._lock:
+            return refused.failing(self.connection, limit)
+
+    def failing_pending(self, limit: int, exclude: Set[int] = frozenset()) -> list[Pending]:
+        with self._lock:
+            return refused.failing_pending(self.connection, limit, exclude)
+
+    def last_acknowledged(self) -> Pending | None:
+        with self._lock:
+            return refused.last_acknowledged(self.connection)
 
     def stats(self) -> Stats:
         """Depth per class, oldest pending age, quarantine, drops, last success and error."""
         with self._lock:
-            db = self.connection
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            depth: dict[str, int] = dict.fromkeys(EVENT_CLASSES, 0)
-            for event_class, count in db.execute(
-                "SELECT class, COUNT(*) FROM events WHERE state = 'pending' GROUP BY class"
-            ):
-                depth[event_class] = int(count)
-            (oldest,) = db.execute(
-                "SELECT MIN(created_at) FROM events WHERE state = 'pending'"
-            ).fetchone()
-            counts = dict(db.execute("SELECT state, COUNT(*) FROM events GROUP BY state"))
-        return Stats(
-            pending=depth,
-            oldest_pending_age_s=None if oldest is None else max(0.0, time.time() - oldest),
-            sent=int(counts.get("sent", 0)),
-            quarantined=int(counts.get("quarantined", 0)),
-            dropped={c: int(meta.get(f"dropped_{c}", 0)) for c in ("telemetry", "ops")},
-            bytes_used=int(meta["bytes_used"]),
-            max_bytes=self.max_bytes,
-            last_seq=int(meta["last_seq"]),
-            last_success_at=meta.get("last_success_at"),
-            last_error=meta.get("last_error"),
-            last_error_at=meta.get("last_error_at"),
-        )
+            return read_stats(self.connection, self.max_bytes)
 
     def close(self) -> None:
         with self._lock:

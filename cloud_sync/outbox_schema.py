@@ -7,7 +7,11 @@ Migrations are numbered, run in order inside one ``BEGIN IMMEDIATE`` each, and r
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from cloud_sync.events import CLASS_OF, EVENT_CLASSES
 
 #: Bytes counted per stored event on top of its JSON body (row header, id and seq indexes).
 ROW_OVERHEAD = 160
@@ -80,6 +84,14 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             ('{CLOSED_ERROR_AT_KEY}', NULL);
         """,  # noqa: S608 - constants only
     ),
+    (
+        "events that fail alone",
+        """
+        ALTER TABLE events ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE events ADD COLUMN last_failure TEXT;
+        CREATE INDEX events_failing ON events (state, seq) WHERE failures > 0;
+        """,
+    ),
 )
 
 
@@ -116,6 +128,35 @@ class Pending:
     body: str
 
 
+class Failing(NamedTuple):
+    """A pending event that failed alone (``failures`` times, the last with ``last_failure``)
+    while the cloud took other events; it is sent alone until it goes through or is
+    quarantined."""
+
+    seq: int
+    id: str
+    type: str
+    failures: int
+    last_failure: str
+
+    @property
+    def money(self) -> bool:
+        return CLASS_OF.get(self.type) == "money"
+
+
+class Quarantined(NamedTuple):
+    """An event the cloud refused, set aside with the reason until a technician requeues it."""
+
+    seq: int
+    id: str
+    type: str
+    reason: str
+
+    @property
+    def money(self) -> bool:
+        return CLASS_OF.get(self.type) == "money"
+
+
 @dataclass(frozen=True)
 class Stats:
     """What ``kiosk sync status`` shows about the outbox."""
@@ -131,7 +172,49 @@ class Stats:
     last_success_at: str | None
     last_error: str | None
     last_error_at: str | None
+    quarantined_money: int = 0  # of ``quarantined``: events of the money class
+    failing: int = 0  # pending events that failed alone (see ``Failing``)
 
     @property
     def pending_total(self) -> int:
         return sum(self.pending.values())
+
+
+def counts_failures(db: sqlite3.Connection) -> bool:
+    """Whether the outbox has the failure counts (an older one opened read-only has not)."""
+    return any(row[1] == "failures" for row in db.execute("PRAGMA table_info(events)"))
+
+
+def read_stats(db: sqlite3.Connection, max_bytes: int) -> Stats:
+    """The outbox's ``Stats``, read from its tables."""
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    depth: dict[str, int] = dict.fromkeys(EVENT_CLASSES, 0)
+    for event_class, count in db.execute(
+        "SELECT class, COUNT(*) FROM events WHERE state = 'pending' GROUP BY class"
+    ):
+        depth[event_class] = int(count)
+    (oldest,) = db.execute("SELECT MIN(created_at) FROM events WHERE state = 'pending'").fetchone()
+    counts = dict(db.execute("SELECT state, COUNT(*) FROM events GROUP BY state"))
+    (money,) = db.execute(
+        "SELECT COUNT(*) FROM events WHERE state = 'quarantined' AND class = 'money'"
+    ).fetchone()
+    failing = 0
+    if counts_failures(db):
+        (failing,) = db.execute(
+            "SELECT COUNT(*) FROM events WHERE state = 'pending' AND failures > 0"
+        ).fetchone()
+    return Stats(
+        pending=depth,
+        oldest_pending_age_s=None if oldest is None else max(0.0, time.time() - oldest),
+        sent=int(counts.get("sent", 0)),
+        quarantined=int(counts.get("quarantined", 0)),
+        dropped={c: int(meta.get(f"dropped_{c}", 0)) for c in ("telemetry", "ops")},
+        bytes_used=int(meta["bytes_used"]),
+        max_bytes=max_bytes,
+        last_seq=int(meta["last_seq"]),
+        last_success_at=meta.get("last_success_at"),
+        last_error=meta.get("last_error"),
+        last_error_at=meta.get("last_error_at"),
+        quarantined_money=int(money),
+        failing=int(failing),
+    )

@@ -5,9 +5,12 @@
 SIGUSR1 and stops cleanly on SIGTERM or SIGINT. On a kiosk with a pinned roster key it
 also pulls the roster at start, every ``sync.roster_interval_s`` and when woken, and
 fetches the rentals the cloud closed (returned at another kiosk), even while its pushes
-back off. ``now`` runs one pass in this process, then fetches the closed rentals, and says
-what both did. ``status`` never needs the network: it reads the outbox (with the last
-fetch of closed rentals) and the roster's pull state.
+back off. An event the cloud cannot take holds back no other: a failing batch is narrowed
+and the event quarantined after ``sync.quarantine_after`` failures alone (see
+``cloud_sync.sync_pass``). ``now`` runs one pass in this process, then fetches the closed
+rentals, and says what both did. ``status`` never needs the network: it reads the outbox
+(with the last fetch of closed rentals) and the roster's pull state. What both print is
+in ``sync_report``.
 """
 
 from __future__ import annotations
@@ -21,18 +24,28 @@ from typing import TYPE_CHECKING, Annotated, Any
 import structlog
 import typer
 
-from cloud_sync.closed_pull import ClosedPull, FetchState, read_fetch_state
+from cloud_sync.closed_pull import read_fetch_state
 from cloud_sync.errors import CloudError
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key, public_key_text
 from edge.cli.context import state
+from edge.cli.sync_report import (
+    age_text,
+    fetch_line,
+    last_error_line,
+    print_pass,
+    problems,
+    roster_line,
+    roster_status,
+    set_aside_line,
+)
 from edge.errors import ConfigError, InputError
 from edge.settings import Settings
 from edge.vault.errors import RosterError
-from edge.vault.store import PullState, RosterStore, read_pull_state
+from edge.vault.store import RosterStore, read_pull_state
 
 if TYPE_CHECKING:  # the HTTP stack loads only for the commands that talk to the cloud
-    from cloud_sync.daemon import PassResult, SyncDaemon
+    from cloud_sync.daemon import SyncDaemon
 
 log = structlog.get_logger("edge.cli.sync")
 
@@ -100,6 +113,7 @@ def build_daemon(
         roster=roster,
         roster_interval_s=sync.roster_interval_s,
         close_rentals=Ledger(outbox).close_confirmed,  # returned at another kiosk
+        quarantine_after=sync.quarantine_after,
     )
 
 
@@ -137,7 +151,8 @@ def run(ctx: typer.Context) -> None:
 @app.command("now")
 def now(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Send every pending event now, once, then close the rentals the cloud closed
-    (returned at another kiosk); exit 7 if the cloud could not be reached for either."""
+    (returned at another kiosk); exit 7 if the cloud could not be reached for either, if
+    an event failed alone (it stays pending) or if events were quarantined."""
     settings = state(ctx).settings()
     outbox = open_outbox(settings)
     try:
@@ -150,10 +165,12 @@ def now(ctx: typer.Context, as_json: JsonOption = False) -> None:
         left = outbox.stats().pending_total
     finally:
         outbox.close()
-    _print_pass(result, closed, left, as_json)
+    print_pass(result, closed, left, as_json)
     failures = []
     if result.error is not None:
         failures.append(f"sync failed: {result.error} (the events are kept)")
+    if result.set_aside:
+        failures.append(set_aside_line(result))
     if closed.error is not None:
         failures.append(
             f"closed rentals not fetched: {closed.error} "
@@ -163,49 +180,11 @@ def now(ctx: typer.Context, as_json: JsonOption = False) -> None:
         raise CloudError("; ".join(failures))
 
 
-def _print_pass(result: PassResult, closed: ClosedPull, left: int, as_json: bool) -> None:
-    if as_json:
-        data = {
-            "accepted": result.accepted,
-            "duplicate": result.duplicate,
-            "quarantined": result.quarantined,
-            "batches": result.batches,
-            "pending": left,
-            "error": result.error,
-            "seconds": round(result.seconds, 3),
-            "closed_rentals": {
-                "closed": closed.closed,
-                "confirmed": closed.confirmed,
-                "cursor": closed.to_cursor,
-                "error": closed.error,
-            },
-        }
-        typer.echo(json.dumps(data))
-        return
-    typer.echo(
-        f"sent {result.sent} events ({result.accepted} new, {result.duplicate} already there) "
-        f"in {result.batches} batches, {result.quarantined} quarantined, {left} still pending"
-    )
-    if closed.error is not None and not closed.confirmed:
-        typer.echo("rentals returned at another kiosk: not fetched, the ledger is unchanged")
-        return
-    line = (
-        f"closed {_rentals(closed.closed)} returned at another kiosk "
-        f"({closed.confirmed} confirmed by the cloud, cursor {closed.to_cursor})"
-    )
-    if closed.error is not None:
-        line += ", then the fetch failed"
-    typer.echo(line)
-
-
-def _rentals(count: int) -> str:
-    return f"{count} rental" if count == 1 else f"{count} rentals"
-
-
 @app.command("status")
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Show the outbox: pending events per class, oldest age, last success and error, the
-    roster's last pull and the last fetch of rentals closed in the cloud."""
+    """Show the outbox: pending events per class, oldest age, quarantined events (money
+    ones flagged) and events failing alone, last success and error, the roster's last pull
+    and the last fetch of rentals closed in the cloud."""
     settings = state(ctx).settings()
     if not settings.outbox_path.is_file():
         raise InputError(
@@ -221,6 +200,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     try:
         stats = outbox.stats()
         quarantined = outbox.quarantined(limit=5)
+        failing = outbox.failing(limit=5)
         fetched = read_fetch_state(outbox)
     finally:
         outbox.close()
@@ -235,6 +215,9 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         ),
         "sent_kept": stats.sent,
         "quarantined": stats.quarantined,
+        "quarantined_money": stats.quarantined_money,
+        "failing": stats.failing,
+        "quarantine_after": settings.sync.quarantine_after,
         "dropped": stats.dropped,
         "bytes_used": stats.bytes_used,
         "max_bytes": stats.max_bytes,
@@ -242,7 +225,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         "last_success_at": stats.last_success_at,
         "last_error": stats.last_error,
         "last_error_at": stats.last_error_at,
-        "roster": _roster_status(pulled),
+        "roster": roster_status(pulled),
         "closed_rentals": {
             "cursor": fetched.cursor,
             "last_fetch_at": fetched.fetched_at,
@@ -251,10 +234,20 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
             "last_error": fetched.error,
             "last_error_at": fetched.error_at,
         },
-        "problems": _problems(settings, stats.last_error, pulled, fetched),
+        "problems": problems(settings, stats, pulled, fetched),
         "quarantined_examples": [
-            {"seq": seq, "id": event_id, "type": kind, "reason": reason}
-            for seq, event_id, kind, reason in quarantined
+            {"seq": q.seq, "id": q.id, "type": q.type, "money": q.money, "reason": q.reason}
+            for q in quarantined
+        ],
+        "failing_examples": [
+            {
+                "seq": f.seq,
+                "id": f.id,
+                "type": f.type,
+                "failures": f.failures,
+                "last_failure": f.last_failure,
+            }
+            for f in failing
         ],
     }
     if as_json:
@@ -265,93 +258,29 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         f"kiosk        {data['kiosk_id']}",
         f"cloud        {data['cloud_url'] or '(not set)'}",
         f"pending      {stats.pending_total} ({pending})",
-        f"oldest       {_age(stats.oldest_pending_age_s)}",
-        f"quarantined  {stats.quarantined}",
+        f"oldest       {age_text(stats.oldest_pending_age_s)}",
+        f"quarantined  {stats.quarantined}"
+        + (f" ({stats.quarantined_money} money)" if stats.quarantined_money else ""),
+        f"failing      {stats.failing} (sent alone; quarantined after "
+        f"{settings.sync.quarantine_after} failures alone)",
         f"dropped      telemetry {stats.dropped['telemetry']}, ops {stats.dropped['ops']}",
         f"disk         {stats.bytes_used:,} of {stats.max_bytes:,} bytes",
         f"last success {stats.last_success_at or 'never'}",
-        f"last error   {_last_error(stats.last_error, stats.last_error_at)}",
-        f"roster       {_roster_line(settings, pulled)}",
-        f"closed fetch {_fetch_line(fetched)}",
+        f"last error   {last_error_line(stats.last_error, stats.last_error_at)}",
+        f"roster       {roster_line(settings, pulled)}",
+        f"closed fetch {fetch_line(fetched)}",
     ]
     lines += [f"problem      {problem}" for problem in data["problems"]]
     lines += [
-        f"  quarantined #{q['seq']} {q['type']}: {q['reason']}"
+        f"  quarantined #{q['seq']} {q['type']}{' (money)' if q['money'] else ''}: {q['reason']}"
         for q in data["quarantined_examples"]
     ]
+    lines += [
+        f"  failing #{f['seq']} {f['type']}: {f['failures']} of "
+        f"{settings.sync.quarantine_after} failures, last: {f['last_failure']}"
+        for f in data["failing_examples"]
+    ]
     typer.echo("\n".join(lines))
-
-
-def _problems(
-    settings: Settings, last_error: str | None, pulled: PullState | None, fetched: FetchState
-) -> list[str]:
-    problems = []
-    if settings.sync.cloud_url is None:
-        problems.append("sync.cloud_url is not set: events are kept but never sent")
-    if last_error:
-        problems.append(last_error)
-    if pulled is not None and pulled.error:
-        problems.append(f"roster pull: {pulled.error} (the previous roster is kept)")
-    if fetched.error:
-        problems.append(
-            f"closed rentals fetch: {fetched.error} "
-            "(rentals returned at another kiosk stay open here)"
-        )
-    return problems
-
-
-def _when(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
-
-
-def _roster_status(pulled: PullState | None) -> dict[str, Any] | None:
-    if pulled is None:
-        return None
-    return {
-        "version": pulled.version,
-        "last_pull_at": _when(pulled.checked_at),
-        "last_error": pulled.error,
-        "last_error_at": _when(pulled.error_at),
-    }
-
-
-def _roster_line(settings: Settings, pulled: PullState | None) -> str:
-    if not settings.roster.cloud_roster_key:
-        return "not pulled (roster.cloud_roster_key is not pinned)"
-    if pulled is None:
-        return "not pulled yet"
-    line = f"version {pulled.version}, last pull {_when(pulled.checked_at) or 'never'}"
-    if pulled.error:
-        line += f", error: {pulled.error} (at {_when(pulled.error_at)})"
-    return line
-
-
-def _fetch_line(fetched: FetchState) -> str:
-    """The last fetch of rentals closed in the cloud (returned at another kiosk)."""
-    if fetched.fetched_at is None:
-        return "never (rentals returned at another kiosk)"
-    line = f"{fetched.fetched_at}: {_rentals(fetched.closed)} closed, cursor {fetched.cursor}"
-    if fetched.error:
-        line += f", error: {fetched.error} (last success {fetched.success_at or 'never'})"
-    return line
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _last_error(error: str | None, when: str | None) -> str:
-    if not error:
-        return "none"
-    return f"{error} (at {when})" if when else error
 
 
 @app.command("key")
@@ -388,7 +317,8 @@ def requeue(
         typer.Option("--seq", help="Only this event (repeat for more); default: all."),
     ] = None,
 ) -> None:
-    """Send quarantined events again (after the cloud or the kiosk was fixed)."""
+    """Send quarantined events again (after the cloud or the kiosk was fixed); their count
+    of failures alone starts again from zero."""
     settings = state(ctx).settings()
     outbox = open_outbox(settings)
     try:

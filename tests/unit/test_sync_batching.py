@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from cloud_sync.batching import BatchLimits, Candidate, plan_batch
+from cloud_sync.batching import BatchLimits, Candidate, FailureStreak, halves, plan_batch
+from cloud_sync.config import SyncConfig
 
 
 def run(first: int, last: int, size: int = 100) -> list[Candidate]:
@@ -77,3 +81,56 @@ def test_any_plan_respects_the_limits(
         assert sum(sizes_by_seq[s] for s in batch) <= max_bytes
     chosen_backlog = [c.seq for c in backlog if c.seq in batch]
     assert chosen_backlog == [c.seq for c in backlog][: len(chosen_backlog)], "oldest first"
+
+
+# -- narrowing a batch that fails --------------------------------------------------------------
+
+
+def test_halves_keep_the_order_and_every_event() -> None:
+    assert halves([1, 2, 3, 4, 5]) == [[1, 2], [3, 4, 5]]
+    assert halves([7, 8]) == [[7], [8]]
+    with pytest.raises(ValueError):
+        halves([1])
+
+
+@given(st.integers(min_value=2, max_value=600))
+def test_narrowing_always_ends_at_single_events(size: int) -> None:
+    pending: list[Sequence[int]] = [list(range(size))]
+    singles = 0
+    while pending:
+        batch = pending.pop()
+        if len(batch) == 1:
+            singles += 1
+            continue
+        parts = halves(batch)
+        assert [x for part in parts for x in part] == list(batch) and all(parts)
+        pending.extend(parts)
+    assert singles == size
+
+
+def test_a_success_now_and_then_lets_narrowing_go_on() -> None:
+    streak = FailureStreak()
+    for _ in range(20):  # fail, fail, succeed: one bad event searched among good ones
+        assert streak.failure(can_probe=False) == "go on"
+        assert streak.failure(can_probe=False) == "go on"
+        streak.success()
+
+
+def test_failures_in_a_row_mean_the_cloud_is_down() -> None:
+    without_probe = FailureStreak()
+    assert [without_probe.failure(can_probe=False) for _ in range(3)] == [
+        "go on",
+        "go on",
+        "stop",
+    ]
+    with_probe = FailureStreak()
+    assert [with_probe.failure(can_probe=True) for _ in range(2)] == ["go on", "probe"]
+    with_probe.success()  # the probe went through: the failures were the events' own
+    assert with_probe.failure(can_probe=True) == "go on"
+
+
+def test_quarantine_after_is_a_bounded_setting() -> None:
+    assert SyncConfig().quarantine_after == 5
+    for wrong in (0, 101):
+        with pytest.raises(ValidationError, match="quarantine_after"):
+            SyncConfig(quarantine_after=wrong)

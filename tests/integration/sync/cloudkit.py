@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,13 +132,21 @@ class Cloud:
         self.http.close()
 
 
-def start_cloud(database_url: str, port: int | None = None, **overrides: Any) -> Cloud:
+def start_cloud(
+    database_url: str,
+    port: int | None = None,
+    wrap: Callable[[Any], Any] | None = None,
+    **overrides: Any,
+) -> Cloud:
+    """The real cloud app under uvicorn; ``wrap`` puts an ASGI middleware of the test's in
+    front of it (it must offer the app's ``state``)."""
     settings = CloudSettings(
         database_url=database_url, admin_token=ADMIN_TOKEN, pool_size=4, **overrides
     )
     port = port or free_port()
+    app: Any = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        wrap(app) if wrap is not None else app,
         host="127.0.0.1",
         port=port,
         log_config=None,

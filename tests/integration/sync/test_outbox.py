@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from cloud_sync import outbox_quarantine
 from cloud_sync.batching import BatchLimits
 from cloud_sync.closed_pull import closed_cursor, read_fetch_state
 from cloud_sync.errors import EventError, OutboxError, OutboxFullError
 from cloud_sync.outbox import Outbox
-from cloud_sync.outbox_schema import MIGRATIONS
+from cloud_sync.outbox_schema import MIGRATIONS, read_stats
 
 
 def rent(outbox: Outbox, i: int) -> None:
@@ -105,7 +106,7 @@ def test_states_move_pending_sent_quarantined_and_back(outbox: Outbox) -> None:
         rent(outbox, i)
     events = outbox.events()
     assert outbox.mark_sent([events[0].id, events[0].id]) == 1
-    assert outbox.quarantine({events[1].seq: "422 bad slot"}) == 1
+    assert len(outbox.quarantine({events[1].seq: "422 bad slot"})) == 1
     stats = outbox.stats()
     assert (stats.pending["money"], stats.sent, stats.quarantined) == (2, 1, 1)
     assert outbox.quarantined() == [(2, events[1].id, "rental.started", "422 bad slot")]
@@ -240,7 +241,7 @@ def test_an_outbox_of_the_second_version_keeps_its_closed_rentals_cursor(tmp_pat
         # the second version kept only the cursor, written on the first fetch
         db.execute("INSERT INTO meta (key, value) VALUES ('closed_rentals_cursor', 7)")
     outbox = Outbox(path, "kiosk-a")
-    assert outbox.connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    assert outbox.connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
     assert closed_cursor(outbox) == 7
     state = read_fetch_state(outbox)
     assert (state.cursor, state.fetched_at, state.closed, state.error) == (7, None, 0, None)
@@ -264,3 +265,20 @@ def test_two_processes_worth_of_writers_share_the_file(tmp_path: Path) -> None:
         thread.join()
     assert time.monotonic() - started < 30
     assert [e.seq for e in first.events()] == list(range(1, 201))
+
+
+def test_an_outbox_of_the_third_version_reads_and_upgrades(tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite"
+    with sqlite3.connect(path) as db:
+        for _name, script in MIGRATIONS[:3]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 3")
+    with sqlite3.connect(path) as db:  # read as `kiosk sync status` does, without upgrading
+        assert read_stats(db, 10**6).failing == 0
+        assert outbox_quarantine.failing(db, 10) == []
+    outbox = Outbox(path, "kiosk-a")
+    rent(outbox, 1)
+    assert outbox.record_failure(1, "503 unavailable") == 1
+    assert outbox.failing() == [(1, outbox.events()[0].id, "rental.started", 1, "503 unavailable")]
+    assert outbox.next_batch(BatchLimits(10, 10**6), 60) == []  # sent alone, not in batches
+    assert [p.seq for p in outbox.failing_pending(10)] == [1]

@@ -73,6 +73,8 @@ def test_sync_end_to_end_with_the_commands(tmp_path: Path) -> None:
             "pending": 0,
             "error": None,
             "seconds": 0,
+            "quarantined_events": [],
+            "failing": [],
             "closed_rentals": {"closed": 0, "confirmed": 0, "cursor": 0, "error": None},
         }
     finally:

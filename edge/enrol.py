@@ -24,7 +24,13 @@ from edge.vision.engine import FaceEncoder
 from edge.vision.hints import english
 from edge.vision.policy import NO_FACE, SEVERAL_FACES
 from edge.vision.quality import QualityConfig
-from hardware.cameras import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, list_images
+from hardware.cameras import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    decode_image,
+    list_images,
+    read_image_bytes,
+)
 from hardware.errors import CameraOpenError, FrameError
 
 PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -116,12 +122,7 @@ def enrol_image(
 ) -> Accepted | Refusal:
     """One photo: its template, or why it cannot be used."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return Refusal(path, "no such file")
-    except OSError as exc:
-        return Refusal(path, f"cannot read ({exc.strerror or exc})")
-    try:
+        data = read_image_bytes(path, max_pixels, path.name)
         image = decode_image(data, path.name, max_pixels)
     except FrameError as exc:
         return Refusal(path, str(exc).removeprefix(f"{path.name}: "))

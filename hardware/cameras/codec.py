@@ -1,16 +1,19 @@
 """Decoding pictures: any odd input becomes RGB uint8 no larger than a pixel cap, or a
 ``FrameError`` that names the problem.
 
-Grayscale, 16-bit and alpha pictures are converted; a picture over the cap is scaled down
-before anything else sees it. A JPEG whose header announces more pixels than the cap is
-decoded at a reduced scale by libjpeg itself (a 50-megapixel photo never occupies memory at
-full size); any other format announcing more than ``HARD_LIMIT_FACTOR`` times the cap is
-refused from its header alone.
+Only JPEG, PNG and WebP files are read; any other format (TIFF, BMP, GIF, ...) is refused
+by name. The size is read from the header (``hardware.cameras.headers``) before anything
+is decoded, and the cap holds for every format: a picture announcing more pixels than the
+cap is refused, except a sequential JPEG of up to 16 times the cap, which libjpeg decodes
+at 1/2 or 1/4 scale without ever holding it at full size. A file
+larger than 3 bytes per pixel of the cap, or not a regular file, is refused before it is
+read. Pictures are decoded to 8-bit colour (16-bit and grey are converted, alpha is
+dropped, EXIF orientation is ignored), so at most 3 bytes per pixel of the cap are held.
 """
 
 from __future__ import annotations
 
-import struct
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,72 +22,51 @@ import numpy as np
 import numpy.typing as npt
 
 from hardware.cameras.base import Image
+from hardware.cameras.headers import ACCEPTED_FORMATS, read_header
 from hardware.errors import CameraOpenError, FrameError
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 DEFAULT_MAX_PIXELS = 40_000_000
-HARD_LIMIT_FACTOR = 4
+_FILE_BYTES_PER_PIXEL = 3  # no JPEG, PNG or WebP of a sane picture is larger
+_COLOUR = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+# a sequential JPEG up to 16 times the cap is decoded at 1/2 or 1/4 scale (libjpeg still
+# reads every block of it, so the file's work stays bounded too); larger ones are refused
 _REDUCED = (
-    (8, cv2.IMREAD_REDUCED_COLOR_8),
-    (4, cv2.IMREAD_REDUCED_COLOR_4),
-    (2, cv2.IMREAD_REDUCED_COLOR_2),
-)
-_JPEG_SOF = frozenset(
-    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+    (2, cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION),
+    (4, cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION),
 )
 
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "cap_pixels",
+    "decode_image",
+    "list_images",
+    "max_file_bytes",
+    "read_image",
+    "read_image_bytes",
+    "to_rgb8",
+]
 
-def header_size(data: bytes) -> tuple[str, int, int] | None:
-    """``(format, width, height)`` read from a PNG or JPEG header, or ``None``."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return "png", width, height
-    if data[:2] != b"\xff\xd8":
-        return None
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in _JPEG_SOF and pos + 9 <= len(data):
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return "jpeg", width, height
-        pos += 2 + length
-    return None
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1_000_000:.4g} megapixels"
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     """Decode encoded image bytes to an RGB uint8 array no larger than ``max_pixels``."""
-    if not data:
-        raise FrameError(f"{name}: empty file")
-    flags = cv2.IMREAD_UNCHANGED
-    announced = header_size(data)
-    if announced is not None:
-        kind, width, height = announced
-        if width == 0 or height == 0:
-            raise FrameError(f"{name}: not a readable image (zero width or height)")
-        pixels = width * height
-        if pixels > max_pixels and kind == "jpeg":
-            # the coarsest libjpeg scale that keeps at least a quarter of the cap
-            flags = next(
-                reduced
-                for factor, reduced in _REDUCED
-                if pixels / (factor * factor) >= max_pixels / 4
-            )
-        elif pixels > HARD_LIMIT_FACTOR * max_pixels:
+    header = read_header(data, name)
+    flags = _COLOUR
+    if header.pixels > max_pixels:
+        reduced = [flag for factor, flag in _REDUCED if header.pixels <= max_pixels * factor**2]
+        if not header.scalable or not reduced:
             raise FrameError(
-                f"{name}: image too large ({width}x{height}, over "
-                f"{HARD_LIMIT_FACTOR * max_pixels // 1_000_000} megapixels)"
+                f"{name}: image too large ({header.format} {header.width}x{header.height},"
+                f" {_megapixels(header.pixels)}; the cap is {_megapixels(max_pixels)},"
+                " vision.max_image_pixels)"
             )
+        flags = reduced[0]
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         picture = cv2.imdecode(buffer, flags)
@@ -93,7 +75,10 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
             f"{name}: cannot decode image ({exc.msg.strip() or 'OpenCV error'})"
         ) from None
     if picture is None or picture.size == 0:
-        raise FrameError(f"{name}: not a readable image (corrupt, truncated or unknown format)")
+        raise FrameError(f"{name}: not a readable image (corrupt or truncated {header.format})")
+    if picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8:
+        cv2.cvtColor(picture, cv2.COLOR_BGR2RGB, dst=picture)  # in place: no second copy
+        return cap_pixels(picture, max_pixels)
     return to_rgb8(picture, name, max_pixels)
 
 
@@ -128,17 +113,45 @@ def cap_pixels(rgb: npt.NDArray[Any], max_pixels: int) -> Image:
     return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
-def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
-    """Read and decode one image file (see ``decode_image``)."""
+def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The largest image file read for a pixel cap of ``max_pixels``."""
+    return _FILE_BYTES_PER_PIXEL * max_pixels + (1 << 20)
+
+
+def read_image_bytes(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> bytes:
+    """The bytes of the image file ``path``, read only when it is a regular file no larger
+    than ``max_file_bytes``; ``FrameError`` (starting with ``name``, else the path) if not."""
+    label = str(path) if name is None else name
     try:
-        data = path.read_bytes()
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise FrameError(f"{label}: is a folder, not an image")
+        if not stat.S_ISREG(info.st_mode):
+            raise FrameError(f"{label}: not a regular file")
+        limit = max_file_bytes(max_pixels)
+        if info.st_size > limit:
+            raise FrameError(
+                f"{label}: file too large for an image ({info.st_size:,} bytes, over"
+                f" {limit:,} for the cap of {_megapixels(max_pixels)})"
+            )
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
     except FileNotFoundError:
-        raise FrameError(f"{path}: no such file") from None
+        raise FrameError(f"{label}: no such file") from None
     except IsADirectoryError:
-        raise FrameError(f"{path}: is a folder, not an image") from None
+        raise FrameError(f"{label}: is a folder, not an image") from None
     except OSError as exc:
-        raise FrameError(f"{path}: cannot read ({exc.strerror})") from None
-    return decode_image(data, str(path), max_pixels)
+        raise FrameError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > limit:  # it grew while being read
+        raise FrameError(f"{label}: file too large for an image (over {limit:,} bytes)")
+    return data
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """Read and decode one image file (see ``read_image_bytes`` and ``decode_image``)."""
+    return decode_image(read_image_bytes(path, max_pixels), str(path), max_pixels)
 
 
 def list_images(folder: Path) -> list[Path]:

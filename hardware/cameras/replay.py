@@ -94,6 +94,13 @@ def _video_pictures(path: Path, max_pixels: int) -> Iterator[tuple[str, Image]]:
     try:
         if not capture.isOpened():
             raise CameraOpenError(f"{path}: cannot open the video file")
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > max_pixels:  # each frame would be decoded at full size
+            raise FrameError(
+                f"{path}: video frames too large ({width}x{height}; the cap is"
+                f" {max_pixels:,} pixels, vision.max_image_pixels)"
+            )
         number = 0
         while True:
             ok, picture = capture.read()

@@ -216,7 +216,7 @@ def test_enrol_refuses_bad_photos_with_reasons_and_exit_4(tmp_path: Path, dev_fa
     assert result.stdout.splitlines()[:4] == [
         "someone  refused  group_01.jpg: 2 faces of similar size: use a photo of one person",
         "someone  refused  noface_01.jpg: no face found",
-        "someone  refused  broken.jpg: not a readable image (corrupt, truncated or unknown format)",
+        "someone  refused  broken.jpg: truncated or corrupt JPEG header: its size cannot be read",
         "someone  refused  small.jpg: face too small (come closer to the camera)",
     ]
     assert result.stderr.strip().endswith(

@@ -44,8 +44,8 @@ def test_grayscale_16bit_and_alpha_become_rgb8() -> None:
     ("data", "message"),
     [
         (b"", "empty file"),
-        (b"\xff\xd8\xff\xe0 not really a jpeg", "not a readable image"),
-        (b"hello, world", "not a readable image"),
+        (b"\xff\xd8\xff\xe0 not really a jpeg", "truncated or corrupt JPEG header"),
+        (b"hello, world", "not a JPEG, PNG or WebP picture"),
     ],
 )
 def test_unreadable_bytes_raise_frame_error(data: bytes, message: str) -> None:
@@ -91,6 +91,61 @@ def test_a_png_announcing_a_gigapixel_is_refused_from_its_header() -> None:
     data = b"\x89PNG\r\n\x1a\n" + chunk
     with pytest.raises(FrameError, match="image too large"):
         decode_image(data, "bomb.png", max_pixels=1_000_000)
+
+
+def _jpeg_header(sof: int, width: int, height: int) -> bytes:
+    """The start of a JPEG: SOI, then a frame header of type ``sof`` (no scan data)."""
+    frame = struct.pack(">BHHB", 8, height, width, 3) + bytes([1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1])
+    return b"\xff\xd8" + bytes([0xFF, sof]) + struct.pack(">H", len(frame) + 2) + frame
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_jpeg_header(0xC2, 10_000, 10_000), "image too large .JPEG 10000x10000, 100 megapixels"),
+        (_jpeg_header(0xC0, 30_000, 30_000), "image too large .JPEG 30000x30000"),
+        (
+            b"RIFF\x00\x00\x00\x00WEBPVP8X" + bytes(8) + (9_999).to_bytes(3, "little") * 2,
+            "image too large .WebP 10000x10000",
+        ),
+        (b"II*\x00" + bytes(16), "unsupported image format TIFF: use JPEG, PNG or WebP"),
+        (b"BM" + bytes(60), "unsupported image format BMP"),
+        (b"GIF89a" + bytes(10), "unsupported image format GIF"),
+        (b"P5\n20000 20000\n255\n", "unsupported image format PNM"),
+        (b"\x00\x00\x00\x18ftypheic" + bytes(8), "unsupported image format HEIC"),
+        (_jpeg_header(0xC0, 0, 100), "zero width or height"),
+        (b"\xff\xd8\xff\xda\x00\x02", "truncated or corrupt JPEG header"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "truncated or corrupt WebP header"),
+    ],
+)
+def test_the_cap_and_the_formats_hold_from_the_header_alone(data: bytes, message: str) -> None:
+    """Refused before any decoding: a progressive JPEG (libjpeg would keep every coefficient
+    of it), a sequential one still over the cap at 1/8 scale, a WebP, other formats."""
+    with pytest.raises(FrameError, match=message):
+        decode_image(data, "x", max_pixels=40_000_000)
+
+
+def test_webp_sizes_are_read_from_each_kind_of_header() -> None:
+    picture = np.zeros((30, 70, 3), dtype=np.uint8)
+    for quality in (80, 101):  # lossy VP8, lossless VP8L
+        ok, buffer = cv2.imencode(".webp", picture, [cv2.IMWRITE_WEBP_QUALITY, quality])
+        assert ok and header_size(buffer.tobytes()) == ("webp", 70, 30)
+        assert decode_image(buffer.tobytes(), "x.webp").shape == (30, 70, 3)
+
+
+def test_cmyk_and_progressive_jpegs_decode_to_rgb8() -> None:
+    import io
+
+    from PIL import Image as PilImage
+
+    cmyk = io.BytesIO()
+    PilImage.new("CMYK", (64, 48), (0, 255, 255, 0)).save(cmyk, "JPEG", quality=95)  # red
+    rgb = decode_image(cmyk.getvalue(), "cmyk.jpg")
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    assert rgb[24, 32, 0] > 200 and rgb[24, 32, 1] < 60
+    picture = np.full((40, 60, 3), 120, dtype=np.uint8)
+    ok, progressive = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok and decode_image(progressive.tobytes(), "p.jpg").shape == (40, 60, 3)
 
 
 class FlakySource:

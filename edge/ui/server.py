@@ -133,9 +133,11 @@ def create_app(
     language: str = "en",
     languages: Sequence[str] | None = None,
     preview: PreviewFrames | None = None,
+    language_reset_s: float = 60.0,
 ) -> FastAPI:
     """The rider screen's web app: starts in ``language``, offers a button for each of
-    ``languages`` (none when there is only one), shows ``preview`` when given."""
+    ``languages`` (none when there is only one) and goes back to ``language`` after
+    ``language_reset_s`` on the idle screen; shows ``preview`` when given."""
     offered = list(dict.fromkeys(languages or [language]))
     if language not in offered:
         offered.insert(0, language)
@@ -151,6 +153,7 @@ def create_app(
         "claim-min": str(CLAIM_MIN_DIGITS),
         "claim-max": str(CLAIM_MAX_DIGITS),
         "preview": "on" if preview is not None else "off",
+        "language-reset-s": f"{language_reset_s:g}",
     }
     attributes = " ".join(f'data-{key}="{html.escape(value)}"' for key, value in settings.items())
     page = page.replace('<html lang="en">', f'<html lang="{language}" {attributes}>')

@@ -207,8 +207,12 @@ class LivePipeline:
         self._idle += 1
         if not changed and self._idle % self.config.idle_detect_every:
             return []
-        upsample = None if self._idle % self.config.small_face_every == 0 else 0
-        return self.engine.detect(image, self.config.detect_width, upsample)
+        if self._idle % self.config.small_face_every:
+            return self.engine.detect(image, self.config.detect_width, 0)
+        # the small-face pass looks at the full frame, upsampled: a face just under the
+        # quality gate's ``min_face_px`` must be found to be told "come closer", and at
+        # ``detect_width`` it would be under the detector's smallest window even upsampled
+        return self.engine.detect(image, image.shape[1], None)
 
     def _new_track(self, box: FaceBox, now: float) -> _Track:
         liveness = BlinkLiveness(self.liveness_config) if self.liveness_config else None

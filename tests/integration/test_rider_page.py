@@ -303,10 +303,14 @@ def test_the_claim_endpoints_refuse_what_they_should() -> None:
 
 
 def test_riders_choose_their_language_and_the_next_rider_starts_in_the_kiosks(
-    browser: Any, kiosk_page: tuple[ScreenHub, str]
+    browser: Any,
 ) -> None:
-    hub, url = kiosk_page
-    hub.publish(Screen("idle"))
+    hub = ScreenHub()
+    with serve(create_app(hub, "en", ["en", "es"], language_reset_s=2)) as url:
+        choose_and_return(browser, hub, url)
+
+
+def choose_and_return(browser: Any, hub: ScreenHub, url: str) -> None:
     page = browser.new_page(viewport={"width": 480, "height": 800})
     page.goto(url)
     page.wait_for_function(
@@ -318,7 +322,10 @@ def test_riders_choose_their_language_and_the_next_rider_starts_in_the_kiosks(
     assert text(page, "#title") == "Alquila una batería"
     assert page.get_attribute("#langs button[data-lang='es']", "aria-pressed") == "true"
     show(page, hub, Screen("returned", "ok", slot=2), "Gracias, batería devuelta en la ranura 2")
-    show(page, hub, Screen("idle"), "Rent a powerbank")  # the visit ended
+    show(page, hub, Screen("idle"), "Alquila una batería")  # the rider may still be there
+    page.wait_for_function(  # nobody for a while: the next rider starts in English
+        "() => document.getElementById('title').textContent === 'Rent a powerbank'", timeout=5000
+    )
     assert page.get_attribute("html", "lang") == "en"
     page.close()
 

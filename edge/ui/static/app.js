@@ -10,6 +10,7 @@
   const MIN = Number(root.dataset.claimMin || 4);
   const MAX = Number(root.dataset.claimMax || 6);
   const PREVIEW = root.dataset.preview === "on";
+  const RESET_MS = Number(root.dataset.languageResetS || 60) * 1000; // idle this long: home language
   const LOST_AFTER_MS = 1500; // no stream for this long: the kiosk is gone
   const QUIET_MS = 6000; // a stream that says nothing for this long is dead too
   const $ = (id) => document.getElementById(id);
@@ -22,6 +23,7 @@
   let code = ""; // the claim being typed: stays in this page until OK posts it
   let tooShort = false;
   let deadline = null; // when the claim screen gives up (the page's own clock)
+  let idleSince = Date.now(); // nobody in front of the kiosk since
 
   function fill(text, values) {
     return (text || "").replace(/\{(\w+)\}/g, (_, key) => (values[key] == null ? "" : String(values[key])));
@@ -93,8 +95,7 @@
       deadline = null;
     }
     // a rider's visit ended: the next rider starts in the kiosk's language
-    const visit = before && before.key !== "idle" && before.key !== "out_of_service";
-    if (state.key === "idle" && visit && lang !== home) use(home);
+    if (state.key !== "idle" || !before || before.key !== "idle") idleSince = Date.now();
     draw();
   }
 
@@ -113,7 +114,10 @@
         button.type = "button";
         button.lang = each;
         button.dataset.lang = each;
-        button.addEventListener("click", () => use(each));
+        button.addEventListener("click", () => {
+          idleSince = Date.now();
+          use(each);
+        });
         nav.appendChild(button);
       }
     }
@@ -196,6 +200,8 @@
 
   function tick() {
     if (!strings) return;
+    // nobody there for a while: the next rider starts in the kiosk's language
+    if (lang !== home && shown().key === "idle" && Date.now() - idleSince > RESET_MS) use(home);
     if (deadline === null || !claiming()) {
       setText("left", "");
       return;

@@ -89,8 +89,8 @@ def test_only_a_technician_may_disable_a_slot(
     assert not sim.cabinet.slots[1].disabled
     monkeypatch.undo()
     assert recorded(SlotService) == []
-    listing = json.loads(kiosk(capsys, "slots", "--json", "--cached")[1])
-    assert not listing["slots"][1]["disabled"]
+    code, _, err = kiosk(capsys, "slots", "--json", "--cached")
+    assert code == 4 and "no slot state" in err.lower()  # refused before anything was written
 
 
 def test_disable_while_the_board_is_silent_holds_on_the_kiosk(

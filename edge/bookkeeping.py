@@ -5,8 +5,9 @@
 - an eject's intent, with room reserved for the event that will settle it, before the board
   is asked (``begin``); when there is no room, the eject is not sent;
 - the flow's ``Record`` effects: a rental started or failed, a return, any other event;
-- the settling of intents nobody follows any more (``settle``): left by a kiosk stopped
-  mid-eject, or ejects the board never confirmed, judged from the slots' status.
+- the settling of intents nobody follows any more (``settle``): left by a kiosk (or a
+  ``kiosk eject``) stopped mid-eject, or ejects the board never confirmed, judged from the
+  slots' status by ``edge.eject_settle``, the same settlement for every kind of eject.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ import structlog
 from cloud_sync.errors import OutboxFullError
 from cloud_sync.outbox import Outbox
 from edge import flow as f
+from edge.eject_settle import settle_orphans
 from edge.ops.metrics import KioskMetrics
 from edge.rentals import Ledger
-from edge.slots import Inventory, SlotState
+from edge.slots import Inventory
 
 log = structlog.get_logger("edge.runtime")
-
-#: Slot states in which a powerbank is (still, or again) locked in: its eject did not happen.
-_KEPT = (SlotState.CHARGING, SlotState.READY, SlotState.DISABLED, SlotState.FAULT)
 
 
 class Bookkeeper:
@@ -77,28 +76,12 @@ class Bookkeeper:
         """Intents not in ``followed``, settled from the slots' status; how many remain.
 
         Only call once the board has answered a status request since the start: a slot that
-        is empty gave its powerbank to the rider (``rental.started``); a slot that holds it
-        never ejected or re-locked (``rental.failed``); a powerbank still moving or standing
-        out waits for the board to say.
+        is empty gave its powerbank out (``rental.started``, or ``slot.ejected`` for a
+        technician's or remote eject); a slot that holds it never ejected or re-locked
+        (``rental.failed``, ``slot.ejected`` with outcome ``failed``); a powerbank still
+        moving or standing out waits for the board to say.
         """
-        waiting = 0
-        for intent in self.ledger.unsettled():
-            state = self.inventory.slot(intent.slot).state
-            if intent.rental_id in followed or state not in (SlotState.EMPTY, *_KEPT):
-                waiting += 1
-                continue
-            try:
-                if state == SlotState.EMPTY:
-                    self.ledger.started(intent.rental_id, intent.powerbank_id or "unknown")
-                    outcome = "started"
-                else:
-                    reason = "no_answer" if intent.rental_id in self.released else "interrupted"
-                    self.ledger.failed(intent.rental_id, reason)
-                    outcome = "failed"
-            except OutboxFullError as exc:  # an intent from before reservations
-                log.error("rental.unsettled", rental_id=intent.rental_id, error=str(exc))
-                waiting += 1
-                continue
-            self.released.discard(intent.rental_id)
-            log.info("rental.settled", rental_id=intent.rental_id, outcome=outcome)
+        settled, waiting = settle_orphans(self.ledger, self.inventory, followed, self.released)
+        for intent in settled:
+            self.released.discard(intent.request_id)
         return waiting

@@ -3,15 +3,14 @@
 Every change of a rental's state is written in the same transaction as the event that
 reports it (``rental.started``, ``rental.failed``, ``rental.returned``), so the ledger and
 the outbox never disagree. Before an eject is sent to the board, the rental is written as
-``ejecting`` (an intent, without an event): a kiosk killed between the eject and its
-outcome finds the intent at start and settles it from the board's slot status, so there is
-never an eject without its event nor an event without its eject.
-
-The intent also reserves room in the outbox's disk budget for the event that will settle
-it (``SETTLE_RESERVE`` bytes, counted as used until the rental settles): when even that
-room cannot be made, ``begin`` raises ``OutboxFullError`` and the eject is never sent, so
-a full outbox stops rentals instead of ejecting a powerbank without a record.
-``has_room`` answers the same question without reserving, for the service check.
+``ejecting`` together with its intent in the eject journal (``edge.ejects``, the one
+journal of every eject, which also reserves room for the event that will settle it): a
+kiosk killed between the eject and its outcome finds the intent at start and settles it
+from the board's slot status (``edge.eject_settle``), so there is never an eject without
+its event nor an event without its eject. When even that room cannot be made, ``begin``
+raises ``OutboxFullError`` and the eject is never sent, so a full outbox stops rentals
+instead of ejecting a powerbank without a record. ``has_room`` answers the same question
+without reserving, for the service check.
 
 Eligibility (``refusal``) is a pure function of the rider's entitlements, the kiosk's mode
 and the rider's open rentals. The rider's open rentals are counted here, offline, until the
@@ -26,14 +25,21 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
-from cloud_sync.errors import OutboxFullError
 from cloud_sync.outbox import Outbox, OutboxTransaction
-from cloud_sync.outbox_budget import could_hold, release, reserve, used_bytes
+from cloud_sync.outbox_budget import could_hold
 from cloud_sync.roster_wire import Entitlements
+from edge.ejects import SETTLE_RESERVE, EjectJournal
+from edge.ejects import Intent as EjectIntent
 
-#: Budget bytes held for the event that settles an eject (rental.started or rental.failed):
-#: more than the largest such event the schemas allow, plus the outbox's row overhead.
-SETTLE_RESERVE = 1280
+__all__ = ["SETTLE_RESERVE", "Intent", "Ledger", "refusal"]
+
+# Intents of rentals written before the eject journal: moved into it (with their
+# reservation), so that one settlement covers them.
+_MIGRATE = """
+INSERT OR IGNORE INTO ejects (request_id, kind, slot, powerbank_id, reserved)
+SELECT rental_id, 'rental', slot, powerbank_id, reserved FROM rentals
+WHERE state = 'ejecting' AND rental_id NOT IN (SELECT request_id FROM ejects)
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rentals (
@@ -93,6 +99,10 @@ class Ledger:
             if "reserved" not in columns:  # a ledger written before reservations
                 tx.execute("ALTER TABLE rentals ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0")
             tx.execute("CREATE INDEX IF NOT EXISTS rentals_person ON rentals (person_id, state)")
+        self.journal = EjectJournal(outbox)
+        with outbox.transaction() as tx:
+            if tx.execute(_MIGRATE).rowcount:
+                tx.execute("UPDATE rentals SET reserved = 0 WHERE state = 'ejecting'")
 
     def has_room(self) -> bool:
         """Whether the outbox could hold the event of one more rental: one read, no lock
@@ -107,40 +117,39 @@ class Ledger:
         return int(row[0])
 
     def begin(self, rental_id: str, person_id: str, slot: int, powerbank_id: str | None) -> None:
-        """Write the intent to eject (and which powerbank the slot holds), before the board is asked.
+        """Write the rental and its eject intent (and which powerbank the slot holds), before
+        the board is asked.
 
         Reserves the room of the event that will settle it; ``OutboxFullError`` (and nothing
         written) when the outbox cannot make that room.
         """
-        outbox = self._outbox
-        with outbox.transaction() as tx:
-            if not reserve(tx.connection, SETTLE_RESERVE, "money", outbox.max_bytes):
-                raise OutboxFullError(
-                    f"{outbox.path}: no room to record rental {rental_id}: the outbox holds "
-                    f"{used_bytes(tx.connection)} of {outbox.max_bytes} bytes the cloud has not "
-                    "acknowledged; rentals stop until the kiosk syncs"
-                )
+        with self._outbox.transaction() as tx:
+            self.journal.begin(EjectIntent(rental_id, "rental", slot, powerbank_id), tx)
             tx.execute(
-                "INSERT INTO rentals (rental_id, person_id, slot, powerbank_id, state, reserved) "
-                "VALUES (?, ?, ?, ?, 'ejecting', ?)",
-                (rental_id, person_id, slot, powerbank_id, SETTLE_RESERVE),
+                "INSERT INTO rentals (rental_id, person_id, slot, powerbank_id, state) "
+                "VALUES (?, ?, ?, ?, 'ejecting')",
+                (rental_id, person_id, slot, powerbank_id),
             )
 
-    def _settle(self, tx: OutboxTransaction, rental_id: str) -> tuple[str, int] | None:
-        """Inside ``tx``: the intent's person and slot, its reservation given back; None if settled."""
+    def _settle(
+        self, tx: OutboxTransaction, rental_id: str, outcome: str
+    ) -> tuple[str, int] | None:
+        """Inside ``tx``: settle the eject intent; the rental's person and slot, or None when
+        it was settled already."""
         row = tx.execute(
-            "SELECT person_id, slot, reserved FROM rentals WHERE rental_id = ? AND state = 'ejecting'",
+            "SELECT person_id, slot FROM rentals WHERE rental_id = ? AND state = 'ejecting'",
             (rental_id,),
         ).fetchone()
         if row is None:
             return None
-        release(tx.connection, int(row[2]))
-        tx.execute("UPDATE rentals SET reserved = 0 WHERE rental_id = ?", (rental_id,))
+        self.journal.close(tx, rental_id, outcome)
         return str(row[0]), int(row[1])
 
     def unsettled(self) -> list[Intent]:
+        """Rentals whose eject has no outcome yet, oldest first."""
         rows = self._outbox.connection.execute(
-            "SELECT rental_id, person_id, slot, powerbank_id FROM rentals WHERE state = 'ejecting' ORDER BY rowid"
+            "SELECT rental_id, person_id, slot, powerbank_id FROM rentals "
+            "WHERE state = 'ejecting' ORDER BY rowid"
         ).fetchall()
         return [
             Intent(str(r[0]), str(r[1]), int(r[2]), None if r[3] is None else str(r[3]))
@@ -150,7 +159,7 @@ class Ledger:
     def started(self, rental_id: str, powerbank_id: str) -> bool:
         """The rider took the powerbank: open the rental and record ``rental.started``."""
         with self._outbox.transaction() as tx:
-            row = self._settle(tx, rental_id)
+            row = self._settle(tx, rental_id, "started")
             if row is None:
                 return False
             tx.execute(
@@ -170,7 +179,7 @@ class Ledger:
     def failed(self, rental_id: str, reason: str) -> bool:
         """No powerbank went out: close the intent and record ``rental.failed``."""
         with self._outbox.transaction() as tx:
-            row = self._settle(tx, rental_id)
+            row = self._settle(tx, rental_id, "failed")
             if row is None:
                 return False
             tx.execute(

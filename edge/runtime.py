@@ -17,10 +17,11 @@ Threads, each with one job, meeting only at the flow's input queue:
 
 Neither vision nor the board ever runs on the flow's thread, so the screen stays responsive
 while a face is encoded or the serial line retries. An eject is sent only once its intent,
-and room for the event that will settle it, are in the ledger (``edge.rentals``): a full
-outbox takes the kiosk out of service instead. Intents nobody follows any more (the kiosk
-was stopped mid-eject, or the board never confirmed) are settled from the slots' status
-(``edge.bookkeeping`` writes both).
+and room for the event that will settle it, are in the eject journal (``edge.ejects``,
+through the rental ledger ``edge.rentals``): a full outbox takes the kiosk out of service
+instead. Intents nobody follows any more (this kiosk or a ``kiosk eject`` was stopped
+mid-eject, or the board never confirmed), rentals and technician or remote ejects alike,
+are settled from the slots' status (``edge.bookkeeping`` writes both).
 SIGTERM lets a rental under way finish (bounded by the flow's own timeouts) before the
 process exits.
 """
@@ -123,6 +124,7 @@ class Runtime:
         self.inventory = inventory
         self.outbox = outbox
         self.ledger = Ledger(outbox)
+        self.journal = self.ledger.journal  # every eject's intent, whoever asked for it
         self.roster = roster
         self.hub = hub
         self.model_version = model_version
@@ -257,10 +259,11 @@ class Runtime:
             log.warning("roster.claim_for_everyone", riders=len(self._riders), limit=limit)
 
     def _settle_unsettled(self) -> int:
-        """Rentals whose eject nobody follows any more, settled from the slots' status once
-        the board has answered a status request since the start. Returns how many remain."""
+        """Ejects nobody follows any more (rentals, technician and remote ejects), settled
+        from the slots' status once the board has answered a status request since the
+        start. Returns how many remain."""
         if not self._board_seen:
-            return len(self.ledger.unsettled())
+            return len(self.journal.unsettled())
         followed = {self.worker.current}
         if self.flow.rental is not None:
             followed.add(self.flow.rental.rental_id)
@@ -280,7 +283,7 @@ class Runtime:
             self.outbox.append("kiosk.started", version=_version(), mode=self.flow.mode)
         except OutboxError as exc:
             log.error("event.unrecorded", type="kiosk.started", error=str(exc))
-        unsettled = len(self.ledger.unsettled())
+        unsettled = len(self.journal.unsettled())
         self._spawn(self._watch_board, "board-events")
         self._spawn(self.worker.run, "board-worker")
         self._spawn(self._watch_camera, "vision")
@@ -327,7 +330,7 @@ class Runtime:
             if now - last_check >= 1.0 and not stopping:
                 last_check = now
                 self._maybe_reload_roster()
-                unsettled = self._settle_unsettled() if unsettled or self.books.released else 0
+                unsettled = self._settle_unsettled()  # one indexed read when none wait
                 self._carry_out(self.flow.handle(f.Service(now, self._reason())))
         self.close()
 

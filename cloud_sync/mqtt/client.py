@@ -10,7 +10,9 @@ Nothing here ever blocks the caller. ``publish`` appends to a bounded queue and 
 once (the oldest message is dropped, and counted, when the queue is full); a publisher
 thread hands the queue to paho only while connected. Commands received are queued for a
 worker thread, so that a slow handler (an eject takes seconds) never stalls the network
-loop, and a flood of commands cannot pile up without bound.
+loop, and a flood of commands cannot pile up without bound. The same thread answers the
+commands an earlier run left ``running`` (``CommandExecutor.recover``) as soon as their
+outcome is known.
 
 Threads: paho's loop, ``mqtt-publish``, ``mqtt-telemetry`` (when a snapshot function is
 given) and ``mqtt-commands`` (when an executor is given).
@@ -323,6 +325,8 @@ class KioskMqtt:
     def _command_loop(self) -> None:
         assert self.executor is not None
         while not self._stop.is_set():
+            if self.executor.interrupted:  # left running by an earlier run: answer them
+                self._recover()
             try:
                 raw = self._commands.get(timeout=0.5)
             except queue.Empty:
@@ -334,6 +338,16 @@ class KioskMqtt:
                 continue
             if result is not None:
                 self.publish(self.topics.result, result.model_dump_json(), qos=1)
+
+    def _recover(self) -> None:
+        assert self.executor is not None
+        try:
+            results = self.executor.recover()
+        except Exception as exc:  # a failing ledger: log it, try again later
+            log.error("command.failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        for result in results:
+            self.publish(self.topics.result, result.model_dump_json(), qos=1)
 
     # -- status -----------------------------------------------------------------------------
 

@@ -7,6 +7,13 @@ the verified ``Command`` and returns a few result fields, or raises to report a 
 
 Every command that is not run is logged with its reason (``command.ignored``); only
 commands whose signature verified get an answer on the result topic.
+
+A command that a previous run of the kiosk took on and never finished (it was killed or
+lost its power: the command is still ``running`` in the ledger) is answered by ``recover``:
+the caller's ``recoveries`` (by command name) say how it ended, or None while that is not
+known yet (an eject waits for its intent to be settled from the slot's status); a command
+with no recovery is answered "interrupted". Its result is published like any other, and
+the command ends ``ok`` or ``error`` in the ledger.
 """
 
 from __future__ import annotations
@@ -29,12 +36,16 @@ from cloud_sync.mqtt.commands import (
     verify_command,
 )
 from cloud_sync.mqtt.errors import CommandRejected
-from cloud_sync.mqtt.ledger import CommandLedger
+from cloud_sync.mqtt.ledger import CommandLedger, LedgerEntry
 
 log = structlog.get_logger("cloud_sync.mqtt")
 
 HandlerData = Mapping[str, ResultValue]
 Handler = Callable[[Command], HandlerData | None]
+#: How a command cut short by a restart ended: its result fields, None while not yet known,
+#: or an exception (the result is an ``error`` with its message).
+Recovery = Callable[[LedgerEntry], HandlerData | None]
+INTERRUPTED = "interrupted: the kiosk restarted before this command finished; send it again"
 
 
 def ping(command: Command) -> HandlerData:
@@ -54,6 +65,38 @@ class CommandExecutor:
     slots: int
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], float] = time.time
+    recoveries: Mapping[str, Recovery] = field(default_factory=dict)
+    interrupted: list[LedgerEntry] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.interrupted = self.ledger.running()  # left by an earlier run: none of ours yet
+
+    def recover(self) -> list[CommandResult]:
+        """Answer the interrupted commands whose outcome is known now; the rest wait."""
+        results: list[CommandResult] = []
+        for entry in list(self.interrupted):
+            recovery = self.recoveries.get(entry.name)
+            try:
+                if recovery is None:
+                    raise RuntimeError(INTERRUPTED)
+                data = recovery(entry)
+                if data is None:
+                    continue
+                status: Status = "ok"
+                detail = "settled after a restart"
+            except Exception as exc:  # how it ended, reported as the command's failure
+                data, status, detail = {}, "error", str(exc)[:500]
+            self.interrupted.remove(entry)
+            results.append(self._answer(entry.id, entry.name, status, detail, data))
+            log.info(
+                "command.settled",
+                command_id=entry.id,
+                command=entry.name,
+                issuer=entry.issuer,
+                status=status,
+                detail=detail,
+            )
+        return results
 
     def handle(self, raw: bytes) -> CommandResult | None:
         """Run one received command; the result to publish, or None when there is no answer."""
@@ -98,36 +141,43 @@ class CommandExecutor:
         except Exception as exc:  # a handler's failure is reported, never raised
             data, status = {}, "error"
             detail = f"{type(exc).__name__}: {exc}"[:500]
-        try:
-            result = CommandResult(
-                id=command.id,
-                kiosk_id=self.kiosk_id,
-                name=command.name,
-                status=status,
-                detail=detail,
-                data=data,
-                at=int(self.clock()),
-            )
-        except ValidationError:
-            detail = "the handler's result fields are not plain values (dropped)"
-            result = CommandResult(
-                id=command.id,
-                kiosk_id=self.kiosk_id,
-                name=command.name,
-                status=status,
-                detail=detail,
-                at=int(self.clock()),
-            )
-        self.ledger.finish(command.id, status, detail)
+        result = self._answer(command.id, command.name, status, detail, data)
         log.info(
             "command.done",
             command_id=command.id,
             command=command.name,
             issuer=command.issuer,
             status=status,
-            detail=detail or None,
+            detail=result.detail or None,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
+        return result
+
+    def _answer(
+        self, command_id: str, name: str, status: Status, detail: str, data: HandlerData
+    ) -> CommandResult:
+        """The result of a command that ran (or was cut short), finished in the ledger."""
+        try:
+            result = CommandResult(
+                id=command_id,
+                kiosk_id=self.kiosk_id,
+                name=name,
+                status=status,
+                detail=detail,
+                data=dict(data),
+                at=int(self.clock()),
+            )
+        except ValidationError:
+            detail = "the handler's result fields are not plain values (dropped)"
+            result = CommandResult(
+                id=command_id,
+                kiosk_id=self.kiosk_id,
+                name=name,
+                status=status,
+                detail=detail,
+                at=int(self.clock()),
+            )
+        self.ledger.finish(command_id, status, result.detail)
         return result
 
     def _rejected(self, exc: CommandRejected, now: float) -> CommandResult | None:

@@ -4,7 +4,9 @@ One SQLite file in the kiosk's state folder (``commands.sqlite``, ``synchronous=
 An id is claimed, durably, *before* its handler runs: a kiosk that loses power in the
 middle of an eject does not eject again when the broker delivers the command once more.
 An id is kept until well after its command expired (an expired command is refused anyway),
-then pruned.
+then pruned. A command left ``running`` by a process that stopped before it finished is
+found with ``running()`` at the next start and finished then (``CommandExecutor.recover``),
+so no command stays ``running`` for ever.
 """
 
 from __future__ import annotations
@@ -87,6 +89,15 @@ class CommandLedger:
                 )
             except sqlite3.Error as exc:
                 raise MqttError(f"{self.path}: cannot record command {command_id}: {exc}") from None
+
+    def running(self) -> list[LedgerEntry]:
+        """Commands taken on and not finished, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, issuer, received_at, status, detail FROM commands "
+                "WHERE status = 'running' ORDER BY received_at"
+            ).fetchall()
+        return [LedgerEntry(*row) for row in rows]
 
     def prune(self) -> int:
         """Forget ids whose commands expired more than ``KEEP_AFTER_EXPIRY_S`` ago."""

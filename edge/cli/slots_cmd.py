@@ -6,21 +6,21 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from ulid import ULID
 
 from cloud_sync.events import Event
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.errors import InputError
 from edge.settings import Settings
-from edge.slots import Inventory, Slot, SlotState, eject_slot, failed_eject, one_line
+from edge.slots import Inventory, Slot, SlotState, failed_eject, one_line
 from hardware.driver import SerialBoard
 from hardware.errors import (
+    BoardConnectError,
     BoardError,
 )
 
@@ -214,57 +214,76 @@ def eject(
     ],
 ) -> None:
     """Eject the powerbank in one slot, recording who asked, why and how it ended (a
-    slot.ejected event, also when the eject fails: then the exit code is 6)."""
+    slot.ejected event, also when the eject fails: then the exit code is 6). The intent is
+    on disk before the board is asked: an eject cut short (killed, power cut) is recorded
+    from the slot's status by the next kiosk eject or kiosk run. Needs the board's port,
+    which kiosk run holds while it runs (then use a remote eject)."""
     reason = reason.strip()
     if not 1 <= len(reason) <= 200:
         raise InputError("--reason must be 1 to 200 characters")
     settings = state(ctx).settings()
     _check_slot(settings, slot)
     who = require_technician(settings.kiosk.state_dir, "kiosk eject")
+    from edge.eject_settle import OperatorEject, operator_eject, settle_with_board
+    from edge.rentals import Ledger
+
     inventory: Inventory | None = None
-    held: str | None = None
+    done: OperatorEject | None = None
     try:
         with _board(settings) as board:
             inventory = _inventory(settings, board.slot_count())
-            held = _powerbank_in(inventory, slot)
+            assert inventory.outbox is not None
+            ledger = Ledger(inventory.outbox)  # the eject journal lives beside the rentals
             try:
-                result = eject_slot(board, inventory, slot, str(ULID()))
+                for left in settle_with_board(board, ledger, inventory):
+                    typer.echo(
+                        f"slot {left.slot}: an eject left unfinished ({left.operator or 'rental'})"
+                        " is now settled from the board's status and recorded"
+                    )
+                if _powerbank_in(inventory, slot) is None:  # the intent names what leaves
+                    inventory.refresh(board)
+                done = operator_eject(
+                    board, inventory, ledger.journal, slot, operator=who, reason=reason
+                )
             finally:
                 _drain(board, inventory)
-    except BoardError as exc:
-        if inventory is None:  # the board never answered: the last known state
+    except BoardError as exc:  # before the eject was sent: the board did not answer
+        if inventory is None and isinstance(exc, BoardConnectError):
+            raise BoardConnectError(
+                f"slot {slot}: not ejected, nothing recorded: {one_line(exc)}; while kiosk run "
+                "runs it holds the board: send a remote eject, or stop kiosk-edge first"
+            ) from None
+        if inventory is None:  # not even its hello: the last known state
             inventory = _inventory(settings)
-            held = _powerbank_in(inventory, slot)
         outcome, detail = failed_eject(exc)
         assert inventory.outbox is not None
         event = inventory.outbox.append(
             "slot.ejected",
             slot=slot,
-            powerbank_id=held,
+            powerbank_id=_powerbank_in(inventory, slot),
             operator=who,
             reason=reason,
             outcome=outcome,
             detail=detail,
         )
-        hint = "; it may have ejected: check 'kiosk slots'" if outcome == "no_answer" else ""
-        said = one_line(exc).removeprefix(f"slot {slot}: ")
-        raise type(exc)(
-            f"slot {slot}: the eject failed ({outcome}): {said}{hint}; "
-            f"recorded: {_recorded(event, who)}"
-        ) from None
-    assert inventory.outbox is not None
-    event = inventory.outbox.append(
-        "slot.ejected",
-        slot=slot,
-        powerbank_id=result.powerbank_id or held,
-        operator=who,
-        reason=reason,
-        outcome=result.outcome.name.lower(),
-    )
+        _refuse(slot, exc, outcome, event, who)
+    assert done is not None
+    if done.error is not None:
+        _refuse(slot, done.error, done.outcome, done.event, who)
     typer.echo(
-        f"slot {slot}: powerbank {result.powerbank_id or '(unknown id)'} "
-        f"{result.outcome.name.lower()}; {_recorded(event, who)}"
+        f"slot {slot}: powerbank {done.powerbank_id or '(unknown id)'} "
+        f"{done.outcome}; {_recorded(done.event, who)}"
     )
+
+
+def _refuse(slot: int, error: BoardError, outcome: str, event: Event | None, who: str) -> NoReturn:
+    """The failed eject's one line (the board's error, re-raised with what was recorded)."""
+    hint = "; it may have ejected: check 'kiosk slots'" if outcome == "no_answer" else ""
+    said = one_line(error).removeprefix(f"slot {slot}: ")
+    raise type(error)(
+        f"slot {slot}: the eject failed ({outcome}): {said}{hint}; "
+        f"recorded: {_recorded(event, who)}"
+    ) from None
 
 
 def _powerbank_in(inventory: Inventory, slot: int) -> str | None:

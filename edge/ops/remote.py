@@ -14,7 +14,7 @@ from pathlib import Path
 from cloud_sync.errors import SignatureError
 from cloud_sync.mqtt.client import KioskMqtt
 from cloud_sync.mqtt.commands import Command, Limits, MaintenanceArgs
-from cloud_sync.mqtt.executor import CommandExecutor, Handler, HandlerData
+from cloud_sync.mqtt.executor import CommandExecutor, Handler, HandlerData, Recovery
 from cloud_sync.mqtt.ledger import FILENAME as LEDGER_FILENAME
 from cloud_sync.mqtt.ledger import CommandLedger
 from cloud_sync.mqtt.telemetry import Telemetry
@@ -95,9 +95,13 @@ def maintenance_handlers(state_dir: Path, outbox: Outbox | None) -> dict[str, Ha
 
 
 def command_executor(
-    settings: Settings, handlers: Mapping[str, Handler], slots: int | None = None
+    settings: Settings,
+    handlers: Mapping[str, Handler],
+    slots: int | None = None,
+    recoveries: Mapping[str, Recovery] | None = None,
 ) -> CommandExecutor:
-    """Verification with the pinned key, the id ledger in the state folder, ``handlers``."""
+    """Verification with the pinned key, the id ledger in the state folder, ``handlers``
+    (and ``recoveries`` for the commands a restart cut short)."""
     mqtt = settings.mqtt
     try:
         public = parse_public_key(mqtt.command_public_key) if mqtt.command_public_key else None
@@ -110,6 +114,7 @@ def command_executor(
         handlers=handlers,
         slots=slots or settings.board.slots,
         limits=Limits(mqtt.command_max_bytes, mqtt.command_max_ttl_s, mqtt.command_max_skew_s),
+        recoveries=dict(recoveries or {}),
     )
 
 
@@ -119,11 +124,13 @@ def open_kiosk_mqtt(
     snapshot: Callable[[], Telemetry] | None = None,
     outbox: Outbox | None = None,
     slots: int | None = None,
+    recoveries: Mapping[str, Recovery] | None = None,
 ) -> KioskMqtt:
     """A started ``KioskMqtt`` for these settings (returns at once, connects in the background).
 
     ``handlers`` override the maintenance handlers made here; names without a handler are
-    answered "unsupported".
+    answered "unsupported". ``recoveries`` answer the commands a restart cut short (left
+    ``running`` in ``commands.sqlite``); any other such command is answered "interrupted".
     """
     if not settings.mqtt.enabled:
         raise ConfigError("mqtt.enabled is false: set it to true to connect to a broker")
@@ -132,6 +139,6 @@ def open_kiosk_mqtt(
         settings.mqtt,
         settings.kiosk.id,
         version=__version__,
-        executor=command_executor(settings, wired, slots),
+        executor=command_executor(settings, wired, slots, recoveries),
         snapshot=snapshot,
     ).start()

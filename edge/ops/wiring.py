@@ -6,8 +6,12 @@ handlers:
 
 - ``eject``: asks the flow's thread first (``runtime.Call``): refused while a rental is
   under way; otherwise the kiosk is held out of service ("maintenance" on the screen) for
-  the eject, so no rental can start beside it. The outcome is recorded as a
-  ``slot.ejected`` event naming ``remote:<issuer>``, as ``kiosk eject`` does.
+  the eject, so no rental can start beside it. It ejects through
+  ``edge.eject_settle.operator_eject``, as ``kiosk eject`` does: the intent (with the
+  command's id) in the eject journal before the board is asked, the outcome recorded as a
+  ``slot.ejected`` event naming ``remote:<issuer>``. An eject command a restart cut short
+  is answered once the runtime settled its intent from the slot's status
+  (``eject_recovery``); one that never reached the board is answered "nothing ejected".
 - ``sync-now``: SIGUSR1 to this user's ``kiosk sync run`` processes (the daemon's wake).
 - ``reload-roster``: waits until the runtime has the roster on disk loaded (it checks
   every second) and answers its version.
@@ -29,16 +33,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
-from ulid import ULID
 
+from cloud_sync.errors import OutboxFullError
 from cloud_sync.mqtt.commands import Command, EjectArgs
-from cloud_sync.mqtt.executor import Handler, HandlerData
+from cloud_sync.mqtt.executor import Handler, HandlerData, Recovery
+from cloud_sync.mqtt.ledger import LedgerEntry
 from cloud_sync.mqtt.telemetry import Telemetry
+from edge.eject_settle import EJECTED, operator_eject
 from edge.ops.remote import open_kiosk_mqtt, remote_operator, telemetry_snapshot
 from edge.ops.reporter import Reporter
 from edge.settings import Settings
-from edge.slots import eject_slot
-from hardware.errors import BoardError
 
 if TYPE_CHECKING:
     from cloud_sync.mqtt.client import KioskMqtt
@@ -103,46 +107,56 @@ def _release(runtime: Runtime) -> None:
 
 
 def eject_handler(runtime: Runtime) -> Handler:
-    """``eject``: one slot, serialised with rentals, recorded like ``kiosk eject``."""
-    from edge.slots import failed_eject  # the same outcome names as `kiosk eject`
+    """``eject``: one slot, serialised with rentals, through the eject journal like
+    ``kiosk eject``."""
 
     def eject(command: Command) -> HandlerData:
         args = command.typed_args()
         assert isinstance(args, EjectArgs)
         slot, who = args.slot, remote_operator(command)
         _admit(runtime)
-        held = runtime.inventory.slot(slot).powerbank_id
         try:
-            try:
-                result = eject_slot(runtime.board, runtime.inventory, slot, str(ULID()))
-            except BoardError as exc:
-                outcome, detail = failed_eject(exc)
-                runtime.outbox.append(
-                    "slot.ejected",
-                    slot=slot,
-                    powerbank_id=held,
-                    operator=who,
-                    reason=args.reason,
-                    outcome=outcome,
-                    detail=detail,
-                )
-                raise CommandRefused(f"slot {slot}: the eject failed ({outcome}): {exc}") from None
+            done = operator_eject(
+                runtime.board,
+                runtime.inventory,
+                runtime.journal,
+                slot,
+                operator=who,
+                reason=args.reason,
+                command_id=command.id,
+            )
+        except OutboxFullError as exc:
+            raise CommandRefused(f"slot {slot}: not ejected: {exc}") from None
         finally:
             _release(runtime)
-        done = result.outcome.name.lower()
-        powerbank = result.powerbank_id or held
-        runtime.outbox.append(
-            "slot.ejected",
-            slot=slot,
-            powerbank_id=powerbank,
-            operator=who,
-            reason=args.reason,
-            outcome=done,
-        )
-        log.info("slot.ejected", slot=slot, operator=who, outcome=done)
-        return {"slot": slot, "powerbank_id": powerbank, "outcome": done}
+        if done.error is not None:
+            raise CommandRefused(
+                f"slot {slot}: the eject failed ({done.outcome}): {done.error}"
+            ) from None
+        return {"slot": slot, "powerbank_id": done.powerbank_id, "outcome": done.outcome}
 
     return eject
+
+
+def eject_recovery(runtime: Runtime) -> Recovery:
+    """An ``eject`` command a restart cut short: answered from its intent once the runtime
+    settled it from the slot's status (None until then)."""
+
+    def recover(entry: LedgerEntry) -> HandlerData | None:
+        found = runtime.journal.for_command(entry.id)
+        if found is None:
+            raise CommandRefused(
+                "interrupted by a restart before the eject reached the board: nothing ejected"
+            )
+        if found.outcome is None:
+            return None  # the runtime settles it once the board answers
+        slot = found.intent.slot
+        if found.outcome not in EJECTED:
+            detail = f": {found.detail}" if found.detail else ""
+            raise CommandRefused(f"slot {slot}: the eject failed ({found.outcome}){detail}")
+        return {"slot": slot, "powerbank_id": found.powerbank_id, "outcome": found.outcome}
+
+    return recover
 
 
 def sync_daemons(proc: Path = Path("/proc")) -> list[int]:
@@ -232,6 +246,7 @@ def start_ops(settings: Settings, runtime: Runtime) -> Ops:
             snapshot=lambda: snapshot(runtime, state_dir),
             outbox=runtime.outbox,
             slots=settings.board.slots,
+            recoveries={"eject": eject_recovery(runtime)},
         )
     reporter = Reporter(
         runtime,

@@ -71,7 +71,12 @@ def print_pass(result: PassResult, closed: ClosedPull, left: int, as_json: bool)
     for event in result.set_aside:
         typer.echo(f"quarantined #{event.seq} {event.type}: {event.reason}")
     for held in result.held:
-        count = f"{held.failures} failures so far" if held.counted else "not counted"
+        times = "time" if held.failures == 1 else "times"
+        count = (
+            f"failed alone {held.failures} {times} so far"
+            if held.counted
+            else "not counted: the cloud took nothing after it"
+        )
         typer.echo(f"failing alone #{held.seq} {held.type} ({count}): {held.reason}")
     if closed.error is not None and not closed.confirmed:
         typer.echo("rentals returned at another kiosk: not fetched, the ledger is unchanged")

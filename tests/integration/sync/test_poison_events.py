@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from cloud_sync.backoff import BackoffPolicy
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
 from cloud_sync.daemon import SyncDaemon
+from cloud_sync.errors import CloudUnavailableError
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key
 from edge.cli.main import app as kiosk_app
@@ -184,7 +186,7 @@ def test_one_bad_event_ahead_of_fifty_no_longer_holds_them_back(
     first = run_cli("sync", "now", env=env)
     assert first.returncode == 7, first.stderr
     assert "sent 50 events" in first.stdout and "1 still pending" in first.stdout
-    assert "failing alone #1 rental.started (1 failures so far)" in first.stdout
+    assert "failing alone #1 rental.started (failed alone 1 time so far)" in first.stdout
     assert "503 unavailable: the database is unavailable; retry" in first.stderr
     assert stored_seqs(cloud, "kiosk-cli") == list(range(2, 52))
 
@@ -346,3 +348,32 @@ def test_nothing_listening_quarantines_nothing(tmp_path: Path) -> None:
         assert "cannot connect" in (daemon.sync_once().error or "")
     stats = kiosk.outbox.stats()
     assert (stats.pending_total, stats.quarantined, stats.failing) == (5, 0, 0)
+
+
+# -- which failures may be the content's ---------------------------------------------------------
+
+
+def test_a_reset_mid_request_may_be_the_content_a_refused_connection_is_not(
+    tmp_path: Path,
+) -> None:
+    kiosk = make_kiosk(tmp_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:  # reads the request, then closes without an answer
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+
+    server = threading.Thread(target=hang_up, daemon=True)
+    server.start()
+    client = CloudClient(f"http://127.0.0.1:{port}", kiosk.kiosk_id, kiosk.key, timeout_s=5)
+    with pytest.raises(CloudUnavailableError) as reset:
+        client.post_batch(kiosk.kiosk_id, "01JTESTTESTTESTTESTTESTTES", ["{}"])
+    server.join(timeout=5)
+    listener.close()
+    assert reset.value.reached, reset.value
+    refused = CloudClient(f"http://127.0.0.1:{free_port()}", kiosk.kiosk_id, kiosk.key)
+    with pytest.raises(CloudUnavailableError) as down:
+        refused.post_batch(kiosk.kiosk_id, "01JTESTTESTTESTTESTTESTTES", ["{}"])
+    assert not down.value.reached and "cannot connect" in str(down.value)

@@ -301,7 +301,7 @@ def parse_event(data: Any) -> Event:
         shown = event_type if isinstance(event_type, str) else type(event_type).__name__
         raise EventError(f"type: unknown event type {printable(str(shown), 64)!r}")
     version = data.get("schema", SCHEMA_VERSION)
-    if version not in SUPPORTED_SCHEMAS or isinstance(version, bool):
+    if type(version) is not int or version not in SUPPORTED_SCHEMAS:
         raise EventError(
             f"schema: unsupported schema version {printable(str(version), 16)!r} "
             f"(supported: {', '.join(map(str, sorted(SUPPORTED_SCHEMAS)))})"

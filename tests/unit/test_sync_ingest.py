@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ulid import ULID
 
 from cloud_sync.server.ingest import Limits, decode_body, parse_batch
@@ -89,3 +91,48 @@ def test_an_id_twice_in_one_batch_is_rejected() -> None:
 def test_an_unreadable_id_is_reported_as_null() -> None:
     found = problem(lambda: parse_batch(body([event(1, id=["x"])]), "kiosk-a", LIMITS, NOW))
     assert found.rejected[0].id is None
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=60),
+        JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+        st.lists(JSON_VALUES, min_size=1, max_size=3).map(
+            lambda items: body([{**event(1), "payload": item} for item in items])
+        ),
+        st.tuples(st.sampled_from(sorted(event(1))), JSON_VALUES).map(
+            lambda change: body([event(1) | {change[0]: change[1]}])
+        ),
+    )
+)
+def test_the_parser_answers_anything_with_a_4xx_or_events(data: bytes) -> None:
+    try:
+        _, events = parse_batch(data, "kiosk-a", LIMITS, NOW)
+    except Problem as refused:
+        assert 400 <= refused.status < 500
+        for item in refused.rejected:  # what the answer echoes can always be encoded
+            json.dumps(item.model_dump(), ensure_ascii=False).encode()
+    else:
+        assert all(e.kiosk_id == "kiosk-a" for e in events)
+
+
+def test_json_that_is_not_strict_is_refused_before_any_event() -> None:
+    for raw in (b'{"a": NaN}', b'{"a": 1, "a": 2}', b"[1e999]", b'"\xed\xa0\x80"'):
+        found = problem(lambda raw=raw: parse_batch(raw, "kiosk-a", LIMITS, NOW))
+        assert (found.status, found.code) == (400, "malformed_json"), raw
+
+
+def test_a_schema_version_of_any_json_type_is_named_not_crashed() -> None:
+    events = [event(1, schema=[]), event(2, schema={}), event(3, schema="1"), event(4, schema=1.0)]
+    found = problem(
+        lambda: parse_batch(body(events), "kiosk-a", Limits(10_000, 9, LIMITS.max_future), NOW)
+    )
+    assert [r.reason.split(":")[0] for r in found.rejected] == ["schema"] * 4

@@ -118,15 +118,19 @@ class Service:
         scope: Scope,
     ) -> Any:
         """The request's verified signature, within the rate limits (``ratelimit``): 429
-        while the source or the kiosk id named is locked out; a wrong signature counts
-        towards a lockout; a right one counts against the kiosk's ``scope`` limit."""
+        while the source is locked out; a wrong signature counts towards a lockout of the
+        source and of the kiosk id it names, and is answered 429 once that kiosk id is
+        locked out; a right one is never refused for its kiosk id (an id is no secret, so
+        a stranger's forgeries must not lock the real kiosk out) and counts against the
+        kiosk's ``scope`` limit."""
         named = {name.lower(): value for name, value in headers.items()}.get("x-kiosk-id")
-        self.limiter.check("kiosk", source, named)
+        self.limiter.check("kiosk", source, None)
         try:
             signed = self._verify(method, path, headers, body)
         except Problem as problem:
             if problem.status == 401:
                 self.limiter.failed("kiosk", source, named)
+                self.limiter.check("kiosk", source, named)
             raise
         self.limiter.hit(scope, signed.kiosk_id)
         return signed

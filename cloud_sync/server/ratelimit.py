@@ -12,6 +12,8 @@ hit (a new window once the old one is over) and returns the count.
   window lock that bucket out for ``lockout_s``: every request of that kind from that
   source, or presenting that credential, is answered ``429 locked_out`` before its
   credential is even looked at, so a correct one is refused too until the lockout ends.
+  The one exception is a kiosk id, which is no secret: its lockout refuses only
+  signatures that fail, so forgeries in a kiosk's name never lock the real kiosk out.
 - A kiosk that signed its request correctly counts one hit against its ``batch`` bucket
   (``POST /v1/events:batch``) or its ``pull`` bucket (``GET /v1/roster`` and
   ``GET /v1/rentals:closed``); past the limit it is answered ``429 rate_limited`` until

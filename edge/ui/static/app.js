@@ -282,13 +282,7 @@
     }
   }, 250);
 
-  // -- a touch screen, not a web page: no zoom, no selection, no context menu ---------------------
-
-  document.addEventListener("contextmenu", (e) => e.preventDefault());
-  document.addEventListener("selectstart", (e) => e.preventDefault());
-  document.addEventListener("gesturestart", (e) => e.preventDefault());
-  document.addEventListener("wheel", (e) => { if (e.ctrlKey) e.preventDefault(); }, { passive: false });
-  document.addEventListener("touchmove", (e) => { if (e.touches.length > 1) e.preventDefault(); }, { passive: false });
+  // No zoom, selection or context menu: lockdown.js and lockdown.css, loaded before this file.
 
   loadAll();
   connect();

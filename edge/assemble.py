@@ -21,8 +21,9 @@ from edge.settings import Settings
 from edge.slots import Inventory
 from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub, create_app
+from edge.vault.files import read_pull_state
 from edge.vault.live import open_roster
-from edge.vault.store import RosterStore, read_pull_state
+from edge.vault.store import RosterStore
 from edge.vision import setup
 from edge.vision.live import LivePipeline
 from edge.vision.matcher import Gallery

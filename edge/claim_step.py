@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import structlog
 
 from edge import flow as f
-from edge.vault.store import Rider
+from edge.vault.values import Rider
 from edge.vision.claim import (
     CLAIM_LOCKED,
     ClaimFormatError,

@@ -53,7 +53,8 @@ from edge.service import CameraHealth
 from edge.slots import Inventory
 from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub
-from edge.vault.store import Rider, RosterStore
+from edge.vault.store import RosterStore
+from edge.vault.values import Rider
 from edge.vision.claim import ClaimLockout, VerifyPolicy
 from edge.vision.consensus import DecisionRecord
 from edge.vision.live import LivePipeline

@@ -17,7 +17,8 @@ from edge.cli.progress import bar
 from edge.cli.roster_cmd import record_edit, roster_store
 from edge.enrol import Accepted, Refusal, check_person_id, enrol_image, images_by_person
 from edge.errors import InputError
-from edge.vault.store import LoadedRoster, Rider, RosterStore
+from edge.vault.store import RosterStore
+from edge.vault.values import LoadedRoster, Rider
 from edge.vision import setup
 from edge.vision.claim import ClaimFormatError, hash_claim
 from edge.vision.engine import Encoding

@@ -42,7 +42,8 @@ from edge.cli.sync_report import (
 from edge.errors import ConfigError, InputError
 from edge.settings import Settings
 from edge.vault.errors import RosterError
-from edge.vault.store import RosterStore, read_pull_state
+from edge.vault.files import read_pull_state
+from edge.vault.store import RosterStore
 
 if TYPE_CHECKING:  # the HTTP stack loads only for the commands that talk to the cloud
     from cloud_sync.daemon import SyncDaemon

@@ -13,7 +13,7 @@ import typer
 from cloud_sync.closed_pull import ClosedPull, FetchState
 from cloud_sync.outbox_schema import Stats
 from edge.settings import Settings
-from edge.vault.store import PullState
+from edge.vault.values import PullState
 
 if TYPE_CHECKING:  # the HTTP stack loads only for the commands that talk to the cloud
     from cloud_sync.sync_pass import PassResult

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.keyfiles import credential_path
-from cloud_sync.private_files import connect_read_only
 from edge.vault.erasure import DEFAULT_WAIT_S
 from edge.vault.errors import KeyFileError, MissingKeyError
+from edge.vault.files import check_roster_file, holds_data_keys
 from edge.vault.keys import BOX_FILE, device_keys
-from edge.vault.store import Rider, RosterStore, check_roster_file
+from edge.vault.store import RosterStore
+from edge.vault.values import Rider
 from edge.vision.matcher import Gallery
 
 ENCODER_MODEL = "dlib_resnet_v1"
@@ -72,7 +72,7 @@ def open_roster(
 def _refuse_missing_keys(path: Path, keys_dir: Path, never_create: bool) -> None:
     """``MissingKeyError`` when this kiosk's keys are missing and may not be made here."""
     box = keys_dir / BOX_FILE
-    if _holds_data_keys(path):
+    if holds_data_keys(path):
         raise MissingKeyError(
             f"{box}: key file is missing, and the roster {path} is sealed for a kiosk key "
             f"that is not here: copy the keys folder that came with it to {keys_dir}"
@@ -82,20 +82,6 @@ def _refuse_missing_keys(path: Path, keys_dir: Path, never_create: bool) -> None
             f"{box}: key file is missing (run `kiosk provision` to make this kiosk's keys, "
             "or `kiosk enroll` for a local roster)"
         )
-
-
-def _holds_data_keys(path: Path) -> bool:
-    """Whether the roster at ``path`` holds a wrapped data key (read without writing)."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    try:
-        db = connect_read_only(path)
-        try:
-            return db.execute("SELECT 1 FROM data_keys LIMIT 1").fetchone() is not None
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return False
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,12 @@
 """The encrypted roster store: one SQLite file, every personal byte sealed.
 
-Tables: ``riders`` (person id, version, data-key id, the models its templates use, and the
-sealed record), ``data_keys`` (data keys wrapped for this kiosk's X25519 key) and ``meta``
-(roster version, encoder model, source, when it changed). Nothing else is stored: no
-name, template or entitlement in clear, and SQLite is told to keep temporary data in
-memory and to overwrite deleted content (``secure_delete``), with the WAL truncated after
-a deletion so a deleted rider's bytes leave the disk at once.
+Its tables (``edge.vault.files``) hold sealed rows, wrapped data keys and counts: no name,
+template or entitlement in clear. SQLite is told to keep temporary data in memory and to
+overwrite deleted content (``secure_delete``), and the WAL is truncated after a deletion so
+a deleted rider's bytes leave the disk at once (``edge.vault.erasure``).
 
-Two sources fill it: signed deltas from the cloud (``apply_answer`` for an answer fresh
+Two sources fill it: signed deltas from the cloud, checked and opened by
+``edge.vault.deltas`` before anything is written (``apply_answer`` for an answer fresh
 from the cloud with the nonce of its request, ``apply_delta`` for a delta's bytes, such as
 a file), whose sealed rows are stored exactly as they arrive, and local enrolment in demo
 and development use (``enrol``), sealed here under a local data key. The cloud's signed
@@ -20,27 +19,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-import sqlite_utils
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.errors import IntegrityError
-from cloud_sync.private_files import connect_read_only, open_private_db
-from cloud_sync.roster_wire import (
-    CurrentBody,
-    DeltaBody,
-    Entitlements,
-    RiderRecord,
-    RosterAnswer,
-    verify_answer,
-)
+from cloud_sync.roster_wire import CurrentBody, DeltaBody, RiderRecord, RosterAnswer
 from cloud_sync.sealing import (
     WrappedKey,
     new_data_key,
@@ -50,136 +37,15 @@ from cloud_sync.sealing import (
     unwrap_key,
     wrap_key,
 )
-from edge.vault import erasure
-from edge.vault.errors import DeltaError, RosterMissingError, StoreError, VersionGapError
+from edge.vault import deltas, erasure
+from edge.vault.errors import StoreError
+from edge.vault.files import INSERT_ROW, open_db
 from edge.vault.keys import DeviceKeys
+from edge.vault.values import ApplyResult as ApplyResult  # re-exported: cloud_sync.roster_pull
+from edge.vault.values import LoadedRoster, Rider, RosterInfo
 from edge.vault.verify import VerifyReport, verify_rows
 
 log = structlog.get_logger("edge.vault.store")
-
-MISSING_ROSTER_FIX = (
-    "enrol riders with `kiosk enroll`, or pull the cloud's roster with `kiosk roster pull`"
-)
-
-#: The tables (sqlite-utils column types): one sealed row per rider, the wrapped data keys,
-#: and the roster's metadata. Only ``sealed`` and ``wrapped`` hold anything personal or
-#: secret, and both are ciphertext.
-TABLES: dict[str, tuple[dict[str, type], str]] = {
-    "riders": (
-        {"person_id": str, "version": int, "key_id": str, "models": str, "sealed": bytes},
-        "person_id",
-    ),
-    "data_keys": ({"key_id": str, "wrapped": str, "added_at": float}, "key_id"),
-    "meta": ({"key": str, "value": str}, "key"),
-}
-
-
-def _create_tables(db: sqlite_utils.Database) -> None:
-    for name, (columns, pk) in TABLES.items():
-        db.table(name).create(columns, pk=pk, not_null=set(columns), if_not_exists=True)
-
-
-@dataclass(frozen=True)
-class Rider:
-    """A rider as the kiosk needs it in memory (never written anywhere)."""
-
-    person_id: str
-    version: int
-    display_name: str
-    entitlements: Entitlements
-    claim_hash: str | None
-    lookalike: bool = False  # enrolled close to another rider: always confirms a claim
-
-    def __repr__(self) -> str:
-        return f"Rider({self.person_id!r}, v{self.version})"
-
-
-@dataclass
-class LoadedRoster:
-    """The decrypted roster: riders, and templates grouped by encoder model."""
-
-    version: int
-    riders: dict[str, Rider] = field(default_factory=dict)
-    templates: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RosterInfo:
-    """Counts and versions: nothing personal."""
-
-    path: str
-    version: int
-    source: str
-    riders: int
-    templates_by_model: dict[str, int]
-    encoder_model: str
-    needs_reenrolment: int
-    data_key_id: str | None
-    changed_at: float | None
-    age_s: float | None
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    from_version: int
-    to_version: int
-    upserts: int
-    deletions: int
-    full: bool = False
-
-
-@dataclass(frozen=True)
-class PullState:
-    """How the last roster pulls from the cloud went (nothing personal)."""
-
-    version: int
-    checked_at: float | None  # the last pull that reached the cloud and was not refused
-    error: str | None  # the last pull's error, None once a pull succeeds again
-    error_at: float | None
-
-
-def read_pull_state(path: Path) -> PullState | None:
-    """The pull state of the roster at ``path``, read without its keys; None if absent."""
-    if not path.is_file():
-        return None
-    try:
-        db = connect_read_only(path)
-        try:
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return None
-
-    def number(key: str) -> float | None:
-        return float(meta[key]) if meta.get(key) else None
-
-    return PullState(
-        version=int(meta.get("version", 0)),
-        checked_at=number("pulled_at"),
-        error=meta.get("pull_error") or None,
-        error_at=number("pull_error_at") if meta.get("pull_error") else None,
-    )
-
-
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    """An existing roster, for reading only; nothing is created (see ``connect_read_only``)."""
-    try:
-        db = connect_read_only(path)
-    except FileNotFoundError:
-        raise RosterMissingError(f"{path}: no roster here ({MISSING_ROSTER_FIX})") from None
-    db.isolation_level = None
-    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not set(TABLES) <= names:
-        db.close()
-        empty = "an empty file" if path.stat().st_size == 0 else "another kind of database"
-        raise StoreError(f"{path}: not a roster ({empty}, no {', '.join(sorted(TABLES))} tables)")
-    return db
-
-
-def check_roster_file(path: Path) -> None:
-    """``RosterMissingError`` or ``StoreError`` unless ``path`` is a roster (read-only)."""
-    _open_read_only(path).close()
 
 
 class RosterStore:
@@ -209,28 +75,7 @@ class RosterStore:
         self._model = model
         self._roster_public = roster_public
         self._data_keys: dict[str, bytes] = {}
-        try:
-            if read_only:
-                self._db = _open_read_only(path)
-            else:
-                self._db = open_private_db(path, isolation_level=None, check_same_thread=False)
-                self._db.execute("PRAGMA journal_mode=WAL")
-            for pragma in (
-                "synchronous=FULL",
-                "secure_delete=ON",
-                "temp_store=MEMORY",
-                f"busy_timeout={erasure.BUSY_TIMEOUT_MS}",  # kiosk run, kiosk sync run
-            ):
-                self._db.execute(f"PRAGMA {pragma}")
-            check = self._db.execute("PRAGMA quick_check").fetchone()
-            if check is None or check[0] != "ok":
-                raise StoreError(
-                    f"{path}: the roster database is damaged ({check[0] if check else 'no answer'})"
-                )
-            if not read_only:
-                _create_tables(sqlite_utils.Database(self._db))
-        except (sqlite3.DatabaseError, OSError) as exc:
-            raise StoreError(f"{path}: cannot open the roster database ({exc})") from None
+        self._db = open_db(path, read_only=read_only)
         if not read_only:
             self.finish_erasure(wait_s=0.0)
 
@@ -291,11 +136,14 @@ class RosterStore:
                 ) from None
         return self._data_keys[data_key_id]
 
-    def _store_key(self, wrapped: WrappedKey) -> None:
+    def _add_key(self, wrapped: WrappedKey, data_key: bytes) -> None:
+        """Hold a new data key (inside a transaction) and make it the current one."""
         self._db.execute(
             "INSERT OR REPLACE INTO data_keys (key_id, wrapped, added_at) VALUES (?, ?, ?)",
             (wrapped.key_id, json.dumps(wrapped.to_dict()), time.time()),
         )
+        self._data_keys[wrapped.key_id] = data_key
+        self._set_meta("key_id", wrapped.key_id)
 
     def _forget_unused_keys(self) -> None:
         current = self._meta("key_id")
@@ -409,11 +257,13 @@ class RosterStore:
         current = self._meta("key_id")
         if current and self._meta("source") == "local":
             return current
+        return self._new_local_key()
+
+    def _new_local_key(self) -> str:
+        """A new data key, wrapped for this kiosk, made current (inside a transaction)."""
         data_key = new_data_key()
         wrapped = wrap_key(data_key, self._keys.box.public_key())
-        self._store_key(wrapped)
-        self._data_keys[wrapped.key_id] = data_key
-        self._set_meta("key_id", wrapped.key_id)
+        self._add_key(wrapped, data_key)
         self._set_meta("source", "local")
         return wrapped.key_id
 
@@ -436,10 +286,12 @@ class RosterStore:
             self._data_key(data_key_id), record.to_bytes(), row_aad(person_id, version, data_key_id)
         )
         models = ",".join(sorted({template.model for template in record.templates}))
-        self._db.execute(
-            "INSERT OR REPLACE INTO riders (person_id, version, key_id, models, sealed) VALUES (?, ?, ?, ?, ?)",
-            (person_id, version, data_key_id, models, sealed),
-        )
+        self._db.execute(INSERT_ROW, (person_id, version, data_key_id, models, sealed))
+
+    def _delete_riders(self, person_ids: Iterable[str]) -> int:
+        """Delete these riders' rows (inside a transaction); how many there were."""
+        sql = "DELETE FROM riders WHERE person_id = ?"
+        return sum(self._db.execute(sql, (person_id,)).rowcount for person_id in person_ids)
 
     def _bump_version(self, version: int) -> None:
         self._set_meta("version", version)
@@ -449,10 +301,7 @@ class RosterStore:
     def delete(self, person_id: str) -> bool:
         """Remove a rider locally, leaving none of their bytes in the file or its WAL."""
         with self._transaction():
-            gone = (
-                self._db.execute("DELETE FROM riders WHERE person_id = ?", (person_id,)).rowcount
-                > 0
-            )
+            gone = self._delete_riders([person_id]) > 0
             if gone:
                 self._bump_version(self.version + 1)
         if gone:
@@ -465,163 +314,57 @@ class RosterStore:
         records = [
             (pid, ver, self._open_row(pid, ver, kid, sealed)) for pid, ver, kid, sealed in rows
         ]
-        data_key = new_data_key()
-        wrapped = wrap_key(data_key, self._keys.box.public_key())
         with self._transaction():
-            self._store_key(wrapped)
-            self._data_keys[wrapped.key_id] = data_key
-            self._set_meta("key_id", wrapped.key_id)
-            self._set_meta("source", "local")
+            key_id = self._new_local_key()
             for person_id, version, record in records:
-                self._write_row(person_id, version + 1, wrapped.key_id, record)
+                self._write_row(person_id, version + 1, key_id, record)
             self._forget_unused_keys()
             self._bump_version(self.version + 1)
         self._scrub_wal()
-        return wrapped.key_id
+        return key_id
 
-    # -- deltas from the cloud ----------------------------------------------------------------
+    # -- deltas from the cloud (checked and opened in edge.vault.deltas) ---------------------
 
-    def check_answer(
-        self, raw: bytes, nonce: str | None = None, status: int | None = None
-    ) -> DeltaBody | CurrentBody:
-        """Every check the cloud's answer must pass before anything is applied.
-
-        ``nonce`` is the nonce of the signed request the answer is for. With it, a delta
-        must carry that nonce and an up-to-date statement must too; without it (a delta
-        read from a file), a delta is checked as before and a statement is refused, since
-        nothing shows it is fresh. ``status`` is the answer's HTTP status, named in the
-        error when the answer is empty.
-        """
-        if self._roster_public is None:
-            raise DeltaError("no cloud roster key is pinned on this kiosk (run `kiosk provision`)")
-        if not raw:
-            raise DeltaError(
-                f"the cloud's roster answer is empty{f' (HTTP {status})' if status else ''}: "
-                "an unsigned 'up to date' is not accepted (a cloud older than this kiosk, "
-                "or something on the path answering in its place); the roster held is kept"
-            )
-        try:
-            body = verify_answer(raw, self._roster_public)
-        except IntegrityError as exc:
-            raise DeltaError(str(exc)) from None
-        if isinstance(body, CurrentBody):
-            return self._check_current(body, nonce)
-        if body.kiosk_id != self._kiosk_id or body.recipient != self._keys.box_key_id:
-            raise DeltaError(
-                f"roster delta is for another kiosk ({body.kiosk_id}, key {body.recipient})"
-            )
-        if body.model != self._model:
-            raise DeltaError(
-                f"roster delta uses encoder model {body.model!r}; this kiosk runs {self._model!r}"
-            )
-        current = self.version
-        if body.to_version <= current:
-            raise DeltaError(
-                f"roster delta to version {body.to_version} is not newer than version {current} (replayed?)"
-            )
-        if not body.full and body.from_version != current:
-            raise VersionGapError(
-                f"roster delta starts at version {body.from_version} but this kiosk holds {current}: a full snapshot is needed"
-            )
-        if nonce is not None and body.nonce != nonce:
-            raise DeltaError(
-                "roster delta was not made for this request "
-                f"({'it carries no nonce' if body.nonce is None else 'another nonce'}): "
-                "replayed, or from a cloud older than this kiosk"
-            )
-        return body
-
-    def _check_current(self, body: CurrentBody, nonce: str | None) -> CurrentBody:
-        if body.kiosk_id != self._kiosk_id:
-            raise DeltaError(f"roster up-to-date statement is for another kiosk ({body.kiosk_id})")
-        if nonce is None:
-            raise DeltaError(
-                "roster up-to-date statement has no request to be checked against; "
-                "only an answer fresh from the cloud can say the roster is current"
-            )
-        if body.nonce != nonce:
-            raise DeltaError(
-                "roster up-to-date statement answers another request (its nonce is not the "
-                "one this kiosk sent): replayed"
-            )
-        current = self.version
-        if body.version != current:
-            raise DeltaError(
-                f"roster up-to-date statement names version {body.version} but this kiosk "
-                f"holds {current}"
-            )
-        return body
+    def _recipient(self) -> deltas.Recipient:
+        return deltas.Recipient(
+            self._kiosk_id, self._keys.box_key_id, self._model, self._roster_public
+        )
 
     def apply_answer(self, answer: RosterAnswer) -> ApplyResult:
         """Check an answer fresh from the cloud (``CloudClient.get_roster``) against the
         nonce its request was signed with, and apply it as ``apply_delta`` does."""
-        return self._apply(self.check_answer(answer.content, answer.nonce, answer.status))
+        checked = deltas.check_answer(
+            answer.content, self._recipient(), self.version, answer.nonce, answer.status
+        )
+        return self._apply(checked)
 
     def apply_delta(self, raw: bytes) -> ApplyResult:
         """Check a delta that comes with no request (a file, a test) and apply it in one
         transaction, or change nothing. An up-to-date statement is refused here: only
         ``apply_answer`` can tell it is fresh."""
-        return self._apply(self.check_answer(raw))
+        return self._apply(deltas.check_answer(raw, self._recipient(), self.version))
 
     def _apply(self, checked: DeltaBody | CurrentBody) -> ApplyResult:
         if isinstance(checked, CurrentBody):
             return ApplyResult(checked.version, checked.version, 0, 0)
-        body = checked
-        keys: dict[str, bytes] = {}
-        wrapped: WrappedKey | None = None
-        if body.data_key is not None:
-            try:
-                wrapped = WrappedKey.from_dict(body.data_key.model_dump())
-                keys[wrapped.key_id] = unwrap_key(wrapped, self._keys.box)
-            except IntegrityError as exc:
-                raise DeltaError(f"roster delta's data key cannot be opened: {exc}") from None
-        rows = []
-        for row in body.upserts:
-            data_key = keys.get(row.key_id)
-            if data_key is None:
-                try:
-                    data_key = self._data_key(row.key_id)
-                except StoreError:
-                    raise DeltaError(
-                        f"row {row.person_id} is sealed with unknown data key {row.key_id}"
-                    ) from None
-            try:
-                blob = row.blob()
-                record = RiderRecord.from_bytes(
-                    open_sealed(data_key, blob, row_aad(row.person_id, row.version, row.key_id))
-                )
-            except IntegrityError as exc:
-                raise DeltaError(f"row {row.person_id} fails its integrity check: {exc}") from None
-            models = ",".join(sorted({template.model for template in record.templates}))
-            rows.append((row.person_id, row.version, row.key_id, models, blob))
+        opened = deltas.open_delta(checked, self._keys.box, self._data_key)
+        body = opened.body
         with self._transaction():
-            if wrapped is not None:
-                self._store_key(wrapped)
-                self._data_keys[wrapped.key_id] = keys[wrapped.key_id]
-                self._set_meta("key_id", wrapped.key_id)
+            if opened.new_key is not None:
+                self._add_key(*opened.new_key)
             self._set_meta("source", "cloud")
             deleted = 0
             if body.full:
-                kept = {row[0] for row in rows}
-                existing = [pid for (pid,) in self._db.execute("SELECT person_id FROM riders")]
-                for person_id in existing:
-                    if person_id not in kept:
-                        deleted += self._db.execute(
-                            "DELETE FROM riders WHERE person_id = ?", (person_id,)
-                        ).rowcount
-            self._db.executemany(
-                "INSERT OR REPLACE INTO riders (person_id, version, key_id, models, sealed) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            for person_id in body.deletions:
-                deleted += self._db.execute(
-                    "DELETE FROM riders WHERE person_id = ?", (person_id,)
-                ).rowcount
+                kept = {row[0] for row in opened.rows}
+                held = [pid for (pid,) in self._db.execute("SELECT person_id FROM riders")]
+                deleted += self._delete_riders(pid for pid in held if pid not in kept)
+            self._db.executemany(INSERT_ROW, opened.rows)
+            deleted += self._delete_riders(body.deletions)
             self._forget_unused_keys()
             self._bump_version(body.to_version)
         if deleted or body.full:
             self._scrub_wal()
-        return ApplyResult(body.from_version, body.to_version, len(rows), deleted, body.full)
+        return ApplyResult(body.from_version, body.to_version, len(opened.rows), deleted, body.full)
 
     def record_pull(self, error: str | None) -> None:
         """Remember how a pull from the cloud went, for ``kiosk sync status``."""

@@ -7,7 +7,8 @@ from typing import Any
 
 from edge.config import QualitySection, VisionSection
 from edge.errors import ConfigError
-from edge.vault.store import LoadedRoster, RosterStore
+from edge.vault.store import RosterStore
+from edge.vault.values import LoadedRoster
 from edge.vision.claim import ClaimLockout, VerifyPolicy, verify_policy
 from edge.vision.engine import FaceEngine
 from edge.vision.live import LiveConfig

@@ -16,7 +16,8 @@ import pytest
 from cloud_sync.roster_wire import RosterAnswer, Upsert
 from edge.vault.errors import DeltaError, KeyFileError, StoreError, VersionGapError
 from edge.vault.keys import device_keys
-from edge.vault.store import ApplyResult, RosterStore
+from edge.vault.store import RosterStore
+from edge.vault.values import ApplyResult
 from tests.vault_helpers import MODEL, Cloud, open_store, record, template
 
 
@@ -270,7 +271,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys, signal
     from pathlib import Path
-    from edge.vault.store import ApplyResult, RosterStore
+    from edge.vault.store import RosterStore
     from edge.vault.keys import device_keys
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives import serialization

@@ -41,9 +41,10 @@ from cloud_sync.server.db import open_database
 from cloud_sync.server.roster import CloudRoster, open_cloud_roster
 from cloud_sync.server.roster_keys import RosterKeyFiles
 from cloud_sync.signing import public_key_text
+from edge.vault.files import read_pull_state
 from edge.vault.keys import DeviceKeys, device_keys
 from edge.vault.live import LiveRoster, open_roster
-from edge.vault.store import RosterStore, read_pull_state
+from edge.vault.store import RosterStore
 from tests.integration.sync.cloudkit import Cloud, Kiosk, empty_database, make_kiosk, start_cloud
 from tests.vault_helpers import MODEL, template
 

@@ -1,0 +1,143 @@
+"""The roster file: its tables, opening it, and looking at it without writing.
+
+Tables: ``riders`` (person id, version, data-key id, the models its templates use, and the
+sealed record), ``data_keys`` (data keys wrapped for this kiosk's X25519 key) and ``meta``
+(roster version, encoder model, source, when it changed, how the last pull went). Nothing
+else is stored.
+
+Commands that only look (``kiosk roster info``, ``kiosk status``, ``kiosk sync status``)
+open the roster with ``open_read_only``: nothing is created, neither the file nor a
+``-wal``/``-shm`` beside it (see ``cloud_sync.private_files.connect_read_only``), and a
+file that is missing, empty or another database is said to be so by name.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from cloud_sync.private_files import connect_read_only, open_private_db
+from edge.vault import erasure
+from edge.vault.errors import RosterMissingError, StoreError
+from edge.vault.values import PullState
+
+MISSING_ROSTER_FIX = (
+    "enrol riders with `kiosk enroll`, or pull the cloud's roster with `kiosk roster pull`"
+)
+
+#: The tables (sqlite-utils column types): one sealed row per rider, the wrapped data keys,
+#: and the roster's metadata. Only ``sealed`` and ``wrapped`` hold anything personal or
+#: secret, and both are ciphertext.
+TABLES: dict[str, tuple[dict[str, type], str]] = {
+    "riders": (
+        {"person_id": str, "version": int, "key_id": str, "models": str, "sealed": bytes},
+        "person_id",
+    ),
+    "data_keys": ({"key_id": str, "wrapped": str, "added_at": float}, "key_id"),
+    "meta": ({"key": str, "value": str}, "key"),
+}
+
+
+#: One rider's row, written as it will be read: sealed, with its id, version and key id.
+INSERT_ROW = (
+    "INSERT OR REPLACE INTO riders (person_id, version, key_id, models, sealed)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def create_tables(db: sqlite_utils.Database) -> None:
+    """Create the roster's tables where they do not exist yet."""
+    for name, (columns, pk) in TABLES.items():
+        db.table(name).create(columns, pk=pk, not_null=set(columns), if_not_exists=True)
+
+
+def open_db(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """The roster at ``path``, set up as every connection to it must be and checked whole
+    (``StoreError`` when damaged). Read-write creates the file and its tables (0600, WAL);
+    ``read_only`` creates and writes nothing (see ``open_read_only``)."""
+    try:
+        if read_only:
+            db = open_read_only(path)
+        else:
+            db = open_private_db(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+        for pragma in (
+            "synchronous=FULL",
+            "secure_delete=ON",
+            "temp_store=MEMORY",
+            f"busy_timeout={erasure.BUSY_TIMEOUT_MS}",  # kiosk run, kiosk sync run
+        ):
+            db.execute(f"PRAGMA {pragma}")
+        check = db.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise StoreError(
+                f"{path}: the roster database is damaged ({check[0] if check else 'no answer'})"
+            )
+        if not read_only:
+            create_tables(sqlite_utils.Database(db))
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise StoreError(f"{path}: cannot open the roster database ({exc})") from None
+    return db
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """An existing roster, for reading only; nothing is created (see ``connect_read_only``).
+
+    ``RosterMissingError`` when there is no file, ``StoreError`` when it is not a roster.
+    """
+    try:
+        db = connect_read_only(path)
+    except FileNotFoundError:
+        raise RosterMissingError(f"{path}: no roster here ({MISSING_ROSTER_FIX})") from None
+    db.isolation_level = None
+    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not set(TABLES) <= names:
+        db.close()
+        empty = "an empty file" if path.stat().st_size == 0 else "another kind of database"
+        raise StoreError(f"{path}: not a roster ({empty}, no {', '.join(sorted(TABLES))} tables)")
+    return db
+
+
+def check_roster_file(path: Path) -> None:
+    """``RosterMissingError`` or ``StoreError`` unless ``path`` is a roster (read-only)."""
+    open_read_only(path).close()
+
+
+def holds_data_keys(path: Path) -> bool:
+    """Whether the roster at ``path`` holds a wrapped data key (read without writing)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        db = connect_read_only(path)
+        try:
+            return db.execute("SELECT 1 FROM data_keys LIMIT 1").fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
+def read_pull_state(path: Path) -> PullState | None:
+    """The pull state of the roster at ``path``, read without its keys; None if absent."""
+    if not path.is_file():
+        return None
+    try:
+        db = connect_read_only(path)
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+
+    def number(key: str) -> float | None:
+        return float(meta[key]) if meta.get(key) else None
+
+    return PullState(
+        version=int(meta.get("version", 0)),
+        checked_at=number("pulled_at"),
+        error=meta.get("pull_error") or None,
+        error_at=number("pull_error_at") if meta.get("pull_error") else None,
+    )

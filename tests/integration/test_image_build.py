@@ -302,11 +302,16 @@ def test_the_bundle_installs_offline_and_runs(
     manifest = verify_bundle(bundle, public, require_signature=True)
     assert (bundle.parent / f"{bundle.name}.tar").is_file()
     assert set(manifest.requirements) == {platform.machine()}
-    lock = (REPO / "requirements.lock").read_text(encoding="utf-8")
+    lock = (REPO / "requirements-kiosk.lock").read_text(encoding="utf-8")
     pinned = {line.split("==")[0] for line in lock.splitlines() if re.match(r"^[a-z]", line)}
     listed = (bundle / manifest.requirements[platform.machine()]).read_text(encoding="utf-8")
     names = {line.split("==")[0] for line in listed.splitlines() if re.match(r"^[a-z]", line)}
-    assert names == pinned  # every package of the lock, each once
+    assert names == pinned  # every package of the kiosk's lock, each once
+    assert not {"psycopg", "fastapi-offline", "face-recognition"} & names  # the cloud's, the tests'
+    assert (bundle / "requirements.lock").read_text(encoding="utf-8") == lock
+    # the image and `kiosk update` enable every unit of the bundle: never the cloud's
+    assert "systemd/kiosk-cloud.service" not in manifest.units
+    assert "systemd/kiosk-edge.service" in manifest.units
 
     target = tmp_path / "opt" / manifest.version
     VenvInstaller(Path(sys.executable), system_site_packages=False)(
@@ -320,7 +325,11 @@ def test_the_bundle_installs_offline_and_runs(
     assert list(target.glob("lib/python*/site-packages/edge/ui/launch/waiting.html"))
     assert shown.stdout == f"kiosk {manifest.version}\n"
     imports = subprocess.run(
-        [str(target / "bin" / "python"), "-c", "import cv2, dlib, face_recognition, edge.runtime"],
+        [
+            str(target / "bin" / "python"),
+            "-c",
+            "import cv2, dlib, edge.runtime, models; models.verify()",
+        ],
         capture_output=True,
         text=True,
     )

@@ -13,10 +13,10 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 
+from cloud_sync.private_files import connect_read_only
 from edge.ops.runtime_status import is_live, read_runtime_status
 from edge.update import Manifest, UpdateError
 
@@ -121,7 +121,8 @@ def command_health(command: Sequence[str]) -> Callable[[str], tuple[bool, str]]:
 
 def rental_in_progress(outbox_path: Path, state_dir: Path) -> str | None:
     """Why a rental is under way (read-only), or None: an eject intent not settled in the
-    outbox's rentals table, or a live runtime reporting the eject, confirm or take phase."""
+    outbox's rentals table, or a live runtime reporting the eject, confirm or take phase.
+    The outbox is opened without creating anything beside it (``connect_read_only``)."""
     status = read_runtime_status(state_dir)
     if (
         is_live(status)
@@ -133,10 +134,12 @@ def rental_in_progress(outbox_path: Path, state_dir: Path) -> str | None:
     try:
         if not outbox_path.exists():
             return None
-        with contextlib.closing(
-            sqlite3.connect(f"file:{quote(str(outbox_path))}?mode=ro", uri=True, timeout=5)
-        ) as db:
+        if not outbox_path.is_file():
+            raise UpdateError(f"{unknown}: not a file")
+        with contextlib.closing(connect_read_only(outbox_path)) as db:
             row = db.execute("SELECT COUNT(*) FROM rentals WHERE state = 'ejecting'").fetchone()
+    except FileNotFoundError:  # removed between the look and the opening
+        return None
     except PermissionError:
         raise UpdateError(f"{unknown}: permission denied (run with sudo)") from None
     except sqlite3.Error as exc:

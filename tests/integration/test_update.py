@@ -474,6 +474,24 @@ def test_rental_check_reads_the_ledger_and_the_runtime_report(tmp_path: Path) ->
         rental_in_progress(damaged, state)  # unknown is never taken for "no rental"
 
 
+def test_rental_check_leaves_no_side_files_beside_a_closed_outbox(tmp_path: Path) -> None:
+    """``kiosk update`` while the kiosk is stopped: the outbox is read, nothing is left."""
+    state = tmp_path / "state"
+    outbox = Outbox(state / "outbox.sqlite", "kiosk-test")
+    Ledger(outbox).begin("01RENTAL", "rider-1", 3, "PB-7")
+    outbox.close()
+    before = sorted(entry.name for entry in state.iterdir())
+    content = outbox.path.read_bytes()
+    assert "outbox.sqlite-wal" not in before
+    assert rental_in_progress(outbox.path, state) == "1 rental(s) between eject and pick-up"
+    assert sorted(entry.name for entry in state.iterdir()) == before
+    assert outbox.path.read_bytes() == content
+    folder = tmp_path / "a-folder.sqlite"
+    folder.mkdir()
+    with pytest.raises(UpdateError, match="cannot tell whether a rental is in progress"):
+        rental_in_progress(folder, state)
+
+
 # -- the command, with the real installer -----------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cloud_sync.errors import SignatureError
+from cloud_sync.errors import InputError, SignatureError
 from cloud_sync.events import KIOSK_ID_PATTERN
 from cloud_sync.server.config import CloudSettings, load_cloud_settings
 from cloud_sync.server.db import open_database
@@ -26,7 +26,6 @@ from cloud_sync.server.roster_cli import keys_app, riders_app, roster_app
 from cloud_sync.server.store import Store
 from cloud_sync.signing import parse_public_key
 from edge.cli.runner import run_app
-from edge.errors import InputError
 
 app = typer.Typer(
     name="kiosk-cloud",
@@ -77,19 +76,40 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", min=1, max=65535, help="Port (default 8000).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Worker processes on this host (default: KIOSK_CLOUD_WORKERS, else 1).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the cloud API (events ingest, kiosk registry, provisioning, metrics)."""
-    import structlog
+    import os
+
     import uvicorn
 
-    from cloud_sync.server.app import create_app
-    from edge.logs import configure_logging
+    from cloud_sync.server.workers import start_logging
 
-    settings = _settings(database_url=database_url, host=host, port=port)
-    configure_logging("cloud", level=settings.log_level, fmt=settings.log_format)
-    structlog.contextvars.unbind_contextvars("kiosk_id")
+    given = {"database_url": database_url, "host": host, "port": port, "workers": workers}
+    settings = _settings(**given)
+    start_logging(settings)
+    served: dict[str, Any] = {}
+    if settings.workers > 1:
+        # each worker builds its app from the environment: it gets these options there
+        for name, value in given.items():
+            if value is not None:
+                os.environ[f"KIOSK_CLOUD_{name.upper()}"] = str(value)
+        served.update(factory=True, workers=settings.workers)
+        target: Any = "cloud_sync.server.workers:app_from_environment"
+    else:
+        from cloud_sync.server.app import create_app
+
+        target = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        target,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -97,6 +117,7 @@ def serve(
         timeout_graceful_shutdown=5,
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        **served,
     )
 
 

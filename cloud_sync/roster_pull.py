@@ -19,10 +19,9 @@ from typing import Protocol
 import structlog
 
 from cloud_sync.client import CloudClient
-from cloud_sync.errors import CloudError, OutboxError, SyncError
+from cloud_sync.errors import CloudError, OutboxError, RosterError, SyncError, VersionGapError
 from cloud_sync.outbox import Outbox
 from cloud_sync.roster_wire import RosterAnswer
-from edge.vault.errors import RosterError, VersionGapError
 from edge.vault.store import ApplyResult
 
 log = structlog.get_logger("cloud_sync.daemon")

@@ -36,9 +36,10 @@ from typing import Any
 
 import structlog
 
+from cloud_sync.errors import InputError
 from edge.demo_parts import Appliance, Rider, Say, ScreenWatch, appliance
 from edge.enrol import EnrolReport, enrol_folder, images_by_person
-from edge.errors import EdgeError, InputError
+from edge.errors import EdgeError
 from edge.samples import write_sample_set
 from edge.settings import Settings
 from hardware.cameras import read_image

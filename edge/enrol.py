@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edge.errors import InputError
+from cloud_sync.errors import InputError
 from edge.vision.analysis import analyse
 from edge.vision.engine import FaceEncoder
 from edge.vision.hints import english

@@ -2,30 +2,24 @@
 
 The tree, by phase::
 
-    EdgeError
-    ├── ConfigError (ValueError)        settings file or values are invalid
-    ├── InputError (ValueError)         a file, folder or argument given by a person is unusable
-    ├── VisionError                     the face pipeline could not produce a decision
-    └── NotAvailableError               a command that cannot work on this machine
+    cloud_sync.errors.KioskError        the root the kiosk and the cloud share
+    ├── ConfigError, InputError         shared: settings and input (``cloud_sync.errors``)
+    └── EdgeError
+        ├── VisionError                 the face pipeline could not produce a decision
+        └── NotAvailableError           a command that cannot work on this machine
 
 Errors of the other packages have roots of their own (``hardware.errors.HardwareError``,
-``cloud_sync.errors.SyncError``, ``models.errors.ModelError``); the CLI maps every root to
-one documented exit code.
+``models.errors.ModelError``) or hang under the shared root (``cloud_sync.errors.SyncError``,
+``RosterError``); the CLI maps every root to one documented exit code.
 """
 
 from __future__ import annotations
 
+from cloud_sync.errors import KioskError
 
-class EdgeError(Exception):
+
+class EdgeError(KioskError):
     """Root of every error raised by the kiosk runtime."""
-
-
-class ConfigError(EdgeError, ValueError):
-    """The configuration is invalid; the message names the field path and the reason."""
-
-
-class InputError(EdgeError, ValueError):
-    """Something a person handed to a command (a path, an image, a value) cannot be used."""
 
 
 class VisionError(EdgeError):

@@ -43,8 +43,7 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
 )
 
-from cloud_sync.errors import CloudError
-from edge.errors import ConfigError, InputError
+from cloud_sync.errors import CloudError, ConfigError, InputError
 from edge.settings import Settings, describe_validation_error
 
 JOURNAL_NAME = "provision.json"

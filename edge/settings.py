@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from cloud_sync.config import MqttConfig, OutboxConfig, SyncConfig
+from cloud_sync.errors import ConfigError
 from edge.config import (
     FlowSection,
     KioskSection,
@@ -32,7 +33,6 @@ from edge.config import (
     UpdateSection,
     VisionSection,
 )
-from edge.errors import ConfigError
 from hardware.config import BoardConfig, CameraConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/kiosk/kiosk.toml")

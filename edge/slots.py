@@ -24,10 +24,11 @@ from typing import Any
 import sqlite_utils
 import structlog
 
+from cloud_sync.errors import InputError
 from cloud_sync.events import EjectAttempt
 from cloud_sync.outbox import Outbox
 from cloud_sync.private_files import connect_read_only, open_private_db
-from edge.errors import EdgeError, InputError
+from edge.errors import EdgeError
 from hardware.board import BoardEvent, BoardOffline, BoardOnline, EjectResult, SlotBoard
 from hardware.config import BoardConfig
 from hardware.errors import (

@@ -54,7 +54,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge.errors import EdgeError, InputError
+from cloud_sync.errors import InputError
+from edge.errors import EdgeError
 
 FORMAT = 1
 NAME = "powerbank-kiosk"

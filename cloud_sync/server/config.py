@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud_sync.errors import ConfigError
 from cloud_sync.events import MAX_BATCH_EVENTS
-from edge.errors import ConfigError
 
 
 class CloudSettings(BaseSettings):
@@ -29,6 +29,9 @@ class CloudSettings(BaseSettings):
     database_url: str = Field(default="sqlite:///cloud.sqlite", min_length=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    #: Worker processes of ``kiosk-cloud serve`` (uvicorn workers) on this host, each with
+    #: its own ``pool_size`` connections. More hosts: run replicas (docs/cloud.md).
+    workers: int = Field(default=1, ge=1, le=64)
     #: Bearer token for the /v1/admin endpoints; unset disables them.
     admin_token: SecretStr | None = None
     #: Largest request body as sent (compressed), and once decompressed.

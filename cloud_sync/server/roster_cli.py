@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from cloud_sync.errors import ConfigError, InputError
 from cloud_sync.server.config import CloudSettings, load_cloud_settings
 from cloud_sync.server.db import open_database
 from cloud_sync.server.migrations import migrate
@@ -25,7 +26,6 @@ from cloud_sync.server.models import RiderIn, TemplateIn
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.roster import CloudRoster, open_cloud_roster, rider_out, roster_status
 from cloud_sync.server.roster_keys import RosterKeyFiles
-from edge.errors import ConfigError, InputError
 from edge.vision.matcher import ONE_PHOTO_HINT
 
 DatabaseUrl = Annotated[

@@ -10,13 +10,13 @@ import numpy.typing as npt
 import structlog
 import typer
 
+from cloud_sync.errors import InputError
 from cloud_sync.roster_wire import Entitlements, RiderRecord, Template
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.progress import bar
 from edge.cli.roster_cmd import record_edit, roster_store
 from edge.enrol import Accepted, Refusal, check_person_id, enrol_image, images_by_person
-from edge.errors import InputError
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster, Rider
 from edge.vision import setup

@@ -17,10 +17,10 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
+from cloud_sync.errors import InputError
 from cloud_sync.outbox import Outbox
 from edge.cli.context import state
 from edge.cli.progress import bar
-from edge.errors import InputError
 from edge.ops import event_log
 from edge.settings import Settings
 

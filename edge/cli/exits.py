@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloud_sync.errors import OutboxMissingError, SyncError
+from cloud_sync.errors import ConfigError, InputError, OutboxMissingError, RosterError, SyncError
 from edge.cli.auth import NotPermittedError
-from edge.errors import ConfigError, EdgeError, InputError, NotAvailableError
-from edge.vault.errors import RosterError
+from edge.errors import EdgeError, NotAvailableError
 from hardware.errors import FrameError, HardwareError
 from models.errors import ModelError
 

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
+from cloud_sync.errors import InputError
 from edge.cli.context import state
 from edge.cli.faces_eval import evaluate
 from edge.cli.roster_cmd import roster_store
 from edge.enrol import check_person_id
-from edge.errors import InputError
 from edge.settings import Settings
 from edge.vision import setup
 from edge.vision.analysis import Identification, analyse, decide

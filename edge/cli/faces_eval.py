@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from cloud_sync.errors import InputError
 from edge.cli.context import state
-from edge.errors import InputError
 from edge.vision import calibrate, crossval, evaluation, setup, tallies
 from edge.vision.claim import verify_policy
 from edge.vision.engine import FaceEncoder, FaceEngine

@@ -17,11 +17,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cloud_sync.errors import InputError
 from cloud_sync.outbox import Outbox
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.exits import CHECK_FAILED
-from edge.errors import InputError, NotAvailableError
+from edge.errors import NotAvailableError
 from edge.ops.doctor import CHECKS, run_checks
 from edge.ops.maintenance import read_maintenance, set_maintenance
 from edge.ops.status import Part, StatusReport, collect_status

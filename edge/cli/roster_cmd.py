@@ -14,13 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cloud_sync.errors import CloudError
+from cloud_sync.errors import CloudError, DeltaError
 from cloud_sync.outbox import Outbox
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.progress import spinner
 from edge.settings import Settings
-from edge.vault.errors import DeltaError, ErasurePendingError, StoreError
+from edge.vault.errors import ErasurePendingError, StoreError
 from edge.vault.live import open_roster
 from edge.vault.store import RosterStore
 from edge.vision import setup

@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cloud_sync.errors import InputError
 from cloud_sync.events import Event
 from edge.cli.auth import require_technician
 from edge.cli.context import state
-from edge.errors import InputError
 from edge.settings import Settings
 from edge.slots import Inventory, Slot, SlotState, failed_eject, one_line
 from hardware.driver import SerialBoard

@@ -25,7 +25,7 @@ import structlog
 import typer
 
 from cloud_sync.closed_pull import read_fetch_state
-from cloud_sync.errors import CloudError
+from cloud_sync.errors import CloudError, ConfigError, InputError, RosterError
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key, public_key_text
 from edge.cli.context import state
@@ -39,9 +39,7 @@ from edge.cli.sync_report import (
     roster_status,
     set_aside_line,
 )
-from edge.errors import ConfigError, InputError
 from edge.settings import Settings
-from edge.vault.errors import RosterError
 from edge.vault.files import read_pull_state
 from edge.vault.store import RosterStore
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from cloud_sync.errors import InputError
 from cloud_sync.outbox import Outbox
-from edge.errors import InputError
 
 PAGE = 1000
 _RELATIVE = re.compile(r"^(\d{1,6})\s*([smhdw])$")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from cloud_sync.errors import SignatureError
+from cloud_sync.errors import ConfigError, SignatureError
 from cloud_sync.mqtt.client import KioskMqtt
 from cloud_sync.mqtt.commands import Command, Limits, MaintenanceArgs
 from cloud_sync.mqtt.executor import CommandExecutor, Handler, HandlerData, Recovery
@@ -22,7 +22,6 @@ from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_schema import Stats
 from cloud_sync.signing import parse_public_key
 from edge import __version__
-from edge.errors import ConfigError
 from edge.ops.maintenance import set_maintenance
 from edge.ops.runtime_status import Component
 from edge.settings import Settings

@@ -20,10 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from cloud_sync.errors import SyncError
+from cloud_sync.errors import ConfigError, KioskError, SyncError
 from cloud_sync.outbox import Outbox
 from edge import __version__
-from edge.errors import ConfigError, EdgeError
 from edge.ops.maintenance import read_maintenance
 from edge.ops.runtime_status import Component, RuntimeStatus, is_live, read_runtime_status
 from edge.settings import Settings
@@ -183,7 +182,7 @@ def roster_part(settings: Settings) -> RosterPart:
             info = store.info()
         finally:
             store.close()
-    except (EdgeError, SyncError, OSError) as exc:
+    except (KioskError, OSError) as exc:
         return RosterPart(ok=False, detail=f"cannot open the roster: {exc}")
     too_old = info.age_s is not None and info.age_s > settings.roster.max_age_h * 3600
     detail = f"version {info.version}, {info.riders} riders, {_age(info.age_s)} old"

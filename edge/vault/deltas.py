@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from cloud_sync.errors import IntegrityError
+from cloud_sync.errors import DeltaError, IntegrityError, VersionGapError
 from cloud_sync.roster_wire import CurrentBody, DeltaBody, RiderRecord, verify_answer
 from cloud_sync.sealing import WrappedKey, open_sealed, row_aad, unwrap_key
-from edge.vault.errors import DeltaError, StoreError, VersionGapError
+from edge.vault.errors import StoreError
 from edge.vault.verify import KeyOf
 
 

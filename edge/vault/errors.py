@@ -1,16 +1,15 @@
-"""Errors of the encrypted roster, all under ``edge.errors.EdgeError``.
+"""Errors of the encrypted roster, all under ``cloud_sync.errors.RosterError``.
 
-::
+The root and the delta refusals are the shared core's (``cloud_sync.errors``), because the
+sync daemon's roster pull catches them; the rest are the kiosk store's own::
 
-    RosterError
+    RosterError (cloud_sync.errors)
     ├── KeyFileError (PermissionError)   a key file is missing, unreadable or too open
-    ├── SealError (ValueError)           a sealed blob fails authentication
-    ├── DeltaError (ValueError)          a roster delta is refused (signature, recipient,
-    │                                    version, model); the roster kept is the old one
-    │   └── VersionGapError              the delta does not follow the roster held: ask for
-    │                                    a full snapshot
     │   └── MissingKeyError (InputError)  a key file is missing: the message names the
     │                                     command that makes it (exit code 4)
+    ├── SealError (ValueError)           a sealed blob fails authentication
+    ├── DeltaError (ValueError)          a roster delta is refused (cloud_sync.errors)
+    │   └── VersionGapError              the delta does not follow the roster held
     └── StoreError                       the roster database is corrupt or unwritable
         ├── RosterMissingError (InputError)  a command that reads found no roster (exit 4)
         └── ErasurePendingError          a deleted rider's bytes are still on disk (a reader
@@ -19,11 +18,7 @@
 
 from __future__ import annotations
 
-from edge.errors import EdgeError, InputError
-
-
-class RosterError(EdgeError):
-    """Root of every encrypted-roster error."""
+from cloud_sync.errors import InputError, RosterError
 
 
 class KeyFileError(RosterError, PermissionError):
@@ -36,14 +31,6 @@ class MissingKeyError(KeyFileError, InputError):
 
 class SealError(RosterError, ValueError):
     """A sealed blob does not authenticate under the key and associated data given."""
-
-
-class DeltaError(RosterError, ValueError):
-    """A roster delta was refused; nothing was applied."""
-
-
-class VersionGapError(DeltaError):
-    """The delta starts at a version other than the one held."""
 
 
 class StoreError(RosterError):

@@ -35,7 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.errors import EdgeError, InputError
+from cloud_sync.errors import InputError
+from edge.errors import EdgeError
 from edge.vision.matcher import Gallery, Vector
 from edge.vision.policy import (
     AMBIGUOUS,

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import InputError
+from cloud_sync.errors import InputError
 from edge.vision.analysis import analyse
 from edge.vision.engine import Encoding, FaceEncoder
 from edge.vision.matcher import Gallery, rider_gallery

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import InputError
+from cloud_sync.errors import InputError
 from edge.vision import calibrate
 from edge.vision.claim import verify_policy
 from edge.vision.engine import FaceEncoder

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cloud_sync.errors import ConfigError
 from edge.config import QualitySection, VisionSection
-from edge.errors import ConfigError
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster
 from edge.vision.claim import ClaimLockout, VerifyPolicy, verify_policy

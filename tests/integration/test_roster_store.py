@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from cloud_sync.errors import DeltaError, VersionGapError
 from cloud_sync.roster_wire import RosterAnswer, Upsert
-from edge.vault.errors import DeltaError, KeyFileError, StoreError, VersionGapError
+from edge.vault.errors import KeyFileError, StoreError
 from edge.vault.keys import device_keys
 from edge.vault.store import RosterStore
 from edge.vault.values import ApplyResult

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from cloud_sync.errors import InputError
 from cloud_sync.mqtt.telemetry import (
     Telemetry,
     Topics,
@@ -19,7 +20,6 @@ from cloud_sync.mqtt.telemetry import (
 )
 from cloud_sync.outbox_schema import Stats
 from edge.cli.auth import may_operate
-from edge.errors import InputError
 from edge.ops.event_log import parse_when
 from edge.ops.metrics import HealthReport, KioskMetrics, mount_ops
 from edge.ops.status import clock_part

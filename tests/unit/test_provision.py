@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge.errors import ConfigError
+from cloud_sync.errors import ConfigError
 from edge.provision import (
     STEPS,
     Journal,

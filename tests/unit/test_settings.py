@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import ConfigError
+from cloud_sync.errors import ConfigError
 from edge.settings import load_settings, redacted
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from cloud_sync.errors import ConfigError
 from edge.config import UiSection
-from edge.errors import ConfigError
 
 WAITING_PAGE = Path(__file__).resolve().parent / "waiting.html"
 WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}  # noqa: S104 (names them, binds nothing)

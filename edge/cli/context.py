@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edge.logs import configure_logging
-from edge.settings import Settings, load_settings
+if TYPE_CHECKING:  # settings and logging load when a command asks for them
+    from edge.settings import Settings
 
 
 @dataclass
@@ -20,6 +20,9 @@ class CliState:
 
     def settings(self, **overrides: Any) -> Settings:
         """Load the settings (failing with a one-line ``ConfigError``) and set up logging."""
+        from edge.logs import configure_logging
+        from edge.settings import load_settings
+
         settings = load_settings(self.config, **overrides)
         level = "debug" if self.debug else settings.log.level
         fmt = self.log_format if self.log_format != "auto" else settings.log.format

@@ -1,34 +1,144 @@
-"""The ``kiosk`` command: services, the demo and the technician's tools."""
+"""The ``kiosk`` command: services, the demo and the technician's tools.
+
+The commands are listed in ``COMMANDS`` by name, module and first sentence of their help,
+so ``kiosk --help`` and ``kiosk --version`` answer without importing any command module
+(numpy, OpenCV, the roster and the database layers load only for the commands that use
+them; ``cloud_sync.lazy_cli``). ``load_all()`` builds every command, as one eager app would.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from edge import __version__
-from edge.cli import (
-    config_cmd,
-    demo_cmd,
-    enroll_cmd,
-    events_cmd,
-    faces_cmd,
-    ops_cmd,
-    provision_cmd,
-    roster_cmd,
-    run_cmd,
-    screen_cmd,
-    slots_cmd,
-    sync_cmd,
-    update_cmd,
-)
+from cloud_sync.lazy_cli import LazyCommand, lazy_group
+from cloud_sync.lazy_cli import load_all as _load_all
 from edge.cli.context import CliState
 from edge.cli.runner import run_app
 
+HELP = "Powerbank kiosk: recognise a rider, hand out a powerbank, sync events to the cloud."
+
+# In the order ``kiosk --help`` lists them: commands first, then groups.
+COMMANDS: tuple[LazyCommand, ...] = (
+    LazyCommand(
+        "demo",
+        "edge.cli.demo_cmd:demo",
+        "Run the whole appliance here: cloud API, board simulator, kiosk, sync, rider page.",
+    ),
+    LazyCommand(
+        "run",
+        "edge.cli.run_cmd:run",
+        "Run the kiosk: camera, face pipeline, rental flow, slot board, outbox, rider page.",
+    ),
+    LazyCommand(
+        "eject",
+        "edge.cli.slots_cmd:register",
+        "Eject the powerbank in one slot, recording who asked, why and how it ended "
+        "(a slot.ejected event, also when the eject fails: then the exit code is 6).",
+        kind="register",
+    ),
+    LazyCommand(
+        "board-sim",
+        "edge.cli.slots_cmd:register",
+        "Simulate the slot board on a pty (prints its path); "
+        "'kiosk board-sim --help' lists faults.",
+        kind="register",
+    ),
+    LazyCommand(
+        "enroll",
+        "edge.cli.enroll_cmd:enroll",
+        "Enrol riders from photos: one template per usable photo, a reason for each refused one.",
+    ),
+    LazyCommand(
+        "status",
+        "edge.cli.ops_cmd:register",
+        "Show the kiosk's health at a glance: runtime, camera, board, roster, outbox, MQTT, "
+        "disk, clock, versions (exit 0 even when something is wrong; see problems).",
+        kind="register",
+    ),
+    LazyCommand(
+        "doctor",
+        "edge.cli.ops_cmd:register",
+        "Check everything the kiosk needs, each with pass/fail and a one-line fix "
+        "(exit 9 when a check fails).",
+        kind="register",
+    ),
+    LazyCommand(
+        "logs",
+        "edge.cli.ops_cmd:register",
+        "Show the kiosk services' logs (journalctl -u kiosk-edge -u kiosk-sync).",
+        kind="register",
+    ),
+    LazyCommand(
+        "provision",
+        "edge.cli.provision_cmd:provision",
+        "Create this kiosk's keys, register them with the cloud using the one-time token, "
+        "pin the cloud's roster key and write kiosk.toml; resumes after an interruption, "
+        "does nothing once done.",
+    ),
+    LazyCommand(
+        "config",
+        "edge.cli.config_cmd:app",
+        "Show the effective settings or check a settings file.",
+        kind="group",
+    ),
+    LazyCommand(
+        "slots",
+        "edge.cli.slots_cmd:register",
+        "List the cabinet's slots, or enable and disable one.",
+        kind="register",
+    ),
+    LazyCommand(
+        "sync",
+        "edge.cli.sync_cmd:app",
+        "Run the sync daemon, sync now, or show the sync status.",
+        kind="group",
+    ),
+    LazyCommand(
+        "faces",
+        "edge.cli.faces_cmd:app",
+        "Identify or verify faces against a roster, or measure accuracy on labelled photos.",
+        kind="group",
+    ),
+    LazyCommand(
+        "roster",
+        "edge.cli.roster_cmd:app",
+        "Show, verify or change the encrypted roster.",
+        kind="group",
+    ),
+    LazyCommand(
+        "maintenance",
+        "edge.cli.ops_cmd:register",
+        "Take the kiosk out of service for maintenance, or put it back.",
+        kind="register",
+    ),
+    LazyCommand(
+        "events",
+        "edge.cli.events_cmd:app",
+        "Tail or export the events in the outbox.",
+        kind="group",
+    ),
+    LazyCommand(
+        "screen",
+        "edge.cli.screen_cmd:app",
+        "The rider screen's browser (kiosk-ui.service).",
+        kind="group",
+    ),
+    LazyCommand(
+        "update",
+        "edge.cli.update_cmd:register",
+        "Install a new version of the kiosk software from a bundle, or go back to the last one.",
+        kind="register",
+    ),
+)
+
 app = typer.Typer(
     name="kiosk",
-    help="Powerbank kiosk: recognise a rider, hand out a powerbank, sync events to the cloud.",
+    help=HELP,
+    cls=lazy_group(COMMANDS),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -38,6 +148,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from edge import __version__
+
         typer.echo(f"kiosk {__version__}")
         raise typer.Exit()
 
@@ -72,22 +184,16 @@ def root(
     ctx.obj = CliState(config=config, debug=debug, log_format=log_format)
 
 
-app.command("demo")(demo_cmd.demo)
-app.add_typer(config_cmd.app, name="config")
-app.command("run")(run_cmd.run)
-slots_cmd.register(app)
-app.add_typer(sync_cmd.app, name="sync")
-app.add_typer(faces_cmd.app, name="faces")
-app.command("enroll")(enroll_cmd.enroll)
-app.add_typer(roster_cmd.app, name="roster")
-ops_cmd.register(app)  # status, doctor, logs, maintenance
-app.add_typer(events_cmd.app, name="events")
-app.add_typer(screen_cmd.app, name="screen")
-update_cmd.register(app)
-
-
-app.command("provision")(provision_cmd.provision)
+def load_all() -> dict[str, object]:
+    """Build every ``kiosk`` command (importing every command module); for tests and the
+    CLI benchmark's baseline."""
+    return dict(_load_all(app))
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:  # the common case, answered before the app is built
+        from edge import __version__
+
+        print(f"kiosk {__version__}")
+        raise SystemExit(0)
     raise SystemExit(run_app(app, "kiosk"))

@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud_sync.errors import InputError
-from cloud_sync.outbox import Outbox
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.exits import CHECK_FAILED
@@ -178,6 +177,8 @@ def _set(ctx: typer.Context, on: bool, reason: str) -> None:
     who = require_technician(state_dir, f"kiosk maintenance {'on' if on else 'off'}")
     if len(reason) > 200:
         raise InputError("--reason must be at most 200 characters")
+    from cloud_sync.outbox import Outbox  # here only: status and doctor need no sqlite_utils
+
     outbox = Outbox(settings.outbox_path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes)
     try:
         _, event = set_maintenance(state_dir, outbox, on, who, reason.strip())

@@ -14,13 +14,15 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_sync.events import Event
-from cloud_sync.outbox import Outbox
 from cloud_sync.private_files import write_private
+
+if TYPE_CHECKING:  # the caller opens it; reading the flag needs no sqlite_utils
+    from cloud_sync.outbox import Outbox
 
 FILENAME = "maintenance"  # the runtime checks that this file exists (edge.assemble)
 Via = Literal["cli", "remote"]

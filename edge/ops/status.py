@@ -21,14 +21,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from cloud_sync.errors import ConfigError, KioskError, SyncError
-from cloud_sync.outbox import Outbox
 from edge import __version__
 from edge.ops.maintenance import read_maintenance
 from edge.ops.runtime_status import Component, RuntimeStatus, is_live, read_runtime_status
 from edge.settings import Settings
 from edge.vault.keys import BOX_FILE
-from edge.vault.live import open_roster
-from edge.vision.setup import automatic_up_to, beyond_automatic
 
 #: Below this much free space in the state folder the kiosk is in trouble.
 DISK_MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -170,6 +167,9 @@ def roster_part(settings: Settings) -> RosterPart:
         return RosterPart(ok=False, detail=f"no roster at {path}: no rider can be recognised")
     if not (settings.keys_dir / BOX_FILE).is_file():
         return RosterPart(ok=False, detail=f"the kiosk's keys are missing in {settings.keys_dir}")
+    from edge.vault.live import open_roster  # with a roster only: it loads numpy
+    from edge.vision.setup import automatic_up_to, beyond_automatic
+
     try:
         store = open_roster(
             path,
@@ -211,6 +211,8 @@ def outbox_part(settings: Settings) -> OutboxPart:
     path = settings.outbox_path
     if not path.is_file():
         return OutboxPart(ok=None, detail=f"no outbox yet at {path}")
+    from cloud_sync.outbox import Outbox  # with an outbox only: it loads sqlite_utils
+
     try:
         outbox = Outbox(
             path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes, read_only=True

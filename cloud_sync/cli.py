@@ -25,7 +25,8 @@ from cloud_sync.server.roster import box_public_key as roster_box_key
 from cloud_sync.server.roster_cli import keys_app, riders_app, roster_app
 from cloud_sync.server.store import Store
 from cloud_sync.signing import parse_public_key
-from edge.cli.runner import run_app
+from cloud_sync.cli_runner import run_app
+from cloud_sync.exits import CLOUD_EXIT_CODES
 
 app = typer.Typer(
     name="kiosk-cloud",
@@ -347,4 +348,4 @@ def command_public_key(
 
 
 def main() -> None:
-    raise SystemExit(run_app(app, "kiosk-cloud"))
+    raise SystemExit(run_app(app, "kiosk-cloud", CLOUD_EXIT_CODES))

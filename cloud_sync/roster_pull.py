@@ -21,14 +21,16 @@ import structlog
 from cloud_sync.client import CloudClient
 from cloud_sync.errors import CloudError, OutboxError, RosterError, SyncError, VersionGapError
 from cloud_sync.outbox import Outbox
-from cloud_sync.roster_wire import RosterAnswer
-from edge.vault.store import ApplyResult
+from cloud_sync.roster_wire import ApplyResult, RosterAnswer
 
 log = structlog.get_logger("cloud_sync.daemon")
 
 
 class RosterTarget(Protocol):
-    """Where pulled deltas go: ``edge.vault.store.RosterStore``."""
+    """Where pulled deltas go: the kiosk's roster store (``edge.vault.store.RosterStore``),
+    handed to the daemon by the kiosk. It speaks the shared core's terms: it returns an
+    ``ApplyResult`` and raises ``RosterError`` (``VersionGapError`` for a delta that does not
+    follow the version held)."""
 
     @property
     def version(self) -> int: ...

@@ -187,6 +187,18 @@ class CurrentBody(BaseModel):
 
 
 @dataclass(frozen=True)
+class ApplyResult:
+    """What a checked delta (or up-to-date statement) changed on the kiosk: versions and
+    counts, nothing personal (the kiosk's roster store returns it; the roster pull logs it)."""
+
+    from_version: int
+    to_version: int
+    upserts: int
+    deletions: int
+    full: bool = False
+
+
+@dataclass(frozen=True)
 class RosterAnswer:
     """One ``GET /v1/roster`` answer as received: the body, the nonce the kiosk signed that
     request with, and the HTTP status. The roster store (``apply_answer``) checks that the

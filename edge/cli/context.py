@@ -20,7 +20,7 @@ class CliState:
 
     def settings(self, **overrides: Any) -> Settings:
         """Load the settings (failing with a one-line ``ConfigError``) and set up logging."""
-        from edge.logs import configure_logging
+        from cloud_sync.logs import configure_logging
         from edge.settings import load_settings
 
         settings = load_settings(self.config, **overrides)

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
+from cloud_sync.logs import configure_logging
 from edge.cli.context import state
-from edge.logs import configure_logging
 
 
 def provision(

@@ -1,60 +1,16 @@
-"""Run a Typer app so that every known error becomes one line and a documented exit code.
-
-The traceback is shown only with ``--debug``. Every command runs with umask 077, so nothing
-it writes is readable by group or others (``cloud_sync.private_files``).
-"""
+"""Run the ``kiosk`` command: the shared runner (``cloud_sync.cli_runner``) with the kiosk's
+table of exit codes (``edge.cli.exits``)."""
 
 from __future__ import annotations
 
-import sys
-import traceback
 from collections.abc import Sequence
 
 import typer
 
-from cloud_sync.private_files import private_umask_for_call
-from edge.cli.exits import KNOWN_ERRORS, UNEXPECTED, USAGE, exit_code_for
+from cloud_sync import cli_runner
+from edge.cli.exits import EXIT_CODES
 
 
 def run_app(app: typer.Typer, prog: str, argv: Sequence[str] | None = None) -> int:
     """Invoke ``app`` (with umask 077) and return the process exit code."""
-    with private_umask_for_call():
-        return _run(app, prog, argv)
-
-
-def _run(app: typer.Typer, prog: str, argv: Sequence[str] | None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-    command = typer.main.get_command(app)
-    try:
-        result = command.main(args=args, prog_name=prog, standalone_mode=False)
-    except typer.Abort:
-        print(f"{prog}: aborted", file=sys.stderr)
-        return 130
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except typer.TyperException as exc:  # usage errors: unknown option, missing argument
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show(file=sys.stderr)
-        else:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-        return int(getattr(exc, "exit_code", USAGE))
-    except KNOWN_ERRORS as exc:
-        if debug:
-            traceback.print_exc()
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"{prog}: error: {line}", file=sys.stderr)
-        return exit_code_for(exc)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
-        print(
-            f"{prog}: unexpected error: {type(exc).__name__}: {exc} (run again with --debug for details)",
-            file=sys.stderr,
-        )
-        return UNEXPECTED
-    return result if isinstance(result, int) else 0
+    return cli_runner.run_app(app, prog, EXIT_CODES, argv)

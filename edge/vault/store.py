@@ -27,7 +27,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.errors import IntegrityError
-from cloud_sync.roster_wire import CurrentBody, DeltaBody, RiderRecord, RosterAnswer
+from cloud_sync.roster_wire import ApplyResult, CurrentBody, DeltaBody, RiderRecord, RosterAnswer
 from cloud_sync.sealing import (
     WrappedKey,
     new_data_key,
@@ -41,7 +41,6 @@ from edge.vault import deltas, erasure
 from edge.vault.errors import StoreError
 from edge.vault.files import INSERT_ROW, open_db
 from edge.vault.keys import DeviceKeys
-from edge.vault.values import ApplyResult as ApplyResult  # re-exported: cloud_sync.roster_pull
 from edge.vault.values import LoadedRoster, Rider, RosterInfo
 from edge.vault.verify import VerifyReport, verify_rows
 

@@ -1,7 +1,8 @@
 """What the roster store hands out: plain values, nothing personal written anywhere.
 
-``Rider`` and ``LoadedRoster`` exist only in memory (the decrypted roster); ``RosterInfo``,
-``ApplyResult`` and ``PullState`` hold counts, versions and times, never a rider's data.
+``Rider`` and ``LoadedRoster`` exist only in memory (the decrypted roster); ``RosterInfo``
+and ``PullState`` hold counts, versions and times, never a rider's data (as does
+``cloud_sync.roster_wire.ApplyResult``, what applying an answer changed).
 """
 
 from __future__ import annotations
@@ -52,17 +53,6 @@ class RosterInfo:
     data_key_id: str | None
     changed_at: float | None
     age_s: float | None
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What a checked delta (or up-to-date statement) changed."""
-
-    from_version: int
-    to_version: int
-    upserts: int
-    deletions: int
-    full: bool = False
 
 
 @dataclass(frozen=True)

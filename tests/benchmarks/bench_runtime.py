@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cloud_sync.logs import configure_logging
 from edge.demo_parts import Rider, appliance
 from edge.enrol import enrol_folder
-from edge.logs import configure_logging
 from edge.settings import Settings, load_settings
 from edge.vision import setup
 from edge.vision.analysis import identify

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edge.logs import configure_logging
+from cloud_sync.logs import configure_logging
 from hardware.driver import SerialBoard
 from hardware.errors import BoardError, BoardRefusedError
 from hardware.messages import Colour, Pattern

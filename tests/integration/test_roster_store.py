@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.errors import DeltaError, VersionGapError
-from cloud_sync.roster_wire import RosterAnswer, Upsert
+from cloud_sync.roster_wire import ApplyResult, RosterAnswer, Upsert
 from edge.vault.errors import KeyFileError, StoreError
 from edge.vault.keys import device_keys
 from edge.vault.store import RosterStore
-from edge.vault.values import ApplyResult
 from tests.vault_helpers import MODEL, Cloud, open_store, record, template
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import structlog
 
-from edge.logs import configure_logging, scrub_biometrics
+from cloud_sync.logs import configure_logging, scrub_biometrics
 
 
 def test_json_lines_carry_kiosk_id_when_not_a_terminal() -> None:

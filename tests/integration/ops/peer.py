@@ -7,8 +7,8 @@ import sys
 import time
 
 from cloud_sync.config import MqttConfig
+from cloud_sync.logs import configure_logging
 from cloud_sync.mqtt.client import KioskMqtt
-from edge.logs import configure_logging
 
 
 def main() -> None:

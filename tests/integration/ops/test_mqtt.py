@@ -20,15 +20,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.cli import app as cloud_app
+from cloud_sync.cli_runner import run_app
 from cloud_sync.config import MqttConfig
+from cloud_sync.exits import CLOUD_EXIT_CODES
+from cloud_sync.logs import configure_logging
 from cloud_sync.mqtt.client import KioskMqtt
 from cloud_sync.mqtt.commands import Command, canonical, new_command, sign_command
 from cloud_sync.mqtt.executor import CommandExecutor, Handler
 from cloud_sync.mqtt.ledger import CommandLedger
 from cloud_sync.mqtt.telemetry import Telemetry, Topics
 from cloud_sync.outbox import Outbox
-from edge.cli.runner import run_app
-from edge.logs import configure_logging
 from edge.ops.maintenance import read_maintenance
 from edge.ops.remote import open_kiosk_mqtt
 from edge.settings import load_settings
@@ -277,7 +278,7 @@ def test_the_link_reconnects_when_the_broker_comes_back(kiosk_id: str, tmp_path:
 
 def cloud(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """``kiosk-cloud ARGS`` in this process (a subprocess costs seconds on a busy machine)."""
-    code = run_app(cloud_app, "kiosk-cloud", list(args))
+    code = run_app(cloud_app, "kiosk-cloud", CLOUD_EXIT_CODES, list(args))
     out, err = capsys.readouterr()
     return code, out, err
 

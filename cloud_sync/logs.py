@@ -1,4 +1,4 @@
-"""Structured logs for every kiosk process.
+"""Structured logs for every process of the kiosk and the cloud (the shared core's setup).
 
 JSON lines when the log stream is not a terminal (systemd's journal, files, pipes), a
 readable console format when it is. ``kiosk_id`` is bound on every line. Logs go to

@@ -72,6 +72,9 @@ def test_readme_exit_code_table_matches_the_code() -> None:
     documented = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", README, flags=re.MULTILINE))
     for row in EXIT_CODES:
         assert str(row.code) in documented, f"exit code {row.code} is not in the README"
+        assert row.meaning in documented[str(row.code)], (
+            f"the README's exit {row.code} does not say {row.meaning!r} ({row.error.__name__})"
+        )
     assert {"0", "1", "2"} <= set(documented)
 
 

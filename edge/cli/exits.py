@@ -1,4 +1,5 @@
-"""Exit codes of the ``kiosk`` and ``kiosk-cloud`` commands, one per error root.
+"""Exit codes of the ``kiosk`` command, one per error root (``cloud_sync.exits`` has the
+shared machinery and ``kiosk-cloud``'s table, with the same codes for the same errors).
 
 The first row whose error class matches wins, so narrower classes come first. The README's
 table says every meaning of each code (a test keeps the two in step).
@@ -6,25 +7,15 @@ table says every meaning of each code (a test keeps the two in step).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from cloud_sync import exits
 from cloud_sync.errors import ConfigError, InputError, OutboxMissingError, RosterError, SyncError
+from cloud_sync.exits import ExitCode
 from edge.cli.auth import NotPermittedError
 from edge.errors import EdgeError, NotAvailableError
 from hardware.errors import FrameError, HardwareError
 from models.errors import ModelError
 
-OK = 0
-UNEXPECTED = 1
-USAGE = 2
 CHECK_FAILED = 9  # kiosk doctor: at least one check failed
-
-
-@dataclass(frozen=True)
-class ExitCode:
-    code: int
-    error: type[BaseException]
-    meaning: str
 
 
 EXIT_CODES: tuple[ExitCode, ...] = (
@@ -60,11 +51,6 @@ EXIT_CODES: tuple[ExitCode, ...] = (
 )
 
 
-KNOWN_ERRORS: tuple[type[BaseException], ...] = tuple(row.error for row in EXIT_CODES)
-
-
 def exit_code_for(error: BaseException) -> int:
-    for row in EXIT_CODES:
-        if isinstance(error, row.error):
-            return row.code
-    return UNEXPECTED
+    """The kiosk's exit code for ``error``."""
+    return exits.exit_code_for(error, EXIT_CODES)

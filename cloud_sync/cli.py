@@ -12,25 +12,49 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cloud_sync.errors import InputError, SignatureError
-from cloud_sync.events import KIOSK_ID_PATTERN
-from cloud_sync.server.config import CloudSettings, load_cloud_settings
-from cloud_sync.server.db import open_database
-from cloud_sync.server.migrations import migrate
-from cloud_sync.server.roster import box_public_key as roster_box_key
-from cloud_sync.server.roster_cli import keys_app, riders_app, roster_app
-from cloud_sync.server.store import Store
-from cloud_sync.signing import parse_public_key
 from cloud_sync.cli_runner import run_app
+from cloud_sync.errors import InputError, SignatureError
 from cloud_sync.exits import CLOUD_EXIT_CODES
+from cloud_sync.lazy_cli import LazyCommand, lazy_group
+
+if TYPE_CHECKING:  # the server's modules load in the commands that use them
+    from cloud_sync.server.config import CloudSettings
+    from cloud_sync.server.store import Store
+
+# The sub-command groups, listed after the commands below; the roster's import the face
+# encoder, so they load only when used (cloud_sync.lazy_cli).
+COMMANDS: tuple[LazyCommand, ...] = (
+    LazyCommand(
+        "keys", "cloud_sync.server.roster_cli:keys_app", "The cloud's roster keys.", kind="group"
+    ),
+    LazyCommand(
+        "riders",
+        "cloud_sync.server.roster_cli:riders_app",
+        "Add, delete or list the roster's riders.",
+        kind="group",
+    ),
+    LazyCommand(
+        "roster",
+        "cloud_sync.server.roster_cli:roster_app",
+        "The roster's state and its data key.",
+        kind="group",
+    ),
+    LazyCommand(
+        "command",
+        "cloud_sync.cli:command_app",
+        "Sign and send remote commands to kiosks over MQTT; make the command key.",
+        kind="group",
+    ),
+)
 
 app = typer.Typer(
     name="kiosk-cloud",
     help="The thin cloud API that receives kiosk events and serves rosters.",
+    cls=lazy_group(COMMANDS),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -54,11 +78,17 @@ def root() -> None:
 
 
 def _settings(**overrides: Any) -> CloudSettings:
+    from cloud_sync.server.config import load_cloud_settings
+
     return load_cloud_settings(**overrides)
 
 
 @contextmanager
 def _store(database_url: str | None) -> Iterator[Store]:
+    from cloud_sync.server.db import open_database
+    from cloud_sync.server.migrations import migrate
+    from cloud_sync.server.store import Store
+
     settings = _settings(database_url=database_url)
     database = open_database(settings.database_url, pool_size=2)
     try:
@@ -125,6 +155,9 @@ def serve(
 @app.command("migrate")
 def migrate_db(database_url: DatabaseUrl = None) -> None:
     """Create or upgrade the database schema (serve does this too)."""
+    from cloud_sync.server.db import open_database
+    from cloud_sync.server.migrations import migrate
+
     settings = _settings(database_url=database_url)
     database = open_database(settings.database_url, pool_size=1)
     try:
@@ -152,6 +185,10 @@ def register_kiosk(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Register a kiosk and its public keys (or replace them)."""
+    from cloud_sync.events import KIOSK_ID_PATTERN
+    from cloud_sync.server.roster import box_public_key as roster_box_key
+    from cloud_sync.signing import parse_public_key
+
     if not re.fullmatch(KIOSK_ID_PATTERN, kiosk_id):
         raise InputError(f"{kiosk_id!r} is not a kiosk id (lowercase letters, digits, '-')")
     try:
@@ -237,18 +274,12 @@ def openapi(
         output.write_text(text, encoding="utf-8")
 
 
-app.add_typer(keys_app, name="keys")
-app.add_typer(riders_app, name="riders")
-app.add_typer(roster_app, name="roster")
-
-
 # -- remote commands over MQTT (kiosk-cloud command ...) ------------------------------------
 
 command_app = typer.Typer(
     help="Sign and send remote commands to kiosks over MQTT; make the command key.",
     no_args_is_help=True,
 )
-app.add_typer(command_app, name="command")
 
 
 @command_app.command("send")
@@ -292,6 +323,7 @@ def command_send(
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from cloud_sync import keyfiles
+    from cloud_sync.events import KIOSK_ID_PATTERN
     from cloud_sync.mqtt.commands import ARGS
     from cloud_sync.mqtt.errors import CommandFailedError
     from cloud_sync.mqtt.sender import broker_config, parse_arg, send_command
@@ -345,6 +377,14 @@ def command_public_key(
 
     signing_key = keyfiles.load_or_create(key, Ed25519PrivateKey, create=False)  # type: ignore[type-abstract]
     typer.echo(public_key_text(signing_key))
+
+
+def load_all() -> dict[str, object]:
+    """Build every ``kiosk-cloud`` command (importing every module they use at their top);
+    for tests and the CLI benchmark's baseline."""
+    from cloud_sync.lazy_cli import load_all as build_all
+
+    return dict(build_all(app))
 
 
 def main() -> None:

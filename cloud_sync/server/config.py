@@ -1,8 +1,9 @@
 """Settings of the cloud API: a pydantic-settings root of its own (``KIOSK_CLOUD_*``).
 
-Values come from ``KIOSK_CLOUD_*`` environment variables, then secret files (systemd
-credentials in ``$CREDENTIALS_DIRECTORY``, e.g. a file named ``admin_token``), then the
-defaults below. ``kiosk-cloud serve`` options override both.
+Values come from ``KIOSK_CLOUD_*`` environment variables, then secret files named after
+the setting (systemd credentials in ``$CREDENTIALS_DIRECTORY``, e.g. a file named
+``admin_token`` or ``database_url``), then the defaults below. ``kiosk-cloud serve``
+options override both.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from cloud_sync.errors import ConfigError
 from cloud_sync.events import MAX_BATCH_EVENTS
@@ -78,6 +84,21 @@ class CloudSettings(BaseSettings):
     #: ``X-Forwarded-For`` names the client: the source address lockouts count. Empty:
     #: none, the peer's own address counts (behind a load balancer, list it here).
     forwarded_allow_ips: str = Field(default="", max_length=2000)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """A secret file is named after its setting (``admin_token``, ``database_url``), as
+        systemd credentials and container secrets are; the prefixed name works as well."""
+        folder = getattr(file_secret_settings, "secrets_dir", None)
+        by_name = SecretsSettingsSource(settings_cls, secrets_dir=folder, env_prefix="")
+        return init_settings, env_settings, dotenv_settings, by_name, file_secret_settings
 
     @field_validator("database_url")
     @classmethod

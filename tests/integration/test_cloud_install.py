@@ -1,0 +1,195 @@
+"""Each install target runs with only its own packages.
+
+- The cloud API and ``kiosk-cloud`` run in a process where importing the face stack (OpenCV,
+  dlib, face_recognition), the kiosk's devices or the kiosk itself (``edge``, ``hardware``)
+  raises at once: a meta-path finder refuses them, so even an import inside a function or
+  behind ``try/except ImportError`` is caught.
+- Fresh virtual environments hold exactly one target from its pip lock (installed from
+  uv's cache, offline, so the test needs no network once ``make setup`` has run): the
+  cloud's serves its API and lacks OpenCV, dlib and pyserial; the kiosk's answers
+  ``kiosk --version`` and lacks the PostgreSQL driver.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, need
+from tests.helpers import REPO
+
+UV = REPO / ".tools" / "bin" / "uv"
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+
+    BLOCKED = {"cv2", "dlib", "face_recognition", "face_recognition_models", "skimage",
+               "serial", "sqlite_utils", "picamera2", "edge", "hardware"}
+
+    class Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in BLOCKED:
+                raise RuntimeError(f"the cloud imported {name}")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    """
+)
+
+
+def _blocked(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
+    env["KIOSK_CLOUD_DATABASE_URL"] = f"sqlite:///{tmp_path}/cloud.sqlite"
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKER + textwrap.dedent(code)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_cloud_app_runs_without_the_face_stack_or_the_kiosk(tmp_path: Path) -> None:
+    result = _blocked(
+        """
+        from fastapi.testclient import TestClient
+
+        from cloud_sync.server.app import create_app
+        from cloud_sync.server.config import load_cloud_settings
+
+        with TestClient(create_app(load_cloud_settings())) as client:
+            assert client.get("/healthz").json()["status"] == "ok"
+            assert client.get("/metrics").status_code == 200
+            assert client.get("/docs").status_code == 200
+        print("served")
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("served")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--help"],
+        ["--help"],
+        ["migrate"],
+        ["kiosks"],
+        ["riders", "list"],
+        ["roster", "info"],
+        ["keys", "init"],
+        ["command", "--help"],
+    ],
+    ids=" ".join,
+)
+def test_kiosk_cloud_commands_run_without_the_face_stack_or_the_kiosk(
+    args: list[str], tmp_path: Path
+) -> None:
+    result = _blocked(
+        f"""
+        import sys
+
+        from cloud_sync.cli import main
+
+        sys.argv = ["kiosk-cloud", *{args!r}]
+        main()
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the cloud imported" not in result.stderr + result.stdout
+
+
+# -- one target per virtual environment ---------------------------------------------------
+
+
+def _target_venv(target: str, folder: Path) -> Path:
+    """A virtual environment with the target's lock and the project (no dependencies)."""
+    need(UV.is_file(), f"uv at {UV} (make setup installs it)")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PYTHON")}
+    subprocess.run(
+        [str(UV), "venv", "--quiet", "--python", sys.executable, str(folder)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    env["VIRTUAL_ENV"] = str(folder)
+    lock = REPO / f"requirements-{target}.lock"
+    for what in (["--require-hashes", "-r", str(lock)], [str(REPO)]):
+        installed = subprocess.run(
+            [str(UV), "pip", "install", "--offline", "--quiet", "--no-deps", *what],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert installed.returncode == 0, installed.stderr
+    return folder / "bin"
+
+
+def _lacks(python: Path, *modules: str) -> list[str]:
+    present = []
+    for module in modules:
+        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True)
+        if probe.returncode == 0:
+            present.append(module)
+    return present
+
+
+@pytest.mark.timeout(180)
+def test_the_cloud_target_alone_serves_its_api(tmp_path: Path) -> None:
+    bin_dir = _target_venv("cloud", tmp_path / "venv")
+    assert _lacks(bin_dir / "python", "cv2", "dlib", "serial", "sqlite_utils", "skimage") == []
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
+    env.update(
+        KIOSK_CLOUD_DATABASE_URL=f"sqlite:///{tmp_path}/cloud.sqlite",
+        KIOSK_CLOUD_PORT=str(port),
+        KIOSK_CLOUD_LOG_LEVEL="warning",
+    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [str(bin_dir / "kiosk-cloud"), "serve"], env=env, stdout=out, stderr=out
+        )
+    try:
+        for _ in range(300):
+            assert server.poll() is None, log.read_text()
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(log.read_text())
+        assert health.json()["status"] == "ok"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.mark.timeout(180)
+def test_the_kiosk_target_alone_runs_without_the_cloud_server_packages(tmp_path: Path) -> None:
+    bin_dir = _target_venv("kiosk", tmp_path / "venv")
+    assert _lacks(bin_dir / "python", "psycopg", "fastapi_offline", "face_recognition") == []
+    version = subprocess.run(
+        [str(bin_dir / "kiosk"), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("kiosk ")
+    loads = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import edge.runtime, models; models.verify()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert loads.returncode == 0, loads.stderr

@@ -1,4 +1,4 @@
-"""The cloud as a service (deploy/cloud/): the image's entrypoint, its Containerfile and the
+"""The cloud as a service (scripts/cloud/): the image's entrypoint, its Containerfile and the
 compose file, tested without a container engine (this machine has only the docker client).
 
 - the entrypoint runs here as it runs in the image: against a real PostgreSQL and a real
@@ -34,7 +34,7 @@ from tests.conftest import free_port, need
 from tests.helpers import BIN, REPO
 from tests.integration.sync.cloudkit import fresh_pg_database
 
-DEPLOY = REPO / "deploy" / "cloud"
+DEPLOY = REPO / "scripts" / "cloud"
 ENTRYPOINT = DEPLOY / "entrypoint.sh"
 TOKEN = "entrypoint-admin-token-0123456789abcdef"
 SETTINGS = {f"KIOSK_CLOUD_{name.upper()}" for name in CloudSettings.model_fields}
@@ -257,7 +257,7 @@ def test_containerfile_runs_the_entrypoint_unprivileged_with_real_settings() -> 
     steps = _instructions()
     entry = [rest for kind, rest in steps if kind == "ENTRYPOINT"]
     assert entry == ['["/usr/local/bin/kiosk-cloud-entrypoint"]']
-    assert ("COPY", "deploy/cloud/entrypoint.sh /usr/local/bin/kiosk-cloud-entrypoint") in steps
+    assert ("COPY", "scripts/cloud/entrypoint.sh /usr/local/bin/kiosk-cloud-entrypoint") in steps
     users = [rest for kind, rest in steps if kind == "USER"]
     assert users and users[-1] not in ("root", "0")
     health = [rest for kind, rest in steps if kind == "HEALTHCHECK"]
@@ -380,3 +380,29 @@ def test_systemd_and_image_defaults_are_valid_settings(monkeypatch: pytest.Monke
     settings = load_cloud_settings()
     assert settings.workers >= 2
     assert settings.database_url == "sqlite:////var/lib/kiosk-cloud/cloud.sqlite"
+
+
+def test_secret_files_are_named_after_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd credentials and container secrets are files named after the setting; the
+    environment still wins over them."""
+    (tmp_path / "admin_token").write_text(TOKEN + "\n")
+    (tmp_path / "database_url").write_text("postgresql://cloud@db:5432/cloud\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    settings = load_cloud_settings()
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == TOKEN
+    assert settings.database_url == "postgresql://cloud@db:5432/cloud"
+    monkeypatch.setenv("KIOSK_CLOUD_DATABASE_URL", "sqlite:///other.sqlite")
+    assert load_cloud_settings().database_url == "sqlite:///other.sqlite"
+
+
+def test_the_operators_page_names_every_setting() -> None:
+    page = (REPO / "docs" / "cloud.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(KIOSK_CLOUD_\w+)` \|", page, re.MULTILINE))
+    assert documented == SETTINGS, (SETTINGS - documented, documented - SETTINGS)
+    for section in ("## Install", "## Configure", "## Scale out", "## Back up", "## Upgrade"):
+        assert section in page, section
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "(docs/cloud.md)" in readme

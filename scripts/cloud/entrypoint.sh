@@ -1,5 +1,5 @@
 #!/bin/sh
-# The cloud image's entrypoint (deploy/cloud/Containerfile; docs/cloud.md).
+# The cloud image's entrypoint (scripts/cloud/Containerfile; docs/cloud.md).
 #
 #   entrypoint.sh [serve [OPTIONS]]   migrate (waiting for the database), then serve
 #   entrypoint.sh init                migrate, create the roster key files that are missing,

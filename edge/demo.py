@@ -42,7 +42,7 @@ from edge.enrol import EnrolReport, enrol_folder, images_by_person
 from edge.errors import EdgeError
 from edge.samples import write_sample_set
 from edge.settings import Settings
-from hardware.cameras import read_image
+from models.images import read_image
 
 log = structlog.get_logger("edge.demo")
 

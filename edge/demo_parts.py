@@ -28,7 +28,8 @@ from edge.demo_inspect import inspect_lines, write_demo_config
 from edge.errors import EdgeError
 from edge.settings import Settings
 from edge.ui.server import ScreenHub, load_strings
-from hardware.cameras import Frame, Image
+from hardware.cameras import Frame
+from models.images import Image
 
 log = structlog.get_logger("edge.demo")
 

@@ -1,8 +1,8 @@
 """Enrolment from image files: one template per usable photo, a reason for every refusal.
 
-Each photo goes through the same single-frame path as the kiosk (detect, pick the face,
-quality gate, encode); a photo with no face, with several faces of comparable size, or
-failing the quality gate is refused with the reason. A folder is read in one of two shapes:
+Each photo is enrolled by ``models.enrolment.enrol_image`` (the same single-frame path as
+the kiosk, shared with the cloud's enrolment): a template, or the reason it is refused. A
+folder is read in one of two shapes:
 one sub-folder per person (the sub-folder's name is the person id; sub-folders whose name
 starts with ``_`` or ``.`` are skipped), or image files directly in the folder (each file's
 stem is the person id).
@@ -19,34 +19,14 @@ import numpy as np
 import numpy.typing as npt
 
 from cloud_sync.errors import InputError
-from edge.vision.analysis import analyse
-from edge.vision.engine import FaceEncoder
-from edge.vision.hints import english
-from edge.vision.policy import NO_FACE, SEVERAL_FACES
-from edge.vision.quality import QualityConfig
-from hardware.cameras import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_SUFFIXES,
-    decode_image,
-    list_images,
-    read_image_bytes,
-)
-from hardware.errors import CameraOpenError, FrameError
+from hardware.cameras import list_images
+from hardware.errors import CameraOpenError
+from models.encoder import FaceEncoder
+from models.enrolment import Accepted, Refusal, enrol_image
+from models.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from models.quality import QualityConfig
 
 PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class Refusal:
-    image: Path
-    reason: str
-
-
-@dataclass(frozen=True)
-class Accepted:
-    image: Path
-    encoding: npt.NDArray[np.float64] = field(repr=False)
-    source: bytes = field(repr=False)
 
 
 @dataclass
@@ -112,28 +92,6 @@ def images_by_person(folder: Path) -> dict[str, list[Path]]:
     for person in found:
         check_person_id(person, str(folder))
     return found
-
-
-def enrol_image(
-    engine: FaceEncoder,
-    path: Path,
-    quality: QualityConfig,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> Accepted | Refusal:
-    """One photo: its template, or why it cannot be used."""
-    try:
-        data = read_image_bytes(path, max_pixels, path.name)
-        image = decode_image(data, path.name, max_pixels)
-    except FrameError as exc:
-        return Refusal(path, str(exc).removeprefix(f"{path.name}: "))
-    analysis = analyse(engine, image, quality)
-    if analysis.encoding is not None:
-        return Accepted(path, analysis.encoding, data)
-    if analysis.reason == NO_FACE:
-        return Refusal(path, "no face found")
-    if analysis.reason == SEVERAL_FACES:
-        return Refusal(path, f"{analysis.faces} faces of similar size: use a photo of one person")
-    return Refusal(path, f"{analysis.reason} ({english(analysis.hint).rstrip('.').lower()})")
 
 
 def enrol_images(

@@ -21,7 +21,7 @@ class FaceSeen:
 
     at: float
     faces: int = 1
-    hint: str | None = None  # a key of edge.vision.hints.Hint: "come_closer", "blink", ...
+    hint: str | None = None  # a key of models.hints.Hint: "come_closer", "blink", ...
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from cloud_sync.private_files import private_dir
-from hardware.camera import Image, read_image
+from models.images import Image, read_image
 
 SAMPLE_RIDER = "eileen-collins"
 

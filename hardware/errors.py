@@ -5,7 +5,8 @@ The tree, by phase::
     HardwareError
     ├── CameraError
     │   ├── CameraOpenError (ConnectionError)   the source cannot be opened or vanished
-    │   └── FrameError (ValueError)             a frame or image cannot be decoded
+    │   └── FrameError (ValueError)             a frame or image cannot be decoded (also a
+    │                                           ``models.errors.ImageError``)
     └── BoardError                              the slot board (serial line)
         ├── BoardConnectError (ConnectionError) the port cannot be opened, or vanished
         ├── BoardTimeoutError (TimeoutError)    no valid reply within the timeout and retries
@@ -29,6 +30,8 @@ they enter, so nothing outside ``hardware`` sees them.
 
 from __future__ import annotations
 
+from models.errors import ImageError
+
 
 class HardwareError(Exception):
     """Root of every error raised by a device driver."""
@@ -42,7 +45,7 @@ class CameraOpenError(CameraError, ConnectionError):
     """The camera source cannot be opened, or disappeared."""
 
 
-class FrameError(CameraError, ValueError):
+class FrameError(CameraError, ImageError):
     """A frame or image file cannot be decoded into a picture."""
 
 

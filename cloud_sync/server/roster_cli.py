@@ -2,8 +2,9 @@
 
 Like the other administration commands they work on the database directly (and on the
 roster key files named by the settings), so they need no running server. Photos given to
-``riders add`` are encoded here, with the kiosk's own face engine and quality gate; only
-the templates are stored, sealed, and no photo leaves this machine.
+``riders add`` are encoded here with the face encoder and quality gate the kiosk uses
+(``models``; the ``cloud-enrol`` install); only the templates are stored, sealed, and no
+photo leaves this machine.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from cloud_sync.server.models import RiderIn, TemplateIn
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.roster import CloudRoster, open_cloud_roster, rider_out, roster_status
 from cloud_sync.server.roster_keys import RosterKeyFiles
-from edge.vision.matcher import ONE_PHOTO_HINT
+from models.errors import ModelMissingError
+from models.hints import ONE_PHOTO_HINT
 
 DatabaseUrl = Annotated[
     str | None,
@@ -99,22 +101,30 @@ def _templates_file(path: Path, model: str) -> list[dict[str, Any]]:
 
 
 def _encode_photos(person_id: str, images: list[Path], model: str) -> list[dict[str, Any]]:
-    """One template per usable photo, with the kiosk's engine and quality gate."""
-    from edge.config import VisionSection
-    from edge.enrol import Accepted, enrol_image
-    from edge.vision import setup
+    """One template per usable photo, encoded and checked as a kiosk with default settings
+    does (``models.enrolment``: the encoder, its quality gate and the pixel cap)."""
+    try:
+        from models.encoder import FaceEngine
+        from models.enrolment import Accepted, enrol_image
+        from models.images import DEFAULT_MAX_PIXELS
+        from models.quality import QualityConfig
+    except ImportError as exc:  # the cloud target without its enrolment extra
+        raise ModelMissingError(
+            f"enrolling from photos needs the face encoder, and {exc.name} is not installed: "
+            "install powerbank-kiosk[cloud-enrol] (requirements-cloud-enrol.lock), "
+            "or give --templates FILE"
+        ) from None
 
-    vision = VisionSection()
-    engine = setup.enrol_engine(vision)
+    engine = FaceEngine()
     if engine.model_version != model:
         raise InputError(
             f"this machine encodes with {engine.model_version!r} but the roster serves "
             f"{model!r} (KIOSK_CLOUD_ROSTER_MODEL)"
         )
-    quality = setup.quality_config(vision.quality)
+    quality = QualityConfig()
     found = []
     for path in images:
-        outcome = enrol_image(engine, path, quality, vision.max_image_pixels)
+        outcome = enrol_image(engine, path, quality, DEFAULT_MAX_PIXELS)
         if isinstance(outcome, Accepted):
             found.append({"model": model, "vector": [float(x) for x in outcome.encoding]})
         else:

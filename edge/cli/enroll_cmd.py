@@ -16,13 +16,14 @@ from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.progress import bar
 from edge.cli.roster_cmd import record_edit, roster_store
-from edge.enrol import Accepted, Refusal, check_person_id, enrol_image, images_by_person
+from edge.enrol import check_person_id, images_by_person
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster, Rider
 from edge.vision import setup
 from edge.vision.claim import ClaimFormatError, hash_claim
-from edge.vision.engine import Encoding
-from edge.vision.matcher import ONE_PHOTO_HINT
+from models.encoder import Encoding
+from models.enrolment import Accepted, Refusal, enrol_image
+from models.hints import ONE_PHOTO_HINT
 
 log = structlog.get_logger("edge.enrol")
 

@@ -12,8 +12,8 @@ from cloud_sync.errors import ConfigError, InputError, OutboxMissingError, Roste
 from cloud_sync.exits import ExitCode
 from edge.cli.auth import NotPermittedError
 from edge.errors import EdgeError, NotAvailableError
-from hardware.errors import FrameError, HardwareError
-from models.errors import ModelError
+from hardware.errors import HardwareError
+from models.errors import ImageError, ModelError
 
 CHECK_FAILED = 9  # kiosk doctor: at least one check failed
 
@@ -27,7 +27,7 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "reads (roster, `kiosk` key, slot state) does not exist yet: the message names the "
         "command that makes it, and nothing was created",
     ),
-    ExitCode(4, FrameError, "an image cannot be read or decoded"),
+    ExitCode(4, ImageError, "an image cannot be read or decoded"),
     ExitCode(4, OutboxMissingError, "the outbox a command reads does not exist yet (the same)"),
     ExitCode(
         5, ModelError, "a face model file is missing or does not match `models/manifest.json`"

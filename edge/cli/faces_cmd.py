@@ -15,13 +15,14 @@ from edge.cli.roster_cmd import roster_store
 from edge.enrol import check_person_id
 from edge.settings import Settings
 from edge.vision import setup
-from edge.vision.analysis import Identification, analyse, decide
+from edge.vision.analysis import Identification, decide
 from edge.vision.claim import NOT_ENROLLED
-from edge.vision.engine import FaceEngine
 from edge.vision.matcher import Gallery
 from edge.vision.policy import UNREADABLE
-from hardware.cameras import read_image
-from hardware.errors import FrameError
+from models.analysis import analyse
+from models.encoder import FaceEngine
+from models.errors import ImageError
+from models.images import read_image
 
 app = typer.Typer(
     help="Identify or verify faces against a roster, or measure accuracy on labelled photos.",
@@ -67,7 +68,7 @@ def identify(ctx: typer.Context, roster: RosterPath, images: Images) -> None:
     for path in images:
         try:
             image = read_image(path, vision.max_image_pixels)
-        except FrameError as exc:
+        except ImageError as exc:
             typer.echo(f"kiosk: warning: {exc}", err=True)
             result = Identification(None, None, None, None, UNREADABLE)
         else:
@@ -104,7 +105,7 @@ def verify(
         distance = None
         try:
             image = read_image(path, vision.max_image_pixels)
-        except FrameError as exc:
+        except ImageError as exc:
             typer.echo(f"kiosk: warning: {exc}", err=True)
             accepted, reason = False, UNREADABLE
         else:

@@ -17,11 +17,11 @@ from cloud_sync.errors import InputError
 from edge.cli.context import state
 from edge.vision import calibrate, crossval, evaluation, setup, tallies
 from edge.vision.claim import verify_policy
-from edge.vision.engine import FaceEncoder, FaceEngine
 from edge.vision.frames import encode_frames
 from edge.vision.openset import encode_cached, eval_summary, open_set_report, open_set_summary
 from edge.vision.policy import Policy, ThresholdMarginPolicy, cohort_policy
-from edge.vision.quality import QualityConfig
+from models.encoder import FaceEncoder, FaceEngine
+from models.quality import QualityConfig
 
 
 class Protocol(StrEnum):

@@ -14,7 +14,7 @@ import threading
 import cv2
 import numpy as np
 
-from hardware.cameras import Image
+from models.images import Image
 
 PREVIEW_WIDTH = 320
 JPEG_QUALITY = 70

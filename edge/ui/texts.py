@@ -2,7 +2,7 @@
 
 Every language has the same keys (a unit test compares them): a ``title`` and ``body`` for
 each screen the flow shows (``title_named`` on success screens, used when the kiosk greets
-by name), the positioning ``hint`` of each ``edge.vision.hints.Hint``, the out-of-service
+by name), the positioning ``hint`` of each ``models.hints.Hint``, the out-of-service
 reasons (``service``), and the page's own words (keypad, language buttons, ``lost``).
 """
 

@@ -2,11 +2,9 @@
 
 Modules, one concern each (docs/face-pipeline.md has the whole story):
 
-- ``dlib_models``: the dlib models behind typed methods, loaded from verified files.
-- ``engine``: detection (downscaled, upsampled only for small faces, or near a tracked
-  face), landmarks and 128-d encodings (``FaceEngine``, the ``FaceEncoder`` protocol).
-- ``quality``: the gate before encoding (size, framing, light, pose, sharpness).
-- ``analysis``: the single-frame path shared by identify, enrolment, eval and live.
+- ``analysis``: the single-frame decision (``identify``); detection, landmarks, encoding,
+  the quality gate and the single-frame analysis are the face encoder's, in ``models``
+  (shared with the cloud's enrolment).
 - ``matcher``: the in-memory roster matrix, exact nearest people (``Gallery``).
 - ``policy``: the 1:N decision (``CohortPolicy``, roster-size aware, and the older
   ``ThresholdMarginPolicy``) behind the ``Policy`` protocol; ``Decision``.

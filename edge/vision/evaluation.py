@@ -42,8 +42,6 @@ from typing import Any
 import numpy as np
 
 from cloud_sync.errors import InputError
-from edge.vision.analysis import analyse
-from edge.vision.engine import Encoding, FaceEncoder
 from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.policy import (
     CLAIM_REQUIRED,
@@ -52,9 +50,11 @@ from edge.vision.policy import (
     Candidates,
     Policy,
 )
-from edge.vision.quality import QualityConfig
-from hardware.cameras import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, read_image
-from hardware.errors import FrameError
+from models.analysis import analyse
+from models.encoder import Encoding, FaceEncoder
+from models.errors import ImageError
+from models.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, read_image
+from models.quality import QualityConfig
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def read_sample(sample: Sample, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image |
     ``UNREADABLE``)."""
     try:
         return read_image(sample.path, max_pixels)
-    except FrameError:
+    except ImageError:
         return None
 
 

@@ -23,13 +23,13 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from edge.vision.analysis import analyse
 from edge.vision.consensus import fuse
-from edge.vision.engine import FaceEncoder
 from edge.vision.evaluation import Sample, read_sample
 from edge.vision.policy import UNREADABLE
-from edge.vision.quality import QualityConfig
-from hardware.cameras import DEFAULT_MAX_PIXELS, Image
+from models.analysis import analyse
+from models.encoder import FaceEncoder
+from models.images import DEFAULT_MAX_PIXELS, Image
+from models.quality import QualityConfig
 
 
 def _seed(sample: Sample) -> int:

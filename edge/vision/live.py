@@ -39,24 +39,18 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.analysis import NO_FACE_HINT, SEVERAL_FACES_HINT, analyse
 from edge.vision.consensus import Consensus, DecisionRecord, Verdict, Vote, fuse
-from edge.vision.dlib_models import Points
-from edge.vision.engine import FaceBox, FaceEncoder, pick_face, rival_faces
-from edge.vision.hints import Hint
 from edge.vision.liveness import BlinkLiveness, LivenessConfig, LivenessState
 from edge.vision.matcher import Gallery, Vector
-from edge.vision.policy import (
-    CLAIM_REQUIRED,
-    MATCH,
-    NO_FACE,
-    SEVERAL_FACES,
-    UNKNOWN,
-    Decision,
-    Policy,
-)
-from edge.vision.quality import QualityConfig
-from hardware.cameras import Frame, Image
+from edge.vision.policy import CLAIM_REQUIRED, MATCH, UNKNOWN, Decision, Policy
+from hardware.cameras import Frame
+from models.analysis import NO_FACE_HINT, SEVERAL_FACES_HINT, analyse
+from models.dlib_models import Points
+from models.encoder import FaceBox, FaceEncoder, pick_face, rival_faces
+from models.hints import Hint
+from models.images import Image
+from models.quality import QualityConfig
+from models.reasons import NO_FACE, SEVERAL_FACES
 
 LIVENESS_FAILED = "liveness not confirmed"
 

@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.hints import Hint
+from models.hints import Hint
 
 Eye = npt.NDArray[np.float64]
 Status = Literal["pending", "passed", "failed"]

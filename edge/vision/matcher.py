@@ -44,17 +44,8 @@ COHORT_FRACTION = 0.025
 COHORT_LIMIT = 5_000  # templates: 0.35 s to precompute on the 2-core dev machine (O(n²))
 _BLOCK = 512
 
-# Said after enrolling a rider who has a single template: the kiosk matches a rider against
-# the mean of their templates, which recognises more riders without a claim
-# (docs/face-pipeline.md, Enrolment).
-ONE_PHOTO_HINT = (
-    "one photo: a second photo of this rider lets the kiosk recognise them more often "
-    "without a claim code"
-)
-
 __all__ = [
     "ENCODING_SIZE",
-    "ONE_PHOTO_HINT",
     "Candidate",
     "Candidates",
     "Decision",

@@ -24,7 +24,6 @@ import numpy as np
 from cloud_sync.errors import InputError
 from edge.vision import calibrate
 from edge.vision.claim import verify_policy
-from edge.vision.engine import FaceEncoder
 from edge.vision.evaluation import (
     Encode,
     Sample,
@@ -38,8 +37,9 @@ from edge.vision.evaluation import (
     sub_roster,
 )
 from edge.vision.policy import Policy, ThresholdMarginPolicy, cohort_policy
-from edge.vision.quality import SHARPNESS_SMOOTHING, QualityConfig
 from edge.vision.tallies import histograms
+from models.encoder import FaceEncoder
+from models.quality import SHARPNESS_SMOOTHING, QualityConfig
 
 SUMMARY = (
     "genuine",

@@ -25,14 +25,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-# Reasons, stable strings (``kiosk faces identify`` prints them).
+# Reasons, stable strings (``kiosk faces identify`` prints them); a picture without a face
+# to act on gives ``models.reasons.NO_FACE`` or ``SEVERAL_FACES``.
 MATCH = "match"
 UNKNOWN = "unknown"
 AMBIGUOUS = "ambiguous"
 CLAIM_REQUIRED = "claim required"
 EMPTY_ROSTER = "empty roster"
-NO_FACE = "no face"
-SEVERAL_FACES = "several faces"
 UNREADABLE = "unreadable image"
 
 OPERATING_POINTS = "operating_points.json"

@@ -10,7 +10,6 @@ from edge.config import QualitySection, VisionSection
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster
 from edge.vision.claim import ClaimLockout, VerifyPolicy, verify_policy
-from edge.vision.engine import FaceEngine
 from edge.vision.live import LiveConfig
 from edge.vision.liveness import LivenessConfig
 from edge.vision.matcher import Gallery, rider_gallery
@@ -21,7 +20,8 @@ from edge.vision.policy import (
     cohort_policy,
     load_operating_points,
 )
-from edge.vision.quality import QualityConfig
+from models.encoder import FaceEngine
+from models.quality import QualityConfig
 
 
 def quality_config(section: QualitySection) -> QualityConfig:

@@ -6,10 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
-
-Image = npt.NDArray[np.uint8]
+from models.images import Image
 
 
 @dataclass(frozen=True)

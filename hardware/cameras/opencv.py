@@ -15,8 +15,9 @@ from typing import Any
 import cv2
 
 from hardware.cameras.base import Frame
-from hardware.cameras.codec import DEFAULT_MAX_PIXELS, cap_pixels, to_rgb8
-from hardware.errors import CameraOpenError, FrameError
+from hardware.errors import CameraOpenError
+from models.errors import ImageError
+from models.images import DEFAULT_MAX_PIXELS, cap_pixels, to_rgb8
 
 
 def parse_source(source: str) -> int | str:
@@ -95,7 +96,7 @@ class OpenCVCamera:
                 raise CameraOpenError(f"camera {self._name}: stopped delivering frames")
             try:
                 image = cap_pixels(to_rgb8(picture, self._name), self._max_pixels)
-            except FrameError:
+            except ImageError:
                 continue  # one bad frame from a live device is dropped, not fatal
             yield Frame(image=image, timestamp=self._clock(), index=index, source=self._name)
             index += 1

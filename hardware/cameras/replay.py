@@ -12,11 +12,35 @@ from pathlib import Path
 
 import cv2
 
-from hardware.cameras.base import Frame, Image
-from hardware.cameras.codec import DEFAULT_MAX_PIXELS, cap_pixels, list_images, read_image, to_rgb8
+from hardware.cameras.base import Frame
 from hardware.errors import CameraOpenError, FrameError
+from models.errors import ImageError
+from models.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    Image,
+    cap_pixels,
+    read_image,
+    to_rgb8,
+)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mjpeg", ".mjpg"})
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder``, in name order."""
+    if not folder.exists():
+        raise CameraOpenError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise CameraOpenError(f"{folder}: not a folder")
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise CameraOpenError(
+            f"{folder}: holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return files
 
 
 class ReplayCamera:
@@ -62,10 +86,12 @@ class ReplayCamera:
             return
         for path in self._files:
             try:
-                yield path.name, read_image(path, self._max_pixels)
-            except FrameError:
+                picture = read_image(path, self._max_pixels)
+            except ImageError as exc:
                 if not self._skip_bad:
-                    raise
+                    raise FrameError(str(exc)) from None
+                continue
+            yield path.name, picture
 
     def frames(self) -> Iterator[Frame]:
         index = 0
@@ -109,6 +135,10 @@ def _video_pictures(path: Path, max_pixels: int) -> Iterator[tuple[str, Image]]:
                     raise FrameError(f"{path}: the video holds no readable frame")
                 return
             number += 1
-            yield f"{path.name}#{number}", cap_pixels(to_rgb8(picture, str(path)), max_pixels)
+            try:
+                rgb = cap_pixels(to_rgb8(picture, str(path)), max_pixels)
+            except ImageError as exc:
+                raise FrameError(str(exc)) from None
+            yield f"{path.name}#{number}", rgb
     finally:
         capture.release()

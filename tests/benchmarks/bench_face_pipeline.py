@@ -40,12 +40,13 @@ import numpy as np
 
 from edge.config import VisionSection
 from edge.vision import setup
-from edge.vision.engine import FaceEngine
 from edge.vision.live import LiveConfig, LivePipeline
 from edge.vision.matcher import Gallery
 from edge.vision.policy import ThresholdMarginPolicy
-from edge.vision.quality import QualityConfig, assess
-from hardware.cameras import Frame, Image, read_image
+from hardware.cameras import Frame
+from models.encoder import FaceEngine
+from models.images import Image, read_image
+from models.quality import QualityConfig, assess
 from tests.benchmarks.common import SHARED_FACES, quick, report, summary_ms
 from tests.benchmarks.face_clips import Visit, blank_frame, face_box, visit_frames
 

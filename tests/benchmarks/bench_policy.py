@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from edge.vision.claim import claim_matches, hash_claim, verify_policy
-from edge.vision.engine import FaceEngine
 from edge.vision.matcher import COHORT_LIMIT, Gallery
 from edge.vision.policy import (
     OperatingPoint,
@@ -36,7 +35,8 @@ from edge.vision.policy import (
     cohort_policy,
     load_operating_points,
 )
-from hardware.cameras import read_image
+from models.encoder import FaceEngine
+from models.images import read_image
 from tests.benchmarks.common import SHARED_FACES, quick, report, summary_ms
 
 DEV = SHARED_FACES / "dev"

@@ -40,7 +40,7 @@ from edge.settings import Settings, load_settings
 from edge.vision import setup
 from edge.vision.analysis import identify
 from edge.vision.matcher import Gallery
-from hardware.cameras import read_image
+from models.images import read_image
 from tests.benchmarks.common import SHARED_FACES, quick, report, summary_ms
 
 DEV = SHARED_FACES / "dev"

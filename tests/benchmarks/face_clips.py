@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.vision.engine import FaceBox, FaceEngine, pick_face
-from hardware.cameras import Image, read_image
+from models.encoder import FaceBox, FaceEngine, pick_face
+from models.images import Image, read_image
 
 WIDTH, HEIGHT = 640, 480
 

@@ -11,11 +11,11 @@ from cloud_sync.roster_wire import RiderRecord, Template
 from edge.claim_step import ClaimStep, ClaimVerified, NeedsClaim, default_policy
 from edge.vault.live import open_roster
 from edge.vision.claim import ClaimLockout, hash_claim
-from edge.vision.engine import FaceEngine
 from edge.vision.live import ClaimNeeded
 from edge.vision.matcher import Gallery
-from hardware.cameras import read_image
 from hardware.sim import BoardSimulator
+from models.encoder import FaceEngine
+from models.images import read_image
 from tests.integration import test_runtime
 from tests.integration.test_runtime import Running, config, events, frames, running, types, wait_for
 

@@ -120,8 +120,8 @@ def test_no_template_or_image_reaches_the_logs(tmp_path: Path) -> None:
     for signature in ("\\x89PNG", "IHDR", "JFIF", "\\xff\\xd8\\xff"):
         assert signature not in text, signature
     # The template of the rider's photo: none of its values may appear in the output.
-    from edge.vision.engine import FaceEngine
-    from hardware.cameras import read_image
+    from models.encoder import FaceEngine
+    from models.images import read_image
 
     engine = FaceEngine()
     photo = tmp_path / "samples" / "enroll" / "eileen-collins" / "portrait.png"

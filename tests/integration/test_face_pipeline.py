@@ -14,17 +14,20 @@ import numpy as np
 import pytest
 
 from edge.vision import evaluation
-from edge.vision.analysis import analyse, identify
-from edge.vision.engine import FaceEngine
+from edge.vision.analysis import identify
 from edge.vision.live import LiveConfig, LivePipeline
 from edge.vision.liveness import LivenessConfig
 from edge.vision.matcher import Gallery
 from edge.vision.openset import encode_cached
 from edge.vision.policy import ThresholdMarginPolicy, cohort_policy, load_operating_points
-from edge.vision.quality import QualityConfig
-from hardware.cameras import Frame, ReplayCamera, open_camera, read_image
+from hardware.cameras import Frame, ReplayCamera, open_camera
 from hardware.config import CameraConfig
 from hardware.errors import CameraOpenError, FrameError
+from models.analysis import analyse
+from models.encoder import FaceEngine
+from models.errors import ImageError
+from models.images import read_image
+from models.quality import QualityConfig
 from tests.benchmarks.face_clips import blank_frame, face_box, visit_frames
 
 POLICY = ThresholdMarginPolicy()  # the shipped operating point
@@ -188,11 +191,11 @@ def test_bad_input_gives_a_reason_not_a_crash(
         ]
     )
     for name in ("corrupt", "empty", "text"):
-        with pytest.raises(FrameError):
+        with pytest.raises(ImageError):
             read_image(bad_images[name])
     try:
         truncated = read_image(bad_images["truncated"])
-    except FrameError:
+    except ImageError:
         pass
     else:  # libjpeg returns the top of the picture: whatever it holds, no wrong person
         assert identify(engine, gallery, POLICY, truncated, QualityConfig()).person_id in (

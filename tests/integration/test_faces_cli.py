@@ -28,9 +28,9 @@ from edge.vision.claim import (
     claim_matches,
     lock_key,
 )
-from edge.vision.engine import FaceEngine
 from edge.vision.policy import load_operating_points
-from hardware.cameras import read_image
+from models.encoder import FaceEngine
+from models.images import read_image
 from tests.helpers import BIN, run_cli
 
 IDENTIFY_KEYS = {"image", "person_id", "distance", "margin", "faces", "reason"}

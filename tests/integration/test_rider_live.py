@@ -18,8 +18,8 @@ import pytest
 from edge.assemble import rider_page
 from edge.settings import load_settings
 from edge.ui.texts import load_strings
-from edge.vision.engine import FaceEngine
 from hardware.sim import BoardSimulator
+from models.encoder import FaceEngine
 from tests.browser import ARTIFACTS, axe_violations, chromium, misfits
 from tests.conftest import free_port
 from tests.integration import test_runtime

@@ -18,8 +18,8 @@ from edge.flow import Screen
 from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub, create_app, load_strings
 from edge.vision.claim import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS
-from edge.vision.hints import Hint
-from hardware.cameras import decode_image, read_image
+from models.hints import Hint
+from models.images import decode_image, read_image
 from tests.browser import ARTIFACTS, SIZES, axe_violations, chromium, lonely_words, misfits, serve
 
 #: one screen of each kind the flow shows, with the values it sends

@@ -30,11 +30,11 @@ from edge.runtime import Runtime
 from edge.settings import load_settings
 from edge.slots import SlotState
 from edge.vault.live import open_roster
-from edge.vision.engine import FaceEngine
-from hardware.cameras import read_image
 from hardware.errors import BoardError
 from hardware.sim import BoardSimulator
 from hardware.sim_board import SimConfig
+from models.encoder import FaceEngine
+from models.images import read_image
 from tests.helpers import BIN
 
 

@@ -16,10 +16,11 @@ from hardware.cameras import (
     OpenCVCamera,
     Picamera2Camera,
     ReconnectingCamera,
-    decode_image,
-    header_size,
 )
-from hardware.errors import CameraOpenError, FrameError
+from hardware.errors import CameraOpenError
+from models.errors import ImageError
+from models.image_headers import header_size
+from models.images import decode_image
 
 
 def encoded(picture: np.ndarray, ext: str = ".png") -> bytes:
@@ -48,8 +49,8 @@ def test_grayscale_16bit_and_alpha_become_rgb8() -> None:
         (b"hello, world", "not a JPEG, PNG or WebP picture"),
     ],
 )
-def test_unreadable_bytes_raise_frame_error(data: bytes, message: str) -> None:
-    with pytest.raises(FrameError, match=message):
+def test_unreadable_bytes_raise_image_error(data: bytes, message: str) -> None:
+    with pytest.raises(ImageError, match=message):
         decode_image(data, "bad.jpg")
 
 
@@ -59,7 +60,7 @@ def test_truncated_jpeg_is_refused_or_decoded_but_never_crashes() -> None:
     for cut in (10, 100, len(data) // 2):
         try:
             rgb = decode_image(data[:cut], "cut.jpg")
-        except FrameError:
+        except ImageError:
             continue
         assert rgb.shape == (200, 300, 3)
 
@@ -89,7 +90,7 @@ def test_a_png_announcing_a_gigapixel_is_refused_from_its_header() -> None:
         + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     )
     data = b"\x89PNG\r\n\x1a\n" + chunk
-    with pytest.raises(FrameError, match="image too large"):
+    with pytest.raises(ImageError, match="image too large"):
         decode_image(data, "bomb.png", max_pixels=1_000_000)
 
 
@@ -121,7 +122,7 @@ def _jpeg_header(sof: int, width: int, height: int) -> bytes:
 def test_the_cap_and_the_formats_hold_from_the_header_alone(data: bytes, message: str) -> None:
     """Refused before any decoding: a progressive JPEG (libjpeg would keep every coefficient
     of it), a sequential one still over the cap at 1/8 scale, a WebP, other formats."""
-    with pytest.raises(FrameError, match=message):
+    with pytest.raises(ImageError, match=message):
         decode_image(data, "x", max_pixels=40_000_000)
 
 

@@ -38,8 +38,8 @@ from edge.flow import (
     Unsettled,
     VerifyClaim,
 )
-from edge.vision.hints import Hint
-from edge.vision.quality import ALL_ISSUES
+from models.hints import Hint
+from models.quality import ALL_ISSUES
 
 
 def screens(effects: Sequence[object]) -> list[str]:

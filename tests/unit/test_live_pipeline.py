@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.vision.engine import FaceBox
-from edge.vision.hints import Hint
 from edge.vision.live import LiveConfig, LivePipeline
 from edge.vision.liveness import LivenessConfig
 from edge.vision.matcher import Candidates, Gallery
 from edge.vision.policy import CLAIM_REQUIRED, Decision, ThresholdMarginPolicy
 from hardware.cameras import Frame
+from models.encoder import FaceBox
+from models.hints import Hint
 from tests.unit.test_liveness import eyes
 from tests.unit.test_quality import BOX, landmarks, textured
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.vision.hints import Hint
 from edge.vision.liveness import BlinkLiveness, LivenessConfig, eye_aspect_ratio
+from models.hints import Hint
 
 
 def eye(

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.vision.engine import FaceBox
-from edge.vision.hints import Hint
-from edge.vision.quality import (
+from models.encoder import FaceBox
+from models.hints import Hint
+from models.quality import (
     ALL_ISSUES,
     BLURRED,
     FACE_CUT_OFF,

@@ -103,3 +103,27 @@ def test_secret_is_read_from_credentials_directory_and_redacted(
     shown = redacted(settings)
     assert shown["mqtt"]["password"] == "**********"
     assert "s3cret-pw" not in str(shown)
+
+
+def test_the_clouds_enrolment_encodes_like_a_kiosk_with_default_settings() -> None:
+    """kiosk-cloud riders add builds FaceEngine(), QualityConfig() and the default pixel cap
+    (it has no kiosk settings); they must be what a default kiosk.toml gives."""
+    import inspect
+
+    from edge.config import VisionSection
+    from edge.vision import setup
+    from models.encoder import FaceEngine
+    from models.images import DEFAULT_MAX_PIXELS
+    from models.quality import QualityConfig
+
+    vision = VisionSection()
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(FaceEngine.__init__).parameters.items()
+    }
+    assert defaults["detect_width"] == vision.detect_width
+    assert defaults["max_upsample"] == vision.max_upsample
+    assert defaults["min_score"] == vision.min_detection_score
+    assert defaults["jitters"] == vision.enrol_jitters
+    assert setup.quality_config(vision.quality) == QualityConfig()
+    assert vision.max_image_pixels == DEFAULT_MAX_PIXELS

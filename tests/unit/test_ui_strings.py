@@ -10,8 +10,9 @@ import pytest
 
 from edge.flow import Screen
 from edge.ui.server import LANGUAGES, load_strings
-from edge.vision import analysis, liveness, quality
-from edge.vision.hints import Hint
+from edge.vision import liveness
+from models import analysis, hints, quality
+from models.hints import Hint
 
 # the flow's screens are named in edge/flow.py and the modules it is built from
 FLOW_FILES = sorted((Path(__file__).resolve().parents[2] / "edge").glob("flow*.py"))
@@ -120,3 +121,11 @@ def test_every_out_of_service_reason_has_words(language: str) -> None:
     strings = load_strings(language)
     for reason in reasons:
         assert strings["service"][reason].strip(), f"{language}: {reason} has no words"
+
+
+def test_the_command_lines_hint_words_are_the_rider_pages() -> None:
+    # kiosk enroll and kiosk-cloud riders add explain a refusal with models.hints' words
+    words = {str(hint): text for hint, text in hints.ENGLISH.items()}
+    assert words == load_strings("en")["hint"]
+    assert hints.english("more_light") == "It is too dark here: step into the light."
+    assert hints.english(None) == hints.english("no_such_hint") == ""

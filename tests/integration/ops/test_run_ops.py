@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cloud_sync.mqtt.commands import new_command, sign_command
 from cloud_sync.mqtt.telemetry import Topics
-from edge.vision.engine import FaceEngine
 from hardware.sim import BoardSimulator
 from hardware.sim_board import SimConfig
+from models.encoder import FaceEngine
 from tests.conftest import free_port
 from tests.helpers import BIN
 from tests.integration.ops.broker import Broker, Watcher, mosquitto

@@ -8,7 +8,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from edge.vision.matcher import ONE_PHOTO_HINT
+from models.hints import ONE_PHOTO_HINT
 from tests.helpers import run_cli
 from tests.integration.sync.cloudkit import start_cloud
 from tests.vault_helpers import MODEL, template

@@ -1,8 +1,11 @@
-"""Decoding pictures: any odd input becomes RGB uint8 no larger than a pixel cap, or a
-``FrameError`` that names the problem.
+"""Reading and decoding pictures: any odd input becomes RGB uint8 no larger than a pixel cap,
+or an ``ImageError`` that names the problem.
+
+Shared by the kiosk's cameras (``hardware.cameras``, which turn it into ``FrameError``),
+enrolment and identification from photo files, and the cloud's enrolment from photos.
 
 Only JPEG, PNG and WebP files are read; any other format (TIFF, BMP, GIF, ...) is refused
-by name. The size is read from the header (``hardware.cameras.headers``) before anything
+by name. The size is read from the header (``models.image_headers``) before anything
 is decoded, and the cap holds for every format: a picture announcing more pixels than the
 cap is refused, except a sequential JPEG of up to 16 times the cap, which libjpeg decodes
 at 1/2 or 1/4 scale without ever holding it at full size. A file
@@ -21,9 +24,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from hardware.cameras.base import Image
-from hardware.cameras.headers import ACCEPTED_FORMATS, read_header
-from hardware.errors import CameraOpenError, FrameError
+from models.errors import ImageError
+from models.image_headers import ACCEPTED_FORMATS, read_header
+
+Image = npt.NDArray[np.uint8]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -40,9 +44,9 @@ __all__ = [
     "ACCEPTED_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
+    "Image",
     "cap_pixels",
     "decode_image",
-    "list_images",
     "max_file_bytes",
     "read_image",
     "read_image_bytes",
@@ -61,7 +65,7 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     if header.pixels > max_pixels:
         reduced = [flag for factor, flag in _REDUCED if header.pixels <= max_pixels * factor**2]
         if not header.scalable or not reduced:
-            raise FrameError(
+            raise ImageError(
                 f"{name}: image too large ({header.format} {header.width}x{header.height},"
                 f" {_megapixels(header.pixels)}; the cap is {_megapixels(max_pixels)},"
                 " vision.max_image_pixels)"
@@ -71,11 +75,11 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     try:
         picture = cv2.imdecode(buffer, flags)
     except cv2.error as exc:
-        raise FrameError(
+        raise ImageError(
             f"{name}: cannot decode image ({exc.msg.strip() or 'OpenCV error'})"
         ) from None
     if picture is None or picture.size == 0:
-        raise FrameError(f"{name}: not a readable image (corrupt or truncated {header.format})")
+        raise ImageError(f"{name}: not a readable image (corrupt or truncated {header.format})")
     if picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8:
         cv2.cvtColor(picture, cv2.COLOR_BGR2RGB, dst=picture)  # in place: no second copy
         return cap_pixels(picture, max_pixels)
@@ -89,7 +93,7 @@ def to_rgb8(picture: npt.NDArray[Any], name: str, max_pixels: int = DEFAULT_MAX_
     elif picture.dtype in (np.float32, np.float64):
         picture = np.clip(np.nan_to_num(picture) * 255.0, 0, 255).astype(np.uint8)
     elif picture.dtype != np.uint8:
-        raise FrameError(f"{name}: unsupported pixel type {picture.dtype}")
+        raise ImageError(f"{name}: unsupported pixel type {picture.dtype}")
     if picture.ndim == 3 and picture.shape[2] == 1:
         picture = picture[:, :, 0]
     if picture.ndim == 2:
@@ -99,7 +103,7 @@ def to_rgb8(picture: npt.NDArray[Any], name: str, max_pixels: int = DEFAULT_MAX_
     elif picture.ndim == 3 and picture.shape[2] == 3:
         rgb = cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)
     else:
-        raise FrameError(f"{name}: unsupported image shape {picture.shape}")
+        raise ImageError(f"{name}: unsupported image shape {picture.shape}")
     return cap_pixels(rgb, max_pixels)
 
 
@@ -122,49 +126,33 @@ def read_image_bytes(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
 ) -> bytes:
     """The bytes of the image file ``path``, read only when it is a regular file no larger
-    than ``max_file_bytes``; ``FrameError`` (starting with ``name``, else the path) if not."""
+    than ``max_file_bytes``; ``ImageError`` (starting with ``name``, else the path) if not."""
     label = str(path) if name is None else name
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
-            raise FrameError(f"{label}: is a folder, not an image")
+            raise ImageError(f"{label}: is a folder, not an image")
         if not stat.S_ISREG(info.st_mode):
-            raise FrameError(f"{label}: not a regular file")
+            raise ImageError(f"{label}: not a regular file")
         limit = max_file_bytes(max_pixels)
         if info.st_size > limit:
-            raise FrameError(
+            raise ImageError(
                 f"{label}: file too large for an image ({info.st_size:,} bytes, over"
                 f" {limit:,} for the cap of {_megapixels(max_pixels)})"
             )
         with path.open("rb") as file:
             data = file.read(limit + 1)
     except FileNotFoundError:
-        raise FrameError(f"{label}: no such file") from None
+        raise ImageError(f"{label}: no such file") from None
     except IsADirectoryError:
-        raise FrameError(f"{label}: is a folder, not an image") from None
+        raise ImageError(f"{label}: is a folder, not an image") from None
     except OSError as exc:
-        raise FrameError(f"{label}: cannot read ({exc.strerror or exc})") from None
+        raise ImageError(f"{label}: cannot read ({exc.strerror or exc})") from None
     if len(data) > limit:  # it grew while being read
-        raise FrameError(f"{label}: file too large for an image (over {limit:,} bytes)")
+        raise ImageError(f"{label}: file too large for an image (over {limit:,} bytes)")
     return data
 
 
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     """Read and decode one image file (see ``read_image_bytes`` and ``decode_image``)."""
     return decode_image(read_image_bytes(path, max_pixels), str(path), max_pixels)
-
-
-def list_images(folder: Path) -> list[Path]:
-    """The image files directly inside ``folder``, in name order."""
-    if not folder.exists():
-        raise CameraOpenError(f"{folder}: no such folder")
-    if not folder.is_dir():
-        raise CameraOpenError(f"{folder}: not a folder")
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not files:
-        raise CameraOpenError(
-            f"{folder}: holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    return files

@@ -2,7 +2,7 @@
 
 Pure code. The kiosk reads three formats: JPEG, PNG and WebP (what cameras, phones and
 web pages give). ``read_header`` returns the format, the width and the height from the
-header, or raises ``FrameError`` naming the problem: a format the kiosk does not read
+header, or raises ``ImageError`` naming the problem: a format the kiosk does not read
 (TIFF, BMP, GIF, ... by name), a header cut short, a zero width or height. The decoder
 checks the size against its pixel cap before it allocates anything.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from hardware.errors import FrameError
+from models.errors import ImageError
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WebP")
 _ACCEPTED = "use JPEG, PNG or WebP"
@@ -63,10 +63,10 @@ class Header:
 
 
 def read_header(data: bytes, name: str) -> Header:
-    """The format and size of the picture in ``data``; ``FrameError`` when it is not a
+    """The format and size of the picture in ``data``; ``ImageError`` when it is not a
     JPEG, PNG or WebP picture whose size can be read (``name`` starts the message)."""
     if not data:
-        raise FrameError(f"{name}: empty file (0 bytes)")
+        raise ImageError(f"{name}: empty file (0 bytes)")
     if data.startswith(_PNG):
         header = _png(data)
         kind = "PNG"
@@ -77,11 +77,11 @@ def read_header(data: bytes, name: str) -> Header:
         header = _webp(data)
         kind = "WebP"
     else:
-        raise FrameError(f"{name}: {_unsupported(data)}")
+        raise ImageError(f"{name}: {_unsupported(data)}")
     if header is None:
-        raise FrameError(f"{name}: truncated or corrupt {kind} header: its size cannot be read")
+        raise ImageError(f"{name}: truncated or corrupt {kind} header: its size cannot be read")
     if header.width == 0 or header.height == 0:
-        raise FrameError(f"{name}: not a readable image (zero width or height)")
+        raise ImageError(f"{name}: not a readable image (zero width or height)")
     return header
 
 
@@ -89,7 +89,7 @@ def header_size(data: bytes) -> tuple[str, int, int] | None:
     """``(format, width, height)`` (format in lower case), or None when unreadable."""
     try:
         header = read_header(data, "")
-    except FrameError:
+    except ImageError:
         return None
     return header.format.lower(), header.width, header.height
 

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.dlib_models import EYE_68, DlibModels, Points
-from hardware.cameras import Image
+from models.dlib_models import EYE_68, DlibModels, Points
+from models.images import Image
 
 Encoding = npt.NDArray[np.float64]
 

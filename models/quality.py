@@ -6,7 +6,7 @@ and lightly smoothed, so that sensor noise does not count as detail), brightness
 grey level) and pose from the landmarks (roll from the eye line; yaw from how far the nose
 sits off the eyes' midline; pitch from the nose's drop below the eye line), each measured
 against ``QualityConfig``. The first failed check gives the ``reason`` (stable, short,
-used in ``kiosk faces identify``) and a ``hint``: a stable key (``edge.vision.hints.Hint``)
+used in ``kiosk faces identify``) and a ``hint``: a stable key (``models.hints.Hint``)
 that the rider screen shows in the rider's language.
 
 The default limits (docs/face-pipeline.md): every identity photo of ``../shared/faces/dev``
@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.engine import FaceBox
-from edge.vision.hints import Hint
-from hardware.cameras import Image
+from models.encoder import FaceBox
+from models.hints import Hint
+from models.images import Image
 
 SHARPNESS_SIZE = 128
 SHARPNESS_SMOOTHING = 1.0

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -145,9 +146,14 @@ def _lacks(python: Path, *modules: str) -> list[str]:
     return present
 
 
+@pytest.fixture(scope="module")
+def cloud_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _target_venv("cloud", tmp_path_factory.mktemp("cloud") / "venv")
+
+
 @pytest.mark.timeout(180)
-def test_the_cloud_target_alone_serves_its_api(tmp_path: Path) -> None:
-    bin_dir = _target_venv("cloud", tmp_path / "venv")
+def test_the_cloud_target_alone_serves_its_api(cloud_bin: Path, tmp_path: Path) -> None:
+    bin_dir = cloud_bin
     assert _lacks(bin_dir / "python", "cv2", "dlib", "serial", "sqlite_utils", "skimage") == []
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
@@ -175,6 +181,30 @@ def test_the_cloud_target_alone_serves_its_api(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_the_cloud_target_alone_says_photos_need_the_enrolment_extra(
+    cloud_bin: Path, tmp_path: Path, dev_faces: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
+    env["KIOSK_CLOUD_DATABASE_URL"] = f"sqlite:///{tmp_path}/cloud.sqlite"
+
+    def cloud(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(cloud_bin / "kiosk-cloud"), *args], env=env, capture_output=True, text=True
+        )
+
+    photo = sorted((dev_faces / "person_01").iterdir())[0]
+    refused = cloud("riders", "add", "--person-id", "rider-1", str(photo))
+    assert refused.returncode == 5, refused.stderr
+    assert "install powerbank-kiosk[cloud-enrol]" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert cloud("riders", "list").stdout == ""  # nothing stored
+    templates = tmp_path / "templates.json"
+    templates.write_text(json.dumps([[0.01 * i for i in range(128)]]))
+    added = cloud("riders", "add", "--person-id", "rider-1", "--templates", str(templates))
+    assert added.returncode == 0, added.stderr  # templates need no encoder
+    assert "rider-1" in cloud("riders", "list").stdout
 
 
 @pytest.mark.timeout(180)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloud_sync.errors import ConfigError
 from edge.config import QualitySection, VisionSection
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster
 from edge.vision.claim import ClaimLockout, VerifyPolicy, verify_policy
-from edge.vision.live import LiveConfig
 from edge.vision.liveness import LivenessConfig
 from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.policy import (
@@ -20,11 +19,16 @@ from edge.vision.policy import (
     cohort_policy,
     load_operating_points,
 )
-from models.encoder import FaceEngine
-from models.quality import QualityConfig
+
+if TYPE_CHECKING:  # OpenCV and dlib load in the builders that need them, not for the policy
+    from edge.vision.live import LiveConfig
+    from models.encoder import FaceEngine
+    from models.quality import QualityConfig
 
 
 def quality_config(section: QualitySection) -> QualityConfig:
+    from models.quality import QualityConfig
+
     return QualityConfig(**section.model_dump())
 
 
@@ -84,6 +88,8 @@ def liveness_config(vision: VisionSection) -> LivenessConfig:
 
 
 def live_config(vision: VisionSection) -> LiveConfig:
+    from edge.vision.live import LiveConfig
+
     return LiveConfig(
         detect_width=vision.live_detect_width,
         consensus_k=vision.consensus_k,
@@ -101,6 +107,8 @@ def liveness(vision: VisionSection) -> LivenessConfig | None:
 
 
 def engine(vision: VisionSection) -> FaceEngine:
+    from models.encoder import FaceEngine
+
     return FaceEngine(
         detect_width=vision.detect_width,
         max_upsample=vision.max_upsample,

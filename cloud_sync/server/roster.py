@@ -386,18 +386,21 @@ def roster_status(roster: CloudRoster) -> RosterStatus:
     )
 
 
-def open_cloud_roster(settings: CloudSettings, database: Database) -> CloudRoster | None:
+def open_cloud_roster(
+    settings: CloudSettings, database: Database, create_keys: bool = True
+) -> CloudRoster | None:
     """The roster of this cloud, or None when its key files are not configured.
 
-    With SQLite missing key files are created (mode 0600); with PostgreSQL they must
-    exist (``kiosk-cloud keys init`` once, then the same files on every replica).
+    With SQLite missing key files are created (mode 0600) unless ``create_keys`` is
+    false (a command that only reads); with PostgreSQL they must exist
+    (``kiosk-cloud keys init`` once, then the same files on every replica).
     ``SigningKeyError`` names a file that is missing, unreadable or too open.
     """
     paths = settings.roster_key_paths
     if paths is None:
         return None
     keys = RosterKeyFiles(*paths)
-    if settings.roster_keys_created_on_start:
+    if create_keys and settings.roster_keys_created_on_start:
         keys.init()
     else:
         keys.load()

@@ -58,12 +58,21 @@ def _key_files(settings: CloudSettings) -> RosterKeyFiles:
 
 
 @contextmanager
-def _roster(database_url: str | None) -> Iterator[CloudRoster]:
+def _roster(database_url: str | None, reading: bool = False) -> Iterator[CloudRoster]:
+    """The cloud's roster. A command that only reads (``reading``) creates neither the
+    SQLite database nor the key files: their absence is one line naming the fix."""
     settings = load_cloud_settings(database_url=database_url)
+    if reading and settings.database_url.startswith("sqlite:///"):
+        path = Path(settings.database_url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise ConfigError(
+                f"{path}: no cloud database here (check KIOSK_CLOUD_DATABASE_URL or "
+                "--database-url; `kiosk-cloud serve` or `kiosk-cloud keys init` makes one)"
+            )
     database = open_database(settings.database_url, pool_size=2)
     try:
         migrate(database)
-        roster = open_cloud_roster(settings, database)
+        roster = open_cloud_roster(settings, database, create_keys=not reading)
         if roster is None:
             raise ConfigError(_NOT_CONFIGURED)
         yield roster
@@ -214,7 +223,7 @@ def riders_delete(
 @riders_app.command("list")
 def riders_list(database_url: DatabaseUrl = None) -> None:
     """List riders as JSON lines: name, entitlements, template counts (never a template)."""
-    with _roster(database_url) as roster:
+    with _roster(database_url, reading=True) as roster:
         for rider in roster.riders():
             typer.echo(rider_out(rider).model_dump_json())
 
@@ -225,7 +234,7 @@ def riders_list(database_url: DatabaseUrl = None) -> None:
 @roster_app.command("info")
 def roster_info(database_url: DatabaseUrl = None) -> None:
     """The roster's version, counts, data-key id and public key, as JSON."""
-    with _roster(database_url) as roster:
+    with _roster(database_url, reading=True) as roster:
         typer.echo(roster_status(roster).model_dump_json(indent=2))
 
 

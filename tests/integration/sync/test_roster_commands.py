@@ -106,3 +106,20 @@ def test_riders_add_encodes_photos_here_and_refuses_unusable_ones(
     assert (listed["may_rent"], listed["templates"]) == (False, {MODEL: 1})
     code, out, err = cloud_cli("riders", "add", "--person-id", "nobody", str(photos[1]), db=db)
     assert code == 4 and "no usable photo" in err
+
+
+def test_reading_the_roster_creates_no_database_and_no_keys(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'cloud.sqlite'}"
+    for args in (("roster", "info"), ("riders", "list")):
+        code, _, err = cloud_cli(*args, db=db)
+        assert code != 0 and "no cloud database here" in err and "keys init" in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+    sqlite3.connect(tmp_path / "cloud.sqlite").close()  # a database, but no key files yet
+    for args in (("roster", "info"), ("riders", "list")):
+        code, _, err = cloud_cli(*args, db=db)
+        assert code != 0 and "keys init" in err, err
+        assert not (tmp_path / "roster-ed25519.pem").exists()
+        assert not (tmp_path / "roster-data.key").exists()
+    assert cloud_cli("keys", "init", db=db)[0] == 0
+    code, out, err = cloud_cli("roster", "info", db=db)
+    assert code == 0 and json.loads(out)["version"] == 0, err

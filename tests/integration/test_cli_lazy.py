@@ -4,6 +4,7 @@ command modules, and list their commands exactly as the fully built app does."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,12 @@ from cloud_sync.lazy_cli import LazyCommand, LazyGroup, load_all
 from edge.cli import main as kiosk_cli
 from edge.cli.runner import run_app
 
+
+def clean_env() -> dict[str, str]:
+    """This environment without KIOSK_* settings, so nothing from outside steers a run."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("KIOSK_")}
+
+
 #: What the help and version of either command must never pull in.
 HEAVY = ("numpy", "cv2", "dlib", "fastapi", "httpx", "sqlite_utils", "uvicorn", "psycopg")
 
@@ -30,7 +37,7 @@ ROWS: dict[str, tuple[LazyCommand, ...]] = {
 
 
 def imported_by(
-    tmp_path: Path, prog: str, *args: str
+    tmp_path: Path, prog: str, *args: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run ``prog args`` in a fresh interpreter; its result and every module loaded at exit."""
     listing = tmp_path / "modules.json"
@@ -47,6 +54,7 @@ def imported_by(
         text=True,
         timeout=60,
         check=False,
+        env={**clean_env(), **(env or {})},
     )
     return result, set(json.loads(listing.read_text(encoding="utf-8")))
 
@@ -135,3 +143,32 @@ def test_a_command_name_twice_is_refused() -> None:
     row = LazyCommand("x", "edge.cli.main:main", "X.")
     with pytest.raises(ValueError, match="twice"):
         lazy_group((row, row))
+
+
+def test_status_loads_only_what_the_state_folder_needs(tmp_path: Path) -> None:
+    from cloud_sync.outbox import Outbox
+    from edge.vault.live import open_roster
+    from tests.vault_helpers import record
+
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {"KIOSK_KIOSK__ID": "kiosk-0042", "KIOSK_KIOSK__STATE_DIR": str(state)}
+
+    result, modules = imported_by(tmp_path, "kiosk", "status", "--json", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["roster"]["ok"] is False
+    loaded = {name.split(".")[0] for name in modules}
+    assert not loaded & {"numpy", "cv2", "dlib", "sqlite_utils", "httpx", "fastapi"}, loaded
+
+    outbox = Outbox(state / "outbox.sqlite", "kiosk-0042")
+    outbox.append("rental.returned", slot=1, powerbank_id="PB-1")
+    outbox.close()
+    store = open_roster(state / "roster.sqlite", state / "keys", "kiosk-0042")
+    store.enrol("rider-1", record("Rider 1", 1))
+    store.close()
+    result, modules = imported_by(tmp_path, "kiosk", "status", "--json", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["roster"]["riders"] == 1 and report["outbox"]["pending"] == 1
+    loaded = {name.split(".")[0] for name in modules}
+    assert not loaded & {"cv2", "dlib", "httpx", "fastapi"}, loaded

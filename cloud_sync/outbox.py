@@ -2,7 +2,8 @@
 
 One SQLite file (WAL, ``synchronous=FULL``): an event is on disk before ``append`` returns
 (telemetry events alone are committed with ``synchronous=NORMAL``: a power cut may lose
-the last few of those, never a money event). ``seq`` comes from a counter that is never
+the last few of those, never a money event, and never one that was sent: a batch is made
+durable before it is read for sending, see ``cloud_sync.outbox_seq``). ``seq`` comes from a counter that is never
 reused, even after acknowledged events are pruned.
 
 An event is appended in the same transaction as the state change that caused it::
@@ -42,6 +43,7 @@ import structlog
 from ulid import ULID
 
 from cloud_sync import outbox_quarantine as refused
+from cloud_sync import outbox_seq
 from cloud_sync.batching import BatchLimits, Candidate, plan_batch
 from cloud_sync.errors import OutboxError, OutboxFullError, OutboxMissingError
 from cloud_sync.events import CLASS_OF, Event, payload_for
@@ -295,7 +297,28 @@ class Outbox:
                 "ORDER BY seq",
                 seqs,
             ).fetchall()
-        return [Pending(seq, event_id, kind, body) for seq, event_id, kind, body in rows]
+        return self._durable(
+            [Pending(seq, event_id, kind, body) for seq, event_id, kind, body in rows]
+        )
+
+    def _durable(self, batch: list[Pending]) -> list[Pending]:
+        """``batch``, once every event in it is on disk (``outbox_seq``: telemetry events
+        are committed at NORMAL; one FULL commit fsyncs the WAL they are in)."""
+        if any(CLASS_OF.get(item.type) == "telemetry" for item in batch):
+            with self._write("make the batch durable") as db:
+                outbox_seq.barrier(db)
+        return batch
+
+    def renumber(self, conflicts: dict[int, int]) -> dict[int, int]:
+        """Give the pending events whose seq the cloud holds for another event (``{seq:
+        the cloud's highest seq}``) new numbers above it, keeping their ids."""
+        if not conflicts:
+            return {}
+        with self._write("renumber events") as db:
+            moved = outbox_seq.renumber(db, list(conflicts), max(conflicts.values()))
+        if moved:
+            log.warning("outbox.renumbered", moved=moved)
+        return moved
 
     def mark_sent(self, ids: list[str]) -> int:
         """The cloud acknowledged these events (accepted or duplicate)."""
@@ -389,7 +412,8 @@ class Outbox:
 
     def failing_pending(self, limit: int, exclude: Set[int] = frozenset()) -> list[Pending]:
         with self._lock:
-            return refused.failing_pending(self.connection, limit, exclude)
+            found = refused.failing_pending(self.connection, limit, exclude)
+        return self._durable(found)
 
     def last_acknowledged(self) -> Pending | None:
         with self._lock:

@@ -5,7 +5,10 @@ What each answer does (the table in ``docs/sync.md``):
 
 - accepted and duplicate ids: marked sent;
 - a 422 that names rejected events: those are quarantined with the reason, the rest go in
-  the next batch;
+  the next batch; except a seq conflict (the cloud stores another event under that seq):
+  the event is renumbered above the cloud's highest seq for this kiosk, keeping its id,
+  and goes in the next batch (``cloud_sync.outbox_seq``); an event renumbered
+  ``_MAX_RENUMBER`` times in one pass ends the pass in error, still pending;
 - another 4xx (other than 401/403/408/429): the batch is split in halves until the
   offending event is alone, which is quarantined;
 - a failure that what was sent may cause (a 5xx, 408, a read timeout, a connection reset
@@ -44,11 +47,14 @@ from cloud_sync.errors import (
 )
 from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_schema import Pending, Quarantined
+from cloud_sync.outbox_seq import parse_conflict
 
 log = structlog.get_logger("cloud_sync.daemon")
 
 #: At most this many held events are named in the pass's error.
 _NAMED = 3
+#: An event renumbered this many times in one pass ends the pass (the cloud keeps moving).
+_MAX_RENUMBER = 3
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class PassResult:
     accepted: int = 0
     duplicate: int = 0
     quarantined: int = 0
+    renumbered: int = 0  # events given a new seq after a seq conflict
     acknowledged: int = 0  # ids the cloud answered for, whether or not still pending here
     error: str | None = None
     seconds: float = 0.0
@@ -113,6 +120,7 @@ class SyncPass:
         self._unconfirmed: list[Pending] = []  # held, and no success since they failed
         self._streak = FailureStreak()
         self._last_failure: CloudUnavailableError | None = None
+        self._renumbered: dict[str, int] = {}  # event id -> times renumbered in this pass
 
     def run(self) -> PassResult:
         """Send batches until nothing is pending, then the events that failed alone, one by
@@ -174,7 +182,8 @@ class SyncPass:
             self._send([event])
 
     def _progress(self) -> int:
-        return self.result.acknowledged + self.result.quarantined + len(self._held)
+        result = self.result
+        return result.acknowledged + result.quarantined + result.renumbered + len(self._held)
 
     # -- sending and narrowing ------------------------------------------------------------------
 
@@ -223,13 +232,39 @@ class SyncPass:
                 if 0 <= index < len(batch)
             }
             if reasons:
-                self._quarantine(reasons)
+                self._renumber(batch, reasons)
+                if reasons:
+                    self._quarantine(reasons)
                 return  # the others are still pending and go in the next batch
         if len(batch) > 1:
             for half in halves(batch):
                 self._send(half)
             return
         self._quarantine({batch[0].seq: f"{exc.status} {exc.code}: {exc}"})
+
+    def _renumber(self, batch: Sequence[Pending], reasons: dict[int, str]) -> None:
+        """Take the seq conflicts out of ``reasons`` and renumber those events."""
+        floors: dict[int, int] = {}
+        for seq, reason in list(reasons.items()):
+            conflict = parse_conflict(reason)
+            if conflict is None or conflict.seq != seq:
+                continue
+            del reasons[seq]
+            floors[seq] = conflict.stored_max if conflict.stored_max is not None else seq
+        if not floors:
+            return
+        ids = {item.seq: item.id for item in batch}
+        for seq in floors:
+            count = self._renumbered.get(ids[seq], 0) + 1
+            self._renumbered[ids[seq]] = count
+            if count > _MAX_RENUMBER:
+                raise CloudUnavailableError(
+                    f"{self.client.base_url}: seq {seq} ({ids[seq]}) conflicts with the cloud "
+                    f"after {_MAX_RENUMBER} renumberings; kept pending, will retry"
+                )
+        moved = self.outbox.renumber(floors)
+        self.result.renumbered += len(moved)
+        log.warning("sync.renumbered", moved=moved, reason="seq already stored in the cloud")
 
     def _quarantine(self, reasons: dict[int, str]) -> None:
         changed = self.outbox.quarantine(reasons)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloud_sync.events import Event, Rejection
+from cloud_sync.outbox_seq import conflict_reason
 from cloud_sync.server.closed import ClosedRental, number_closed
 from cloud_sync.server.db import Database
 from cloud_sync.server.migrations import utc_text
@@ -57,6 +58,11 @@ EVENT_COLUMNS = (
 
 def _digest(event: Event) -> str:
     return hashlib.sha256(event.to_json().encode()).hexdigest()
+
+
+def _highest_seq(tx: Any, kiosk_id: str) -> int:
+    (row,) = tx.rows("SELECT COALESCE(MAX(seq), 0) FROM events WHERE kiosk_id = ?", [kiosk_id])
+    return int(row[0])
 
 
 def _hash_token(token: str) -> str:
@@ -234,6 +240,7 @@ class Store:
             duplicate: list[str] = []
             rejected: list[Rejection] = []
             rows: list[list[Any]] = []
+            stored_max: int | None = None
             for index, (event, digest) in enumerate(zip(events, digests, strict=True)):
                 stored = by_id.get(event.id)
                 if stored is not None:
@@ -250,14 +257,10 @@ class Store:
                         )
                     continue
                 if event.seq in by_seq:
-                    rejected.append(
-                        Rejection(
-                            index=index,
-                            id=event.id,
-                            reason=f"seq: {event.seq} of kiosk {kiosk_id} is already stored "
-                            f"as event {by_seq[event.seq]}",
-                        )
-                    )
+                    if stored_max is None:  # the kiosk renumbers above it (outbox_seq)
+                        stored_max = _highest_seq(tx, kiosk_id)
+                    reason = conflict_reason(event.seq, kiosk_id, by_seq[event.seq], stored_max)
+                    rejected.append(Rejection(index=index, id=event.id, reason=reason))
                     continue
                 accepted.append(event)
                 rows.append(

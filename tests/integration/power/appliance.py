@@ -1,0 +1,74 @@
+"""The kiosk's outbox writers and its sync daemon as processes the power-loss tests cut.
+
+    python -m tests.integration.power.appliance append OUTBOX KIOSK TYPE COUNT
+    python -m tests.integration.power.appliance writer OUTBOX KIOSK
+    python -m tests.integration.power.appliance sync OUTBOX KIOSK URL KEY_DIR
+
+Each event ``append`` returned for is printed at once (``ack SEQ ID TYPE``): it is what the
+kiosk has acknowledged (a rental it told the rider about). ``append`` then waits, its
+connection open, as the kiosk does between events, until it is killed. ``writer`` appends
+rentals and face telemetry for ever; ``sync`` runs the real daemon's passes for ever.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from pathlib import Path
+
+from cloud_sync.batching import BatchLimits
+from cloud_sync.client import CloudClient
+from cloud_sync.daemon import SyncDaemon
+from cloud_sync.outbox import Outbox
+from cloud_sync.signing import kiosk_key
+
+
+def fields(event_type: str, n: int) -> dict[str, object]:
+    if event_type == "rental.started":
+        return {
+            "rental_id": f"r-{n}-{time.monotonic_ns()}",
+            "person_id": f"p{n % 7}",
+            "slot": 1 + n % 8,
+            "powerbank_id": f"pb-{n}",
+            "request_id": f"q{n}",
+        }
+    if event_type == "face.recognised":
+        return {"person_id": f"p{n % 7}", "distance": 0.31, "model": "dlib-resnet-v1"}
+    raise SystemExit(f"unknown event type {event_type}")
+
+
+def append(outbox: Outbox, event_type: str, n: int) -> None:
+    event = outbox.append(event_type, **fields(event_type, n))
+    if event is not None:
+        print(f"ack {event.seq} {event.id} {event_type}", flush=True)
+
+
+def main(argv: list[str]) -> None:
+    command, path, kiosk_id = argv[0], Path(argv[1]), argv[2]
+    outbox = Outbox(path, kiosk_id)
+    if command == "append":
+        for n in range(int(argv[4])):
+            append(outbox, argv[3], n)
+        print("done", flush=True)
+        while True:
+            time.sleep(3600)
+    elif command == "writer":
+        for n in itertools.count():
+            append(outbox, "rental.started", n)
+            append(outbox, "face.recognised", n)
+            append(outbox, "face.recognised", n)
+            time.sleep(0.005)  # a busy kiosk, not a benchmark: the daemon's passes end
+    elif command == "sync":
+        client = CloudClient(argv[3], kiosk_id, kiosk_key(Path(argv[4])), timeout_s=5)
+        daemon = SyncDaemon(outbox, client, BatchLimits(50, 1024 * 1024, 0.5))
+        while True:
+            result = daemon.sync_once()
+            print(f"pass {result.sent} {result.quarantined} {result.error}", flush=True)
+            time.sleep(0.05)
+    else:
+        raise SystemExit(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

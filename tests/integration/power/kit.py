@@ -1,0 +1,93 @@
+"""What the power-loss tests share: the appliance's processes on the LazyFS folder, and
+a look at an outbox after the reboot."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Part:
+    """One appliance process (``tests.integration.power.appliance``); its output lines are
+    collected in a thread, so the test reads what it acknowledged up to the cut."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.power.appliance", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, args=[self.process.stdout])
+        self._reader.start()
+
+    def _read(self, stream: TextIO) -> None:
+        for line in stream:
+            self.lines.append(line.strip())
+
+    def wait_for(self, line: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while line not in self.lines:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"no {line!r} from the part: {self.errors()}")
+            time.sleep(0.01)
+
+    def wait_acknowledged(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acknowledged()) < count:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"fewer than {count} events acknowledged: {self.errors()}")
+            time.sleep(0.01)
+
+    def acknowledged(self) -> list[tuple[int, str, str]]:
+        """``(seq, id, type)`` of every event the part's ``append`` returned for."""
+        found = []
+        for line in list(self.lines):
+            if line.startswith("ack "):
+                _, seq, event_id, kind = line.split()
+                found.append((int(seq), event_id, kind))
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL: the first thing a power cut does to a process."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        self._reader.join(10)
+
+    def errors(self) -> str:
+        assert self.process.stderr is not None
+        if self.process.poll() is None:
+            return "(still running)"
+        return self.process.stderr.read()[-3000:]
+
+
+def outbox_rows(path: Path) -> list[tuple[int, str, str, str]]:
+    """``(seq, id, type, state)`` of every event, after an integrity check of the file."""
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = db.execute("SELECT seq, id, type, state FROM events ORDER BY seq").fetchall()
+    db.close()
+    return [(int(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("timed out")

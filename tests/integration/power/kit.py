@@ -3,6 +3,7 @@ a look at an outbox after the reboot."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -91,3 +92,18 @@ def wait_until(check: Callable[[], Any], timeout: float = 30) -> Any:
             return value
         time.sleep(0.02)
     raise AssertionError("timed out")
+
+
+def fsync_tree(folder: Path) -> None:
+    """Put what a test wrote under ``folder`` on the disk (as an earlier boot left it)."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,78 @@
+"""Never an eject without its event, when the power goes: a technician's ``kiosk eject``
+cut while the board ejects leaves its intent on the disk (it was fsynced before the board
+was asked), and the next command that owns the board records the eject exactly once.
+
+Real parts: ``kiosk eject`` as a subprocess with its state folder on LazyFS, the board
+simulator on a pty with a slow latch (the cut lands while it ejects); the cabinet keeps
+its own state (it is hardware, not the kiosk's disk).
+"""
+
+from __future__ import annotations
+
+import getpass
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+
+from hardware.sim import BoardSimulator
+from hardware.sim_board import SimConfig
+from tests.integration.ops.test_eject_crash import (
+    blank_config,
+    ejected,
+    emptied,
+    kill_mid_eject,
+    kiosk_eject,
+)
+from tests.integration.power.kit import fsync_tree, outbox_rows
+from tests.integration.power.lazyfs import PowerFolder
+from tests.integration.test_runtime import wait_for
+
+pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def board() -> Iterator[BoardSimulator]:
+    """A cabinet whose latch takes 2.5 s to open; the powerbank is taken 0.3 s later."""
+    sim = BoardSimulator(
+        SimConfig(slots=4, filled=4, charge_rate=50, eject_s=2.5, take_after_s=0.3, seed=11)
+    )
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def intents(outbox: sqlite3.Connection) -> list[tuple[int, str, str]]:
+    return outbox.execute("SELECT slot, reason, state FROM ejects ORDER BY created_at").fetchall()
+
+
+def test_a_technician_eject_cut_by_the_power_is_recorded_once_after_the_reboot(
+    power: PowerFolder, board: BoardSimulator
+) -> None:
+    state = power.path / "state"
+    state.mkdir()
+    path = blank_config(state, board.path)
+    fsync_tree(state)  # provisioned by an earlier boot
+    powerbank = board.cabinet.slots[2].powerbank_id
+    kill_mid_eject(kiosk_eject(path, 3, "customer locked out"), board)
+    power.cut()
+    power.mount()
+    wait_for(lambda: emptied(board, 3), 20)  # the powerbank left while the power was off
+
+    outbox_rows(state / "outbox.sqlite")  # not corrupt
+    with sqlite3.connect(state / "outbox.sqlite") as db:
+        assert intents(db) == [(3, "customer locked out", "ejecting")]  # the intent survived
+    db.close()
+    assert ejected(state) == []
+
+    done = kiosk_eject(path, 1, "inspection")
+    out, err = done.communicate(timeout=60)
+    assert done.returncode == 0, err[-3000:]
+    assert "slot 3: an eject left unfinished" in out
+    power.cut()  # right after: what the command recorded is on the disk
+    power.mount()
+    first, second = ejected(state)
+    assert (first["slot"], first["powerbank_id"], first["outcome"]) == (3, powerbank, "taken")
+    assert (first["operator"], first["reason"]) == (getpass.getuser(), "customer locked out")
+    assert (second["slot"], second["outcome"], second["reason"]) == (1, "presented", "inspection")
+    assert [record.slot for record in board.ejects] == [3, 1]  # never ejected twice

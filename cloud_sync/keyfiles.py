@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cloud_sync.errors import SigningKeyError
+from cloud_sync.files import fsync_dir
 from cloud_sync.private_files import private_dir
 
 PrivateKey = TypeVar("PrivateKey", Ed25519PrivateKey, X25519PrivateKey)
@@ -75,11 +76,7 @@ def write_secret(path: Path, data: bytes, replace: bool = False) -> bool:
             return False
         finally:
             tmp.unlink(missing_ok=True)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise SigningKeyError(f"{path}: cannot write the key file ({exc.strerror})") from None
     return True

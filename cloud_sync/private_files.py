@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from cloud_sync.files import write_atomic
+
 PRIVATE_UMASK = 0o077
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -94,17 +96,9 @@ def narrow(path: Path) -> None:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (a 0600 temporary file renamed into place)."""
+    """Replace ``path`` with ``data`` atomically and durably, mode 0600 (``files``)."""
     private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+    write_atomic(path, data, FILE_MODE)
 
 
 def open_private_db(path: Path, **options: float | bool | None) -> sqlite3.Connection:

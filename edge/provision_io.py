@@ -13,9 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import grp
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay
 
-from cloud_sync import keyfiles
+from cloud_sync import files, keyfiles
 from cloud_sync.backoff import BackoffPolicy, wait_full_jitter
 from cloud_sync.errors import (
     CloudAuthError,
@@ -103,35 +101,13 @@ class Outcome:
 # -- files -------------------------------------------------------------------------------------
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # some file systems (FAT) refuse it on folders
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_atomic(path: Path, data: bytes, mode: int, group: str | None = None) -> None:
     """Write ``data`` to ``path`` with ``mode`` (and ``group`` when root and it exists):
     a temporary file, fsynced, renamed into place; never a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)
-            if group is not None and os.geteuid() == 0:
-                with contextlib.suppress(KeyError):  # no such group: root's own
-                    os.fchown(fd, -1, grp.getgrnam(group).gr_gid)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-        _fsync_dir(path.parent)
+        files.write_atomic(path, data, mode, group)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ProvisionStateError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
@@ -437,6 +413,6 @@ class _Run:
             raise ProvisionStateError(
                 f"{source}: cannot remove it, and it holds the spent token ({exc.strerror or exc})"
             ) from None
-        _fsync_dir(source.parent)
+        files.fsync_dir(source.parent)
         self.say(f"cleanup: removed {source} (the token is gone from the boot partition)")
         return journal

@@ -17,7 +17,6 @@ process that finds the database naming the ``.next`` key finishes the swap itsel
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync import keyfiles
 from cloud_sync.errors import SigningKeyError
+from cloud_sync.files import fsync_dir
 from cloud_sync.sealing import KEY_BYTES, key_id, new_data_key
 from cloud_sync.signing import public_key_text
 
@@ -61,14 +61,6 @@ def _read_secret(path: Path) -> bytes:
     if len(data) != KEY_BYTES:
         raise SigningKeyError(f"{path}: a roster data key is {KEY_BYTES} bytes, not {len(data)}")
     return data
-
-
-def _fsync_dir(folder: Path) -> None:
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class RosterKeyFiles:
@@ -169,7 +161,7 @@ class RosterKeyFiles:
         """The staged key becomes the current one; the old key file is replaced."""
         try:
             self.next_path.replace(self.data_path)
-            _fsync_dir(self.data_path.parent)
+            fsync_dir(self.data_path.parent)
         except FileNotFoundError:
             return  # another process finished the swap
         except OSError as exc:

@@ -11,7 +11,6 @@ A flag file that exists but cannot be read counts as *on*: when in doubt, no ren
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_sync.events import Event
+from cloud_sync.files import remove_durably
 from cloud_sync.private_files import write_private
 
 if TYPE_CHECKING:  # the caller opens it; reading the flag needs no sqlite_utils
@@ -77,8 +77,7 @@ def set_maintenance(
         flag = Maintenance(since=datetime.now(UTC), operator=operator, reason=reason, via=via)
         write_private(path, flag.model_dump_json().encode("utf-8"))
     else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        remove_durably(path)  # a cut after "off" must not bring the flag back
     event = None
     if outbox is not None:
         event = outbox.append(

@@ -3,11 +3,13 @@
     python -m tests.integration.power.appliance append OUTBOX KIOSK TYPE COUNT
     python -m tests.integration.power.appliance writer OUTBOX KIOSK
     python -m tests.integration.power.appliance sync OUTBOX KIOSK URL KEY_DIR
+    python -m tests.integration.power.appliance runtime STATE_DIR
 
 Each event ``append`` returned for is printed at once (``ack SEQ ID TYPE``): it is what the
 kiosk has acknowledged (a rental it told the rider about). ``append`` then waits, its
 connection open, as the kiosk does between events, until it is killed. ``writer`` appends
-rentals and face telemetry for ever; ``sync`` runs the real daemon's passes for ever.
+rentals and face telemetry for ever; ``sync`` runs the real daemon's passes for ever;
+``runtime`` rewrites ``runtime.json`` for ever (``wrote N`` after each).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from cloud_sync.client import CloudClient
 from cloud_sync.daemon import SyncDaemon
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key
+from edge.ops.runtime_status import new_status, write_runtime_status
 
 
 def fields(event_type: str, n: int) -> dict[str, object]:
@@ -44,7 +47,16 @@ def append(outbox: Outbox, event_type: str, n: int) -> None:
         print(f"ack {event.seq} {event.id} {event_type}", flush=True)
 
 
+def rewrite_runtime_status(state_dir: Path) -> None:
+    """What ``kiosk run`` does every few seconds, as fast as it can: replace runtime.json."""
+    for n in itertools.count():
+        write_runtime_status(state_dir, new_status(phase=f"p{n}", counts={"rentals": n}))
+        print(f"wrote {n}", flush=True)
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "runtime":
+        rewrite_runtime_status(Path(argv[1]))
     command, path, kiosk_id = argv[0], Path(argv[1]), argv[2]
     outbox = Outbox(path, kiosk_id)
     if command == "append":

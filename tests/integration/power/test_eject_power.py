@@ -1,6 +1,7 @@
 """Never an eject without its event, when the power goes: a technician's ``kiosk eject``
 cut while the board ejects leaves its intent on the disk (it was fsynced before the board
-was asked), and the next command that owns the board records the eject exactly once.
+was asked), and the next command that owns the board records the eject exactly once; after the cuts
+``kiosk status``, ``kiosk sync status`` and ``kiosk roster verify`` answer, no traceback.
 
 Real parts: ``kiosk eject`` as a subprocess with its state folder on LazyFS, the board
 simulator on a pty with a slow latch (the cut lands while it ejects); the cabinet keeps
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import getpass
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from hardware.sim import BoardSimulator
 from hardware.sim_board import SimConfig
+from tests.helpers import BIN
 from tests.integration.ops.test_eject_crash import (
     blank_config,
     ejected,
@@ -76,3 +79,12 @@ def test_a_technician_eject_cut_by_the_power_is_recorded_once_after_the_reboot(
     assert (first["operator"], first["reason"]) == (getpass.getuser(), "customer locked out")
     assert (second["slot"], second["outcome"], second["reason"]) == (1, "presented", "inspection")
     assert [record.slot for record in board.ejects] == [3, 1]  # never ejected twice
+    for command, code in ((["status"], 0), (["sync", "status"], 0), (["roster", "verify"], 4)):
+        answer = subprocess.run(
+            [str(BIN / "kiosk"), "--config", str(path), *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "Traceback" not in answer.stdout + answer.stderr, command
+        assert answer.returncode == code, (command, answer.stderr[-500:])  # 4: no roster here

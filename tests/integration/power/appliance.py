@@ -4,12 +4,14 @@
     python -m tests.integration.power.appliance writer OUTBOX KIOSK
     python -m tests.integration.power.appliance sync OUTBOX KIOSK URL KEY_DIR
     python -m tests.integration.power.appliance runtime STATE_DIR
+    python -m tests.integration.power.appliance claim LEDGER COUNT
 
 Each event ``append`` returned for is printed at once (``ack SEQ ID TYPE``): it is what the
 kiosk has acknowledged (a rental it told the rider about). ``append`` then waits, its
 connection open, as the kiosk does between events, until it is killed. ``writer`` appends
 rentals and face telemetry for ever; ``sync`` runs the real daemon's passes for ever;
-``runtime`` rewrites ``runtime.json`` for ever (``wrote N`` after each).
+``runtime`` rewrites ``runtime.json`` for ever (``wrote N`` after each); ``claim`` claims
+remote command ids in the command ledger (``claimed ID``), then waits.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
 from cloud_sync.daemon import SyncDaemon
+from cloud_sync.mqtt.ledger import CommandLedger
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key
 from edge.ops.runtime_status import new_status, write_runtime_status
@@ -54,9 +57,22 @@ def rewrite_runtime_status(state_dir: Path) -> None:
         print(f"wrote {n}", flush=True)
 
 
+def claim_commands(path: Path, count: int) -> None:
+    """What the MQTT executor does before a remote command runs: claim its id."""
+    ledger = CommandLedger(path)
+    for n in range(count):
+        if ledger.claim(f"cmd-{n}", "eject", "ops:test", time.time() + 600):
+            print(f"claimed cmd-{n}", flush=True)
+    print("done", flush=True)
+    while True:
+        time.sleep(3600)
+
+
 def main(argv: list[str]) -> None:
     if argv[0] == "runtime":
         rewrite_runtime_status(Path(argv[1]))
+    if argv[0] == "claim":
+        claim_commands(Path(argv[1]), int(argv[2]))
     command, path, kiosk_id = argv[0], Path(argv[1]), argv[2]
     outbox = Outbox(path, kiosk_id)
     if command == "append":

@@ -153,6 +153,7 @@ class SyncPass:
                 accepted=result.accepted,
                 duplicate=result.duplicate,
                 quarantined=result.quarantined,
+                renumbered=result.renumbered,
                 held=len(result.held),
                 error=result.error,
                 seconds=round(result.seconds, 3),

@@ -36,6 +36,7 @@ def print_pass(result: PassResult, closed: ClosedPull, left: int, as_json: bool)
             "accepted": result.accepted,
             "duplicate": result.duplicate,
             "quarantined": result.quarantined,
+            "renumbered": result.renumbered,
             "batches": result.batches,
             "pending": left,
             "error": result.error,
@@ -68,6 +69,11 @@ def print_pass(result: PassResult, closed: ClosedPull, left: int, as_json: bool)
         f"sent {result.sent} events ({result.accepted} new, {result.duplicate} already there) "
         f"in {result.batches} batches, {result.quarantined} quarantined, {left} still pending"
     )
+    if result.renumbered:
+        typer.echo(
+            f"renumbered {result.renumbered} events past the cloud's highest seq "
+            "(the cloud held their numbers for other events); ids kept, sent again"
+        )
     for event in result.set_aside:
         typer.echo(f"quarantined #{event.seq} {event.type}: {event.reason}")
     for held in result.held:

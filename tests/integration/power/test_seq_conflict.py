@@ -7,6 +7,7 @@ the same kiosk id, after a card was replaced). Real outbox files, real cloud und
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ from ulid import ULID
 
 from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_seq import parse_conflict
+from cloud_sync.signing import kiosk_key
+from tests.helpers import run_cli
 from tests.integration.sync.cloudkit import Cloud, Kiosk, make_kiosk
+from tests.integration.sync.test_sync_cli import cli_kiosk, kiosk_env
 
 pytestmark = pytest.mark.service
 
@@ -61,3 +65,25 @@ def test_the_clouds_conflict_answer_names_its_highest_seq(tmp_path: Path, cloud:
     conflict = parse_conflict(rejected["reason"])
     assert conflict is not None and (conflict.seq, conflict.stored_max) == (1, 4)
     kiosk.outbox.close()
+
+
+def test_kiosk_sync_now_says_it_renumbered_and_exits_0(tmp_path: Path, cloud: Cloud) -> None:
+    """A technician's view: the rentals go through, and the command says why their
+    numbers changed; nothing shows as quarantined in ``kiosk sync status``."""
+    state = tmp_path / "kiosk"
+    cli_kiosk(state, cloud)
+    old = Outbox(tmp_path / "old.sqlite", "kiosk-cli")
+    Kiosk("kiosk-cli", kiosk_key(state), old).rent(2)
+    assert Kiosk("kiosk-cli", kiosk_key(state), old).daemon(cloud.url).sync_once().accepted == 2
+    old.close()
+    fresh = Outbox(state / "outbox.sqlite", "kiosk-cli")
+    Kiosk("kiosk-cli", kiosk_key(state), fresh).rent(1, start=50)
+    fresh.close()
+    sent = run_cli("sync", "now", env=kiosk_env(state, cloud.url))
+    assert sent.returncode == 0, sent.stderr
+    assert "renumbered 1 events past the cloud's highest seq" in sent.stdout
+    assert "0 quarantined, 0 still pending" in sent.stdout
+    status = run_cli("sync", "status", env=kiosk_env(state, cloud.url))
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"^quarantined\s+0$", status.stdout, re.MULTILINE), status.stdout
+    assert [e["seq"] for e in cloud.events("kiosk-cli")] == [1, 2, 3]

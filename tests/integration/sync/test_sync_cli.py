@@ -69,6 +69,7 @@ def test_sync_end_to_end_with_the_commands(tmp_path: Path) -> None:
             "accepted": 2,
             "duplicate": 0,
             "quarantined": 0,
+            "renumbered": 0,
             "batches": 1,
             "pending": 0,
             "error": None,

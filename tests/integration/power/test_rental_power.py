@@ -1,0 +1,86 @@
+"""A rental cut by the power after its eject and before the take: the intent the kiosk
+fsynced before asking the board survives, and the next ``kiosk run`` records the rental
+exactly once from the slot's status (the board is hardware: it keeps its own state).
+
+Real parts: ``kiosk run`` as a subprocess with its state folder (outbox, roster, keys,
+settings) on LazyFS, a real rider's photo through the real face model, the board simulator
+on a pty.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from hardware.sim import BoardSimulator
+from hardware.sim_board import SimConfig
+from models.encoder import FaceEngine
+from tests.integration.power.kit import fsync_tree, outbox_rows
+from tests.integration.power.lazyfs import PowerFolder
+from tests.integration.test_runtime import (
+    BLANK_PNG,
+    config,
+    enrol,
+    frames,
+    start,
+    stop,
+    types,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.service, pytest.mark.timeout(180)]
+
+
+def test_a_rental_cut_after_its_eject_is_recorded_once_after_the_reboot(
+    power: PowerFolder, tmp_path: Path, dev_faces: Path
+) -> None:
+    sim = BoardSimulator(
+        SimConfig(slots=2, filled=2, charge_rate=50, eject_s=0.3, take_after_s=4.0, seed=5)
+    )
+    sim.start()
+    state = power.path / "state"
+    state.mkdir()
+    try:
+        time.sleep(0.5)
+        enrol(state, FaceEngine(), dev_faces / "person_03" / "01.jpg", "rider-3", "Asha Example")
+        images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 12, blanks=200)
+        path = config(state, images, sim.path)
+        fsync_tree(state)  # enrolled and provisioned by an earlier boot
+        first = start(path)
+        try:
+            wait_for(lambda: len(sim.ejects) == 1 or first.poll() is not None)
+        finally:
+            first.kill()
+            first.communicate()
+        power.cut()
+        power.mount()
+        outbox_rows(state / "outbox.sqlite")  # not corrupt
+        with sqlite3.connect(state / "outbox.sqlite") as db:
+            intents = db.execute("SELECT kind, state FROM ejects").fetchall()
+        db.close()
+        assert intents == [("rental", "ejecting")]  # on the disk before the board was asked
+        assert "rental.started" not in types(state)
+
+        (tmp_path / "frames-empty").mkdir()
+        (tmp_path / "frames-empty" / "blank.png").write_bytes(BLANK_PNG)
+        path.write_text(
+            path.read_text().replace(str(images), str(tmp_path / "frames-empty")), encoding="utf-8"
+        )
+        second = start(path)
+        try:
+            wait_for(lambda: "rental.started" in types(state) or second.poll() is not None)
+        finally:
+            stop(second) if second.poll() is None else second.communicate()
+        power.cut()
+        power.mount()
+    finally:
+        sim.stop()
+    kept = [row[2] for row in outbox_rows(state / "outbox.sqlite")]  # after a second cut
+    assert kept.count("rental.started") == 1
+    with sqlite3.connect(state / "outbox.sqlite") as db:
+        assert db.execute("SELECT kind, state FROM ejects").fetchall() == [("rental", "settled")]
+    db.close()
+    assert len(sim.ejects) == 1  # never ejected again

@@ -5,13 +5,15 @@
     python -m tests.integration.power.appliance sync OUTBOX KIOSK URL KEY_DIR
     python -m tests.integration.power.appliance runtime STATE_DIR
     python -m tests.integration.power.appliance claim LEDGER COUNT
+    python -m tests.integration.power.appliance roster FOLDER KIOSK URL PINNED_KEY COUNT
 
 Each event ``append`` returned for is printed at once (``ack SEQ ID TYPE``): it is what the
 kiosk has acknowledged (a rental it told the rider about). ``append`` then waits, its
 connection open, as the kiosk does between events, until it is killed. ``writer`` appends
 rentals and face telemetry for ever; ``sync`` runs the real daemon's passes for ever;
 ``runtime`` rewrites ``runtime.json`` for ever (``wrote N`` after each); ``claim`` claims
-remote command ids in the command ledger (``claimed ID``), then waits.
+remote command ids in the command ledger (``claimed ID``), then waits; ``roster`` pulls
+the cloud's roster changes (``pulled VERSION ERROR``), then waits.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_sync import keyfiles
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
 from cloud_sync.daemon import SyncDaemon
@@ -28,6 +33,7 @@ from cloud_sync.mqtt.ledger import CommandLedger
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key
 from edge.ops.runtime_status import new_status, write_runtime_status
+from edge.vault.live import open_roster
 
 
 def fields(event_type: str, n: int) -> dict[str, object]:
@@ -68,7 +74,25 @@ def claim_commands(path: Path, count: int) -> None:
         time.sleep(3600)
 
 
+def pull_roster(folder: Path, kiosk_id: str, url: str, pinned: str, count: int) -> None:
+    """What the daemon does on its roster schedule: pull the cloud's changes, ``count``
+    times (``pulled VERSION`` after each), then wait."""
+    key = keyfiles.read_private_key(folder / "kiosk.pem", Ed25519PrivateKey)  # type: ignore[type-abstract]
+    outbox = Outbox(folder / "outbox.sqlite", kiosk_id)
+    store = open_roster(folder / "roster.sqlite", folder / "keys", kiosk_id, pinned)
+    client = CloudClient(url, kiosk_id, key, timeout_s=5)
+    daemon = SyncDaemon(outbox, client, BatchLimits(50, 1024 * 1024, 0.5), roster=store)
+    for _ in range(count):
+        pulled = daemon.pull_roster()
+        print(f"pulled {pulled.to_version} {pulled.error}", flush=True)
+    print("done", flush=True)
+    while True:
+        time.sleep(3600)
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "roster":
+        pull_roster(Path(argv[1]), argv[2], argv[3], argv[4], int(argv[5]))
     if argv[0] == "runtime":
         rewrite_runtime_status(Path(argv[1]))
     if argv[0] == "claim":

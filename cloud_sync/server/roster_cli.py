@@ -67,7 +67,7 @@ def _roster(database_url: str | None, reading: bool = False) -> Iterator[CloudRo
         if not path.is_file():
             raise ConfigError(
                 f"{path}: no cloud database here (check KIOSK_CLOUD_DATABASE_URL or "
-                "--database-url; `kiosk-cloud serve` or `kiosk-cloud keys init` makes one)"
+                "--database-url; `kiosk-cloud migrate` or `kiosk-cloud serve` makes one)"
             )
     database = open_database(settings.database_url, pool_size=2)
     try:

@@ -112,7 +112,7 @@ def test_reading_the_roster_creates_no_database_and_no_keys(tmp_path: Path) -> N
     db = f"sqlite:///{tmp_path / 'cloud.sqlite'}"
     for args in (("roster", "info"), ("riders", "list")):
         code, _, err = cloud_cli(*args, db=db)
-        assert code != 0 and "no cloud database here" in err and "keys init" in err, err
+        assert code != 0 and "no cloud database here" in err and "kiosk-cloud migrate" in err, err
         assert sorted(p.name for p in tmp_path.iterdir()) == []
     sqlite3.connect(tmp_path / "cloud.sqlite").close()  # a database, but no key files yet
     for args in (("roster", "info"), ("riders", "list")):

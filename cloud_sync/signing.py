@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cloud_sync import keyfiles
+from cloud_sync.curve_points import ed25519_weakness
 from cloud_sync.errors import SignatureError
 
 VERSION = "kiosk-sig-v1"
@@ -160,13 +161,17 @@ def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
-    """A public key from its base64 text; ``SignatureError`` when it is not one."""
+    """A public key from its base64 text; ``SignatureError`` when it is not one, or is one
+    no signature can be trusted with (``curve_points``: not on the curve, small order)."""
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise SignatureError("public key is not base64") from None
     if len(raw) != 32:
         raise SignatureError("public key must be 32 bytes (Ed25519), base64-encoded")
+    weakness = ed25519_weakness(raw)
+    if weakness is not None:
+        raise SignatureError(f"public key {weakness}; use the key `kiosk sync key` prints")
     return Ed25519PublicKey.from_public_bytes(raw)
 
 

@@ -102,7 +102,15 @@ class Service:
         record = self.store.kiosk(kiosk_id)
         if record is None:
             return None
-        key = parse_public_key(record.public_key)
+        try:
+            key = parse_public_key(record.public_key)
+        except SignatureError as exc:  # stored before the check that now refuses it
+            raise Problem(
+                401,
+                "bad_signature",
+                f"the key registered for kiosk {kiosk_id!r} cannot be trusted ({exc}); "
+                "register the kiosk's key again",
+            ) from None
         if len(self._keys) > 10_000:
             self._keys.clear()
         self._keys[kiosk_id] = (time.monotonic(), record, key)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from cloud_sync.errors import IntegrityError, SigningKeyError
 from cloud_sync.roster_wire import (
@@ -89,14 +89,23 @@ class Rotation:
 
 
 def box_public_key(text: str) -> X25519PublicKey:
-    """A kiosk's X25519 key from base64 of its 32 raw bytes; ``ValueError`` otherwise."""
+    """A kiosk's X25519 key from base64 of its 32 raw bytes; ``ValueError`` otherwise, and
+    for a point of low order (see below)."""
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("box public key is not base64") from None
     if len(raw) != 32:
         raise ValueError("box public key must be 32 bytes (X25519), base64-encoded")
-    return X25519PublicKey.from_public_bytes(raw)
+    key = X25519PublicKey.from_public_bytes(raw)
+    try:  # a low-order point: every agreement with it gives the same all-zero secret
+        X25519PrivateKey.generate().exchange(key)
+    except ValueError:
+        raise ValueError(
+            "box public key is a point of low order, which would let anyone read the "
+            "roster's data key; use the key `kiosk sync key --box` prints"
+        ) from None
+    return key
 
 
 def box_key_id(text: str) -> str:
@@ -297,7 +306,15 @@ class CloudRoster:
     def delta(self, kiosk_id: str, box_key: str, since: int, nonce: str) -> Delta:
         """The signed delta from ``since`` to now for one kiosk's box key, or the signed
         statement that ``since`` is current; either bound to the request's ``nonce``."""
-        recipient = box_public_key(box_key)
+        try:
+            recipient = box_public_key(box_key)
+        except ValueError as exc:  # stored before the check that now refuses it
+            raise Problem(
+                409,
+                "no_box_key",
+                f"the box public key registered for kiosk {kiosk_id!r} is unusable ({exc}); "
+                "register the kiosk's box key again",
+            ) from None
         with self.db.transaction() as tx:
             state = self._read_state(tx, share=True)
             if since > state.version:

@@ -1,0 +1,189 @@
+"""More of the cloud API against a hostile client or a careless operator, on a real uvicorn
+server on SQLite and on PostgreSQL: public keys that no signature or key agreement can be
+trusted with (small-order Ed25519 points, low-order X25519 points, bytes that are no point
+at all) are refused where they are parsed, by every route and command that takes one, and a
+key stored before that check never turns a request into a 5xx."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from cloud_sync.server.roster_keys import RosterKeyFiles
+from cloud_sync.signing import new_nonce, public_key_text, sign_request
+from tests.helpers import BIN
+from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
+
+P = 2**255 - 19
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _le(number: int) -> bytes:
+    return number.to_bytes(32, "little")
+
+
+#: Ed25519 public keys a forger can sign for without any private key (points of order 1, 2
+#: and 4, and the identity written non-canonically), and bytes that are no point at all.
+WEAK_SIGNING_KEYS = {
+    "identity": _le(1),
+    "order 2 (y = -1)": _le(P - 1),
+    "order 4 (all zero)": bytes(32),
+    "order 4, sign bit set": _le(2**255),
+    "identity, y = p + 1": _le(P + 1),
+    "y >= p (all 0xff)": b"\xff" * 32,
+}
+#: X25519 public keys every key agreement with gives the same all-zero secret.
+WEAK_BOX_KEYS = {
+    "zero": bytes(32),
+    "one": _le(1),
+    "order 8": bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    "p - 1": _le(P - 1),
+}
+
+
+def _box_key() -> str:
+    public = X25519PrivateKey.generate().public_key()
+    return _b64(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def roster_cloud(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cloud]:
+    """A cloud that serves the roster, on each store (PostgreSQL with key files)."""
+    folder = tmp_path_factory.mktemp("hostile-more")
+    if request.param == "sqlite":
+        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}")
+    else:
+        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
+        keys.init()
+        running = start_cloud(
+            request.getfixturevalue("pg_session_url"),
+            roster_key_file=keys.signing_path,
+            roster_data_key_file=keys.data_path,
+        )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def cloud(roster_cloud: Cloud) -> Cloud:
+    empty_database(roster_cloud.settings.database_url)
+    roster_cloud.service().forget_keys()
+    return roster_cloud
+
+
+def _forged_headers(kiosk_id: str) -> dict[str, str]:
+    """Signature headers anyone can write for a kiosk whose key is a small-order point:
+    R = the identity, s = 0."""
+    return {
+        "X-Kiosk-Id": kiosk_id,
+        "X-Kiosk-Timestamp": str(int(time.time())),
+        "X-Kiosk-Nonce": new_nonce(),
+        "X-Kiosk-Signature": _b64(_le(1) + bytes(32)),
+    }
+
+
+@pytest.mark.parametrize("name", list(WEAK_SIGNING_KEYS))
+def test_a_signing_key_anyone_can_sign_for_is_refused_by_register_and_provision(
+    cloud: Cloud, name: str
+) -> None:
+    weak = _b64(WEAK_SIGNING_KEYS[name])
+    answer = cloud.admin(
+        "POST", "/v1/admin/kiosks", json={"kiosk_id": "kiosk-w", "public_key": weak}
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "bad_public_key"
+    assert cloud.admin("GET", "/v1/admin/kiosks").json() == [], "nothing is registered"
+    forged = cloud.http.get(cloud.url + "/v1/rentals:closed", headers=_forged_headers("kiosk-w"))
+    assert forged.status_code == 401, forged.text
+
+    token = cloud.admin("POST", "/v1/admin/provisioning-tokens", json={}).json()["token"]
+    body = {"token": token, "kiosk_id": "kiosk-w", "public_key": weak}
+    refused = cloud.http.post(cloud.url + "/v1/provision", json=body)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"] == "bad_public_key"
+    body["public_key"] = public_key_text(Ed25519PrivateKey.generate())
+    done = cloud.http.post(cloud.url + "/v1/provision", json=body)
+    assert done.status_code == 201, "the refused attempt did not spend the token: " + done.text
+
+
+def test_a_weak_signing_key_stored_before_the_check_is_refused_never_a_5xx(cloud: Cloud) -> None:
+    cloud.service().store.register_kiosk("kiosk-w", _b64(_le(1)), "", None)
+    for path in ("/v1/rentals:closed", "/v1/roster"):
+        forged = cloud.http.get(cloud.url + path, headers=_forged_headers("kiosk-w"))
+        assert forged.status_code == 401, forged.text
+        assert "register" in forged.json()["reason"], forged.text
+
+
+@pytest.mark.parametrize("name", list(WEAK_BOX_KEYS))
+def test_a_box_key_every_agreement_with_is_zero_is_refused_and_never_crashes_the_pull(
+    cloud: Cloud, name: str
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    weak = _b64(WEAK_BOX_KEYS[name])
+    answer = cloud.admin(
+        "POST",
+        "/v1/admin/kiosks",
+        json={"kiosk_id": "kiosk-b", "public_key": public_key_text(key), "box_public_key": weak},
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "bad_box_public_key"
+    assert cloud.admin("GET", "/v1/admin/kiosks").json() == []
+
+    # one stored before the check: the pull says what to do, it does not crash
+    cloud.service().store.register_kiosk("kiosk-b", public_key_text(key), "", weak)
+    target = "/v1/roster?since=0"
+    headers = sign_request(key, "kiosk-b", "GET", target, b"", int(time.time()), new_nonce())
+    pulled = cloud.http.get(cloud.url + target, headers=headers)
+    assert pulled.status_code == 409, pulled.text
+    assert pulled.json()["error"] == "no_box_key"
+    assert "register" in pulled.json()["reason"]
+    fixed = cloud.admin(
+        "POST",
+        "/v1/admin/kiosks",
+        json={
+            "kiosk_id": "kiosk-b",
+            "public_key": public_key_text(key),
+            "box_public_key": _box_key(),
+        },
+    )
+    assert fixed.status_code == 200, "a real box key is taken: " + fixed.text
+
+
+def test_kiosk_cloud_register_kiosk_refuses_weak_keys_in_one_line(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'cloud.sqlite'}"
+    env = {"KIOSK_CLOUD_DATABASE_URL": database, "PATH": "/usr/bin:/bin"}
+    migrated = subprocess.run([str(BIN / "kiosk-cloud"), "migrate"], env=env, capture_output=True)
+    assert migrated.returncode == 0, migrated.stderr
+    good = public_key_text(Ed25519PrivateKey.generate())
+    for option, weak in (
+        ("--public-key", _b64(_le(1))),
+        ("--box-public-key", _b64(bytes(32))),
+    ):
+        args = ["register-kiosk", "kiosk-w", "--public-key", good, option, weak]
+        if option == "--public-key":
+            args = ["register-kiosk", "kiosk-w", "--public-key", weak]
+        done = subprocess.run(
+            [str(BIN / "kiosk-cloud"), *args], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 4, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"kiosk-cloud: error: {option}: "), lines
+    listed = subprocess.run(
+        [str(BIN / "kiosk-cloud"), "kiosks"], env=env, capture_output=True, text=True
+    )
+    assert listed.stdout == "", "nothing was registered"

@@ -14,7 +14,9 @@ Folders that exist already (``/tmp``, a folder a person made) keep their mode: o
 the product makes is narrowed.
 
 ``connect_read_only`` opens an existing database for commands that only read: it never
-creates the file, never writes, and leaves behind no side file it made.
+creates the file, never writes, and leaves behind no side file it made; ``not_holding``
+says why an existing file is not the database a command expects (empty, not SQLite,
+damaged, another kind), read-only too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -129,3 +131,31 @@ def connect_read_only(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
         db.execute("PRAGMA query_only=ON")
         return db
     return sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
+
+
+def not_holding(path: Path, tables: Collection[str]) -> str | None:
+    """Why the existing file at ``path`` is not a database with ``tables`` (an empty file,
+    not an SQLite database, damaged, another kind of database), or None when it is one.
+
+    Reads only (``connect_read_only``); ``FileNotFoundError`` when there is no file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    if path.stat().st_size == 0:
+        return "an empty file"
+    try:
+        db = connect_read_only(path)
+        try:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+            check = db.execute("PRAGMA quick_check").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc):
+            return "not an SQLite database"
+        return f"a damaged database: {exc}"
+    if not set(tables) <= {name for (name,) in rows}:
+        return "another kind of database"
+    if check is None or check[0] != "ok":
+        return f"a damaged database: {check[0] if check else 'no answer'}"
+    return None

@@ -6,7 +6,8 @@ The tree, by phase::
     ├── ConfigError, InputError         shared: settings and input (``cloud_sync.errors``)
     └── EdgeError
         ├── VisionError                 the face pipeline could not produce a decision
-        └── NotAvailableError           a command that cannot work on this machine
+        ├── NotAvailableError           a command that cannot work on this machine
+        └── SlotStateError              slots.db is not a slot database
 
 Errors of the other packages have roots of their own (``hardware.errors.HardwareError``,
 ``models.errors.ModelError``) or hang under the shared root (``cloud_sync.errors.SyncError``,
@@ -28,3 +29,7 @@ class VisionError(EdgeError):
 
 class NotAvailableError(EdgeError):
     """The command cannot work on this machine (for example, there is no journal to read)."""
+
+
+class SlotStateError(EdgeError, ValueError):
+    """The slot database is not one (empty for a reader, not SQLite, damaged, another kind)."""

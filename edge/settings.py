@@ -10,6 +10,7 @@ its path, e.g. ``mqtt__password``), then the defaults below.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic_settings import (
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from cloud_sync.config import MqttConfig, OutboxConfig, SyncConfig
@@ -100,6 +102,11 @@ class Settings(BaseSettings):
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a settings file, turning every failure into a one-line ``ConfigError``."""
     try:
+        if not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+            # a pipe or a device would block the command or read forever
+            raise ConfigError(
+                f"{path}: not a regular file (a pipe or a device), not a settings file"
+            )
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
@@ -142,12 +149,21 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         origin = str(DEFAULT_CONFIG_PATH)
     else:
         values, origin = {}, "settings"
+    for section, fields in values.items():
+        if section in Settings.model_fields and not isinstance(fields, dict):
+            # the environment would replace it silently: say so instead
+            raise ConfigError(f"{origin}: {section}: must be a table ([{section}]), got {fields!r}")
     for section, fields in overrides.items():
         values.setdefault(section, {}).update(fields)
     try:
         return Settings(_secrets_dir=secrets_dir(), **values)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, origin)) from None
+    except SettingsError as exc:  # a KIOSK_<SECTION> variable that is not JSON
+        raise ConfigError(
+            f"environment: {exc}; set one field as KIOSK_<SECTION>__<FIELD>, or the "
+            "section as a JSON object"
+        ) from None
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

@@ -27,8 +27,8 @@ import structlog
 from cloud_sync.errors import InputError
 from cloud_sync.events import EjectAttempt
 from cloud_sync.outbox import Outbox
-from cloud_sync.private_files import connect_read_only, open_private_db
-from edge.errors import EdgeError
+from cloud_sync.private_files import connect_read_only, not_holding, open_private_db
+from edge.errors import EdgeError, SlotStateError
 from hardware.board import BoardEvent, BoardOffline, BoardOnline, EjectResult, SlotBoard
 from hardware.config import BoardConfig
 from hardware.errors import (
@@ -213,6 +213,9 @@ class SlotStateMissingError(InputError, FileNotFoundError):
     """A command that only reads the slot database found none; nothing was created."""
 
 
+SLOT_STATE_FIX = "move it aside, then `kiosk slots` asks the board and records a new one"
+
+
 class Inventory:
     """The slots of one cabinet, kept in SQLite and driven by the board's events."""
 
@@ -234,6 +237,9 @@ class Inventory:
         self.door = DoorState.CLOSED
         try:
             if read_only:
+                why = not_holding(path, ("slots",))
+                if why is not None:
+                    raise SlotStateError(f"{path}: not a slot database ({why}); {SLOT_STATE_FIX}")
                 connection = connect_read_only(path)
                 connection.isolation_level = None
             else:
@@ -247,7 +253,9 @@ class Inventory:
                 "it; `kiosk run` keeps it up to date)"
             ) from None
         except (sqlite3.Error, OSError) as exc:
-            raise EdgeError(f"{path}: cannot open the slot inventory ({exc})") from None
+            raise SlotStateError(
+                f"{path}: not a slot database, cannot open it ({exc}); {SLOT_STATE_FIX}"
+            ) from None
 
     def _load(self, count: int) -> dict[int, Slot]:
         if self.read_only:

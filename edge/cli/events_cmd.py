@@ -22,6 +22,7 @@ from cloud_sync.outbox import Outbox
 from edge.cli.context import state
 from edge.cli.progress import bar
 from edge.ops import event_log
+from edge.ops.outbox_read import open_outbox_read_only
 from edge.settings import Settings
 
 app = typer.Typer(help="Tail or export the events in the outbox.", no_args_is_help=True)
@@ -29,17 +30,7 @@ app = typer.Typer(help="Tail or export the events in the outbox.", no_args_is_he
 
 def _open(settings: Settings) -> Outbox:
     """The outbox, read-only: a missing one is an error, never created here."""
-    if not settings.outbox_path.is_file():
-        raise InputError(
-            f"{settings.outbox_path}: no outbox yet (nothing was recorded here; "
-            "`kiosk run` makes it)"
-        )
-    return Outbox(
-        settings.outbox_path,
-        settings.kiosk.id,
-        max_bytes=settings.outbox.max_bytes,
-        read_only=True,
-    )
+    return open_outbox_read_only(settings)
 
 
 def _line(event: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from cloud_sync import exits
 from cloud_sync.errors import ConfigError, InputError, OutboxMissingError, RosterError, SyncError
 from cloud_sync.exits import ExitCode
 from edge.cli.auth import NotPermittedError
-from edge.errors import EdgeError, NotAvailableError
+from edge.errors import EdgeError, NotAvailableError, SlotStateError
 from hardware.errors import HardwareError
 from models.errors import ImageError, ModelError
 
@@ -45,6 +45,7 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "wait for a reader to let go, or a `kiosk` key file is unreadable, malformed or "
         "readable by others",
     ),
+    ExitCode(7, SlotStateError, "the slot state file is not a slot database"),
     ExitCode(8, NotAvailableError, "the command cannot work on this machine"),
     ExitCode(10, NotPermittedError, "needs root or the `kiosk-tech` group"),
     ExitCode(1, EdgeError, "the kiosk runtime failed"),

@@ -21,6 +21,7 @@ from cloud_sync.errors import InputError
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.exits import CHECK_FAILED
+from edge.cli.text_input import checked_reason
 from edge.errors import NotAvailableError
 from edge.ops.doctor import CHECKS, run_checks
 from edge.ops.maintenance import read_maintenance, set_maintenance
@@ -175,13 +176,12 @@ def _set(ctx: typer.Context, on: bool, reason: str) -> None:
     settings = state(ctx).settings()
     state_dir = settings.kiosk.state_dir
     who = require_technician(state_dir, f"kiosk maintenance {'on' if on else 'off'}")
-    if len(reason) > 200:
-        raise InputError("--reason must be at most 200 characters")
+    reason = checked_reason(reason, required=False)
     from cloud_sync.outbox import Outbox  # here only: status and doctor need no sqlite_utils
 
     outbox = Outbox(settings.outbox_path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes)
     try:
-        _, event = set_maintenance(state_dir, outbox, on, who, reason.strip())
+        _, event = set_maintenance(state_dir, outbox, on, who, reason)
     finally:
         outbox.close()
     recorded = f"event {event.seq}" if event is not None else "no event (the outbox is full)"

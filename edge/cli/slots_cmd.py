@@ -16,8 +16,16 @@ from cloud_sync.errors import InputError
 from cloud_sync.events import Event
 from edge.cli.auth import require_technician
 from edge.cli.context import state
+from edge.cli.text_input import checked_reason
 from edge.settings import Settings
-from edge.slots import Inventory, Slot, SlotState, failed_eject, one_line
+from edge.slots import (
+    Inventory,
+    Slot,
+    SlotState,
+    SlotStateMissingError,
+    failed_eject,
+    one_line,
+)
 from hardware.driver import SerialBoard
 from hardware.errors import (
     BoardConnectError,
@@ -142,7 +150,11 @@ def slots(
                 source = "board"
         except BoardError as exc:
             error = exc
-            inventory = _cached(settings)
+            try:
+                inventory = _cached(settings)
+            except SlotStateMissingError:  # nothing to fall back on: the board's error it is
+                print("kiosk: the board did not answer, and no state is known yet", file=sys.stderr)
+                raise exc from None
     rows = inventory.slots()
     if as_json:
         payload = {"source": source, "slots": [_row(slot) for slot in rows]}
@@ -218,9 +230,7 @@ def eject(
     on disk before the board is asked: an eject cut short (killed, power cut) is recorded
     from the slot's status by the next kiosk eject or kiosk run. Needs the board's port,
     which kiosk run holds while it runs (then use a remote eject)."""
-    reason = reason.strip()
-    if not 1 <= len(reason) <= 200:
-        raise InputError("--reason must be 1 to 200 characters")
+    reason = checked_reason(reason, required=True)
     settings = state(ctx).settings()
     _check_slot(settings, slot)
     who = require_technician(settings.kiosk.state_dir, "kiosk eject")

@@ -25,7 +25,7 @@ import structlog
 import typer
 
 from cloud_sync.closed_pull import read_fetch_state
-from cloud_sync.errors import CloudError, ConfigError, InputError, RosterError
+from cloud_sync.errors import CloudError, ConfigError, RosterError
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key, public_key_text
 from edge.cli.context import state
@@ -184,18 +184,10 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the outbox: pending events per class, oldest age, quarantined events (money
     ones flagged) and events failing alone, last success and error, the roster's last pull
     and the last fetch of rentals closed in the cloud."""
+    from edge.ops.outbox_read import open_outbox_read_only
+
     settings = state(ctx).settings()
-    if not settings.outbox_path.is_file():
-        raise InputError(
-            f"{settings.outbox_path}: no outbox yet (nothing was recorded here; "
-            "`kiosk run` makes it)"
-        )
-    outbox = Outbox(
-        settings.outbox_path,
-        settings.kiosk.id,
-        max_bytes=settings.outbox.max_bytes,
-        read_only=True,
-    )
+    outbox = open_outbox_read_only(settings)
     try:
         stats = outbox.stats()
         quarantined = outbox.quarantined(limit=5)
@@ -313,7 +305,9 @@ def requeue(
     ctx: typer.Context,
     seq: Annotated[
         list[int] | None,
-        typer.Option("--seq", help="Only this event (repeat for more); default: all."),
+        typer.Option(
+            "--seq", help="Only this event (repeat for more); default: all.", min=1, max=2**63 - 1
+        ),
     ] = None,
 ) -> None:
     """Send quarantined events again (after the cloud or the kiosk was fixed); their count

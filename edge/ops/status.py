@@ -211,12 +211,10 @@ def outbox_part(settings: Settings) -> OutboxPart:
     path = settings.outbox_path
     if not path.is_file():
         return OutboxPart(ok=None, detail=f"no outbox yet at {path}")
-    from cloud_sync.outbox import Outbox  # with an outbox only: it loads sqlite_utils
+    from edge.ops.outbox_read import open_outbox_read_only
 
     try:
-        outbox = Outbox(
-            path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes, read_only=True
-        )
+        outbox = open_outbox_read_only(settings)
         try:
             stats = outbox.stats()
         finally:

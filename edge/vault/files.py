@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from cloud_sync.private_files import connect_read_only, open_private_db
+from cloud_sync.private_files import connect_read_only, not_holding, open_private_db
 from edge.vault import erasure
 from edge.vault.errors import RosterMissingError, StoreError
 from edge.vault.values import PullState
@@ -88,15 +88,14 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     ``RosterMissingError`` when there is no file, ``StoreError`` when it is not a roster.
     """
     try:
-        db = connect_read_only(path)
+        why = not_holding(path, TABLES)
+        if why is None:
+            db = connect_read_only(path)
     except FileNotFoundError:
         raise RosterMissingError(f"{path}: no roster here ({MISSING_ROSTER_FIX})") from None
+    if why is not None:
+        raise StoreError(f"{path}: not a roster ({why}); move it aside, then {MISSING_ROSTER_FIX}")
     db.isolation_level = None
-    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not set(TABLES) <= names:
-        db.close()
-        empty = "an empty file" if path.stat().st_size == 0 else "another kind of database"
-        raise StoreError(f"{path}: not a roster ({empty}, no {', '.join(sorted(TABLES))} tables)")
     return db
 
 

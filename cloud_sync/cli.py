@@ -20,6 +20,7 @@ from cloud_sync.cli_runner import run_app
 from cloud_sync.errors import InputError, SignatureError
 from cloud_sync.exits import CLOUD_EXIT_CODES
 from cloud_sync.lazy_cli import LazyCommand, lazy_group
+from cloud_sync.wire_values import MAX_INT64
 
 if TYPE_CHECKING:  # the server's modules load in the commands that use them
     from cloud_sync.server.config import CloudSettings
@@ -167,6 +168,15 @@ def migrate_db(database_url: DatabaseUrl = None) -> None:
     typer.echo(f"applied migrations {applied}" if applied else "the schema is up to date")
 
 
+def _check_kiosk_id(kiosk_id: str, option: str = "") -> None:
+    """``InputError`` unless ``kiosk_id`` is a kiosk id as the API takes one."""
+    from cloud_sync.events import KIOSK_ID_PATTERN
+
+    if not re.fullmatch(KIOSK_ID_PATTERN, kiosk_id):
+        where = f"{option}: " if option else ""
+        raise InputError(f"{where}{kiosk_id!r} is not a kiosk id (lowercase letters, digits, '-')")
+
+
 @app.command("register-kiosk")
 def register_kiosk(
     kiosk_id: Annotated[str, typer.Argument(help="The kiosk's id (kiosk.id in its settings).")],
@@ -185,12 +195,10 @@ def register_kiosk(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Register a kiosk and its public keys (or replace them)."""
-    from cloud_sync.events import KIOSK_ID_PATTERN
     from cloud_sync.server.roster import box_public_key as roster_box_key
     from cloud_sync.signing import parse_public_key
 
-    if not re.fullmatch(KIOSK_ID_PATTERN, kiosk_id):
-        raise InputError(f"{kiosk_id!r} is not a kiosk id (lowercase letters, digits, '-')")
+    _check_kiosk_id(kiosk_id)
     try:
         parse_public_key(public_key)
     except SignatureError as exc:
@@ -217,6 +225,8 @@ def issue_token(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Issue a one-time provisioning token (printed once, stored hashed)."""
+    if kiosk_id is not None:
+        _check_kiosk_id(kiosk_id, "--kiosk-id")
     with _store(database_url) as store:
         token, expires = store.issue_token(ttl_s, kiosk_id, site)
     typer.echo(token)
@@ -234,11 +244,13 @@ def kiosks(database_url: DatabaseUrl = None) -> None:
 @app.command("events")
 def events(
     kiosk_id: Annotated[str | None, typer.Option("--kiosk-id", help="Only this kiosk.")] = None,
-    after_seq: Annotated[int, typer.Option("--after-seq", min=0)] = 0,
+    after_seq: Annotated[int, typer.Option("--after-seq", min=0, max=MAX_INT64)] = 0,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 100,
     database_url: DatabaseUrl = None,
 ) -> None:
     """List stored events as JSON lines, in (kiosk, seq) order."""
+    if kiosk_id is not None:
+        _check_kiosk_id(kiosk_id, "--kiosk-id")
     with _store(database_url) as store:
         for row in store.events(kiosk_id, after_seq, limit):
             typer.echo(json.dumps(row))

@@ -1,7 +1,8 @@
 """Run a Typer app so that every known error becomes one line and a documented exit code.
 
 Shared by ``kiosk`` and ``kiosk-cloud``: each passes its table of exit codes
-(``cloud_sync.exits``). The traceback is shown only with ``--debug``. Every command runs
+(``cloud_sync.exits``). The traceback is shown only with ``--debug``; an error line is cut
+at ``MAX_LINE`` characters, anything that is not text shown as U+FFFD. Every command runs
 with umask 077, so nothing it writes is readable by group or others
 (``cloud_sync.private_files``).
 """
@@ -16,6 +17,10 @@ import typer
 
 from cloud_sync.exits import UNEXPECTED, USAGE, ExitCode, exit_code_for
 from cloud_sync.private_files import private_umask_for_call
+from cloud_sync.wire_values import printable
+
+#: An error line is cut here, so that an argument of a megabyte is not echoed whole.
+MAX_LINE = 400
 
 
 def run_app(
@@ -54,7 +59,7 @@ def _run(
         if debug:
             traceback.print_exc()
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"{prog}: error: {line}", file=sys.stderr)
+            print(f"{prog}: error: {printable(line, MAX_LINE)}", file=sys.stderr)
         return exit_code_for(exc, exit_codes)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

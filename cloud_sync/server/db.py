@@ -32,7 +32,7 @@ import psycopg
 import psycopg_pool
 from psycopg.types.array import ListBinaryDumper
 
-from cloud_sync.errors import StoreError
+from cloud_sync.errors import InputError, StoreError
 from cloud_sync.private_files import open_private_db
 
 Dialect = Literal["sqlite", "postgres"]
@@ -42,9 +42,10 @@ class ConflictError(StoreError):
     """A unique constraint refused a row (a concurrent writer stored it first)."""
 
 
-class StoreDataError(StoreError, ValueError):
+class StoreDataError(StoreError, InputError):
     """The database refused a value of the request (NUL in text, an integer past int64, a
-    constraint other than uniqueness): the request's fault, which no retry mends."""
+    constraint other than uniqueness): the request's fault, which no retry mends; on the
+    command line an ``InputError`` (exit 4), like any other value that cannot be used."""
 
 
 class StoreFaultError(StoreError):

@@ -10,6 +10,7 @@ photo leaves this machine.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -23,10 +24,11 @@ from cloud_sync.errors import ConfigError, InputError
 from cloud_sync.server.config import CloudSettings, load_cloud_settings
 from cloud_sync.server.db import open_database
 from cloud_sync.server.migrations import migrate
-from cloud_sync.server.models import RiderIn, TemplateIn
+from cloud_sync.server.models import PERSON_ID_PATTERN, RiderIn, TemplateIn
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.roster import CloudRoster, open_cloud_roster, rider_out, roster_status
 from cloud_sync.server.roster_keys import RosterKeyFiles
+from cloud_sync.wire_values import printable
 from models.errors import ModelMissingError
 from models.hints import ONE_PHOTO_HINT
 
@@ -215,6 +217,11 @@ def riders_delete(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Delete a rider; every kiosk drops their templates at its next pull."""
+    if len(person_id) > 128 or not re.fullmatch(PERSON_ID_PATTERN, person_id):
+        raise InputError(
+            f"{printable(person_id, 64)!r} is not a rider id (at most 128 letters, digits, "
+            "'.', '_', '-')"
+        )
     with _roster(database_url) as roster:
         version = roster.delete(person_id)
     typer.echo(f"deleted {person_id}; roster version {version}")

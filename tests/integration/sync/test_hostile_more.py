@@ -187,3 +187,62 @@ def test_kiosk_cloud_register_kiosk_refuses_weak_keys_in_one_line(tmp_path: Path
         [str(BIN / "kiosk-cloud"), "kiosks"], env=env, capture_output=True, text=True
     )
     assert listed.stdout == "", "nothing was registered"
+
+
+def _cloud_cli(env: dict[str, str], *args: str | bytes) -> subprocess.CompletedProcess[str]:
+    """``kiosk-cloud`` with ``args`` as a shell passes them (bytes that are not UTF-8 too)."""
+    done = subprocess.run(
+        [
+            str(BIN / "kiosk-cloud").encode(),
+            *(a.encode() if isinstance(a, str) else a for a in args),
+        ],
+        env=env,
+        capture_output=True,
+    )
+    return subprocess.CompletedProcess(
+        done.args,
+        done.returncode,
+        done.stdout.decode("utf-8", "replace"),
+        done.stderr.decode("utf-8", "replace"),
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("issue-token", "--kiosk-id", "Not A Kiosk"), id="token for no kiosk id"),
+        pytest.param(("issue-token", "--site", b"x\xed\xa0\x80"), id="site not UTF-8"),
+        pytest.param(("events", "--kiosk-id", b"kiosk-\xff"), id="events kiosk id not UTF-8"),
+        pytest.param(("events", "--kiosk-id", "Kiosk A"), id="events not a kiosk id"),
+        pytest.param(("events", "--after-seq", "9223372036854775808"), id="seq past int64"),
+        pytest.param(("events", "--after-seq", "9" * 5000), id="seq of 5000 digits"),
+        pytest.param(
+            ("register-kiosk", "kiosk-a", "--public-key", "GOOD", "--site", b"\xed\xa0\x80"),
+            id="register site not UTF-8",
+        ),
+        pytest.param(("riders", "delete", b"p\xed\xa0\x80"), id="rider id not UTF-8"),
+        pytest.param(("riders", "delete", "p" * 100_000), id="rider id of 100000 characters"),
+        pytest.param(("riders", "delete", "p/../q"), id="not a rider id"),
+    ],
+)
+def test_kiosk_cloud_admin_commands_refuse_hostile_arguments_in_one_line(
+    tmp_path: Path, args: tuple[str | bytes, ...]
+) -> None:
+    env = {
+        "KIOSK_CLOUD_DATABASE_URL": f"sqlite:///{tmp_path / 'cloud.sqlite'}",
+        "PATH": "/usr/bin:/bin",
+    }
+    assert _cloud_cli(env, "migrate").returncode == 0
+    good = public_key_text(Ed25519PrivateKey.generate())
+    done = _cloud_cli(env, *(good if a == "GOOD" else a for a in args))
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "rror" in line]
+    if done.returncode == 2:  # a usage error: typer's usage lines, one of them the error
+        assert len(errors) == 1 and "--after-seq" in errors[0], done.stderr
+    else:
+        assert done.returncode == 4, (done.returncode, done.stderr)
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("kiosk-cloud: error: ")
+        assert len(done.stderr) < 600, "the line is cut, not the whole input echoed"
+    assert done.stdout == "", "no token or row is printed"
+    assert _cloud_cli(env, "kiosks").stdout == "", "nothing was registered"

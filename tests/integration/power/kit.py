@@ -3,6 +3,7 @@ a look at an outbox after the reboot."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -75,13 +76,42 @@ class Part:
         return self.process.stderr.read()[-3000:]
 
 
+def inspect(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on a database of the appliance, opened read-only.
+
+    Read-only on purpose: a read-write connection that closes last removes the ``-shm``
+    file, and LazyFS (this build) then sometimes fails the ``ftruncate`` of the next
+    process's new ``-shm`` (SQLite: "disk I/O error", SHMOPEN), which no real disk does.
+    """
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
 def outbox_rows(path: Path) -> list[tuple[int, str, str, str]]:
     """``(seq, id, type, state)`` of every event, after an integrity check of the file."""
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        rows = db.execute("SELECT seq, id, type, state FROM events ORDER BY seq").fetchall()
-    db.close()
+    assert inspect(path, "PRAGMA integrity_check") == [("ok",)]
+    rows = inspect(path, "SELECT seq, id, type, state FROM events ORDER BY seq")
     return [(int(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def event_bodies(state: Path) -> list[dict[str, Any]]:
+    """The events in ``<state>/outbox.sqlite``, oldest first ([] when there is none yet)."""
+    path = state / "outbox.sqlite"
+    if not path.exists():
+        return []
+    return [json.loads(body) for (body,) in inspect(path, "SELECT body FROM events ORDER BY seq")]
+
+
+def ejected(state: Path) -> list[dict[str, Any]]:
+    """The payloads of the ``slot.ejected`` events, oldest first."""
+    return [e["payload"] for e in event_bodies(state) if e["type"] == "slot.ejected"]
+
+
+def types(state: Path) -> list[str]:
+    return [str(e["type"]) for e in event_bodies(state)]
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30) -> Any:

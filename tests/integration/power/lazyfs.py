@@ -59,9 +59,11 @@ class PowerFolder:
             if not fifo.exists():
                 os.mkfifo(fifo)
         self.config = work / "lazyfs.toml"
+        # the cache holds what is not fsynced yet: 256 MB is far more than a test writes
+        # between two fsyncs, and LazyFS starts in a fraction of the time 1 GB takes
         self.config.write_text(
             f'[faults]\nfifo_path="{self.fifo}"\nfifo_path_completed="{self.done_fifo}"\n'
-            '[cache]\napply_eviction=false\n[cache.simple]\ncustom_size="1gb"\n'
+            '[cache]\napply_eviction=false\n[cache.simple]\ncustom_size="256mb"\n'
             'blocks_per_page=1\n[filesystem]\nlog_all_operations=false\nlogfile=""\n'
         )
 

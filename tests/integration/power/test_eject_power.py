@@ -11,7 +11,6 @@ its own state (it is hardware, not the kiosk's disk).
 from __future__ import annotations
 
 import getpass
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 
@@ -22,12 +21,11 @@ from hardware.sim_board import SimConfig
 from tests.helpers import BIN
 from tests.integration.ops.test_eject_crash import (
     blank_config,
-    ejected,
     emptied,
     kill_mid_eject,
     kiosk_eject,
 )
-from tests.integration.power.kit import fsync_tree, outbox_rows
+from tests.integration.power.kit import ejected, fsync_tree, inspect, outbox_rows
 from tests.integration.power.lazyfs import PowerFolder
 from tests.integration.test_runtime import wait_for
 
@@ -45,10 +43,6 @@ def board() -> Iterator[BoardSimulator]:
     sim.stop()
 
 
-def intents(outbox: sqlite3.Connection) -> list[tuple[int, str, str]]:
-    return outbox.execute("SELECT slot, reason, state FROM ejects ORDER BY created_at").fetchall()
-
-
 def test_a_technician_eject_cut_by_the_power_is_recorded_once_after_the_reboot(
     power: PowerFolder, board: BoardSimulator
 ) -> None:
@@ -63,9 +57,8 @@ def test_a_technician_eject_cut_by_the_power_is_recorded_once_after_the_reboot(
     wait_for(lambda: emptied(board, 3), 20)  # the powerbank left while the power was off
 
     outbox_rows(state / "outbox.sqlite")  # not corrupt
-    with sqlite3.connect(state / "outbox.sqlite") as db:
-        assert intents(db) == [(3, "customer locked out", "ejecting")]  # the intent survived
-    db.close()
+    intents = inspect(state / "outbox.sqlite", "SELECT slot, reason, state FROM ejects")
+    assert intents == [(3, "customer locked out", "ejecting")]  # the intent survived
     assert ejected(state) == []
 
     done = kiosk_eject(path, 1, "inspection")

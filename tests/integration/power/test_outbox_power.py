@@ -77,7 +77,6 @@ def test_a_telemetry_event_sent_then_cut_keeps_its_seq_and_the_next_rental_is_ta
     cloud, hold = holding_cloud
     cloud.register(KIOSK, kiosk_key(tmp_path))
     path = power.path / "outbox.sqlite"
-    Outbox(path, KIOSK).close()  # made by an earlier boot
     writer = Part("append", str(path), KIOSK, "face.recognised", "1")
     syncer: Part | None = None
     try:

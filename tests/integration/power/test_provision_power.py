@@ -76,9 +76,11 @@ def test_provisioning_cut_after_each_step_finishes_whole_on_the_next_run(
                     if k["kiosk_id"] == kiosk_id]  # fmt: skip
     assert registered["public_key"] == public_key_text(key), after
     assert not source.exists(), "the token must be gone from the boot partition"
-    outbox = Outbox(state / "outbox.sqlite", kiosk_id)
-    outbox.append("kiosk.started", version="1", mode="rental")
-    outbox.close()
-    sent = run_cli("--config", str(config), "sync", "now")
+    outbox = Outbox(state / "outbox.sqlite", kiosk_id)  # open, as kiosk run holds it
+    try:
+        outbox.append("kiosk.started", version="1", mode="rental")
+        sent = run_cli("--config", str(config), "sync", "now")
+    finally:
+        outbox.close()
     assert sent.returncode == 0, sent.stderr
     assert [e["type"] for e in cloud.events(kiosk_id)] == ["kiosk.started"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +20,9 @@ from hardware.messages import SlotCondition
 from hardware.sim import BoardSimulator
 from hardware.sim_board import SimConfig
 from tests.integration.ops.broker import Broker, Watcher, mosquitto
-from tests.integration.ops.test_eject_crash import blank_config, commands, ejected, emptied
+from tests.integration.ops.test_eject_crash import blank_config, emptied
 from tests.integration.ops.test_run_ops import PUBLIC, Kiosk, signed
-from tests.integration.power.kit import fsync_tree
+from tests.integration.power.kit import ejected, fsync_tree, inspect
 from tests.integration.power.lazyfs import PowerFolder
 from tests.integration.test_runtime import wait_for
 
@@ -32,6 +33,10 @@ pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     with mosquitto(tmp_path_factory.mktemp("mosquitto")) as running:
         yield running
+
+
+def commands(state: Path) -> dict[str, str]:
+    return dict(inspect(state / "commands.sqlite", "SELECT id, status FROM commands"))
 
 
 def test_a_remote_eject_cut_by_the_power_is_recorded_and_answered_once(

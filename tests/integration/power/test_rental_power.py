@@ -9,7 +9,6 @@ on a pty.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from hardware.sim import BoardSimulator
 from hardware.sim_board import SimConfig
 from models.encoder import FaceEngine
-from tests.integration.power.kit import fsync_tree, outbox_rows
+from tests.integration.power.kit import fsync_tree, inspect, outbox_rows, types
 from tests.integration.power.lazyfs import PowerFolder
 from tests.integration.test_runtime import (
     BLANK_PNG,
@@ -27,7 +26,6 @@ from tests.integration.test_runtime import (
     frames,
     start,
     stop,
-    types,
     wait_for,
 )
 
@@ -58,9 +56,7 @@ def test_a_rental_cut_after_its_eject_is_recorded_once_after_the_reboot(
         power.cut()
         power.mount()
         outbox_rows(state / "outbox.sqlite")  # not corrupt
-        with sqlite3.connect(state / "outbox.sqlite") as db:
-            intents = db.execute("SELECT kind, state FROM ejects").fetchall()
-        db.close()
+        intents = inspect(state / "outbox.sqlite", "SELECT kind, state FROM ejects")
         assert intents == [("rental", "ejecting")]  # on the disk before the board was asked
         assert "rental.started" not in types(state)
 
@@ -80,7 +76,6 @@ def test_a_rental_cut_after_its_eject_is_recorded_once_after_the_reboot(
         sim.stop()
     kept = [row[2] for row in outbox_rows(state / "outbox.sqlite")]  # after a second cut
     assert kept.count("rental.started") == 1
-    with sqlite3.connect(state / "outbox.sqlite") as db:
-        assert db.execute("SELECT kind, state FROM ejects").fetchall() == [("rental", "settled")]
-    db.close()
+    settled = inspect(state / "outbox.sqlite", "SELECT kind, state FROM ejects")
+    assert settled == [("rental", "settled")]
     assert len(sim.ejects) == 1  # never ejected again

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 KIOSK = "kiosk-r"
 
 
-def set_up_kiosk(folder: Path, cloud: Cloud) -> str:
+def set_up_kiosk(power: PowerFolder, folder: Path, cloud: Cloud) -> str:
     """Keys, an empty outbox and roster, registered with the cloud; the pinned roster key."""
     folder.mkdir()
     key = Ed25519PrivateKey.generate()
@@ -49,12 +49,14 @@ def set_up_kiosk(folder: Path, cloud: Cloud) -> str:
     Outbox(folder / "outbox.sqlite", KIOSK).close()
     open_roster(folder / "roster.sqlite", folder / "keys", KIOSK, pinned).close()
     fsync_tree(folder)
+    power.cut()  # the set-up was an earlier boot
+    power.mount()
     return pinned
 
 
 def held(folder: Path, pinned: str) -> tuple[int, list[str]]:
     """The version the roster file holds and its riders, read after a reboot."""
-    store = open_roster(folder / "roster.sqlite", folder / "keys", KIOSK, pinned)
+    store = open_roster(folder / "roster.sqlite", folder / "keys", KIOSK, pinned, read_only=True)
     try:
         riders = sorted(store.load().riders)
     finally:
@@ -83,7 +85,7 @@ def test_roster_pulls_cut_by_the_power_leave_a_whole_roster(
     power: PowerFolder, cloud: Cloud
 ) -> None:
     folder = power.path / "kiosk"
-    pinned = set_up_kiosk(folder, cloud)
+    pinned = set_up_kiosk(power, folder, cloud)
     add_rider(cloud, "ann", 1)
     first = add_rider(cloud, "bob", 2)
     pull(power, folder, cloud, pinned, None)

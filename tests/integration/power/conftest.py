@@ -15,8 +15,8 @@ from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
 def power() -> Iterator[PowerFolder]:
     """A mounted LazyFS folder (``power.path``); ``power.cut()`` then ``power.mount()``."""
     folder = PowerFolder()
-    folder.mount()
     try:
+        folder.mount()
         folder.prove_it_drops()
         yield folder
     finally:

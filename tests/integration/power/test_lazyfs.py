@@ -14,8 +14,8 @@ pytestmark = pytest.mark.service
 
 def test_a_cut_drops_an_unfsynced_write_and_keeps_an_fsynced_one() -> None:
     folder = PowerFolder()
-    folder.mount()
     try:
+        folder.mount()
         (folder.path / "synced").write_bytes(b"a" * 10000)
         with (folder.path / "synced").open("rb+") as out:
             os.fsync(out.fileno())

@@ -34,7 +34,7 @@ from cloud_sync.events import (
     ErrorBody,
     Rejection,
 )
-from cloud_sync.server.bodies import StrictJSONRoute
+from cloud_sync.server.bodies import StrictJSONRoute, check_media_type
 from cloud_sync.server.bodies import read_body as _read_body
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.db import ConflictError, StoreDataError, StoreFaultError, open_database
@@ -172,6 +172,7 @@ class Service:
     ) -> BatchResponse:
         signed = self.authenticate(method, path, headers, body, source, "batch")
         state["kiosk_id"] = signed.kiosk_id
+        check_media_type(headers.get("content-type"))
         data = decode_body(body, headers.get("content-encoding"), self.limits.max_decoded_bytes)
         try:
             batch, events = parse_batch(data, signed.kiosk_id, self.limits, datetime.now(UTC))

@@ -3,11 +3,13 @@
 ``read_body`` reads at most ``limit`` bytes (413 past it, whatever Content-Length says).
 ``StrictJSONRoute`` is the route class of the app and its routers: before FastAPI
 validates a JSON body against its model, the body is read through ``read_body`` (the
-server's ``max_body_bytes``) and parsed by ``wire_values.loads_strict``, so that NaN,
+server's ``max_body_bytes``), refused with 415 when its Content-Type is not JSON or its
+Content-Encoding is neither absent, ``identity`` nor ``gzip`` (gzip is read, bounded,
+as the batch's is: ``ingest.decode_body``), and parsed by ``wire_values.loads_strict``, so that NaN,
 Infinity, a key twice in one object, text that is not UTF-8 or nesting too deep is a
 ``400 malformed_json`` with the reason, and a string (or key) no store can keep is a
 ``422 invalid_request`` naming where it is, on every route alike. The event batch reads its
-body itself (it is signed as sent, and may be gzip).
+body itself (it is signed as sent), with the same checks of its Content-Type and encoding.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from cloud_sync.errors import WireError
+from cloud_sync.server.ingest import decode_body
 from cloud_sync.server.problems import Problem
 from cloud_sync.wire_values import first_unstorable, loads_strict, printable
 
@@ -52,6 +55,18 @@ def _says_json(content_type: str | None) -> bool:
     )
 
 
+def check_media_type(content_type: str | None) -> None:
+    """A body that says it is something other than JSON is a 415 on every route (none
+    reads forms, text or XML); no Content-Type at all is read as JSON."""
+    if not _says_json(content_type):
+        shown = printable(content_type or "", 100)
+        raise Problem(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {shown!r}: the body must be application/json",
+        )
+
+
 class _ReadRequest(Request):
     """A request whose body was read (bounded) and parsed (strictly) already."""
 
@@ -80,7 +95,9 @@ class StrictJSONRoute(APIRoute):
             limit = service.settings.max_body_bytes if service is not None else DEFAULT_LIMIT
             body = await read_body(request, limit)
             parsed: Any = None
-            if body and _says_json(request.headers.get("content-type")):
+            if body:
+                check_media_type(request.headers.get("content-type"))
+                body = decode_body(body, request.headers.get("content-encoding"), limit)
                 try:
                     parsed = loads_strict(body)
                 except WireError as exc:

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 VERSION_HEADER = "X-Roster-Version"
 _ERRORS: dict[int | str, dict[str, Any]] = limited_responses(401, 403, 404, 409, 422, 503)
+#: A route with a body may also answer 400 (not strict JSON), 413 (too large) and 415 (not
+#: JSON, or an encoding other than gzip): see ``bodies``.
+_BODY_ERRORS = limited_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
 
 router = APIRouter(route_class=StrictJSONRoute)
 
@@ -152,7 +155,7 @@ def list_riders(
     status_code=201,
     response_model=RiderChange,
     dependencies=[Admin],
-    responses=_ERRORS,
+    responses=_BODY_ERRORS,
 )
 def add_rider(request: Request, body: RiderIn) -> RiderChange:
     """Add a rider with their templates (sealed before storing); 409 if they exist unless

@@ -7,20 +7,24 @@ key stored before that check never turns a request into a 5xx."""
 from __future__ import annotations
 
 import base64
+import gzip
+import json
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from ulid import ULID
 
 from cloud_sync.server.roster_keys import RosterKeyFiles
 from cloud_sync.signing import new_nonce, public_key_text, sign_request
 from tests.helpers import BIN
-from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
+from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, empty_database, start_cloud
 
 P = 2**255 - 19
 
@@ -246,3 +250,60 @@ def test_kiosk_cloud_admin_commands_refuse_hostile_arguments_in_one_line(
         assert len(done.stderr) < 600, "the line is cut, not the whole input echoed"
     assert done.stdout == "", "no token or row is printed"
     assert _cloud_cli(env, "kiosks").stdout == "", "nothing was registered"
+
+
+def test_every_body_route_honours_gzip_and_refuses_other_encodings_and_media_types(
+    cloud: Cloud,
+) -> None:
+    """What the batch route does with Content-Encoding and Content-Type, every route with
+    a body does: gzip is read, any other encoding is a 415 (never a body read as if it
+    were plain), and a body that says it is not JSON is a 415; nothing is stored."""
+    key = Ed25519PrivateKey.generate()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    body = {"kiosk_id": "kiosk-g", "public_key": public_key_text(key)}
+    raw = json.dumps(body).encode()
+    for encoding in ("br", "deflate", "gzip, gzip", "x-gzip", "compress"):
+        answer = cloud.http.post(
+            cloud.url + "/v1/admin/kiosks",
+            content=raw,
+            headers={**admin, "Content-Type": "application/json", "Content-Encoding": encoding},
+        )
+        assert answer.status_code == 415, (encoding, answer.text)
+        assert answer.json()["error"] == "unsupported_encoding"
+    for media in ("text/plain", "application/x-www-form-urlencoded", "application/xml"):
+        for path in ("/v1/admin/kiosks", "/v1/provision"):
+            answer = cloud.http.post(
+                cloud.url + path, content=raw, headers={**admin, "Content-Type": media}
+            )
+            assert answer.status_code == 415, (media, path, answer.text)
+            assert answer.json()["error"] == "unsupported_media_type"
+    assert cloud.admin("GET", "/v1/admin/kiosks").json() == [], "nothing was registered"
+    gzipped = cloud.http.post(
+        cloud.url + "/v1/admin/kiosks",
+        content=gzip.compress(raw),
+        headers={**admin, "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert gzipped.status_code == 200, gzipped.text
+
+    batch = json.dumps(
+        {
+            "kiosk_id": "kiosk-g",
+            "batch_id": str(ULID()),
+            "events": [
+                {
+                    "id": str(ULID()),
+                    "kiosk_id": "kiosk-g",
+                    "seq": 1,
+                    "type": "rental.returned",
+                    "occurred_at": datetime.now(UTC).isoformat(),
+                    "schema": 1,
+                    "payload": {"slot": 2, "powerbank_id": "pb1"},
+                }
+            ],
+        }
+    ).encode()
+    sent = cloud.signed("kiosk-g", key, batch, headers={"Content-Type": "text/plain"})
+    assert sent.status_code == 415, sent.text
+    assert sent.json()["error"] == "unsupported_media_type"
+    assert cloud.events("kiosk-g") == []
+    assert cloud.signed("kiosk-g", key, batch).status_code == 200

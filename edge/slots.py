@@ -216,6 +216,19 @@ class SlotStateMissingError(InputError, FileNotFoundError):
 SLOT_STATE_FIX = "move it aside, then `kiosk slots` asks the board and records a new one"
 
 
+def _refuse_foreign(connection: sqlite3.Connection, path: Path) -> None:
+    """``SlotStateError`` (closing it) when the database holds tables but no ``slots``: an
+    outbox or a roster in the slot database's place is never written into."""
+    rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    names = [name for (name,) in rows if not name.startswith("sqlite_")]
+    if names and "slots" not in names:
+        connection.close()
+        raise SlotStateError(
+            f"{path}: not a slot database (another kind of database, with a {names[0]} "
+            f"table); nothing was written: {SLOT_STATE_FIX}"
+        )
+
+
 class Inventory:
     """The slots of one cabinet, kept in SQLite and driven by the board's events."""
 
@@ -244,6 +257,7 @@ class Inventory:
                 connection.isolation_level = None
             else:
                 connection = open_private_db(path, isolation_level=None, check_same_thread=False)
+                _refuse_foreign(connection, path)
                 connection.execute("PRAGMA journal_mode=WAL")
             self._db = sqlite_utils.Database(connection)
             self._slots = self._load(slots)

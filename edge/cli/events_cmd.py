@@ -20,6 +20,7 @@ import typer
 from cloud_sync.errors import InputError
 from cloud_sync.outbox import Outbox
 from edge.cli.context import state
+from edge.cli.output_paths import check_output
 from edge.cli.progress import bar
 from edge.ops import event_log
 from edge.ops.outbox_read import open_outbox_read_only
@@ -93,6 +94,8 @@ def export(
     if low and high and low >= high:
         raise InputError("--since must be before --until")
     settings = state(ctx).settings()
+    if output is not None:
+        check_output(output, (settings.kiosk.state_dir, settings.keys_dir), "--output")
     outbox = _open(settings)
     try:
         total = event_log.count_between(outbox, low, high)

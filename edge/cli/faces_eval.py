@@ -15,6 +15,7 @@ import typer
 
 from cloud_sync.errors import InputError
 from edge.cli.context import state
+from edge.cli.output_paths import check_output
 from edge.vision import calibrate, crossval, evaluation, setup, tallies
 from edge.vision.claim import verify_policy
 from edge.vision.frames import encode_frames
@@ -215,6 +216,8 @@ def evaluate(
     single-frame path and decision policy. The protocols are in docs/face-pipeline.md.
     """
     settings = state(ctx).settings()
+    if json_path is not None:  # before the long evaluation, not after it
+        check_output(json_path, (settings.kiosk.state_dir, settings.keys_dir), "--json")
     vision = settings.vision
     if protocol is Protocol.open_set and (
         probe is not None or per_person != 1 or holdout or rounds != 1 or with_sweep

@@ -54,12 +54,16 @@ def _inventory(settings: Settings, slots: int | None = None) -> Inventory:
     from cloud_sync.outbox import Outbox
 
     outbox = Outbox(settings.outbox_path, settings.kiosk.id)
-    return Inventory(
-        settings.kiosk.state_dir / SLOTS_DB,
-        slots or settings.board.slots,
-        outbox=outbox,
-        min_charge=settings.board.min_charge_pct,
-    )
+    try:
+        return Inventory(
+            settings.kiosk.state_dir / SLOTS_DB,
+            slots or settings.board.slots,
+            outbox=outbox,
+            min_charge=settings.board.min_charge_pct,
+        )
+    except BaseException:
+        outbox.close()  # leaves no -wal or -shm behind
+        raise
 
 
 def _cached(settings: Settings) -> Inventory:

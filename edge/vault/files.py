@@ -62,6 +62,7 @@ def open_db(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
             db = open_read_only(path)
         else:
             db = open_private_db(path, isolation_level=None, check_same_thread=False)
+            refuse_foreign(db, path)
             db.execute("PRAGMA journal_mode=WAL")
         for pragma in (
             "synchronous=FULL",
@@ -80,6 +81,39 @@ def open_db(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     except (sqlite3.DatabaseError, OSError) as exc:
         raise StoreError(f"{path}: cannot open the roster database ({exc})") from None
     return db
+
+
+def refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """``StoreError`` (closing ``db``) when the file holds tables a roster does not have: an
+    outbox or a slot database given as ``--roster`` is never written into."""
+    rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    foreign = sorted(
+        name for (name,) in rows if name not in TABLES and not name.startswith("sqlite_")
+    )
+    if foreign:
+        db.close()
+        raise StoreError(
+            f"{path}: not a roster (another kind of database, with a {foreign[0]} table); "
+            "nothing was written: give the roster's own path, or a new file"
+        )
+
+
+def check_roster_target(path: Path) -> None:
+    """For a command that writes, before it makes a key: ``StoreError`` when the file at
+    ``path`` exists but is not SQLite or is another kind of database. A missing or empty
+    file is fine (it becomes a roster). Reads only."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    db = connect_read_only(path)
+    try:
+        refuse_foreign(db, path)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(
+            f"{path}: not a roster (not an SQLite database: {exc}); nothing was written: "
+            "give the roster's own path, or a new file"
+        ) from None
+    finally:
+        db.close()
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

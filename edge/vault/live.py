@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cloud_sync.keyfiles import credential_path
 from edge.vault.erasure import DEFAULT_WAIT_S
 from edge.vault.errors import KeyFileError, MissingKeyError
-from edge.vault.files import check_roster_file, holds_data_keys
+from edge.vault.files import check_roster_file, check_roster_target, holds_data_keys
 from edge.vault.keys import BOX_FILE, device_keys
 from edge.vault.store import RosterStore
 from edge.vault.values import Rider
@@ -60,6 +60,8 @@ def open_roster(
     public = parse_roster_key(cloud_roster_key)
     if read_only:
         check_roster_file(path)  # missing, empty or not a roster: said before any key
+    else:
+        check_roster_target(path)  # another kind of file: refused before any key is made
     box = keys_dir / BOX_FILE
     if not box.exists() and credential_path(BOX_FILE) is None:
         _refuse_missing_keys(path, keys_dir, public is not None or read_only)

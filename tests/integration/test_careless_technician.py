@@ -16,6 +16,7 @@ import pytest
 
 from edge.cli.main import app
 from edge.cli.runner import run_app
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -207,3 +208,79 @@ def test_a_broken_cable_is_exit_6_naming_the_board_and_never_two_ejects(
             ejected = [e.payload for e in events if isinstance(e.payload, SlotEjected)]
             assert len(ejected) == 1, (faults, ejected)
             assert (ejected[0].outcome == "presented") == (code == 0), (faults, ejected, err)
+
+
+def test_a_writer_given_another_kind_of_file_writes_nothing_into_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cloud_sync.outbox import Outbox
+    from edge.slots import Inventory
+    from hardware.sim import BoardSimulator
+    from hardware.sim_board import SimConfig
+
+    state = tmp_path / "state"
+    state.mkdir()
+    outbox = Outbox(state / "outbox.sqlite", "kiosk-1")
+    outbox.append("kiosk.started", version="1", mode="rental")
+    outbox.close()
+    Inventory(state / "slots.db", 4).close()
+    (state / "garbage.bin").write_bytes(b"\x00\x01 not a database " * 200)
+    monkeypatch.setenv("KIOSK_KIOSK__STATE_DIR", str(state))
+    monkeypatch.chdir(tmp_path)
+    photo = str(REPO.parent / "shared" / "faces" / "dev" / "person_01" / "01.jpg")
+    before = listing(tmp_path)
+    for name in ("outbox.sqlite", "slots.db", "garbage.bin"):
+        roster = str(state / name)
+        for words in (
+            ("enroll", "--roster", roster, "--person-id", "p1", photo),
+            ("roster", "delete", "--roster", roster, "p1"),
+            ("roster", "rotate-key", "--roster", roster),
+            ("roster", "erase-pending", "--roster", roster),
+        ):
+            code, _, err = kiosk(capsys, *words)
+            assert code == 7 and "not a roster" in err and "unexpected" not in err, (words, err)
+            assert listing(tmp_path) == before, words  # no key, no side file, no table
+    # an outbox where the slot database belongs is never given a slots table
+    (state / "slots.db").unlink()
+    (state / "slots.db").write_bytes((state / "outbox.sqlite").read_bytes())
+    before = listing(tmp_path)
+    with BoardSimulator(SimConfig(slots=4, eject_s=0.05, seed=3)) as sim:
+        monkeypatch.setenv("KIOSK_BOARD__URL", sim.path)
+        monkeypatch.setenv("KIOSK_BOARD__SLOTS", "4")
+        code, _, err = kiosk(capsys, "slots")
+    assert code == 7 and "not a slot database" in err, err
+    assert listing(tmp_path) == before
+
+
+def test_an_export_never_overwrites_the_kiosk_s_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from cloud_sync.outbox import Outbox
+
+    state = tmp_path / "state"
+    state.mkdir()
+    outbox = Outbox(state / "outbox.sqlite", "kiosk-1")
+    outbox.append("kiosk.started", version="1", mode="rental")
+    outbox.close()
+    (state / "runtime.json").write_text("{}")
+    shutil.copy(state / "outbox.sqlite", tmp_path / "copy.sqlite")
+    (tmp_path / "link").symlink_to(state / "outbox.sqlite")
+    monkeypatch.setenv("KIOSK_KIOSK__STATE_DIR", str(state))
+    monkeypatch.chdir(tmp_path)
+    before = listing(tmp_path)
+    for target in (
+        state / "outbox.sqlite",
+        state / "runtime.json",
+        tmp_path / "copy.sqlite",
+        tmp_path / "link",
+        Path("state/outbox.sqlite"),
+    ):
+        code, _, err = kiosk(capsys, "events", "export", "--output", str(target))
+        assert code == 4 and "nothing was written" in err, (target, err)
+        assert listing(tmp_path) == before, target
+    code, _, err = kiosk(capsys, "events", "export", "--output", str(tmp_path / "events.jsonl"))
+    assert code == 0 and "exported 1 events" in err, err
+    code, _, err = kiosk(capsys, "events", "export", "--output", str(tmp_path / "events.jsonl"))
+    assert code == 0, err  # an export of its own may be written again

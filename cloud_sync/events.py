@@ -33,7 +33,7 @@ from cloud_sync.wire_values import EARLIEST, first_unstorable, parse_time, print
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMAS = frozenset({1})
 
-ULID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
+ULID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"  # 128 bits: the first character is 0-7
 KIOSK_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 MAX_SEQ = 2**63 - 1
 

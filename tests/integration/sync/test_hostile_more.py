@@ -307,3 +307,35 @@ def test_every_body_route_honours_gzip_and_refuses_other_encodings_and_media_typ
     assert sent.json()["error"] == "unsupported_media_type"
     assert cloud.events("kiosk-g") == []
     assert cloud.signed("kiosk-g", key, batch).status_code == 200
+
+
+def test_an_id_past_the_128_bits_of_a_ulid_is_refused_as_no_ulid(cloud: Cloud) -> None:
+    """A ULID is 128 bits, so its 26th-from-last character is at most 7: ``8ZZZ...`` and
+    ``ZZZ...`` look like ULIDs but are none, and would fail any reader that decodes them."""
+    key = Ed25519PrivateKey.generate()
+    cloud.register("kiosk-u", key)
+    now = datetime.now(UTC).isoformat()
+    ids = ["8" + "0" * 25, "Z" * 26, "7" + "Z" * 25]
+    events = [
+        {
+            "id": event_id,
+            "kiosk_id": "kiosk-u",
+            "seq": seq,
+            "type": "rental.returned",
+            "occurred_at": now,
+            "schema": 1,
+            "payload": {"slot": 2, "powerbank_id": f"pb{seq}"},
+        }
+        for seq, event_id in enumerate(ids, start=1)
+    ]
+    body = {"kiosk_id": "kiosk-u", "batch_id": str(ULID()), "events": events}
+    answer = cloud.signed("kiosk-u", key, json.dumps(body).encode())
+    assert answer.status_code == 422, answer.text
+    rejected = [(r["index"], r["id"]) for r in answer.json()["rejected"]]
+    assert rejected == [(0, ids[0]), (1, ids[1])], answer.text
+    assert cloud.events("kiosk-u") == []
+    body = {"kiosk_id": "kiosk-u", "batch_id": "Z" * 26, "events": events[2:]}
+    answer = cloud.signed("kiosk-u", key, json.dumps(body).encode())
+    assert answer.status_code == 422 and answer.json()["error"] == "invalid_batch", answer.text
+    body["batch_id"] = str(ULID())
+    assert cloud.signed("kiosk-u", key, json.dumps(body).encode()).status_code == 200

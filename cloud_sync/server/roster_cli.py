@@ -9,7 +9,6 @@ photo leaves this machine.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from cloud_sync.errors import ConfigError, InputError
+from cloud_sync.errors import ConfigError, InputError, WireError
 from cloud_sync.server.config import CloudSettings, load_cloud_settings
 from cloud_sync.server.db import open_database
 from cloud_sync.server.migrations import migrate
@@ -28,7 +27,7 @@ from cloud_sync.server.models import PERSON_ID_PATTERN, RiderIn, TemplateIn
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.roster import CloudRoster, open_cloud_roster, rider_out, roster_status
 from cloud_sync.server.roster_keys import RosterKeyFiles
-from cloud_sync.wire_values import printable
+from cloud_sync.wire_values import loads_strict, printable
 from models.errors import ModelMissingError
 from models.hints import ONE_PHOTO_HINT
 
@@ -97,14 +96,28 @@ def keys_init(database_url: DatabaseUrl = None) -> None:
 # -- riders ---------------------------------------------------------------------------------
 
 
+#: The largest templates file read: 64 templates of 128 numbers take about 200 kB.
+MAX_TEMPLATES_BYTES = 4 * 1024 * 1024
+
+
 def _templates_file(path: Path, model: str) -> list[dict[str, Any]]:
     """Templates from JSON: ``[{"model": M, "vector": [128 numbers]}, ...]`` or a list of
-    bare 128-number lists (of the roster's model)."""
+    bare 128-number lists (of the roster's model); read at most ``MAX_TEMPLATES_BYTES``,
+    strictly (``wire_values.loads_strict``, as the API reads a body)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:  # bounded: a device or a FIFO may never end
+            raw = file.read(MAX_TEMPLATES_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_TEMPLATES_BYTES:
+        raise InputError(
+            f"{path}: larger than {MAX_TEMPLATES_BYTES} bytes, which no templates file is"
+        )
+    try:
+        data = loads_strict(raw)
+    except WireError as exc:
         raise InputError(f"{path}: not a JSON templates file ({exc})") from None
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of templates")

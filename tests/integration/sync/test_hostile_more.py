@@ -202,6 +202,7 @@ def _cloud_cli(env: dict[str, str], *args: str | bytes) -> subprocess.CompletedP
         ],
         env=env,
         capture_output=True,
+        timeout=60,  # a command given an endless file must stop, not hang
     )
     return subprocess.CompletedProcess(
         done.args,
@@ -339,3 +340,31 @@ def test_an_id_past_the_128_bits_of_a_ulid_is_refused_as_no_ulid(cloud: Cloud) -
     assert answer.status_code == 422 and answer.json()["error"] == "invalid_batch", answer.text
     body["batch_id"] = str(ULID())
     assert cloud.signed("kiosk-u", key, json.dumps(body).encode()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="nested 100000 deep"),
+        pytest.param(None, id="an endless file (/dev/zero)"),
+        pytest.param(b"[" + b"0.5," * 3_000_000 + b"0.5]", id="12 MB of numbers"),
+        pytest.param(b'[{"model": "dlib-128", "vector": [0.1], "vector": [0.2]}]', id="key twice"),
+    ],
+)
+def test_kiosk_cloud_riders_add_refuses_a_hostile_templates_file_in_one_line(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    env = {
+        "KIOSK_CLOUD_DATABASE_URL": f"sqlite:///{tmp_path / 'cloud.sqlite'}",
+        "PATH": "/usr/bin:/bin",
+    }
+    assert _cloud_cli(env, "migrate").returncode == 0
+    path = Path("/dev/zero")
+    if content is not None:
+        path = tmp_path / "templates.json"
+        path.write_bytes(content)
+    done = _cloud_cli(env, "riders", "add", "--person-id", "p1", "--templates", str(path))
+    assert done.returncode == 4, (done.returncode, done.stderr[-500:])
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"kiosk-cloud: error: {path}: "), done.stderr
+    assert _cloud_cli(env, "riders", "list").stdout == "", "no rider was stored"

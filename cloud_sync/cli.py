@@ -85,12 +85,17 @@ def _settings(**overrides: Any) -> CloudSettings:
 
 
 @contextmanager
-def _store(database_url: str | None) -> Iterator[Store]:
-    from cloud_sync.server.db import open_database
+def _store(database_url: str | None, reading: bool = False) -> Iterator[Store]:
+    """The cloud's store. A command that only reads (``reading``) makes no SQLite database
+    (nor its folder) where there is none: a mistyped URL is one line naming the fix."""
+    from cloud_sync.server.db import open_database, quiet_pool_logs, require_database
     from cloud_sync.server.migrations import migrate
     from cloud_sync.server.store import Store
 
     settings = _settings(database_url=database_url)
+    if reading:
+        require_database(settings.database_url)
+    quiet_pool_logs()
     database = open_database(settings.database_url, pool_size=2)
     try:
         migrate(database)
@@ -236,7 +241,7 @@ def issue_token(
 @app.command("kiosks")
 def kiosks(database_url: DatabaseUrl = None) -> None:
     """List registered kiosks as JSON lines."""
-    with _store(database_url) as store:
+    with _store(database_url, reading=True) as store:
         for record in store.kiosks():
             typer.echo(json.dumps(record.__dict__))
 
@@ -251,7 +256,7 @@ def events(
     """List stored events as JSON lines, in (kiosk, seq) order."""
     if kiosk_id is not None:
         _check_kiosk_id(kiosk_id, "--kiosk-id")
-    with _store(database_url) as store:
+    with _store(database_url, reading=True) as store:
         for row in store.events(kiosk_id, after_seq, limit):
             typer.echo(json.dumps(row))
 
@@ -265,7 +270,7 @@ def rentals(
     """List rentals (open ones by default) as JSON lines."""
     if status not in ("open", "closed", "failed", "all"):
         raise InputError("--status must be open, closed, failed or all")
-    with _store(database_url) as store:
+    with _store(database_url, reading=True) as store:
         for row in store.rentals(None if status == "all" else status, limit):
             typer.echo(json.dumps(row))
 

@@ -21,6 +21,7 @@ help) and ``StoreFaultError`` for a statement it refuses (a defect here: 500).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -32,7 +33,7 @@ import psycopg
 import psycopg_pool
 from psycopg.types.array import ListBinaryDumper
 
-from cloud_sync.errors import InputError, StoreError
+from cloud_sync.errors import ConfigError, InputError, StoreError
 from cloud_sync.private_files import open_private_db
 
 Dialect = Literal["sqlite", "postgres"]
@@ -368,6 +369,24 @@ def _sqlite_unique(exc: sqlite3.IntegrityError) -> bool:
 
 def _short(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def require_database(url: str) -> None:
+    """``ConfigError`` naming the fix when ``url`` is a SQLite file that does not exist: a
+    command that only reads must not make one (nor its folder) from a mistyped URL."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise ConfigError(
+                f"{path}: no cloud database here (check KIOSK_CLOUD_DATABASE_URL or "
+                "--database-url; `kiosk-cloud migrate` or `kiosk-cloud serve` makes one)"
+            )
+
+
+def quiet_pool_logs() -> None:
+    """For a command line: the pool's own warnings (one per failed connection attempt) are
+    not shown; the ``StoreError`` it ends in says what failed, in one line."""
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def open_database(url: str, pool_size: int = 8) -> SqliteDatabase | PostgresDatabase:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from cloud_sync.errors import ConfigError, InputError, WireError
 from cloud_sync.server.config import CloudSettings, load_cloud_settings
-from cloud_sync.server.db import open_database
+from cloud_sync.server.db import open_database, quiet_pool_logs, require_database
 from cloud_sync.server.migrations import migrate
 from cloud_sync.server.models import PERSON_ID_PATTERN, RiderIn, TemplateIn
 from cloud_sync.server.problems import Problem
@@ -63,13 +63,9 @@ def _roster(database_url: str | None, reading: bool = False) -> Iterator[CloudRo
     """The cloud's roster. A command that only reads (``reading``) creates neither the
     SQLite database nor the key files: their absence is one line naming the fix."""
     settings = load_cloud_settings(database_url=database_url)
-    if reading and settings.database_url.startswith("sqlite:///"):
-        path = Path(settings.database_url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise ConfigError(
-                f"{path}: no cloud database here (check KIOSK_CLOUD_DATABASE_URL or "
-                "--database-url; `kiosk-cloud migrate` or `kiosk-cloud serve` makes one)"
-            )
+    if reading:
+        require_database(settings.database_url)
+    quiet_pool_logs()
     database = open_database(settings.database_url, pool_size=2)
     try:
         migrate(database)

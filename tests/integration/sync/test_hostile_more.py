@@ -368,3 +368,23 @@ def test_kiosk_cloud_riders_add_refuses_a_hostile_templates_file_in_one_line(
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"kiosk-cloud: error: {path}: "), done.stderr
     assert _cloud_cli(env, "riders", "list").stdout == "", "no rider was stored"
+
+
+@pytest.mark.parametrize("command", [("kiosks",), ("events",), ("rentals",), ("roster", "info")])
+def test_kiosk_cloud_read_commands_never_make_a_database_and_say_why_in_one_line(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A mistyped --database-url is not an empty cloud: a read command makes no database
+    (nor its folder) and names the fix; an unreachable PostgreSQL is one line too."""
+    missing = tmp_path / "typo" / "cloud.sqlite"
+    env = {"PATH": "/usr/bin:/bin"}
+    done = _cloud_cli(env, *command, "--database-url", f"sqlite:///{missing}")
+    assert done.returncode == 3, (done.returncode, done.stderr)
+    assert len(done.stderr.splitlines()) == 1 and "kiosk-cloud migrate" in done.stderr
+    assert not missing.parent.exists(), "a read command made no folder and no database"
+    if command != ("kiosks",):
+        return  # the PostgreSQL case waits for the pool's timeout: once is enough
+    down = _cloud_cli(env, *command, "--database-url", "postgresql://postgres@127.0.0.1:1/x")
+    assert down.returncode == 7, (down.returncode, down.stderr)
+    assert len(down.stderr.splitlines()) == 1, down.stderr
+    assert down.stderr.startswith("kiosk-cloud: error: "), down.stderr

@@ -111,14 +111,27 @@ def write_atomic(path: Path, data: bytes, mode: int, group: str | None = None) -
         raise ProvisionStateError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+#: A provisioning file is a few hundred bytes; anything much larger is not one.
+MAX_REQUEST_BYTES = 64 * 1024
+
+
 def read_request(source: Path) -> ProvisionFile | None:
     """The checked provisioning file, or None when it is not there (any more)."""
     try:
-        data = source.read_bytes()
+        if not source.is_file() and source.exists():  # a pipe or a device would never end
+            raise ProvisionFileError(
+                f"{source}: not a provisioning file (a folder, a pipe or a device)"
+            )
+        with source.open("rb") as handle:
+            data = handle.read(MAX_REQUEST_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ProvisionFileError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ProvisionFileError(
+            f"{source}: larger than {MAX_REQUEST_BYTES} bytes: not a provisioning file"
+        )
     return parse_provision_file(data, str(source))
 
 

@@ -222,6 +222,8 @@ def verify_bundle(folder: Path, public_key: str | None, require_signature: bool 
     """The bundle's manifest, once its signature, every file and nothing else check out."""
     manifest_path = folder / MANIFEST
     try:
+        if manifest_path.exists() and not manifest_path.is_file():  # a pipe would never end
+            raise BundleError(f"{manifest_path}: not a bundle's manifest (not a regular file)")
         if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
             raise BundleError(f"{manifest_path}: larger than {MAX_MANIFEST_BYTES} bytes")
         data = manifest_path.read_bytes()
@@ -258,11 +260,19 @@ def staged(bundle: Path, root: Path) -> Iterator[Path]:
     so nothing can change it between the checks and the install; removed afterwards."""
     if not bundle.exists():
         raise BundleError(f"{bundle}: no such file or folder")
+    if not (bundle.is_file() or bundle.is_dir()):  # a pipe or a device would never end
+        raise BundleError(f"{bundle}: not a bundle (a pipe or a device): give the .tar.gz")
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
     try:
         if bundle.is_dir():
-            shutil.copytree(bundle, work / "bundle", symlinks=True)
+            try:
+                shutil.copytree(bundle, work / "bundle", symlinks=True)
+            except (shutil.Error, OSError) as exc:  # a pipe, a device, an unreadable file
+                first = exc.args[0][0] if isinstance(exc, shutil.Error) else (exc.filename, exc)
+                raise BundleError(
+                    f"{bundle}: not a bundle folder: {first[0]}: {first[-1]}"
+                ) from None
             yield work / "bundle"
             return
         try:

@@ -105,8 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     listen = None
     if args.listen:
         host, _, port = args.listen.rpartition(":")
+        if not port.isdecimal() or not 0 < int(port) < 65536:
+            print(
+                f"board-sim: error: --listen {args.listen}: use HOST:PORT, PORT 1-65535",
+                file=sys.stderr,
+            )
+            return 4
         listen = (host or "127.0.0.1", int(port))
-    sim = BoardSimulator(config, link=args.link, listen=listen, journal=args.journal)
+    try:
+        sim = BoardSimulator(config, link=args.link, listen=listen, journal=args.journal)
+    except OSError as exc:  # a host that does not resolve, a port in use, a journal folder
+        print(f"board-sim: error: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return 4
     print(sim.path, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sim.request_stop())
     try:

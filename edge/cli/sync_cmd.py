@@ -25,7 +25,7 @@ import structlog
 import typer
 
 from cloud_sync.closed_pull import read_fetch_state
-from cloud_sync.errors import CloudError, ConfigError, RosterError
+from cloud_sync.errors import CloudError, ConfigError, OutboxMissingError, RosterError
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key, public_key_text
 from edge.cli.context import state
@@ -313,6 +313,11 @@ def requeue(
     """Send quarantined events again (after the cloud or the kiosk was fixed); their count
     of failures alone starts again from zero."""
     settings = state(ctx).settings()
+    if not settings.outbox_path.is_file():  # nothing to send again: make no outbox for it
+        raise OutboxMissingError(
+            f"{settings.outbox_path}: no outbox yet (nothing was recorded here; "
+            "`kiosk run` makes it)"
+        )
     outbox = open_outbox(settings)
     try:
         count = outbox.requeue(seq or None)

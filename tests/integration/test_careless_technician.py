@@ -284,3 +284,34 @@ def test_an_export_never_overwrites_the_kiosk_s_own_files(
     assert code == 0 and "exported 1 events" in err, err
     code, _, err = kiosk(capsys, "events", "export", "--output", str(tmp_path / "events.jsonl"))
     assert code == 0, err  # an export of its own may be written again
+
+
+def test_a_pipe_or_a_device_given_as_a_file_is_refused_not_read_forever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, updates = tmp_path / "state", tmp_path / "opt"
+    monkeypatch.setenv("KIOSK_KIOSK__STATE_DIR", str(state))
+    monkeypatch.setenv("KIOSK_UPDATE__ROOT", str(updates))
+    monkeypatch.chdir(tmp_path)
+    fifo = tmp_path / "nobody-writes.fifo"
+    os.mkfifo(fifo)
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    os.mkfifo(folder / "manifest.json")
+    (tmp_path / "huge.toml").write_bytes(b"# " + b"x" * 200_000 + b"\n")
+    for source in (fifo, Path("/dev/zero"), tmp_path / "huge.toml"):
+        code, _, err = kiosk(
+            capsys, "provision", "--from", str(source), "--etc", str(tmp_path / "etc"),
+            "--root", str(tmp_path / "root"),
+        )  # fmt: skip
+        assert code == 4 and "not a provisioning file" in err, (source, err)
+    for source in (fifo, Path("/dev/zero"), folder):
+        for words in (("update", "verify", str(source)), ("update", "apply", str(source))):
+            code, _, err = kiosk(capsys, *words)
+            assert code == 4 and "not a bundle" in err and "unexpected" not in err, (words, err)
+    for listen in ("localhost:99999", "localhost:http", "no-such-host.invalid:9999"):
+        code, _, err = kiosk(capsys, "board-sim", "--listen", listen)
+        assert code == 4 and "board-sim: error: " in err, (listen, err)
+    code, _, err = kiosk(capsys, "sync", "requeue")
+    assert code == 4 and "no outbox yet" in err, err
+    assert not state.exists() and not (tmp_path / "etc").exists()

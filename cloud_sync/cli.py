@@ -338,6 +338,7 @@ def command_send(
     """Sign a command, publish it to one kiosk and print its result (JSON); exit 7 unless
     the kiosk answers ok."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from pydantic import ValidationError
 
     from cloud_sync import keyfiles
     from cloud_sync.events import KIOSK_ID_PATTERN
@@ -351,8 +352,16 @@ def command_send(
         raise InputError(f"--name {name!r}: one of {', '.join(ARGS)}")
     try:
         args = dict(parse_arg(item) for item in arg or ())
-        password = password_file.read_text(encoding="utf-8").strip() if password_file else None
+        password = (
+            keyfiles.read_small_file(password_file).decode("utf-8").strip()
+            if password_file
+            else None
+        )
         config = broker_config(broker, tls, ca_file, username, password)
+    except ValidationError as exc:  # the broker's settings: name the first one wrong
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"--broker {broker!r}: {where}: {first['msg']}") from None
     except (ValueError, OSError) as exc:
         raise InputError(str(exc)) from None
     signing_key = keyfiles.load_or_create(key, Ed25519PrivateKey, create=False)  # type: ignore[type-abstract]

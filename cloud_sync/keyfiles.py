@@ -31,15 +31,40 @@ def credential_path(filename: str) -> Path | None:
     return None
 
 
+#: No key or password file is larger than this (a PEM key takes under 1 kB).
+MAX_SECRET_BYTES = 64 * 1024
+
+
+def read_small_file(path: Path, limit: int = MAX_SECRET_BYTES) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes.
+
+    ``FileNotFoundError`` when it is missing; ``ValueError`` for anything else (a device
+    such as /dev/zero, a FIFO, a folder, a larger file), which is then never opened or
+    read whole: a mistyped path neither hangs the command nor fills its memory.
+    """
+    if not path.is_file():
+        if not path.exists():
+            raise FileNotFoundError(2, "No such file", str(path))
+        raise ValueError(f"{path}: not a regular file")
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path}: larger than {limit} bytes, which no key or password is")
+    return data
+
+
 def read_private_key(path: Path, kind: type[PrivateKey]) -> PrivateKey:
-    """Read a PKCS#8 PEM key of ``kind``, refusing a file that group or others can read."""
+    """Read a PKCS#8 PEM key of ``kind``, refusing a file that group or others can read
+    and anything but a small regular file (``read_small_file``)."""
     try:
         mode = path.stat().st_mode & 0o777
-        data = path.read_bytes()
+        data = read_small_file(path)
     except FileNotFoundError:
         raise SigningKeyError(f"{path}: key file is missing") from None
     except OSError as exc:
         raise SigningKeyError(f"{path}: cannot read the key file ({exc.strerror})") from None
+    except ValueError as exc:
+        raise SigningKeyError(f"{exc}: not a key file") from None
     if mode & 0o077:
         raise SigningKeyError(
             f"{path}: key file is readable by others (mode {mode:o}); run chmod 600 {path}"

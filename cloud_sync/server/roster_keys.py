@@ -47,13 +47,15 @@ class DataKey:
 def _read_secret(path: Path) -> bytes:
     try:
         mode = path.stat().st_mode & 0o777
-        data = path.read_bytes()
+        data = keyfiles.read_small_file(path)
     except FileNotFoundError:
         raise SigningKeyError(
             f"{path}: key file is missing (run `kiosk-cloud keys init`)"
         ) from None
     except OSError as exc:
         raise SigningKeyError(f"{path}: cannot read the key file ({exc.strerror})") from None
+    except ValueError as exc:
+        raise SigningKeyError(f"{exc}: not a key file") from None
     if mode & 0o077:
         raise SigningKeyError(
             f"{path}: key file is readable by others (mode {mode:o}); run chmod 600 {path}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -388,3 +389,42 @@ def test_kiosk_cloud_read_commands_never_make_a_database_and_say_why_in_one_line
     assert down.returncode == 7, (down.returncode, down.stderr)
     assert len(down.stderr.splitlines()) == 1, down.stderr
     assert down.stderr.startswith("kiosk-cloud: error: "), down.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "code"),
+    [
+        pytest.param("--key", "/dev/zero", 7, id="key is an endless device"),
+        pytest.param("--key", "FIFO", 7, id="key is a FIFO nobody writes"),
+        pytest.param("--key", "BIG", 7, id="key of 50 MB"),
+        pytest.param("--password-file", "/dev/zero", 4, id="password is an endless device"),
+        pytest.param("--password-file", "BIG", 4, id="password of 50 MB"),
+        pytest.param("--broker", "127.0.0.1:99999", 4, id="port past 65535"),
+    ],
+)
+def test_kiosk_cloud_command_send_refuses_hostile_files_and_values_in_one_line(
+    tmp_path: Path, option: str, value: str, code: int
+) -> None:
+    """A key or password file is read only when it is a regular file of a sane size: never
+    a hang on a device or a FIFO, never a file read whole into memory."""
+    env = {"PATH": "/usr/bin:/bin"}
+    key = tmp_path / "command.pem"
+    assert _cloud_cli(env, "command", "keygen", "--key", str(key)).returncode == 0
+    if value == "FIFO":
+        os.mkfifo(tmp_path / "fifo", 0o600)
+        value = str(tmp_path / "fifo")
+    elif value == "BIG":
+        big = tmp_path / "big"
+        with big.open("wb") as file:
+            file.truncate(50 * 1024 * 1024)
+        big.chmod(0o600)
+        value = str(big)
+    args = {"--kiosk": "kiosk-a", "--name": "ping", "--broker": "127.0.0.1:1", "--key": str(key)}
+    args[option] = value
+    if option == "--password-file":
+        args["--username"] = "u"
+    flat = [item for pair in args.items() for item in pair]
+    done = _cloud_cli(env, "command", "send", *flat, "--timeout", "1")
+    assert done.returncode == code, (done.returncode, done.stderr)
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("kiosk-cloud: error: "), done.stderr

@@ -246,8 +246,10 @@ def test_closed_rentals_are_fetched_while_the_pushes_back_off(
     thread.start()
     try:
         deadline = time.monotonic() + 20
-        while ledger.open_count("p1") and time.monotonic() < deadline:
-            time.sleep(0.05)  # no wake: the fetch runs on its own schedule
+        while time.monotonic() < deadline:  # no wake: the fetch runs on its own schedule
+            if not ledger.open_count("p1") and read_fetch_state(a.outbox).cursor == 1:
+                break  # the fetch notes its cursor just after it closes the rental
+            time.sleep(0.05)
 
         assert ledger.open_count("p1") == 0, "the rental closed while the pushes back off"
         stats = a.outbox.stats()

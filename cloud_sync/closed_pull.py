@@ -2,7 +2,7 @@
 
 A powerbank rented here and returned at another kiosk closes the rental in the cloud; the
 kiosk learns it from ``GET /v1/rentals:closed?since=CURSOR`` and hands the ids to a
-callback (``edge.rentals.Ledger.close_confirmed``: cloud_sync does not know the ledger).
+callback (``edge.cabinet.rentals.Ledger.close_confirmed``: cloud_sync does not know the ledger).
 The cursor lives in the outbox's ``meta`` table and advances only after the callback
 returned, so a crash in between sends the same ids again, which the ledger ignores.
 

@@ -81,7 +81,7 @@ def demo(
     the rider page; it prints the --config to give `kiosk status`, `kiosk slots --cached`
     and `kiosk events tail` to look inside it while it runs.
     """
-    from edge.demo import run_demo
+    from edge.demo.scenario import run_demo
 
     cli = state(ctx)
     quiet = {} if cli.debug else {"log": {"level": "warning"}}  # the scenario speaks on stdout

@@ -3,7 +3,7 @@
 Run once by ``kiosk-provision.service`` on first boot (``--from
 /boot/firmware/kiosk-provision.toml``), and by hand when needed: it is idempotent, resumes
 where a power cut or an unreachable cloud stopped it, and does nothing once done. See
-``edge.provision`` and docs/provisioning.md.
+``edge.provision.plan`` and docs/provisioning.md.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def provision(
     pin the cloud's roster key and write kiosk.toml; resumes after an interruption, does
     nothing once done. Exit 4 on a bad provisioning file, 7 when the cloud refuses the
     token or stays unreachable."""
-    from edge.provision_io import Locations
-    from edge.provision_io import provision as run_provision
+    from edge.provision.apply import Locations
+    from edge.provision.apply import provision as run_provision
 
     cli = state(ctx)
     configure_logging(

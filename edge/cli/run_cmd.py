@@ -8,16 +8,16 @@ from types import FrameType
 import structlog
 import typer
 
-from edge import systemd
 from edge.cli.context import state
+from edge.runtime import systemd
 
 log = structlog.get_logger("edge.run")
 
 
 def run(ctx: typer.Context) -> None:
     """Run the kiosk: camera, face pipeline, rental flow, slot board, outbox, rider page."""
-    from edge.assemble import assemble, rider_page
     from edge.ops.wiring import start_ops
+    from edge.runtime.assemble import assemble, rider_page
 
     settings = state(ctx).settings()
     parts = assemble(settings)

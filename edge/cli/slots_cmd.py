@@ -14,11 +14,7 @@ from rich.table import Table
 
 from cloud_sync.errors import InputError
 from cloud_sync.events import Event
-from edge.cli.auth import require_technician
-from edge.cli.context import state
-from edge.cli.text_input import checked_reason
-from edge.settings import Settings
-from edge.slots import (
+from edge.cabinet.slots import (
     Inventory,
     Slot,
     SlotState,
@@ -26,6 +22,10 @@ from edge.slots import (
     failed_eject,
     one_line,
 )
+from edge.cli.auth import require_technician
+from edge.cli.context import state
+from edge.cli.text_input import checked_reason
+from edge.settings import Settings
 from hardware.driver import SerialBoard
 from hardware.errors import (
     BoardConnectError,
@@ -238,8 +238,8 @@ def eject(
     settings = state(ctx).settings()
     _check_slot(settings, slot)
     who = require_technician(settings.kiosk.state_dir, "kiosk eject")
-    from edge.eject_settle import OperatorEject, operator_eject, settle_with_board
-    from edge.rentals import Ledger
+    from edge.cabinet.rentals import Ledger
+    from edge.cabinet.settle import OperatorEject, operator_eject, settle_with_board
 
     inventory: Inventory | None = None
     done: OperatorEject | None = None

@@ -86,7 +86,7 @@ def build_daemon(
     from cloud_sync.batching import BatchLimits
     from cloud_sync.client import CloudClient
     from cloud_sync.daemon import SyncDaemon
-    from edge.rentals import Ledger
+    from edge.cabinet.rentals import Ledger
 
     sync = settings.sync
     if sync.cloud_url is None:

@@ -18,14 +18,14 @@ import typer
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.settings import Settings
-from edge.update_hooks import (
+from edge.update.hooks import (
     VenvInstaller,
     command_health,
     http_health,
     rental_in_progress,
     restart_with,
 )
-from edge.update_io import CURRENT, PREVIOUS, Hooks, Layout, Outcome, Policy, Updater
+from edge.update.updater import CURRENT, PREVIOUS, Hooks, Layout, Outcome, Policy, Updater
 
 app = typer.Typer(
     help="Install a new version of the kiosk software from a bundle, or go back to the last one.",

@@ -24,7 +24,7 @@ from cloud_sync.private_files import write_private
 if TYPE_CHECKING:  # the caller opens it; reading the flag needs no sqlite_utils
     from cloud_sync.outbox import Outbox
 
-FILENAME = "maintenance"  # the runtime checks that this file exists (edge.assemble)
+FILENAME = "maintenance"  # the runtime checks that this file exists (edge.runtime.assemble)
 Via = Literal["cli", "remote"]
 
 

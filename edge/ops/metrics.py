@@ -200,8 +200,8 @@ def decision_outcome(accepted: bool, reason: str) -> str:
 
 def board_error_kind(item: object) -> str | None:
     """The ``kind`` label when a runtime input reports a board error, else None."""
-    from edge.board_worker import Refreshed
-    from edge.flow_values import EjectFailed, EjectUnconfirmed, EjectUnsettled
+    from edge.flow.values import EjectFailed, EjectUnconfirmed, EjectUnsettled
+    from edge.runtime.board_worker import Refreshed
 
     if isinstance(item, Refreshed):
         return None if item.ok else "no_answer"

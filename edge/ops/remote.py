@@ -22,10 +22,10 @@ from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_schema import Stats
 from cloud_sync.signing import parse_public_key
 from edge import __version__
+from edge.cabinet.slots import Slot
 from edge.ops.maintenance import set_maintenance
 from edge.ops.runtime_status import Component
 from edge.settings import Settings
-from edge.slots import Slot
 
 
 def mqtt_component(link: KioskMqtt | None) -> Component:

@@ -33,7 +33,7 @@ from edge.ops.runtime_status import (
 
 if TYPE_CHECKING:
     from cloud_sync.mqtt.client import KioskMqtt
-    from edge.runtime import Runtime
+    from edge.runtime.loop import Runtime
 
 log = structlog.get_logger("edge.ops")
 

@@ -7,7 +7,7 @@ handlers:
 - ``eject``: asks the flow's thread first (``runtime.Call``): refused while a rental is
   under way; otherwise the kiosk is held out of service ("maintenance" on the screen) for
   the eject, so no rental can start beside it. It ejects through
-  ``edge.eject_settle.operator_eject``, as ``kiosk eject`` does: the intent (with the
+  ``edge.cabinet.settle.operator_eject``, as ``kiosk eject`` does: the intent (with the
   command's id) in the eject journal before the board is asked, the outcome recorded as a
   ``slot.ejected`` event naming ``remote:<issuer>``. An eject command a restart cut short
   is answered once the runtime settled its intent from the slot's status
@@ -39,14 +39,14 @@ from cloud_sync.mqtt.commands import Command, EjectArgs
 from cloud_sync.mqtt.executor import Handler, HandlerData, Recovery
 from cloud_sync.mqtt.ledger import LedgerEntry
 from cloud_sync.mqtt.telemetry import Telemetry
-from edge.eject_settle import EJECTED, operator_eject
+from edge.cabinet.settle import EJECTED, operator_eject
 from edge.ops.remote import open_kiosk_mqtt, remote_operator, telemetry_snapshot
 from edge.ops.reporter import Reporter
 from edge.settings import Settings
 
 if TYPE_CHECKING:
     from cloud_sync.mqtt.client import KioskMqtt
-    from edge.runtime import Runtime
+    from edge.runtime.loop import Runtime
 
 log = structlog.get_logger("edge.ops")
 
@@ -80,7 +80,7 @@ def busy(runtime: Runtime) -> str | None:
 
 def _admit(runtime: Runtime) -> None:
     """Hold the kiosk out of service, decided on the flow's thread; raise when it is busy."""
-    from edge.runtime import Call
+    from edge.runtime.loop import Call
 
     answer: queue.Queue[str | None] = queue.Queue(maxsize=1)
 
@@ -100,7 +100,7 @@ def _admit(runtime: Runtime) -> None:
 
 
 def _release(runtime: Runtime) -> None:
-    from edge.runtime import Recheck
+    from edge.runtime.loop import Recheck
 
     runtime.hold = None
     runtime.inputs.put(Recheck(time.monotonic()))

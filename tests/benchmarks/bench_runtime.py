@@ -4,7 +4,7 @@ the wire, through the whole appliance; and the idle CPU use of ``kiosk run``.
 Run: ``scripts/bench runtime`` (``KIOSK_BENCH_QUICK=1`` for a short run). Needs
 ``../shared/faces/dev``.
 
-1. **Rider to eject.** The appliance of ``kiosk demo`` (``edge.demo_parts``: the cloud API on
+1. **Rider to eject.** The appliance of ``kiosk demo`` (``edge.demo.appliance``: the cloud API on
    loopback, the board simulator on a pty behind the real driver, the kiosk runtime, the
    sync daemon) with one photo of each dev identity enrolled. For each trial a different
    rider's other photo is held up to the camera (8 frames per second, liveness off: still
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_sync.logs import configure_logging
-from edge.demo_parts import Rider, appliance
+from edge.demo.appliance import Rider, appliance
 from edge.enrol import enrol_folder
 from edge.settings import Settings, load_settings
 from edge.vision import setup

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud_sync.roster_wire import RiderRecord, Template
-from edge.claim_step import ClaimStep, ClaimVerified, NeedsClaim, default_policy
+from edge.runtime.claim_step import ClaimStep, ClaimVerified, NeedsClaim, default_policy
 from edge.vault.live import open_roster
 from edge.vision.claim import ClaimLockout, hash_claim
 from edge.vision.live import ClaimNeeded

@@ -225,7 +225,7 @@ def test_the_kiosk_target_alone_runs_without_the_cloud_server_packages(tmp_path:
     assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("kiosk ")
     loads = subprocess.run(
-        [str(bin_dir / "python"), "-c", "import edge.runtime, models; models.verify()"],
+        [str(bin_dir / "python"), "-c", "import edge.runtime.loop, models; models.verify()"],
         capture_output=True,
         text=True,
         timeout=60,

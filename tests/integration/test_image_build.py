@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge.update import verify_bundle
-from edge.update_hooks import VenvInstaller
+from edge.update.bundle import verify_bundle
+from edge.update.hooks import VenvInstaller
 from tests.conftest import need
 from tests.helpers import REPO
 
@@ -336,7 +336,7 @@ def test_the_bundle_installs_offline_and_runs(
         [
             str(target / "bin" / "python"),
             "-c",
-            "import cv2, dlib, edge.runtime, models; models.verify()",
+            "import cv2, dlib, edge.runtime.loop, models; models.verify()",
         ],
         capture_output=True,
         text=True,

@@ -53,7 +53,7 @@ def test_a_reader_on_missing_state_creates_nothing(
 def kiosk_state(folder: Path) -> Path:
     """A kiosk's state as `kiosk run` leaves it: roster, keys, outbox, slot database."""
     from cloud_sync.outbox import Outbox
-    from edge.slots import Inventory
+    from edge.cabinet.slots import Inventory
 
     store = open_store(folder)
     store.enrol("rider-a", record("Asha", 1))

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from edge.assemble import rider_page
+from edge.runtime.assemble import rider_page
 from edge.settings import load_settings
 from edge.ui.texts import load_strings
 from hardware.sim import BoardSimulator

@@ -1,7 +1,7 @@
 """``kiosk run`` end to end: replayed rider photos through the real face model, the real
 driver against the board simulator on a pty, the rental ledger and outbox in SQLite, and
 SIGTERM / SIGKILL as systemd would send them. The later tests run the same parts
-(``edge.assemble``) on a thread of the test, to read the rider screen and inject faults.
+(``edge.runtime.assemble``) on a thread of the test, to read the rider screen and inject faults.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import pytest
 from cloud_sync.errors import OutboxFullError
 from cloud_sync.outbox import Outbox
 from cloud_sync.roster_wire import RiderRecord, Template
-from edge.assemble import Parts, assemble
+from edge.cabinet.rentals import SETTLE_RESERVE, Ledger
+from edge.cabinet.slots import SlotState
 from edge.flow import Effect, EjectFailed, Input, Phase, Screen
-from edge.rentals import SETTLE_RESERVE, Ledger
-from edge.runtime import Runtime
+from edge.runtime.assemble import Parts, assemble
+from edge.runtime.loop import Runtime
 from edge.settings import load_settings
-from edge.slots import SlotState
 from edge.vault.live import open_roster
 from hardware.errors import BoardError
 from hardware.sim import BoardSimulator
@@ -276,7 +276,7 @@ def test_a_return_into_an_empty_slot_is_recorded(
 
 @dataclass
 class Running:
-    """``kiosk run``'s parts (``edge.assemble``) running on a thread of this test."""
+    """``kiosk run``'s parts (``edge.runtime.assemble``) running on a thread of this test."""
 
     parts: Parts
     thread: threading.Thread

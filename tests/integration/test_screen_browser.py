@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from edge.config import UiSection
-from edge.serving import serve_in_thread
+from edge.runtime.serving import serve_in_thread
 from edge.ui.launch import start_url
 from edge.ui.server import ScreenHub, create_app
 from tests.browser import ARTIFACTS, chromium

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from edge import flow as f
-from edge.board_worker import BoardWorker, Refreshed
-from edge.slots import Inventory, SlotState, eject_slot
+from edge.cabinet.slots import Inventory, SlotState, eject_slot
+from edge.runtime.board_worker import BoardWorker, Refreshed
 from hardware.board import BoardEvent, BoardOffline
 from hardware.driver import SerialBoard
 from hardware.errors import ContradictionError, ProtocolVersionError, SlotJammedError

@@ -11,7 +11,7 @@ import pytest
 import serial
 
 from cloud_sync.outbox import Outbox
-from edge.slots import Inventory, SlotState, eject_slot
+from edge.cabinet.slots import Inventory, SlotState, eject_slot
 from hardware.board import BoardEvent, BoardOffline, BoardOnline
 from hardware.driver import SerialBoard
 from hardware.errors import (

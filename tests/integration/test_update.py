@@ -32,9 +32,9 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.outbox import Outbox
+from edge.cabinet.rentals import Ledger
 from edge.ops.runtime_status import new_status, write_runtime_status
-from edge.rentals import Ledger
-from edge.update import (
+from edge.update.bundle import (
     MANIFEST,
     SIGNATURE,
     BundleError,
@@ -49,8 +49,8 @@ from edge.update import (
     public_key_text,
     sign_manifest,
 )
-from edge.update_hooks import http_health, rental_in_progress
-from edge.update_io import FAILED, Hooks, Layout, Policy, Updater
+from edge.update.hooks import http_health, rental_in_progress
+from edge.update.updater import FAILED, Hooks, Layout, Policy, Updater
 from tests.helpers import REPO, run_cli
 
 pytestmark = pytest.mark.timeout(120)

@@ -57,8 +57,8 @@ IO_MODULES = frozenset(
 CODEC = ("hardware.protocol", "hardware.messages", "hardware.fields", "hardware.agreement")
 CODEC_FORBIDDEN = ("hardware.driver", "hardware.link", "hardware.sim", "hardware.sim_cli")
 CLOUD = ("cloud_sync.server", "cloud_sync.cli")
-DEMO = ("edge.demo", "edge.demo_cloud", "edge.demo_parts", "edge.demo_inspect")
-DEMO_PREFIXES = ("edge.demo_", "edge.cli.demo_cmd")
+DEMO = ("edge.demo",)
+DEMO_PREFIXES = ("edge.demo.", "edge.cli.demo_cmd")
 
 LAZY_TARGET = re.compile(rf"^((?:{'|'.join(PACKAGES)})(?:\.\w+)*):\w+$")
 
@@ -234,6 +234,6 @@ def test_the_slot_codec_never_imports_the_driver_or_pyserial() -> None:
 
 
 def test_the_flow_never_imports_io() -> None:
-    flow = [name for name in GRAPH if name == "edge.flow" or name.startswith("edge.flow_")]
+    flow = [name for name in GRAPH if name == "edge.flow" or name.startswith("edge.flow.")]
     assert len(flow) >= 4
     assert_none(crossings(GRAPH, flow, lambda name: name in IO_MODULES))

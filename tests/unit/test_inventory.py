@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.outbox import Outbox
-from edge.slots import (
+from edge.cabinet.slots import (
     EJECT_FAILURES,
     RULES,
     Inventory,

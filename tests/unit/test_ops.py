@@ -137,8 +137,8 @@ def test_metrics_and_healthz_on_the_rider_app() -> None:
 def test_the_runtime_helpers_for_telemetry_and_runtime_json() -> None:
     from cloud_sync.config import MqttConfig
     from cloud_sync.mqtt.client import KioskMqtt
+    from edge.cabinet.slots import Slot, SlotState
     from edge.ops.remote import mqtt_component, telemetry_snapshot
-    from edge.slots import Slot, SlotState
 
     slots = [
         Slot(1, SlotState.READY, "PB-1", 95),
@@ -161,9 +161,9 @@ def test_the_runtime_helpers_for_telemetry_and_runtime_json() -> None:
 
 
 def test_decision_outcomes_and_board_errors_are_counted_by_kind() -> None:
-    from edge.board_worker import Refreshed
-    from edge.flow_values import EjectFailed, EjectUnconfirmed, Tick
+    from edge.flow.values import EjectFailed, EjectUnconfirmed, Tick
     from edge.ops.metrics import board_error_kind, decision_outcome
+    from edge.runtime.board_worker import Refreshed
 
     assert decision_outcome(True, "match") == "recognised"
     assert decision_outcome(False, "liveness_failed") == "liveness"

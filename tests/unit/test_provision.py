@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cloud_sync.errors import ConfigError
-from edge.provision import (
+from edge.provision.plan import (
     STEPS,
     Journal,
     ProvisionFile,

@@ -1,4 +1,4 @@
-"""Eligibility (``edge.rentals.refusal``) in rental and boarding mode, with plain values;
+"""Eligibility (``edge.cabinet.rentals.refusal``) in rental and boarding mode, with plain values;
 closing the rentals the cloud confirms closed (``Ledger.close_confirmed``)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from cloud_sync.outbox import Outbox
 from cloud_sync.roster_wire import Entitlements
-from edge.rentals import Ledger, refusal
+from edge.cabinet.rentals import Ledger, refusal
 
 TODAY = date(2026, 3, 14)
 

@@ -1,8 +1,8 @@
-"""The out-of-service reasons (``edge.service``) and the camera's health, with plain values."""
+"""The out-of-service reasons (``edge.runtime.service``) and the camera's health, with plain values."""
 
 from __future__ import annotations
 
-from edge.service import CameraHealth, Conditions, reason
+from edge.runtime.service import CameraHealth, Conditions, reason
 from hardware.cameras.reconnect import CameraStatus
 
 NOW = 1_800_000_000.0

@@ -14,8 +14,8 @@ from edge.vision import liveness
 from models import analysis, hints, quality
 from models.hints import Hint
 
-# the flow's screens are named in edge/flow.py and the modules it is built from
-FLOW_FILES = sorted((Path(__file__).resolve().parents[2] / "edge").glob("flow*.py"))
+# the flow's screens are named in the modules of the flow's package (edge/flow/)
+FLOW_FILES = sorted((Path(__file__).resolve().parents[2] / "edge" / "flow").glob("*.py"))
 FLOW = "".join(path.read_text(encoding="utf-8") for path in FLOW_FILES)
 
 
@@ -38,7 +38,7 @@ def test_every_language_has_every_string(language: str) -> None:
 def test_every_screen_of_the_flow_has_words(language: str) -> None:
     strings = load_strings(language)
     keys = set(re.findall(r'Screen\("([a-z_]+)"', FLOW))
-    assert keys, "no screens found in edge/flow.py"
+    assert keys, "no screens found in edge/flow/"
     for key in keys:
         assert strings[key]["title"].strip(), f"{language}: {key} has no title"
     assert strings["lost"]["title"].strip()  # the page's own: the kiosk is gone
@@ -115,7 +115,9 @@ def test_unknown_language_fails_at_start() -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_out_of_service_reason_has_words(language: str) -> None:
-    source = (Path(__file__).resolve().parents[2] / "edge" / "service.py").read_text("utf-8")
+    source = (Path(__file__).resolve().parents[2] / "edge" / "runtime" / "service.py").read_text(
+        "utf-8"
+    )
     reasons = set(re.findall(r'return "([a-z_]+)"', source)) | {"stopping"}
     assert {"maintenance", "outbox_full", "camera_lost"} <= reasons
     strings = load_strings(language)

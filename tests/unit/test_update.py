@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edge.config import UpdateSection
-from edge.update import (
+from edge.update.bundle import (
     BundleError,
     FileEntry,
     Manifest,

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, cast
 from cloud_sync.mqtt.executor import CommandExecutor
 from cloud_sync.mqtt.ledger import CommandLedger
 from cloud_sync.outbox import Outbox
-from edge.ejects import SETTLE_RESERVE, Intent
+from edge.cabinet.ejects import SETTLE_RESERVE, Intent
+from edge.cabinet.rentals import Ledger
 from edge.ops.wiring import eject_recovery
-from edge.rentals import Ledger
 
 if TYPE_CHECKING:
-    from edge.runtime import Runtime
+    from edge.runtime.loop import Runtime
 
 
 def executor(state: Path, journal_of: object) -> CommandExecutor:

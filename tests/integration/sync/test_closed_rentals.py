@@ -18,7 +18,7 @@ from cloud_sync.errors import StoreError
 from cloud_sync.roster_wire import Entitlements
 from cloud_sync.server.db import open_database
 from cloud_sync.server.migrations import MIGRATIONS, _apply, migrate
-from edge.rentals import Ledger, refusal
+from edge.cabinet.rentals import Ledger, refusal
 from tests.conftest import free_port
 from tests.integration.sync.cloudkit import Cloud, Kiosk, make_kiosk, start_cloud
 

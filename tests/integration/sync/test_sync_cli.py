@@ -12,7 +12,7 @@ from cloud_sync.errors import StoreError
 from cloud_sync.outbox import Outbox
 from cloud_sync.server.closed import ClosedRental
 from cloud_sync.server.openapi import COMMITTED, render_openapi
-from edge.rentals import Ledger
+from edge.cabinet.rentals import Ledger
 from tests.conftest import free_port
 from tests.helpers import run_cli
 from tests.integration.sync.cloudkit import Cloud, make_kiosk, start_cloud

@@ -1,6 +1,6 @@
 """The rider's flow at the kiosk, as a pure state machine.
 
-Inputs (``edge.flow_values``, re-exported here) are frozen dataclasses that carry the monotonic time they happened (``at``); the
+Inputs (``edge.flow.values``, re-exported by ``edge.flow``) are frozen dataclasses that carry the monotonic time they happened (``at``); the
 machine returns effects for the runtime to carry out: what the screen shows, which slot to
 eject, which event to record. It never reads a clock, a camera, a board or a database, so
 every path (a rider who walks away, a jammed slot, a powerbank not taken, the same rider
@@ -30,7 +30,7 @@ typed on the rider page (``ClaimEntered``) becomes a ``VerifyClaim`` effect, and
 
 What the screen shows is all that travels to the rider page: a refusal names no person
 and no account detail, and the rider's first name is shown on a success only when the
-kiosk greets by name (``greet_by_name``, off by default: see ``edge.flow_state``).
+kiosk greets by name (``greet_by_name``, off by default: see ``edge.flow.state``).
 
 ``out_of_service`` is entered from idle or checking whenever the runtime reports a reason
 (maintenance, outbox full, roster too old, clock not set, board not answering); a rental
@@ -43,79 +43,33 @@ to be settled from the slot's status.
 
 Here: the dispatch (``Flow.handle``), looking at faces, the claim step, and the inputs
 valid in every phase. The flow's fields and its moves between phases are in
-``edge.flow_state``; a recognised rider and the ``ejecting``, ``confirming`` and ``take``
-phases in ``edge.flow_rental``.
+``edge.flow.state``; a recognised rider and the ``ejecting``, ``confirming`` and ``take``
+phases in ``edge.flow.rental``.
 """
 
 from __future__ import annotations
 
-from edge.flow_rental import RentalSteps
-from edge.flow_state import Phase
-from edge.flow_values import (
+from edge.flow.rental import RentalSteps
+from edge.flow.state import Phase
+from edge.flow.values import (
     ClaimAsked,
     ClaimCancelled,
     ClaimChecked,
     ClaimEntered,
     Effect,
-    Eject,
-    EjectAborted,
-    Ejected,
-    EjectFailed,
-    EjectUnconfirmed,
-    EjectUnsettled,
     FaceGone,
     FaceSeen,
     Input,
-    Mode,
     NotRecognised,
-    NotTaken,
     Recognised,
-    Record,
     Returned,
     Screen,
     Service,
     Show,
-    Taken,
     Tick,
-    Timeouts,
-    Unsettled,
     VerifyClaim,
     record,
 )
-
-__all__ = [
-    "ClaimAsked",
-    "ClaimCancelled",
-    "ClaimChecked",
-    "ClaimEntered",
-    "Effect",
-    "Eject",
-    "EjectAborted",
-    "EjectFailed",
-    "EjectUnconfirmed",
-    "EjectUnsettled",
-    "Ejected",
-    "FaceGone",
-    "FaceSeen",
-    "Flow",
-    "Input",
-    "Mode",
-    "NotRecognised",
-    "NotTaken",
-    "Phase",
-    "Recognised",
-    "Record",
-    "Returned",
-    "Screen",
-    "Service",
-    "Show",
-    "Taken",
-    "Tick",
-    "Timeouts",
-    "Unsettled",
-    "VerifyClaim",
-    "record",
-]
 
 #: ``ClaimChecked`` reasons that mean "try again" (a wrong code or a face that did not verify).
 CLAIM_WRONG = frozenset({"claim not recognised", "no match", "ambiguous", "claim shared"})

@@ -3,7 +3,7 @@
 Every command the runtime gives the board runs here, one at a time, so the flow's thread
 (and the rider page's) never waits on the serial line:
 
-- **ejects**: through ``edge.slots.eject_slot``; the outcome is posted to the flow as its
+- **ejects**: through ``edge.cabinet.slots.eject_slot``; the outcome is posted to the flow as its
   inputs. This path alone reports an eject's outcome, jams included (the board's
   ``Jammed`` notification only updates the inventory).
 - **unconfirmed ejects**: a timeout or a damaged exchange after the board may have
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import structlog
 
 from edge import flow as f
-from edge.slots import Inventory, SlotState, eject_slot
+from edge.cabinet.slots import Inventory, SlotState, eject_slot
 from hardware.board import EjectResult, SlotBoard
 from hardware.errors import (
     BoardError,

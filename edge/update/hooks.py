@@ -1,7 +1,7 @@
 """``kiosk update``, the parts that touch the system: the installer (a virtual environment
 filled offline from the bundle's wheels, hash-checked), the restart commands, the health
 probes (an HTTP GET or a command) and the read-only check that no rental is under way.
-Each is one callable, so ``edge.update_io.Updater`` is tested with others in their place.
+Each is one callable, so ``edge.update.updater.Updater`` is tested with others in their place.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 
 from cloud_sync.private_files import connect_read_only
 from edge.ops.runtime_status import is_live, read_runtime_status
-from edge.update import Manifest, UpdateError
+from edge.update.bundle import Manifest, UpdateError
 
 
 def clean_env() -> dict[str, str]:

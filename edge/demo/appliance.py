@@ -1,8 +1,8 @@
 """The parts of ``kiosk demo``: the appliance composed on one machine, and its stand-ins.
 
-``appliance()`` starts, in this order: the cloud API on loopback (``edge.demo_cloud``), with
+``appliance()`` starts, in this order: the cloud API on loopback (``edge.demo.cloud``), with
 the kiosk registered and the riders added by the operator; the board simulator on a pty;
-the kiosk runtime of ``kiosk run`` built by ``edge.assemble`` from settings that point at
+the kiosk runtime of ``kiosk run`` built by ``edge.runtime.assemble`` from settings that point at
 both, with the ``ScriptedCamera``; the sync daemon of ``kiosk sync run``; and the rider
 page. Everything stops, in reverse order, when the block ends.
 """
@@ -23,8 +23,8 @@ import numpy.typing as npt
 import structlog
 
 from cloud_sync.private_files import private_dir
-from edge.demo_cloud import LocalCloud, local_cloud
-from edge.demo_inspect import inspect_lines, write_demo_config
+from edge.demo.cloud import LocalCloud, local_cloud
+from edge.demo.inspection import inspect_lines, write_demo_config
 from edge.errors import EdgeError
 from edge.settings import Settings
 from edge.ui.server import ScreenHub, load_strings
@@ -228,9 +228,9 @@ def appliance(
     if ``any_port``, and otherwise fails (``EdgeError``).
     """
     from cloud_sync.outbox import Outbox
-    from edge.assemble import assemble, rider_page
     from edge.cli.sync_cmd import build_daemon, open_cloud_roster
     from edge.ops.wiring import start_ops
+    from edge.runtime.assemble import assemble, rider_page
     from hardware.errors import BoardError
     from hardware.sim import BoardSimulator
     from hardware.sim_board import SimConfig

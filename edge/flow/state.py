@@ -5,7 +5,7 @@ the rental under way and who was served when; ``_go`` enters a phase and shows i
 ``_rest`` goes back to idle (or out of service), ``_result`` shows an outcome, ``_named``
 is the first name a success screen may show: the rider's only when ``greet_by_name`` is on
 (off by default: a public screen, read by whoever stands behind the rider). The phases'
-handlers build on it: ``edge.flow_rental`` (a recognised rider to the end of the rental)
+handlers build on it: ``edge.flow.rental`` (a recognised rider to the end of the rental)
 and ``edge.flow`` (looking, the claim step, and the inputs valid in every phase).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from edge.flow_values import Effect, Mode, Screen, Show, Timeouts
+from edge.flow.values import Effect, Mode, Screen, Show, Timeouts
 
 
 class Phase(StrEnum):

@@ -100,7 +100,7 @@ def local_cloud(folder: Path) -> Iterator[LocalCloud]:
     from cloud_sync.server.app import create_app
     from cloud_sync.server.config import CloudSettings
     from cloud_sync.server.roster_keys import RosterKeyFiles
-    from edge.serving import serve_in_thread
+    from edge.runtime.serving import serve_in_thread
 
     private_dir(folder)
     token = secrets.token_urlsafe(24)

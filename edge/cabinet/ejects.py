@@ -10,11 +10,11 @@ and, for a remote command, the command's id). Anything that ejects later writes 
   settle it (``SETTLE_RESERVE``); when that room cannot be made it raises
   ``OutboxFullError``, nothing is written, and the caller must not eject.
 - ``close`` settles an intent inside the caller's outbox transaction, the one that appends
-  its event (``rental.started``/``rental.failed`` by ``edge.rentals``, ``slot.ejected``
+  its event (``rental.started``/``rental.failed`` by ``edge.cabinet.rentals``, ``slot.ejected``
   here through ``record``): the intent and its event are stored together or not at all,
   and an intent is settled at most once (a second ``close`` finds nothing).
 - An intent whose writer is gone (killed, or the power went) is settled from its slot's
-  status by ``edge.eject_settle``, at the next ``kiosk run`` start or the next
+  status by ``edge.cabinet.settle``, at the next ``kiosk run`` start or the next
   ``kiosk eject``.
 
 Each intent names its writer (``owner``: the boot and the process id), so that one process

@@ -1,4 +1,4 @@
-"""``kiosk provision``, the I/O part: carry out the plan of ``edge.provision`` one step at a
+"""``kiosk provision``, the I/O part: carry out the plan of ``edge.provision.plan`` one step at a
 time (keys, first-boot files, registration, settings, cleanup), recording each step in the
 journal as soon as it is done; docs/provisioning.md says what goes where.
 
@@ -38,7 +38,7 @@ from cloud_sync.errors import (
 )
 from cloud_sync.sealing import raw_public
 from cloud_sync.signing import kiosk_key, public_key_text
-from edge.provision import (
+from edge.provision.plan import (
     JOURNAL_NAME,
     Journal,
     Plan,

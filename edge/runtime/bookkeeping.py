@@ -7,7 +7,7 @@
 - the flow's ``Record`` effects: a rental started or failed, a return, any other event;
 - the settling of intents nobody follows any more (``settle``): left by a kiosk (or a
   ``kiosk eject``) stopped mid-eject, or ejects the board never confirmed, judged from the
-  slots' status by ``edge.eject_settle``, the same settlement for every kind of eject.
+  slots' status by ``edge.cabinet.settle``, the same settlement for every kind of eject.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import structlog
 from cloud_sync.errors import OutboxFullError
 from cloud_sync.outbox import Outbox
 from edge import flow as f
-from edge.eject_settle import settle_orphans
+from edge.cabinet.rentals import Ledger
+from edge.cabinet.settle import settle_orphans
+from edge.cabinet.slots import Inventory
 from edge.ops.metrics import KioskMetrics
-from edge.rentals import Ledger
-from edge.slots import Inventory
 
 log = structlog.get_logger("edge.runtime")
 

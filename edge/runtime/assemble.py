@@ -12,13 +12,13 @@ import structlog
 
 from cloud_sync.outbox import Outbox
 from edge import flow as f
-from edge import service
-from edge.rentals import Ledger
-from edge.runtime import Runtime
-from edge.service import CameraHealth
-from edge.serving import serve_in_thread
+from edge.cabinet.rentals import Ledger
+from edge.cabinet.slots import Inventory
+from edge.runtime import service
+from edge.runtime.loop import Runtime
+from edge.runtime.service import CameraHealth
+from edge.runtime.serving import serve_in_thread
 from edge.settings import Settings
-from edge.slots import Inventory
 from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub, create_app
 from edge.vault.files import read_pull_state
@@ -59,7 +59,7 @@ def service_check(
 
     Maintenance, the clock, room in the outbox for one more rental's event, the roster's
     age (``roster.max_age_h``, from ``roster_refreshed_at``) and the camera; the runtime
-    adds the board. See ``edge.service`` for the reasons and their order.
+    adds the board. See ``edge.runtime.service`` for the reasons and their order.
     """
     now = datetime.now(UTC)
     return service.reason(

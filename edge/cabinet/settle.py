@@ -1,4 +1,4 @@
-"""Ejects carried out and settled through the one eject journal (``edge.ejects``).
+"""Ejects carried out and settled through the one eject journal (``edge.cabinet.ejects``).
 
 - ``operator_eject``: the one way a technician's ``kiosk eject`` and a remote ``eject``
   command eject a slot: the intent on disk first, then the board, then the outcome with its
@@ -23,9 +23,9 @@ from ulid import ULID
 
 from cloud_sync.errors import OutboxFullError
 from cloud_sync.events import Event
-from edge.ejects import EjectJournal, Intent
-from edge.rentals import Ledger
-from edge.slots import Inventory, SlotState, eject_slot, failed_eject
+from edge.cabinet.ejects import EjectJournal, Intent
+from edge.cabinet.rentals import Ledger
+from edge.cabinet.slots import Inventory, SlotState, eject_slot, failed_eject
 from hardware.board import SlotBoard
 from hardware.errors import BoardError
 

@@ -11,7 +11,7 @@ Layout under the root (``update.root``, ``/opt/kiosk`` on a kiosk)::
 
 A link is switched by making the new link under a temporary name and renaming it over the
 old one, so it is always either the old or the new version. ``Updater`` carries out an
-update with replaceable parts (``Hooks``; the real ones are in ``edge.update_hooks``): the
+update with replaceable parts (``Hooks``; the real ones are in ``edge.update.hooks``): the
 installer, the restart, the health probe and the check that no rental is under way, so that
 the whole sequence is tested without root.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import structlog
 
-from edge.update import (
+from edge.update.bundle import (
     MANIFEST,
     SIGNATURE,
     VERSION,

@@ -3,10 +3,10 @@
 Every change of a rental's state is written in the same transaction as the event that
 reports it (``rental.started``, ``rental.failed``, ``rental.returned``), so the ledger and
 the outbox never disagree. Before an eject is sent to the board, the rental is written as
-``ejecting`` together with its intent in the eject journal (``edge.ejects``, the one
+``ejecting`` together with its intent in the eject journal (``edge.cabinet.ejects``, the one
 journal of every eject, which also reserves room for the event that will settle it): a
 kiosk killed between the eject and its outcome finds the intent at start and settles it
-from the board's slot status (``edge.eject_settle``), so there is never an eject without
+from the board's slot status (``edge.cabinet.settle``), so there is never an eject without
 its event nor an event without its eject. When even that room cannot be made, ``begin``
 raises ``OutboxFullError`` and the eject is never sent, so a full outbox stops rentals
 instead of ejecting a powerbank without a record. ``has_room`` answers the same question
@@ -28,8 +28,8 @@ from typing import Literal
 from cloud_sync.outbox import Outbox, OutboxTransaction
 from cloud_sync.outbox_budget import could_hold
 from cloud_sync.roster_wire import Entitlements
-from edge.ejects import SETTLE_RESERVE, EjectJournal
-from edge.ejects import Intent as EjectIntent
+from edge.cabinet.ejects import SETTLE_RESERVE, EjectJournal
+from edge.cabinet.ejects import Intent as EjectIntent
 
 __all__ = ["SETTLE_RESERVE", "Intent", "Ledger", "refusal"]
 

@@ -10,8 +10,8 @@ still gives no answer lets the rider go with the rental handed over (``Unsettled
 
 from __future__ import annotations
 
-from edge.flow_state import FlowState, Phase, Rental
-from edge.flow_values import (
+from edge.flow.state import FlowState, Phase, Rental
+from edge.flow.values import (
     Effect,
     Eject,
     EjectAborted,

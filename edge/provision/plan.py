@@ -1,5 +1,5 @@
 """``kiosk provision``, the pure part: the provisioning file, the journal, the plan and the
-files it leads to; ``edge.provision_io`` carries the plan out (see docs/provisioning.md).
+files it leads to; ``edge.provision.apply`` carries the plan out (see docs/provisioning.md).
 
 The provisioning file is what ``scripts/flash`` writes, checked by the same rules; the
 first problem is one line, ``<file>: <field>: <reason>``, before anything is written. The

@@ -6,7 +6,7 @@
 - ``watch_board``: the board's notifications into the inventory, and returns, removals and
   re-locks into the flow; when the board boots or comes back, a status refresh soon.
 
-Both only post to the queue (``post``); the flow's thread (``edge.runtime``) decides what
+Both only post to the queue (``post``); the flow's thread (``edge.runtime.loop``) decides what
 an input means. Each runs until ``stopped`` is set (the camera also ends when its frames
 do, or when it fails).
 """
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import structlog
 
 from edge import flow as f
-from edge.board_worker import BoardWorker
-from edge.claim_step import NeedsClaim
+from edge.cabinet.slots import Inventory
 from edge.ops.metrics import KioskMetrics
-from edge.slots import Inventory
+from edge.runtime.board_worker import BoardWorker
+from edge.runtime.claim_step import NeedsClaim
 from edge.ui.preview import PreviewFrames
 from edge.vision.consensus import DecisionRecord
 from edge.vision.live import LivePipeline

@@ -1,6 +1,6 @@
 """Why the kiosk may not rent right now: the out-of-service reasons, from plain values.
 
-``reason`` is pure: the caller (``edge.assemble.service_check`` and the runtime) gathers
+``reason`` is pure: the caller (``edge.runtime.assemble.service_check`` and the runtime) gathers
 what it can see locally and passes it in. The reasons, first match wins (each is also the
 ``detail`` of the rider's ``out_of_service`` screen and of ``kiosk status``):
 

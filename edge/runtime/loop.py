@@ -2,12 +2,12 @@
 
 Threads, each with one job, meeting only at the flow's input queue:
 
-- **vision** (``edge.feeds``): camera frames through the live face pipeline; posts faces
+- **vision** (``edge.runtime.feeds``): camera frames through the live face pipeline; posts faces
   and decisions.
-- **board events** (``edge.feeds``): the slot board's notifications into the inventory, and
+- **board events** (``edge.runtime.feeds``): the slot board's notifications into the inventory, and
   returns, removals and re-locks into the flow; when the board comes back or boots, a
   status refresh.
-- **board worker** (``edge.board_worker``): every command to the board, one at a time:
+- **board worker** (``edge.runtime.board_worker``): every command to the board, one at a time:
   ejects (an unconfirmed one is asked about again with its request id, never sent twice),
   and the slots' status every few seconds (faster while the board does not answer).
 - **flow** (the caller's thread, ``run``): takes one input at a time, feeds the pure state
@@ -17,11 +17,11 @@ Threads, each with one job, meeting only at the flow's input queue:
 
 Neither vision nor the board ever runs on the flow's thread, so the screen stays responsive
 while a face is encoded or the serial line retries. An eject is sent only once its intent,
-and room for the event that will settle it, are in the eject journal (``edge.ejects``,
-through the rental ledger ``edge.rentals``): a full outbox takes the kiosk out of service
+and room for the event that will settle it, are in the eject journal (``edge.cabinet.ejects``,
+through the rental ledger ``edge.cabinet.rentals``): a full outbox takes the kiosk out of service
 instead. Intents nobody follows any more (this kiosk or a ``kiosk eject`` was stopped
 mid-eject, or the board never confirmed), rentals and technician or remote ejects alike,
-are settled from the slots' status (``edge.bookkeeping`` writes both).
+are settled from the slots' status (``edge.runtime.bookkeeping`` writes both).
 SIGTERM lets a rental under way finish (bounded by the flow's own timeouts) before the
 process exits.
 """
@@ -42,15 +42,22 @@ from ulid import ULID
 from cloud_sync.errors import OutboxError, OutboxFullError
 from cloud_sync.outbox import Outbox
 from edge import flow as f
-from edge import systemd
-from edge.board_worker import BoardWorker, Refreshed
-from edge.bookkeeping import Bookkeeper
-from edge.claim_step import ClaimStep, ClaimVerified, NeedsClaim, checked, claims_of, default_policy
-from edge.feeds import Decided, watch_board, watch_camera
+from edge.cabinet.rentals import Ledger, refusal
+from edge.cabinet.slots import Inventory
 from edge.ops.metrics import KioskMetrics
-from edge.rentals import Ledger, refusal
-from edge.service import CameraHealth
-from edge.slots import Inventory
+from edge.runtime import systemd
+from edge.runtime.board_worker import BoardWorker, Refreshed
+from edge.runtime.bookkeeping import Bookkeeper
+from edge.runtime.claim_step import (
+    ClaimStep,
+    ClaimVerified,
+    NeedsClaim,
+    checked,
+    claims_of,
+    default_policy,
+)
+from edge.runtime.feeds import Decided, watch_board, watch_camera
+from edge.runtime.service import CameraHealth
 from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub
 from edge.vault.store import RosterStore

@@ -1,7 +1,7 @@
 """``kiosk demo``: the whole appliance on one machine, walked through a short scenario.
 
 Every part is the real one, composed as on a kiosk: the cloud API on loopback with SQLite
-(``edge.demo_cloud``), the board simulator on a pty driven by the real serial driver, the
+(``edge.demo.cloud``), the board simulator on a pty driven by the real serial driver, the
 kiosk runtime of ``kiosk run`` (face pipeline, rental flow, slot inventory, outbox, rider
 page), and the sync daemon of ``kiosk sync run`` pushing events and pulling the roster.
 Only two things stand in for the physical world: a camera that shows whichever photo the
@@ -37,10 +37,10 @@ from typing import Any
 import structlog
 
 from cloud_sync.errors import InputError
-from edge.demo_parts import Appliance, Rider, Say, ScreenWatch, appliance
+from edge.demo.appliance import Appliance, Rider, Say, ScreenWatch, appliance
+from edge.demo.samples import write_sample_set
 from edge.enrol import EnrolReport, enrol_folder, images_by_person
 from edge.errors import EdgeError
-from edge.samples import write_sample_set
 from edge.settings import Settings
 from models.images import read_image
 
@@ -213,7 +213,7 @@ def run_demo(
 ) -> DemoSummary:
     """Run ``rounds`` rounds of the scenario (0: until interrupted), waiting ``pause_s``
     seconds between steps so that a person can follow them on the rider page and the CLI.
-    ``any_port``: see ``edge.demo_parts.appliance``."""
+    ``any_port``: see ``edge.demo.appliance.appliance``."""
     started = time.monotonic()
     base = settings.kiosk.state_dir
     root = base / "appliance"

@@ -1,0 +1,9 @@
+"""``kiosk provision``: a new kiosk set up from the file ``scripts/flash`` writes.
+
+- ``plan``: the pure part: the provisioning file and its checks, the journal, the plan
+  and the files it leads to, the errors;
+- ``apply``: the I/O part: the plan carried out one step at a time (keys, first-boot
+  files, registration, settings, cleanup), each step journalled as soon as it is done.
+
+docs/provisioning.md says what goes where.
+"""

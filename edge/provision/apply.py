@@ -38,16 +38,14 @@ from cloud_sync.errors import (
 )
 from cloud_sync.sealing import raw_public
 from cloud_sync.signing import kiosk_key, public_key_text
+from edge.provision.errors import ProvisionFileError, ProvisionStateError, TokenRefusedError
 from edge.provision.plan import (
     JOURNAL_NAME,
     Journal,
     Plan,
     ProvisionFile,
-    ProvisionFileError,
-    ProvisionStateError,
     Registration,
     Step,
-    TokenRefusedError,
     check_config,
     first_boot_files,
     parse_provision_file,

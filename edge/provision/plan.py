@@ -7,11 +7,8 @@ token and the Wi-Fi password are ``SecretStr``. The journal records the steps do
 ``plan`` compares it with the file to decide what is left, so an interrupted run resumes
 and a finished one does nothing.
 
-Errors (the CLI gives each root its exit code)::
-
-    ProvisionFileError (InputError)     the provisioning file is unusable: exit 4
-    ProvisionStateError (InputError)    this kiosk's files do not fit the file: exit 4
-    TokenRefusedError (CloudError)      the cloud refused the token (401/403/409): exit 7
+Its errors (the file, this kiosk's state, a refused token) are in
+``edge.provision.errors``.
 """
 
 from __future__ import annotations
@@ -43,7 +40,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
 )
 
-from cloud_sync.errors import CloudError, ConfigError, InputError
+from cloud_sync.errors import ConfigError
+from edge.provision.errors import ProvisionFileError, ProvisionStateError
 from edge.settings import Settings, describe_validation_error
 
 JOURNAL_NAME = "provision.json"
@@ -54,18 +52,6 @@ TIMEZONE = re.compile(r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$")
 SSH_KEY = re.compile(r"^(ssh-(ed25519|rsa)|ecdsa-sha2-\S+) \S+")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
-
-
-class ProvisionFileError(InputError):
-    """The provisioning file is missing a field, has a wrong one, or is not TOML."""
-
-
-class ProvisionStateError(InputError):
-    """What this kiosk already holds does not fit the provisioning file given."""
-
-
-class TokenRefusedError(CloudError):
-    """The cloud refused the one-time token: unknown, expired, used, or for another kiosk."""
 
 
 # -- the provisioning file -------------------------------------------------------------------

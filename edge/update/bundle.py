@@ -22,15 +22,7 @@ every member is checked to be a plain file or folder inside it).
 The rules of a switch, as pure functions: ``wait_healthy`` (N consecutive healthy answers
 before a deadline) and ``to_prune`` (which installed versions may go).
 
-Errors::
-
-    UpdateError (EdgeError)
-    ├── BundleError (InputError)       the bundle is unusable: missing file, bad checksum
-    │   └── SignatureError             unsigned, or not signed by the pinned release key
-    ├── RentalInProgressError          a rental is under way: nothing switched
-    ├── UnhealthyError                 the new version did not turn healthy: rolled back
-    └── UpdateStateError               the installed versions do not allow it (no previous,
-                                       another update running, cannot write the root)
+Its errors (``UpdateError`` and the tree under it) are in ``edge.update.errors``.
 """
 
 from __future__ import annotations
@@ -54,8 +46,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cloud_sync.errors import InputError
-from edge.errors import EdgeError
+from edge.update.errors import (
+    BundleError,
+    SignatureError,
+)
 
 FORMAT = 1
 NAME = "powerbank-kiosk"
@@ -65,30 +59,6 @@ ARCHES: tuple[str, ...] = ("aarch64", "x86_64")
 VERSION = re.compile(r"^[0-9][0-9A-Za-z.+_-]{0,63}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-
-
-class UpdateError(EdgeError):
-    """Root of the errors of ``kiosk update``."""
-
-
-class BundleError(UpdateError, InputError):
-    """The bundle cannot be installed: a file is missing, altered or unexpected."""
-
-
-class SignatureError(BundleError):
-    """The bundle is not signed, or not by the release key this kiosk trusts."""
-
-
-class RentalInProgressError(UpdateError):
-    """A rental is under way; the switch waits for it (nothing was switched)."""
-
-
-class UnhealthyError(UpdateError):
-    """The version switched to did not report healthy in time; the kiosk went back."""
-
-
-class UpdateStateError(UpdateError):
-    """What is installed does not allow this (no previous version, an update running...)."""
 
 
 class FileEntry(BaseModel):

@@ -18,7 +18,8 @@ import httpx
 
 from cloud_sync.private_files import connect_read_only
 from edge.ops.runtime_status import is_live, read_runtime_status
-from edge.update.bundle import Manifest, UpdateError
+from edge.update.bundle import Manifest
+from edge.update.errors import UpdateError
 
 
 def clean_env() -> dict[str, str]:

@@ -36,17 +36,19 @@ from edge.update.bundle import (
     MANIFEST,
     SIGNATURE,
     VERSION,
-    BundleError,
     Manifest,
-    RentalInProgressError,
-    UnhealthyError,
-    UpdateError,
-    UpdateStateError,
     parse_manifest,
     staged,
     to_prune,
     verify_bundle,
     wait_healthy,
+)
+from edge.update.errors import (
+    BundleError,
+    RentalInProgressError,
+    UnhealthyError,
+    UpdateError,
+    UpdateStateError,
 )
 
 log = structlog.get_logger("edge.update")

@@ -22,9 +22,9 @@ from hardware.sim import BoardSimulator
 from models.encoder import FaceEngine
 from tests.browser import ARTIFACTS, axe_violations, chromium, misfits
 from tests.conftest import free_port
-from tests.integration import test_runtime
-from tests.integration.test_claim_flow import enrol_with_claim
-from tests.integration.test_runtime import config, frames, running, start, wait_for
+from tests.integration.runtime import test_runtime
+from tests.integration.runtime.test_claim_step import enrol_with_claim
+from tests.integration.runtime.test_runtime import config, frames, running, start, wait_for
 
 board = test_runtime.board
 engine = test_runtime.engine

@@ -27,7 +27,7 @@ from hardware.sim_board import SimConfig
 from tests.helpers import BIN
 from tests.integration.ops.broker import Broker, Watcher, mosquitto
 from tests.integration.ops.test_run_ops import PUBLIC, Kiosk, signed
-from tests.integration.test_runtime import BLANK_PNG, config, events, wait_for
+from tests.integration.runtime.test_runtime import BLANK_PNG, config, events, wait_for
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
 

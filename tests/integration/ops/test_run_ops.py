@@ -2,7 +2,7 @@
 read by ``kiosk status``, ``/metrics`` and ``/healthz`` on the rider page's port.
 
 The kiosk runs as a subprocess with the board simulator on a pty and a replay camera of
-real rider photos, as in ``tests/integration/test_runtime.py``.
+real rider photos, as in ``tests/integration/runtime/test_runtime.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from models.encoder import FaceEngine
 from tests.conftest import free_port
 from tests.helpers import BIN
 from tests.integration.ops.broker import Broker, Watcher, mosquitto
-from tests.integration.test_runtime import config, enrol, events, frames, types, wait_for
+from tests.integration.runtime.test_runtime import config, enrol, events, frames, types, wait_for
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
 

@@ -15,10 +15,8 @@ from pydantic import ValidationError
 
 from edge.config import UpdateSection
 from edge.update.bundle import (
-    BundleError,
     FileEntry,
     Manifest,
-    SignatureError,
     check_signature,
     manifest_bytes,
     parse_manifest,
@@ -28,6 +26,7 @@ from edge.update.bundle import (
     to_prune,
     wait_healthy,
 )
+from edge.update.errors import BundleError, SignatureError
 
 DIGEST = "ab" * 32
 

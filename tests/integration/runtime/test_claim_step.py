@@ -16,8 +16,16 @@ from edge.vision.matcher import Gallery
 from hardware.sim import BoardSimulator
 from models.encoder import FaceEngine
 from models.images import read_image
-from tests.integration import test_runtime
-from tests.integration.test_runtime import Running, config, events, frames, running, types, wait_for
+from tests.integration.runtime import test_runtime
+from tests.integration.runtime.test_runtime import (
+    Running,
+    config,
+    events,
+    frames,
+    running,
+    types,
+    wait_for,
+)
 
 VECTORS = {
     name: np.random.default_rng(seed).normal(0, 0.12, 128) for seed, name in enumerate("abc")

@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 
 from cloud_sync.errors import ConfigError
+from edge.provision.errors import ProvisionFileError, ProvisionStateError
 from edge.provision.plan import (
     STEPS,
     Journal,
     ProvisionFile,
-    ProvisionFileError,
-    ProvisionStateError,
     Registration,
     Step,
     check_config,

@@ -37,17 +37,19 @@ from edge.ops.runtime_status import new_status, write_runtime_status
 from edge.update.bundle import (
     MANIFEST,
     SIGNATURE,
-    BundleError,
     Manifest,
+    file_entries,
+    manifest_bytes,
+    public_key_text,
+    sign_manifest,
+)
+from edge.update.errors import (
+    BundleError,
     RentalInProgressError,
     SignatureError,
     UnhealthyError,
     UpdateError,
     UpdateStateError,
-    file_entries,
-    manifest_bytes,
-    public_key_text,
-    sign_manifest,
 )
 from edge.update.hooks import http_health, rental_in_progress
 from edge.update.updater import FAILED, Hooks, Layout, Policy, Updater

@@ -1,4 +1,8 @@
-"""The kiosk runtime: settings, vision, roster and matcher, the flow, the rider screen, the CLI."""
+"""The kiosk, in rooms: ``flow`` (the rider flow, pure), ``runtime`` (``kiosk run``),
+``cabinet`` (slots, ejects, rentals on disk), ``vision``, ``vault`` (the roster), ``ui``
+(the rider page), ``ops``, ``provision``, ``update``, ``demo`` and ``cli``; the settings
+(``settings``, ``config``), the error root (``errors``) and enrolment from photos (``enrol``).
+"""
 
 
 def __getattr__(name: str) -> str:

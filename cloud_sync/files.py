@@ -5,7 +5,7 @@ empty file: the one way the kiosk and the cloud replace a file.
 over the target, then the folder fsynced (the rename itself is on the disk only then).
 ``remove_durably``: unlink, then fsync the folder. Both raise ``OSError``; each caller
 turns it into its package's error. Used by ``private_files.write_private`` (runtime state,
-the maintenance flag), ``keyfiles`` and provisioning (``edge.provision_io``).
+the maintenance flag), ``keyfiles`` and provisioning (``edge.provision.apply``).
 """
 
 from __future__ import annotations

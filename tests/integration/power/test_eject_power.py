@@ -27,7 +27,7 @@ from tests.integration.ops.test_eject_crash import (
 )
 from tests.integration.power.kit import ejected, fsync_tree, inspect, outbox_rows
 from tests.integration.power.lazyfs import PowerFolder
-from tests.integration.test_runtime import wait_for
+from tests.integration.runtime.test_runtime import wait_for
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 

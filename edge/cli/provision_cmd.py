@@ -3,7 +3,7 @@
 Run once by ``kiosk-provision.service`` on first boot (``--from
 /boot/firmware/kiosk-provision.toml``), and by hand when needed: it is idempotent, resumes
 where a power cut or an unreachable cloud stopped it, and does nothing once done. See
-``edge.provision.plan`` and docs/provisioning.md.
+``edge.provision`` and docs/provisioning.md.
 """
 
 from __future__ import annotations

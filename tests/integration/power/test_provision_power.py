@@ -22,8 +22,8 @@ from cloud_sync.signing import public_key_text
 from tests.helpers import BIN, run_cli
 from tests.integration.power.kit import fsync_tree, wait_until
 from tests.integration.power.lazyfs import PowerFolder
+from tests.integration.provision.test_provision import issue_token, write_provisioning
 from tests.integration.sync.cloudkit import Cloud
-from tests.integration.test_provision import issue_token, write_provisioning
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(60)]
 

@@ -24,7 +24,7 @@ from tests.integration.ops.test_eject_crash import blank_config, emptied
 from tests.integration.ops.test_run_ops import PUBLIC, Kiosk, signed
 from tests.integration.power.kit import ejected, fsync_tree, inspect
 from tests.integration.power.lazyfs import PowerFolder
-from tests.integration.test_runtime import wait_for
+from tests.integration.runtime.test_runtime import wait_for
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
 

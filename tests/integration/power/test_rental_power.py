@@ -19,7 +19,7 @@ from hardware.sim_board import SimConfig
 from models.encoder import FaceEngine
 from tests.integration.power.kit import fsync_tree, inspect, outbox_rows, types
 from tests.integration.power.lazyfs import PowerFolder
-from tests.integration.test_runtime import (
+from tests.integration.runtime.test_runtime import (
     BLANK_PNG,
     config,
     enrol,

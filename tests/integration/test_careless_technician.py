@@ -214,7 +214,7 @@ def test_a_writer_given_another_kind_of_file_writes_nothing_into_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from cloud_sync.outbox import Outbox
-    from edge.slots import Inventory
+    from edge.cabinet.slots import Inventory
     from hardware.sim import BoardSimulator
     from hardware.sim_board import SimConfig
 

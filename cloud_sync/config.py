@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from cloud_sync.curve_points import strong_pinned_key
 
 
 class OutboxConfig(BaseModel):
@@ -82,6 +92,7 @@ class MqttConfig(BaseModel):
     #: The cloud's command key (Ed25519 public key, base64), pinned at provisioning.
     #: Without it every remote command is refused.
     command_public_key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+/]{43}=$")
+    _strong_command_key = field_validator("command_public_key")(strong_pinned_key)
     #: Commands larger than this are ignored unread.
     command_max_bytes: int = Field(default=4096, ge=256, le=65536)
     #: The longest validity (expires_at - issued_at) a command may carry.

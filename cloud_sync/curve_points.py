@@ -11,6 +11,9 @@ sign with and are not refused. Plain integer arithmetic; a check takes about a m
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 _P = 2**255 - 19
 _D = -121665 * pow(121666, _P - 2, _P) % _P
 _SQRT_M1 = pow(2, (_P - 1) // 4, _P)
@@ -56,3 +59,18 @@ def ed25519_weakness(raw: bytes) -> str | None:
     if point == _IDENTITY:
         return "is a point of small order, which anyone can sign for"
     return None
+
+
+def strong_pinned_key(text: str | None) -> str | None:
+    """A pinned Ed25519 public key (base64) as a setting keeps it; ``ValueError`` when it is
+    one that anyone can sign for or no point at all, so such a setting fails at start."""
+    if text is None:
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not base64") from None
+    weakness = ed25519_weakness(raw)
+    if weakness is not None:
+        raise ValueError(f"{weakness}: pin the key the cloud or the release signer prints")
+    return text

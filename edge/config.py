@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cloud_sync.curve_points import strong_pinned_key
+
 
 class KioskSection(BaseModel):
     """Who this kiosk is and where it keeps its state."""
@@ -123,6 +125,8 @@ class RosterSection(BaseModel):
         description="the cloud's roster signing key (Ed25519, base64), pinned at provisioning",
     )
     max_age_h: float = Field(default=72.0, gt=0, le=24 * 365)
+
+    _strong_roster_key = field_validator("cloud_roster_key")(strong_pinned_key)
     erase_wait_s: float = Field(
         default=3.0,
         ge=0,
@@ -248,6 +252,7 @@ class UpdateSection(BaseModel):
         pattern=r"^[A-Za-z0-9+/]{43}=$",
         description="the release key (Ed25519, raw, base64) that must sign every bundle",
     )
+    _strong_release_key = field_validator("release_public_key")(strong_pinned_key)
     require_signature: bool = Field(
         default=True, description="refuse unsigned bundles (false only on a development kiosk)"
     )

@@ -109,6 +109,18 @@ def test_config_check_accepts_a_valid_file(tmp_path: Path) -> None:
             "vision.match_threshold",
             "Input should be less than 0.8",
         ),
+        *(  # a pinned key anyone can sign for (small order) or no point of the curve at all
+            (f'[{section}]\n{name} = "{key}"\n', f"{section}.{name}", reason)
+            for section, name in (
+                ("roster", "cloud_roster_key"),
+                ("update", "release_public_key"),
+                ("mqtt", "command_public_key"),
+            )
+            for key, reason in (
+                ("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "Value error, is a point of small"),
+                ("AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "Value error, is not a point"),
+            )
+        ),
     ],
 )
 def test_config_check_names_the_field_and_the_reason(

@@ -4,7 +4,9 @@ empty file: the one way the kiosk and the cloud replace a file.
 ``write_atomic``: a temporary file beside the target, written in full and fsynced, renamed
 over the target, then the folder fsynced (the rename itself is on the disk only then).
 ``remove_durably``: unlink, then fsync the folder. Both raise ``OSError``; each caller
-turns it into its package's error. Used by ``private_files.write_private`` (runtime state,
+turns it into its package's error. ``read_small`` reads a small state file back: a pipe,
+a device or a folder in its place is an ``OSError``, never a read that blocks or never
+ends. Used by ``private_files.write_private`` (runtime state,
 the maintenance flag), ``keyfiles`` and provisioning (``edge.provision.apply``).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
+import stat
 from pathlib import Path
 
 
@@ -58,3 +61,16 @@ def remove_durably(path: Path) -> bool:
         return False
     fsync_dir(path.parent)
     return True
+
+
+def read_small(path: Path, limit: int = 1024 * 1024) -> bytes:
+    """The bytes of the regular file at ``path`` (``FileNotFoundError`` without one), at
+    most ``limit``; ``OSError`` when something else is in its place or it is larger."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe with no writer does not block
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file (a folder, a pipe or a device)")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path}: larger than {limit} bytes")
+    return data

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_sync.events import Event
-from cloud_sync.files import remove_durably
+from cloud_sync.files import read_small, remove_durably
 from cloud_sync.private_files import write_private
 
 if TYPE_CHECKING:  # the caller opens it; reading the flag needs no sqlite_utils
@@ -41,16 +41,18 @@ def read_maintenance(state_dir: Path) -> Maintenance | None:
     """The maintenance flag, or None when the kiosk is in service."""
     path = state_dir / FILENAME
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_small(path, 64 * 1024)
     except FileNotFoundError:
         return None
-    except OSError as exc:
+    except OSError as exc:  # out of service while the flag cannot be read: the safe side
         return Maintenance(
-            since=datetime.now(UTC), operator="unknown", reason=f"flag unreadable: {exc.strerror}"
+            since=datetime.now(UTC),
+            operator="unknown",
+            reason=f"flag unreadable: {exc.strerror or exc}"[:200],
         )
     try:
-        return Maintenance.model_validate_json(text)
-    except ValidationError:
+        return Maintenance.model_validate_json(data.decode("utf-8"))
+    except (ValidationError, UnicodeDecodeError):
         return Maintenance(since=datetime.now(UTC), operator="unknown", reason="flag file damaged")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cloud_sync.files import read_small
 from cloud_sync.private_files import write_private
 
 FILENAME = "runtime.json"
@@ -81,7 +82,7 @@ def new_status(**fields: object) -> RuntimeStatus:
 def read_runtime_status(state_dir: Path) -> RuntimeStatus | None:
     """The runtime's last report, or None when there is none or it cannot be read."""
     try:
-        text = (state_dir / FILENAME).read_text(encoding="utf-8")
+        text = read_small(state_dir / FILENAME).decode("utf-8")
         return RuntimeStatus.model_validate_json(text)
     except (OSError, UnicodeDecodeError, ValidationError):
         return None

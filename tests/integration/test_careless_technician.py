@@ -315,3 +315,32 @@ def test_a_pipe_or_a_device_given_as_a_file_is_refused_not_read_forever(
     code, _, err = kiosk(capsys, "sync", "requeue")
     assert code == 4 and "no outbox yet" in err, err
     assert not state.exists() and not (tmp_path / "etc").exists()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "fifo", "folder", "device"])
+def test_a_damaged_flag_or_runtime_file_is_reported_not_a_crash_or_a_hang(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    for name in ("maintenance", "runtime.json"):
+        path = state / name
+        if kind == "garbage":
+            path.write_bytes(b"\x83\xff{not json" * 50)
+        elif kind == "fifo":
+            os.mkfifo(path)  # nobody writes to it: a plain read would block forever
+        elif kind == "folder":
+            path.mkdir()
+        else:
+            path.symlink_to("/dev/zero")  # a plain read would never end
+    monkeypatch.setenv("KIOSK_KIOSK__STATE_DIR", str(state))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = kiosk(capsys, "maintenance", "status", "--json")
+    assert code == 0 and "unexpected" not in err, err
+    assert '"on": true' in out.replace('":true', '": true'), out  # out of service: the safe side
+    code, out, err = kiosk(capsys, "status", "--json")
+    assert code in (0, 9) and "unexpected" not in err, err
+    assert "maintenance" in out

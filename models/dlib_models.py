@@ -79,9 +79,12 @@ class DlibModels:
         self.encoder_version = versions["face_encoder"]
         self.landmarks_version = versions["landmarks_5"]
 
-    def detect(self, image: npt.NDArray[np.uint8], upsample: int) -> list[RawDetection]:
-        """HOG detections with their scores, in ``image``'s pixels."""
-        rects, scores, _ = self._detector.run(image, upsample, 0.0)
+    def detect(
+        self, image: npt.NDArray[np.uint8], upsample: int, floor: float = 0.0
+    ) -> list[RawDetection]:
+        """HOG detections scoring at least ``floor`` (dlib's own cut is 0), in ``image``'s
+        pixels."""
+        rects, scores, _ = self._detector.run(image, upsample, floor)
         return [
             RawDetection(r.left(), r.top(), r.right(), r.bottom(), float(score))
             for r, score in zip(rects, scores, strict=True)

@@ -133,6 +133,7 @@ class FaceEngine:
         roi_face_px: int = 90,
         dlib_models: DlibModels | None = None,
         jitters: int = 1,
+        candidate_score: float = -0.6,
     ) -> None:
         if not 1 <= jitters <= 100:
             raise ValueError(f"jitters must be 1 to 100, got {jitters}")
@@ -143,6 +144,7 @@ class FaceEngine:
         self.min_score = min_score
         self.roi_face_px = roi_face_px
         self.jitters = jitters
+        self.candidate_score = candidate_score
 
     def with_jitters(self, jitters: int) -> FaceEngine:
         """The same engine (and loaded models) encoding over ``jitters`` copies of a face."""
@@ -153,13 +155,20 @@ class FaceEngine:
             self.roi_face_px,
             self._models,
             jitters,
+            self.candidate_score,
         )
 
     def _run(
-        self, image: Image, scale: float, upsample: int, offset: tuple[int, int] = (0, 0)
+        self,
+        image: Image,
+        scale: float,
+        upsample: int,
+        offset: tuple[int, int] = (0, 0),
+        floor: float | None = None,
     ) -> list[FaceBox]:
         small = image if scale == 1.0 else _resize(image, scale)
         dx, dy = offset
+        cut = self.min_score if floor is None else floor
         return [
             FaceBox(
                 top=round(det.top / scale) + dy,
@@ -168,8 +177,8 @@ class FaceEngine:
                 left=round(det.left / scale) + dx,
                 score=det.score,
             )
-            for det in self._models.detect(small, upsample)
-            if det.score >= self.min_score
+            for det in self._models.detect(small, upsample, min(0.0, cut))
+            if det.score >= cut
         ]
 
     def detect(
@@ -186,8 +195,54 @@ class FaceEngine:
                 break
         return found
 
+    def search(self, image: Image, quick_width: int) -> list[FaceBox]:
+        """The faces ``detect`` finds, at about the cost of one pass at ``quick_width``.
+
+        The quick pass keeps every face candidate down to ``candidate_score``; each one is
+        then judged by ``detect`` itself (its scale, upsampling and ``min_score``) on the
+        region around it, so that the live pipeline notices what ``kiosk faces identify``
+        finds. A frame in which the quick pass sees no candidate at all is judged by it
+        alone (``kiosk faces eval`` measures how often that misses a face)."""
+        width = image.shape[1]
+        quick = min(1.0, quick_width / width)
+        if quick >= min(1.0, self.detect_width / width):
+            return self.detect(image)
+        return self._confirmed(image, self._run(image, quick, 0, floor=self.candidate_score))
+
+    def _confirmed(self, image: Image, candidates: list[FaceBox]) -> list[FaceBox]:
+        """The candidates that score ``min_score`` as they are, or that ``detect`` finds on
+        their region (overlapping finds counted once)."""
+        found: list[FaceBox] = []
+        for candidate in candidates:
+            boxes = [candidate] if candidate.score >= self.min_score else []
+            for box in boxes or self._confirm(image, candidate):
+                if all(box.iou(kept) < 0.5 for kept in found):
+                    found.append(box)
+        return found
+
+    def _confirm(self, image: Image, candidate: FaceBox, context: float = 0.6) -> list[FaceBox]:
+        """``detect`` on the region around ``candidate`` (the frame's scale, not the crop's)."""
+        height, width = image.shape[:2]
+        pad_x, pad_y = round(candidate.width * context), round(candidate.height * context)
+        left, top = max(0, candidate.left - pad_x), max(0, candidate.top - pad_y)
+        right = min(width, candidate.right + pad_x)
+        bottom = min(height, candidate.bottom + pad_y)
+        if right - left < 16 or bottom - top < 16:
+            return []
+        region = image[top:bottom, left:right]
+        scale = min(1.0, self.detect_width / width)
+        for upsample in range(self.max_upsample + 1):
+            found = self._run(region, scale, upsample, offset=(left, top))
+            if found:
+                return found
+        return []
+
     def detect_near(self, image: Image, previous: FaceBox, context: float = 0.3) -> list[FaceBox]:
-        """Faces in the region around ``previous`` (a tracked face), in frame coordinates."""
+        """Faces in the region around ``previous`` (a tracked face), in frame coordinates.
+
+        A weak candidate (under ``min_score`` at this small scale) is judged as ``search``
+        judges one: by ``detect`` on its region, so a face the offline tools find is not
+        lost while tracked."""
         height, width = image.shape[:2]
         pad_x, pad_y = round(previous.width * context), round(previous.height * context)
         left, top = max(0, previous.left - pad_x), max(0, previous.top - pad_y)
@@ -196,7 +251,11 @@ class FaceEngine:
             return []
         crop = image[top:bottom, left:right]
         scale = min(1.0, self.roi_face_px / max(1, previous.width))
-        return self._run(crop, scale, 0, offset=(left, top))
+        # a small, far face is looked for upsampled, as the pass that found it did (HOG
+        # finds no face under 80 px)
+        upsample = 1 if previous.width < self.roi_face_px else 0
+        found = self._run(crop, scale, upsample, offset=(left, top), floor=self.candidate_score)
+        return self._confirmed(image, found)
 
     def landmarks(self, image: Image, box: FaceBox) -> Points:
         """The 5 landmarks: two corners of each eye and the base of the nose."""

@@ -3,7 +3,11 @@
 Per frame:
 
 1. **Find the face.** With no face tracked, HOG runs on the frame scaled to
-   ``detect_width`` (upsampled once only when nothing is found: a small, far face). While
+   ``detect_width`` and keeps every candidate, weak ones too; each candidate is judged by
+   the offline detector (``kiosk faces identify``'s scale, upsampling and minimum score) on
+   its region (``FaceEngine.search``), so the kiosk notices the faces the offline tools
+   find. Every ``small_face_every``-th search looks at the full frame upsampled, for a
+   small, far face (to say "come closer"). While
    a face is tracked, only the region around its last box is searched, at a scale where
    the face is about 100 px wide; every ``full_scan_every`` frames the whole frame is
    searched again, so a second person stepping in is noticed.
@@ -66,6 +70,8 @@ class LiveEngine(FaceEncoder, Protocol):
     def detect(
         self, image: Image, detect_width: int | None = None, max_upsample: int | None = None
     ) -> list[FaceBox]: ...
+
+    def search(self, image: Image, quick_width: int) -> list[FaceBox]: ...
 
     def detect_near(self, image: Image, previous: FaceBox) -> list[FaceBox]: ...
 
@@ -163,6 +169,7 @@ class LivePipeline:
         self._track: _Track | None = None
         self._idle = 0
         self._idle_thumb: npt.NDArray[np.float32] | None = None
+        self._searches = 0  # searches of an untracked scene (every few is a small-face pass)
         self.encodings = 0
         self._tracks = 0
 
@@ -187,12 +194,17 @@ class LivePipeline:
                 track.missing += 1
                 if track.missing % 3 != 1:  # gone from its place: look wider now and then
                     return []
+            scanned = track.since_scan >= self.config.full_scan_every
             track.since_scan = 0
-            return self.engine.detect(image, self.config.detect_width, 0)
+            found = self.engine.search(image, self.config.detect_width)
+            if not found and scanned:  # a small face the wide scan cannot see: still there?
+                found = self.engine.detect_near(image, track.box)
+            return found
         # Nobody tracked. An empty scene that has not changed since the last empty frame
         # is not searched again (but at least every ``idle_detect_every`` frames). Faces
         # at arm's length are found at ``detect_width``; the upsampled pass for a small,
-        # far face (to say "come closer") runs on every ``small_face_every``-th search.
+        # far face (to say "come closer") runs on every ``small_face_every``-th search,
+        # the second one first (a rider standing still far away hears it within a second).
         thumb = _thumbnail(image)
         changed = self._idle_thumb is None or (
             float(np.abs(thumb - self._idle_thumb).mean()) >= self.config.idle_change
@@ -201,8 +213,9 @@ class LivePipeline:
         self._idle += 1
         if not changed and self._idle % self.config.idle_detect_every:
             return []
-        if self._idle % self.config.small_face_every:
-            return self.engine.detect(image, self.config.detect_width, 0)
+        self._searches += 1
+        if self._searches % self.config.small_face_every != 2 % self.config.small_face_every:
+            return self.engine.search(image, self.config.detect_width)
         # the small-face pass looks at the full frame, upsampled: a face just under the
         # quality gate's ``min_face_px`` must be found to be told "come closer", and at
         # ``detect_width`` it would be under the detector's smallest window even upsampled

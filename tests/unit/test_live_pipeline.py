@@ -35,6 +35,9 @@ class ScriptedEngine:
         code, second = int(image[0, 0, 0]), int(image[0, 0, 1])
         return ([BOX] if code else []) + ([SECOND] if second else [])
 
+    def search(self, image: np.ndarray, quick_width: int) -> list[FaceBox]:
+        return self.detect(image)
+
     def detect_near(self, image: np.ndarray, previous: FaceBox) -> list[FaceBox]:
         return self.detect(image)
 

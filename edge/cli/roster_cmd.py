@@ -77,13 +77,12 @@ def roster_store(settings: Settings, path: Path | None, read_only: bool = False)
 
 def erasure_not_finished(store: RosterStore, what: str) -> ErasurePendingError:
     """The error a command ends with when its deletion's bytes are still on disk."""
+    # One line of at most 400 characters is shown: the fix comes before the details.
     return ErasurePendingError(
-        f"{what}, but the deleted bytes are still in {store.path} and its WAL: another "
-        f"process is reading the roster (waited {store.erase_wait_s:g} s, setting "
-        "roster.erase_wait_s). The kiosk erases them by itself as soon as the reader lets go "
-        "(the running kiosk or sync service, or the next roster command, logs "
-        "roster.erasure_completed); to finish now, stop the reader and run "
-        "`kiosk roster erase-pending`"
+        f"{what}, but the deleted bytes are still in {store.path}: another process reads "
+        "the roster. To finish now, stop the reader and run `kiosk roster erase-pending`; "
+        "otherwise the kiosk erases them by itself when the reader lets go (logged as "
+        f"roster.erasure_completed; waited {store.erase_wait_s:g} s, roster.erase_wait_s)"
     )
 
 

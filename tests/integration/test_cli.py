@@ -117,7 +117,10 @@ def test_config_check_accepts_a_valid_file(tmp_path: Path) -> None:
                 ("mqtt", "command_public_key"),
             )
             for key, reason in (
-                ("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "Value error, is a point of small"),
+                (
+                    "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                    "Value error, is a point of small",
+                ),
                 ("AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "Value error, is not a point"),
             )
         ),

@@ -3,14 +3,20 @@
 Layout under the root (``update.root``, ``/opt/kiosk`` on a kiosk)::
 
     <root>/<version>/            a virtual environment with that version installed, its
-                                 units in systemd/, and bundle-manifest.json (written last:
+                                 units in systemd/, release-files.json (the size and sha256
+                                 of every file) and bundle-manifest.json (written last:
                                  a folder without it is an unfinished install)
     <root>/current -> <version>  what the services run (/opt/kiosk/current/bin/kiosk)
     <root>/previous -> <version> what ``kiosk update rollback`` goes back to
     <unit_dir>/<unit> -> <root>/current/systemd/<unit>
 
 A link is switched by making the new link under a temporary name and renaming it over the
-old one, so it is always either the old or the new version. ``Updater`` carries out an
+old one, then fsyncing the folder, so it is always either the old or the new version. A
+power cut must not leave ``current`` on a version whose files the kernel had not written
+yet: every file and folder of a new version is fsynced, then its record and its marker are
+written atomically (``cloud_sync.files``), before any link points at it. Each run starts by
+putting right what a cut left (``Layout.recover``): a link to an incomplete version goes
+back to the other one, and an incomplete version is removed, to be installed again. ``Updater`` carries out an
 update with replaceable parts (``Hooks``; the real ones are in ``edge.update.hooks``): the
 installer, the restart, the health probe and the check that no rental is under way, so that
 the whole sequence is tested without root.
@@ -32,6 +38,7 @@ from pathlib import Path
 
 import structlog
 
+from cloud_sync.files import fsync_dir, remove_durably, write_atomic
 from edge.update.bundle import (
     MANIFEST,
     SIGNATURE,
@@ -43,6 +50,7 @@ from edge.update.bundle import (
     verify_bundle,
     wait_healthy,
 )
+from edge.update.durable import RECORD, release_problem, release_record, sync_tree
 from edge.update.errors import (
     BundleError,
     RentalInProgressError,
@@ -89,14 +97,37 @@ class Layout:
         except (OSError, BundleError):
             return None
 
+    def problem(self, version: str, deep: bool = False) -> str | None:
+        """Why ``version`` is not a complete install (its marker, or a file its record lists
+        missing or of another size; another digest too with ``deep``), or None. A version
+        installed before records were kept is judged by its marker alone."""
+        folder = self.root / version
+        if folder.is_symlink() or not folder.is_dir():
+            return "not installed"
+        if self.manifest(version) is None:
+            return f"no readable {MARKER}: an install cut short"
+        if not (folder / RECORD).exists():
+            return None
+        return release_problem(folder, deep)
+
+    def damaged(self, version: str) -> str | None:
+        """``problem`` of a version installed from a bundle (its marker is there, whole or
+        not); a folder without any marker was put there by hand, and is left alone."""
+        folder = self.root / version
+        return self.problem(version) if (folder / MARKER).is_file() else None
+
     def installed(self) -> list[Installed]:
         """Complete installs, oldest first."""
         found = []
         for path in self.root.iterdir() if self.root.is_dir() else ():
             manifest = self.manifest(path.name) if VERSION.match(path.name) else None
-            if manifest is not None and not path.is_symlink():
+            if manifest is not None and self.problem(path.name) is None:
                 failed = path / FAILED
-                reason = failed.read_text(encoding="utf-8").strip() if failed.is_file() else None
+                reason = (
+                    failed.read_text(encoding="utf-8", errors="replace").strip() or "(no detail)"
+                    if failed.is_file()
+                    else None
+                )
                 found.append(Installed(path.name, manifest.created_at, reason))
         return sorted(found, key=lambda item: (item.created_at, item.version))
 
@@ -126,10 +157,37 @@ class Layout:
                 raise UpdateStateError(f"another kiosk update is running on {self.root}") from None
             for leftover in self.root.glob(".incoming-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
+            self.recover()
             yield
 
+    def recover(self) -> None:
+        """Put right what a power cut left (with the lock held): no link points at an
+        incomplete version (``current`` goes back to ``previous`` when that one is whole),
+        and incomplete versions and half-made links are removed."""
+        for leftover in self.root.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        current, previous = self.link(CURRENT), self.link(PREVIOUS)
+        if previous is not None and (problem := self.damaged(previous)) is not None:
+            log.error("update.recovered", link=PREVIOUS, version=previous, problem=problem)
+            self.unpoint(PREVIOUS)
+            previous = None
+        if current is not None and (problem := self.damaged(current)) is not None:
+            log.error(
+                "update.recovered", link=CURRENT, version=current, problem=problem, now=previous
+            )
+            if previous is not None:
+                self.point(CURRENT, previous)
+                self.unpoint(PREVIOUS)
+            else:
+                self.unpoint(CURRENT)
+        for path in self.unfinished():
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("update.discarded", version=path.name, reason="an install cut short")
+        fsync_dir(self.root)
+
     def unfinished(self) -> list[Path]:
-        """Version folders an install did not finish (no marker), other than the links'."""
+        """Version folders an install did not finish (no marker, or a file missing or cut
+        short), other than the links'."""
         linked = {self.link(CURRENT), self.link(PREVIOUS)}
         return [
             path
@@ -137,8 +195,8 @@ class Layout:
             if VERSION.match(path.name)
             and path.is_dir()
             and not path.is_symlink()
-            and not (path / MARKER).is_file()
             and path.name not in linked
+            and self.problem(path.name) is not None
         ]
 
 
@@ -149,14 +207,6 @@ def replace_link(link: Path, target: str) -> None:
     temporary.symlink_to(target)
     temporary.replace(link)
     fsync_dir(link.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def link_units(layout: Layout, version: str, unit_dir: Path) -> list[str]:
@@ -257,7 +307,7 @@ class Updater:
     def _install(self, folder: Path, manifest: Manifest) -> None:
         target = self.layout.root / manifest.version
         marker = (folder / MANIFEST).read_bytes()
-        if (target / MARKER).is_file():
+        if (target / MARKER).is_file() and self.layout.problem(manifest.version) is None:
             if (target / MARKER).read_bytes() != marker:
                 raise BundleError(
                     f"a different build of version {manifest.version} is installed in {target}: "
@@ -286,9 +336,10 @@ class Updater:
             if (folder / "doc" / "README.md").is_file():  # kiosk-edge.service's Documentation=
                 (target / "share" / "doc").mkdir(parents=True, exist_ok=True)
                 shutil.copy2(folder / "doc" / "README.md", target / "share" / "doc" / "README.md")
-            temporary = target / f".{MARKER}.tmp"
-            temporary.write_bytes(marker)
-            temporary.replace(target / MARKER)
+            sync_tree(target)  # every file and folder on the disk before the record says so
+            write_atomic(target / RECORD, release_record(target, {MARKER}), mode=0o644)
+            write_atomic(target / MARKER, marker, mode=0o644)
+            fsync_dir(self.layout.root)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -321,12 +372,11 @@ class Updater:
             self.layout.point(PREVIOUS, old_current)
         ok, detail = self._restart_and_check(version)
         if ok:
-            with contextlib.suppress(FileNotFoundError):
-                (self.layout.root / version / FAILED).unlink()
+            remove_durably(self.layout.root / version / FAILED)
             log.info("update.switched", version=version, previous=old_current, health=detail)
             return Outcome("switched", version, old_current, detail)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        (self.layout.root / version / FAILED).write_text(f"{stamp} {detail}\n", encoding="utf-8")
+        write_atomic(self.layout.root / version / FAILED, f"{stamp} {detail}\n".encode(), 0o644)
         if old_current is None:
             raise UnhealthyError(
                 f"version {version} did not report healthy ({detail}); there is no earlier "
@@ -382,3 +432,4 @@ class Updater:
         ]:
             shutil.rmtree(path, ignore_errors=True)
             log.info("update.pruned", version=path.name)
+        fsync_dir(self.layout.root)

@@ -57,7 +57,7 @@ from cloud_sync.outbox_schema import (
     migrate,
     read_stats,
 )
-from cloud_sync.private_files import connect_read_only, open_private_db
+from cloud_sync.private_files import connect_read_only, foreign_table, open_private_db
 
 Clock = Callable[[], datetime]
 log = structlog.get_logger("cloud_sync.outbox")
@@ -92,6 +92,12 @@ class OutboxTransaction:
         return event
 
 
+_OUTBOX_FIX = (
+    "nothing was written; move it aside (its events may still be read from it), then "
+    "`kiosk run` starts a new outbox"
+)
+
+
 class Outbox:
     """Append-only event store with a pending/sent/quarantined state per event."""
 
@@ -123,6 +129,13 @@ class Outbox:
                 connection = open_private_db(
                     path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
                 )
+                other = foreign_table(connection, "events")
+                if other is not None:
+                    connection.close()
+                    raise OutboxError(
+                        f"{path}: not an outbox (another kind of database, with a {other} "
+                        f"table); {_OUTBOX_FIX}"
+                    )
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=FULL")
             self.connection = connection
@@ -135,7 +148,7 @@ class Outbox:
                 f"{path}: no outbox yet (nothing was recorded here; `kiosk run` makes it)"
             ) from None
         except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"{path}: cannot open the outbox ({exc})") from None
+            raise OutboxError(f"{path}: cannot open the outbox ({exc}); {_OUTBOX_FIX}") from None
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -159,3 +159,13 @@ def not_holding(path: Path, tables: Collection[str]) -> str | None:
     if check is None or check[0] != "ok":
         return f"a damaged database: {check[0] if check else 'no answer'}"
     return None
+
+
+def foreign_table(connection: sqlite3.Connection, table: str) -> str | None:
+    """The name of a table of another kind of database, when the one open on
+    ``connection`` holds tables but not ``table``; None when it is empty or has ``table``.
+    A writer asks this before it creates its own tables, so that a roster, an outbox or a
+    slot database given in another's place is never written into."""
+    rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    names = [name for (name,) in rows if not name.startswith("sqlite_")]
+    return names[0] if names and table not in names else None

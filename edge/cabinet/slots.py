@@ -27,7 +27,12 @@ import structlog
 from cloud_sync.errors import InputError
 from cloud_sync.events import EjectAttempt
 from cloud_sync.outbox import Outbox
-from cloud_sync.private_files import connect_read_only, not_holding, open_private_db
+from cloud_sync.private_files import (
+    connect_read_only,
+    foreign_table,
+    not_holding,
+    open_private_db,
+)
 from edge.errors import EdgeError, SlotStateError
 from hardware.board import BoardEvent, BoardOffline, BoardOnline, EjectResult, SlotBoard
 from hardware.config import BoardConfig
@@ -219,12 +224,11 @@ SLOT_STATE_FIX = "move it aside, then `kiosk slots` asks the board and records a
 def _refuse_foreign(connection: sqlite3.Connection, path: Path) -> None:
     """``SlotStateError`` (closing it) when the database holds tables but no ``slots``: an
     outbox or a roster in the slot database's place is never written into."""
-    rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-    names = [name for (name,) in rows if not name.startswith("sqlite_")]
-    if names and "slots" not in names:
+    other = foreign_table(connection, "slots")
+    if other is not None:
         connection.close()
         raise SlotStateError(
-            f"{path}: not a slot database (another kind of database, with a {names[0]} "
+            f"{path}: not a slot database (another kind of database, with a {other} "
             f"table); nothing was written: {SLOT_STATE_FIX}"
         )
 

@@ -344,3 +344,20 @@ def test_a_damaged_flag_or_runtime_file_is_reported_not_a_crash_or_a_hang(
     code, out, err = kiosk(capsys, "status", "--json")
     assert code in (0, 9) and "unexpected" not in err, err
     assert "maintenance" in out
+
+
+def test_a_roster_or_slot_database_in_the_outbox_s_place_is_never_written_into(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.cabinet.slots import Inventory
+
+    state = tmp_path / "state"
+    state.mkdir()
+    Inventory(state / "slots.db", 4).close()
+    (state / "outbox.sqlite").write_bytes((state / "slots.db").read_bytes())
+    monkeypatch.setenv("KIOSK_KIOSK__STATE_DIR", str(state))
+    before = listing(tmp_path)
+    code, _, err = kiosk(capsys, "maintenance", "on", "--reason", "cleaning")
+    assert code == 7 and "not an outbox" in err and "slots table" in err, err
+    assert "move it aside" in err and "unexpected" not in err
+    assert listing(tmp_path) == before  # no events table, no flag, no side file

@@ -19,7 +19,14 @@ from edge.cli.output_paths import check_output
 from edge.vision import calibrate, crossval, evaluation, setup, tallies
 from edge.vision.claim import verify_policy
 from edge.vision.frames import encode_frames
-from edge.vision.openset import encode_cached, eval_summary, open_set_report, open_set_summary
+from edge.vision.live_probe import CAMERA_SIZE, live_encoder
+from edge.vision.openset import (
+    encode_cached,
+    eval_summary,
+    live_summary,
+    open_set_report,
+    open_set_summary,
+)
 from edge.vision.policy import Policy, ThresholdMarginPolicy, cohort_policy
 from models.encoder import FaceEncoder, FaceEngine
 from models.quality import QualityConfig
@@ -214,6 +221,8 @@ def evaluate(
     calibrated on one half and measured on the other (--calibrate-half), or that over
     several splits (--cross-validate). Uses the kiosk's
     single-frame path and decision policy. The protocols are in docs/face-pipeline.md.
+    The folders protocol also reports the live path's figures: each probe photo in a
+    640x480 camera frame, its face found as kiosk run finds it (vision.live_detect_width).
     """
     settings = state(ctx).settings()
     if json_path is not None:  # before the long evaluation, not after it
@@ -355,19 +364,33 @@ def evaluate(
             )
         else:
             policy = cohort_policy(points)
-        if second is not None:
-            splits = [evaluation.two_tree_split(first, second)]
-        else:
-            splits = [
-                evaluation.open_set_split(first, per_person, holdout, seed + n)
-                for n in range(rounds)
-            ]
         verifier = verify_policy(points)
-        results = [
-            r
-            for split in splits
-            for r in evaluation.run_probes(split, policy, verifier, fuse=vision.fuse_templates)
-        ]
+
+        def probed(
+            one: list[evaluation.Sample], two: list[evaluation.Sample] | None
+        ) -> tuple[list[evaluation.Split], list[evaluation.ProbeResult]]:
+            if two is not None:
+                made = [evaluation.two_tree_split(one, two)]
+            else:
+                made = [
+                    evaluation.open_set_split(one, per_person, holdout, seed + n)
+                    for n in range(rounds)
+                ]
+            fuse = vision.fuse_templates
+            return made, [
+                r for m in made for r in evaluation.run_probes(m, policy, verifier, fuse=fuse)
+            ]
+
+        splits, results = probed(first, second)
+        # the live path: the same rosters, each probe as kiosk run sees it (camera frame,
+        # live detection), beside the offline figures
+        width = vision.live_detect_width
+
+        def live(samples: list[evaluation.Sample]) -> list[evaluation.Sample]:
+            made = encode(samples, engine, f"live{width}", live_encoder(width))
+            return evaluation.with_frames(samples, made)
+
+        _, live_results = probed(live(first), None if second is None else live(second))
         report = {
             "protocol": {
                 "enrol": str(folder),
@@ -390,10 +413,17 @@ def evaluate(
             "counts": evaluation.count(results),
             "histograms": tallies.histograms(results),
             "probes": [asdict(r) for r in results],
+            "live": {
+                "camera": list(CAMERA_SIZE),
+                "detect_width": width,
+                "counts": evaluation.count(live_results),
+                "probes": [asdict(r) for r in live_results],
+            },
         }
         if with_sweep:
             report["sweep"] = tallies.sweep(results, SWEEP_THRESHOLDS, SWEEP_MARGINS)
         typer.echo("\n".join(eval_summary(report, with_sweep)))
+        typer.echo("\n".join(live_summary(report["live"])))
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         typer.echo(f"report: {json_path}")

@@ -221,6 +221,19 @@ def eval_summary(report: dict[str, Any], with_sweep: bool) -> list[str]:
     return lines
 
 
+def live_summary(live: dict[str, Any]) -> list[str]:
+    """The text summary of the live path's figures (``kiosk faces eval``, folders)."""
+    c = live["counts"]
+    width, height = live["camera"]
+    return [
+        f"live path ({width}x{height} camera frame, faces found as kiosk run finds them at "
+        f"{live['detect_width']} px): genuine {c['genuine']}: correct {c['correct']}, "
+        f"wrong person {c['wrong_person']}, missed {c['missed']} {c['missed_reasons'] or ''}".rstrip(),
+        f"live path unknown probes {c['unknown']}: rejected {c['unknown_rejected']}, "
+        f"accepted {c['unknown_accepted']}",
+    ]
+
+
 def open_set_summary(report: dict[str, Any]) -> list[str]:
     """The text summary of an open-set report."""
     lines: list[str] = []

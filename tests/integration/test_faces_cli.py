@@ -610,3 +610,27 @@ def test_a_rider_enrolled_from_several_photos_is_identified_by_their_mean(
     assert fused["distance"] == pytest.approx(np.linalg.norm(centre - encodings[3]), abs=1e-3)
     assert apart["distance"] == pytest.approx(nearest_photo, abs=1e-3)
     assert fused["distance"] < apart["distance"]
+
+
+def test_eval_reports_the_live_path_beside_the_offline_one(tmp_path: Path, dev_faces: Path) -> None:
+    # person_05/03.jpg: matched offline; in a 640x480 camera frame the live detection width
+    # (320 px) scores it under the minimum unless the live search judges it as offline
+    tree = link_tree(
+        dev_faces,
+        tmp_path / "tree",
+        {"person_05": ["01.jpg", "02.jpg", "03.jpg"], "person_01": ["01.jpg", "02.jpg"]},
+    )
+    out = tmp_path / "eval.json"
+    result = run_cli("faces", "eval", str(tree), "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    live = report["live"]
+    assert (live["camera"], live["detect_width"]) == ([640, 480], 320)
+    assert "live path (640x480 camera frame" in result.stdout
+    offline = {Path(p["image"]).relative_to(tree).as_posix(): p for p in report["probes"]}
+    seen_live = {Path(p["image"]).relative_to(tree).as_posix(): p for p in live["probes"]}
+    assert offline["person_05/03.jpg"]["person_id"] == "person_05"
+    assert seen_live["person_05/03.jpg"]["person_id"] == "person_05"
+    assert live["counts"]["missed_reasons"].get("no face", 0) == 0
+    assert live["counts"]["wrong_person"] == 0
+    assert all("encoding" not in probe for probe in live["probes"])

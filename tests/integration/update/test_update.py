@@ -52,7 +52,7 @@ from edge.update.errors import (
     UpdateStateError,
 )
 from edge.update.hooks import http_health, rental_in_progress
-from edge.update.updater import FAILED, Hooks, Layout, Policy, Updater
+from edge.update.updater import FAILED, MARKER, Hooks, Layout, Policy, Updater
 from tests.helpers import REPO, run_cli
 
 pytestmark = pytest.mark.timeout(120)
@@ -378,6 +378,37 @@ def test_an_unfinished_install_is_redone(fakes: Fakes, tmp_path: Path) -> None:
     (fakes.root / "1.0" / "bin").mkdir(parents=True)  # a power cut during the install
     updater(fakes, tmp_path).apply(make_bundle(tmp_path, "1.0"))
     assert fakes.installs == ["1.0"] and links(fakes.root) == ("1.0", None)
+
+
+@pytest.mark.parametrize("damage", ["a unit cut short", "an empty marker"])
+def test_a_link_left_on_a_version_a_cut_damaged_goes_back_and_the_version_is_redone(
+    fakes: Fakes, tmp_path: Path, damage: str
+) -> None:
+    """What a power cut leaves when a version's files were not on the disk at the switch:
+    the next run never keeps ``current`` on it, and installs it again."""
+    up = updater(fakes, tmp_path)
+    up.apply(make_bundle(tmp_path, "1.0", order=1))
+    bundle = make_bundle(tmp_path, "2.0", order=2)
+    up.apply(bundle)
+    if damage == "a unit cut short":
+        (fakes.root / "2.0" / "systemd" / "kiosk-edge.service").write_bytes(b"")
+    else:
+        (fakes.root / "2.0" / MARKER).write_bytes(b"")
+    layout = Layout(fakes.root)
+    assert layout.problem("2.0") is not None
+    assert [item.version for item in layout.installed()] == ["1.0"]
+    with pytest.raises(UpdateStateError, match="no previous version"):
+        up.rollback()  # the run put current back on 1.0 first: nothing is left to go back to
+    assert links(fakes.root) == ("1.0", None) and not (fakes.root / "2.0").exists()
+    assert up.apply(bundle).action == "switched"
+    assert fakes.installs == ["1.0", "2.0", "2.0"] and links(fakes.root) == ("2.0", "1.0")
+    assert layout.problem("2.0", deep=True) is None
+
+
+def test_a_torn_failed_note_is_read_without_an_error(fakes: Fakes, tmp_path: Path) -> None:
+    updater(fakes, tmp_path).apply(make_bundle(tmp_path, "1.0"))
+    (fakes.root / "1.0" / FAILED).write_bytes(b"\xff\xfe")
+    assert [item.failed for item in Layout(fakes.root).installed()] == ["\ufffd\ufffd"]
 
 
 def test_a_version_in_use_is_never_reinstalled_over(fakes: Fakes, tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ from ulid import ULID
 from cloud_sync import outbox_quarantine as refused
 from cloud_sync import outbox_seq
 from cloud_sync.batching import BatchLimits, Candidate, plan_batch
-from cloud_sync.errors import OutboxError, OutboxFullError, OutboxMissingError
+from cloud_sync.errors import OutboxError, OutboxFullError
 from cloud_sync.events import CLASS_OF, Event, payload_for
 from cloud_sync.outbox_budget import count_dropped, make_room, used_bytes
 from cloud_sync.outbox_schema import (
@@ -54,10 +54,9 @@ from cloud_sync.outbox_schema import (
     Pending,
     Quarantined,
     Stats,
-    migrate,
+    open_outbox_db,
     read_stats,
 )
-from cloud_sync.private_files import connect_read_only, foreign_table, open_private_db
 
 Clock = Callable[[], datetime]
 log = structlog.get_logger("cloud_sync.outbox")
@@ -92,12 +91,6 @@ class OutboxTransaction:
         return event
 
 
-_OUTBOX_FIX = (
-    "nothing was written; move it aside (its events may still be read from it), then "
-    "`kiosk run` starts a new outbox"
-)
-
-
 class Outbox:
     """Append-only event store with a pending/sent/quarantined state per event."""
 
@@ -121,34 +114,8 @@ class Outbox:
         self._lock = threading.RLock()
         self._in_tx = False
         self._sync_full = True
-        try:
-            if read_only:
-                connection = connect_read_only(path, timeout=busy_timeout_s)
-                connection.isolation_level = None
-            else:
-                connection = open_private_db(
-                    path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
-                )
-                other = foreign_table(connection, "events")
-                if other is not None:
-                    connection.close()
-                    raise OutboxError(
-                        f"{path}: not an outbox (another kind of database, with a {other} "
-                        f"table); {_OUTBOX_FIX}"
-                    )
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=FULL")
-            self.connection = connection
-            self.db = sqlite_utils.Database(connection)
-            if not read_only:
-                with self._lock:
-                    migrate(connection)
-        except FileNotFoundError:
-            raise OutboxMissingError(
-                f"{path}: no outbox yet (nothing was recorded here; `kiosk run` makes it)"
-            ) from None
-        except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"{path}: cannot open the outbox ({exc}); {_OUTBOX_FIX}") from None
+        self.connection = open_outbox_db(path, busy_timeout_s, read_only)
+        self.db = sqlite_utils.Database(self.connection)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The outbox's tables, their named migrations, and the plain values the outbox returns.
+"""The outbox's file and tables, their named migrations, and the plain values the outbox
+returns.
 
 Migrations are numbered, run in order inside one ``BEGIN IMMEDIATE`` each, and recorded in
 ``PRAGMA user_version``; an outbox written by an older kiosk version is upgraded in place.
@@ -9,9 +10,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
+from cloud_sync.errors import OutboxError, OutboxMissingError
 from cloud_sync.events import CLASS_OF, EVENT_CLASSES
+from cloud_sync.private_files import connect_read_only, foreign_table, open_private_db
 
 #: Bytes counted per stored event on top of its JSON body (row header, id and seq indexes).
 ROW_OVERHEAD = 160
@@ -218,3 +222,41 @@ def read_stats(db: sqlite3.Connection, max_bytes: int) -> Stats:
         quarantined_money=int(money),
         failing=int(failing),
     )
+
+
+_OUTBOX_FIX = (
+    "nothing was written; move it aside (its events may still be read from it), then "
+    "`kiosk run` starts a new outbox"
+)
+
+
+def open_outbox_db(path: Path, busy_timeout_s: float, read_only: bool) -> sqlite3.Connection:
+    """The outbox file at ``path``, open in autocommit mode. A writer creates it (0600),
+    refuses another kind of database in its place, sets WAL and ``synchronous=FULL`` and
+    migrates it; ``read_only`` needs it to exist (``OutboxMissingError``) and writes
+    nothing. ``OutboxError`` says what to do with a file that is no outbox."""
+    try:
+        if read_only:
+            connection = connect_read_only(path, timeout=busy_timeout_s)
+            connection.isolation_level = None
+            return connection
+        connection = open_private_db(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+        )
+        other = foreign_table(connection, "events")
+        if other is not None:
+            connection.close()
+            raise OutboxError(
+                f"{path}: not an outbox (another kind of database, with a {other} table); "
+                f"{_OUTBOX_FIX}"
+            )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        migrate(connection)
+        return connection
+    except FileNotFoundError:
+        raise OutboxMissingError(
+            f"{path}: no outbox yet (nothing was recorded here; `kiosk run` makes it)"
+        ) from None
+    except (sqlite3.Error, OSError) as exc:
+        raise OutboxError(f"{path}: cannot open the outbox ({exc}); {_OUTBOX_FIX}") from None

@@ -89,6 +89,7 @@ def bench_stages(engine: FaceEngine, people: dict[str, list[Path]]) -> list[dict
         for k in (
             "detect_640",
             "detect_320",
+            "live_search_320",
             "landmarks_5",
             "landmarks_68",
             "quality",
@@ -110,6 +111,7 @@ def bench_stages(engine: FaceEngine, people: dict[str, list[Path]]) -> list[dict
     for frame in frames:
         boxes = timed(lambda f=frame: engine.detect(f, 640, 0), stages["detect_640"])
         timed(lambda f=frame: engine.detect(f, 320, 0), stages["detect_320"])
+        timed(lambda f=frame: engine.search(f, 320), stages["live_search_320"])
         if not boxes:
             continue
         box = boxes[0]
@@ -136,6 +138,53 @@ def bench_stages(engine: FaceEngine, people: dict[str, list[Path]]) -> list[dict
             "mean_ms": round(path_ms, 1),
         }
     )
+    return rows + bench_far_rider(engine, photos)
+
+
+def far_frame(image: Image, box: Any, face_px: int = 45) -> Image:
+    """``image`` scaled so its face is about ``face_px`` wide, in a grey 640x480 frame."""
+    scale = face_px / max(1, box.width)
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)[:480, :640]
+    frame = np.full((480, 640, 3), 128, np.uint8)
+    top, left = (480 - small.shape[0]) // 2, (640 - small.shape[1]) // 2
+    frame[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return frame
+
+
+def bench_far_rider(engine: FaceEngine, photos: list[Path]) -> list[dict[str, Any]]:
+    """What a rider too far away (face about 45 px in 640x480) costs: the small-face pass
+    (full frame, upsampled) that finds them, the tracked search around the face, and each
+    frame of the live pipeline while it says "come closer"."""
+    runs: dict[str, list[float]] = {"far_small_face_pass": [], "far_track_near": []}
+    per_frame: list[float] = []
+    told = 0
+    vision = VisionSection.model_validate({"liveness": {"method": "off"}})
+    for path in photos[: 4 if quick() else 12]:
+        image = read_image(path)
+        box = face_box(engine, image)
+        if box is None:
+            continue
+        frame = far_frame(image, box)
+        found = timed(lambda f=frame: engine.detect(f, 640, None), runs["far_small_face_pass"])
+        if found:
+            timed(lambda f=frame, b=found[0]: engine.detect_near(f, b), runs["far_track_near"])
+        pipeline = LivePipeline(
+            engine,
+            Gallery([]),
+            setup.policy(vision),
+            quality=setup.quality_config(vision.quality),
+            config=setup.live_config(vision),
+        )
+        hints = [
+            timed(lambda n=n, f=frame, p=pipeline: p.process(Frame(f, n / 15, n, "far")), per_frame)
+            for n in range(30)
+        ]
+        told += any(o.hint == "come_closer" for o in hints)
+    rows = [{"stage": name, **summary_ms(r)} for name, r in runs.items() if r]
+    rows.append(
+        {"stage": "far rider, live pipeline per frame (30 frames)", **summary_ms(per_frame)}
+    )
+    rows.append({"stage": "far riders told to come closer", "count": told})
     return rows
 
 

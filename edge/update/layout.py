@@ -123,8 +123,9 @@ class Layout:
         """Put right what a power cut left (with the lock held): no link points at an
         incomplete version (``current`` goes back to ``previous`` when that one is whole),
         and incomplete versions and half-made links are removed."""
-        for leftover in self.root.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+        for leftover in self.root.glob(".*.tmp"):  # a link made but not yet renamed
+            if leftover.is_symlink() or leftover.is_file():
+                leftover.unlink(missing_ok=True)
         current, previous = self.link(CURRENT), self.link(PREVIOUS)
         if previous is not None and (problem := self.damaged(previous)) is not None:
             log.error("update.recovered", link=PREVIOUS, version=previous, problem=problem)

@@ -75,6 +75,21 @@ class RentalFailed(_Payload):
     reason: str = Field(min_length=1, max_length=200)
 
 
+class RiderRefused(_Payload):
+    """A rider the kiosk recognised and turned away, without a picture or a template.
+
+    ``reason``: ``blocked`` (account on hold), ``expired`` (membership), ``open_rental``
+    (too many powerbanks out), ``not_allowed`` (may not board here), ``no_powerbank`` (none
+    charged). ``count``: how many refusals of this rider for this reason the event stands
+    for; the kiosk records the first at once and the repeats of the next minute or so
+    (``flow.refusal_window_s``) as one event.
+    """
+
+    person_id: str = Field(min_length=1, max_length=128)
+    reason: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    count: int = Field(default=1, ge=1, le=1_000_000)
+
+
 class RentalReturned(_Payload):
     slot: int = Field(ge=1, le=64)
     powerbank_id: str = Field(min_length=1, max_length=64)
@@ -169,6 +184,7 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "roster.applied": RosterApplied,
     "kiosk.maintenance": KioskMaintenance,
     "roster.edited": RosterEdited,
+    "rider.refused": RiderRefused,
 }
 
 EventType = Literal[
@@ -185,6 +201,7 @@ EventType = Literal[
     "roster.applied",
     "kiosk.maintenance",
     "roster.edited",
+    "rider.refused",
 ]
 
 Payload = (
@@ -201,6 +218,7 @@ Payload = (
     | RosterApplied
     | KioskMaintenance
     | RosterEdited
+    | RiderRefused
 )
 
 
@@ -219,6 +237,7 @@ CLASS_OF: dict[str, EventClass] = {
     "roster.applied": "ops",
     "kiosk.maintenance": "ops",
     "roster.edited": "ops",
+    "rider.refused": "ops",
     "face.recognised": "telemetry",
     "face.unrecognised": "telemetry",
 }

@@ -210,6 +210,9 @@ class FlowSection(BaseModel):
     result_s: float = Field(default=5.0, gt=0, le=60)
     repeat_guard_s: float = Field(default=60.0, ge=0, le=3600)
     boarding_window_s: float = Field(default=600.0, ge=0, le=86400)
+    refusal_window_s: float = Field(
+        default=60.0, gt=0, le=86400, description="a rider's repeated refusals, one event"
+    )
     claim_s: float = Field(
         default=30.0, ge=5, le=300, description="the claim screen waits this long for a code"
     )

@@ -29,7 +29,8 @@ typed on the rider page (``ClaimEntered``) becomes a ``VerifyClaim`` effect, and
 "not me" (``ClaimCancelled``) ends it.
 
 What the screen shows is all that travels to the rider page: a refusal names no person
-and no account detail, and the rider's first name is shown on a success only when the
+and no account detail (the ``rider.refused`` event, for the cloud, holds the person id and
+the reason code), and the rider's first name is shown on a success only when the
 kiosk greets by name (``greet_by_name``, off by default: see ``edge.flow.state``).
 
 ``out_of_service`` is entered from idle or checking whenever the runtime reports a reason
@@ -41,6 +42,11 @@ waits in ``confirming`` while the runtime asks the board again (same request id)
 even that gives no answer it lets the rider go and hands the rental over (``Unsettled``)
 to be settled from the slot's status.
 
+A face in view never sees the idle screen: ``checking`` lasts while the face stays (its
+timeout only rests a flow whose face has gone), a result is read for ``result_s`` and then
+stays while that face is in view (a new decision replaces it), and going back from a
+phase with a face still in view shows ``checking`` (``FlowState._rest``).
+
 Here: the dispatch (``Flow.handle``), looking at faces, the claim step, and the inputs
 valid in every phase. The flow's fields and its moves between phases are in
 ``edge.flow.state``; a recognised rider and the ``ejecting``, ``confirming`` and ``take``
@@ -50,7 +56,7 @@ phases in ``edge.flow.rental``.
 from __future__ import annotations
 
 from edge.flow.rental import RentalSteps
-from edge.flow.state import Phase
+from edge.flow.state import Phase, face_screen
 from edge.flow.values import (
     ClaimAsked,
     ClaimCancelled,
@@ -84,6 +90,10 @@ class Flow(RentalSteps):
 
     def handle(self, event: Input, rental_id: str | None = None) -> list[Effect]:
         """Advance the machine; ``rental_id`` names the rental an eject would start."""
+        if isinstance(event, FaceSeen):
+            self._face = event
+        elif isinstance(event, FaceGone):
+            self._face = None
         match event:
             case Returned():
                 return self._returned(event)
@@ -105,24 +115,27 @@ class Flow(RentalSteps):
     # -- idle, checking, result: looking at faces ----------------------------------------
 
     def _looking(self, event: Input, rental_id: str | None) -> list[Effect]:
+        # A result is read for ``result_s``; after that it stays while the face that saw it
+        # is still in view, and a new decision (another face, a second look) replaces it.
+        reading = self.phase == Phase.RESULT and event.at - self.since < self.timeouts.result_s
         if isinstance(event, FaceSeen):
             if self.phase == Phase.RESULT:
                 return []  # let the result be read; the next face starts afresh after it
-            if event.faces > 1:
-                return self._go(Phase.CHECKING, event.at, Screen("one_at_a_time"))
-            return self._go(Phase.CHECKING, event.at, Screen("checking", detail=event.hint))
+            return self._go(Phase.CHECKING, event.at, face_screen(event))
         if isinstance(event, FaceGone):
-            return self._rest(event.at) if self.phase == Phase.CHECKING else []
+            if self.phase == Phase.CHECKING or (self.phase == Phase.RESULT and not reading):
+                return self._rest(event.at)
+            return []
         if isinstance(event, NotRecognised):
-            if self.phase == Phase.RESULT:
+            if reading:
                 return []
             effects = self._result(event.at, Screen("not_recognised", "error"))
             return [*effects, record("face.unrecognised", count=1, reason=event.reason)]
         if isinstance(event, Recognised):
-            if self.phase == Phase.RESULT:
+            if reading:
                 return []
             return self._recognised(event, rental_id)
-        if isinstance(event, ClaimAsked) and self.phase != Phase.RESULT:
+        if isinstance(event, ClaimAsked) and not reading:
             return self._ask_claim(event.at, event.tries_left)
         return []  # a claim typed or checked outside the claim step is stale
 
@@ -197,18 +210,21 @@ class Flow(RentalSteps):
         return []  # a rental or a result finishes first; _tick rests afterwards
 
     def _tick(self, at: float) -> list[Effect]:
+        return [*self._refusals.due(at), *self._tick_phase(at)]
+
+    def _tick_phase(self, at: float) -> list[Effect]:
         elapsed = at - self.since
         timeouts = self.timeouts
-        if self.phase == Phase.CHECKING and elapsed >= timeouts.checking_s:
-            return self._rest(at)
+        if self.phase == Phase.CHECKING and elapsed >= timeouts.checking_s and self._face is None:
+            return self._rest(at)  # a face that stays keeps its checking screen
         if self.phase == Phase.CLAIM:
             gone = self._gone_at is not None and at - self._gone_at >= timeouts.claim_gone_s
             if elapsed >= timeouts.claim_s or (gone and not self._verifying):
                 self._verifying, self._gone_at = False, None
-                return [
-                    *self._rest(at),
-                    record("face.unrecognised", count=1, reason="claim required"),
-                ]
+                unrecognised = record("face.unrecognised", count=1, reason="claim required")
+                if self._face is not None and not gone:  # still there: say so, not idle
+                    return [*self._result(at, Screen("not_recognised", "error")), unrecognised]
+                return [*self._rest(at), unrecognised]
         if self.phase == Phase.EJECTING and elapsed >= timeouts.eject_s and self.rental is not None:
             return self._confirming(at)  # no word from the board: it may have ejected
         confirm_s = timeouts.confirm_s + timeouts.eject_s  # the runtime gives up before this
@@ -216,6 +232,6 @@ class Flow(RentalSteps):
             return self._let_go(at)
         if self.phase == Phase.TAKE and elapsed >= timeouts.take_s and self.rental is not None:
             return self._fail(at, "not_taken", Screen("not_taken", "error", slot=self.rental.slot))
-        if self.phase == Phase.RESULT and elapsed >= timeouts.result_s:
-            return self._rest(at)
+        if self.phase == Phase.RESULT and elapsed >= timeouts.result_s and self._face is None:
+            return self._rest(at)  # while the face stays in view, its result stays
         return []

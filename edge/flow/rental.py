@@ -6,6 +6,8 @@ through the board's answers: ``ejecting`` ──presented──> ``take`` ──
 (``rental.started``); a jam, a powerbank not taken or the take timeout end it as
 ``rental.failed``; a board that does not answer moves to ``confirming``, and one that
 still gives no answer lets the rider go with the rental handed over (``Unsettled``).
+A rider turned away (not eligible, no powerbank) leaves a ``rider.refused`` event with
+the reason, counted per rider (``edge.flow.refusals``); the screen names nobody.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from edge.flow.values import (
     record,
 )
 
+NO_POWERBANK = "no_powerbank"  # the refusal reason when no charged powerbank is ready
+
 
 class RentalSteps(FlowState):
     """The handlers of a recognised rider and of the ``ejecting``, ``confirming`` and
@@ -40,10 +44,10 @@ class RentalSteps(FlowState):
         last = self._served.get(person)
         if last is not None and at - last < self.timeouts.repeat_guard_s:
             return self._result(at, Screen("already_served"))
-        if event.refusal is not None:  # no name, no reason: the app says why
-            return self._result(at, Screen("not_eligible", "error"))
+        if event.refusal is not None:  # no name, no reason on screen: the app says why
+            return self._refuse(at, person, event.refusal, Screen("not_eligible", "error"))
         if event.slot is None:
-            return self._result(at, Screen("no_powerbank", "error"))
+            return self._refuse(at, person, NO_POWERBANK, Screen("no_powerbank", "error"))
         rental = Rental(
             rental_id or self.new_rental_id(at), person, event.first_name, event.slot, at
         )
@@ -55,7 +59,7 @@ class RentalSteps(FlowState):
     def _board(self, event: Recognised) -> list[Effect]:
         at, person = event.at, event.person_id
         if event.refusal is not None:
-            return self._result(at, Screen("not_eligible", "error"))
+            return self._refuse(at, person, event.refusal, Screen("not_eligible", "error"))
         boarded = Screen("boarded", "ok", name=self._named(event.first_name))
         last = self._served.get(person)
         if last is not None and at - last < self.timeouts.boarding_window_s:

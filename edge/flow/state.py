@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from edge.flow.values import Effect, Mode, Screen, Show, Timeouts
+from edge.flow.refusals import RefusalTally
+from edge.flow.values import Effect, FaceSeen, Mode, Screen, Show, Timeouts
 
 
 class Phase(StrEnum):
@@ -26,6 +27,13 @@ class Phase(StrEnum):
     TAKE = "take"
     RESULT = "result"
     OUT_OF_SERVICE = "out_of_service"
+
+
+def face_screen(face: FaceSeen) -> Screen:
+    """The checking screen for the face in view: its hint, or "one at a time"."""
+    if face.faces > 1:
+        return Screen("one_at_a_time")
+    return Screen("checking", detail=face.hint)
 
 
 @dataclass
@@ -55,6 +63,11 @@ class FlowState:
     _rental_count: int = 0
     _verifying: bool = False  # a typed claim is being checked
     _gone_at: float | None = None  # the face left the camera during the claim step
+    _face: FaceSeen | None = None  # the face in view now (its latest hint), None when none
+    _refusals: RefusalTally = field(default_factory=RefusalTally)
+
+    def __post_init__(self) -> None:
+        self._refusals.window_s = self.timeouts.refusal_window_s
 
     # The runtime supplies rental ids (ULIDs); the flow only needs them unique.
     def new_rental_id(self, at: float) -> str:
@@ -72,13 +85,26 @@ class FlowState:
         return [Show(screen)]
 
     def _rest(self, at: float) -> list[Effect]:
+        """Out of service, or back to looking: the checking screen while a face is still in
+        view (a rider in front of the camera never sees the idle invitation), else idle."""
         if self.out_of_service:
             return self._go(
                 Phase.OUT_OF_SERVICE,
                 at,
                 Screen("out_of_service", "error", detail=self.out_of_service),
             )
+        if self._face is not None:
+            return self._go(Phase.CHECKING, at, face_screen(self._face))
         return self._go(Phase.IDLE, at, Screen("idle"))
 
     def _result(self, at: float, screen: Screen) -> list[Effect]:
         return self._go(Phase.RESULT, at, screen)
+
+    def _refuse(self, at: float, person_id: str, reason: str, screen: Screen) -> list[Effect]:
+        """A recognised rider turned away: the result (naming nobody) and the refusal, counted
+        per rider and reason (``edge.flow.refusals``)."""
+        return [*self._result(at, screen), *self._refusals.refused(at, person_id, reason)]
+
+    def drain(self) -> list[Effect]:
+        """Refusals counted and not yet recorded, to record before the kiosk stops."""
+        return list(self._refusals.drain())

@@ -260,5 +260,6 @@ class Timeouts:
     result_s: float = 5.0  # how long a result stays on screen
     repeat_guard_s: float = 60.0  # the same rider is not served twice within this
     boarding_window_s: float = 600.0  # one boarding per rider per window
+    refusal_window_s: float = 60.0  # a rider refused again within this: counted, one event
     claim_s: float = 30.0  # the claim screen waits this long for a code (then: idle)
     claim_gone_s: float = 3.0  # no face for this long cancels the claim (looking down is fine)

@@ -59,8 +59,15 @@ def watch_camera(
     preview: PreviewFrames | None = None,
 ) -> None:
     """Frames through the pipeline; every decision is also kept in ``decisions``; with
-    ``preview``, the rider page's camera preview is offered each frame (in memory only)."""
+    ``preview``, the rider page's camera preview is offered each frame (in memory only).
+
+    A face is gone (``FaceGone``) once no face was found for the pipeline's
+    ``track_lost_s``, the time its track survives a missed detection: one frame where the
+    detector misses a rider standing still never sends the screen back to idle. When the
+    frames end (or the camera fails) a face in view is gone too."""
     face_in_view = False
+    missing_since: float | None = None  # first frame without a face, while one is in view
+    gone_after_s = pipeline.config.track_lost_s
     last_seen: tuple[int, str | None] | None = None
     try:
         for frame in camera.frames():
@@ -83,11 +90,14 @@ def watch_camera(
                     post(f.NotRecognised(now, record.reason))
                 continue
             if outcome.faces == 0:
+                missing_since = now if missing_since is None else missing_since
+                if face_in_view and now - missing_since < gone_after_s:
+                    continue  # a missed detection, or the rider is leaving: not yet gone
                 if face_in_view:
                     post(f.FaceGone(now))
                 face_in_view, last_seen = False, None
                 continue
-            face_in_view = True
+            face_in_view, missing_since = True, None
             seen = (outcome.faces, outcome.hint)
             if seen != last_seen:
                 post(f.FaceSeen(now, faces=outcome.faces, hint=outcome.hint))
@@ -95,6 +105,8 @@ def watch_camera(
     except HardwareError as exc:
         log.error("camera.failed", error=str(exc))
     finally:
+        if face_in_view:
+            post(f.FaceGone(clock()))  # no frames, no face seen
         if preview is not None:
             preview.clear()
         log.info("vision.stopped")

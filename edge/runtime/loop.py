@@ -331,6 +331,7 @@ class Runtime:
             rental_id = str(ULID()) if isinstance(item, f.Recognised | f.ClaimChecked) else None
             self._carry_out(self.flow.handle(item, rental_id=rental_id))
             if stopping and self.flow.phase not in busy:
+                self._carry_out(self.flow.drain())  # refusals counted, not yet recorded
                 break
             if ping_every and now - last_ping >= ping_every:
                 systemd.notify("WATCHDOG=1")

@@ -146,6 +146,32 @@ def test_a_hint_names_what_to_do_in_the_riders_language(
     page.close()
 
 
+def test_every_code_length_the_page_states_is_the_claims(
+    browser: Any, kiosk_page: tuple[ScreenHub, str]
+) -> None:
+    """The claim screens and the "set a code first" screen state the code's real length
+    (``CLAIM_MIN_DIGITS`` to ``CLAIM_MAX_DIGITS``), never a number of their own."""
+    import re
+
+    hub, url = kiosk_page
+    page = browser.new_page(viewport={"width": 800, "height": 480})
+    page.goto(url)
+    lengths = {str(CLAIM_MIN_DIGITS), str(CLAIM_MAX_DIGITS)}
+    for language in ("en", "es"):
+        choose(page, language)
+        for screen in (Screen("no_claim", "error"), Screen("claim", tries=3, seconds=30)):
+            hub.publish(screen)
+            page.wait_for_function(
+                "(key) => document.getElementById('screen').dataset.key === key", arg=screen.key
+            )
+            words = text(page, "#title") + " " + text(page, "#body")
+            stated = set(re.findall(r"\d+", words)) - {"3"}  # the tries left
+            assert stated == lengths, f"{language} {screen.key}: {words!r}"
+    choose(page, "en")
+    hub.publish(Screen("idle"))
+    page.close()
+
+
 def test_out_of_service_hides_the_offline_note_and_refusals_name_nobody(
     browser: Any, kiosk_page: tuple[ScreenHub, str]
 ) -> None:

@@ -80,6 +80,7 @@ def test_happy_rental_records_started_only_when_taken() -> None:
         "request_id": "R1",
     }
     assert flow.phase == Phase.RESULT
+    assert flow.handle(FaceGone(5.0)) == []  # the result is read for result_s
     assert screens(flow.handle(Tick(4.0 + Timeouts().result_s))) == ["idle"]
 
 
@@ -220,7 +221,7 @@ def test_an_eject_aborted_before_it_was_sent_goes_out_of_service_without_an_even
     assert (show.screen.key, show.screen.detail) == ("out_of_service", "outbox_full")
     assert flow.handle(asha(1.0)) == []
     assert flow.handle(Service(2.0, "outbox_full")) == []
-    assert screens(flow.handle(Service(3.0, None))) == ["idle"]
+    assert screens(flow.handle(Service(3.0, None))) == ["checking"]  # the face is still there
 
 
 def test_powerbank_not_taken_latch_relocks() -> None:
@@ -239,7 +240,7 @@ def test_rider_walking_away_while_checking_resets() -> None:
     flow.handle(FaceSeen(0))
     assert screens(flow.handle(FaceGone(1))) == ["idle"]
     flow.handle(FaceSeen(2))
-    assert screens(flow.handle(Tick(2 + Timeouts().checking_s))) == ["idle"]
+    assert flow.handle(Tick(2 + Timeouts().checking_s)) == []  # still in view: still checking
 
 
 def test_walking_away_mid_rental_does_not_cancel_it() -> None:
@@ -471,7 +472,8 @@ def test_no_claim_set_tells_the_rider_to_set_one() -> None:
     effects = flow.handle(ClaimChecked(3.4, None, "no claim set", 3))
     assert screens(effects) == ["no_claim"]
     assert [r.as_dict()["reason"] for r in records(effects)] == ["no claim set"]
-    assert screens(flow.handle(Tick(3.4 + Timeouts().result_s))) == ["idle"]
+    assert flow.handle(Tick(3.4 + Timeouts().result_s)) == []  # read while the rider stays
+    assert screens(flow.handle(FaceGone(3.5 + Timeouts().result_s))) == ["idle"]
 
 
 def test_other_outcomes_are_not_recognised() -> None:
@@ -482,12 +484,12 @@ def test_other_outcomes_are_not_recognised() -> None:
     assert screens(effects) == ["not_recognised"]
 
 
-def test_the_claim_times_out_to_idle() -> None:
+def test_the_claim_times_out_to_a_result_while_the_rider_stays() -> None:
     flow = Flow()
     asked(flow)
     assert flow.handle(Tick(1.5 + Timeouts().claim_s - 0.1)) == []
     effects = flow.handle(Tick(1.5 + Timeouts().claim_s))
-    assert screens(effects) == ["idle"]
+    assert screens(effects) == ["not_recognised"]
     assert [r.as_dict()["reason"] for r in records(effects)] == ["claim required"]
 
 
@@ -557,3 +559,60 @@ def test_every_quality_hint_reaches_the_checking_screen_as_its_key() -> None:
         (show,) = shown(flow.handle(FaceSeen(0.0, hint=issue.hint)))
         assert show.screen == Screen("checking", detail=issue.hint.value)
         assert issue.hint in set(Hint)
+
+
+def test_a_face_that_stays_in_view_never_brings_the_idle_screen_back() -> None:
+    """A still rider: no decision for long, a refusal read and left on screen; idle only
+    once the face has gone."""
+    flow = Flow()
+    shown_keys = screens(flow.handle(FaceSeen(0.0, hint="blink")))
+    at = 0.0
+    while at < 40:
+        at += 0.5
+        shown_keys += screens(flow.handle(Tick(at)))
+        if at == 8.0:
+            shown_keys += screens(flow.handle(NotRecognised(at, "liveness not confirmed")))
+        if at == 20.0:
+            shown_keys += screens(flow.handle(FaceSeen(at, hint="look_and_blink")))
+    assert shown_keys == ["checking", "not_recognised"]
+    assert screens(flow.handle(FaceGone(41.0))) == ["idle"]
+
+
+def refused(effects: Sequence[object]) -> list[dict[str, str | int | float | None]]:
+    return [r.as_dict() for r in records(effects) if r.type == "rider.refused"]
+
+
+@pytest.mark.parametrize("mode", ["rental", "boarding"])
+def test_a_refused_rider_is_recorded_once_then_counted_within_the_window(mode: str) -> None:
+    flow = Flow(mode=mode)  # type: ignore[arg-type]
+    window = flow.timeouts.refusal_window_s
+    effects = flow.handle(asha(1.0, refusal="blocked"))
+    assert screens(effects) == ["not_eligible"]
+    assert all(s.screen.name is None for s in shown(effects))  # the page is told no name
+    assert refused(effects) == [{"person_id": "p-asha", "reason": "blocked", "count": 1}]
+    at = 1.0
+    for _ in range(3):  # the rider walks off and comes back, refused each time
+        at += 7.0
+        flow.handle(FaceGone(at - 1.0))
+        flow.handle(Tick(at - 0.5))
+        assert refused(flow.handle(asha(at, refusal="blocked"))) == []
+    assert refused(flow.handle(Tick(1.0 + window - 0.1))) == []
+    assert refused(flow.handle(Tick(1.0 + window))) == [
+        {"person_id": "p-asha", "reason": "blocked", "count": 3}
+    ]
+    assert refused(flow.handle(Tick(1.0 + 2 * window))) == []
+    # another reason is its own count; a stop records what is counted
+    effects = flow.handle(asha(2 * window, refusal="expired"))
+    assert [r["reason"] for r in refused(effects)] == ["expired"]
+    flow.handle(FaceGone(2 * window + 1))
+    flow.handle(Tick(2 * window + 7))
+    flow.handle(asha(2 * window + 8, refusal="expired"))
+    assert [r.as_dict()["count"] for r in flow.drain() if isinstance(r, Record)] == [1]
+    assert flow.drain() == []
+
+
+def test_no_charged_powerbank_is_a_refusal_too() -> None:
+    flow = Flow()
+    effects = flow.handle(asha(1.0, slot=None))
+    assert screens(effects) == ["no_powerbank"]
+    assert refused(effects) == [{"person_id": "p-asha", "reason": "no_powerbank", "count": 1}]

@@ -25,12 +25,14 @@ the whole sequence is tested without root.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import platform
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from cloud_sync.files import fsync_dir, remove_durably, write_atomic
 from edge.update.bundle import (
     MANIFEST,
     SIGNATURE,
+    VERSION,
     Manifest,
     staged,
     to_prune,
@@ -64,6 +67,7 @@ from edge.update.layout import link_units
 log = structlog.get_logger("edge.update")
 
 Installer = Callable[[Path, Manifest, Path, str], None]
+SWITCHING = ".switching.json"
 
 
 # -- the update -------------------------------------------------------------------------------
@@ -89,6 +93,28 @@ class Policy:
     keep_versions: int = 3
     unit_dir: Path | None = None
     arch: str = field(default_factory=platform.machine)
+
+
+@dataclass(frozen=True)
+class Switch:
+    """The journal of a switch under way (``SWITCHING`` in the root, written atomically
+    before the links move, removed once the new version is settled)."""
+
+    version: str
+    old_current: str | None
+    old_previous: str | None
+
+    def dump(self) -> bytes:
+        return (json.dumps(asdict(self), sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def load(cls, data: bytes) -> Switch:
+        fields = json.loads(data)
+        switch = cls(fields["version"], fields["old_current"], fields["old_previous"])
+        names = (switch.version, switch.old_current or "0", switch.old_previous or "0")
+        if not all(isinstance(name, str) and VERSION.match(name) for name in names):
+            raise ValueError("not a version")
+        return switch
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,7 @@ class Updater:
         """Install ``bundle`` as a new version and switch to it when no rental is under way;
         back to the old version when the new one does not turn healthy."""
         with self.layout.locked():
+            self._resume()
             with staged(bundle, self.layout.root) as folder:
                 manifest = self._check(folder)
                 current = self.layout.link(CURRENT)
@@ -138,6 +165,7 @@ class Updater:
 
     def rollback(self, wait_s: float = 0.0, force: bool = False) -> Outcome:
         with self.layout.locked():
+            self._resume()
             previous = self.layout.link(PREVIOUS)
             if previous is None or self.layout.manifest(previous) is None:
                 raise UpdateStateError(f"no previous version to go back to in {self.layout.root}")
@@ -206,18 +234,51 @@ class Updater:
             self.hooks.sleep(1.0)
 
     def _switch(self, version: str) -> Outcome:
-        old_current, old_previous = self.layout.link(CURRENT), self.layout.link(PREVIOUS)
+        switch = Switch(version, self.layout.link(CURRENT), self.layout.link(PREVIOUS))
+        write_atomic(self.layout.root / SWITCHING, switch.dump(), 0o644)
         self.layout.point(CURRENT, version)
-        if old_current is not None:
-            self.layout.point(PREVIOUS, old_current)
+        if switch.old_current is not None:
+            self.layout.point(PREVIOUS, switch.old_current)
+        return self._settle(switch)
+
+    def _resume(self) -> None:
+        """Finish a switch a power cut interrupted (its journal is still there): the version
+        switched to is restarted and checked as the switch would have, and left when it
+        does not turn healthy; a switch cut before ``current`` moved is undone."""
+        path = self.layout.root / SWITCHING
+        try:
+            switch = Switch.load(path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("update.resumed", detail=f"{SWITCHING} unreadable ({exc}): removed")
+            remove_durably(path)
+            return
+        if self.layout.link(CURRENT) != switch.version:
+            if switch.old_previous is None:
+                self.layout.unpoint(PREVIOUS)
+            elif self.layout.problem(switch.old_previous) is None:
+                self.layout.point(PREVIOUS, switch.old_previous)
+            remove_durably(path)
+            log.warning("update.resumed", version=switch.version, detail="never switched to")
+            return
+        log.warning("update.resumed", version=switch.version, detail="checking its health")
+        with contextlib.suppress(UnhealthyError):  # logged; the run goes on from the old one
+            self._settle(switch)
+
+    def _settle(self, switch: Switch) -> Outcome:
+        """Restart on ``switch.version`` and keep it when healthy, else go back."""
+        version, old_current, old_previous = switch.version, switch.old_current, switch.old_previous
         ok, detail = self._restart_and_check(version)
         if ok:
             remove_durably(self.layout.root / version / FAILED)
+            remove_durably(self.layout.root / SWITCHING)
             log.info("update.switched", version=version, previous=old_current, health=detail)
             return Outcome("switched", version, old_current, detail)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         write_atomic(self.layout.root / version / FAILED, f"{stamp} {detail}\n".encode(), 0o644)
         if old_current is None:
+            remove_durably(self.layout.root / SWITCHING)
             raise UnhealthyError(
                 f"version {version} did not report healthy ({detail}); there is no earlier "
                 "version to go back to"
@@ -228,6 +289,7 @@ class Updater:
         else:
             self.layout.unpoint(PREVIOUS)
         back_ok, back_detail = self._restart_and_check(old_current)
+        remove_durably(self.layout.root / SWITCHING)
         log.error(
             "update.rolled_back",
             version=version,

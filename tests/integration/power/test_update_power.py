@@ -20,7 +20,7 @@ import pytest
 import tomli_w
 
 from edge.update.bundle import MANIFEST, parse_manifest
-from edge.update.updater import CURRENT, MARKER, Layout
+from edge.update.updater import CURRENT, MARKER, SWITCHING, Layout
 from tests.helpers import run_cli
 from tests.integration.power.kit import ROOT, fsync_tree
 from tests.integration.power.lazyfs import PowerFolder
@@ -105,6 +105,8 @@ def test_an_update_cut_by_the_power_leaves_a_whole_version_and_finishes_next_tim
     current = layout.link(CURRENT)
     assert current in ("1.0", "2.0")
     assert release_problems(root, current, bundles[current]) == []
+    # a switch cut before its health check leaves its journal: the next run checks
+    assert (root / SWITCHING).is_file() == (point == "after-switch")
     cli_answers(power, root)
 
     outcome = updater(root, None).apply(bundles["2.0"])  # the next run finishes the update

@@ -405,6 +405,41 @@ def test_a_link_left_on_a_version_a_cut_damaged_goes_back_and_the_version_is_red
     assert layout.problem("2.0", deep=True) is None
 
 
+class PowerCut(BaseException):
+    """The power goes: nothing after it runs (no cleanup, no rollback)."""
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+def test_a_switch_cut_before_its_health_check_is_checked_by_the_next_run(
+    fakes: Fakes, tmp_path: Path, healthy: bool
+) -> None:
+    up = updater(fakes, tmp_path)
+    first = make_bundle(tmp_path, "1.0", order=1)
+    up.apply(first)
+    fakes.healthy = {"1.0", "2.0"} if healthy else {"1.0"}
+    real_restart = fakes.restart
+
+    def cut_at_the_restart() -> None:
+        real_restart()
+        raise PowerCut
+
+    cut = updater(fakes, tmp_path)
+    object.__setattr__(cut.hooks, "restart", cut_at_the_restart)
+    with pytest.raises(PowerCut):
+        cut.apply(make_bundle(tmp_path, "2.0", order=2))
+    assert links(fakes.root) == ("2.0", "1.0") and "2.0" not in fakes.checks  # not checked
+
+    up.apply(first)  # the next run checks 2.0 first
+    assert fakes.checks.count("2.0") >= 2
+    if healthy:
+        assert links(fakes.root) == ("1.0", "2.0")  # then goes on to switch to 1.0
+    else:
+        assert links(fakes.root) == ("1.0", None)
+        failed = [item.version for item in Layout(fakes.root).installed() if item.failed]
+        assert failed == ["2.0"]
+    assert not (fakes.root / ".switching.json").exists()
+
+
 def test_a_torn_failed_note_is_read_without_an_error(fakes: Fakes, tmp_path: Path) -> None:
     updater(fakes, tmp_path).apply(make_bundle(tmp_path, "1.0"))
     (fakes.root / "1.0" / FAILED).write_bytes(b"\xff\xfe")

@@ -157,6 +157,10 @@ def status(ctx: typer.Context, root: RootOption = None, as_json: JsonOption = Fa
         typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(f"current:  {current or 'none'}")
+    if current is not None and (problem := layout.damaged(current)) is not None:
+        typer.echo(
+            f"  damaged ({problem}): the next kiosk update run goes back to the other version"
+        )
     typer.echo(f"previous: {previous or 'none'}")
     typer.echo(f"installed in {layout.root}:")
     for item in data["available"]:

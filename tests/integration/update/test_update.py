@@ -397,6 +397,8 @@ def test_a_link_left_on_a_version_a_cut_damaged_goes_back_and_the_version_is_red
     layout = Layout(fakes.root)
     assert layout.problem("2.0") is not None
     assert [item.version for item in layout.installed()] == ["1.0"]
+    shown = run_cli("--config", str(write_config(tmp_path)), "update", "status")
+    assert shown.returncode == 0 and "current:  2.0\n  damaged (" in shown.stdout, shown.stderr
     with pytest.raises(UpdateStateError, match="no previous version"):
         up.rollback()  # the run put current back on 1.0 first: nothing is left to go back to
     assert links(fakes.root) == ("1.0", None) and not (fakes.root / "2.0").exists()

@@ -43,6 +43,8 @@ class Decided:
     record: DecisionRecord
 
 
+GONE_FRAMES = 3  # frames in a row without a face before a face in view is gone
+
 #: What the camera posts; the board posts flow inputs only.
 Seen = f.Input | Decided | NeedsClaim
 
@@ -62,11 +64,13 @@ def watch_camera(
     ``preview``, the rider page's camera preview is offered each frame (in memory only).
 
     A face is gone (``FaceGone``) once no face was found for the pipeline's
-    ``track_lost_s``, the time its track survives a missed detection: one frame where the
-    detector misses a rider standing still never sends the screen back to idle. When the
+    ``track_lost_s`` (the time its track survives a missed detection) and over
+    ``GONE_FRAMES`` frames: a frame or two where the detector misses a rider standing
+    still, or a slow CPU, never sends the screen back to idle. When the
     frames end (or the camera fails) a face in view is gone too."""
     face_in_view = False
     missing_since: float | None = None  # first frame without a face, while one is in view
+    missed = 0  # frames without a face since then
     gone_after_s = pipeline.config.track_lost_s
     last_seen: tuple[int, str | None] | None = None
     try:
@@ -91,13 +95,14 @@ def watch_camera(
                 continue
             if outcome.faces == 0:
                 missing_since = now if missing_since is None else missing_since
-                if face_in_view and now - missing_since < gone_after_s:
+                missed += 1
+                if face_in_view and (now - missing_since < gone_after_s or missed < GONE_FRAMES):
                     continue  # a missed detection, or the rider is leaving: not yet gone
                 if face_in_view:
                     post(f.FaceGone(now))
                 face_in_view, last_seen = False, None
                 continue
-            face_in_view, missing_since = True, None
+            face_in_view, missing_since, missed = True, None, 0
             seen = (outcome.faces, outcome.hint)
             if seen != last_seen:
                 post(f.FaceSeen(now, faces=outcome.faces, hint=outcome.hint))

@@ -170,6 +170,7 @@ class LivePipeline:
         self._idle = 0
         self._idle_thumb: npt.NDArray[np.float32] | None = None
         self._searches = 0  # searches of an untracked scene (every few is a small-face pass)
+        self._last_frame_at: float | None = None
         self.encodings = 0
         self._tracks = 0
 
@@ -233,7 +234,14 @@ class LivePipeline:
     def process(self, frame: Frame) -> FrameOutcome:
         now, image = frame.timestamp, frame.image
         track = self._track
-        if track is not None and now - track.last_seen > self.config.track_lost_s:
+        # lost: unseen for track_lost_s over frames that missed it (a slow frame just after
+        # one that saw the face is the CPU's delay, not the rider leaving)
+        previous, self._last_frame_at = self._last_frame_at, now
+        if (
+            track is not None
+            and now - track.last_seen > self.config.track_lost_s
+            and track.last_seen != previous
+        ):
             track = self._track = None
         boxes = self._find(image, track)
         if not boxes:

@@ -207,3 +207,15 @@ def test_the_claim_step_waits_for_a_live_face() -> None:
     decided = [o for o in blinked if o.record]
     assert [(o.record.reason, o.record.liveness) for o in decided] == [(CLAIM_REQUIRED, "passed")]
     assert decided[0].claim is not None
+
+
+def test_a_slow_frame_does_not_lose_a_face_that_never_left() -> None:
+    """The CPU falls behind (the next frame a second later): a stranger still in view keeps
+    the track that refused it, so no second refusal; a face missed over frames for longer
+    than ``track_lost_s`` is a new track."""
+    pipe, _ = pipeline()
+    seen = [frame(i, person=3) for i in range(5)]  # refused on the second frame
+    seen += [frame(i, person=3) for i in range(20, 25)]  # after a 1 s stall, still there
+    assert len([o.record for o in run(pipe, seen) if o.record]) == 1
+    gone = [frame(i, person=0) for i in range(25, 40)] + [frame(i, person=3) for i in range(40, 45)]
+    assert len([o.record for o in run(pipe, gone) if o.record]) == 1  # away 1 s: a new track

@@ -20,7 +20,7 @@ from edge.enrol import check_person_id, images_by_person
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster, Rider
 from edge.vision import setup
-from edge.vision.claim import ClaimFormatError, hash_claim
+from edge.vision.claim import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS, ClaimFormatError, hash_claim
 from models.encoder import Encoding
 from models.enrolment import Accepted, Refusal, enrol_image
 from models.hints import ONE_PHOTO_HINT
@@ -121,7 +121,8 @@ def _flag_lookalikes(
 
 def _ask_claim() -> str:
     """The rider's claim code, typed twice without echo; only its salted hash is kept."""
-    code = typer.prompt("Claim code (4-6 digits)", hide_input=True, confirmation_prompt=True)
+    digits = f"{CLAIM_MIN_DIGITS}-{CLAIM_MAX_DIGITS} digits"
+    code = typer.prompt(f"Claim code ({digits})", hide_input=True, confirmation_prompt=True)
     try:
         return hash_claim(code)
     except ClaimFormatError as exc:
@@ -162,7 +163,8 @@ def enroll(
         bool,
         typer.Option(
             "--claim",
-            help="Ask for the rider's claim code (4-6 digits, typed twice); only its salted "
+            help=f"Ask for the rider's claim code ({CLAIM_MIN_DIGITS}-{CLAIM_MAX_DIGITS} digits, "
+            "typed twice); only its salted "
             "hash is stored, sealed in the rider's record.",
         ),
     ] = False,

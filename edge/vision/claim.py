@@ -75,7 +75,7 @@ def normalise_claim(text: str) -> str:
     """The claim as typed, without spaces; ``ClaimFormatError`` unless it is 4-6 digits."""
     code = "".join(text.split())
     if not CLAIM_PATTERN.match(code):
-        raise ClaimFormatError("a claim is 4 to 6 digits")
+        raise ClaimFormatError(f"a claim is {CLAIM_MIN_DIGITS} to {CLAIM_MAX_DIGITS} digits")
     return code
 
 

@@ -131,3 +131,18 @@ def test_the_command_lines_hint_words_are_the_rider_pages() -> None:
     assert words == load_strings("en")["hint"]
     assert hints.english("more_light") == "It is too dark here: step into the light."
     assert hints.english(None) == hints.english("no_such_hint") == ""
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _texts(item)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_no_string_states_a_number_of_its_own(language: str) -> None:
+    """Lengths, tries and slots come from the code ({min}, {max}, {tries}, {slot}): a
+    number written into the words goes stale when the code changes (a "4-digit code"
+    while codes are 4 to 6 digits)."""
+    for text in _texts(load_strings(language)):
+        assert not re.search(r"\d", re.sub(r"\{\w+\}", "", text)), text

@@ -156,6 +156,11 @@ class Outbox:
                 self.connection.execute("BEGIN IMMEDIATE")
                 self._in_tx = True
                 event = self._insert(event_type, payload)
+                reserved = (
+                    telemetry
+                    and event is not None
+                    and outbox_seq.reserve(self.connection, event.seq)
+                )
                 self.connection.execute("COMMIT")
             except BaseException as exc:
                 if self.connection.in_transaction:
@@ -165,6 +170,9 @@ class Outbox:
                 raise
             finally:
                 self._in_tx = False
+            if reserved:  # the new mark is on the disk before the number can be lost
+                with self._write("reserve sequence numbers") as db:
+                    outbox_seq.barrier(db)
         return event
 
     def _set_sync(self, full: bool) -> None:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from cloud_sync.errors import OutboxError, OutboxMissingError
 from cloud_sync.events import CLASS_OF, EVENT_CLASSES
+from cloud_sync.outbox_seq import skip_reserved
 from cloud_sync.private_files import connect_read_only, foreign_table, open_private_db
 
 #: Bytes counted per stored event on top of its JSON body (row header, id and seq indexes).
@@ -253,6 +254,13 @@ def open_outbox_db(path: Path, busy_timeout_s: float, read_only: bool) -> sqlite
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         migrate(connection)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            skip_reserved(connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
         return connection
     except FileNotFoundError:
         raise OutboxMissingError(

@@ -9,6 +9,12 @@ frame written before it, so every event read for the batch is on disk. An event 
 power cut was therefore never sent, and the number it had, given again, was never seen
 outside the kiosk.
 
+Numbers never go backwards across a power cut: a telemetry event's number is covered by a
+durable reservation (``reserve``: the mark moves ``RESERVE_BLOCK`` numbers ahead, in a
+commit made durable at once, so one fsync in that many telemetry events), and a writer that
+opens the outbox moves the counter past the mark (``skip_reserved``). A number a cut took
+back is therefore never given again; a restart may leave a gap of up to ``RESERVE_BLOCK``.
+
 A seq conflict: the cloud answers that ``seq N`` of this kiosk is already stored as another
 event (an outbox restored from an old copy, a kiosk re-made under the same id) and names
 the highest seq it stores for the kiosk. The kiosk then moves its counter past that number
@@ -26,6 +32,9 @@ from cloud_sync.events import Event
 
 #: ``meta`` key the durability barrier writes (a counter: the write must change a page).
 BARRIER_KEY = "durable_barrier"
+#: ``meta`` key of the highest number a telemetry event may have had before a power cut.
+RESERVED_KEY = "seq_reserved"
+RESERVE_BLOCK = 64
 
 _CONFLICT = re.compile(
     r"^seq: (?P<seq>\d+) of kiosk \S+ is already stored as event \S+"
@@ -95,3 +104,28 @@ def renumber(db: sqlite3.Connection, seqs: list[int], floor: int) -> dict[int, i
         moved[old] = last
     db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", [last])
     return moved
+
+
+def reserve(db: sqlite3.Connection, seq: int) -> bool:
+    """Inside a write transaction that gives ``seq`` to an event committed without an
+    fsync: when ``seq`` passes the reserved mark, move the mark ``RESERVE_BLOCK`` past it.
+    True when it moved: the caller then makes its commit durable (``barrier`` at FULL)."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", [RESERVED_KEY]).fetchone()
+    if row is not None and int(row[0]) >= seq:
+        return False
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [RESERVED_KEY, seq + RESERVE_BLOCK],
+    )
+    return True
+
+
+def skip_reserved(db: sqlite3.Connection) -> None:
+    """Inside a FULL write transaction, when a writer opens the outbox: move the counter
+    past every number a telemetry event may have had before a power cut."""
+    db.execute(
+        "UPDATE meta SET value = (SELECT value FROM meta WHERE key = ?) "
+        "WHERE key = 'last_seq' AND value < (SELECT value FROM meta WHERE key = ?)",
+        [RESERVED_KEY, RESERVED_KEY],
+    )

@@ -24,6 +24,7 @@ from edge.vision.openset import (
     encode_cached,
     eval_summary,
     live_summary,
+    open_set_live_summary,
     open_set_report,
     open_set_summary,
 )
@@ -221,8 +222,8 @@ def evaluate(
     calibrated on one half and measured on the other (--calibrate-half), or that over
     several splits (--cross-validate). Uses the kiosk's
     single-frame path and decision policy. The protocols are in docs/face-pipeline.md.
-    The folders protocol also reports the live path's figures: each probe photo in a
-    640x480 camera frame, its face found as kiosk run finds it (vision.live_detect_width).
+    Every protocol also reports the live path's figures: each probe photo in a 640x480
+    camera frame, its face found as kiosk run finds it (vision.live_detect_width).
     """
     settings = state(ctx).settings()
     if json_path is not None:  # before the long evaluation, not after it
@@ -318,40 +319,65 @@ def evaluate(
         "photos_encoded": photos,
         "encode_seconds": round(encode_s, 1),
     }
+    # the live path: the same photos, each probe as kiosk run sees it (camera frame, live
+    # detection); every protocol reports its figures beside the offline ones
+    width = vision.live_detect_width
+    live_facts = {"camera": list(CAMERA_SIZE), "detect_width": width}
+
+    def live(samples: list[evaluation.Sample]) -> list[evaluation.Sample]:
+        made = encode(samples, engine, f"live{width}", live_encoder(width))
+        return evaluation.with_frames(samples, made)
+
     if cross_validate is not None:
-        report = crossval.cross_validate(
-            first,
-            split_seed=split_seed,
-            folds=cross_validate,
-            sizes=_sizes(sizes),
-            draws=draws,
-            seed=seed,
-            unknown_budget=unknown_budget,
-            baseline=ThresholdMarginPolicy(
-                vision.match_threshold if threshold is None else threshold,
-                vision.match_margin if margin is None else margin,
-            ),
-        )
+
+        def validated(samples: list[evaluation.Sample]) -> dict[str, Any]:
+            return crossval.cross_validate(
+                samples,
+                split_seed=split_seed,
+                folds=cross_validate,
+                sizes=_sizes(sizes),
+                draws=draws,
+                seed=seed,
+                unknown_budget=unknown_budget,
+                baseline=ThresholdMarginPolicy(
+                    vision.match_threshold if threshold is None else threshold,
+                    vision.match_margin if margin is None else margin,
+                ),
+            )
+
+        report = validated(first)
         report["protocol"].update(run_facts)
+        report["live"] = {**live_facts, **crossval.pooled_only(validated(live(first)))}
         typer.echo("\n".join(crossval.summary(report)))
+        typer.echo("\n".join(crossval.live_summary(report["live"])))
     elif protocol is Protocol.open_set:
-        report = open_set_report(
-            first,
-            points,
-            settings_policy=vision.policy,
-            policy_name=None if policy_name is None else policy_name.value,
-            threshold=vision.match_threshold if threshold is None else threshold,
-            margin=vision.match_margin if margin is None else margin,
-            half=None if half is None else half.value,
-            calibrate_half=None if calibrate_half is None else calibrate_half.value,
-            split_seed=split_seed,
-            sizes=_sizes(sizes),
-            draws=draws,
-            seed=seed,
-            unknown_budget=unknown_budget,
-        )
+
+        def open_set(
+            samples: list[evaluation.Sample], use: dict[str, Any], measured: str | None, cal: bool
+        ) -> dict[str, Any]:
+            return open_set_report(
+                samples,
+                use,
+                settings_policy=vision.policy,
+                policy_name=None if policy_name is None else policy_name.value,
+                threshold=vision.match_threshold if threshold is None else threshold,
+                margin=vision.match_margin if margin is None else margin,
+                half=measured,
+                calibrate_half=None if calibrate_half is None or not cal else calibrate_half.value,
+                split_seed=split_seed,
+                sizes=_sizes(sizes),
+                draws=draws,
+                seed=seed,
+                unknown_budget=unknown_budget,
+            )
+
+        report = open_set(first, points, None if half is None else half.value, cal=True)
         report["protocol"].update(run_facts)
+        # the live probes are judged with the very points the offline figures used
+        made = open_set(live(first), report["points"], report["protocol"]["half"], cal=False)
+        report["live"] = {**live_facts, "rosters": made["rosters"], "claim": made["claim"]}
         typer.echo("\n".join(open_set_summary(report)))
+        typer.echo("\n".join(open_set_live_summary(report["live"])))
         if write_points is not None:
             write_points.write_text(json.dumps(report["points"], indent=1) + "\n", "utf-8")
             typer.echo(f"operating points: {write_points}")
@@ -382,14 +408,6 @@ def evaluate(
             ]
 
         splits, results = probed(first, second)
-        # the live path: the same rosters, each probe as kiosk run sees it (camera frame,
-        # live detection), beside the offline figures
-        width = vision.live_detect_width
-
-        def live(samples: list[evaluation.Sample]) -> list[evaluation.Sample]:
-            made = encode(samples, engine, f"live{width}", live_encoder(width))
-            return evaluation.with_frames(samples, made)
-
         _, live_results = probed(live(first), None if second is None else live(second))
         report = {
             "protocol": {
@@ -414,8 +432,7 @@ def evaluate(
             "histograms": tallies.histograms(results),
             "probes": [asdict(r) for r in results],
             "live": {
-                "camera": list(CAMERA_SIZE),
-                "detect_width": width,
+                **live_facts,
                 "counts": evaluation.count(live_results),
                 "probes": [asdict(r) for r in live_results],
             },

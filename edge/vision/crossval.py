@@ -144,13 +144,31 @@ def summary(report: dict[str, Any]) -> list[str]:
             f"{f['split_seed']:>4}   {f['calibrated_on']} {whole['people']:>6} "
             f"{f['calibrated_people']:>10}  {counts}"
         )
-    b = p["baseline"]
+    return lines + _pooled_tables(report, p["baseline"])
+
+
+def pooled_only(report: dict[str, Any]) -> dict[str, Any]:
+    """A cross-validation report's pooled counts, without the folds (the live path's part
+    of ``kiosk faces eval --cross-validate``)."""
+    return {key: report[key] for key in ("pooled", "pooled_baseline", "claim")}
+
+
+def live_summary(live: dict[str, Any]) -> list[str]:
+    """The pooled figures of the live path, under the offline ones."""
+    width, height = live["camera"]
+    return [
+        f"live path ({width}x{height} camera frame, faces found as kiosk run finds them at "
+        f"{live['detect_width']} px), cross-validated the same way:",
+        *_pooled_tables(live, None),
+    ]
+
+
+def _pooled_tables(report: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
+    lines = []
+    named = f" (threshold {baseline['threshold']}, margin {baseline['margin']})" if baseline else ""
     for title, key in (
         ("pooled, calibrated points:", "pooled"),
-        (
-            f"pooled, baseline (threshold {b['threshold']}, margin {b['margin']}):",
-            "pooled_baseline",
-        ),
+        (f"pooled, baseline{named}:", "pooled_baseline"),
     ):
         lines.append(title)
         lines.append(

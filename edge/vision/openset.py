@@ -245,10 +245,22 @@ def open_set_summary(report: dict[str, Any]) -> list[str]:
         f"open set, {where} (split seed {p['split_seed']}): {p['policy']}, "
         f"{p['photos_encoded']} photos encoded in {p['encode_seconds']} s"
     )
-    lines.append(
-        "people draws genuine correct wrong claim_req unknown accepted  recog  fpir  +claim"
-    )
-    for r in report["rosters"]:
+    return lines + _roster_table(report["rosters"], report["claim"])
+
+
+def open_set_live_summary(live: dict[str, Any]) -> list[str]:
+    """The open-set figures of the live path, under the offline ones."""
+    width, height = live["camera"]
+    return [
+        f"live path ({width}x{height} camera frame, faces found as kiosk run finds them at "
+        f"{live['detect_width']} px), the same points:",
+        *_roster_table(live["rosters"], live["claim"]),
+    ]
+
+
+def _roster_table(rosters: Sequence[dict[str, Any]], claim: dict[str, Any]) -> list[str]:
+    lines = ["people draws genuine correct wrong claim_req unknown accepted  recog  fpir  +claim"]
+    for r in rosters:
         if "skipped" in r:
             lines.append(f"{r['people']:>6}  skipped: {r['skipped']}")
             continue
@@ -258,12 +270,11 @@ def open_set_summary(report: dict[str, Any]) -> list[str]:
             f"{r['unknown_accepted']:>8}  {r['recognition_rate'] or 0:.3f} "
             f"{r['unknown_accept_rate'] or 0:.3f}  {r['recognised_with_claim_rate'] or 0:.3f}"
         )
-    c = report["claim"]
     lines.append(
-        f"claim step (1:1, whole gallery): genuine accepted {c['genuine_accepted']} of "
-        f"{c['genuine_attempts']} encoded ({c['genuine_accept_rate']}), false accepts "
-        f"{c['false_accepts']} of {c['impostor_attempts']} impostor attempts "
-        f"({c['false_accept_rate']})"
+        f"claim step (1:1, whole gallery): genuine accepted {claim['genuine_accepted']} of "
+        f"{claim['genuine_attempts']} encoded ({claim['genuine_accept_rate']}), false accepts "
+        f"{claim['false_accepts']} of {claim['impostor_attempts']} impostor attempts "
+        f"({claim['false_accept_rate']})"
     )
     return lines
 

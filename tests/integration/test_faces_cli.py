@@ -508,6 +508,13 @@ def test_open_set_eval_calibrates_on_one_half_and_reports_the_other(
     assert set(json.loads(points.read_text())) == {"format", "identify", "verify"}
     assert all("encoding" not in probe for probe in report["probes"])
     assert "open set, half B, calibrated on half A" in result.stdout
+    # the live path's figures, on the same half with the same points, beside the offline ones
+    live = report["live"]
+    assert (live["camera"], live["detect_width"]) == ([640, 480], 320)
+    live_whole = live["rosters"][0]
+    assert (live_whole["people"], live_whole["genuine"]) == (whole["people"], whole["genuine"])
+    assert live_whole["wrong_person"] == 0 and live_whole["correct"] >= whole["correct"] - 2
+    assert "live path (640x480 camera frame" in result.stdout
     # the same photos again, measured with the written points: encodings come from the cache
     again = run_cli(*args, "--half", "A", "--points", str(points), "--sizes", "2")
     assert again.returncode == 0, again.stderr
@@ -554,6 +561,10 @@ def test_cross_validation_repeats_the_calibration_over_several_splits(
             for count in ("genuine", "correct", "wrong_person", "unknown", "unknown_accepted"):
                 assert row[count] == sum(p[count] for p in parts)
     assert report["protocol"]["baseline"] == {"threshold": 0.5, "margin": 0.08}
+    live = report["live"]  # the live path, cross-validated the same way
+    assert [r["genuine"] for r in live["pooled"]] == [r["genuine"] for r in report["pooled"]]
+    assert all(r["wrong_person"] == 0 for r in live["pooled"])
+    assert "cross-validated the same way" in result.stdout
     assert "baseline (threshold 0.5, margin 0.08)" in result.stdout
     assert report["claim"]["genuine_attempts"] == sum(f["claim"]["genuine_attempts"] for f in folds)
     for fold in folds:  # a measured half larger than the calibrated one asks for claims only

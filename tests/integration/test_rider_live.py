@@ -1,6 +1,7 @@
 """The rider page in Chromium, fed by the real kiosk: ``kiosk run`` replaying a face photo
 made too small, too dark and turned (the hints), SIGKILLed and restarted (the page's
-out-of-service screen and its return), and the real claim step typed on the keypad.
+out-of-service screen and its return), a face only the live search's second look finds
+(noticed and served), and the real claim step typed on the keypad.
 """
 
 from __future__ import annotations
@@ -135,6 +136,48 @@ def test_hints_from_a_real_face_then_a_killed_kiosk_says_out_of_service_and_come
             page.close()
         if process.poll() is None:
             test_runtime.stop(process)
+
+
+def test_a_face_the_live_detector_scores_low_is_noticed_and_served_in_the_browser(
+    tmp_path: Path, dev_faces: Path, engine: FaceEngine, board: BoardSimulator, browser: Any
+) -> None:
+    # person_05/03.jpg in a camera frame: ``kiosk faces identify`` matches it, and at the
+    # live detection width dlib scores it just under the minimum; before the live search's
+    # second look the rider page stayed on the invitation for good
+    test_runtime.enrol(tmp_path, engine, dev_faces / "person_05" / "01.jpg", "rider-5", "Ro Y")
+    photo = cv2.imread(str(dev_faces / "person_05" / "03.jpg"))
+    assert photo is not None
+    still = tmp_path / "person_05-03-in-frame.png"
+    cv2.imwrite(str(still), on_canvas(photo, 0.4))
+    images = frames(tmp_path / "frames", still, 40)
+    port = free_port()
+    path = config(tmp_path, images, board.path, camera={"loop": True}, ui={"port": port})
+    url = f"http://127.0.0.1:{port}/"
+    process = start(path)
+    page = None
+    try:
+        wait_for(lambda: _answers(url) or process.poll() is not None, timeout=60)
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        page = browser.new_page(viewport={"width": 800, "height": 480})
+        page.goto(url)
+        try:
+            page.wait_for_function(
+                "() => ['take', 'enjoy'].includes(document.getElementById('screen').dataset.key)",
+                timeout=40_000,
+            )
+        except Exception:
+            raise AssertionError(
+                "the rider was never served; the page shows "
+                + page.locator("#screen").get_attribute("data-key")
+            ) from None
+        page.screenshot(path=str(ARTIFACTS / "rider-live-low-score-face-served.png"))
+    finally:
+        if page is not None:
+            page.close()
+        err = test_runtime.stop(process) if process.poll() is None else ""
+    started = [e for e in test_runtime.events(tmp_path) if e["type"] == "rental.started"]
+    assert [e["payload"]["person_id"] for e in started] == ["rider-5"], err[-2000:]  # type: ignore[index]
+    assert len(board.ejects) == 1
 
 
 def _answers(url: str) -> bool:

@@ -144,6 +144,67 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX rate_limits_window ON rate_limits (window_start)
         """,
     ),
+    (
+        5,
+        "a fleet: due, overdue and lost rentals, powerbank custody, riders' terms and fleet "
+        "state, kiosk status",
+        """
+        ALTER TABLE rentals ADD COLUMN due_at TEXT;
+        ALTER TABLE rentals ADD COLUMN overdue_at TEXT;
+        ALTER TABLE rentals ADD COLUMN lost_at TEXT;
+        ALTER TABLE rentals ADD COLUMN review TEXT;
+        CREATE INDEX rentals_person ON rentals (person_id, status);
+        CREATE INDEX rentals_due ON rentals (status, due_at);
+        CREATE TABLE powerbanks (
+            powerbank_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            kiosk_id TEXT,
+            slot INTEGER,
+            rental_kiosk_id TEXT,
+            rental_id TEXT,
+            person_id TEXT,
+            seen_at TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            health TEXT,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX powerbanks_state ON powerbanks (state);
+        CREATE TABLE custody_flags (
+            flag_id TEXT PRIMARY KEY,
+            powerbank_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            event_ids TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            flagged_at TEXT NOT NULL,
+            resolved_at TEXT
+        );
+        CREATE INDEX custody_flags_powerbank ON custody_flags (powerbank_id, flagged_at);
+        CREATE TABLE rider_terms (
+            person_id TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            key_id TEXT NOT NULL,
+            sealed TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX rider_terms_version ON rider_terms (version);
+        CREATE TABLE rider_fleet (
+            person_id TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            open_rentals TEXT NOT NULL,
+            overdue INTEGER NOT NULL,
+            lost INTEGER NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX rider_fleet_version ON rider_fleet (version);
+        CREATE TABLE kiosk_status (
+            kiosk_id TEXT PRIMARY KEY,
+            reported_at TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            status TEXT NOT NULL
+        )
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

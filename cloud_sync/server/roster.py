@@ -43,6 +43,7 @@ from cloud_sync.server.db import Database, Tx
 from cloud_sync.server.migrations import utc_text
 from cloud_sync.server.models import RiderOut, RosterStatus
 from cloud_sync.server.problems import Problem
+from cloud_sync.server.rider_fleet import bump_roster
 from cloud_sync.server.roster_keys import DataKey, RosterKeyFiles
 
 _STATE = "SELECT version, key_id, key_version, tombstone_floor FROM roster_state WHERE id = 1"
@@ -133,17 +134,8 @@ class CloudRoster:
 
     def _bump(self, tx: Tx, now: datetime) -> RosterState:
         """The next roster version, holding the roster's write lock until commit."""
-        tx.run(
-            "INSERT INTO roster_state (id, version, key_id, key_version, tombstone_floor, "
-            "updated_at) VALUES (1, 0, NULL, 0, 0, ?) ON CONFLICT (id) DO NOTHING",
-            [utc_text(now)],
-        )
-        rows = tx.rows(
-            "UPDATE roster_state SET version = version + 1, updated_at = ? WHERE id = 1 "
-            "RETURNING version, key_id, key_version, tombstone_floor",
-            [utc_text(now)],
-        )
-        return RosterState(*rows[0])
+        bump_roster(tx, now)
+        return self._read_state(tx)
 
     def _key(self, tx: Tx, state: RosterState) -> DataKey:
         """The data key the rows are sealed with (adopting the key file on first use)."""

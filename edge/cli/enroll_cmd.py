@@ -10,6 +10,7 @@ import numpy.typing as npt
 import structlog
 import typer
 
+from cloud_sync.claim_code import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS, ClaimFormatError, hash_claim
 from cloud_sync.errors import InputError
 from cloud_sync.roster_wire import Entitlements, RiderRecord, Template
 from edge.cli.auth import require_technician
@@ -20,7 +21,6 @@ from edge.enrol import check_person_id, images_by_person
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster, Rider
 from edge.vision import setup
-from edge.vision.claim import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS, ClaimFormatError, hash_claim
 from models.encoder import Encoding
 from models.enrolment import Accepted, Refusal, enrol_image
 from models.hints import ONE_PHOTO_HINT

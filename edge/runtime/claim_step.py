@@ -19,16 +19,10 @@ from dataclasses import dataclass
 
 import structlog
 
+from cloud_sync.claim_code import ClaimFormatError
 from edge import flow as f
 from edge.vault.values import Rider
-from edge.vision.claim import (
-    CLAIM_LOCKED,
-    ClaimFormatError,
-    ClaimLockout,
-    VerifyPolicy,
-    check_claim,
-    lock_key,
-)
+from edge.vision.claim import CLAIM_LOCKED, ClaimLockout, VerifyPolicy, check_claim, lock_key
 from edge.vision.live import ClaimNeeded
 from edge.vision.matcher import Gallery
 

@@ -30,10 +30,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from cloud_sync.claim_code import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS, CLAIM_PATTERN
 from edge.flow import Screen
 from edge.ui.preview import PreviewFrames
 from edge.ui.texts import LANGUAGES, UI_DIR, load_strings
-from edge.vision.claim import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS, CLAIM_PATTERN
 
 __all__ = ["LANGUAGES", "ScreenHub", "create_app", "load_strings"]
 

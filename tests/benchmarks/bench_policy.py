@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.vision.claim import claim_matches, hash_claim, verify_policy
+from cloud_sync.claim_code import claim_matches, hash_claim
+from edge.vision.claim import verify_policy
 from edge.vision.matcher import COHORT_LIMIT, Gallery
 from edge.vision.policy import (
     OperatingPoint,

@@ -18,16 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
+from cloud_sync.claim_code import claim_matches
 from edge.config import VisionSection
 from edge.vault.live import open_roster
 from edge.vision import setup
-from edge.vision.claim import (
-    CLAIM_NOT_RECOGNISED,
-    ClaimLockout,
-    check_claim,
-    claim_matches,
-    lock_key,
-)
+from edge.vision.claim import CLAIM_NOT_RECOGNISED, ClaimLockout, check_claim, lock_key
 from edge.vision.policy import load_operating_points
 from models.encoder import FaceEngine
 from models.images import read_image

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cloud_sync.claim_code import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS
 from edge.flow import Screen
 from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub, create_app, load_strings
-from edge.vision.claim import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS
 from models.hints import Hint
 from models.images import decode_image, read_image
 from tests.browser import ARTIFACTS, SIZES, axe_violations, chromium, lonely_words, misfits, serve

@@ -7,22 +7,24 @@ import time
 import numpy as np
 import pytest
 
+from cloud_sync.claim_code import (
+    ClaimFormatError,
+    ClaimHashError,
+    claim_matches,
+    hash_claim,
+    normalise_claim,
+)
 from edge.vision.claim import (
     CLAIM_NOT_RECOGNISED,
     CLAIM_SHARED,
     NO_CLAIM_SET,
     NO_MATCH,
     NOT_ENROLLED,
-    ClaimFormatError,
-    ClaimHashError,
     ClaimLockout,
     VerifyPoint,
     VerifyPolicy,
     check_claim,
-    claim_matches,
-    hash_claim,
     lock_key,
-    normalise_claim,
     verify_policy,
 )
 from edge.vision.matcher import Gallery

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud_sync.claim_code import hash_claim
 from cloud_sync.roster_wire import RiderRecord, Template
 from edge.runtime.claim_step import ClaimStep, ClaimVerified, NeedsClaim, default_policy
 from edge.vault.live import open_roster
-from edge.vision.claim import ClaimLockout, hash_claim
+from edge.vision.claim import ClaimLockout
 from edge.vision.live import ClaimNeeded
 from edge.vision.matcher import Gallery
 from hardware.sim import BoardSimulator

@@ -159,6 +159,47 @@ class RosterApplied(_Payload):
     deletions: int = Field(ge=0, le=10_000_000)
 
 
+SlotStateName = Literal[
+    "empty", "charging", "ready", "ejecting", "awaiting_removal", "fault", "disabled"
+]
+BatteryHealth = Literal["hot", "not_charging"]
+
+
+class SlotStatus(_Payload):
+    """One slot in a ``kiosk.status``: its state as the kiosk shows it (``ready``: charged
+    enough to rent), what it holds, and ``health`` when the kiosk stopped renting that
+    powerbank (``hot``: at or above the kiosk's temperature limit; ``not_charging``: docked
+    below full without gaining charge for too long)."""
+
+    number: int = Field(ge=1, le=64)
+    state: SlotStateName
+    powerbank_id: str | None = Field(default=None, min_length=1, max_length=64)
+    charge: int | None = Field(default=None, ge=0, le=100)
+    temperature: int | None = Field(default=None, ge=-127, le=127, description="degrees C")
+    health: BatteryHealth | None = None
+
+
+class KioskStatus(_Payload):
+    """The kiosk's periodic report of itself (``sync.status_interval_s``); the report's
+    time is the event's ``occurred_at``. ``backlog``: events waiting in its outbox;
+    ``out_of_service``: why it does not rent now, or null."""
+
+    version: str = Field(min_length=1, max_length=64)
+    roster_version: int = Field(ge=0, le=MAX_SEQ)
+    backlog: int = Field(ge=0, le=1_000_000_000)
+    board_online: bool
+    out_of_service: str | None = Field(default=None, max_length=64)
+    slots: list[SlotStatus] = Field(default_factory=list, max_length=64)
+
+    @field_validator("slots")
+    @classmethod
+    def _each_slot_once(cls, slots: list[SlotStatus]) -> list[SlotStatus]:
+        numbers = [slot.number for slot in slots]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("each slot number may appear once")
+        return slots
+
+
 class RosterEdited(_Payload):
     """A technician changed the kiosk's roster by hand (``kiosk enroll``, ``kiosk roster
     delete | rotate-key``): who, what, and how many riders it touched; never a name or a
@@ -185,6 +226,7 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "kiosk.maintenance": KioskMaintenance,
     "roster.edited": RosterEdited,
     "rider.refused": RiderRefused,
+    "kiosk.status": KioskStatus,
 }
 
 EventType = Literal[
@@ -202,6 +244,7 @@ EventType = Literal[
     "kiosk.maintenance",
     "roster.edited",
     "rider.refused",
+    "kiosk.status",
 ]
 
 Payload = (
@@ -219,6 +262,7 @@ Payload = (
     | KioskMaintenance
     | RosterEdited
     | RiderRefused
+    | KioskStatus
 )
 
 
@@ -240,6 +284,7 @@ CLASS_OF: dict[str, EventClass] = {
     "rider.refused": "ops",
     "face.recognised": "telemetry",
     "face.unrecognised": "telemetry",
+    "kiosk.status": "telemetry",
 }
 EVENT_CLASSES: tuple[EventClass, ...] = ("money", "ops", "telemetry")
 

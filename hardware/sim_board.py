@@ -50,8 +50,21 @@ from hardware.messages import (
 from hardware.sim_lies import Lie
 
 Action = Literal[
-    "return", "remove", "jam", "unjam", "overheat", "cool", "door", "silent", "garbage", "normal"
+    "return",
+    "remove",
+    "jam",
+    "unjam",
+    "overheat",
+    "heat",
+    "cool",
+    "stall",
+    "unstall",
+    "door",
+    "silent",
+    "garbage",
+    "normal",
 ]
+HOT_C = 55  # a battery that runs hot ("heat") without the board calling it a fault
 REMEMBERED_EJECTS = 64  # request ids the board remembers for idempotency
 
 
@@ -103,6 +116,8 @@ class SimConfig(BaseModel):
     baud: int | None = Field(default=None, ge=1200, le=3_000_000)
     jammed: list[int] = Field(default_factory=list)
     overheat: list[int] = Field(default_factory=list)
+    hot: list[int] = Field(default_factory=list, description=f"run at {HOT_C} C, no fault")
+    stalled: list[int] = Field(default_factory=list, description="never gain charge")
     faults: LineFaults = Field(default_factory=LineFaults)
     events: list[TimedEvent] = Field(default_factory=list)
 
@@ -117,6 +132,7 @@ class SimSlot:
     disabled: bool = False
     fault: FaultCode = FaultCode.NONE
     jammed: bool = False
+    stalled: bool = False  # the battery gains no charge while docked
     due: float | None = None  # when the pending mechanical step happens
     step: str = ""  # "eject", "take", "relock", "return"
     request_id: int | None = None
@@ -163,6 +179,9 @@ class Cabinet:
         filled = config.slots if config.filled is None else min(config.filled, config.slots)
         for number in range(1, config.slots + 1):
             slot = SimSlot(number, jammed=number in config.jammed)
+            slot.stalled = number in config.stalled
+            if number in config.hot:
+                slot.temperature = HOT_C
             if number <= filled:
                 slot.condition = SlotCondition.DOCKED
                 slot.powerbank_id = cabinet.new_powerbank_id()
@@ -260,7 +279,8 @@ class Cabinet:
         elapsed, self.now = max(0.0, now - self.now), now
         notes: list[Notification] = []
         for slot in self.slots:
-            if slot.condition == SlotCondition.DOCKED and slot.fault == FaultCode.NONE:
+            charging = slot.fault == FaultCode.NONE and not slot.stalled
+            if slot.condition == SlotCondition.DOCKED and charging:
                 slot.charge = min(100.0, slot.charge + self.config.charge_rate * elapsed)
             if slot.due is not None and slot.due <= now:
                 slot.due = None
@@ -312,7 +332,12 @@ class Cabinet:
         powerbank_id: str | None = None,
         door: DoorState | None = None,
     ) -> list[Notification]:
-        """Something happens: a return, a forced removal, a jam, a hot battery, the door."""
+        """Something happens: a return, a forced removal, a jam, a hot battery, the door.
+
+        ``overheat`` is a battery the board itself calls a fault (a ``Fault`` notification,
+        the slot refuses ejects); ``heat`` one that only runs hot (its temperature, ``value``
+        or 55 C, shows in the status replies and nothing else changes); ``cool`` ends
+        either. ``stall`` stops the slot's battery gaining charge, ``unstall`` lets it."""
         if action == "door":
             self.door = door if door is not None else DoorState.OPEN
             return [Door(self.door)]
@@ -332,6 +357,12 @@ class Cabinet:
         if action in ("jam", "unjam"):
             slot.jammed = action == "jam"
             return []
+        if action in ("stall", "unstall"):
+            slot.stalled = action == "stall"
+            return []
+        if action == "heat":
+            slot.temperature = value if value is not None else HOT_C
+            return []
         if action == "overheat":
             slot.temperature = value if value is not None else 70
             slot.condition, slot.fault = SlotCondition.FAULT, FaultCode.OVERHEAT
@@ -340,4 +371,6 @@ class Cabinet:
             slot.temperature, slot.fault = 25, FaultCode.NONE
             slot.condition = SlotCondition.DOCKED if slot.powerbank_id else SlotCondition.EMPTY
             return [FaultCleared(slot.number, FaultCode.OVERHEAT)]
+        if action == "cool":
+            slot.temperature = 25
         return []

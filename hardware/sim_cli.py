@@ -41,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     add("--jam", type=int, action="append", metavar="SLOT", help="this slot's latch jams")
     add("--overheat", type=int, action="append", metavar="SLOT", help="this battery is hot")
     add(
+        "--hot",
+        type=int,
+        action="append",
+        metavar="SLOT",
+        help="this battery runs hot (55 C in the status replies) without a board fault",
+    )
+    add("--stall", type=int, action="append", metavar="SLOT", help="this battery never charges")
+    add(
         "--door-open-after-s",
         type=float,
         metavar="S",
@@ -78,6 +86,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         ("return_after_s", "return_after_s"),
         ("jam", "jammed"),
         ("overheat", "overheat"),
+        ("hot", "hot"),
+        ("stall", "stalled"),
     ):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)

@@ -42,6 +42,9 @@ class SyncConfig(BaseModel):
     #: How often the daemon pulls the roster (it also pulls at start and when woken). Only
     #: a kiosk with a pinned roster key (roster.cloud_roster_key) pulls.
     roster_interval_s: float = Field(default=300.0, ge=1, le=86400)
+    #: How often ``kiosk run`` writes a ``kiosk.status`` event (0: never). A new one is
+    #: not written while the last is still unsent.
+    status_interval_s: float = Field(default=300.0, ge=0, le=86400)
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     batch_max_events: int = Field(default=500, ge=1, le=5000)
     batch_max_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)

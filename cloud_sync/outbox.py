@@ -388,6 +388,14 @@ class Outbox:
             ).fetchone()
         return int(row[0])
 
+    def pending_of(self, event_type: str) -> int:
+        """How many events of ``event_type`` wait for the cloud."""
+        with self._lock:
+            row = self.connection.execute(
+                "SELECT COUNT(*) FROM events WHERE state = 'pending' AND type = ?", [event_type]
+            ).fetchone()
+        return int(row[0])
+
     def quarantined(self, limit: int = 100) -> list[Quarantined]:
         """``(seq, id, type, reason)`` of quarantined events, oldest first."""
         with self._lock:

@@ -32,7 +32,10 @@ class CameraConfig(BaseModel):
 class BoardConfig(BaseModel):
     """The slot board on its serial line (any pyserial URL), and the cabinet's slots.
 
-    ``min_charge_pct`` is the least charge a powerbank needs to be ejected for a rental.
+        ``min_charge_pct`` is the least charge a powerbank needs to be ejected for a rental.
+    A powerbank the board reports at ``hot_battery_c`` or hotter, or that stays docked below
+    full without gaining charge for ``charge_stall_s``, is flagged and not rented
+    (``edge.cabinet.battery``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -43,3 +46,13 @@ class BoardConfig(BaseModel):
     retries: int = Field(default=3, ge=0, le=10)
     slots: int = Field(default=8, ge=1, le=64)
     min_charge_pct: int = Field(default=80, ge=1, le=100, description="least charge to rent")
+    hot_battery_c: int = Field(
+        default=50, ge=20, le=120, description="a powerbank this hot (deg C) is not rented"
+    )
+    charge_stall_s: float = Field(
+        default=1800.0,
+        ge=0,
+        le=7 * 86400,
+        description="a powerbank docked below full that gains no charge for this long is not "
+        "rented (0: never judged)",
+    )

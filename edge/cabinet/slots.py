@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from cloud_sync.private_files import (
     not_holding,
     open_private_db,
 )
+from edge.cabinet.battery import BatteryLimits, BatteryWatch
 from edge.errors import EdgeError, SlotStateError
 from hardware.board import BoardEvent, BoardOffline, BoardOnline, EjectResult, SlotBoard
 from hardware.config import BoardConfig
@@ -199,15 +200,19 @@ def from_report(report: SlotReport, min_charge: int, previous: Slot) -> Slot:
     return replace(slot, condition=_docked(slot, min_charge), request_id=None)
 
 
-def choose_slot(slots: Iterable[Slot], min_charge: int = DEFAULT_MIN_CHARGE) -> int | None:
-    """The slot to eject for a rental: docked, enabled and charged to at least
-    ``min_charge`` percent; fullest first, then lowest number."""
+def choose_slot(
+    slots: Iterable[Slot], min_charge: int = DEFAULT_MIN_CHARGE, skip: Set[str] = frozenset()
+) -> int | None:
+    """The slot to eject for a rental: docked, enabled, charged to at least ``min_charge``
+    percent and not holding a powerbank in ``skip`` (flagged by ``edge.cabinet.battery``);
+    fullest first, then lowest number."""
     ready = [
         slot
         for slot in slots
         if slot.state in (SlotState.READY, SlotState.CHARGING)
         and slot.charge is not None
         and slot.charge >= min_charge
+        and slot.powerbank_id not in skip
     ]
     if not ready:
         return None
@@ -245,9 +250,11 @@ class Inventory:
         min_charge: int = DEFAULT_MIN_CHARGE,
         clock: Clock = lambda: datetime.now(UTC),
         read_only: bool = False,
+        battery: BatteryLimits | None = None,
     ) -> None:
         """Open (creating it, 0600) the slot database at ``path``. ``read_only``, for commands
-        that only look: it must exist (``SlotStateMissingError``) and nothing is written."""
+        that only look: it must exist (``SlotStateMissingError``) and nothing is written.
+        ``battery``: when a powerbank is flagged and not rented (``edge.cabinet.battery``)."""
         self.path, self.outbox, self.min_charge, self._clock = path, outbox, min_charge, clock
         self.read_only = read_only
         self.board_online = False
@@ -265,6 +272,7 @@ class Inventory:
                 connection.execute("PRAGMA journal_mode=WAL")
             self._db = sqlite_utils.Database(connection)
             self._slots = self._load(slots)
+            self.battery = BatteryWatch(self._db, battery, read_only=read_only)
         except FileNotFoundError:
             raise SlotStateMissingError(
                 f"{path}: no slot state recorded yet (`kiosk slots` asks the board and records "
@@ -328,7 +336,9 @@ class Inventory:
         if not self.board_online or self.door != DoorState.CLOSED:
             return None
         return choose_slot(
-            self._slots.values(), self.min_charge if min_charge is None else min_charge
+            self._slots.values(),
+            self.min_charge if min_charge is None else min_charge,
+            skip=self.battery.flags().keys(),
         )
 
     # -- changing ------------------------------------------------------------------------
@@ -361,6 +371,8 @@ class Inventory:
         for report in reports:
             if report.slot in self._slots:
                 self._save(from_report(report, self.min_charge, self._slots[report.slot]))
+        for flag in self.battery.observe(self.slots()):
+            self._record(FaultNote(flag.slot, f"battery_{flag.reason}", flag.detail))
 
     def set_disabled(self, number: int, disabled: bool, *, on_board: bool = False) -> None:
         """The technician's flag; ``on_board``: the board confirmed it, so its flag is too."""

@@ -12,6 +12,7 @@ import structlog
 
 from cloud_sync.outbox import Outbox
 from edge import flow as f
+from edge.cabinet.battery import BatteryLimits
 from edge.cabinet.rentals import Ledger
 from edge.cabinet.slots import Inventory
 from edge.runtime import service
@@ -140,6 +141,7 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
         settings.board.slots,
         outbox=outbox,
         min_charge=settings.board.min_charge_pct,
+        battery=BatteryLimits.of(settings.board),
     )
     hub = ScreenHub()
     timeouts = f.Timeouts(**settings.flow.model_dump(include=set(f.Timeouts.__dataclass_fields__)))
@@ -174,5 +176,6 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
         claim_policy=setup.claim_policy(vision),
         claim_lockout=setup.claim_lockout(vision),
         preview=PreviewFrames(settings.ui.preview_fps) if settings.ui.preview else None,
+        status_interval_s=settings.sync.status_interval_s,
     )
     return Parts(runtime, board, hub)

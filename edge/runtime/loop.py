@@ -58,6 +58,7 @@ from edge.runtime.claim_step import (
 )
 from edge.runtime.feeds import Decided, watch_board, watch_camera
 from edge.runtime.service import CameraHealth
+from edge.runtime.status_report import StatusReporter
 from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub
 from edge.vault.store import RosterStore
@@ -122,6 +123,7 @@ class Runtime:
         status_offline_every_s: float = 1.0,
         preview: PreviewFrames | None = None,
         clock: Callable[[], float] = time.monotonic,
+        status_interval_s: float = 0.0,
     ) -> None:
         self.kiosk_id = kiosk_id
         self.flow = flow
@@ -141,6 +143,7 @@ class Runtime:
         self.camera_health = camera_health
         self.preview = preview  # the rider page's camera preview (ui.preview), or None
         self._clock = clock
+        self.status_interval_s = status_interval_s  # kiosk.status events (0: none)
         self.inputs: queue.Queue[Item] = queue.Queue()
         self.worker = BoardWorker(
             board,
@@ -214,9 +217,13 @@ class Runtime:
             return f.NotRecognised(at, "unknown")
         first_name = rider.display_name.split()[0] if rider.display_name.strip() else ""
         renting = self.flow.mode == "rental"
-        open_rentals = self.ledger.open_count(person) if renting else 0
+        # this kiosk's own rentals from its ledger, the rest of the fleet's from the roster
+        here = self.ledger.open_count(person) if renting else 0
+        open_rentals = here + rider.fleet.elsewhere(self.kiosk_id)
         today = datetime.now(UTC).date()
-        why = refusal(rider.entitlements, open_rentals, today, mode=self.flow.mode)
+        why = refusal(
+            rider.entitlements, open_rentals, today, mode=self.flow.mode, fleet=rider.fleet
+        )
         slot = self.inventory.choose() if why is None and renting else None
         return f.Recognised(at, person, first_name, refusal=why, slot=slot)
 
@@ -299,6 +306,7 @@ class Runtime:
         systemd.notify("READY=1", "STATUS=renting")
         ping_every = (watchdog_s or 0) / 3
         last_ping = last_check = self._clock()
+        reporter = StatusReporter(self, self.status_interval_s, last_check)
         stopping = False
         busy = (f.Phase.EJECTING, f.Phase.CONFIRMING, f.Phase.TAKE)
         while True:
@@ -341,6 +349,7 @@ class Runtime:
                 self._maybe_reload_roster()
                 unsettled = self._settle_unsettled()  # one indexed read when none wait
                 self._carry_out(self.flow.handle(f.Service(now, self._reason())))
+                reporter.tick(now)
         self.close()
 
     def close(self) -> None:

@@ -45,6 +45,12 @@ COMMANDS: tuple[LazyCommand, ...] = (
         kind="group",
     ),
     LazyCommand(
+        "fleet",
+        "cloud_sync.server.fleet_cli:fleet",
+        "Every kiosk's latest status: last seen, online, free slots, charged powerbanks, "
+        "backlog, roster lag, version; flagged batteries.",
+    ),
+    LazyCommand(
         "command",
         "cloud_sync.cli:command_app",
         "Sign and send remote commands to kiosks over MQTT; make the command key.",

@@ -40,6 +40,7 @@ from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.db import ConflictError, StoreDataError, StoreFaultError, open_database
 from cloud_sync.server.deps import ADMIN_ERRORS, Admin, client_source
 from cloud_sync.server.deps import raw_target as _raw_target
+from cloud_sync.server.fleet_api import install as install_fleet
 from cloud_sync.server.ingest import Limits, decode_body, parse_batch
 from cloud_sync.server.migrations import LATEST, migrate
 from cloud_sync.server.models import (
@@ -409,6 +410,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     app.include_router(roster_router)
     app.include_router(rentals_router)
+    install_fleet(app, metrics)
 
     @app.post("/v1/provision", status_code=201, response_model=ProvisionOut, responses=_ERRORS)
     def provision(request: Request, body: ProvisionIn, svc: Svc) -> ProvisionOut:

@@ -165,6 +165,8 @@ class SyncDaemon:
             full=result.full,
             upserts=result.upserts,
             deletions=result.deletions,
+            terms=result.terms,
+            fleet=result.fleet,
             error=result.error,
             seconds=round(result.seconds, 3),
         )

@@ -49,6 +49,8 @@ class RosterPull:
     full: bool = False
     upserts: int = 0
     deletions: int = 0
+    terms: int = 0  # riders' terms changed without their records
+    fleet: int = 0  # riders' fleet state (rentals out elsewhere, overdue, lost)
     error: str | None = None
     retry_after: float | None = None  # the cloud's Retry-After, when it failed with one
     seconds: float = 0.0
@@ -77,6 +79,7 @@ def pull_roster(client: CloudClient, roster: RosterTarget, outbox: Outbox) -> Ro
             applied.upserts,
             applied.deletions,
         )
+        result.terms, result.fleet = applied.terms, applied.fleet
     result.seconds = time.perf_counter() - started
     try:
         roster.record_pull(result.error)

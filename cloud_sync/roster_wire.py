@@ -25,7 +25,7 @@ import binascii
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,39 @@ class Entitlements:
     max_open_rentals: int = 1
     boarding_allowed: bool = True
     valid_until: date | None = None
+
+
+def entitlements_wire(rights: Entitlements) -> list[Any]:
+    return [
+        rights.may_rent,
+        rights.max_open_rentals,
+        rights.boarding_allowed,
+        rights.valid_until.isoformat() if rights.valid_until else None,
+    ]
+
+
+def entitlements_from(values: Any) -> Entitlements:
+    may_rent, max_open, boarding, valid_until = values
+    return Entitlements(
+        bool(may_rent),
+        int(max_open),
+        bool(boarding),
+        date.fromisoformat(valid_until) if valid_until else None,
+    )
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """A rider's rentals still out across the fleet when the roster was last pulled:
+    ``(kiosk_id, rental_id)`` pairs, and how many of them are overdue and lost."""
+
+    open_rentals: tuple[tuple[str, str], ...] = ()
+    overdue: int = 0
+    lost: int = 0
+
+    def elsewhere(self, kiosk_id: str) -> int:
+        """Rentals open at other kiosks (a kiosk counts its own from its ledger)."""
+        return sum(1 for kiosk, _ in self.open_rentals if kiosk != kiosk_id)
 
 
 @dataclass(frozen=True)
@@ -85,14 +118,7 @@ class RiderRecord:
                 [t.model, base64.b64encode(np.asarray(t.vector, dtype="<f4").tobytes()).decode()]
                 for t in self.templates
             ],
-            "e": [
-                self.entitlements.may_rent,
-                self.entitlements.max_open_rentals,
-                self.entitlements.boarding_allowed,
-                self.entitlements.valid_until.isoformat()
-                if self.entitlements.valid_until
-                else None,
-            ],
+            "e": entitlements_wire(self.entitlements),
             "c": self.claim_hash,
         }
         if self.lookalike:
@@ -111,21 +137,46 @@ class RiderRecord:
                 if array.shape != (ENCODING_SIZE,):
                     raise ValueError(f"template has {array.size} values")
                 templates.append(Template(str(model), array))
-            may_rent, max_open, boarding, valid_until = data["e"]
             return cls(
                 display_name=str(data["n"]),
                 templates=tuple(templates),
-                entitlements=Entitlements(
-                    bool(may_rent),
-                    int(max_open),
-                    bool(boarding),
-                    date.fromisoformat(valid_until) if valid_until else None,
-                ),
+                entitlements=entitlements_from(data["e"]),
                 claim_hash=data.get("c"),
                 lookalike=data.get("l", False) is True,
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise IntegrityError(f"rider record is malformed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RiderTerms:
+    """What an operator or the rider's app changes without touching the templates: the
+    entitlements and the claim hash. Only ever stored and sent sealed (``terms_aad``).
+
+    A kiosk applies a rider's terms over the record when the terms are newer (a higher
+    version) than the record, and drops them when a newer record arrives.
+    """
+
+    entitlements: Entitlements = field(default_factory=Entitlements)
+    claim_hash: str | None = None
+
+    def __repr__(self) -> str:
+        return "RiderTerms()"
+
+    def to_bytes(self) -> bytes:
+        data = {"e": entitlements_wire(self.entitlements), "c": self.claim_hash}
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> RiderTerms:
+        try:
+            data = json.loads(raw)
+            claim = data["c"]
+            if claim is not None and not isinstance(claim, str):
+                raise TypeError("claim hash is not text")
+            return cls(entitlements_from(data["e"]), claim)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"rider terms are malformed: {exc}") from None
 
 
 class SealedRow(BaseModel):
@@ -152,6 +203,30 @@ class WrappedKeyWire(BaseModel):
     sealed: str
 
 
+KIOSK_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+MAX_FLEET_RENTALS = 256
+
+
+class FleetRow(BaseModel):
+    """One rider's rentals still out across the fleet, as the cloud knows them: each
+    ``[kiosk_id, rental_id]`` open (overdue and lost ones included), and how many of them
+    are overdue and lost. Nothing personal beyond the person id; signed with the delta."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    person_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: int = Field(ge=1)
+    open_rentals: tuple[
+        tuple[
+            Annotated[str, Field(min_length=1, max_length=64, pattern=KIOSK_ID)],
+            Annotated[str, Field(min_length=1, max_length=64)],
+        ],
+        ...,
+    ] = Field(default=(), max_length=MAX_FLEET_RENTALS)
+    overdue: int = Field(default=0, ge=0, le=MAX_FLEET_RENTALS)
+    lost: int = Field(default=0, ge=0, le=MAX_FLEET_RENTALS)
+
+
 class DeltaBody(BaseModel):
     """What the cloud signs."""
 
@@ -167,6 +242,11 @@ class DeltaBody(BaseModel):
     data_key: WrappedKeyWire | None = None
     upserts: tuple[SealedRow, ...] = ()
     deletions: tuple[str, ...] = ()
+    # Riders' terms changed without their records (sealed, ``terms_aad``) and riders' fleet
+    # state; both left out of the signed JSON when empty, so a delta without them reads and
+    # signs as before.
+    terms: tuple[SealedRow, ...] = ()
+    fleet: tuple[FleetRow, ...] = ()
     issued_at: datetime
     # The nonce of the request this delta answers. None only in deltas made outside a
     # request (files, tests); the field is then left out of the signed JSON altogether.
@@ -196,6 +276,8 @@ class ApplyResult:
     upserts: int
     deletions: int
     full: bool = False
+    terms: int = 0
+    fleet: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,6 +295,9 @@ def _wire(body: DeltaBody | CurrentBody) -> dict[str, Any]:
     data = body.model_dump(mode="json")
     if data.get("nonce", "") is None:  # an unbound delta reads as it did before nonces
         del data["nonce"]
+    for optional in ("terms", "fleet"):  # as it did before a fleet
+        if data.get(optional) == []:
+            del data[optional]
     return data
 
 
@@ -345,5 +430,7 @@ def describe(body: DeltaBody) -> dict[str, Any]:
         "full": body.full,
         "upserts": len(body.upserts),
         "deletions": len(body.deletions),
+        "terms": len(body.terms),
+        "fleet": len(body.fleet),
         "model": body.model,
     }

@@ -42,6 +42,12 @@ def row_aad(person_id: str, version: int, data_key_id: str) -> bytes:
     return f"rider\x00{person_id}\x00{version}\x00{data_key_id}".encode()
 
 
+def terms_aad(person_id: str, version: int, data_key_id: str) -> bytes:
+    """A rider's terms row (entitlements and claim hash, ``roster_wire.RiderTerms``): bound
+    to its own kind, so a terms row can never be read as a rider record or the reverse."""
+    return f"terms\x00{person_id}\x00{version}\x00{data_key_id}".encode()
+
+
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)

@@ -4,7 +4,7 @@ the signed request target."""
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, Request
 
@@ -20,24 +20,37 @@ def client_source(request: Request) -> str:
     return source_of(request.client.host if request.client else None)
 
 
-def require_admin(request: Request) -> None:
-    """``Authorization: Bearer <admin token>``, compared in constant time, within the
-    lockouts: 429 while this source or this token is locked out, and a wrong or missing
-    token counts towards a lockout of the source (and of the token, when one was sent)."""
+def _bearer(request: Request, credential: Literal["admin", "app"]) -> None:
+    """``Authorization: Bearer <token>``, compared in constant time, within the lockouts:
+    429 while this source or this token is locked out, and a wrong or missing token counts
+    towards a lockout of the source (and of the token, when one was sent)."""
     service = request.app.state.service
-    token = service.settings.admin_token
+    token = getattr(service.settings, f"{credential}_token")
     if token is None:
-        raise Problem(403, "admin_disabled", "no admin token is configured on this server")
+        raise Problem(
+            403, f"{credential}_disabled", f"no {credential} token is configured on this server"
+        )
     given = request.headers.get("authorization", "")
     source = client_source(request)
-    service.limiter.check("admin", source, given)
+    service.limiter.check(credential, source, given)
     expected = f"Bearer {token.get_secret_value()}"
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        service.limiter.failed("admin", source, given)
-        raise Problem(401, "bad_admin_token", "missing or wrong admin bearer token")
+        service.limiter.failed(credential, source, given)
+        raise Problem(401, f"bad_{credential}_token", f"missing or wrong {credential} bearer token")
+
+
+def require_admin(request: Request) -> None:
+    """The operator's admin token (see ``_bearer``)."""
+    _bearer(request, "admin")
+
+
+def require_app(request: Request) -> None:
+    """The riders' app backend's token (see ``_bearer``)."""
+    _bearer(request, "app")
 
 
 Admin = Depends(require_admin)
+App = Depends(require_app)
 
 
 def raw_target(request: Request) -> str:

@@ -121,6 +121,20 @@ class TemplateIn(_Body):
         return value
 
 
+def iso_date(value: Any) -> Any:
+    """A ``YYYY-MM-DD`` text as a date (a strict body's date fields read through this)."""
+    if isinstance(value, str):
+        if not _DATE.fullmatch(value):
+            raise ValueError("must be a date as YYYY-MM-DD")
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("is not a valid date") from None
+    if value is not None and (not isinstance(value, date) or isinstance(value, datetime)):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
 class RiderIn(_Body):
     """A rider to add: stored sealed; the cloud keeps no name or template in clear."""
 
@@ -137,16 +151,7 @@ class RiderIn(_Body):
     @field_validator("valid_until", mode="before")
     @classmethod
     def _iso_date(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not _DATE.fullmatch(value):
-                raise ValueError("must be a date as YYYY-MM-DD")
-            try:
-                return date.fromisoformat(value)
-            except ValueError:
-                raise ValueError("is not a valid date") from None
-        if value is not None and (not isinstance(value, date) or isinstance(value, datetime)):
-            raise ValueError("must be a date as YYYY-MM-DD")
-        return value
+        return iso_date(value)
 
     def to_record(self) -> RiderRecord:
         return RiderRecord(

@@ -38,7 +38,7 @@ from cloud_sync.events import ErrorBody
 from cloud_sync.server.db import Database, Tx
 from cloud_sync.server.problems import Problem
 
-Credential = Literal["admin", "provision", "kiosk"]
+Credential = Literal["admin", "app", "provision", "kiosk"]
 Scope = Literal["batch", "pull"]
 PRUNE_EVERY_S = 60.0
 
@@ -96,6 +96,7 @@ class RatePolicy:
         return cls(
             failures={
                 "admin": lockout(settings.auth_max_failures),
+                "app": lockout(settings.auth_max_failures),
                 "provision": lockout(settings.auth_max_failures),
                 "kiosk": lockout(settings.kiosk_auth_max_failures),
             },
@@ -174,6 +175,7 @@ def rate_limited(scope: Scope, kiosk_id: str, rule: Rule, retry_after: int) -> P
 
 _NAMES: dict[Credential, str] = {
     "admin": "admin tokens",
+    "app": "app tokens",
     "provision": "provisioning tokens",
     "kiosk": "kiosk signatures",
 }

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cloud_sync.errors import IntegrityError, SigningKeyError
 from cloud_sync.roster_wire import (
     Entitlements,
+    FleetRow,
     RiderRecord,
+    RiderTerms,
     SealedRow,
     build_current,
     build_delta,
@@ -38,12 +40,14 @@ from cloud_sync.roster_wire import (
     sign_delta,
 )
 from cloud_sync.sealing import key_id, open_sealed, raw_public, row_aad, seal
+from cloud_sync.server import rider_fleet, rider_terms
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.db import Database, Tx
 from cloud_sync.server.migrations import utc_text
 from cloud_sync.server.models import RiderOut, RosterStatus
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.rider_fleet import bump_roster
+from cloud_sync.server.rider_terms import TermsChange
 from cloud_sync.server.roster_keys import DataKey, RosterKeyFiles
 
 _STATE = "SELECT version, key_id, key_version, tombstone_floor FROM roster_state WHERE id = 1"
@@ -80,6 +84,8 @@ class Delta:
     full: bool = False
     upserts: int = 0
     deletions: int = 0
+    terms: int = 0
+    fleet: int = 0
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,8 @@ class CloudRoster:
             state = self._bump(tx, now)
             if tx.run("DELETE FROM roster_riders WHERE person_id = ?", [person_id]) != 1:
                 raise Problem(404, "unknown_rider", f"no rider {person_id!r} in the roster")
+            tx.run("DELETE FROM rider_terms WHERE person_id = ?", [person_id])
+            tx.run("DELETE FROM rider_fleet WHERE person_id = ?", [person_id])
             tx.run(
                 "INSERT INTO roster_tombstones (person_id, version, deleted_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (person_id) DO UPDATE SET version = excluded.version, "
@@ -221,6 +229,25 @@ class CloudRoster:
             [max(state.tombstone_floor, int(newest))],
         )
 
+    def set_terms(self, person_id: str, change: TermsChange) -> tuple[int, RiderTerms]:
+        """Change a rider's entitlements or claim hash without their templates; the new
+        roster version and the terms now in force."""
+        now = datetime.now(UTC)
+        with self.db.transaction() as tx:
+            state = self._bump(tx, now)
+            key = self._key(tx, state)
+            rows = tx.rows(
+                "SELECT version, key_id, sealed FROM roster_riders WHERE person_id = ?",
+                [person_id],
+            )
+            if not rows:
+                raise Problem(404, "unknown_rider", f"no rider {person_id!r} in the roster")
+            version, row_key, sealed = rows[0]
+            record = RiderRecord.from_bytes(self._open(key, person_id, version, row_key, sealed))
+            terms = change.applied(rider_terms.effective(tx, key, person_id, version, record))
+            rider_terms.store(tx, key, person_id, state.version, terms, now)
+        return state.version, terms
+
     def rotate_key(self) -> Rotation:
         """Re-seal every row under a new data key; the old key file is then replaced.
 
@@ -239,6 +266,7 @@ class CloudRoster:
                 again = seal(fresh.material, plain, row_aad(person_id, version, fresh.key_id))
                 updates.append([fresh.key_id, base64.b64encode(again).decode(), person_id])
             tx.many("UPDATE roster_riders SET key_id = ?, sealed = ? WHERE person_id = ?", updates)
+            rider_terms.reseal_all(tx, old, fresh)
             tx.run(
                 "UPDATE roster_state SET key_id = ?, key_version = ? WHERE id = 1",
                 [fresh.key_id, state.version],
@@ -265,20 +293,37 @@ class CloudRoster:
 
     def riders(self, after: str = "", limit: int | None = None) -> list[RiderSummary]:
         """Riders in id order after ``after``, decrypted for the operator (names and
-        entitlements, no templates)."""
+        entitlements in force, no templates)."""
+        return self._summaries(
+            "person_id > ? ORDER BY person_id LIMIT ?", [after, 2**62 if limit is None else limit]
+        )
+
+    def rider(self, person_id: str) -> RiderSummary | None:
+        """One rider as ``riders`` lists them, or None."""
+        found = self._summaries("person_id = ?", [person_id])
+        return found[0] if found else None
+
+    def _summaries(self, where: str, args: list[Any]) -> list[RiderSummary]:
         with self.db.transaction() as tx:
             state = self._read_state(tx)
             rows = tx.rows(
-                "SELECT person_id, version, key_id, sealed, updated_at FROM roster_riders "
-                "WHERE person_id > ? ORDER BY person_id LIMIT ?",
-                [after, 2**62 if limit is None else limit],
+                "SELECT person_id, version, key_id, sealed, updated_at FROM roster_riders "  # noqa: S608
+                f"WHERE {where}",
+                args,
             )
-        if not rows:
-            return []
-        key = self.keys.data_key(state.key_id)
+            if not rows:
+                return []
+            key = self.keys.data_key(state.key_id)
+            newer = {row[0]: rider_terms.newer_terms(tx, key, row[0], int(row[1])) for row in rows}
         found = []
         for person_id, version, row_key, sealed, updated in rows:
             record = RiderRecord.from_bytes(self._open(key, person_id, version, row_key, sealed))
+            terms = newer[person_id]
+            if terms is not None:  # changed since the record: its terms are in force
+                version = terms[0]
+                record = replace(
+                    record, entitlements=terms[1].entitlements, claim_hash=terms[1].claim_hash
+                )
             per_model: dict[str, int] = {}
             for template in record.templates:
                 per_model[template.model] = per_model.get(template.model, 0) + 1
@@ -325,6 +370,18 @@ class CloudRoster:
                 "WHERE version > ? ORDER BY person_id",
                 [0 if full else since],
             )
+            key = self.keys.data_key(state.key_id)
+            terms = rider_terms.rows_since(tx, 0 if full else since, key)
+            fleet = [
+                FleetRow(
+                    person_id=person_id,
+                    version=version,
+                    open_rentals=held.open_rentals,
+                    overdue=held.overdue,
+                    lost=held.lost,
+                )
+                for person_id, version, held in rider_fleet.rows_since(tx, 0 if full else since)
+            ]
             deletions = (
                 []
                 if full
@@ -337,7 +394,6 @@ class CloudRoster:
                     )
                 ]
             )
-        key = self.keys.data_key(state.key_id)
         upserts = []
         for person_id, version, row_key, sealed in rows:
             if row_key != key.key_id:
@@ -359,9 +415,13 @@ class CloudRoster:
             nonce=nonce,
         )
         # The rows are shipped as stored, sealed under the same key and associated data.
-        body = body.model_copy(update={"upserts": tuple(upserts)})
+        body = body.model_copy(
+            update={"upserts": tuple(upserts), "terms": tuple(terms), "fleet": tuple(fleet)}
+        )
         signed = sign_delta(body, self.keys.signing)
-        return Delta(state.version, signed, False, full, len(upserts), len(deletions))
+        return Delta(
+            state.version, signed, False, full, len(upserts), len(deletions), len(terms), len(fleet)
+        )
 
 
 def rider_out(rider: RiderSummary) -> RiderOut:

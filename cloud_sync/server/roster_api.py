@@ -115,6 +115,8 @@ def roster_delta(request: Request, since: Annotated[int, Query(ge=0, le=MAX_SEQ)
             full=delta.full,
             upserts=delta.upserts,
             deletions=delta.deletions,
+            terms=delta.terms,
+            fleet=delta.fleet,
         )
     headers = {VERSION_HEADER: str(delta.version)}
     return Response(delta.body, media_type="application/json", headers=headers)

@@ -25,6 +25,7 @@ from cloud_sync.server.db import open_database, quiet_pool_logs, require_databas
 from cloud_sync.server.migrations import migrate
 from cloud_sync.server.models import PERSON_ID_PATTERN, RiderIn, TemplateIn
 from cloud_sync.server.problems import Problem
+from cloud_sync.server.rider_terms import TermsChange
 from cloud_sync.server.roster import CloudRoster, open_cloud_roster, rider_out, roster_status
 from cloud_sync.server.roster_keys import RosterKeyFiles
 from cloud_sync.wire_values import loads_strict, printable
@@ -42,7 +43,9 @@ DatabaseUrl = Annotated[
 ]
 
 keys_app = typer.Typer(help="The cloud's roster keys.", no_args_is_help=True)
-riders_app = typer.Typer(help="Add, delete or list the roster's riders.", no_args_is_help=True)
+riders_app = typer.Typer(
+    help="Add, change, delete or list the roster's riders.", no_args_is_help=True
+)
 roster_app = typer.Typer(help="The roster's state and its data key.", no_args_is_help=True)
 
 _NOT_CONFIGURED = (
@@ -226,14 +229,68 @@ def riders_delete(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Delete a rider; every kiosk drops their templates at its next pull."""
+    _rider_id(person_id)
+    with _roster(database_url) as roster:
+        version = roster.delete(person_id)
+    typer.echo(f"deleted {person_id}; roster version {version}")
+
+
+def _rider_id(person_id: str) -> str:
     if len(person_id) > 128 or not re.fullmatch(PERSON_ID_PATTERN, person_id):
         raise InputError(
             f"{printable(person_id, 64)!r} is not a rider id (at most 128 letters, digits, "
             "'.', '_', '-')"
         )
+    return person_id
+
+
+@riders_app.command("set")
+def riders_set(
+    person_id: Annotated[str, typer.Argument(help="The rider to change.")],
+    may_rent: Annotated[
+        bool | None,
+        typer.Option("--may-rent/--block", help="Allow renting again, or put the rider on hold."),
+    ] = None,
+    max_open: Annotated[
+        int | None,
+        typer.Option("--max-open", min=0, max=100, help="Most powerbanks out at once, fleet-wide."),
+    ] = None,
+    boarding: Annotated[
+        bool | None, typer.Option("--boarding/--no-boarding", help="May board, or not.")
+    ] = None,
+    valid_until: Annotated[
+        str | None,
+        typer.Option("--valid-until", help="Last valid day (YYYY-MM-DD), or 'never' to clear it."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change a rider's entitlements without resending templates; kiosks get the change
+    at their next pull as a small terms row."""
+    _rider_id(person_id)
+    until, clear = None, False
+    if valid_until == "never":
+        clear = True
+    elif valid_until is not None:
+        try:
+            until = date.fromisoformat(valid_until)
+        except ValueError:
+            raise InputError(
+                f"--valid-until {valid_until!r} is not a date (YYYY-MM-DD) or 'never'"
+            ) from None
+    change = TermsChange(may_rent, max_open, boarding, until, clear)
+    if change.empty:
+        raise InputError(
+            "name something to change: --may-rent/--block, --max-open, "
+            "--boarding/--no-boarding or --valid-until"
+        )
     with _roster(database_url) as roster:
-        version = roster.delete(person_id)
-    typer.echo(f"deleted {person_id}; roster version {version}")
+        version, terms = roster.set_terms(person_id, change)
+    rights = terms.entitlements
+    typer.echo(
+        f"{person_id}: may rent {'yes' if rights.may_rent else 'no (blocked)'}, at most "
+        f"{rights.max_open_rentals} out, boarding {'yes' if rights.boarding_allowed else 'no'}, "
+        f"valid until {rights.valid_until or 'no end'}; roster version {version}"
+    )
 
 
 @riders_app.command("list")

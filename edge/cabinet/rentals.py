@@ -27,7 +27,7 @@ from typing import Literal
 
 from cloud_sync.outbox import Outbox, OutboxTransaction
 from cloud_sync.outbox_budget import could_hold
-from cloud_sync.roster_wire import Entitlements
+from cloud_sync.roster_wire import Entitlements, FleetView
 from edge.cabinet.ejects import SETTLE_RESERVE, EjectJournal
 from edge.cabinet.ejects import Intent as EjectIntent
 
@@ -59,11 +59,14 @@ def refusal(
     open_rentals: int,
     today: date,
     mode: Literal["rental", "boarding"] = "rental",
+    fleet: FleetView | None = None,
 ) -> str | None:
     """Why this rider may not rent (or board, in boarding mode) now; None when they may.
 
-    Renting needs ``may_rent``, a membership still valid today and fewer open rentals than
-    ``max_open_rentals``. Boarding needs ``boarding_allowed`` and a valid membership; open
+    Renting needs ``may_rent``, a membership still valid today, no powerbank lost or
+    overdue anywhere in the fleet (``fleet``, as of the last roster pull), and fewer open
+    rentals than ``max_open_rentals``: ``open_rentals`` counts this kiosk's own and those
+    open at other kiosks. Boarding needs ``boarding_allowed`` and a valid membership; open
     rentals and ``may_rent`` are rental matters and do not stop a boarding.
     """
     expired = entitlements.valid_until is not None and entitlements.valid_until < today
@@ -75,6 +78,10 @@ def refusal(
         return "blocked"
     if expired:
         return "expired"
+    if fleet is not None and fleet.lost:
+        return "lost"
+    if fleet is not None and fleet.overdue:
+        return "overdue"
     if open_rentals >= entitlements.max_open_rentals:
         return "open_rental"
     return None

@@ -11,14 +11,22 @@ only as the answer to the very request it names.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cloud_sync.errors import DeltaError, IntegrityError, VersionGapError
-from cloud_sync.roster_wire import CurrentBody, DeltaBody, RiderRecord, verify_answer
-from cloud_sync.sealing import WrappedKey, open_sealed, row_aad, unwrap_key
+from cloud_sync.roster_wire import (
+    CurrentBody,
+    DeltaBody,
+    RiderRecord,
+    RiderTerms,
+    SealedRow,
+    verify_answer,
+)
+from cloud_sync.sealing import WrappedKey, open_sealed, row_aad, terms_aad, unwrap_key
 from edge.vault.errors import StoreError
 from edge.vault.verify import KeyOf
 
@@ -36,6 +44,10 @@ class Recipient:
 
 #: A row as the store writes it: person id, version, data-key id, models, sealed bytes.
 Row = tuple[str, int, str, str, bytes]
+#: A terms row as the store writes it: person id, version, data-key id, sealed bytes.
+TermsRow = tuple[str, int, str, bytes]
+#: A fleet row as the store writes it: person id, version, open rentals (JSON), overdue, lost.
+FleetRow = tuple[str, int, str, int, int]
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,8 @@ class OpenedDelta:
     body: DeltaBody
     rows: tuple[Row, ...]
     new_key: tuple[WrappedKey, bytes] | None  # the data key it brings (wrapped, opened)
+    terms: tuple[TermsRow, ...] = ()
+    fleet: tuple[FleetRow, ...] = ()
 
     def __repr__(self) -> str:  # never print a key
         return f"OpenedDelta(v{self.body.from_version}->v{self.body.to_version}, {len(self.rows)} rows)"
@@ -138,17 +152,20 @@ def open_delta(body: DeltaBody, box: X25519PrivateKey, key_of: KeyOf) -> OpenedD
             new_key = (wrapped, unwrap_key(wrapped, box))
         except IntegrityError as exc:
             raise DeltaError(f"roster delta's data key cannot be opened: {exc}") from None
+
+    def key_for(row: SealedRow, what: str) -> bytes:
+        if new_key is not None and row.key_id == new_key[0].key_id:
+            return new_key[1]
+        try:
+            return key_of(row.key_id)
+        except StoreError:
+            raise DeltaError(
+                f"{what} {row.person_id} is sealed with unknown data key {row.key_id}"
+            ) from None
+
     rows: list[Row] = []
     for row in body.upserts:
-        if new_key is not None and row.key_id == new_key[0].key_id:
-            data_key = new_key[1]
-        else:
-            try:
-                data_key = key_of(row.key_id)
-            except StoreError:
-                raise DeltaError(
-                    f"row {row.person_id} is sealed with unknown data key {row.key_id}"
-                ) from None
+        data_key = key_for(row, "row")
         try:
             blob = row.blob()
             record = RiderRecord.from_bytes(
@@ -158,4 +175,27 @@ def open_delta(body: DeltaBody, box: X25519PrivateKey, key_of: KeyOf) -> OpenedD
             raise DeltaError(f"row {row.person_id} fails its integrity check: {exc}") from None
         models = ",".join(sorted({template.model for template in record.templates}))
         rows.append((row.person_id, row.version, row.key_id, models, blob))
-    return OpenedDelta(body, tuple(rows), new_key)
+    terms: list[TermsRow] = []
+    for row in body.terms:
+        data_key = key_for(row, "terms of rider")
+        try:
+            blob = row.blob()
+            RiderTerms.from_bytes(
+                open_sealed(data_key, blob, terms_aad(row.person_id, row.version, row.key_id))
+            )
+        except IntegrityError as exc:
+            raise DeltaError(
+                f"terms of rider {row.person_id} fail their integrity check: {exc}"
+            ) from None
+        terms.append((row.person_id, row.version, row.key_id, blob))
+    fleet = tuple(
+        (
+            item.person_id,
+            item.version,
+            json.dumps([list(pair) for pair in item.open_rentals], separators=(",", ":")),
+            item.overdue,
+            item.lost,
+        )
+        for item in body.fleet
+    )
+    return OpenedDelta(body, tuple(rows), new_key, tuple(terms), fleet)

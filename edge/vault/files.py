@@ -2,8 +2,9 @@
 
 Tables: ``riders`` (person id, version, data-key id, the models its templates use, and the
 sealed record), ``data_keys`` (data keys wrapped for this kiosk's X25519 key) and ``meta``
-(roster version, encoder model, source, when it changed, how the last pull went). Nothing
-else is stored.
+(roster version, encoder model, source, when it changed, how the last pull went); from a
+fleet's cloud also ``rider_terms`` (sealed terms) and ``rider_fleet`` (rentals still out).
+Nothing else is stored.
 
 Commands that only look (``kiosk roster info``, ``kiosk status``, ``kiosk sync status``)
 open the roster with ``open_read_only``: nothing is created, neither the file nor a
@@ -40,6 +41,22 @@ TABLES: dict[str, tuple[dict[str, type], str]] = {
 }
 
 
+#: Tables a roster holds once it has taken a delta from a fleet's cloud (made when it is
+#: opened for writing; a roster written before them reads as having none): riders' terms
+#: changed without their records (sealed as they arrived) and riders' fleet state (their
+#: rentals still out across the fleet: person id, rental ids and counts, nothing else).
+FLEET_TABLES: dict[str, tuple[dict[str, type], str]] = {
+    "rider_terms": (
+        {"person_id": str, "version": int, "key_id": str, "sealed": bytes},
+        "person_id",
+    ),
+    "rider_fleet": (
+        {"person_id": str, "version": int, "open_rentals": str, "overdue": int, "lost": int},
+        "person_id",
+    ),
+}
+
+
 #: One rider's row, written as it will be read: sealed, with its id, version and key id.
 INSERT_ROW = (
     "INSERT OR REPLACE INTO riders (person_id, version, key_id, models, sealed)"
@@ -49,7 +66,7 @@ INSERT_ROW = (
 
 def create_tables(db: sqlite_utils.Database) -> None:
     """Create the roster's tables where they do not exist yet."""
-    for name, (columns, pk) in TABLES.items():
+    for name, (columns, pk) in {**TABLES, **FLEET_TABLES}.items():
         db.table(name).create(columns, pk=pk, not_null=set(columns), if_not_exists=True)
 
 
@@ -88,7 +105,9 @@ def refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
     outbox or a slot database given as ``--roster`` is never written into."""
     rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
     foreign = sorted(
-        name for (name,) in rows if name not in TABLES and not name.startswith("sqlite_")
+        name
+        for (name,) in rows
+        if name not in TABLES and name not in FLEET_TABLES and not name.startswith("sqlite_")
     )
     if foreign:
         db.close()

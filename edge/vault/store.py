@@ -27,13 +27,22 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.errors import IntegrityError
-from cloud_sync.roster_wire import ApplyResult, CurrentBody, DeltaBody, RiderRecord, RosterAnswer
+from cloud_sync.roster_wire import (
+    ApplyResult,
+    CurrentBody,
+    DeltaBody,
+    FleetView,
+    RiderRecord,
+    RiderTerms,
+    RosterAnswer,
+)
 from cloud_sync.sealing import (
     WrappedKey,
     new_data_key,
     open_sealed,
     row_aad,
     seal,
+    terms_aad,
     unwrap_key,
     wrap_key,
 )
@@ -147,7 +156,8 @@ class RosterStore:
     def _forget_unused_keys(self) -> None:
         current = self._meta("key_id")
         self._db.execute(
-            "DELETE FROM data_keys WHERE key_id != ? AND key_id NOT IN (SELECT DISTINCT key_id FROM riders)",
+            "DELETE FROM data_keys WHERE key_id != ? AND key_id NOT IN (SELECT DISTINCT key_id "
+            "FROM riders) AND key_id NOT IN (SELECT DISTINCT key_id FROM rider_terms)",
             (current,),
         )
         self._data_keys = {k: v for k, v in self._data_keys.items() if k == current}
@@ -223,21 +233,65 @@ class RosterStore:
                 f"{self.path}: rider row {person_id} v{version} fails its integrity check: {exc}"
             ) from None
 
+    def _has_table(self, name: str) -> bool:
+        """Whether the file holds ``name`` (a roster opened read-only may predate it)."""
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def _terms(self) -> dict[str, tuple[int, RiderTerms]]:
+        """Every rider's sealed terms, opened: ``{person_id: (version, terms)}``."""
+        if not self._has_table("rider_terms"):
+            return {}
+        found = {}
+        for person_id, version, data_key_id, sealed in self._db.execute(
+            "SELECT person_id, version, key_id, sealed FROM rider_terms"
+        ):
+            key = self._data_key(data_key_id)
+            try:
+                plain = open_sealed(key, sealed, terms_aad(person_id, version, data_key_id))
+                found[person_id] = (int(version), RiderTerms.from_bytes(plain))
+            except IntegrityError as exc:
+                raise StoreError(
+                    f"{self.path}: terms of rider {person_id} v{version} fail their integrity "
+                    f"check: {exc}"
+                ) from None
+        return found
+
+    def _fleet(self) -> dict[str, FleetView]:
+        if not self._has_table("rider_fleet"):
+            return {}
+        found = {}
+        for person_id, text, overdue, lost in self._db.execute(
+            "SELECT person_id, open_rentals, overdue, lost FROM rider_fleet"
+        ):
+            pairs = tuple((str(kiosk), str(rental)) for kiosk, rental in json.loads(text))
+            found[person_id] = FleetView(pairs, int(overdue), int(lost))
+        return found
+
     def load(self) -> LoadedRoster:
-        """Decrypt every row into memory."""
+        """Decrypt every row into memory, each rider with the terms in force (their terms
+        row when it is newer than their record) and their fleet state."""
         loaded = LoadedRoster(version=self.version)
+        terms, fleet = self._terms(), self._fleet()
         rows = self._db.execute(
             "SELECT person_id, version, key_id, sealed FROM riders ORDER BY person_id"
         )
         for person_id, version, data_key_id, sealed in rows:
             record = self._open_row(person_id, version, data_key_id, sealed)
+            rights, claim = record.entitlements, record.claim_hash
+            newer = terms.get(person_id)
+            if newer is not None and newer[0] > version:
+                rights, claim = newer[1].entitlements, newer[1].claim_hash
             loaded.riders[person_id] = Rider(
                 person_id,
                 version,
                 record.display_name,
-                record.entitlements,
-                record.claim_hash,
+                rights,
+                claim,
                 record.lookalike,
+                fleet.get(person_id, FleetView()),
             )
             for template in record.templates:
                 loaded.templates.setdefault(template.model, []).append((person_id, template.vector))
@@ -287,10 +341,31 @@ class RosterStore:
         models = ",".join(sorted({template.model for template in record.templates}))
         self._db.execute(INSERT_ROW, (person_id, version, data_key_id, models, sealed))
 
+    def _write_terms(
+        self, person_id: str, version: int, data_key_id: str, terms: RiderTerms
+    ) -> None:
+        sealed = seal(
+            self._data_key(data_key_id),
+            terms.to_bytes(),
+            terms_aad(person_id, version, data_key_id),
+        )
+        self._db.execute(
+            "INSERT OR REPLACE INTO rider_terms (person_id, version, key_id, sealed) "
+            "VALUES (?, ?, ?, ?)",
+            (person_id, version, data_key_id, sealed),
+        )
+
     def _delete_riders(self, person_ids: Iterable[str]) -> int:
-        """Delete these riders' rows (inside a transaction); how many there were."""
-        sql = "DELETE FROM riders WHERE person_id = ?"
-        return sum(self._db.execute(sql, (person_id,)).rowcount for person_id in person_ids)
+        """Delete these riders' rows, terms and fleet state (inside a transaction); how many
+        riders there were."""
+        gone = 0
+        for person_id in person_ids:
+            gone += self._db.execute(
+                "DELETE FROM riders WHERE person_id = ?", (person_id,)
+            ).rowcount
+            self._db.execute("DELETE FROM rider_terms WHERE person_id = ?", (person_id,))
+            self._db.execute("DELETE FROM rider_fleet WHERE person_id = ?", (person_id,))
+        return gone
 
     def _bump_version(self, version: int) -> None:
         self._set_meta("version", version)
@@ -313,10 +388,14 @@ class RosterStore:
         records = [
             (pid, ver, self._open_row(pid, ver, kid, sealed)) for pid, ver, kid, sealed in rows
         ]
+        terms = self._terms()
         with self._transaction():
             key_id = self._new_local_key()
             for person_id, version, record in records:
                 self._write_row(person_id, version + 1, key_id, record)
+            self._db.execute("DELETE FROM rider_terms")
+            for person_id, (version, held) in terms.items():  # sealed again, still newer
+                self._write_terms(person_id, version + 1, key_id, held)
             self._forget_unused_keys()
             self._bump_version(self.version + 1)
         self._scrub_wal()
@@ -357,13 +436,33 @@ class RosterStore:
                 kept = {row[0] for row in opened.rows}
                 held = [pid for (pid,) in self._db.execute("SELECT person_id FROM riders")]
                 deleted += self._delete_riders(pid for pid in held if pid not in kept)
+                self._db.execute("DELETE FROM rider_terms")  # a snapshot brings them all
+                self._db.execute("DELETE FROM rider_fleet")
             self._db.executemany(INSERT_ROW, opened.rows)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rider_terms (person_id, version, key_id, sealed) "
+                "VALUES (?, ?, ?, ?)",
+                opened.terms,
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rider_fleet (person_id, version, open_rentals, "
+                "overdue, lost) VALUES (?, ?, ?, ?, ?)",
+                opened.fleet,
+            )
             deleted += self._delete_riders(body.deletions)
             self._forget_unused_keys()
             self._bump_version(body.to_version)
         if deleted or body.full:
             self._scrub_wal()
-        return ApplyResult(body.from_version, body.to_version, len(opened.rows), deleted, body.full)
+        return ApplyResult(
+            body.from_version,
+            body.to_version,
+            len(opened.rows),
+            deleted,
+            body.full,
+            len(opened.terms),
+            len(opened.fleet),
+        )
 
     def record_pull(self, error: str | None) -> None:
         """Remember how a pull from the cloud went, for ``kiosk sync status``."""

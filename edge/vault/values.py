@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from cloud_sync.roster_wire import Entitlements
+from cloud_sync.roster_wire import Entitlements, FleetView
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Rider:
     entitlements: Entitlements
     claim_hash: str | None
     lookalike: bool = False  # enrolled close to another rider: always confirms a claim
+    fleet: FleetView = field(default_factory=FleetView)
 
     def __repr__(self) -> str:
         return f"Rider({self.person_id!r}, v{self.version})"

@@ -1,0 +1,288 @@
+"""Fleet rules reach the kiosks without templates: a real API (SQLite and PostgreSQL), real
+roster files, the sync daemon's pushes and pulls.
+
+An operator blocking or extending a rider, and the rider's app setting a claim code, reach
+every kiosk as a small sealed terms row; a rental open at one kiosk reaches the others as
+a fleet row, so each counts it against the rider's limit offline; the return closes it
+everywhere. Bad bodies and wrong tokens get clear 4xx answers and change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cloud_sync.claim_code import claim_matches
+from cloud_sync.server.roster_keys import RosterKeyFiles
+from edge.cabinet.rentals import refusal
+from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
+from tests.integration.sync.test_roster_sync import (
+    Proxy,
+    RosterKiosk,
+    add_rider,
+    delete_rider,
+    make_roster_kiosk,
+)
+
+APP_TOKEN = "app-token-for-tests-0123456789"
+TODAY = date(2026, 12, 6)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def fleet_module_cloud(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cloud]:
+    folder = tmp_path_factory.mktemp("fleet-cloud")
+    if request.param == "sqlite":
+        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}", app_token=APP_TOKEN)
+    else:
+        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
+        keys.init()
+        running = start_cloud(
+            request.getfixturevalue("pg_session_url"),
+            roster_key_file=keys.signing_path,
+            roster_data_key_file=keys.data_path,
+            app_token=APP_TOKEN,
+        )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def cloud(fleet_module_cloud: Cloud) -> Cloud:
+    empty_database(fleet_module_cloud.settings.database_url)
+    fleet_module_cloud.service().forget_keys()
+    return fleet_module_cloud
+
+
+class Sizes:
+    """Records the size of each roster answer on its way to the kiosk."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def __call__(self, request: httpx.Request, content: bytes) -> None:
+        self.seen.append(len(content))
+
+
+def pull(kiosk: RosterKiosk, cloud: Cloud, sizes: Sizes | None = None) -> Any:
+    daemon = kiosk.daemon(cloud, transport=Proxy(sizes) if sizes else None)
+    result = daemon.pull_roster()
+    assert result.error is None, result.error
+    return result
+
+
+def app(cloud: Cloud, method: str, path: str, token: str = APP_TOKEN, **kw: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return cloud.http.request(method, cloud.url + path, headers=headers, **kw)
+
+
+def test_an_operator_blocks_and_extends_a_rider_without_resending_templates(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    add_rider(cloud, "ann", 1, name="Ann Example", max_open_rentals=1)
+    sizes = Sizes()
+    first = pull(kiosk, cloud, sizes)
+    assert first.upserts == 1
+
+    blocked = cloud.admin("PATCH", "/v1/admin/riders/ann", json={"may_rent": False})
+    assert blocked.status_code == 200, blocked.text
+    assert blocked.json()["may_rent"] is False and blocked.json()["display_name"] == "Ann Example"
+    second = pull(kiosk, cloud, sizes)
+    assert (second.upserts, second.terms, second.full) == (0, 1, False)
+    # no template travels: the terms-only delta is a fraction of the one that brought the rider
+    assert sizes.seen[1] < 2000 and sizes.seen[1] < sizes.seen[0] * 0.6, sizes.seen
+    rider = kiosk.store.load().riders["ann"]
+    assert refusal(rider.entitlements, 0, TODAY, fleet=rider.fleet) == "blocked"
+    assert rider.display_name == "Ann Example"  # the record is still there
+
+    extended = cloud.admin(
+        "PATCH",
+        "/v1/admin/riders/ann",
+        json={"may_rent": True, "max_open_rentals": 3, "valid_until": "2020-01-31"},
+    )
+    assert extended.status_code == 200, extended.text
+    pull(kiosk, cloud)
+    rights = kiosk.store.load().riders["ann"].entitlements
+    assert (rights.may_rent, rights.max_open_rentals, rights.valid_until) == (
+        True,
+        3,
+        date(2020, 1, 31),
+    )
+    assert refusal(rights, 0, TODAY) == "expired"
+    cleared = cloud.admin("PATCH", "/v1/admin/riders/ann", json={"valid_until": None})
+    assert cleared.json()["valid_until"] is None and cleared.json()["max_open_rentals"] == 3
+    # the operator's list shows the terms in force
+    listed = cloud.admin("GET", "/v1/admin/riders").json()
+    assert [(r["person_id"], r["may_rent"], r["max_open_rentals"]) for r in listed] == [
+        ("ann", True, 3)
+    ]
+    # a rider enrolled again brings a record newer than the terms: the record is in force
+    add_rider(cloud, "ann", 1, name="Ann Example", max_open_rentals=1, replace=True)
+    pull(kiosk, cloud)
+    assert kiosk.store.load().riders["ann"].entitlements.max_open_rentals == 1
+
+
+def test_the_riders_app_sets_a_claim_code_that_kiosks_check_and_no_one_can_read(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    add_rider(cloud, "ann", 1)
+    pull(kiosk, cloud)
+    assert kiosk.store.load().riders["ann"].claim_hash is None
+
+    answer = app(cloud, "PUT", "/v1/riders/ann/claim", json={"code": "4821"})
+    assert answer.status_code == 200, answer.text
+    assert "4821" not in answer.text and "scrypt" not in answer.text
+    assert pull(kiosk, cloud).terms == 1
+    stored = kiosk.store.load().riders["ann"].claim_hash
+    assert stored is not None and claim_matches("4821", stored)
+    assert not claim_matches("4822", stored)
+    # changed later: the old code stops working at the next pull
+    assert app(cloud, "PUT", "/v1/riders/ann/claim", json={"code": "135790"}).status_code == 200
+    pull(kiosk, cloud)
+    changed = kiosk.store.load().riders["ann"].claim_hash
+    assert changed is not None and claim_matches("135790", changed)
+    assert not claim_matches("4821", changed)
+    if cloud.settings.database_url.startswith("sqlite:///"):  # the hash is sealed at rest
+        raw = Path(cloud.settings.database_url.removeprefix("sqlite:///")).read_bytes()
+        assert b"scrypt$" not in raw
+
+    # what an app or an attacker gets wrong, and what it is told
+    for token, status in (("wrong", 401), ("", 401)):
+        refused = app(cloud, "PUT", "/v1/riders/ann/claim", token=token, json={"code": "1111"})
+        assert refused.status_code == status, refused.text
+    admin_on_app = cloud.admin("PUT", "/v1/riders/ann/claim", json={"code": "1111"})
+    assert admin_on_app.status_code == 401  # the admin token is not the app's
+    for body, status in (
+        ({"code": "12a4"}, 422),
+        ({"code": "123"}, 422),
+        ({"code": "1234567"}, 422),
+        ({"code": 1234}, 422),
+        ({}, 422),
+        ({"code": "1234", "name": "x"}, 422),
+    ):
+        answer = app(cloud, "PUT", "/v1/riders/ann/claim", json=body)
+        assert answer.status_code == status, (body, answer.text)
+        assert answer.json()["error"] and answer.json()["reason"], answer.text
+    assert app(cloud, "PUT", "/v1/riders/nobody/claim", json={"code": "1234"}).status_code == 404
+    assert pull(kiosk, cloud).terms == 0  # nothing of those changed anything
+    final = kiosk.store.load().riders["ann"].claim_hash
+    assert final is not None and claim_matches("135790", final)
+
+
+def test_bad_entitlement_changes_are_refused_and_change_nothing(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    version = add_rider(cloud, "ann", 1)
+    for body in (
+        {},
+        {"may_rent": None},
+        {"max_open_rentals": 101},
+        {"max_open_rentals": -1},
+        {"max_open_rentals": "2"},
+        {"valid_until": "tomorrow"},
+        {"valid_until": "2026-02-30"},
+        {"may_rent": "no"},
+        {"templates": []},
+    ):
+        answer = cloud.admin("PATCH", "/v1/admin/riders/ann", json=body)
+        assert answer.status_code == 422, (body, answer.text)
+    assert (
+        cloud.admin("PATCH", "/v1/admin/riders/nobody", json={"may_rent": False}).status_code == 404
+    )
+    wrong = cloud.http.patch(
+        cloud.url + "/v1/admin/riders/ann",
+        json={"may_rent": False},
+        headers={"Authorization": f"Bearer {APP_TOKEN}"},
+    )
+    assert wrong.status_code == 401  # the app may not change entitlements
+    assert cloud.admin("GET", "/v1/admin/roster").json()["version"] == version
+
+
+def rent(kiosk: RosterKiosk, rental_id: str, person_id: str, powerbank: str) -> None:
+    kiosk.base.outbox.append(
+        "rental.started",
+        rental_id=rental_id,
+        person_id=person_id,
+        slot=1,
+        powerbank_id=powerbank,
+        request_id=f"q-{rental_id}",
+    )
+
+
+def test_a_rental_at_one_kiosk_counts_at_the_others_until_it_comes_back(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    a = make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    b = make_roster_kiosk(tmp_path, cloud, "kiosk-b")
+    add_rider(cloud, "ann", 1, max_open_rentals=1)
+    add_rider(cloud, "bob", 2, max_open_rentals=1)
+    for kiosk in (a, b):
+        pull(kiosk, cloud)
+    rent(a, "r-1", "ann", "pb-1")
+    assert a.daemon(cloud).sync_once().error is None
+
+    sizes = Sizes()
+    seen = pull(b, cloud, sizes)
+    assert (seen.upserts, seen.fleet) == (0, 1)
+    assert sizes.seen[0] < 1500, sizes.seen
+    ann = b.store.load().riders["ann"]
+    assert ann.fleet.open_rentals == (("kiosk-a", "r-1"),)
+    assert ann.fleet.elsewhere("kiosk-b") == 1
+    assert refusal(ann.entitlements, ann.fleet.elsewhere("kiosk-b"), TODAY, fleet=ann.fleet) == (
+        "open_rental"
+    )
+    bob = b.store.load().riders["bob"]
+    assert refusal(bob.entitlements, bob.fleet.elsewhere("kiosk-b"), TODAY) is None
+    # kiosk A counts its own rental from its ledger, not twice
+    pull(a, cloud)
+    assert a.store.load().riders["ann"].fleet.elsewhere("kiosk-a") == 0
+
+    # returned at B: the cloud closes it, and every kiosk hears so at its next pull
+    b.base.outbox.append("rental.returned", slot=2, powerbank_id="pb-1", charge=40)
+    assert b.daemon(cloud).sync_once().error is None
+    assert pull(b, cloud).fleet == 1
+    after = b.store.load().riders["ann"]
+    assert after.fleet.open_rentals == () and after.fleet.elsewhere("kiosk-b") == 0
+    assert refusal(after.entitlements, 0, TODAY, fleet=after.fleet) is None
+
+    # a rider deleted leaves no fleet or terms row anywhere
+    cloud.admin("PATCH", "/v1/admin/riders/ann", json={"may_rent": False})
+    rent(a, "r-2", "ann", "pb-2")
+    assert a.daemon(cloud).sync_once().error is None
+    pull(b, cloud)
+    delete_rider(cloud, "ann")
+    pull(b, cloud)
+    with sqlite3.connect(b.store.path) as db:
+        for table in ("riders", "rider_terms", "rider_fleet"):
+            held = db.execute(f"SELECT person_id FROM {table}").fetchall()
+            assert ("ann",) not in held, table
+    answer = cloud.admin("GET", "/v1/admin/riders").json()
+    assert [r["person_id"] for r in answer] == ["bob"]
+
+
+def test_a_full_snapshot_carries_terms_and_fleet_rows(cloud: Cloud, tmp_path: Path) -> None:
+    a = make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    add_rider(cloud, "ann", 1, max_open_rentals=2)
+    cloud.admin("PATCH", "/v1/admin/riders/ann", json={"boarding_allowed": False})
+    rent(a, "r-1", "ann", "pb-1")
+    assert a.daemon(cloud).sync_once().error is None
+    late = make_roster_kiosk(tmp_path, cloud, "kiosk-late")  # provisioned after all that
+    first = pull(late, cloud)
+    assert (first.full, first.upserts, first.terms, first.fleet) == (True, 1, 1, 1)
+    ann = late.store.load().riders["ann"]
+    assert ann.entitlements.boarding_allowed is False
+    assert ann.fleet.open_rentals == (("kiosk-a", "r-1"),)
+    assert refusal(ann.entitlements, 1, TODAY, mode="boarding") == "not_allowed"
+    assert json.loads(json.dumps(ann.fleet.open_rentals)) == [["kiosk-a", "r-1"]]

@@ -45,6 +45,18 @@ COMMANDS: tuple[LazyCommand, ...] = (
         kind="group",
     ),
     LazyCommand(
+        "rentals",
+        "cloud_sync.server.rentals_cli:rentals_app",
+        "List rentals by state (JSON lines); mark overdue and lost ones (sweep).",
+        kind="group",
+    ),
+    LazyCommand(
+        "powerbanks",
+        "cloud_sync.server.rentals_cli:powerbanks_command",
+        "Where each powerbank is (docked, rented, overdue, lost, maintenance), from the "
+        "events; a flagged one names the events behind each flag.",
+    ),
+    LazyCommand(
         "fleet",
         "cloud_sync.server.fleet_cli:fleet",
         "Every kiosk's latest status: last seen, online, free slots, charged powerbanks, "
@@ -264,20 +276,6 @@ def events(
         _check_kiosk_id(kiosk_id, "--kiosk-id")
     with _store(database_url, reading=True) as store:
         for row in store.events(kiosk_id, after_seq, limit):
-            typer.echo(json.dumps(row))
-
-
-@app.command("rentals")
-def rentals(
-    status: Annotated[str, typer.Option("--status", help="open, closed, failed or all.")] = "open",
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 100,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """List rentals (open ones by default) as JSON lines."""
-    if status not in ("open", "closed", "failed", "all"):
-        raise InputError("--status must be open, closed, failed or all")
-    with _store(database_url, reading=True) as store:
-        for row in store.rentals(None if status == "all" else status, limit):
             typer.echo(json.dumps(row))
 
 

@@ -37,6 +37,7 @@ from cloud_sync.events import (
 from cloud_sync.server.bodies import StrictJSONRoute, check_media_type
 from cloud_sync.server.bodies import read_body as _read_body
 from cloud_sync.server.config import CloudSettings
+from cloud_sync.server.custody_api import router as custody_router
 from cloud_sync.server.db import ConflictError, StoreDataError, StoreFaultError, open_database
 from cloud_sync.server.deps import ADMIN_ERRORS, Admin, client_source
 from cloud_sync.server.deps import raw_target as _raw_target
@@ -59,6 +60,7 @@ from cloud_sync.server.rentals_api import router as rentals_router
 from cloud_sync.server.roster import box_public_key, open_cloud_roster
 from cloud_sync.server.roster_api import router as roster_router
 from cloud_sync.server.store import KioskRecord, Store
+from cloud_sync.server.sweep import start_sweeper
 from cloud_sync.signing import (
     check_timestamp,
     parse_public_key,
@@ -290,7 +292,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
         except BaseException:
             database.close()
             raise
-        app.state.service = Service(settings, Store(database), metrics)
+        app.state.service = Service(settings, Store(database, settings.rental_due_s), metrics)
+        sweeper = start_sweeper(settings, database)  # overdue and lost rentals (sweep.py)
         log.info(
             "cloud.started",
             database=database.dialect,
@@ -300,6 +303,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.stop()
             database.close()
 
     # /docs and /redoc load Swagger UI and ReDoc from files the package ships, not a CDN.
@@ -411,6 +416,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(roster_router)
     app.include_router(rentals_router)
     install_fleet(app, metrics)
+    app.include_router(custody_router)
 
     @app.post("/v1/provision", status_code=201, response_model=ProvisionOut, responses=_ERRORS)
     def provision(request: Request, body: ProvisionIn, svc: Svc) -> ProvisionOut:
@@ -484,7 +490,9 @@ def create_app(settings: CloudSettings) -> FastAPI:
     @app.get("/v1/admin/rentals", dependencies=[Admin], responses=ADMIN_ERRORS)
     def list_rentals(
         svc: Svc,
-        status: Literal["open", "closed", "failed", "all"] = "open",
+        status: Literal[
+            "open", "overdue", "lost", "closed", "returned_unrecorded", "failed", "all"
+        ] = "open",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """Rentals, open ones by default."""

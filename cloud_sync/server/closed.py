@@ -1,7 +1,8 @@
 """Numbering the rentals the cloud closes, per owning kiosk, for ``GET /v1/rentals:closed``.
 
 A rental rented at kiosk A closes when its return reaches the cloud, from any kiosk and in
-either order (``cloud_sync.server.reconcile``). Each closed rental gets the next number of
+either order, or as ``returned_unrecorded`` when its powerbank turns up in a cabinet
+without a return (``cloud_sync.server.reconcile``). Each closed rental gets the next number of
 its own kiosk's ``closed_seq`` in the ingest transaction that closed it; kiosk A reads its
 closed rentals by that number, so a cursor sees each exactly once and in commit order.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloud_sync.events import Event, RentalReturned, RentalStarted
+from cloud_sync.events import Event, RentalReturned, RentalStarted, SlotEjected
 from cloud_sync.server.db import Tx
 
 
@@ -34,14 +35,16 @@ def number_closed(tx: Tx, events: list[Event]) -> None:
         {
             e.payload.powerbank_id
             for e in events
-            if isinstance(e.payload, RentalStarted | RentalReturned)
+            if isinstance(e.payload, RentalStarted | RentalReturned | SlotEjected)
+            and e.payload.powerbank_id
         }
     )
     if not powerbanks:
         return
     where, args = tx.in_list("powerbank_id", powerbanks)
     found = tx.rows(
-        "SELECT kiosk_id, rental_id FROM rentals WHERE status = 'closed' "  # noqa: S608
+        "SELECT kiosk_id, rental_id FROM rentals "  # noqa: S608
+        "WHERE status IN ('closed', 'returned_unrecorded') "
         f"AND closed_seq IS NULL AND {where} ORDER BY kiosk_id, returned_at, rental_id",
         args,
     )

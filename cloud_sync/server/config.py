@@ -66,6 +66,14 @@ class CloudSettings(BaseSettings):
     #: still kept gets a full snapshot instead of a delta.
     roster_tombstone_keep_s: float = Field(default=90 * 86400, ge=0, le=10 * 365 * 86400)
 
+    #: Rentals the cloud owns (docs/fleet.md): a rental is due this long after it started,
+    #: ``overdue`` once past due, ``lost`` ``rental_lost_after_s`` after that. The sweep that
+    #: marks them runs every ``sweep_interval_s`` in each API process, one at a time across
+    #: replicas (0: no background sweep; run ``kiosk-cloud rentals sweep`` from cron).
+    rental_due_s: float = Field(default=86400.0, ge=1, le=365 * 86400)
+    rental_lost_after_s: float = Field(default=7 * 86400.0, ge=1, le=365 * 86400)
+    sweep_interval_s: float = Field(default=60.0, ge=0, le=86400)
+
     #: Lockouts (docs/sync.md, "Rate limits"): this many wrong admin or provisioning tokens
     #: within ``auth_failure_window_s``, from one source address or presenting one token,
     #: lock that address (or token) out for ``auth_lockout_s``: 429 even with the right one.
@@ -105,6 +113,13 @@ class CloudSettings(BaseSettings):
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
+        return value
+
+    @field_validator("sweep_interval_s")
+    @classmethod
+    def _sweep_interval(cls, value: float) -> float:
+        if 0 < value < 0.1:
+            raise ValueError("must be 0 (no background sweep) or at least 0.1 seconds")
         return value
 
     @property

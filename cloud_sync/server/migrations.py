@@ -205,6 +205,36 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         )
         """,
     ),
+    (
+        6,
+        "custody_events: where each event saw a powerbank, and slots and kiosks out of service",
+        """
+        CREATE TABLE custody_events (
+            event_id TEXT PRIMARY KEY,
+            powerbank_id TEXT,
+            kind TEXT NOT NULL,
+            kiosk_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            slot INTEGER,
+            occurred_at TEXT NOT NULL,
+            rental_id TEXT,
+            person_id TEXT,
+            out_of_service INTEGER
+        );
+        CREATE INDEX custody_events_powerbank ON custody_events (powerbank_id, occurred_at);
+        CREATE INDEX custody_events_place ON custody_events (kiosk_id, kind, occurred_at);
+        INSERT INTO custody_events (event_id, powerbank_id, kind, kiosk_id, seq, slot,
+            occurred_at, rental_id, person_id)
+        SELECT r.start_event_id, r.powerbank_id, 'rented', r.kiosk_id, e.seq, r.slot,
+            r.started_at, r.rental_id, r.person_id
+        FROM rentals AS r JOIN events AS e ON e.id = r.start_event_id
+        WHERE e.type = 'rental.started';
+        INSERT INTO custody_events (event_id, powerbank_id, kind, kiosk_id, seq, slot,
+            occurred_at)
+        SELECT t.event_id, t.powerbank_id, 'returned', t.kiosk_id, e.seq, t.slot, t.returned_at
+        FROM returns AS t JOIN events AS e ON e.id = t.event_id
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -75,8 +75,9 @@ def _now_text() -> str:
 
 
 class Store:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, rental_due_s: float = 86400.0) -> None:
         self.db = database
+        self.rental_due = timedelta(seconds=rental_due_s)
 
     # -- kiosks -----------------------------------------------------------------------------
 
@@ -286,7 +287,7 @@ class Store:
                     rejected=rejected,
                 )
             tx.insert_many("events", EVENT_COLUMNS, rows)
-            reconcile(tx, accepted)
+            reconcile(tx, accepted, self.rental_due)
             number_closed(tx, accepted)
             rider_fleet.refresh(tx, rider_fleet.touched_riders(tx, accepted), datetime.now(UTC))
             fleet_status.record(tx, accepted, received)
@@ -321,8 +322,8 @@ class Store:
         with self.db.transaction() as tx:
             rows = tx.rows(
                 "SELECT kiosk_id, rental_id, powerbank_id, person_id, slot, started_at, status, "  # noqa: S608
-                f"returned_at, return_kiosk_id FROM rentals {where} "
-                "ORDER BY started_at, kiosk_id, rental_id LIMIT ?",
+                "returned_at, return_kiosk_id, due_at, overdue_at, lost_at, review "
+                f"FROM rentals {where} ORDER BY started_at, kiosk_id, rental_id LIMIT ?",
                 [*args, limit],
             )
         keys = (
@@ -335,6 +336,10 @@ class Store:
             "status",
             "returned_at",
             "return_kiosk_id",
+            "due_at",
+            "overdue_at",
+            "lost_at",
+            "review",
         )
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
@@ -343,7 +348,8 @@ class Store:
         with self.db.transaction() as tx:
             rows = tx.rows(
                 "SELECT closed_seq, rental_id, returned_at, return_kiosk_id FROM rentals "
-                "WHERE kiosk_id = ? AND closed_seq > ? AND status = 'closed' "
+                "WHERE kiosk_id = ? AND closed_seq > ? "
+                "AND status IN ('closed', 'returned_unrecorded') "
                 "ORDER BY closed_seq LIMIT ?",
                 [kiosk_id, since, limit],
             )

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cloud_sync.errors import InputError
 from cloud_sync.events import Event
+from edge.cabinet.battery import BatteryLimits
 from edge.cabinet.slots import (
     Inventory,
     Slot,
@@ -60,6 +61,7 @@ def _inventory(settings: Settings, slots: int | None = None) -> Inventory:
             slots or settings.board.slots,
             outbox=outbox,
             min_charge=settings.board.min_charge_pct,
+            battery=BatteryLimits.of(settings.board),
         )
     except BaseException:
         outbox.close()  # leaves no -wal or -shm behind
@@ -97,7 +99,7 @@ def _check_slot(settings: Settings, slot: int) -> None:
         )
 
 
-def _row(slot: Slot) -> dict[str, Any]:
+def _row(slot: Slot, health: str | None = None) -> dict[str, Any]:
     return {
         "slot": slot.number,
         "state": slot.state.value,
@@ -105,12 +107,13 @@ def _row(slot: Slot) -> dict[str, Any]:
         "charge": slot.charge,
         "temperature": slot.temperature,
         "fault": slot.fault,
+        "health": health,
         "disabled": slot.disabled or slot.board_disabled,
         "updated_at": slot.updated_at.isoformat() if slot.updated_at else None,
     }
 
 
-def _print_table(slots: list[Slot], source: str) -> None:
+def _print_table(slots: list[Slot], source: str, health: dict[str, str]) -> None:
     table = Table(title=f"slots ({'from the board' if source == 'board' else 'last known'})")
     for column in ("slot", "state", "powerbank id", "charge", "temp", "fault"):
         table.add_column(
@@ -124,7 +127,9 @@ def _print_table(slots: list[Slot], source: str) -> None:
             slot.powerbank_id or "-",
             "-" if slot.charge is None else f"{slot.charge}%",
             "-" if slot.temperature is None else f"{slot.temperature}°C",
-            slot.fault or ("disabled on the board" if slot.board_disabled else ""),
+            slot.fault
+            or ("disabled on the board" if slot.board_disabled else "")
+            or (f"battery {health[slot.powerbank_id]}" if slot.powerbank_id in health else ""),
         )
     Console().print(table)
 
@@ -160,11 +165,12 @@ def slots(
                 print("kiosk: the board did not answer, and no state is known yet", file=sys.stderr)
                 raise exc from None
     rows = inventory.slots()
+    health: dict[str, str] = {b: f.reason for b, f in inventory.battery.flags().items()}
     if as_json:
-        payload = {"source": source, "slots": [_row(slot) for slot in rows]}
-        typer.echo(json.dumps(payload, indent=2))
+        shown = [_row(slot, health.get(slot.powerbank_id or "")) for slot in rows]
+        typer.echo(json.dumps({"source": source, "slots": shown}, indent=2))
     else:
-        _print_table(rows, source)
+        _print_table(rows, source, health)
     if error is not None:
         print("kiosk: the board did not answer: showing the last known state", file=sys.stderr)
         raise error

@@ -69,25 +69,48 @@ def demo(
             metavar="SECONDS",
         ),
     ] = 0.0,
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            "--fleet",
+            help="Run two kiosks against one cloud instead: the fleet's rules (a rental at one "
+            "kiosk counts at the other, a return anywhere closes it, an overdue then lost "
+            "powerbank blocks the rider everywhere), rental times compressed to seconds.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole appliance here: cloud API, board simulator, kiosk, sync, rider page.
 
     One round: the sample rider rents a powerbank, returns it into another slot, and an
     unknown face is refused; each step prints what the rider screen says and what reached
     the cloud. Liveness is off (the camera shows still photos). Logs below warning level
-    appear only with --debug.
+    appear only with --debug. With --fleet: two kiosks, one cloud (docs/fleet.md).
 
     Like `kiosk run`, the demo writes runtime.json and serves /healthz and /metrics beside
     the rider page; it prints the --config to give `kiosk status`, `kiosk slots --cached`
     and `kiosk events tail` to look inside it while it runs.
     """
+    from cloud_sync.errors import InputError
     from edge.demo.scenario import run_demo
 
     cli = state(ctx)
+    if fleet and (stranger is not None or loop or rounds != 1 or port is not None):
+        raise InputError("--fleet runs one round on free ports: drop --stranger, --rounds, "
+                         "--loop and --port")  # fmt: skip
     quiet = {} if cli.debug else {"log": {"level": "warning"}}  # the scenario speaks on stdout
     ui = {} if port is None else {"ui": {"port": port}}
     kiosk = {"state_dir": str(state_dir.absolute())}  # the CLI may look from another folder
     settings = cli.settings(kiosk=kiosk, camera={"fps": fps}, **quiet, **ui)
+    if fleet:
+        from edge.demo.fleet import run_fleet_demo
+
+        done = run_fleet_demo(settings, say=typer.echo, enroll=enroll, pause_s=pause)
+        typer.echo(
+            f"done in {done.seconds:.1f} s: 2 kiosks, {done.rentals} rental(s), {done.returns} "
+            f"return(s), {done.refused} refusal(s); {done.cloud_events} events in the cloud; "
+            f"state in {done.state_dir}"
+        )
+        return
     summary = run_demo(
         settings,
         say=typer.echo,

@@ -172,14 +172,22 @@ class Appliance:
         return str(key) if key else None
 
 
-def demo_settings(settings: Settings, root: Path, cloud: LocalCloud, board_url: str) -> Settings:
-    """The user's settings, pointed at the demo's own state, board and cloud.
+def demo_settings(
+    settings: Settings,
+    folder: Path,
+    cloud: LocalCloud,
+    board_url: str,
+    kiosk_id: str | None = None,
+) -> Settings:
+    """The user's settings, pointed at the demo's own state (``folder``), board and cloud.
 
     Liveness is off: the demo's camera shows still photos, which a kiosk (rightly) refuses.
     The repeat guard is 5 s, so that the same rider may rent again in the next round.
     """
     data = settings.model_dump()
-    data["kiosk"].update(state_dir=root / "kiosk", mode="rental")
+    data["kiosk"].update(state_dir=folder, mode="rental")
+    if kiosk_id is not None:
+        data["kiosk"].update(id=kiosk_id)
     data["board"].update(url=board_url, slots=SLOTS)
     data["sync"].update(cloud_url=cloud.url, interval_s=1.0, roster_interval_s=1.0)
     data["roster"].update(cloud_roster_key=cloud.roster_key)
@@ -227,6 +235,41 @@ def appliance(
     The rider page listens on ``ui.port``; when that port is taken it moves to a free one
     if ``any_port``, and otherwise fails (``EdgeError``).
     """
+    with ExitStack() as stack:
+        cloud = stack.enter_context(local_cloud(root / "cloud"))
+        say(f"cloud   API on {cloud.url} (SQLite {cloud.database})")
+        add_riders(cloud, riders, model, say)
+        yield start_kiosk(stack, settings, root / "kiosk", cloud, model, say, any_port=any_port)
+
+
+def add_riders(cloud: LocalCloud, riders: Sequence[Rider], model: str, say: Say) -> int:
+    """The operator adds each rider in the cloud; the roster version that holds them all."""
+    version = 0
+    for rider in riders:
+        version = cloud.add_rider(rider.person_id, rider.name, rider.templates, model)
+        say(
+            f"cloud   operator added rider {rider.person_id} ({len(rider.templates)} "
+            f"photo(s)); roster version {version}"
+        )
+    return version
+
+
+def start_kiosk(
+    stack: ExitStack,
+    settings: Settings,
+    folder: Path,
+    cloud: LocalCloud,
+    model: str,
+    say: Say,
+    *,
+    kiosk_id: str | None = None,
+    any_port: bool = True,
+    label: str = "kiosk",
+    seed: int = 42,
+) -> Appliance:
+    """One kiosk, in ``folder``, against ``cloud``: its board simulator, keys registered,
+    roster pulled, runtime, rider page and sync daemon, all stopped when ``stack`` closes.
+    ``label`` starts its printed lines (``kiosk``, or ``kiosk-a`` in a fleet)."""
     from cloud_sync.outbox import Outbox
     from edge.cli.sync_cmd import build_daemon, open_cloud_roster
     from edge.ops.wiring import start_ops
@@ -235,55 +278,47 @@ def appliance(
     from hardware.sim import BoardSimulator
     from hardware.sim_board import SimConfig
 
-    with ExitStack() as stack:
-        cloud = stack.enter_context(local_cloud(root / "cloud"))
-        say(f"cloud   API on {cloud.url} (SQLite {cloud.database})")
-        sim = BoardSimulator(
-            SimConfig(
-                slots=SLOTS, filled=FILLED, charge_rate=40, eject_s=0.6, take_after_s=1.5, seed=42
-            )
+    sim = BoardSimulator(
+        SimConfig(
+            slots=SLOTS, filled=FILLED, charge_rate=40, eject_s=0.6, take_after_s=1.5, seed=seed
         )
-        sim.start()
-        stack.callback(sim.stop)
-        say(f"board   simulator on {sim.path}: {SLOTS} slots, {FILLED} powerbanks docked")
-        kiosk = demo_settings(settings, root, cloud, sim.path)
-        private_dir(kiosk.kiosk.state_dir)
-        register(kiosk, cloud)
-        version = 0
-        for rider in riders:
-            version = cloud.add_rider(rider.person_id, rider.name, rider.templates, model)
-            say(
-                f"cloud   operator added rider {rider.person_id} ({len(rider.templates)} "
-                f"photo(s)); roster version {version}"
-            )
-        outbox = Outbox(kiosk.outbox_path, kiosk.kiosk.id, max_bytes=kiosk.outbox.max_bytes)
-        stack.callback(outbox.close)
-        daemon = build_daemon(kiosk, outbox, open_cloud_roster(kiosk))
-        pulled = daemon.pull_roster()
-        if pulled.error:
-            raise EdgeError(f"the kiosk could not pull the demo's roster: {pulled.error}")
-        say(f"kiosk   pulled roster version {pulled.to_version}: riders sealed for this kiosk")
-        camera = ScriptedCamera(kiosk.camera.fps)
-        parts = assemble(kiosk, camera=camera)
-        stack.callback(parts.board.close)
-        try:
-            parts.runtime.inventory.refresh(parts.board)
-        except BoardError as exc:
-            raise EdgeError(f"the simulated board did not answer: {exc}") from None
-        # As in `kiosk run`: runtime.json for `kiosk status`, and /healthz and /metrics.
-        ops = start_ops(kiosk, parts.runtime)
-        stack.callback(ops.stop)
-        try:
-            url = stack.enter_context(rider_page(parts.hub, kiosk, parts.runtime))
-        except EdgeError:
-            if not any_port:
-                raise
-            fallback = kiosk.model_copy(update={"ui": kiosk.ui.model_copy(update={"port": 0})})
-            url = stack.enter_context(rider_page(parts.hub, fallback, parts.runtime))
-        say(f"kiosk   rider page: {url} (open it in a browser to watch)")
-        for line in inspect_lines(write_demo_config(kiosk, root), url):
-            say(line)
-        screen = stack.enter_context(ScreenWatch(parts.hub, kiosk.ui.language, say))
-        _thread(stack, parts.runtime.run, "demo-kiosk", parts.runtime.stop)
-        _thread(stack, daemon.run, "demo-sync", daemon.stop)
-        yield Appliance(cloud, camera, screen, sim, parts.runtime, daemon, kiosk.kiosk.id, model)
+    )
+    sim.start()
+    stack.callback(sim.stop)
+    say(f"{label:<7} board simulator on {sim.path}: {SLOTS} slots, {FILLED} powerbanks docked")
+    kiosk = demo_settings(settings, folder, cloud, sim.path, kiosk_id)
+    private_dir(kiosk.kiosk.state_dir)
+    register(kiosk, cloud)
+    outbox = Outbox(kiosk.outbox_path, kiosk.kiosk.id, max_bytes=kiosk.outbox.max_bytes)
+    stack.callback(outbox.close)
+    daemon = build_daemon(kiosk, outbox, open_cloud_roster(kiosk))
+    pulled = daemon.pull_roster()
+    if pulled.error:
+        raise EdgeError(f"the kiosk could not pull the demo's roster: {pulled.error}")
+    say(f"{label:<7} pulled roster version {pulled.to_version}: riders sealed for this kiosk")
+    camera = ScriptedCamera(kiosk.camera.fps)
+    parts = assemble(kiosk, camera=camera)
+    stack.callback(parts.board.close)
+    try:
+        parts.runtime.inventory.refresh(parts.board)
+    except BoardError as exc:
+        raise EdgeError(f"the simulated board did not answer: {exc}") from None
+    # As in `kiosk run`: runtime.json for `kiosk status`, and /healthz and /metrics.
+    ops = start_ops(kiosk, parts.runtime)
+    stack.callback(ops.stop)
+    try:
+        url = stack.enter_context(rider_page(parts.hub, kiosk, parts.runtime))
+    except EdgeError:
+        if not any_port:
+            raise
+        fallback = kiosk.model_copy(update={"ui": kiosk.ui.model_copy(update={"port": 0})})
+        url = stack.enter_context(rider_page(parts.hub, fallback, parts.runtime))
+    say(f"{label:<7} rider page: {url} (open it in a browser to watch)")
+    # one kiosk: <root>/kiosk.toml, as before; a fleet: each kiosk's in its own folder
+    config_root = folder.parent if kiosk_id is None else folder
+    for line in inspect_lines(write_demo_config(kiosk, config_root), url):
+        say(line)
+    screen = stack.enter_context(ScreenWatch(parts.hub, kiosk.ui.language, say))
+    _thread(stack, parts.runtime.run, f"demo-{kiosk.kiosk.id}", parts.runtime.stop)
+    _thread(stack, daemon.run, f"demo-sync-{kiosk.kiosk.id}", daemon.stop)
+    return Appliance(cloud, camera, screen, sim, parts.runtime, daemon, kiosk.kiosk.id, model)

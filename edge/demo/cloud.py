@@ -84,6 +84,14 @@ class LocalCloud:
             if len(page) < 1000:
                 return found
 
+    def set_terms(self, person_id: str, **changes: Any) -> dict[str, Any]:
+        """Change a rider's entitlements (``may_rent=False`` blocks them)."""
+        found: dict[str, Any] = self._call("PATCH", f"/v1/admin/riders/{person_id}", json=changes)
+        return found
+
+    def roster_version(self) -> int:
+        return int(self._call("GET", "/v1/admin/roster")["version"])
+
     def rentals(self, status: str = "all") -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._call(
             "GET", "/v1/admin/rentals", params={"status": status, "limit": 1000}
@@ -95,8 +103,9 @@ class LocalCloud:
 
 
 @contextmanager
-def local_cloud(folder: Path) -> Iterator[LocalCloud]:
-    """Serve the cloud API from ``folder`` on a free loopback port while the block runs."""
+def local_cloud(folder: Path, **settings_: Any) -> Iterator[LocalCloud]:
+    """Serve the cloud API from ``folder`` on a free loopback port while the block runs;
+    ``settings_`` set cloud settings (the fleet demo compresses rental times)."""
     from cloud_sync.server.app import create_app
     from cloud_sync.server.config import CloudSettings
     from cloud_sync.server.roster_keys import RosterKeyFiles
@@ -109,6 +118,7 @@ def local_cloud(folder: Path) -> Iterator[LocalCloud]:
         database_url=f"sqlite:///{database}",
         admin_token=SecretStr(token),
         log_level="warning",
+        **settings_,
     )
     paths = settings.roster_key_paths
     assert paths is not None  # always set beside a SQLite database

@@ -100,9 +100,11 @@ def _screen_is(watch: ScreenWatch, mark: int, *keys: str) -> dict[str, Any] | No
 FAILURES = ("not_recognised", "not_eligible", "no_powerbank", "eject_failed", "not_taken")
 
 
-def rental_step(app: Appliance, rider: Rider, say: Say) -> tuple[str, int, str]:
+def rental_step(
+    app: Appliance, rider: Rider, say: Say, title: str | None = None
+) -> tuple[str, int, str]:
     """The rider looks at the camera and takes a powerbank; returns (rental, slot, powerbank)."""
-    say(f"step 1: {rider.name} looks at the camera to rent a powerbank")
+    say(title or f"step 1: {rider.name} looks at the camera to rent a powerbank")
     seen_before = len(app.cloud_events("rental.started"))
     mark = app.screen.mark()
     app.camera.show(read_image(rider.photo))
@@ -202,26 +204,14 @@ def _idle(app: Appliance) -> None:
     wait_for("the rider screen going back to idle", lambda: app.screen_key() == "idle")
 
 
-def run_demo(
-    settings: Settings,
-    say: Say,
-    enroll: Path | None = None,
-    stranger: Path | None = None,
-    rounds: int = 1,
-    pause_s: float = 0.0,
-    any_port: bool = True,
-) -> DemoSummary:
-    """Run ``rounds`` rounds of the scenario (0: until interrupted), waiting ``pause_s``
-    seconds between steps so that a person can follow them on the rider page and the CLI.
-    ``any_port``: see ``edge.demo.appliance.appliance``."""
-    started = time.monotonic()
+def prepare(settings: Settings, enroll: Path | None, say: Say) -> tuple[Path, list[Rider], str]:
+    """A fresh ``<state-dir>/appliance``, and the riders the operator will add (templates
+    made here from ``enroll``, or the bundled sample rider) with the encoder model's name."""
     base = settings.kiosk.state_dir
     root = base / "appliance"
     shutil.rmtree(root, ignore_errors=True)
     if enroll is None:
         enroll = write_sample_set(base / "samples").enroll_dir
-    if stranger is not None and not stranger.is_file():
-        raise InputError(f"--stranger {stranger}: no such file")
     if not enroll.is_dir():
         raise InputError(f"--enroll {enroll}: no such folder")
 
@@ -237,11 +227,28 @@ def run_demo(
     riders = enrol_riders(report, enroll)
     if not riders:
         raise InputError(f"--enroll {enroll}: no rider could be enrolled (every photo was refused)")
+    return root, riders, engine.model_version
+
+
+def run_demo(
+    settings: Settings,
+    say: Say,
+    enroll: Path | None = None,
+    stranger: Path | None = None,
+    rounds: int = 1,
+    pause_s: float = 0.0,
+    any_port: bool = True,
+) -> DemoSummary:
+    """Run ``rounds`` rounds of the scenario (0: until interrupted), waiting ``pause_s``
+    seconds between steps so that a person can follow them on the rider page and the CLI.
+    ``any_port``: see ``edge.demo.appliance.appliance``."""
+    started = time.monotonic()
+    if stranger is not None and not stranger.is_file():
+        raise InputError(f"--stranger {stranger}: no such file")
+    root, riders, model = prepare(settings, enroll, say)
     summary = DemoSummary(state_dir=root)
     with ExitStack() as stack:
-        app = stack.enter_context(
-            appliance(settings, root, riders, engine.model_version, say, any_port=any_port)
-        )
+        app = stack.enter_context(appliance(settings, root, riders, model, say, any_port=any_port))
         rider = riders[0]
         round_no = 0
         while rounds == 0 or round_no < rounds:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests.integration.sync.test_roster_sync import (
     add_rider,
     delete_rider,
     make_roster_kiosk,
+    running,
 )
 
 APP_TOKEN = "app-token-for-tests-0123456789"
@@ -286,3 +288,78 @@ def test_a_full_snapshot_carries_terms_and_fleet_rows(cloud: Cloud, tmp_path: Pa
     assert ann.fleet.open_rentals == (("kiosk-a", "r-1"),)
     assert refusal(ann.entitlements, 1, TODAY, mode="boarding") == "not_allowed"
     assert json.loads(json.dumps(ann.fleet.open_rentals)) == [["kiosk-a", "r-1"]]
+
+
+class Cable(httpx.BaseTransport):
+    """A network cable the test can pull: while out, every request fails to connect."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.out = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.out:
+            raise httpx.ConnectError("network unreachable", request=request)
+        return self._inner.handle_request(request)
+
+
+def test_the_window_in_which_an_offline_kiosk_can_exceed_the_fleet_limit(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """A kiosk decides from the fleet state of its last roster pull. Offline, it cannot
+    hear of rentals that start elsewhere: from the moment a rental reaches the cloud, the
+    offline kiosk lets the rider exceed the limit until its first pull after the network
+    returns, at most ``roster_interval_s`` later. Measured here with two kiosks, B offline."""
+    roster_interval_s, offline_s = 1.0, 2.0
+    a = make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    b = make_roster_kiosk(tmp_path, cloud, "kiosk-b")
+    add_rider(cloud, "ann", 1, max_open_rentals=1)
+    cable = Cable()
+    daemon_a = a.daemon(cloud, interval_s=0.1, roster_interval_s=roster_interval_s)
+    daemon_b = b.daemon(cloud, transport=cable, interval_s=0.1, roster_interval_s=roster_interval_s)
+    with running(daemon_a), running(daemon_b):
+        wait_until(lambda: b.store.version >= 1, "kiosk-b's first pull")
+        cable.out = True  # kiosk-b goes offline
+        rent(a, "r-a", "ann", "pb-a")
+        daemon_a.wake()
+        wait_until(
+            lambda: any(e["type"] == "rental.started" for e in cloud.events("kiosk-a")), "A's push"
+        )
+        reached = time.monotonic()
+        time.sleep(offline_s)
+        # offline, kiosk-b still sees nothing out: it would let the rider rent a second one
+        stale = b.store.load().riders["ann"]
+        assert refusal(stale.entitlements, stale.fleet.elsewhere("kiosk-b"), TODAY) is None
+        rent(b, "r-b", "ann", "pb-b")  # and does: the fleet limit is exceeded
+        back = time.monotonic()
+        cable.out = False  # the network returns
+        wait_until(
+            lambda: b.store.load().riders["ann"].fleet.elsewhere("kiosk-b") == 1,
+            "kiosk-b hearing of A's rental",
+            timeout_s=roster_interval_s + 5,
+        )
+        heard = time.monotonic()
+        wait_until(
+            lambda: any(e["type"] == "rental.started" for e in cloud.events("kiosk-b")), "B's push"
+        )
+        wait_until(
+            lambda: a.store.load().riders["ann"].fleet.elsewhere("kiosk-a") == 1, "A hearing of B's"
+        )
+    window, after_return = heard - reached, heard - back
+    print(f"offline window: {window:.2f} s ({offline_s:g} s offline, heard {after_return:.2f} s "
+          f"after the network returned; roster_interval_s {roster_interval_s:g})")  # fmt: skip
+    assert after_return <= roster_interval_s + 1.5, after_return
+    assert offline_s <= window <= offline_s + roster_interval_s + 2.0
+    # now both kiosks count the rider's two rentals and refuse a third anywhere
+    for kiosk, own in ((a, "kiosk-a"), (b, "kiosk-b")):
+        ann = kiosk.store.load().riders["ann"]
+        assert refusal(ann.entitlements, 1 + ann.fleet.elsewhere(own), TODAY) == "open_rental"
+    rows = cloud.admin("GET", "/v1/admin/rentals", params={"status": "open"}).json()
+    assert sorted(r["kiosk_id"] for r in rows if r["person_id"] == "ann") == ["kiosk-a", "kiosk-b"]
+
+
+def wait_until(check: Any, what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

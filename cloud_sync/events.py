@@ -78,9 +78,10 @@ class RentalFailed(_Payload):
 class RiderRefused(_Payload):
     """A rider the kiosk recognised and turned away, without a picture or a template.
 
-    ``reason``: ``blocked`` (account on hold), ``expired`` (membership), ``open_rental``
-    (too many powerbanks out), ``not_allowed`` (may not board here), ``no_powerbank`` (none
-    charged). ``count``: how many refusals of this rider for this reason the event stands
+    ``reason``: ``blocked`` (account on hold), ``expired`` (membership), ``lost`` or
+    ``overdue`` (a powerbank of theirs, anywhere in the fleet), ``open_rental`` (too many
+    powerbanks out, fleet-wide), ``not_allowed`` (may not board here), ``no_powerbank``
+    (none charged). ``count``: how many refusals of this rider for this reason the event stands
     for; the kiosk records the first at once and the repeats of the next minute or so
     (``flow.refusal_window_s``) as one event.
     """

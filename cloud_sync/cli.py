@@ -35,7 +35,7 @@ COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand(
         "riders",
         "cloud_sync.server.roster_cli:riders_app",
-        "Add, delete or list the roster's riders.",
+        "Add, change, delete or list the roster's riders.",
         kind="group",
     ),
     LazyCommand(

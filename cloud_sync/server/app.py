@@ -61,6 +61,7 @@ from cloud_sync.server.roster import box_public_key, open_cloud_roster
 from cloud_sync.server.roster_api import router as roster_router
 from cloud_sync.server.store import KioskRecord, Store
 from cloud_sync.server.sweep import start_sweeper
+from cloud_sync.server.terms_api import router as terms_router
 from cloud_sync.signing import (
     check_timestamp,
     parse_public_key,
@@ -417,6 +418,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(rentals_router)
     install_fleet(app, metrics)
     app.include_router(custody_router)
+    app.include_router(terms_router)
 
     @app.post("/v1/provision", status_code=201, response_model=ProvisionOut, responses=_ERRORS)
     def provision(request: Request, body: ProvisionIn, svc: Svc) -> ProvisionOut:

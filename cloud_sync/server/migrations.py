@@ -235,6 +235,52 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         FROM returns AS t JOIN events AS e ON e.id = t.event_id
         """,
     ),
+    (
+        7,
+        "consent texts and riders' consent records, operators and their roles, the audit log",
+        """
+        CREATE TABLE consent_texts (
+            version TEXT PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            text TEXT NOT NULL,
+            added_at TEXT NOT NULL,
+            added_by TEXT NOT NULL
+        );
+        CREATE TABLE consents (
+            consent_id TEXT PRIMARY KEY,
+            person_id TEXT NOT NULL,
+            text_version TEXT NOT NULL REFERENCES consent_texts (version),
+            given_at TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            taken_by TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            recorded_by TEXT NOT NULL,
+            withdrawn_at TEXT,
+            withdrawn_by TEXT
+        );
+        CREATE INDEX consents_person ON consents (person_id, recorded_at);
+        CREATE TABLE operators (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            revoked_at TEXT,
+            revoked_by TEXT
+        );
+        CREATE TABLE audit_log (
+            entry_id TEXT PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            request_id TEXT
+        );
+        CREATE INDEX audit_log_at ON audit_log (at);
+        CREATE INDEX audit_log_actor ON audit_log (actor, at)
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -164,8 +165,15 @@ class CloudRoster:
 
     # -- changes ----------------------------------------------------------------------------
 
-    def add(self, person_id: str, record: RiderRecord, replace: bool = False) -> int:
-        """Store a rider sealed (or replace them, when ``replace``); their new version."""
+    def add(
+        self,
+        person_id: str,
+        record: RiderRecord,
+        replace: bool = False,
+        also: Callable[[Tx], None] | None = None,
+    ) -> int:
+        """Store a rider sealed (or replace them, when ``replace``); their new version.
+        ``also`` runs in the same transaction (the consent record, the audit entry)."""
         plain = record.to_bytes()
         models = ",".join(sorted({template.model for template in record.templates}))
         now = datetime.now(UTC)
@@ -195,10 +203,13 @@ class CloudRoster:
                 ],
             )
             tx.run("DELETE FROM roster_tombstones WHERE person_id = ?", [person_id])
+            if also is not None:
+                also(tx)
         return state.version
 
-    def delete(self, person_id: str) -> int:
-        """Delete a rider, leaving a tombstone for the kiosks; the new roster version."""
+    def delete(self, person_id: str, also: Callable[[Tx], None] | None = None) -> int:
+        """Delete a rider, leaving a tombstone for the kiosks; the new roster version.
+        ``also`` runs in the same transaction (a consent withdrawal, the audit entry)."""
         now = datetime.now(UTC)
         with self.db.transaction() as tx:
             state = self._bump(tx, now)
@@ -213,6 +224,8 @@ class CloudRoster:
                 [person_id, state.version, utc_text(now)],
             )
             self._prune(tx, state, now)
+            if also is not None:
+                also(tx)
         return state.version
 
     def _prune(self, tx: Tx, state: RosterState, now: datetime) -> None:

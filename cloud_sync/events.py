@@ -160,6 +160,26 @@ class RosterApplied(_Payload):
     deletions: int = Field(ge=0, le=10_000_000)
 
 
+class RosterPurged(_Payload):
+    """The kiosk deleted its whole roster (every template, every data key) by itself:
+    ``silent``, no roster pull for ``roster.purge_after_h`` (``silent_s`` since the last);
+    ``revoked``, the cloud ordered it. It pulls a full roster when it may again."""
+
+    reason: Literal["silent", "revoked"]
+    from_version: int = Field(ge=0, le=MAX_SEQ)
+    riders: int = Field(ge=0, le=10_000_000)
+    silent_s: float | None = Field(default=None, ge=0, le=100 * 365 * 86400)
+
+
+class RosterErased(_Payload):
+    """A rider the cloud deleted is gone from this kiosk's roster, its bytes off the disk:
+    the receipt ``kiosk-cloud riders erasure`` counts (``roster_version``: the version that
+    deleted them)."""
+
+    person_id: str = Field(min_length=1, max_length=128)
+    roster_version: int = Field(ge=1, le=MAX_SEQ)
+
+
 SlotStateName = Literal[
     "empty", "charging", "ready", "ejecting", "awaiting_removal", "fault", "disabled"
 ]
@@ -228,6 +248,8 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "roster.edited": RosterEdited,
     "rider.refused": RiderRefused,
     "kiosk.status": KioskStatus,
+    "roster.purged": RosterPurged,
+    "roster.erased": RosterErased,
 }
 
 EventType = Literal[
@@ -246,6 +268,8 @@ EventType = Literal[
     "roster.edited",
     "rider.refused",
     "kiosk.status",
+    "roster.purged",
+    "roster.erased",
 ]
 
 Payload = (
@@ -264,6 +288,8 @@ Payload = (
     | RosterEdited
     | RiderRefused
     | KioskStatus
+    | RosterPurged
+    | RosterErased
 )
 
 
@@ -283,6 +309,8 @@ CLASS_OF: dict[str, EventClass] = {
     "kiosk.maintenance": "ops",
     "roster.edited": "ops",
     "rider.refused": "ops",
+    "roster.purged": "ops",
+    "roster.erased": "ops",
     "face.recognised": "telemetry",
     "face.unrecognised": "telemetry",
     "kiosk.status": "telemetry",

@@ -125,6 +125,14 @@ class RosterSection(BaseModel):
         description="the cloud's roster signing key (Ed25519, base64), pinned at provisioning",
     )
     max_age_h: float = Field(default=72.0, gt=0, le=24 * 365)
+    purge_after_h: float = Field(
+        default=168.0,
+        ge=0,
+        le=24 * 365,
+        description="a kiosk that has not heard from the cloud for this long deletes its "
+        "roster (every template and data key) by itself, and pulls a full one when it can "
+        "again; 0: never (a roster enrolled locally is never purged)",
+    )
 
     _strong_roster_key = field_validator("cloud_roster_key")(strong_pinned_key)
     erase_wait_s: float = Field(

@@ -71,6 +71,7 @@ def service_check(
             money_room=True if ledger is None else ledger.has_room(),
             roster_at=None if roster is None else roster_refreshed_at(roster),
             roster_max_age_s=settings.roster.max_age_h * 3600,
+            roster_purged=roster is not None and roster.purged,
             camera_down=None if camera is None else camera.down,
         )
     )
@@ -177,5 +178,6 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
         claim_lockout=setup.claim_lockout(vision),
         preview=PreviewFrames(settings.ui.preview_fps) if settings.ui.preview else None,
         status_interval_s=settings.sync.status_interval_s,
+        purge_after_s=settings.roster.purge_after_h * 3600,
     )
     return Parts(runtime, board, hub)

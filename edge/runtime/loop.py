@@ -97,6 +97,9 @@ class Call:
 Item = f.Input | Decided | Refreshed | Recheck | Stop | Call | NeedsClaim | ClaimVerified
 
 
+PURGE_CHECK_S = 60.0  # how often (at most) the runtime asks whether the roster went silent
+
+
 class Runtime:
     """The kiosk's parts, wired together; ``run`` until ``stop`` is set."""
 
@@ -124,6 +127,7 @@ class Runtime:
         preview: PreviewFrames | None = None,
         clock: Callable[[], float] = time.monotonic,
         status_interval_s: float = 0.0,
+        purge_after_s: float = 0.0,
     ) -> None:
         self.kiosk_id = kiosk_id
         self.flow = flow
@@ -144,6 +148,7 @@ class Runtime:
         self.preview = preview  # the rider page's camera preview (ui.preview), or None
         self._clock = clock
         self.status_interval_s = status_interval_s  # kiosk.status events (0: none)
+        self.purge_after_s = purge_after_s  # roster.purge_after_h (0: never)
         self.inputs: queue.Queue[Item] = queue.Queue()
         self.worker = BoardWorker(
             board,
@@ -284,6 +289,27 @@ class Runtime:
             followed.add(self.flow.rental.rental_id)
         return self.books.settle(followed)
 
+    def _purge_if_silent(self) -> None:
+        """Delete the roster when the cloud has not been heard for ``purge_after_s``
+        (``roster.purge_after_h``), and record it (``roster.purged``): a kiosk switched off
+        or stolen keeps no template past that time. A local roster is never purged."""
+        if self.purge_after_s <= 0:
+            return
+        silent = self.roster.silent_for()
+        if silent is None or silent < self.purge_after_s or self.roster.version == 0:
+            return  # heard from lately, never from the cloud, or purged already
+        riders, version = self.roster.purge()
+        self._record(
+            f.record(
+                "roster.purged",
+                reason="silent",
+                from_version=version,
+                riders=riders,
+                silent_s=round(silent, 1),
+            )
+        )
+        self._maybe_reload_roster()
+
     def _reason(self) -> str | None:
         """Why the kiosk may not rent now (the service check, then the board)."""
         board = None if self.inventory.board_online else "board_offline"
@@ -299,6 +325,8 @@ class Runtime:
         except OutboxError as exc:
             log.error("event.unrecorded", type="kiosk.started", error=str(exc))
         unsettled = len(self.journal.unsettled())
+        self._purge_if_silent()  # a kiosk switched on after too long away holds no template
+        last_purge_check = self._clock()
         self._spawn(self._watch_board, "board-events")
         self._spawn(self.worker.run, "board-worker")
         self._spawn(self._watch_camera, "vision")
@@ -346,6 +374,9 @@ class Runtime:
                 last_ping = now
             if now - last_check >= 1.0 and not stopping:
                 last_check = now
+                if now - last_purge_check >= min(PURGE_CHECK_S, self.purge_after_s / 10):
+                    last_purge_check = now
+                    self._purge_if_silent()
                 self._maybe_reload_roster()
                 unsettled = self._settle_unsettled()  # one indexed read when none wait
                 self._carry_out(self.flow.handle(f.Service(now, self._reason())))

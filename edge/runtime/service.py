@@ -8,6 +8,8 @@ what it can see locally and passes it in. The reasons, first match wins (each is
 - ``clock_not_set``: the clock is before 2024 (an RTC-less box before NTP);
 - ``outbox_full``: the outbox cannot hold the event of one more rental;
 - ``roster_too_old``: the roster was last refreshed more than ``roster.max_age_h`` ago;
+- ``roster_purged``: the kiosk deleted its roster (``roster.purge_after_h`` without word
+  from the cloud, or revoked) and has not pulled a new one yet;
 - ``camera_lost``: the camera stopped delivering frames and is being reopened;
 - ``board_offline``: the slot board does not answer (added by the runtime).
 
@@ -36,6 +38,7 @@ class Conditions:
     money_room: bool = True
     roster_at: float | None = None  # when the roster was last refreshed (see assemble)
     roster_max_age_s: float | None = None
+    roster_purged: bool = False  # deleted by the kiosk itself, not pulled again yet
     camera_down: str | None = None  # the camera's state when it is not delivering frames
     board_online: bool = True
 
@@ -55,6 +58,8 @@ def reason(conditions: Conditions) -> str | None:
         and c.now - c.roster_at > c.roster_max_age_s
     ):
         return "roster_too_old"
+    if c.roster_purged:
+        return "roster_purged"
     if c.camera_down is not None:
         return "camera_lost"
     if not c.board_online:

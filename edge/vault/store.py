@@ -464,6 +464,43 @@ class RosterStore:
             len(opened.fleet),
         )
 
+    # -- purging (no pull for too long, or a revoked kiosk) ----------------------------------
+
+    def silent_for(self, now: float | None = None) -> float | None:
+        """Seconds since the roster last heard from the cloud (its last successful pull, or
+        the last delta applied, whichever is later); None for a roster that never came from
+        the cloud (local enrolment), which no silence purges."""
+        if self._meta("source") != "cloud":
+            return None
+        heard = [float(v) for v in (self._meta("pulled_at"), self._meta("changed_at")) if v]
+        if not heard:
+            return None
+        return max(0.0, (time.time() if now is None else now) - max(heard))
+
+    @property
+    def purged(self) -> bool:
+        """Whether the kiosk purged this roster and has not pulled one since."""
+        return self.version == 0 and bool(self._meta("purged_at"))
+
+    def purge(self) -> tuple[int, int]:
+        """Delete every rider, their terms and fleet state, and every data key, so the file
+        holds no template and no key that would open one (``secure_delete`` overwrites the
+        pages; the WAL is scrubbed). The version goes back to 0: the next pull is a full
+        snapshot. The time it last heard from the cloud is kept, so a kiosk that purged for
+        silence stays out of service until a pull succeeds. ``(riders, version)`` before."""
+        with self._transaction():
+            version = self.version
+            riders = int(self._db.execute("SELECT COUNT(*) FROM riders").fetchone()[0])
+            for table in ("riders", "rider_terms", "rider_fleet", "data_keys"):
+                self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed names)
+            self._set_meta("version", 0)
+            self._set_meta("key_id", "")
+            self._set_meta("purged_at", time.time())
+        self._data_keys = {}
+        self._scrub_wal()
+        log.warning("roster.purged", riders=riders, from_version=version)
+        return riders, version
+
     def record_pull(self, error: str | None) -> None:
         """Remember how a pull from the cloud went, for ``kiosk sync status``."""
         with self._transaction():

@@ -281,6 +281,38 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX audit_log_actor ON audit_log (actor, at)
         """,
     ),
+    (
+        8,
+        "erasure: deletions by rider hash, kiosks' receipts, pseudonyms waiting on open rentals, "
+        "riders' last activity",
+        """
+        CREATE TABLE erasures (
+            person_hash TEXT PRIMARY KEY,
+            pseudonym TEXT NOT NULL,
+            roster_version BIGINT NOT NULL,
+            deleted_at TEXT NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE TABLE erasure_receipts (
+            person_hash TEXT NOT NULL,
+            kiosk_id TEXT NOT NULL,
+            roster_version BIGINT NOT NULL,
+            erased_at TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            PRIMARY KEY (person_hash, kiosk_id)
+        );
+        CREATE TABLE erasure_pending (
+            person_id TEXT PRIMARY KEY,
+            pseudonym TEXT NOT NULL,
+            since TEXT NOT NULL
+        );
+        CREATE TABLE rider_activity (
+            person_id TEXT PRIMARY KEY,
+            last_active_at TEXT NOT NULL
+        );
+        CREATE INDEX rider_activity_last ON rider_activity (last_active_at)
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -4,7 +4,8 @@
     └── MqttError
         ├── CommandRejected (ValueError)       a command that must not run; ``reason`` says why
         ├── BrokerError (ConnectionError)      the broker cannot be reached or refused us
-        └── CommandFailedError                 the kiosk answered error/rejected, or not at all
+        ├── CommandFailedError                 the kiosk answered error/rejected, or not at all
+        └── KioskRevokedError (PermissionError)  the kiosk was revoked: nothing is published
 
 paho's own errors and return codes are translated where they enter.
 """
@@ -63,3 +64,8 @@ class BrokerError(MqttError, ConnectionError):
 
 class CommandFailedError(MqttError):
     """A remote command did not succeed: the kiosk refused it, it failed, or no answer came."""
+
+
+class KioskRevokedError(MqttError, PermissionError):
+    """The cloud revoked this kiosk (``kiosk-cloud kiosks revoke``): no command is signed
+    or published for it."""

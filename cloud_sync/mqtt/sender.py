@@ -2,13 +2,15 @@
 
 Used by ``kiosk-cloud command send``. The result topic is subscribed before the command
 is published, so a fast answer is not missed; only a result carrying the command's id
-counts.
+counts. A kiosk the cloud revoked gets nothing: ``KioskRevokedError`` before any
+connection.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from cloud_sync.mqtt.commands import (
     parse_result,
     sign_command,
 )
-from cloud_sync.mqtt.errors import BrokerError, CommandFailedError
+from cloud_sync.mqtt.errors import BrokerError, CommandFailedError, KioskRevokedError
 from cloud_sync.mqtt.telemetry import Topics
 
 
@@ -58,12 +60,20 @@ def send_command(
     ttl_s: int = 60,
     timeout_s: float = 30.0,
     issuer: str = "cloud",
+    is_revoked: Callable[[str], bool] | None = None,
 ) -> Sent:
     """Sign and publish one command and wait for its result.
 
-    ``BrokerError`` when the broker cannot be reached; ``CommandFailedError`` when no result
-    arrives within ``timeout_s``. The result, whatever its status, is returned.
+    ``KioskRevokedError`` when ``is_revoked`` (the cloud's registry) says the kiosk was
+    revoked: nothing is published. ``BrokerError`` when the broker cannot be reached;
+    ``CommandFailedError`` when no result arrives within ``timeout_s``. The result,
+    whatever its status, is returned.
     """
+    if is_revoked is not None and is_revoked(kiosk_id):
+        raise KioskRevokedError(
+            f"kiosk {kiosk_id} was revoked (kiosk-cloud kiosks revoke): no command is sent "
+            "to it; it must be provisioned again first"
+        )
     command = new_command(kiosk_id, name, args, ttl_s, time.time(), issuer)
     topics = Topics.for_kiosk(kiosk_id, config.topic_prefix)
     connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()

@@ -76,6 +76,10 @@ class CloudSettings(BaseSettings):
     rental_due_s: float = Field(default=86400.0, ge=1, le=365 * 86400)
     rental_lost_after_s: float = Field(default=7 * 86400.0, ge=1, le=365 * 86400)
     sweep_interval_s: float = Field(default=60.0, ge=0, le=86400)
+    #: Retention (docs/privacy.md): a rider with no activity (no rental, boarding or refusal
+    #: at a kiosk, no change by an operator or the app) for this long is deleted by the
+    #: sweep, unless a powerbank of theirs is out; 0 keeps riders until deleted.
+    rider_retention_s: float = Field(default=730 * 86400.0, ge=0, le=20 * 365 * 86400)
 
     #: Lockouts (docs/sync.md, "Rate limits"): this many wrong admin or provisioning tokens
     #: within ``auth_failure_window_s``, from one source address or presenting one token,

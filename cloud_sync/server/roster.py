@@ -41,7 +41,7 @@ from cloud_sync.roster_wire import (
     sign_delta,
 )
 from cloud_sync.sealing import key_id, open_sealed, raw_public, row_aad, seal
-from cloud_sync.server import rider_fleet, rider_terms
+from cloud_sync.server import erasure, rider_fleet, rider_terms
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.db import Database, Tx
 from cloud_sync.server.migrations import utc_text
@@ -207,25 +207,37 @@ class CloudRoster:
                 also(tx)
         return state.version
 
-    def delete(self, person_id: str, also: Callable[[Tx], None] | None = None) -> int:
+    def delete(
+        self,
+        person_id: str,
+        also: Callable[[Tx], None] | None = None,
+        reason: str = "operator",
+    ) -> int:
         """Delete a rider, leaving a tombstone for the kiosks; the new roster version.
-        ``also`` runs in the same transaction (a consent withdrawal, the audit entry)."""
+        ``also`` runs in the same transaction (a consent withdrawal, the audit entry);
+        ``reason`` is kept with the deletion (``erasure``: operator, consent, retention)."""
         now = datetime.now(UTC)
         with self.db.transaction() as tx:
-            state = self._bump(tx, now)
-            if tx.run("DELETE FROM roster_riders WHERE person_id = ?", [person_id]) != 1:
-                raise Problem(404, "unknown_rider", f"no rider {person_id!r} in the roster")
-            tx.run("DELETE FROM rider_terms WHERE person_id = ?", [person_id])
-            tx.run("DELETE FROM rider_fleet WHERE person_id = ?", [person_id])
-            tx.run(
-                "INSERT INTO roster_tombstones (person_id, version, deleted_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (person_id) DO UPDATE SET version = excluded.version, "
-                "deleted_at = excluded.deleted_at",
-                [person_id, state.version, utc_text(now)],
-            )
-            self._prune(tx, state, now)
+            version = self.delete_in(tx, person_id, now, reason)
             if also is not None:
                 also(tx)
+        return version
+
+    def delete_in(self, tx: Tx, person_id: str, now: datetime, reason: str) -> int:
+        """``delete`` inside the caller's transaction (the retention sweep's)."""
+        state = self._bump(tx, now)
+        if tx.run("DELETE FROM roster_riders WHERE person_id = ?", [person_id]) != 1:
+            raise Problem(404, "unknown_rider", f"no rider {person_id!r} in the roster")
+        tx.run("DELETE FROM rider_terms WHERE person_id = ?", [person_id])
+        tx.run("DELETE FROM rider_fleet WHERE person_id = ?", [person_id])
+        tx.run(
+            "INSERT INTO roster_tombstones (person_id, version, deleted_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (person_id) DO UPDATE SET version = excluded.version, "
+            "deleted_at = excluded.deleted_at",
+            [person_id, state.version, utc_text(now)],
+        )
+        self._prune(tx, state, now)
+        erasure.record_deletion(tx, person_id, state.version, now, reason)
         return state.version
 
     def _prune(self, tx: Tx, state: RosterState, now: datetime) -> None:
@@ -261,11 +273,12 @@ class CloudRoster:
             rider_terms.store(tx, key, person_id, state.version, terms, now)
         return state.version, terms
 
-    def rotate_key(self) -> Rotation:
+    def rotate_key(self, also: Callable[[Tx], None] | None = None) -> Rotation:
         """Re-seal every row under a new data key; the old key file is then replaced.
 
         Every kiosk's next delta is a full snapshot under the new key, after which the
-        kiosk forgets the old one too.
+        kiosk forgets the old one too. ``also`` runs in the same transaction (revoking a
+        kiosk: ``revocation``; the audit entry).
         """
         fresh = self.keys.stage_next()
         now = datetime.now(UTC)
@@ -284,6 +297,8 @@ class CloudRoster:
                 "UPDATE roster_state SET key_id = ?, key_version = ? WHERE id = 1",
                 [fresh.key_id, state.version],
             )
+            if also is not None:
+                also(tx)
         # Committed: the database names the new key. A crash before this line is finished
         # by the next process that reads the keys (``RosterKeyFiles.data_key``).
         self.keys.promote_next()

@@ -19,7 +19,7 @@ from typing import Any
 
 from cloud_sync.events import Event, Rejection
 from cloud_sync.outbox_seq import conflict_reason
-from cloud_sync.server import fleet_status, rider_fleet
+from cloud_sync.server import erasure, fleet_status, rider_fleet
 from cloud_sync.server.closed import ClosedRental, number_closed
 from cloud_sync.server.db import Database
 from cloud_sync.server.migrations import utc_text
@@ -291,6 +291,7 @@ class Store:
             number_closed(tx, accepted)
             rider_fleet.refresh(tx, rider_fleet.touched_riders(tx, accepted), datetime.now(UTC))
             fleet_status.record(tx, accepted, received)
+            erasure.on_ingest(tx, accepted, datetime.now(UTC))
         return IngestResult([event.id for event in accepted], duplicate)
 
     def events(

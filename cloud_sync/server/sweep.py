@@ -17,17 +17,22 @@ and stopped with the app; ``kiosk-cloud rentals sweep`` runs it once, e.g. from 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 
 from cloud_sync.errors import StoreError
-from cloud_sync.server import rider_fleet
+from cloud_sync.server import erasure, rider_fleet
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.custody import RENTED_STATE
 from cloud_sync.server.db import Database, Tx
 from cloud_sync.server.migrations import utc_text
+
+if TYPE_CHECKING:
+    from cloud_sync.server.roster import CloudRoster
 
 log = structlog.get_logger("cloud_sync.server")
 LOCK_KEY = "kiosk-cloud:rentals-sweep"
@@ -43,15 +48,21 @@ class Sweep:
     riders: int = 0
 
 
-def start_sweeper(settings: CloudSettings, database: Database) -> Sweeper | None:
-    """The background sweep of an API process, or None when ``sweep_interval_s`` is 0."""
+def start_sweeper(
+    settings: CloudSettings, database: Database, roster: CloudRoster | None = None
+) -> Sweeper | None:
+    """The background sweep of an API process, or None when ``sweep_interval_s`` is 0. It
+    also runs the privacy sweep (``erasure.privacy_sweep``: pseudonyms that waited on open
+    rentals, and retention when ``rider_retention_s`` is set)."""
     if settings.sweep_interval_s <= 0:
         return None
+    keep = timedelta(seconds=settings.rider_retention_s) if settings.rider_retention_s else None
     return Sweeper(
         database,
         timedelta(seconds=settings.rental_due_s),
         timedelta(seconds=settings.rental_lost_after_s),
         settings.sweep_interval_s,
+        privacy=lambda now: erasure.privacy_sweep(database, roster, keep, now),
     ).start()
 
 
@@ -125,9 +136,15 @@ class Sweeper:
     """The sweep every ``interval_s`` in a daemon thread, until ``stop``."""
 
     def __init__(
-        self, database: Database, due: timedelta, lost_after: timedelta, interval_s: float
+        self,
+        database: Database,
+        due: timedelta,
+        lost_after: timedelta,
+        interval_s: float,
+        privacy: Callable[[datetime], erasure.PrivacySweep] | None = None,
     ) -> None:
         self._args = (database, due, lost_after)
+        self._privacy = privacy
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rentals-sweep", daemon=True)
@@ -152,3 +169,16 @@ class Sweeper:
                 continue
             if done.overdue or done.lost:
                 log.info("rentals.swept", overdue=done.overdue, lost=done.lost, riders=done.riders)
+            if self._privacy is not None:
+                try:
+                    kept = self._privacy(datetime.now(UTC))
+                except StoreError as exc:
+                    log.warning("privacy.sweep_failed", error=str(exc))
+                    continue
+                except Exception:
+                    log.exception("privacy.sweep_crashed")
+                    continue
+                if kept.pseudonymised or kept.retired:
+                    log.info(
+                        "privacy.swept", pseudonymised=kept.pseudonymised, retired=len(kept.retired)
+                    )

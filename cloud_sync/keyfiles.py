@@ -3,7 +3,10 @@
 Both of a kiosk's key pairs live in files like these: Ed25519 to sign what it sends,
 X25519 to receive data keys wrapped for it. A key may also come from systemd credentials
 (``$CREDENTIALS_DIRECTORY``), which take precedence over the key folder and are never
-created by the kiosk.
+created by the kiosk: the signing key as ``kiosk-signing-key``, the box key as
+``kiosk-box-key`` (``CREDENTIAL_NAMES``; a credential named like the key's file is read
+too). Made with ``systemd-creds encrypt`` and given by ``LoadCredentialEncrypted=``, they
+are never stored in clear on the SD card (docs/installing.md).
 """
 
 from __future__ import annotations
@@ -23,11 +26,23 @@ from cloud_sync.private_files import private_dir
 PrivateKey = TypeVar("PrivateKey", Ed25519PrivateKey, X25519PrivateKey)
 
 
-def credential_path(filename: str) -> Path | None:
-    """The file of that name in ``$CREDENTIALS_DIRECTORY``, when systemd provides it."""
+#: The systemd credential names of the kiosk's private keys, by the name of their file.
+CREDENTIAL_NAMES = {
+    "kiosk-ed25519.pem": "kiosk-signing-key",
+    "kiosk-x25519.pem": "kiosk-box-key",
+}
+SIGNING_CREDENTIAL = CREDENTIAL_NAMES["kiosk-ed25519.pem"]
+
+
+def credential_path(filename: str, credential: str | None = None) -> Path | None:
+    """The key's file in ``$CREDENTIALS_DIRECTORY``, when systemd provides it: named
+    ``credential`` (by default the documented name for ``filename``), else ``filename``."""
     folder = os.environ.get("CREDENTIALS_DIRECTORY")
-    if folder and (Path(folder) / filename).is_file():
-        return Path(folder) / filename
+    if not folder:
+        return None
+    for name in (credential or CREDENTIAL_NAMES.get(filename), filename):
+        if name and (Path(folder) / name).is_file():
+            return Path(folder) / name
     return None
 
 
@@ -118,11 +133,14 @@ def write_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> 
     return write_secret(path, pem)
 
 
-def load_or_create(path: Path, kind: type[PrivateKey], create: bool = True) -> PrivateKey:
-    """The key from systemd credentials, else from ``path``, created there when allowed."""
-    credential = credential_path(path.name)
-    if credential is not None:
-        return read_private_key(credential, kind)
+def load_or_create(
+    path: Path, kind: type[PrivateKey], create: bool = True, credential: str | None = None
+) -> PrivateKey:
+    """The key from systemd credentials (``credential_path``), else from ``path``, created
+    there when allowed."""
+    given = credential_path(path.name, credential)
+    if given is not None:
+        return read_private_key(given, kind)
     if not path.exists() and create:
         key = kind.generate()
         if write_private_key(path, key):

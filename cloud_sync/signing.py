@@ -176,10 +176,15 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
 
 
 def kiosk_key(state_dir: Path, filename: str = KEY_FILENAME) -> Ed25519PrivateKey:
-    """The kiosk's signing key: a PKCS#8 PEM file (mode 0600) in its state folder, created
-    on first use, or the systemd credential of the same name.
+    """The kiosk's signing key: the systemd credential ``kiosk-signing-key`` when the
+    service has one, else a PKCS#8 PEM file (mode 0600) in its state folder, created on
+    first use.
 
     The one place the sync side gets its key; provisioning may change where it comes from.
     """
-    key: Ed25519PrivateKey = keyfiles.load_or_create(state_dir / filename, Ed25519PrivateKey)  # type: ignore[type-abstract]
+    key: Ed25519PrivateKey = keyfiles.load_or_create(
+        state_dir / filename,
+        Ed25519PrivateKey,  # type: ignore[type-abstract]
+        credential=keyfiles.SIGNING_CREDENTIAL,
+    )
     return key

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cloud_sync import keyfiles
 from edge.ops import status as status_mod
 from edge.ops.runtime_status import Component, is_live, read_runtime_status
 from edge.settings import Settings
@@ -50,15 +51,38 @@ def _result(name: str, ok: bool, detail: str, fix: str) -> CheckResult:
     return CheckResult(name, "pass" if ok else "fail", detail, "" if ok else fix)
 
 
-def check_keys(settings: Settings) -> CheckResult:
+#: Where ``systemd-creds encrypt`` puts the kiosk's encrypted key credentials, which the
+#: units load with ``LoadCredentialEncrypted=`` (docs/installing.md, "Keys at rest").
+CREDSTORE = Path("/etc/credstore.encrypted")
+KEY_CREDENTIALS = (keyfiles.SIGNING_CREDENTIAL, keyfiles.CREDENTIAL_NAMES[BOX_FILE])
+_ENCRYPT_FIX = (
+    "encrypt them as systemd credentials (systemd-creds encrypt --with-key=tpm2, or "
+    "--with-key=host without a TPM2) and delete the files: docs/installing.md, Keys at rest"
+)
+
+
+def _credential(name: str, credstore: Path) -> str | None:
+    """Where the key credential ``name`` is: the service's credentials (when the doctor
+    runs inside it), or its encrypted file in the credstore; None when neither."""
+    given = keyfiles.credential_path(name, name)
+    if given is not None:
+        return f"$CREDENTIALS_DIRECTORY/{name}"
+    if (credstore / name).is_file():
+        return str(credstore / name)
+    return None
+
+
+def check_keys(settings: Settings, credstore: Path = CREDSTORE) -> CheckResult:
+    """The private keys: from systemd credentials (pass), or plain files in the state
+    folder (warn: a copied SD card gives them away), never readable by others (fail)."""
     files = [
         settings.kiosk.state_dir / settings.sync.key_filename,
         settings.keys_dir / BOX_FILE,
         settings.keys_dir / SIGN_FILE,
     ]
-    missing = [path for path in files if not path.exists()]
+    present = [path for path in files if path.exists()]
     too_open = []
-    for path in files:
+    for path in present:
         try:
             if path.stat().st_mode & 0o077:
                 too_open.append(path)
@@ -67,6 +91,19 @@ def check_keys(settings: Settings) -> CheckResult:
     if too_open:
         names = " ".join(str(path) for path in too_open)
         return CheckResult("keys", "fail", f"readable by others: {names}", f"chmod 600 {names}")
+    found = {name: _credential(name, credstore) for name in KEY_CREDENTIALS}
+    if all(found.values()):
+        where = ", ".join(str(place) for place in found.values())
+        if present:
+            names = " ".join(str(path) for path in present)
+            return CheckResult(
+                "keys",
+                "warn",
+                f"keys come from systemd credentials ({where}) but plain copies remain: {names}",
+                f"delete the plain copies: shred -u {names}",
+            )
+        return CheckResult("keys", "pass", f"keys from encrypted systemd credentials: {where}")
+    missing = [path for path in files if not path.exists()]
     if missing:
         names = ", ".join(str(path) for path in missing)
         return CheckResult(
@@ -75,7 +112,13 @@ def check_keys(settings: Settings) -> CheckResult:
             f"missing: {names}",
             "kiosk provision creates them (the sync key is created on first sync)",
         )
-    return CheckResult("keys", "pass", f"{len(files)} key files, mode 0600")
+    return CheckResult(
+        "keys",
+        "warn",
+        f"plain key files, mode 0600 (development mode; a copied SD card gives them away): "
+        f"{len(files)} files in {settings.kiosk.state_dir}",
+        _ENCRYPT_FIX,
+    )
 
 
 def _within(seconds: float, work: Callable[[], str]) -> str:

@@ -193,7 +193,9 @@ def ensure_keys(settings: Settings) -> KioskKeys:
     """The kiosk's keys, each made when missing and reused when there."""
     state_dir, keys_dir = settings.kiosk.state_dir, settings.keys_dir
     sign_path = state_dir / settings.sync.key_filename
-    made = not (sign_path.exists() or keyfiles.credential_path(sign_path.name))
+    made = not (
+        sign_path.exists() or keyfiles.credential_path(sign_path.name, keyfiles.SIGNING_CREDENTIAL)
+    )
     made |= not ((keys_dir / BOX_FILE).exists() or keyfiles.credential_path(BOX_FILE))
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     sign = kiosk_key(state_dir, settings.sync.key_filename)

@@ -1,9 +1,12 @@
 """A kiosk's own key pairs: X25519 to receive wrapped data keys, Ed25519 to sign.
 
-Both are PKCS#8 PEM files with mode 0600 in the kiosk's key folder (or systemd
-credentials of the same names). ``kiosk provision`` creates them; a local roster in demo
-and development use creates them on first use. A key file that group or others can read
-is refused, and the kiosk will not start with it.
+Both come from systemd credentials when the service has them (``kiosk-box-key``,
+``kiosk-signing-key``: encrypted on the disk, bound to the TPM2 or the host key; see
+docs/installing.md), else from PKCS#8 PEM files with mode 0600 in the kiosk's key folder,
+the plain mode for development that ``kiosk doctor`` reports as weaker. ``kiosk
+provision`` creates the files; a local roster in demo and development use creates them on
+first use. A key file that group or others can read is refused, and the kiosk will not
+start with it.
 """
 
 from __future__ import annotations

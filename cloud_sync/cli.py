@@ -2,7 +2,7 @@
 
 Settings come from ``KIOSK_CLOUD_*`` variables (see ``cloud_sync.server.config``); the
 options below override them. Admin commands work on the database directly, so they need
-no running server and no admin token.
+no running server and no operator token; the audit log names them ``cli:USER``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,30 @@ COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand(
         "riders",
         "cloud_sync.server.roster_cli:riders_app",
-        "Add, change, delete or list the roster's riders.",
+        "Add, change, delete or list the roster's riders; their consent records.",
+        kind="group",
+    ),
+    LazyCommand(
+        "consent-texts",
+        "cloud_sync.server.operators_cli:consent_texts_app",
+        "The consent texts riders agree to, by version.",
+        kind="group",
+    ),
+    LazyCommand(
+        "operators",
+        "cloud_sync.server.operators_cli:operators_app",
+        "Named operators with roles (admin, support, installer) and their tokens.",
+        kind="group",
+    ),
+    LazyCommand(
+        "audit",
+        "cloud_sync.server.operators_cli:audit_command",
+        "The audit log: every administrative action, who, on whom, when, request id.",
+    ),
+    LazyCommand(
+        "kiosks",
+        "cloud_sync.server.kiosks_cli:kiosks_app",
+        "List registered kiosks (JSON lines); revoke one.",
         kind="group",
     ),
     LazyCommand(
@@ -231,8 +254,11 @@ def register_kiosk(
             roster_box_key(box_public_key)
         except ValueError as exc:
             raise InputError(f"--box-public-key: {exc}") from None
+    from cloud_sync.server.audit import Entry, cli_actor
+
     with _store(database_url) as store:
         created = store.register_kiosk(kiosk_id, public_key, site, box_public_key)
+        Entry(cli_actor(), "kiosk.register", kiosk_id, {"site": site}).save(store.db)
     typer.echo(f"{'registered' if created else 'updated'} {kiosk_id}")
 
 
@@ -250,18 +276,14 @@ def issue_token(
     """Issue a one-time provisioning token (printed once, stored hashed)."""
     if kiosk_id is not None:
         _check_kiosk_id(kiosk_id, "--kiosk-id")
+    from cloud_sync.server.audit import Entry, cli_actor
+
     with _store(database_url) as store:
         token, expires = store.issue_token(ttl_s, kiosk_id, site)
+        detail = {"expires_at": expires}
+        Entry(cli_actor(), "token.issue", kiosk_id or "*", detail).save(store.db)
     typer.echo(token)
     typer.echo(f"valid until {expires}", err=True)
-
-
-@app.command("kiosks")
-def kiosks(database_url: DatabaseUrl = None) -> None:
-    """List registered kiosks as JSON lines."""
-    with _store(database_url, reading=True) as store:
-        for record in store.kiosks():
-            typer.echo(json.dumps(record.__dict__))
 
 
 @app.command("events")
@@ -338,9 +360,12 @@ def command_send(
     password_file: Annotated[
         Path | None, typer.Option("--password-file", help="File holding the broker password.")
     ] = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Sign a command, publish it to one kiosk and print its result (JSON); exit 7 unless
-    the kiosk answers ok."""
+    the kiosk answers ok. With the cloud's database (--database-url, or
+    KIOSK_CLOUD_DATABASE_URL, or the default one when it exists) a revoked kiosk is
+    refused and nothing is published."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from pydantic import ValidationError
 
@@ -369,7 +394,12 @@ def command_send(
     except (ValueError, OSError) as exc:
         raise InputError(str(exc)) from None
     signing_key = keyfiles.load_or_create(key, Ed25519PrivateKey, create=False)  # type: ignore[type-abstract]
-    sent = send_command(config, signing_key, kiosk, name, args, ttl_s, timeout_s, issuer[:64])
+    from cloud_sync.server.kiosks_cli import revoked_check
+
+    revoked = revoked_check(database_url)
+    sent = send_command(
+        config, signing_key, kiosk, name, args, ttl_s, timeout_s, issuer[:64], revoked
+    )
     typer.echo(sent.result.model_dump_json())
     if sent.result.status != "ok":
         why = sent.result.reason or sent.result.detail or sent.result.status

@@ -31,3 +31,15 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+#: ``kiosk-cloud riders add``'s consent record, to the text ``consent_text`` makes known.
+CONSENT_ARGS = ("--consent", "test-1", "--consent-by", "test-operator")
+
+
+def consent_text(folder: Path) -> tuple[str, ...]:
+    """The arguments of ``kiosk-cloud consent-texts add`` for the tests' consent text
+    (written into ``folder``)."""
+    path = folder / "consent.txt"
+    path.write_text("I agree to my face templates being kept.\n", encoding="utf-8")
+    return ("consent-texts", "add", "test-1", "--file", str(path))

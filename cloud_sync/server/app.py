@@ -1,7 +1,8 @@
 """The FastAPI application of the cloud API: routes, error answers, startup.
 
 Kiosk routes are authenticated by request signature (``cloud_sync.signing``); admin
-routes by ``Authorization: Bearer <admin token>``; ``/v1/provision`` by a one-time
+routes by an operator's ``Authorization: Bearer <token>`` and the role each names
+(``deps``), and every change they make is in the audit log; ``/v1/provision`` by a one-time
 provisioning token; ``/healthz`` and ``/metrics`` are open. The process keeps no state
 between requests except caches it can lose, so any number of replicas can share one
 PostgreSQL database.
@@ -37,10 +38,12 @@ from cloud_sync.events import (
 from cloud_sync.server.bodies import StrictJSONRoute, check_media_type
 from cloud_sync.server.bodies import read_body as _read_body
 from cloud_sync.server.config import CloudSettings
+from cloud_sync.server.consent_api import router as consent_router
 from cloud_sync.server.custody_api import router as custody_router
 from cloud_sync.server.db import ConflictError, StoreDataError, StoreFaultError, open_database
-from cloud_sync.server.deps import ADMIN_ERRORS, Admin, client_source
+from cloud_sync.server.deps import ADMIN_ERRORS, Admin, Installer, Support, caller_of, client_source
 from cloud_sync.server.deps import raw_target as _raw_target
+from cloud_sync.server.erasure_api import router as erasure_router
 from cloud_sync.server.fleet_api import install as install_fleet
 from cloud_sync.server.ingest import Limits, decode_body, parse_batch
 from cloud_sync.server.migrations import LATEST, migrate
@@ -54,9 +57,12 @@ from cloud_sync.server.models import (
     TokenOut,
 )
 from cloud_sync.server.observability import Metrics, RequestContext
+from cloud_sync.server.operators_api import router as operators_router
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.ratelimit import RateLimiter, RatePolicy, Scope, limited_responses
 from cloud_sync.server.rentals_api import router as rentals_router
+from cloud_sync.server.revocation import KioskRevoked
+from cloud_sync.server.revoke_api import router as revoke_router
 from cloud_sync.server.roster import box_public_key, open_cloud_roster
 from cloud_sync.server.roster_api import router as roster_router
 from cloud_sync.server.store import KioskRecord, Store
@@ -157,12 +163,12 @@ class Service:
         if found is None:
             raise Problem(401, "unknown_kiosk", f"kiosk {signed.kiosk_id!r} is not registered")
         kiosk, public_key = found
-        if kiosk.disabled:
-            raise Problem(403, "kiosk_disabled", f"kiosk {signed.kiosk_id!r} is disabled")
         try:
             verify_request(public_key, signed, method, path, body)
         except SignatureError as exc:
             raise Problem(401, "bad_signature", str(exc)) from None
+        if kiosk.disabled:  # the kiosk itself, revoked (``revocation``)
+            raise KioskRevoked(signed)
         return signed
 
     def ingest(
@@ -294,7 +300,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
             database.close()
             raise
         app.state.service = Service(settings, Store(database, settings.rental_due_s), metrics)
-        sweeper = start_sweeper(settings, database)  # overdue and lost rentals (sweep.py)
+        # overdue and lost rentals, pseudonyms, retention (sweep.py, erasure.py)
+        sweeper = start_sweeper(settings, database, app.state.roster)
         log.info(
             "cloud.started",
             database=database.dialect,
@@ -419,6 +426,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
     install_fleet(app, metrics)
     app.include_router(custody_router)
     app.include_router(terms_router)
+    app.include_router(erasure_router)
+    app.include_router(consent_router)
+    app.include_router(operators_router)
+    app.include_router(revoke_router)
 
     @app.post("/v1/provision", status_code=201, response_model=ProvisionOut, responses=_ERRORS)
     def provision(request: Request, body: ProvisionIn, svc: Svc) -> ProvisionOut:
@@ -447,10 +458,11 @@ def create_app(settings: CloudSettings) -> FastAPI:
         )
 
     @app.post("/v1/admin/kiosks", response_model=KioskOut, dependencies=[Admin], responses=_ERRORS)
-    def register_kiosk(body: KioskIn, svc: Svc) -> KioskOut:
+    def register_kiosk(request: Request, body: KioskIn, svc: Svc) -> KioskOut:
         """Register a kiosk (or replace its keys and site)."""
         _check_keys(body.public_key, body.box_public_key)
         svc.store.register_kiosk(body.kiosk_id, body.public_key, body.site, body.box_public_key)
+        caller_of(request).entry("kiosk.register", body.kiosk_id, site=body.site).save(svc.store.db)
         svc._keys.pop(body.kiosk_id, None)
         record = svc.store.kiosk(body.kiosk_id)
         assert record is not None
@@ -459,7 +471,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     @app.get(
         "/v1/admin/kiosks",
         response_model=list[KioskOut],
-        dependencies=[Admin],
+        dependencies=[Support],
         responses=ADMIN_ERRORS,
     )
     def list_kiosks(svc: Svc) -> list[KioskOut]:
@@ -470,16 +482,19 @@ def create_app(settings: CloudSettings) -> FastAPI:
         "/v1/admin/provisioning-tokens",
         status_code=201,
         response_model=TokenOut,
-        dependencies=[Admin],
+        dependencies=[Installer],
         responses=_ERRORS,
     )
-    def issue_token(body: TokenIn, svc: Svc) -> TokenOut:
-        """A one-time provisioning token (optionally bound to one kiosk id)."""
+    def issue_token(request: Request, body: TokenIn, svc: Svc) -> TokenOut:
+        """A one-time provisioning token (optionally bound to one kiosk id); installers
+        may issue them."""
         ttl = body.ttl_s or settings.provisioning_token_ttl_s
         token, expires = svc.store.issue_token(ttl, body.kiosk_id, body.site)
+        entry = caller_of(request).entry("token.issue", body.kiosk_id or "*", expires_at=expires)
+        entry.save(svc.store.db)
         return TokenOut(token=token, expires_at=expires, kiosk_id=body.kiosk_id)
 
-    @app.get("/v1/admin/events", dependencies=[Admin], responses=ADMIN_ERRORS)
+    @app.get("/v1/admin/events", dependencies=[Support], responses=ADMIN_ERRORS)
     def list_events(
         svc: Svc,
         kiosk_id: Annotated[str | None, Query(pattern=KIOSK_ID_PATTERN)] = None,
@@ -489,7 +504,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         """Stored events in (kiosk, seq) order."""
         return svc.store.events(kiosk_id, after_seq, limit)
 
-    @app.get("/v1/admin/rentals", dependencies=[Admin], responses=ADMIN_ERRORS)
+    @app.get("/v1/admin/rentals", dependencies=[Support], responses=ADMIN_ERRORS)
     def list_rentals(
         svc: Svc,
         status: Literal[
@@ -500,7 +515,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         """Rentals, open ones by default."""
         return svc.store.rentals(None if status == "all" else status, limit)
 
-    @app.get("/v1/admin/returns", dependencies=[Admin], responses=ADMIN_ERRORS)
+    @app.get("/v1/admin/returns", dependencies=[Support], responses=ADMIN_ERRORS)
     def list_returns(
         svc: Svc,
         flagged: bool = False,

@@ -1,6 +1,6 @@
 """Custody and rentals over HTTP: where each powerbank is, and one rider's rentals out.
 
-Behind the admin token like the other ``/v1/admin`` routes; they only read (docs/fleet.md).
+They only read: an operator with the support role (or admin) may (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cloud_sync.server.custody_views import (
     rider_after,
     rider_rentals,
 )
-from cloud_sync.server.deps import ADMIN_ERRORS, Admin
+from cloud_sync.server.deps import ADMIN_ERRORS, Support
 from cloud_sync.server.models import PERSON_ID_PATTERN, RiderOut
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.ratelimit import limited_responses
@@ -48,7 +48,7 @@ def _service(request: Request) -> Service:
 @router.get(
     "/v1/admin/powerbanks",
     response_model=list[PowerbankOut],
-    dependencies=[Admin],
+    dependencies=[Support],
     responses=ADMIN_ERRORS,
 )
 def list_powerbanks(
@@ -64,7 +64,7 @@ def list_powerbanks(
 @router.get(
     "/v1/admin/riders/{person_id}",
     response_model=RiderView,
-    dependencies=[Admin],
+    dependencies=[Support],
     responses=_ERRORS,
 )
 def rider_view(

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from cloud_sync.errors import StoreError
 from cloud_sync.server.bodies import StrictJSONRoute
-from cloud_sync.server.deps import ADMIN_ERRORS, Admin
+from cloud_sync.server.deps import ADMIN_ERRORS, Support
 from cloud_sync.server.fleet_status import DEFAULT_OFFLINE_AFTER_S, FleetKiosk, read_fleet
 from cloud_sync.server.observability import Metrics
 
@@ -40,7 +40,7 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
 @router.get(
     "/v1/admin/fleet",
     response_model=list[FleetKiosk],
-    dependencies=[Admin],
+    dependencies=[Support],
     responses=ADMIN_ERRORS,
 )
 def list_fleet(

@@ -135,8 +135,47 @@ def iso_date(value: Any) -> Any:
     return value
 
 
+CONSENT_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+ConsentChannel = Literal["app", "kiosk", "desk"]
+
+
+def rfc3339(value: Any) -> Any:
+    """An RFC 3339 text with its offset as an aware datetime (strict bodies' times)."""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be a time as RFC 3339, e.g. 2026-01-02T03:04:05Z") from None
+        if moment.tzinfo is None:
+            raise ValueError("must name its offset (Z or +HH:MM)")
+        return moment
+    return value
+
+
+class ConsentIn(_Body):
+    """The rider's consent to the processing of their face templates (docs/privacy.md)."""
+
+    version: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=CONSENT_VERSION_PATTERN,
+        description="the consent text's version, as added with `kiosk-cloud consent-texts add`",
+    )
+    given_at: datetime = Field(description="when the rider consented (RFC 3339, with offset)")
+    channel: ConsentChannel = Field(description="where: the app, a kiosk, a service desk")
+    taken_by: str = Field(
+        min_length=1, max_length=200, description="the operator who took it, or 'app'"
+    )
+
+    @field_validator("given_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        return rfc3339(value)
+
+
 class RiderIn(_Body):
-    """A rider to add: stored sealed; the cloud keeps no name or template in clear."""
+    """A rider to add: stored sealed; the cloud keeps no name or template in clear. The
+    consent record is required and must name a consent text the cloud knows."""
 
     person_id: str = Field(min_length=1, max_length=128, pattern=PERSON_ID_PATTERN)
     display_name: str = Field(default="", max_length=200)
@@ -147,6 +186,7 @@ class RiderIn(_Body):
     valid_until: date | None = None
     claim_hash: str | None = Field(default=None, min_length=1, max_length=200)
     replace: bool = Field(default=False, description="replace a rider who exists")
+    consent: ConsentIn
 
     @field_validator("valid_until", mode="before")
     @classmethod

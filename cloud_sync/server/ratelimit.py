@@ -6,7 +6,8 @@ one bucket: ``(bucket, window_start, hits, blocked_until)``, times in Unix milli
 A window starts at a bucket's first hit and lasts its rule's length; one UPSERT counts a
 hit (a new window once the old one is over) and returns the count.
 
-- Wrong credentials (an admin bearer token, a provisioning token, a kiosk signature)
+- Wrong credentials (an operator's bearer token, the app's, a provisioning token, a kiosk
+  signature)
   count against two buckets: the source address (an IPv6 address by its /64) and the
   credential presented (the token, or the kiosk id named). ``max_failures`` within the
   window lock that bucket out for ``lockout_s``: every request of that kind from that
@@ -174,7 +175,7 @@ def rate_limited(scope: Scope, kiosk_id: str, rule: Rule, retry_after: int) -> P
 
 
 _NAMES: dict[Credential, str] = {
-    "admin": "admin tokens",
+    "admin": "operator tokens",
     "app": "app tokens",
     "provision": "provisioning tokens",
     "kiosk": "kiosk signatures",

@@ -6,7 +6,9 @@ snapshot when N is 0, older than the tombstones kept, or older than the last dat
 rotation), or, when N is the current version, a statement that the kiosk is up to date.
 Both name the kiosk and carry the nonce of its request, so an answer cannot be replayed
 to a later request, and both carry ``X-Roster-Version``. There is no unsigned "nothing
-changed" answer: a kiosk refuses one. The rider routes sit behind the admin token.
+changed" answer: a kiosk refuses one. A revoked kiosk gets a signed order to wipe its
+roster instead, bound to its request the same way (``revocation``). The rider routes need an operator's token: reading
+needs the support role, changing needs admin (``deps``); each change is in the audit log.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from pydantic import BaseModel, Field
 
 from cloud_sync.events import MAX_SEQ
 from cloud_sync.roster_wire import CurrentBody
+from cloud_sync.server import consent
 from cloud_sync.server.bodies import StrictJSONRoute
-from cloud_sync.server.deps import ADMIN_ERRORS, Admin, client_source, raw_target
+from cloud_sync.server.deps import (
+    ADMIN_ERRORS,
+    Admin,
+    Support,
+    caller_of,
+    client_source,
+    raw_target,
+)
 from cloud_sync.server.models import (
     PERSON_ID_PATTERN,
     RiderChange,
@@ -32,6 +42,8 @@ from cloud_sync.server.models import (
 )
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.ratelimit import limited_responses
+from cloud_sync.server.revocation import KioskRevoked
+from cloud_sync.server.revoke_api import wipe_response
 from cloud_sync.server.roster import CloudRoster, rider_out, roster_status
 
 if TYPE_CHECKING:
@@ -87,16 +99,21 @@ def roster_delta(request: Request, since: Annotated[int, Query(ge=0, le=MAX_SEQ)
     """This kiosk's roster delta since a version, or the statement that it is current;
     signed by the roster key and bound to the request's nonce."""
     svc = _service(request)
-    signed = svc.authenticate(
-        request.method,
-        raw_target(request),
-        dict(request.headers),
-        b"",
-        client_source(request),
-        "pull",
-    )
+    try:
+        signed = svc.authenticate(
+            request.method,
+            raw_target(request),
+            dict(request.headers),
+            b"",
+            client_source(request),
+            "pull",
+        )
+    except KioskRevoked as revoked:  # its signature checked: it gets the order to wipe
+        signed = revoked.signed
     svc.store.use_nonce(signed.kiosk_id, signed.nonce)
     kiosk = svc.store.kiosk(signed.kiosk_id)  # fresh: a box key may have just been set
+    if kiosk is not None and kiosk.disabled:  # revoked, maybe since its key was cached
+        return wipe_response(request, signed.kiosk_id, signed.nonce)
     if kiosk is None or not kiosk.box_public_key:
         raise Problem(
             409,
@@ -123,7 +140,7 @@ def roster_delta(request: Request, since: Annotated[int, Query(ge=0, le=MAX_SEQ)
 
 
 @router.get(
-    "/v1/admin/roster", response_model=RosterStatus, dependencies=[Admin], responses=ADMIN_ERRORS
+    "/v1/admin/roster", response_model=RosterStatus, dependencies=[Support], responses=ADMIN_ERRORS
 )
 def roster_info(request: Request) -> RosterStatus:
     """The roster's version, counts, data-key id and public key."""
@@ -133,7 +150,7 @@ def roster_info(request: Request) -> RosterStatus:
 @router.get(
     "/v1/admin/riders",
     response_model=list[RiderOut],
-    dependencies=[Admin],
+    dependencies=[Support],
     responses=ADMIN_ERRORS,
 )
 def list_riders(
@@ -160,9 +177,13 @@ def list_riders(
     responses=_BODY_ERRORS,
 )
 def add_rider(request: Request, body: RiderIn) -> RiderChange:
-    """Add a rider with their templates (sealed before storing); 409 if they exist unless
+    """Add a rider with their templates (sealed before storing) and their consent record
+    (422 when its text version is unknown: nothing is stored); 409 if they exist unless
     ``replace``."""
-    version = cloud_roster(request).add(body.person_id, body.to_record(), body.replace)
+    action = "rider.replace" if body.replace else "rider.add"
+    entry = caller_of(request).entry(action, body.person_id, consent=body.consent.version)
+    record = consent.recorder(body.person_id, body.consent, entry)
+    version = cloud_roster(request).add(body.person_id, body.to_record(), body.replace, record)
     return RiderChange(person_id=body.person_id, roster_version=version)
 
 
@@ -177,7 +198,8 @@ def delete_rider(
     person_id: Annotated[str, Path(min_length=1, max_length=128, pattern=PERSON_ID_PATTERN)],
 ) -> RiderChange:
     """Delete a rider; every kiosk drops them at its next roster pull."""
-    version = cloud_roster(request).delete(person_id)
+    entry = caller_of(request).entry("rider.delete", person_id)
+    version = cloud_roster(request).delete(person_id, also=entry.write)
     return RiderChange(person_id=person_id, roster_version=version)
 
 
@@ -190,4 +212,6 @@ def delete_rider(
 def rotate_key(request: Request) -> RotationOut:
     """Re-seal every rider under a new data key; kiosks get full snapshots under it."""
     done = cloud_roster(request).rotate_key()
+    entry = caller_of(request).entry("roster.rotate_key", done.key_id, version=done.version)
+    entry.save(_service(request).store.db)
     return RotationOut(data_key_id=done.key_id, roster_version=done.version, riders=done.riders)

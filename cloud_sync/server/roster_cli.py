@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,10 +20,12 @@ import typer
 from pydantic import ValidationError
 
 from cloud_sync.errors import ConfigError, InputError, WireError
+from cloud_sync.server import consent
+from cloud_sync.server.audit import Entry, cli_actor
 from cloud_sync.server.config import CloudSettings, load_cloud_settings
 from cloud_sync.server.db import open_database, quiet_pool_logs, require_database
 from cloud_sync.server.migrations import migrate
-from cloud_sync.server.models import PERSON_ID_PATTERN, RiderIn, TemplateIn
+from cloud_sync.server.models import PERSON_ID_PATTERN, ConsentIn, RiderIn, TemplateIn
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.rider_terms import TermsChange
 from cloud_sync.server.roster import CloudRoster, open_cloud_roster, rider_out, roster_status
@@ -44,7 +46,8 @@ DatabaseUrl = Annotated[
 
 keys_app = typer.Typer(help="The cloud's roster keys.", no_args_is_help=True)
 riders_app = typer.Typer(
-    help="Add, change, delete or list the roster's riders.", no_args_is_help=True
+    help="Add, change, delete or list the roster's riders; their consent records.",
+    no_args_is_help=True,
 )
 roster_app = typer.Typer(help="The roster's state and its data key.", no_args_is_help=True)
 
@@ -181,11 +184,36 @@ def riders_add(
         typer.Option("--templates", help="Templates as JSON instead of photos.", metavar="FILE"),
     ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a rider who exists.")] = False,
+    consent_version: Annotated[
+        str | None,
+        typer.Option(
+            "--consent",
+            help="The version of the consent text the rider agreed to (required; see "
+            "`kiosk-cloud consent-texts`).",
+            metavar="VERSION",
+        ),
+    ] = None,
+    consent_by: Annotated[
+        str | None,
+        typer.Option("--consent-by", help="Who took the consent (required).", metavar="NAME"),
+    ] = None,
+    consent_channel: Annotated[
+        str,
+        typer.Option("--consent-channel", help="Where it was given: app, kiosk or desk."),
+    ] = "desk",
+    consent_at: Annotated[
+        str | None,
+        typer.Option(
+            "--consent-at", help="When it was given (RFC 3339; default: now).", metavar="TIME"
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Add a rider (templates from photos or JSON); kiosks get them at their next pull."""
+    """Add a rider (templates from photos or JSON) with their consent record; kiosks get
+    them at their next pull."""
     if not images and templates is None:
         raise InputError("give photos of the rider (IMAGE...) or --templates FILE")
+    agreed = _consent(consent_version, consent_by, consent_channel, consent_at)
     until = None
     if valid_until is not None:
         try:
@@ -194,6 +222,7 @@ def riders_add(
             raise InputError(f"--valid-until {valid_until!r} is not a date (YYYY-MM-DD)") from None
     with _roster(database_url) as roster:
         found = _templates_file(templates, roster.model) if templates is not None else []
+        consent.require_known(roster.db, agreed.version)  # before encoding any photo
         if images:
             found += _encode_photos(person_id, list(images), roster.model)
         if not found:
@@ -209,18 +238,46 @@ def riders_add(
                 valid_until=until,
                 claim_hash=claim_hash,
                 replace=replace,
+                consent=agreed,
             )
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise InputError(f"{where}: {first['msg']}") from None
-        version = roster.add(rider.person_id, rider.to_record(), rider.replace)
+            raise _invalid(exc) from None
+        action = "rider.replace" if replace else "rider.add"
+        entry = Entry(cli_actor(), action, person_id, {"consent": agreed.version})
+        record = consent.recorder(person_id, agreed, entry)
+        version = roster.add(rider.person_id, rider.to_record(), rider.replace, record)
     typer.echo(
         f"{'stored' if replace else 'added'} {person_id} with {len(found)} template(s); "
         f"roster version {version}"
     )
     if len(found) == 1:
         typer.echo(f"{person_id}: {ONE_PHOTO_HINT}")
+
+
+def _invalid(exc: ValidationError) -> InputError:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return InputError(f"{where}: {first['msg']}")
+
+
+def _consent(version: str | None, by: str | None, channel: str, at: str | None) -> ConsentIn:
+    """The consent record the options give; ``InputError`` naming what is missing."""
+    if version is None or by is None:
+        raise InputError(
+            "enrolment needs the rider's consent: --consent VERSION (the consent text they "
+            "agreed to) and --consent-by NAME (who took it); nothing was stored"
+        )
+    try:
+        return ConsentIn.model_validate(
+            {
+                "version": version,
+                "taken_by": by,
+                "channel": channel,
+                "given_at": at if at is not None else datetime.now(UTC),
+            }
+        )
+    except ValidationError as exc:
+        raise _invalid(exc) from None
 
 
 @riders_app.command("delete")
@@ -231,8 +288,37 @@ def riders_delete(
     """Delete a rider; every kiosk drops their templates at its next pull."""
     _rider_id(person_id)
     with _roster(database_url) as roster:
-        version = roster.delete(person_id)
+        version = roster.delete(
+            person_id, also=Entry(cli_actor(), "rider.delete", person_id, {}).write
+        )
     typer.echo(f"deleted {person_id}; roster version {version}")
+
+
+@riders_app.command("consent")
+def riders_consent(
+    person_id: Annotated[str, typer.Argument(help="The rider.")],
+    withdraw: Annotated[
+        bool,
+        typer.Option(
+            "--withdraw",
+            help="The rider withdrew their consent: delete them everywhere (every kiosk drops "
+            "them at its next pull); the record keeps when and by whom.",
+        ),
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show the rider's consent record as JSON (text version and its SHA-256, when, how,
+    who took it; withdrawal); --withdraw deletes the rider."""
+    _rider_id(person_id)
+    with _roster(database_url, reading=not withdraw) as roster:
+        if withdraw:
+            entry = Entry(cli_actor(), "rider.consent_withdraw", person_id, {})
+            version = consent.withdraw(roster, person_id, entry)
+            typer.echo(f"deleted {person_id}; roster version {version}", err=True)
+        found = consent.current(roster.db, person_id)
+    if found is None:
+        raise InputError(f"no consent record for rider {person_id!r}")
+    typer.echo(found.model_dump_json(indent=2))
 
 
 def _rider_id(person_id: str) -> str:
@@ -285,6 +371,17 @@ def riders_set(
         )
     with _roster(database_url) as roster:
         version, terms = roster.set_terms(person_id, change)
+        detail = {
+            name: value
+            for name, value in (
+                ("may_rent", may_rent),
+                ("max_open_rentals", max_open),
+                ("boarding_allowed", boarding),
+                ("valid_until", None if clear else until),
+            )
+            if value is not None or (name == "valid_until" and clear)
+        }
+        Entry(cli_actor(), "rider.change", person_id, detail).save(roster.db)
     rights = terms.entitlements
     typer.echo(
         f"{person_id}: may rent {'yes' if rights.may_rent else 'no (blocked)'}, at most "
@@ -317,7 +414,16 @@ def roster_rotate_key(database_url: DatabaseUrl = None) -> None:
     kiosk's next pull is a full snapshot under the new key."""
     with _roster(database_url) as roster:
         done = roster.rotate_key()
+        detail = {"version": done.version}
+        Entry(cli_actor(), "roster.rotate_key", done.key_id, detail).save(roster.db)
     typer.echo(
         f"{done.riders} rider(s) re-sealed under data key {done.key_id}; roster version "
         f"{done.version} (kiosks get a full snapshot at their next pull)"
     )
+
+
+# `riders erasure` lives with the erasure code; it uses this module's helpers, so it is
+# imported last
+from cloud_sync.server.erasure_cli import riders_erasure  # noqa: E402
+
+riders_app.command("erasure")(riders_erasure)

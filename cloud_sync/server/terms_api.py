@@ -1,8 +1,9 @@
 """Changing a rider's terms without their templates: the operator's entitlements and the
 rider's claim code set from the app (see ``rider_terms``).
 
-``PATCH /v1/admin/riders/{id}`` (admin token) changes any of ``may_rent``,
-``max_open_rentals``, ``boarding_allowed`` and ``valid_until`` (``null`` clears it).
+``PATCH /v1/admin/riders/{id}`` changes any of ``may_rent``, ``max_open_rentals``,
+``boarding_allowed`` and ``valid_until`` (``null`` clears it): an admin may change any, a
+support operator only ``may_rent`` (block or unblock the rider).
 ``PUT /v1/riders/{id}/claim`` (app token) sets or changes the rider's claim code: the
 cloud keeps only its salted hash, sealed, and never returns or logs it. Either way the
 kiosks receive the new terms at their next roster pull, as a small sealed terms row.
@@ -18,7 +19,7 @@ from pydantic import Field, field_validator
 
 from cloud_sync.claim_code import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS, ClaimFormatError, hash_claim
 from cloud_sync.server.bodies import StrictJSONRoute
-from cloud_sync.server.deps import Admin, App
+from cloud_sync.server.deps import App, Support, caller_of, refuse_unless
 from cloud_sync.server.models import PERSON_ID_PATTERN, RiderChange, RiderOut, _Body, iso_date
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.ratelimit import limited_responses
@@ -75,14 +76,22 @@ class ClaimIn(_Body):
 @router.patch(
     "/v1/admin/riders/{person_id}",
     response_model=RiderOut,
-    dependencies=[Admin],
+    dependencies=[Support],
     responses=_BODY_ERRORS,
 )
 def set_terms(request: Request, person_id: PersonId, body: TermsIn) -> RiderOut:
     """Change a rider's entitlements without resending templates; kiosks receive them at
-    their next roster pull."""
+    their next roster pull. Support operators may change ``may_rent`` alone (block or
+    unblock); the other entitlements need an admin."""
+    change = body.change()
+    caller = caller_of(request)
+    if body.model_fields_set - {"may_rent"}:
+        refuse_unless(caller, "admin", "changing entitlements other than may_rent")
     roster = cloud_roster(request)
-    roster.set_terms(person_id, body.change())
+    set_fields = body.model_dump(include=body.model_fields_set, mode="json")
+    entry = caller.entry("rider.change", person_id, **set_fields)
+    roster.set_terms(person_id, change)
+    entry.save(request.app.state.service.store.db)
     found = roster.rider(person_id)
     if found is None:  # deleted a moment later
         raise Problem(404, "unknown_rider", f"no rider {person_id!r} in the roster")
@@ -102,4 +111,5 @@ def set_claim(request: Request, person_id: PersonId, body: ClaimIn) -> RiderChan
     except ClaimFormatError as exc:
         raise Problem(422, "invalid_claim", str(exc)) from None
     version, _ = cloud_roster(request).set_terms(person_id, TermsChange(claim_hash=hashed))
+    caller_of(request).entry("rider.claim", person_id).save(request.app.state.service.store.db)
     return RiderChange(person_id=person_id, roster_version=version)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +20,7 @@ from edge.cli.context import state
 from edge.cli.progress import bar
 from edge.cli.roster_cmd import record_edit, roster_store
 from edge.enrol import check_person_id, images_by_person
+from edge.vault.files import record_consent
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster, Rider
 from edge.vision import setup
@@ -27,6 +30,8 @@ from models.hints import ONE_PHOTO_HINT
 
 log = structlog.get_logger("edge.enrol")
 
+#: A consent text version, as the cloud takes one.
+CONSENT_VERSION = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 # A new template this close to one the rider already has comes from the same photo.
 SAME_PHOTO_DISTANCE = 1e-3
 
@@ -159,6 +164,23 @@ def enroll(
             metavar="DIR",
         ),
     ] = None,
+    consent: Annotated[
+        str | None,
+        typer.Option(
+            "--consent",
+            help="The version of the consent text the riders agreed to (required; recorded "
+            "in the roster with the time and who took it).",
+            metavar="VERSION",
+        ),
+    ] = None,
+    consent_by: Annotated[
+        str | None,
+        typer.Option(
+            "--consent-by",
+            help="Who took the consent (default: this technician's login name).",
+            metavar="NAME",
+        ),
+    ] = None,
     claim: Annotated[
         bool,
         typer.Option(
@@ -172,13 +194,24 @@ def enroll(
     """Enrol riders from photos: one template per usable photo, a reason for each refused one.
 
     Either --person-id ID [--name NAME] IMAGE..., or --from-dir DIR (sub-folders starting
-    with _ or . are skipped). A photo with no face, with several faces of similar size, or
+    with _ or . are skipped). --consent VERSION is required: each rider enrolled gets a
+    consent record in the roster (the text version, the time, who took it). A photo with no face, with several faces of similar size, or
     failing the quality gate (too small, cut off, blurred, too dark or bright, turned away)
     is refused with the reason. No photo is stored: templates go into the encrypted roster.
     A rider whose template comes closer than the lookalike distance to another rider's is
     flagged, with the other rider, to confirm a claim at the kiosk. Exits 4 when a rider
     ends up with no usable photo.
     """
+    if consent is None:
+        raise InputError(
+            "enrolment needs the riders' consent: give --consent VERSION, the version of the "
+            "consent text they agreed to (docs/privacy.md); nothing was enrolled"
+        )
+    if not re.fullmatch(CONSENT_VERSION, consent):
+        raise InputError(
+            f"--consent {consent[:64]!r} is not a consent text version (at most 64 letters, "
+            "digits, '.', '_', '-')"
+        )
     if from_dir is not None and (person_id is not None or images or name is not None):
         raise InputError("use either --from-dir DIR or --person-id ID IMAGE..., not both")
     if from_dir is None:
@@ -226,6 +259,8 @@ def enroll(
             if accepted or (known and (name is not None or claim_hash is not None)):
                 new = [Template(model, np.asarray(a.encoding, dtype=np.float32)) for a in accepted]
                 _save(store, loaded, person, _record(loaded, person, new, name, claim_hash))
+                given_at = datetime.now(UTC).isoformat(timespec="seconds")
+                record_consent(roster, person, consent, "kiosk", consent_by or who, given_at)
                 _flag_lookalikes(store, loaded, person, model, lookalike_distance)
                 total = sum(1 for pid, _ in loaded.templates.get(model, []) if pid == person)
             else:

@@ -13,6 +13,7 @@ import json
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,12 @@ from pydantic import SecretStr
 
 from cloud_sync.private_files import private_dir
 from edge.errors import EdgeError
+
+#: The consent text the demo's sample riders "agree" to (a real fleet adds its own).
+DEMO_CONSENT_TEXT = {
+    "version": "demo-1",
+    "text": "Demo only: sample riders' face templates are kept in this demo's roster.",
+}
 
 
 class LocalCloud:
@@ -55,12 +62,20 @@ class LocalCloud:
     def add_rider(
         self, person_id: str, name: str, templates: Sequence[npt.NDArray[np.float64]], model: str
     ) -> int:
-        """Add (or replace) a rider; returns the roster version that holds them."""
+        """Add (or replace) a rider with a consent record to the demo's consent text;
+        returns the roster version that holds them."""
+        self._call("POST", "/v1/admin/consent-texts", json=DEMO_CONSENT_TEXT)  # once: no change
         body = {
             "person_id": person_id,
             "display_name": name,
             "templates": [{"model": model, "vector": [float(x) for x in t]} for t in templates],
             "replace": True,
+            "consent": {
+                "version": DEMO_CONSENT_TEXT["version"],
+                "given_at": datetime.now(UTC).isoformat(),
+                "channel": "desk",
+                "taken_by": "kiosk demo",
+            },
         }
         return int(self._call("POST", "/v1/admin/riders", json=body)["roster_version"])
 

@@ -57,6 +57,23 @@ FLEET_TABLES: dict[str, tuple[dict[str, type], str]] = {
 }
 
 
+#: Consent records of riders enrolled on this kiosk (``kiosk enroll --consent``): which
+#: consent text version the rider agreed to, when, through which channel and who took it;
+#: the newest per rider. Nothing biometric; kept when the rider is deleted, as proof.
+CONSENT_TABLES: dict[str, tuple[dict[str, type], str]] = {
+    "consents": (
+        {
+            "person_id": str,
+            "text_version": str,
+            "given_at": str,
+            "channel": str,
+            "taken_by": str,
+        },
+        "person_id",
+    ),
+}
+
+
 #: One rider's row, written as it will be read: sealed, with its id, version and key id.
 INSERT_ROW = (
     "INSERT OR REPLACE INTO riders (person_id, version, key_id, models, sealed)"
@@ -66,8 +83,25 @@ INSERT_ROW = (
 
 def create_tables(db: sqlite_utils.Database) -> None:
     """Create the roster's tables where they do not exist yet."""
-    for name, (columns, pk) in {**TABLES, **FLEET_TABLES}.items():
+    for name, (columns, pk) in {**TABLES, **FLEET_TABLES, **CONSENT_TABLES}.items():
         db.table(name).create(columns, pk=pk, not_null=set(columns), if_not_exists=True)
+
+
+def record_consent(
+    path: Path, person_id: str, version: str, channel: str, taken_by: str, given_at: str
+) -> None:
+    """Keep a rider's consent record in the roster at ``path`` (replacing an older one)."""
+    db = open_db(path)
+    try:
+        db.execute(
+            "INSERT OR REPLACE INTO consents (person_id, text_version, given_at, channel, "
+            "taken_by) VALUES (?, ?, ?, ?, ?)",
+            (person_id, version, given_at, channel, taken_by),
+        )
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: cannot record the consent ({exc})") from None
+    finally:
+        db.close()
 
 
 def open_db(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
@@ -107,7 +141,8 @@ def refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
     foreign = sorted(
         name
         for (name,) in rows
-        if name not in TABLES and name not in FLEET_TABLES and not name.startswith("sqlite_")
+        if name not in {**TABLES, **FLEET_TABLES, **CONSENT_TABLES}
+        and not name.startswith("sqlite_")
     )
     if foreign:
         db.close()

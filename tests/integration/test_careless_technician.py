@@ -232,7 +232,7 @@ def test_a_writer_given_another_kind_of_file_writes_nothing_into_it(
     for name in ("outbox.sqlite", "slots.db", "garbage.bin"):
         roster = str(state / name)
         for words in (
-            ("enroll", "--roster", roster, "--person-id", "p1", photo),
+            ("enroll", "--consent", "test-1", "--roster", roster, "--person-id", "p1", photo),
             ("roster", "delete", "--roster", roster, "p1"),
             ("roster", "rotate-key", "--roster", roster),
             ("roster", "erase-pending", "--roster", roster),

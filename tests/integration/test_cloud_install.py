@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, need
-from tests.helpers import REPO
+from tests.helpers import CONSENT_ARGS, REPO, consent_text
 
 UV = REPO / ".tools" / "bin" / "uv"
 
@@ -203,14 +203,17 @@ def test_the_cloud_target_alone_says_photos_need_the_enrolment_extra(
         )
 
     photo = sorted((dev_faces / "person_01").iterdir())[0]
-    refused = cloud("riders", "add", "--person-id", "rider-1", str(photo))
+    assert cloud(*consent_text(tmp_path)).returncode == 0
+    refused = cloud("riders", "add", "--person-id", "rider-1", str(photo), *CONSENT_ARGS)
     assert refused.returncode == 5, refused.stderr
     assert "install powerbank-kiosk[cloud-enrol]" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert cloud("riders", "list").stdout == ""  # nothing stored
     templates = tmp_path / "templates.json"
     templates.write_text(json.dumps([[0.01 * i for i in range(128)]]))
-    added = cloud("riders", "add", "--person-id", "rider-1", "--templates", str(templates))
+    added = cloud(
+        "riders", "add", "--person-id", "rider-1", "--templates", str(templates), *CONSENT_ARGS
+    )
     assert added.returncode == 0, added.stderr  # templates need no encoder
     assert "rider-1" in cloud("riders", "list").stdout
 

@@ -96,7 +96,9 @@ def roster(tmp_path_factory: pytest.TempPathFactory, dev_faces: Path) -> Path:
     (tree / "_other").mkdir()
     (tree / "_other" / "group.jpg").symlink_to(dev_faces / "_other" / "group_01.jpg")
     path = base / "roster.sqlite"
-    result = run_cli("enroll", "--roster", str(path), "--from-dir", str(tree))
+    result = run_cli(
+        "enroll", "--consent", "test-1", "--roster", str(path), "--from-dir", str(tree)
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "person_01  enrolled 2 of 2 photo(s); 2 template(s) in the roster",
@@ -173,6 +175,8 @@ def test_identify_prints_one_json_line_per_image(
 def test_enrolling_the_same_photo_twice_is_refused(roster: Path, dev_faces: Path) -> None:
     result = run_cli(
         "enroll",
+        "--consent",
+        "test-1",
         "--roster",
         str(roster),
         "--person-id",
@@ -198,6 +202,8 @@ def test_enrol_refuses_bad_photos_with_reasons_and_exit_4(tmp_path: Path, dev_fa
     cv2.imwrite(str(small), cv2.resize(photo, (photo.shape[1] // 6, photo.shape[0] // 6)))
     result = run_cli(
         "enroll",
+        "--consent",
+        "test-1",
         "--roster",
         str(tmp_path / "r.sqlite"),
         "--person-id",
@@ -230,7 +236,7 @@ def test_enrol_refuses_bad_photos_with_reasons_and_exit_4(tmp_path: Path, dev_fa
     ],
 )
 def test_enrol_usage_mistakes_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run_cli("enroll", "--roster", str(tmp_path / "r.sqlite"), *args)
+    result = run_cli("enroll", "--consent", "test-1", "--roster", str(tmp_path / "r.sqlite"), *args)
     assert result.returncode == 4
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
 
@@ -278,9 +284,16 @@ def claim_roster(tmp_path_factory: pytest.TempPathFactory, dev_faces: Path) -> P
     base = tmp_path_factory.mktemp("claims")
     path = base / "roster.sqlite"
     tree = link_tree(dev_faces, base / "riders", {"person_01": ["01.jpg"], "person_09": ["01.png"]})
-    assert run_cli("enroll", "--roster", str(path), "--from-dir", str(tree)).returncode == 0
+    assert (
+        run_cli(
+            "enroll", "--consent", "test-1", "--roster", str(path), "--from-dir", str(tree)
+        ).returncode
+        == 0
+    )
     result = run_with_input(
         "enroll",
+        "--consent",
+        "test-1",
         "--roster",
         str(path),
         "--person-id",
@@ -384,6 +397,8 @@ def test_lookalikes_are_flagged_at_enrolment_and_always_confirm_a_claim(
     roster = tmp_path / "roster.sqlite"
     first = run_cli(
         "enroll",
+        "--consent",
+        "test-1",
         "--roster",
         str(roster),
         "--person-id",
@@ -399,6 +414,8 @@ def test_lookalikes_are_flagged_at_enrolment_and_always_confirm_a_claim(
     assert (line["person_id"], line["reason"], line["margin"]) == ("twin-a", "match", None)
     second = run_cli(
         "enroll",
+        "--consent",
+        "test-1",
         "--roster",
         str(roster),
         "--person-id",
@@ -427,6 +444,8 @@ def test_an_empty_roster_gives_a_reason_not_a_guess(tmp_path: Path, dev_faces: P
     roster = tmp_path / "r.sqlite"
     refused = run_cli(
         "enroll",
+        "--consent",
+        "test-1",
         "--roster",
         str(roster),
         "--person-id",
@@ -444,6 +463,8 @@ def test_an_empty_roster_gives_a_reason_not_a_guess(tmp_path: Path, dev_faces: P
 def test_a_claim_must_be_four_to_six_digits(tmp_path: Path, dev_faces: Path) -> None:
     result = run_with_input(
         "enroll",
+        "--consent",
+        "test-1",
         "--roster",
         str(tmp_path / "r.sqlite"),
         "--person-id",
@@ -592,7 +613,14 @@ def test_a_rider_enrolled_from_several_photos_is_identified_by_their_mean(
     roster = tmp_path / "roster.sqlite"
     photos = [dev_faces / "person_03" / name for name in ("01.jpg", "02.jpg", "03.jpg")]
     enrolled = run_cli(
-        "enroll", "--roster", str(roster), "--person-id", "person_03", *map(str, photos)
+        "enroll",
+        "--consent",
+        "test-1",
+        "--roster",
+        str(roster),
+        "--person-id",
+        "person_03",
+        *map(str, photos),
     )
     assert enrolled.returncode == 0, enrolled.stderr
     probe = dev_faces / "person_03" / "04.jpg"

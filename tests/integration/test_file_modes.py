@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hardware.sim import BoardSimulator, SimConfig
-from tests.helpers import BIN
+from tests.helpers import BIN, CONSENT_ARGS, consent_text
 
 
 def run(
@@ -53,7 +53,15 @@ def test_enroll_makes_a_private_roster_keys_and_folders(
     photo = sorted((dev_faces / "person_01").glob("*.jpg"))[0]
     roster = tmp_path / "x" / "deeper" / "roster.sqlite"
     result = run(
-        "enroll", "--roster", str(roster), "--person-id", "rider-1", str(photo), umask=umask
+        "enroll",
+        "--consent",
+        "test-1",
+        "--roster",
+        str(roster),
+        "--person-id",
+        "rider-1",
+        str(photo),
+        umask=umask,
     )
     assert result.returncode == 0, result.stderr
     assert roster.is_file() and (roster.parent / "keys").is_dir()
@@ -123,7 +131,8 @@ def test_cloud_keys_database_and_riders_are_private(tmp_path: Path, dev_faces: P
     db = f"sqlite:///{cloud / 'cloud.sqlite'}"
     for args in (
         ("keys", "init"),
-        ("riders", "add", "--person-id", "ann", str(photo)),
+        consent_text(tmp_path),
+        ("riders", "add", "--person-id", "ann", str(photo), *CONSENT_ARGS),
         ("issue-token",),
     ):
         result = run(*args, "--database-url", db, umask=0o000, program="kiosk-cloud")
@@ -137,9 +146,29 @@ def test_an_existing_roster_left_readable_by_an_older_version_is_narrowed(
 ) -> None:
     photo = sorted((dev_faces / "person_01").glob("*.jpg"))[0]
     roster = tmp_path / "roster.sqlite"
-    first = run("enroll", "--roster", str(roster), "--person-id", "a", str(photo), umask=0o022)
+    first = run(
+        "enroll",
+        "--consent",
+        "test-1",
+        "--roster",
+        str(roster),
+        "--person-id",
+        "a",
+        str(photo),
+        umask=0o022,
+    )
     assert first.returncode == 0, first.stderr
     roster.chmod(0o644)  # as an older version left it
-    again = run("enroll", "--roster", str(roster), "--person-id", "b", str(photo), umask=0o022)
+    again = run(
+        "enroll",
+        "--consent",
+        "test-1",
+        "--roster",
+        str(roster),
+        "--person-id",
+        "b",
+        str(photo),
+        umask=0o022,
+    )
     assert again.returncode == 0, again.stderr
     assert stat.S_IMODE(roster.stat().st_mode) == 0o600

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BIN, run_cli
+from tests.helpers import BIN, CONSENT_ARGS, consent_text, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 PEAK_LIMIT_MB = 900  # decoding the TIFF alone took 1.8 GB; the face models take ~300 MB
@@ -122,7 +122,7 @@ def test_enroll_refuses_each_bad_image_by_name_without_decoding_it(
     paths = [str(path) for path, _ in bad_images.values()]
     roster = tmp_path / "roster.sqlite"
     code, out, err, peak_mb = run_measured(
-        "enroll", "--roster", str(roster), "--person-id", "someone", *paths
+        "enroll", "--consent", "test-1", "--roster", str(roster), "--person-id", "someone", *paths
     )
     print(f"kiosk enroll: peak {peak_mb:.0f} MB")
     assert code == 4, err
@@ -138,6 +138,8 @@ def test_identify_reports_bad_images_as_unreadable(
     roster = tmp_path / "roster.sqlite"
     enrolled = run_cli(
         "enroll",
+        "--consent",
+        "test-1",
         "--roster",
         str(roster),
         "--person-id",
@@ -163,12 +165,15 @@ def test_riders_add_refuses_the_bombs_and_stores_nothing(
 ) -> None:
     db = f"sqlite:///{tmp_path / 'cloud.sqlite'}"
     bombs = [bad_images[name][0] for name in ("bomb.tif", "bomb.png")]
+    known = run_cli(*consent_text(tmp_path), "--database-url", db, program="kiosk-cloud")
+    assert known.returncode == 0, known.stderr
     code, _, err, peak_mb = run_measured(
         "riders",
         "add",
         "--person-id",
         "mallory",
         *map(str, bombs),
+        *CONSENT_ARGS,
         "--database-url",
         db,
         program="kiosk-cloud",

@@ -109,7 +109,14 @@ def test_a_roster_copied_without_its_keys_is_named_and_gets_no_new_keys(tmp_path
         assert not (tmp_path / "keys").exists()
     # a command that writes refuses too, rather than making keys it cannot use
     enrol = run_cli(
-        "enroll", "--roster", str(copy / "roster.sqlite"), "--person-id", "b", str(photo)
+        "enroll",
+        "--consent",
+        "test-1",
+        "--roster",
+        str(copy / "roster.sqlite"),
+        "--person-id",
+        "b",
+        str(photo),
     )
     assert enrol.returncode == 4 and "sealed for a kiosk key that is not here" in enrol.stderr
     assert sorted(p.name for p in copy.iterdir()) == ["roster.sqlite"]

@@ -35,6 +35,14 @@ from tests.helpers import BIN
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_TOKEN = "test-admin-token"
+#: The consent text riders enrolled by tests agree to, and their consent record.
+CONSENT_TEXT = {"version": "test-1", "text": "I agree to my face templates being kept."}
+CONSENT = {
+    "version": "test-1",
+    "given_at": "2026-01-01T00:00:00Z",
+    "channel": "desk",
+    "taken_by": "test-operator",
+}
 
 
 def postgres_available() -> bool:
@@ -72,6 +80,11 @@ class Cloud:
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         return self.http.request(method, self.url + path, headers=headers, **kwargs)
+
+    def accept_consent_text(self) -> None:
+        """Make ``CONSENT_TEXT`` known (no change when it is)."""
+        response = self.admin("POST", "/v1/admin/consent-texts", json=CONSENT_TEXT)
+        assert response.status_code in (200, 201), response.text
 
     def register(self, kiosk_id: str, key: Ed25519PrivateKey) -> None:
         response = self.admin(

@@ -24,7 +24,7 @@ from ulid import ULID
 
 from cloud_sync.server.roster_keys import RosterKeyFiles
 from cloud_sync.signing import new_nonce, public_key_text, sign_request
-from tests.helpers import BIN
+from tests.helpers import BIN, CONSENT_ARGS
 from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, empty_database, start_cloud
 
 P = 2**255 - 19
@@ -364,7 +364,9 @@ def test_kiosk_cloud_riders_add_refuses_a_hostile_templates_file_in_one_line(
     if content is not None:
         path = tmp_path / "templates.json"
         path.write_bytes(content)
-    done = _cloud_cli(env, "riders", "add", "--person-id", "p1", "--templates", str(path))
+    done = _cloud_cli(
+        env, "riders", "add", "--person-id", "p1", "--templates", str(path), *CONSENT_ARGS
+    )
     assert done.returncode == 4, (done.returncode, done.stderr[-500:])
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"kiosk-cloud: error: {path}: "), done.stderr

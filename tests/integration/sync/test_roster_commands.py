@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from models.hints import ONE_PHOTO_HINT
-from tests.helpers import run_cli
+from tests.helpers import CONSENT_ARGS, consent_text, run_cli
 from tests.integration.sync.cloudkit import start_cloud
 from tests.vault_helpers import MODEL, template
 
@@ -45,9 +45,10 @@ def test_a_rider_travels_from_the_operator_to_the_kiosk_and_away(tmp_path: Path)
         assert code == 0, err
         templates = tmp_path / "ann.json"
         templates.write_text(json.dumps([template(1).tolist(), template(2).tolist()]))
+        assert cloud_cli(*consent_text(tmp_path), db=db)[0] == 0
         code, out, err = cloud_cli(
             "riders", "add", "--person-id", "ann", "--name", "Ann Q", "--max-open", "2",
-            "--templates", str(templates), db=db,
+            "--templates", str(templates), *CONSENT_ARGS, db=db,
         )  # fmt: skip
         assert (code, out.strip()) == (0, "added ann with 2 template(s); roster version 1"), err
 
@@ -93,9 +94,11 @@ def test_riders_add_encodes_photos_here_and_refuses_unusable_ones(
 ) -> None:
     db = f"sqlite:///{tmp_path / 'cloud.sqlite'}"
     photos = [dev_faces / "person_01" / "04.jpg", dev_faces / "_other" / "noface_01.jpg"]
+    assert cloud_cli(*consent_text(tmp_path), db=db)[0] == 0
     code, out, err = cloud_cli(
-        "riders", "add", "--person-id", "person_01", "--no-rent", *map(str, photos), db=db
-    )
+        "riders", "add", "--person-id", "person_01", "--no-rent", *map(str, photos), *CONSENT_ARGS,
+        db=db,
+    )  # fmt: skip
     assert code == 0, err
     assert "person_01  refused  noface_01.jpg: no face found" in err
     assert out.splitlines() == [
@@ -104,7 +107,9 @@ def test_riders_add_encodes_photos_here_and_refuses_unusable_ones(
     ]
     listed = json.loads(cloud_cli("riders", "list", db=db)[1])
     assert (listed["may_rent"], listed["templates"]) == (False, {MODEL: 1})
-    code, out, err = cloud_cli("riders", "add", "--person-id", "nobody", str(photos[1]), db=db)
+    code, out, err = cloud_cli(
+        "riders", "add", "--person-id", "nobody", str(photos[1]), *CONSENT_ARGS, db=db
+    )
     assert code == 4 and "no usable photo" in err
 
 

@@ -45,7 +45,14 @@ from edge.vault.files import read_pull_state
 from edge.vault.keys import DeviceKeys, device_keys
 from edge.vault.live import LiveRoster, open_roster
 from edge.vault.store import RosterStore
-from tests.integration.sync.cloudkit import Cloud, Kiosk, empty_database, make_kiosk, start_cloud
+from tests.integration.sync.cloudkit import (
+    CONSENT,
+    Cloud,
+    Kiosk,
+    empty_database,
+    make_kiosk,
+    start_cloud,
+)
 from tests.vault_helpers import MODEL, template
 
 
@@ -91,8 +98,10 @@ def add_rider(cloud: Cloud, person_id: str, seed: int, name: str = "", **extra: 
         "person_id": person_id,
         "display_name": name or f"Name of {person_id}",
         "templates": [{"model": MODEL, "vector": template(seed).tolist()}],
+        "consent": CONSENT,
         **extra,
     }
+    cloud.accept_consent_text()
     response = cloud.admin("POST", "/v1/admin/riders", json=body)
     assert response.status_code == 201, response.text
     version: int = response.json()["roster_version"]
@@ -574,7 +583,11 @@ def test_rider_administration_refuses_what_it_cannot_store(cloud: Cloud) -> None
     again = cloud.admin(
         "POST",
         "/v1/admin/riders",
-        json={"person_id": "ann", "templates": [{"model": MODEL, "vector": [0.0] * 128}]},
+        json={
+            "person_id": "ann",
+            "templates": [{"model": MODEL, "vector": [0.0] * 128}],
+            "consent": CONSENT,
+        },
     )
     assert again.status_code == 409 and again.json()["error"] == "rider_exists"
     add_rider(cloud, "bea", 2)

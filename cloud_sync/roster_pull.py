@@ -51,6 +51,8 @@ class RosterPull:
     deletions: int = 0
     terms: int = 0  # riders' terms changed without their records
     fleet: int = 0  # riders' fleet state (rentals out elsewhere, overdue, lost)
+    erased: tuple[str, ...] = ()  # riders removed from the roster (receipts follow)
+    wiped: bool = False  # the cloud revoked this kiosk and it wiped its roster
     error: str | None = None
     retry_after: float | None = None  # the cloud's Retry-After, when it failed with one
     seconds: float = 0.0
@@ -80,14 +82,42 @@ def pull_roster(client: CloudClient, roster: RosterTarget, outbox: Outbox) -> Ro
             applied.deletions,
         )
         result.terms, result.fleet = applied.terms, applied.fleet
+        result.erased = applied.erased
+        if applied.wiped:  # obeyed; the pull still counts as failed: no roster to serve
+            result.wiped = True
+            result.error = REVOKED
     result.seconds = time.perf_counter() - started
     try:
         roster.record_pull(result.error)
     except RosterError as exc:
         log.warning("roster.record_failed", error=str(exc))
-    if result.changed:
+    if result.wiped:
+        _record_wipe(outbox, result)
+    elif result.changed:
         _record_applied(outbox, result)
     return result
+
+
+REVOKED = (
+    "the cloud revoked this kiosk and ordered its roster wiped: done; it stays out of "
+    "service until it is provisioned again (kiosk provision)"
+)
+
+
+def _record_wipe(outbox: Outbox, result: RosterPull) -> None:
+    """``roster.purged`` (reason ``revoked``) when the wipe deleted anything; a kiosk that
+    held nothing (wiped already, or never filled) records nothing again."""
+    if result.from_version == 0 and result.deletions == 0:
+        return
+    try:
+        outbox.append(
+            "roster.purged",
+            reason="revoked",
+            from_version=result.from_version,
+            riders=result.deletions,
+        )
+    except OutboxError as exc:  # the roster is wiped; only its record is lost
+        log.warning("roster.event_not_recorded", error=str(exc))
 
 
 def _fetch_and_apply(client: CloudClient, roster: RosterTarget, held: int) -> ApplyResult:
@@ -99,6 +129,9 @@ def _fetch_and_apply(client: CloudClient, roster: RosterTarget, held: int) -> Ap
 
 
 def _record_applied(outbox: Outbox, result: RosterPull) -> None:
+    """``roster.applied``, then a ``roster.erased`` receipt for every rider the pull removed
+    (the removal and its WAL scrub are on the disk by now): the cloud counts these to show
+    which kiosks erased a deleted rider (``kiosk-cloud riders erasure``)."""
     try:
         outbox.append(
             "roster.applied",
@@ -107,5 +140,7 @@ def _record_applied(outbox: Outbox, result: RosterPull) -> None:
             upserts=result.upserts,
             deletions=result.deletions,
         )
+        for person_id in result.erased:
+            outbox.append("roster.erased", person_id=person_id, roster_version=result.to_version)
     except OutboxError as exc:  # the roster is applied; only its record is lost
         log.warning("roster.event_not_recorded", error=str(exc))

@@ -11,7 +11,8 @@ Every delta the cloud serves also carries the nonce of the kiosk's signed reques
 old delta replayed later answers the wrong request. When the kiosk already holds the
 current version the cloud answers with a statement instead of a delta, signed with the
 same key: this kiosk, this version, this request's nonce. An answer without a valid
-signature never counts as "up to date".
+signature never counts as "up to date". A kiosk the cloud revoked gets a third kind of
+answer, also signed and bound to its request: an order to wipe its roster (``WipeBody``).
 
 The builder functions are the cloud side's; ``verify_answer`` is what a kiosk runs before
 it considers applying anything, and ``RosterAnswer`` is how the kiosk's HTTP client hands
@@ -39,6 +40,7 @@ from cloud_sync.sealing import key_id, raw_public, row_aad, seal, wrap_key
 
 FORMAT = "kiosk-roster-delta/1"
 CURRENT_FORMAT = "kiosk-roster-current/1"
+WIPE_FORMAT = "kiosk-roster-wipe/1"
 NONCE_PATTERN = r"^[0-9a-f]{32}$"  # the nonce of a kiosk's signed request (``signing``)
 ENCODING_SIZE = 128
 
@@ -266,6 +268,21 @@ class CurrentBody(BaseModel):
     issued_at: datetime
 
 
+class WipeBody(BaseModel):
+    """What the cloud signs to order one kiosk, in answer to one request, to delete its
+    whole roster: the kiosk was revoked (``kiosk-cloud kiosks revoke``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str = WIPE_FORMAT
+    kiosk_id: str = Field(min_length=1, max_length=64)
+    nonce: str = Field(pattern=NONCE_PATTERN)
+    issued_at: datetime
+
+
+Answer = DeltaBody | CurrentBody | WipeBody
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     """What a checked delta (or up-to-date statement) changed on the kiosk: versions and
@@ -278,6 +295,11 @@ class ApplyResult:
     full: bool = False
     terms: int = 0
     fleet: int = 0
+    #: the riders this answer removed from the kiosk (the cloud deleted them): each gets a
+    #: ``roster.erased`` receipt once the removal is on the disk
+    erased: tuple[str, ...] = ()
+    #: a wipe order was obeyed (the kiosk was revoked): ``deletions`` riders were purged
+    wiped: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,7 +313,7 @@ class RosterAnswer:
     status: int
 
 
-def _wire(body: DeltaBody | CurrentBody) -> dict[str, Any]:
+def _wire(body: Answer) -> dict[str, Any]:
     data = body.model_dump(mode="json")
     if data.get("nonce", "") is None:  # an unbound delta reads as it did before nonces
         del data["nonce"]
@@ -301,12 +323,12 @@ def _wire(body: DeltaBody | CurrentBody) -> dict[str, Any]:
     return data
 
 
-def canonical(body: DeltaBody | CurrentBody) -> bytes:
+def canonical(body: Answer) -> bytes:
     """The bytes the roster key signs: the body's JSON with sorted keys and no spaces."""
     return json.dumps(_wire(body), sort_keys=True, separators=(",", ":")).encode()
 
 
-def _envelope(kind: str, body: DeltaBody | CurrentBody, roster_key: Ed25519PrivateKey) -> bytes:
+def _envelope(kind: str, body: Answer, roster_key: Ed25519PrivateKey) -> bytes:
     signature = roster_key.sign(canonical(body))
     envelope = {kind: _wire(body), "signature": base64.b64encode(signature).decode()}
     return json.dumps(envelope, separators=(",", ":")).encode()
@@ -322,6 +344,15 @@ def sign_current(body: CurrentBody, roster_key: Ed25519PrivateKey) -> bytes:
     return _envelope("current", body, roster_key)
 
 
+def sign_wipe(body: WipeBody, roster_key: Ed25519PrivateKey) -> bytes:
+    """The signed order to wipe the roster: ``{"wipe": ..., "signature": ...}``."""
+    return _envelope("wipe", body, roster_key)
+
+
+def build_wipe(kiosk_id: str, nonce: str, issued_at: datetime | None = None) -> WipeBody:
+    return WipeBody(kiosk_id=kiosk_id, nonce=nonce, issued_at=issued_at or datetime.now(UTC))
+
+
 def build_current(
     kiosk_id: str, version: int, nonce: str, issued_at: datetime | None = None
 ) -> CurrentBody:
@@ -330,19 +361,23 @@ def build_current(
     )
 
 
-def verify_answer(raw: bytes, roster_public: Ed25519PublicKey) -> DeltaBody | CurrentBody:
-    """Parse a signed answer (a delta or an up-to-date statement) and check its format and
-    signature; ``IntegrityError`` when anything is off. The caller checks what it says."""
+def verify_answer(raw: bytes, roster_public: Ed25519PublicKey) -> Answer:
+    """Parse a signed answer (a delta, an up-to-date statement or a wipe order) and check
+    its format and signature; ``IntegrityError`` when anything is off. The caller checks
+    what it says."""
     kind = "roster answer"
     try:
         envelope = json.loads(raw)
         if not isinstance(envelope, dict):
             raise TypeError("not a JSON object")
         signature = base64.b64decode(envelope["signature"], validate=True)
-        body: DeltaBody | CurrentBody
+        body: Answer
         if "current" in envelope:
             kind = "roster up-to-date statement"
             body = CurrentBody.model_validate(envelope["current"])
+        elif "wipe" in envelope:
+            kind = "roster wipe order"
+            body = WipeBody.model_validate(envelope["wipe"])
         else:
             kind = "roster delta"
             body = DeltaBody.model_validate(envelope["delta"])
@@ -353,7 +388,7 @@ def verify_answer(raw: bytes, roster_public: Ed25519PublicKey) -> DeltaBody | Cu
             else str(exc) or type(exc).__name__
         )
         raise IntegrityError(f"{kind} is malformed or truncated: {reason}") from None
-    expected = CURRENT_FORMAT if isinstance(body, CurrentBody) else FORMAT
+    expected = {CurrentBody: CURRENT_FORMAT, WipeBody: WIPE_FORMAT}.get(type(body), FORMAT)
     if body.format != expected:
         raise IntegrityError(f"{kind} format {body.format!r} is not {expected!r}")
     try:

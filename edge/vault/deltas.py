@@ -6,7 +6,8 @@ order ``docs/roster.md`` gives: the signature with the pinned roster key, the re
 kiosk and key, the encoder model, a version newer than the one held, a partial delta that
 starts at the version held, the nonce of the request it answers; then the wrapped data key
 must unwrap and every sealed row must open. A signed "up to date" statement is accepted
-only as the answer to the very request it names.
+only as the answer to the very request it names, and so is a signed order to wipe the
+roster (the kiosk was revoked): for this kiosk, for this request's nonce, or refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cloud_sync.roster_wire import (
     RiderRecord,
     RiderTerms,
     SealedRow,
+    WipeBody,
     verify_answer,
 )
 from cloud_sync.sealing import WrappedKey, open_sealed, row_aad, terms_aad, unwrap_key
@@ -70,7 +72,7 @@ def check_answer(
     held: int,
     nonce: str | None = None,
     status: int | None = None,
-) -> DeltaBody | CurrentBody:
+) -> DeltaBody | CurrentBody | WipeBody:
     """Every check the cloud's answer must pass before anything is applied; ``held`` is
     the version of the roster held.
 
@@ -94,6 +96,8 @@ def check_answer(
         raise DeltaError(str(exc)) from None
     if isinstance(body, CurrentBody):
         return _check_current(body, recipient, held, nonce)
+    if isinstance(body, WipeBody):
+        return _check_wipe(body, recipient, nonce)
     if body.kiosk_id != recipient.kiosk_id or body.recipient != recipient.box_key_id:
         raise DeltaError(
             f"roster delta is for another kiosk ({body.kiosk_id}, key {body.recipient})"
@@ -137,6 +141,17 @@ def _check_current(
     if body.version != held:
         raise DeltaError(
             f"roster up-to-date statement names version {body.version} but this kiosk holds {held}"
+        )
+    return body
+
+
+def _check_wipe(body: WipeBody, recipient: Recipient, nonce: str | None) -> WipeBody:
+    if body.kiosk_id != recipient.kiosk_id:
+        raise DeltaError(f"roster wipe order is for another kiosk ({body.kiosk_id})")
+    if nonce is None or body.nonce != nonce:
+        raise DeltaError(
+            "roster wipe order answers another request (its nonce is not the one this "
+            "kiosk sent): replayed; nothing is deleted"
         )
     return body
 

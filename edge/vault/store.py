@@ -12,6 +12,8 @@ a file), whose sealed rows are stored exactly as they arrive, and local enrolmen
 and development use (``enrol``), sealed here under a local data key. The cloud's signed
 statement that the roster held is current goes through ``apply_answer`` too: it changes
 nothing, but only a genuine one for this very request lets the pull count as a success.
+A signed order to wipe the roster (the cloud revoked this kiosk) is obeyed the same way,
+only when genuine and for this very request: ``purge``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from cloud_sync.roster_wire import (
     RiderRecord,
     RiderTerms,
     RosterAnswer,
+    WipeBody,
 )
 from cloud_sync.sealing import (
     WrappedKey,
@@ -355,14 +358,13 @@ class RosterStore:
             (person_id, version, data_key_id, sealed),
         )
 
-    def _delete_riders(self, person_ids: Iterable[str]) -> int:
-        """Delete these riders' rows, terms and fleet state (inside a transaction); how many
-        riders there were."""
-        gone = 0
+    def _delete_riders(self, person_ids: Iterable[str]) -> list[str]:
+        """Delete these riders' rows, terms and fleet state (inside a transaction); the ids
+        of the riders there were."""
+        gone = []
         for person_id in person_ids:
-            gone += self._db.execute(
-                "DELETE FROM riders WHERE person_id = ?", (person_id,)
-            ).rowcount
+            if self._db.execute("DELETE FROM riders WHERE person_id = ?", (person_id,)).rowcount:
+                gone.append(person_id)
             self._db.execute("DELETE FROM rider_terms WHERE person_id = ?", (person_id,))
             self._db.execute("DELETE FROM rider_fleet WHERE person_id = ?", (person_id,))
         return gone
@@ -375,7 +377,7 @@ class RosterStore:
     def delete(self, person_id: str) -> bool:
         """Remove a rider locally, leaving none of their bytes in the file or its WAL."""
         with self._transaction():
-            gone = self._delete_riders([person_id]) > 0
+            gone = bool(self._delete_riders([person_id]))
             if gone:
                 self._bump_version(self.version + 1)
         if gone:
@@ -422,20 +424,23 @@ class RosterStore:
         ``apply_answer`` can tell it is fresh."""
         return self._apply(deltas.check_answer(raw, self._recipient(), self.version))
 
-    def _apply(self, checked: DeltaBody | CurrentBody) -> ApplyResult:
+    def _apply(self, checked: DeltaBody | CurrentBody | WipeBody) -> ApplyResult:
         if isinstance(checked, CurrentBody):
             return ApplyResult(checked.version, checked.version, 0, 0)
+        if isinstance(checked, WipeBody):  # revoked: checked for this kiosk and request
+            riders, version = self.purge()
+            return ApplyResult(version, 0, 0, riders, wiped=True)
         opened = deltas.open_delta(checked, self._keys.box, self._data_key)
         body = opened.body
         with self._transaction():
             if opened.new_key is not None:
                 self._add_key(*opened.new_key)
             self._set_meta("source", "cloud")
-            deleted = 0
+            erased: list[str] = []
             if body.full:
                 kept = {row[0] for row in opened.rows}
                 held = [pid for (pid,) in self._db.execute("SELECT person_id FROM riders")]
-                deleted += self._delete_riders(pid for pid in held if pid not in kept)
+                erased += self._delete_riders(pid for pid in held if pid not in kept)
                 self._db.execute("DELETE FROM rider_terms")  # a snapshot brings them all
                 self._db.execute("DELETE FROM rider_fleet")
             self._db.executemany(INSERT_ROW, opened.rows)
@@ -449,19 +454,20 @@ class RosterStore:
                 "overdue, lost) VALUES (?, ?, ?, ?, ?)",
                 opened.fleet,
             )
-            deleted += self._delete_riders(body.deletions)
+            erased += self._delete_riders(body.deletions)
             self._forget_unused_keys()
             self._bump_version(body.to_version)
-        if deleted or body.full:
+        if erased or body.full:
             self._scrub_wal()
         return ApplyResult(
             body.from_version,
             body.to_version,
             len(opened.rows),
-            deleted,
+            len(erased),
             body.full,
             len(opened.terms),
             len(opened.fleet),
+            tuple(erased),
         )
 
     # -- purging (no pull for too long, or a revoked kiosk) ----------------------------------

@@ -28,7 +28,7 @@ class QualitySection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_face_px: int = Field(default=80, ge=40, le=1000)
+    min_face_px: int = Field(default=56, ge=40, le=1000)
     min_inside: float = Field(default=0.75, ge=0.0, le=1.0)
     min_sharpness: float = Field(default=3.5, ge=0.0, le=10_000.0)
     min_brightness: float = Field(default=40.0, ge=0.0, le=255.0)

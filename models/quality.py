@@ -34,7 +34,10 @@ SHARPNESS_SMOOTHING = 1.0
 
 @dataclass(frozen=True)
 class QualityConfig:
-    min_face_px: int = 80
+    # on the box the engine looked at closely (``FaceEngine._closer``): its widths come in
+    # steps of 43, 52, 62 px, and a 45 px face comes out at 52, so 56 tells such a face to
+    # come closer and takes a 58-80 px one (docs/face-pipeline.md, faces the gate refused)
+    min_face_px: int = 56
     min_inside: float = 0.75
     min_sharpness: float = 3.5
     min_brightness: float = 40.0

@@ -18,8 +18,9 @@ from edge.cli.context import state
 from edge.cli.output_paths import check_output
 from edge.vision import calibrate, crossval, evaluation, setup, tallies
 from edge.vision.claim import verify_policy
+from edge.vision.degrade import KIOSK
 from edge.vision.frames import encode_frames
-from edge.vision.live_probe import CAMERA_SIZE, live_encoder
+from edge.vision.live_probe import CAMERA_SIZE, LIVE_PATH, degraded_encoder, live_encoder
 from edge.vision.openset import (
     encode_cached,
     eval_summary,
@@ -41,6 +42,11 @@ class Protocol(StrEnum):
 class Half(StrEnum):
     A = "A"
     B = "B"
+
+
+class Degrade(StrEnum):
+    none = "none"
+    kiosk = "kiosk"
 
 
 class PolicyName(StrEnum):
@@ -202,6 +208,14 @@ def evaluate(
             "pipeline fuses them (1: the photo itself).",
         ),
     ] = 1,
+    degrade: Annotated[
+        Degrade,
+        typer.Option(
+            "--degrade",
+            help="kiosk: probe with each photo as a kiosk camera gives it (640x480 frame, face "
+            "50-80 px, gamma 1.4, noise, JPEG 55), offline and live; enrolment keeps the photo.",
+        ),
+    ] = Degrade.none,
     with_sweep: Annotated[
         bool,
         typer.Option("--sweep", help="Also count outcomes over a grid of thresholds and margins."),
@@ -248,6 +262,8 @@ def evaluate(
             "--cross-validate calibrates each fold itself: drop --half, --calibrate-half, "
             "--write-points, --points and --policy (--threshold and --margin set its baseline)"
         )
+    if degrade is Degrade.kiosk and frames > 1:
+        raise InputError("--degrade and --frames are two ways of probing: give one")
     if write_points is not None and calibrate_half is None:
         raise InputError("--write-points needs --calibrate-half")
     if unknown_budget != calibrate.UNKNOWN_BUDGET and calibrate_half is None and not cross_validate:
@@ -299,6 +315,15 @@ def evaluate(
 
     first = encode(evaluation.collect(folder), engine)
     second = encode(evaluation.collect(probe), engine) if probe is not None else None
+    camera = KIOSK if degrade is Degrade.kiosk else None
+    if camera is not None:  # every photo probes as a kiosk camera frame of it
+        first = evaluation.with_frames(
+            first, encode(first, engine, camera.name, degraded_encoder(camera))
+        )
+        if second is not None:
+            second = evaluation.with_frames(
+                second, encode(second, engine, camera.name, degraded_encoder(camera))
+            )
     if frames > 1:  # every photo probes as fused simulated frames
         variant = f"frames{frames}"
         first = evaluation.with_frames(first, encode(first, engine, variant, fused_frames))
@@ -316,16 +341,22 @@ def evaluate(
         "model": engine.model_version,
         "enrol_jitters": enrol_engine.jitters,
         "frames": frames,
+        "degrade": None if camera is None else camera.name,
         "photos_encoded": photos,
         "encode_seconds": round(encode_s, 1),
     }
     # the live path: the same photos, each probe as kiosk run sees it (camera frame, live
     # detection); every protocol reports its figures beside the offline ones
     width = vision.live_detect_width
-    live_facts = {"camera": list(CAMERA_SIZE), "detect_width": width}
+    live_facts = {
+        "camera": list(CAMERA_SIZE),
+        "detect_width": width,
+        "degrade": None if camera is None else camera.name,
+    }
+    live_variant = f"live{width}{LIVE_PATH}" + ("" if camera is None else f"-{camera.name}")
 
     def live(samples: list[evaluation.Sample]) -> list[evaluation.Sample]:
-        made = encode(samples, engine, f"live{width}", live_encoder(width))
+        made = encode(samples, engine, live_variant, live_encoder(width, camera))
         return evaluation.with_frames(samples, made)
 
     if cross_validate is not None:
@@ -424,6 +455,7 @@ def evaluate(
                 "enrol_jitters": enrol_engine.jitters,
                 "fuse_templates": vision.fuse_templates,
                 "frames": frames,
+                "degrade": None if camera is None else camera.name,
                 "photos_encoded": photos,
                 "encode_seconds": round(encode_s, 1),
             },

@@ -64,6 +64,17 @@ def _thumbnail(image: Image) -> npt.NDArray[np.float32]:
     return np.asarray(small, dtype=np.float32)
 
 
+def small_face_pass(engine: LiveEngine, image: Image) -> list[FaceBox]:
+    """The faces in ``image`` at its full width, upsampled when nothing is found there.
+
+    At ``detect_width`` a face of 40-80 px in a 640 px frame is under the detector's
+    smallest window even upsampled: a face the quality gate accepts must be found to be
+    encoded, and one under its ``min_face_px`` to be told "come closer". A face found at
+    about the window's size is looked at again on its region, upsampled
+    (``FaceEngine._closer``), so the gate judges the face and not the window."""
+    return engine.detect(image, image.shape[1], None)
+
+
 class LiveEngine(FaceEncoder, Protocol):
     """A face engine that can also search near a tracked face and find the eyes."""
 
@@ -217,10 +228,7 @@ class LivePipeline:
         self._searches += 1
         if self._searches % self.config.small_face_every != 2 % self.config.small_face_every:
             return self.engine.search(image, self.config.detect_width)
-        # the small-face pass looks at the full frame, upsampled: a face just under the
-        # quality gate's ``min_face_px`` must be found to be told "come closer", and at
-        # ``detect_width`` it would be under the detector's smallest window even upsampled
-        return self.engine.detect(image, image.shape[1], None)
+        return small_face_pass(self.engine, image)
 
     def _new_track(self, box: FaceBox, now: float) -> _Track:
         liveness = BlinkLiveness(self.liveness_config) if self.liveness_config else None

@@ -668,3 +668,33 @@ def test_eval_reports_the_live_path_beside_the_offline_one(tmp_path: Path, dev_f
     assert live["counts"]["missed_reasons"].get("no face", 0) == 0
     assert live["counts"]["wrong_person"] == 0
     assert all("encoding" not in probe for probe in live["probes"])
+
+
+def test_eval_probes_with_photos_degraded_as_a_kiosk_camera_gives_them(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    # in a dim, noisy, compressed 640x480 frame the probes' faces are 50-80 px: two riders
+    # recognised from their clean enrolment photo, a stranger (person_09) refused
+    tree = link_tree(
+        dev_faces,
+        tmp_path / "tree",
+        {
+            "person_02": ["01.jpg", "02.jpg"],
+            "person_03": ["01.jpg", "02.jpg"],
+            "person_09": ["01.png"],
+        },
+    )
+    out = tmp_path / "eval.json"
+    result = run_cli("faces", "eval", str(tree), "--degrade", "kiosk", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["protocol"]["degrade"] == report["live"]["degrade"] == "kiosk50-80g1.4n4.0q55"
+    for probes in (report["probes"], report["live"]["probes"]):
+        decided = {Path(p["image"]).relative_to(tree).as_posix(): p["person_id"] for p in probes}
+        assert decided == {
+            "person_02/02.jpg": "person_02",
+            "person_03/02.jpg": "person_03",
+            "person_09/01.png": None,
+        }
+    refused = run_cli("faces", "eval", str(tree), "--degrade", "kiosk", "--frames", "3")
+    assert refused.returncode == 4 and "--degrade and --frames" in refused.stderr

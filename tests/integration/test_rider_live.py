@@ -56,7 +56,7 @@ def badly_placed_faces(folder: Path, photo: Path, each: int = 24) -> Path:
     near = on_canvas(image, 0.27)
     centre = (320.0, 240.0)
     kinds = {
-        "small": on_canvas(image, 0.12),
+        "small": on_canvas(image, 0.1),  # a face of about 45 px (52 px box)
         "dark": (near * 0.15).astype(np.uint8),
         "turned": cv2.warpAffine(
             near, cv2.getRotationMatrix2D(centre, 35, 1.0), (640, 480), borderValue=(128,) * 3

@@ -20,13 +20,13 @@ from hardware.sim import BoardSimulator
 from models.encoder import FaceEngine
 from models.images import read_image
 from tests.integration.runtime import test_runtime
-from tests.integration.runtime.test_runtime import config, events, frames, start, stop
+from tests.integration.runtime.test_runtime import config, events, frames, start, stop, wait_for
 from tests.integration.sync.cloudkit import Kiosk, start_cloud
 
 board = test_runtime.board
 engine = test_runtime.engine
 
-WATCH_S = 12.0  # a look every ~3 s: about four refusals
+WATCH_S = 9.0  # after the first refusal, a look every ~3 s: about three more
 
 
 def enrol_on_hold(state: Path, engine: FaceEngine, photo: Path) -> None:
@@ -53,7 +53,9 @@ def test_a_rider_on_hold_is_refused_and_the_refusals_reach_the_cloud(
     path = config(tmp_path, images, board.path, camera={"loop": True})
     process = start(path)
     try:
-        time.sleep(WATCH_S)
+        # the watch starts at the first refusal, however long the kiosk took to start
+        wait_for(lambda: refusals(tmp_path) or process.poll() is not None, timeout=60)
+        time.sleep(WATCH_S)  # the rider walks up again and again
         assert process.poll() is None, process.communicate()[1][-3000:]
         while_running = refusals(tmp_path)
     finally:

@@ -83,8 +83,10 @@ def test_a_still_face_never_sends_the_screen_back_to_idle(
     finally:
         stop(process) if process.poll() is None else process.communicate()
     keys = [key for key, _ in seen]
-    assert "checking" in keys, seen
-    after = keys[keys.index("checking") :]
+    # the face noticed: checking, or already its result when the page answered late
+    noticed = [index for index, key in enumerate(keys) if key != "idle"]
+    assert noticed, seen
+    after = keys[noticed[0] :]
     assert "idle" not in after, f"the rider standing still saw the idle screen: {seen}"
     assert board.ejects == []
 

@@ -140,7 +140,7 @@ def outcome(cloud: Cloud, key: Ed25519PrivateKey, body: bytes) -> tuple[Any, ...
 
 
 @settings(
-    max_examples=150,
+    max_examples=60,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     database=None,

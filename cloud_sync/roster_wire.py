@@ -207,6 +207,10 @@ class WrappedKeyWire(BaseModel):
 
 KIOSK_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MAX_FLEET_RENTALS = 256
+MAX_AUTO_SET = 10_000
+PersonId = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
 
 
 class FleetRow(BaseModel):
@@ -249,6 +253,10 @@ class DeltaBody(BaseModel):
     # signs as before.
     terms: tuple[SealedRow, ...] = ()
     fleet: tuple[FleetRow, ...] = ()
+    # This kiosk's automatic set (person ids), when it changed: the riders the kiosk may
+    # recognise without a claim once its roster is past the policy's calibrated size. Left
+    # out of the signed JSON when None (no change, or sets are off).
+    auto_set: tuple[PersonId, ...] | None = Field(default=None, max_length=MAX_AUTO_SET)
     issued_at: datetime
     # The nonce of the request this delta answers. None only in deltas made outside a
     # request (files, tests); the field is then left out of the signed JSON altogether.
@@ -298,6 +306,8 @@ class ApplyResult:
     #: the riders this answer removed from the kiosk (the cloud deleted them): each gets a
     #: ``roster.erased`` receipt once the removal is on the disk
     erased: tuple[str, ...] = ()
+    #: the kiosk's automatic set arrived with this answer (its size), None when not
+    auto_set: int | None = None
     #: a wipe order was obeyed (the kiosk was revoked): ``deletions`` riders were purged
     wiped: bool = False
 
@@ -320,6 +330,8 @@ def _wire(body: Answer) -> dict[str, Any]:
     for optional in ("terms", "fleet"):  # as it did before a fleet
         if data.get(optional) == []:
             del data[optional]
+    if "auto_set" in data and data["auto_set"] is None:
+        del data["auto_set"]
     return data
 
 

@@ -45,6 +45,7 @@ from cloud_sync.server.deps import ADMIN_ERRORS, Admin, Installer, Support, call
 from cloud_sync.server.deps import raw_target as _raw_target
 from cloud_sync.server.erasure_api import router as erasure_router
 from cloud_sync.server.fleet_api import install as install_fleet
+from cloud_sync.server.home_api import router as home_router
 from cloud_sync.server.ingest import Limits, decode_body, parse_batch
 from cloud_sync.server.migrations import LATEST, migrate
 from cloud_sync.server.models import (
@@ -427,6 +428,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(custody_router)
     app.include_router(terms_router)
     app.include_router(erasure_router)
+    app.include_router(home_router)
     app.include_router(consent_router)
     app.include_router(operators_router)
     app.include_router(revoke_router)

@@ -313,6 +313,31 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX rider_activity_last ON rider_activity (last_active_at)
         """,
     ),
+    (
+        9,
+        "automatic sets: riders' home kiosks, each kiosk's set and its version",
+        """
+        CREATE TABLE rider_homes (
+            person_id TEXT PRIMARY KEY,
+            kiosk_id TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX rider_homes_kiosk ON rider_homes (kiosk_id);
+        CREATE TABLE kiosk_auto_sets (
+            kiosk_id TEXT NOT NULL,
+            person_id TEXT NOT NULL,
+            PRIMARY KEY (kiosk_id, person_id)
+        );
+        CREATE TABLE auto_set_versions (
+            kiosk_id TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            digest TEXT NOT NULL,
+            members INTEGER NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX rentals_kiosk_started ON rentals (kiosk_id, started_at)
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

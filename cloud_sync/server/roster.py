@@ -41,7 +41,7 @@ from cloud_sync.roster_wire import (
     sign_delta,
 )
 from cloud_sync.sealing import key_id, open_sealed, raw_public, row_aad, seal
-from cloud_sync.server import erasure, rider_fleet, rider_terms
+from cloud_sync.server import auto_sets, erasure, rider_fleet, rider_terms
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.db import Database, Tx
 from cloud_sync.server.migrations import utc_text
@@ -400,6 +400,7 @@ class CloudRoster:
             )
             key = self.keys.data_key(state.key_id)
             terms = rider_terms.rows_since(tx, 0 if full else since, key)
+            auto_set = auto_sets.for_delta(tx, kiosk_id, 0 if full else since)
             fleet = [
                 FleetRow(
                     person_id=person_id,
@@ -444,7 +445,12 @@ class CloudRoster:
         )
         # The rows are shipped as stored, sealed under the same key and associated data.
         body = body.model_copy(
-            update={"upserts": tuple(upserts), "terms": tuple(terms), "fleet": tuple(fleet)}
+            update={
+                "upserts": tuple(upserts),
+                "terms": tuple(terms),
+                "fleet": tuple(fleet),
+                "auto_set": auto_set,
+            }
         )
         signed = sign_delta(body, self.keys.signing)
         return Delta(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from cloud_sync.errors import StoreError
-from cloud_sync.server import erasure, rider_fleet
+from cloud_sync.server import auto_sets, erasure, rider_fleet
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.custody import RENTED_STATE
 from cloud_sync.server.db import Database, Tx
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("cloud_sync.server")
 LOCK_KEY = "kiosk-cloud:rentals-sweep"
+AUTO_SETS_LOCK = "kiosk-cloud:auto-sets"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,22 @@ def start_sweeper(
         timedelta(seconds=settings.rental_lost_after_s),
         settings.sweep_interval_s,
         privacy=lambda now: erasure.privacy_sweep(database, roster, keep, now),
+        sets=lambda now: refresh_auto_sets(database, settings, now),
     ).start()
+
+
+def refresh_auto_sets(database: Database, settings: CloudSettings, now: datetime) -> int:
+    """Every kiosk's automatic set (``auto_sets``), one replica at a time; how many changed."""
+    if settings.auto_set_size <= 0:
+        return 0
+    with database.transaction() as tx:
+        if tx.dialect == "postgres":
+            rows = tx.rows(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0))", [AUTO_SETS_LOCK]
+            )
+            if not rows[0][0]:
+                return 0
+        return auto_sets.refresh(tx, settings.auto_set_size, settings.auto_set_days, now)
 
 
 def sweep(database: Database, due: timedelta, lost_after: timedelta, now: datetime) -> Sweep:
@@ -142,9 +158,11 @@ class Sweeper:
         lost_after: timedelta,
         interval_s: float,
         privacy: Callable[[datetime], erasure.PrivacySweep] | None = None,
+        sets: Callable[[datetime], int] | None = None,
     ) -> None:
         self._args = (database, due, lost_after)
         self._privacy = privacy
+        self._sets = sets
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rentals-sweep", daemon=True)
@@ -182,3 +200,14 @@ class Sweeper:
                     log.info(
                         "privacy.swept", pseudonymised=kept.pseudonymised, retired=len(kept.retired)
                     )
+            if self._sets is not None:
+                try:
+                    changed = self._sets(datetime.now(UTC))
+                except StoreError as exc:
+                    log.warning("auto_sets.refresh_failed", error=str(exc))
+                    continue
+                except Exception:
+                    log.exception("auto_sets.refresh_crashed")
+                    continue
+                if changed:
+                    log.info("auto_sets.refreshed", kiosks=changed)

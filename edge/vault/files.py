@@ -3,7 +3,8 @@
 Tables: ``riders`` (person id, version, data-key id, the models its templates use, and the
 sealed record), ``data_keys`` (data keys wrapped for this kiosk's X25519 key) and ``meta``
 (roster version, encoder model, source, when it changed, how the last pull went); from a
-fleet's cloud also ``rider_terms`` (sealed terms) and ``rider_fleet`` (rentals still out).
+fleet's cloud also ``rider_terms`` (sealed terms), ``rider_fleet`` (rentals still out) and
+``auto_set`` (the person ids this kiosk may recognise without a claim).
 Nothing else is stored.
 
 Commands that only look (``kiosk roster info``, ``kiosk status``, ``kiosk sync status``)
@@ -54,6 +55,7 @@ FLEET_TABLES: dict[str, tuple[dict[str, type], str]] = {
         {"person_id": str, "version": int, "open_rentals": str, "overdue": int, "lost": int},
         "person_id",
     ),
+    "auto_set": ({"person_id": str}, "person_id"),
 }
 
 

@@ -262,6 +262,11 @@ class RosterStore:
                 ) from None
         return found
 
+    def _auto_set(self) -> frozenset[str] | None:
+        if not self._has_table("auto_set") or self._meta("auto_set") != "1":
+            return None
+        return frozenset(str(p) for (p,) in self._db.execute("SELECT person_id FROM auto_set"))
+
     def _fleet(self) -> dict[str, FleetView]:
         if not self._has_table("rider_fleet"):
             return {}
@@ -276,7 +281,7 @@ class RosterStore:
     def load(self) -> LoadedRoster:
         """Decrypt every row into memory, each rider with the terms in force (their terms
         row when it is newer than their record) and their fleet state."""
-        loaded = LoadedRoster(version=self.version)
+        loaded = LoadedRoster(version=self.version, auto_set=self._auto_set())
         terms, fleet = self._terms(), self._fleet()
         rows = self._db.execute(
             "SELECT person_id, version, key_id, sealed FROM riders ORDER BY person_id"
@@ -455,6 +460,13 @@ class RosterStore:
                 opened.fleet,
             )
             erased += self._delete_riders(body.deletions)
+            if body.auto_set is not None or body.full:  # a snapshot without one: sets are off
+                self._db.execute("DELETE FROM auto_set")
+                self._db.executemany(
+                    "INSERT INTO auto_set (person_id) VALUES (?)",
+                    [(person,) for person in body.auto_set or ()],
+                )
+                self._set_meta("auto_set", "" if body.auto_set is None else "1")
             self._forget_unused_keys()
             self._bump_version(body.to_version)
         if erased or body.full:
@@ -468,6 +480,7 @@ class RosterStore:
             len(opened.terms),
             len(opened.fleet),
             tuple(erased),
+            auto_set=None if body.auto_set is None else len(body.auto_set),
         )
 
     # -- purging (no pull for too long, or a revoked kiosk) ----------------------------------
@@ -497,7 +510,7 @@ class RosterStore:
         with self._transaction():
             version = self.version
             riders = int(self._db.execute("SELECT COUNT(*) FROM riders").fetchone()[0])
-            for table in ("riders", "rider_terms", "rider_fleet", "data_keys"):
+            for table in ("riders", "rider_terms", "rider_fleet", "auto_set", "data_keys"):
                 self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed names)
             self._set_meta("version", 0)
             self._set_meta("key_id", "")

@@ -38,6 +38,9 @@ class LoadedRoster:
     version: int
     riders: dict[str, Rider] = field(default_factory=dict)
     templates: dict[str, list[tuple[str, npt.NDArray[np.float32]]]] = field(default_factory=dict)
+    #: the riders this kiosk may recognise without a claim (its automatic set from the
+    #: cloud); None when the cloud sent none
+    auto_set: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,140 @@
+"""Each kiosk's automatic set reaches it in the signed delta, without templates: a real API
+(SQLite and PostgreSQL), real kiosk rosters.
+
+The set of a kiosk holds its riders' home kiosk first, then the riders most recently
+active there, at most ``auto_set_size``; an operator or the riders' app sets a home kiosk;
+a change of membership is a list of person ids in the next delta."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cloud_sync.server.roster_keys import RosterKeyFiles
+from cloud_sync.server.sweep import refresh_auto_sets
+from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
+from tests.integration.sync.test_roster_sync import RosterKiosk, add_rider, make_roster_kiosk
+
+APP_TOKEN = "app-token-for-auto-sets-0123456789"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def sets_module_cloud(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cloud]:
+    folder = tmp_path_factory.mktemp("sets-cloud")
+    extra: dict[str, Any] = {"auto_set_size": 2, "sweep_interval_s": 0, "app_token": APP_TOKEN}
+    if request.param == "sqlite":
+        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}", **extra)
+    else:
+        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
+        keys.init()
+        running = start_cloud(
+            request.getfixturevalue("pg_session_url"),
+            roster_key_file=keys.signing_path,
+            roster_data_key_file=keys.data_path,
+            **extra,
+        )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def cloud(sets_module_cloud: Cloud) -> Cloud:
+    empty_database(sets_module_cloud.settings.database_url)
+    sets_module_cloud.service().forget_keys()
+    return sets_module_cloud
+
+
+def sync(kiosk: RosterKiosk, cloud: Cloud) -> Any:
+    daemon = kiosk.daemon(cloud)
+    pulled = daemon.pull_roster()
+    assert pulled.error is None, pulled.error
+    assert daemon.sync_once().error is None
+    return pulled
+
+
+def refresh(cloud: Cloud) -> int:
+    return refresh_auto_sets(cloud.service().store.db, cloud.settings, datetime.now(UTC))
+
+
+def test_a_kiosk_gets_its_home_riders_then_its_recent_riders_as_ids_only(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    a = make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    b = make_roster_kiosk(tmp_path, cloud, "kiosk-b")
+    for seed, rider in enumerate(("r1", "r2", "r3", "r4"), start=1):
+        add_rider(cloud, rider, seed)
+    sync(a, cloud)
+    sync(b, cloud)
+    assert a.store.load().auto_set is None  # nothing chosen yet: the whole roster, as before
+
+    home = cloud.admin("PUT", "/v1/admin/riders/r1/home", json={"kiosk_id": "kiosk-a"})
+    assert home.status_code == 200, home.text
+    assert home.json()["kiosks_changed"] >= 1
+    pulled = sync(a, cloud)
+    assert (pulled.upserts, pulled.deletions) == (0, 0)  # membership only, no template
+    assert a.store.load().auto_set == frozenset({"r1"})
+
+    # r2 rents at kiosk-a, then r3 rents at kiosk-b and returns at kiosk-a: r3 is the most
+    # recent there, and the set holds two riders
+    a.base.outbox.append("rental.started", rental_id="x2", person_id="r2", slot=1,
+                         powerbank_id="pb-2", request_id="q2")  # fmt: skip
+    sync(a, cloud)
+    b.base.outbox.append("rental.started", rental_id="x3", person_id="r3", slot=1,
+                         powerbank_id="pb-3", request_id="q3")  # fmt: skip
+    sync(b, cloud)
+    a.base.outbox.append("rental.returned", slot=4, powerbank_id="pb-3", charge=60)
+    sync(a, cloud)
+    assert refresh(cloud) == 2  # both kiosks' sets changed
+    assert refresh(cloud) == 0  # nothing new: nothing stored, no new version
+    sync(a, cloud)
+    sync(b, cloud)
+    assert a.store.load().auto_set == frozenset({"r1", "r3"})  # home first, then the latest
+    assert b.store.load().auto_set == frozenset({"r3"})
+
+    # the riders' app moves r4's home to kiosk-b
+    moved = httpx.put(
+        f"{cloud.url}/v1/riders/r4/home",
+        json={"kiosk_id": "kiosk-b"},
+        headers={"Authorization": f"Bearer {APP_TOKEN}"},
+    )
+    assert moved.status_code == 200, moved.text
+    sync(b, cloud)
+    assert b.store.load().auto_set == frozenset({"r3", "r4"})
+    # a deleted rider leaves every set at the next refresh
+    assert cloud.admin("DELETE", "/v1/admin/riders/r3").status_code == 200
+    refresh(cloud)
+    sync(a, cloud)
+    assert a.store.load().auto_set == frozenset({"r1", "r2"})
+
+
+def test_bad_home_kiosk_changes_are_refused_and_change_nothing(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    add_rider(cloud, "r1", 1)
+    version = cloud.admin("GET", "/v1/admin/roster").json()["version"]
+    for person, body, status in (
+        ("r1", {"kiosk_id": "kiosk-nowhere"}, 422),
+        ("r1", {"kiosk_id": "bad id!"}, 422),
+        ("r1", {}, 422),
+        ("r1", {"kiosk_id": 7}, 422),
+        ("nobody", {"kiosk_id": "kiosk-a"}, 404),
+    ):
+        answer = cloud.admin("PUT", f"/v1/admin/riders/{person}/home", json=body)
+        assert answer.status_code == status, (body, answer.text)
+    wrong = httpx.put(
+        f"{cloud.url}/v1/riders/r1/home",
+        json={"kiosk_id": "kiosk-a"},
+        headers={"Authorization": "Bearer wrong"},
+    )
+    assert wrong.status_code == 401
+    assert cloud.admin("GET", "/v1/admin/roster").json()["version"] == version

@@ -66,6 +66,7 @@ from edge.vault.values import Rider
 from edge.vision.claim import ClaimLockout, VerifyPolicy
 from edge.vision.consensus import DecisionRecord
 from edge.vision.live import LivePipeline
+from edge.vision.matcher import Gallery
 from edge.vision.policy import automatic_limit
 from edge.vision.setup import beyond_automatic, gallery_of
 from hardware.board import BoardEvent, SlotBoard
@@ -161,12 +162,13 @@ class Runtime:
         )
         self._stop = threading.Event()
         self._riders: dict[str, Rider] = {}
+        self._claim_gallery = Gallery([])
         self._roster_version = -1
         self._maybe_reload_roster()  # the one decrypt at start: riders and gallery together
         self.claims = ClaimStep(
             claim_policy or default_policy(),
             claim_lockout or ClaimLockout(),
-            lambda: (self.pipeline.gallery, claims_of(self._riders)),
+            lambda: (self._claim_gallery, claims_of(self._riders)),
             self.inputs.put,
             clock,
         )
@@ -271,11 +273,22 @@ class Runtime:
             return
         loaded = self.roster.load()
         self._riders = loaded.riders
-        self.pipeline.swap_gallery(gallery_of(loaded, self.model_version, self.fuse_templates))
+        everyone = gallery_of(loaded, self.model_version, self.fuse_templates)
+        self._claim_gallery = everyone  # the claim step checks a code over every rider
         self._roster_version = loaded.version
         log.info("roster.reloaded", version=loaded.version, riders=len(self._riders))
         limit = automatic_limit(self.pipeline.policy)
-        if beyond_automatic(len(self._riders), limit) is not None:
+        beyond = beyond_automatic(len(self._riders), limit) is not None
+        chosen = loaded.auto_set
+        if beyond and chosen is not None and (limit is None or len(chosen) <= limit):
+            # past the calibrated size: decide automatically among this kiosk's automatic
+            # set only; any other face is offered the claim step (docs/fleet.md)
+            only = gallery_of(loaded, self.model_version, self.fuse_templates, only=chosen)
+            self.pipeline.swap_gallery(only, claim_unknown=True)
+            log.info("roster.automatic_set", riders=len(self._riders), automatic=len(chosen))
+            return
+        self.pipeline.swap_gallery(everyone)
+        if beyond:
             log.warning("roster.claim_for_everyone", riders=len(self._riders), limit=limit)
 
     def _settle_unsettled(self) -> int:

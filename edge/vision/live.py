@@ -46,7 +46,7 @@ import numpy.typing as npt
 from edge.vision.consensus import Consensus, DecisionRecord, Verdict, Vote, fuse
 from edge.vision.liveness import BlinkLiveness, LivenessConfig, LivenessState
 from edge.vision.matcher import Gallery, Vector
-from edge.vision.policy import CLAIM_REQUIRED, MATCH, UNKNOWN, Decision, Policy
+from edge.vision.policy import CLAIM_REQUIRED, EMPTY_ROSTER, MATCH, UNKNOWN, Decision, Policy
 from hardware.cameras import Frame
 from models.analysis import NO_FACE_HINT, SEVERAL_FACES_HINT, analyse
 from models.dlib_models import Points
@@ -173,6 +173,7 @@ class LivePipeline:
     ) -> None:
         self.engine = engine
         self.gallery = gallery
+        self.claim_unknown = False  # see swap_gallery
         self.policy = policy
         self.quality = quality or QualityConfig()
         self.config = config or LiveConfig()
@@ -188,9 +189,12 @@ class LivePipeline:
     def reset(self) -> None:
         self._track = None
 
-    def swap_gallery(self, gallery: Gallery) -> None:
-        """Use a new roster from the next frame on (a roster update)."""
+    def swap_gallery(self, gallery: Gallery, claim_unknown: bool = False) -> None:
+        """Use a new roster from the next frame on (a roster update). ``claim_unknown``: the
+        gallery is the kiosk's automatic set, not every rider, so a face it does not know
+        may still be a rider: it is offered the claim step instead of being refused."""
         self.gallery = gallery
+        self.claim_unknown = claim_unknown
         self._track = None
 
     # -- finding the face --------------------------------------------------------------
@@ -345,7 +349,10 @@ class LivePipeline:
             record = self._record(track, now, verdict, verdict.reason, status, accept=False)
             track.refused = record
             track.verdict = None
-            if verdict.reason == CLAIM_REQUIRED and track.encodings:
+            claimable = verdict.reason == CLAIM_REQUIRED or (
+                self.claim_unknown and verdict.reason in (UNKNOWN, EMPTY_ROSTER)
+            )
+            if claimable and track.encodings:
                 claim = ClaimNeeded(track.number, tuple(track.encodings), self.gallery.people)
         if hint is None and live_state is not None and live_state.status != "passed":
             hint = live_state.hint

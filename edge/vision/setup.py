@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from cloud_sync.errors import ConfigError
@@ -122,11 +123,19 @@ def enrol_engine(vision: VisionSection, live: FaceEngine | None = None) -> FaceE
     return (live or engine(vision)).with_jitters(vision.enrol_jitters)
 
 
-def gallery_of(loaded: LoadedRoster, model_version: str, fuse: bool = True) -> Gallery:
+def gallery_of(
+    loaded: LoadedRoster,
+    model_version: str,
+    fuse: bool = True,
+    only: Collection[str] | None = None,
+) -> Gallery:
     """The decrypted roster's templates for ``model_version`` as a gallery, with the riders'
     lookalike flags (the gallery computes its cohorts and neighbours as it is built). With
-    ``fuse`` (``vision.fuse_templates``), each rider's templates count as one, their mean."""
+    ``fuse`` (``vision.fuse_templates``), each rider's templates count as one, their mean;
+    with ``only``, just those riders (a kiosk's automatic set)."""
     entries = loaded.templates.get(model_version, [])
+    if only is not None:
+        entries = [(person, vector) for person, vector in entries if person in only]
     flagged = [person for person, rider in loaded.riders.items() if rider.lookalike]
     people = [person for person, _ in entries]
     return rider_gallery(people, [vector for _, vector in entries], flagged, fuse)

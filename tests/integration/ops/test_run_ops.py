@@ -25,14 +25,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cloud_sync.mqtt.commands import new_command, sign_command
 from cloud_sync.mqtt.telemetry import Topics
 from hardware.sim import BoardSimulator
-from hardware.sim_board import SimConfig
 from models.encoder import FaceEngine
 from tests.conftest import free_port
 from tests.helpers import BIN
 from tests.integration.ops.broker import Broker, Watcher, mosquitto
+from tests.integration.runtime import test_runtime
 from tests.integration.runtime.test_runtime import config, enrol, events, frames, types, wait_for
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
+
+board = test_runtime.board  # the cabinet of kiosk run's own end-to-end tests
 
 KEY = Ed25519PrivateKey.generate()
 PUBLIC = base64.b64encode(KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
@@ -47,17 +49,6 @@ def engine() -> FaceEngine:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     with mosquitto(tmp_path_factory.mktemp("mosquitto")) as running:
         yield running
-
-
-@pytest.fixture
-def board() -> Iterator[BoardSimulator]:
-    sim = BoardSimulator(
-        SimConfig(slots=4, filled=4, charge_rate=50, eject_s=0.3, take_after_s=0.5, seed=7)
-    )
-    sim.start()
-    time.sleep(0.5)  # charged past the rental threshold
-    yield sim
-    sim.stop()
 
 
 class Kiosk:

@@ -24,7 +24,7 @@ from cloud_sync.errors import OutboxFullError
 from cloud_sync.outbox import Outbox
 from cloud_sync.roster_wire import RiderRecord, Template
 from edge.cabinet.rentals import SETTLE_RESERVE, Ledger
-from edge.cabinet.slots import SlotState
+from edge.cabinet.slots import DEFAULT_MIN_CHARGE, SlotState
 from edge.flow import Effect, EjectFailed, Input, Phase, Screen
 from edge.runtime.assemble import Parts, assemble
 from edge.runtime.loop import Runtime
@@ -100,9 +100,16 @@ def board() -> Iterator[BoardSimulator]:
         SimConfig(slots=4, filled=4, charge_rate=50, eject_s=0.3, take_after_s=0.5, seed=7)
     )
     sim.start()
-    time.sleep(0.5)  # charged past the rental threshold
+    wait_for(lambda: charged(sim), 10)
     yield sim
     sim.stop()
+
+
+def charged(sim: BoardSimulator) -> bool:
+    """A docked powerbank charged past the rental threshold (rentable as the kiosk starts)."""
+    return any(
+        slot.powerbank_id and slot.charge >= DEFAULT_MIN_CHARGE for slot in sim.cabinet.slots
+    )
 
 
 def start(config_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:

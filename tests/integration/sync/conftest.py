@@ -1,4 +1,5 @@
-"""Fixtures of the sync tests: the cloud API on SQLite and on PostgreSQL (see cloudkit)."""
+"""Fixtures of the sync tests: the cloud API on SQLite and on PostgreSQL (see cloudkit), and
+the same serving the roster."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cloud_sync.server.roster_keys import RosterKeyFiles
 from tests.integration.sync.cloudkit import Cloud, empty_database, fresh_pg_database, start_cloud
 
 
@@ -44,3 +46,35 @@ def cloud(module_cloud: Cloud) -> Cloud:
     empty_database(module_cloud.settings.database_url)
     module_cloud.service().forget_keys()
     return module_cloud
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def roster_module_cloud(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cloud]:
+    """A cloud that serves the roster, one per test module and database kind; on PostgreSQL
+    its key files are made first, as an operator does with `kiosk-cloud keys init` (SQLite
+    makes its own beside the file)."""
+    folder = tmp_path_factory.mktemp("roster-cloud")
+    if request.param == "sqlite":
+        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}")
+    else:
+        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
+        keys.init()
+        running = start_cloud(
+            request.getfixturevalue("pg_session_url"),
+            roster_key_file=keys.signing_path,
+            roster_data_key_file=keys.data_path,
+        )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def roster_cloud(roster_module_cloud: Cloud) -> Cloud:
+    """A running cloud that serves the roster, with an empty database, on both stores."""
+    empty_database(roster_module_cloud.settings.database_url)
+    roster_module_cloud.service().forget_keys()
+    return roster_module_cloud

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,10 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ulid import ULID
 
-from cloud_sync.server.roster_keys import RosterKeyFiles
 from cloud_sync.signing import new_nonce, public_key_text, sign_request
 from tests.helpers import BIN, CONSENT_ARGS
-from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, empty_database, start_cloud
+from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud
 
 P = 2**255 - 19
 
@@ -62,32 +60,8 @@ def _box_key() -> str:
     return _b64(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def roster_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cloud]:
-    """A cloud that serves the roster, on each store (PostgreSQL with key files)."""
-    folder = tmp_path_factory.mktemp("hostile-more")
-    if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}")
-    else:
-        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
-        keys.init()
-        running = start_cloud(
-            request.getfixturevalue("pg_session_url"),
-            roster_key_file=keys.signing_path,
-            roster_data_key_file=keys.data_path,
-        )
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.fixture
 def cloud(roster_cloud: Cloud) -> Cloud:
-    empty_database(roster_cloud.settings.database_url)
-    roster_cloud.service().forget_keys()
     return roster_cloud
 
 

@@ -49,41 +49,14 @@ from tests.integration.sync.cloudkit import (
     CONSENT,
     Cloud,
     Kiosk,
-    empty_database,
     make_kiosk,
-    start_cloud,
 )
 from tests.vault_helpers import MODEL, template
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def roster_module_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cloud]:
-    """One API per database kind; on PostgreSQL its key files are made first, as an
-    operator does with `kiosk-cloud keys init` (SQLite makes its own beside the file)."""
-    folder = tmp_path_factory.mktemp("roster-cloud")
-    if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}")
-    else:
-        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
-        keys.init()
-        running = start_cloud(
-            request.getfixturevalue("pg_session_url"),
-            roster_key_file=keys.signing_path,
-            roster_data_key_file=keys.data_path,
-        )
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.fixture
-def cloud(roster_module_cloud: Cloud) -> Cloud:
-    empty_database(roster_module_cloud.settings.database_url)
-    roster_module_cloud.service().forget_keys()
-    return roster_module_cloud
+def cloud(roster_cloud: Cloud) -> Cloud:
+    return roster_cloud
 
 
 def cloud_roster(cloud: Cloud) -> CloudRoster:

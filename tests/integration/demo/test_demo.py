@@ -40,8 +40,23 @@ def cloud_events(state: Path) -> list[dict[str, object]]:
     return [{"id": i, "type": t, "payload": json.loads(str(p))} for i, t, p in found]
 
 
-def test_default_demo_rents_returns_and_refuses_and_the_cloud_has_it_all(tmp_path: Path) -> None:
-    result = run_cli("--log-format", "json", "demo", "--state-dir", str(tmp_path), timeout=180)
+@pytest.fixture(scope="module")
+def default_demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """``kiosk demo`` as it comes, at debug level with JSON logs: run once, read by two tests
+    (what it did, and what its log holds)."""
+    state = tmp_path_factory.mktemp("default-demo")
+    result = run_cli(
+        "--debug", "--log-format", "json", "demo", "--state-dir", str(state), timeout=180
+    )
+    return state, result
+
+
+def test_default_demo_rents_returns_and_refuses_and_the_cloud_has_it_all(
+    default_demo: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    tmp_path, result = default_demo
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Take your powerbank from slot" in out  # no name on a public screen by default
@@ -94,11 +109,11 @@ def test_demo_with_real_riders_and_a_stranger(tmp_path: Path, dev_faces: Path) -
     assert rows(roster, "SELECT COUNT(*) FROM riders") == [(3,)]
 
 
-def test_no_template_or_image_reaches_the_logs(tmp_path: Path) -> None:
+def test_no_template_or_image_reaches_the_logs(
+    default_demo: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
     """The whole appliance, at debug level, writes nothing biometric to its log."""
-    result = run_cli(
-        "--debug", "--log-format", "json", "demo", "--state-dir", str(tmp_path), timeout=180
-    )
+    tmp_path, result = default_demo
     assert result.returncode == 0, result.stdout + result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert records, "the demo wrote no log records"

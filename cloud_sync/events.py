@@ -2,7 +2,8 @@
 
 An event has a ULID ``id``, the ``kiosk_id``, a per-kiosk increasing ``seq``, its
 ``type``, ``occurred_at`` in UTC, the envelope ``schema`` version and a ``payload`` whose
-model is chosen by ``type``. Payloads never carry a face image or template.
+model is chosen by ``type``. Payloads never carry a face image or a template in clear
+(``template.proposed`` carries one sealed).
 
 Every type belongs to a class that decides what the outbox may drop when its disk budget
 runs out (``CLASS_OF``): ``money`` events (rentals, returns, boardings, ejections) are
@@ -232,6 +233,25 @@ class RosterEdited(_Payload):
     roster_version: int = Field(ge=0, le=MAX_SEQ)
 
 
+class TemplateProposed(_Payload):
+    """The kiosk proposes the live encoding of a verified visit as an extra template for
+    the rider (``docs/face-pipeline.md``, "Templates that learn"). The encoding travels
+    sealed (``cloud_sync.template_seal``: AES-256-GCM under the roster data key named by
+    ``key_id``, bound to the rider and the kiosk), never in clear and never an image.
+
+    ``reason``: ``claim_verified`` (the rider confirmed their claim code and the claim
+    step verified the face) or ``confident_match`` (decided automatically well inside the
+    policy's limits); ``distance`` and ``margin`` are the decision's."""
+
+    person_id: str = Field(min_length=1, max_length=128)
+    model: str = Field(min_length=1, max_length=128)
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    sealed: str = Field(min_length=40, max_length=1024, pattern=r"^[A-Za-z0-9+/]+={0,2}$")
+    reason: Literal["claim_verified", "confident_match"]
+    distance: float = Field(ge=0, le=4)
+    margin: float | None = Field(default=None, ge=-4, le=4)
+
+
 PAYLOADS: dict[str, type[_Payload]] = {
     "kiosk.started": KioskStarted,
     "face.recognised": FaceRecognised,
@@ -250,6 +270,7 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "kiosk.status": KioskStatus,
     "roster.purged": RosterPurged,
     "roster.erased": RosterErased,
+    "template.proposed": TemplateProposed,
 }
 
 EventType = Literal[
@@ -270,6 +291,7 @@ EventType = Literal[
     "kiosk.status",
     "roster.purged",
     "roster.erased",
+    "template.proposed",
 ]
 
 Payload = (
@@ -290,6 +312,7 @@ Payload = (
     | KioskStatus
     | RosterPurged
     | RosterErased
+    | TemplateProposed
 )
 
 
@@ -311,6 +334,7 @@ CLASS_OF: dict[str, EventClass] = {
     "rider.refused": "ops",
     "roster.purged": "ops",
     "roster.erased": "ops",
+    "template.proposed": "telemetry",
     "face.recognised": "telemetry",
     "face.unrecognised": "telemetry",
     "kiosk.status": "telemetry",

@@ -101,7 +101,8 @@ class RiderRecord:
 
     ``claim_hash`` is the salted hash of the rider's claim code (``edge.vision.claim``);
     ``lookalike`` marks a rider enrolled close to another rider, who always confirms a
-    claim. Both are optional on the wire: a record without them reads as before.
+    claim; ``learned`` counts the templates learned from verified visits (the last ones).
+    All three are optional on the wire: a record without them reads as before.
     """
 
     display_name: str
@@ -109,9 +110,17 @@ class RiderRecord:
     entitlements: Entitlements = field(default_factory=Entitlements)
     claim_hash: str | None = None
     lookalike: bool = False
+    #: how many of the last ``templates`` were learned from verified visits, oldest first
+    #: (``cloud_sync.server.learning``); the ones before them are the enrolment's
+    learned: int = 0
 
     def __repr__(self) -> str:
         return f"RiderRecord(templates={len(self.templates)})"
+
+    @property
+    def enrolled(self) -> tuple[Template, ...]:
+        """The templates from enrolment (the learned ones excluded)."""
+        return self.templates[: len(self.templates) - self.learned]
 
     def to_bytes(self) -> bytes:
         data: dict[str, Any] = {
@@ -125,6 +134,8 @@ class RiderRecord:
         }
         if self.lookalike:
             data["l"] = True
+        if self.learned:
+            data["g"] = self.learned
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
@@ -145,9 +156,16 @@ class RiderRecord:
                 entitlements=entitlements_from(data["e"]),
                 claim_hash=data.get("c"),
                 lookalike=data.get("l", False) is True,
+                learned=_learned(data.get("g", 0), len(templates)),
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise IntegrityError(f"rider record is malformed: {exc}") from None
+
+
+def _learned(value: Any, templates: int) -> int:
+    if type(value) is not int or not 0 <= value <= templates:
+        raise ValueError(f"learned count {value!r} does not fit {templates} templates")
+    return value
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,8 @@ class VisionSection(BaseModel):
     # A rider enrolled from several photos is matched against the mean of their templates
     # (on dev with two photos: 258 of 258 recognised, against 244 with each template apart).
     fuse_templates: bool = True
+    # propose verified visits' encodings as templates (edge.runtime.learning)
+    learn_templates: bool = True
     # "cohort": the roster-size aware policy with the claim step (docs/face-pipeline.md),
     # its numbers from operating_points (default: the file calibrated on lfw-dev that ships
     # in edge/vision); "threshold": match_threshold and match_margin alone.

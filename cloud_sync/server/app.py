@@ -35,6 +35,7 @@ from cloud_sync.events import (
     ErrorBody,
     Rejection,
 )
+from cloud_sync.server import learning
 from cloud_sync.server.bodies import StrictJSONRoute, check_media_type
 from cloud_sync.server.bodies import read_body as _read_body
 from cloud_sync.server.config import CloudSettings
@@ -64,7 +65,7 @@ from cloud_sync.server.ratelimit import RateLimiter, RatePolicy, Scope, limited_
 from cloud_sync.server.rentals_api import router as rentals_router
 from cloud_sync.server.revocation import KioskRevoked
 from cloud_sync.server.revoke_api import router as revoke_router
-from cloud_sync.server.roster import box_public_key, open_cloud_roster
+from cloud_sync.server.roster import CloudRoster, box_public_key, open_cloud_roster
 from cloud_sync.server.roster_api import router as roster_router
 from cloud_sync.server.store import KioskRecord, Store
 from cloud_sync.server.sweep import start_sweeper
@@ -99,6 +100,7 @@ class Service:
         )
         self._last_prune = 0.0
         self._keys: dict[str, tuple[float, KioskRecord, Ed25519PublicKey]] = {}
+        self.roster: CloudRoster | None = None  # decides template.proposed (learning)
 
     def forget_keys(self) -> None:
         """Drop the cached kiosk keys (after the registry changed under this process)."""
@@ -206,6 +208,8 @@ class Service:
             raise _unstorable(events, exc) from None
         self.metrics.events.labels("accepted").inc(len(result.accepted))
         self.metrics.events.labels("duplicate").inc(len(result.duplicate))
+        stored = {*result.accepted, *result.duplicate}  # a resent one not yet decided too
+        learning.consider_all(self.roster, [event for event in events if event.id in stored])
         state.update(
             batch_id=batch.batch_id,
             events=len(events),
@@ -301,6 +305,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
             database.close()
             raise
         app.state.service = Service(settings, Store(database, settings.rental_due_s), metrics)
+        app.state.service.roster = app.state.roster
         # overdue and lost rentals, pseudonyms, retention (sweep.py, erasure.py)
         sweeper = start_sweeper(settings, database, app.state.roster)
         log.info(

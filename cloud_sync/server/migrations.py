@@ -338,6 +338,23 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX rentals_kiosk_started ON rentals (kiosk_id, started_at)
         """,
     ),
+    (
+        10,
+        "learned templates: each template.proposed event's outcome (no template)",
+        """
+        CREATE TABLE template_learning (
+            event_id TEXT PRIMARY KEY,
+            kiosk_id TEXT NOT NULL,
+            person_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            roster_version BIGINT,
+            decided_at TEXT NOT NULL
+        );
+        CREATE INDEX template_learning_person ON template_learning (person_id, decided_at)
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -207,6 +207,48 @@ class CloudRoster:
                 also(tx)
         return state.version
 
+    def amend(
+        self,
+        person_id: str,
+        change: Callable[[Tx, RiderRecord], RiderRecord],
+        now: datetime,
+    ) -> int:
+        """Change a rider's record from what is stored, in one transaction: ``change`` gets
+        the stored record (with the terms in force) and returns the new one, or raises to
+        change nothing. The new record keeps the terms in force: an operator's block set
+        after the record is sealed into the new version, never dropped. The new version."""
+        with self.db.transaction() as tx:
+            state = self._bump(tx, now)
+            key = self._key(tx, state)
+            rows = tx.rows(
+                "SELECT version, key_id, sealed FROM roster_riders WHERE person_id = ?",
+                [person_id],
+            )
+            if not rows:
+                raise Problem(404, "unknown_rider", f"no rider {person_id!r} in the roster")
+            version, row_key, sealed = rows[0]
+            record = RiderRecord.from_bytes(self._open(key, person_id, version, row_key, sealed))
+            terms = rider_terms.effective(tx, key, person_id, int(version), record)
+            record = replace(record, entitlements=terms.entitlements, claim_hash=terms.claim_hash)
+            new = change(tx, record)
+            models = ",".join(sorted({template.model for template in new.templates}))
+            again = seal(
+                key.material, new.to_bytes(), row_aad(person_id, state.version, key.key_id)
+            )
+            tx.run(
+                "UPDATE roster_riders SET version = ?, key_id = ?, models = ?, sealed = ?, "
+                "updated_at = ? WHERE person_id = ?",
+                [
+                    state.version,
+                    key.key_id,
+                    models,
+                    base64.b64encode(again).decode(),
+                    utc_text(now),
+                    person_id,
+                ],
+            )
+        return state.version
+
     def delete(
         self,
         person_id: str,

@@ -16,6 +16,7 @@ from edge.cabinet.battery import BatteryLimits
 from edge.cabinet.rentals import Ledger
 from edge.cabinet.slots import Inventory
 from edge.runtime import service
+from edge.runtime.learning import TemplateLearner
 from edge.runtime.loop import Runtime
 from edge.runtime.service import CameraHealth
 from edge.runtime.serving import serve_in_thread
@@ -179,5 +180,10 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
         preview=PreviewFrames(settings.ui.preview_fps) if settings.ui.preview else None,
         status_interval_s=settings.sync.status_interval_s,
         purge_after_s=settings.roster.purge_after_h * 3600,
+        learner=TemplateLearner(
+            kiosk_id, engine.model_version, roster.cloud_data_key, outbox.append
+        )
+        if vision.learn_templates
+        else None,
     )
     return Parts(runtime, board, hub)

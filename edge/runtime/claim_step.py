@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -24,7 +24,7 @@ from edge import flow as f
 from edge.vault.values import Rider
 from edge.vision.claim import CLAIM_LOCKED, ClaimLockout, VerifyPolicy, check_claim, lock_key
 from edge.vision.live import ClaimNeeded
-from edge.vision.matcher import Gallery
+from edge.vision.matcher import Gallery, Vector
 
 log = structlog.get_logger("edge.claim")
 
@@ -47,6 +47,9 @@ class ClaimVerified:
     person_id: str | None
     reason: str
     tries_left: int
+    distance: float | None = None
+    #: the verified face's encodings (in memory only), for a learned template
+    encodings: tuple[Vector, ...] = field(default=(), repr=False)
 
 
 def _track_key(claim: ClaimNeeded) -> str:
@@ -128,7 +131,11 @@ class ClaimStep:
             distance=None if result.distance is None else round(result.distance, 4),
             tries_left=left,
         )
-        return ClaimVerified(now, result.person_id, result.reason, left)
+        if not result.accepted:
+            return ClaimVerified(now, None, result.reason, left)
+        return ClaimVerified(
+            now, result.person_id, result.reason, left, result.distance, held.encodings
+        )
 
     def _left(self, track: str, code_key: str | None, now: float) -> int:
         left = self.lockout.tries_left(track, now)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -27,6 +27,7 @@ from edge.runtime.claim_step import NeedsClaim
 from edge.ui.preview import PreviewFrames
 from edge.vision.consensus import DecisionRecord
 from edge.vision.live import LivePipeline
+from edge.vision.matcher import Vector
 from hardware.board import BoardEvent, BoardOnline
 from hardware.cameras import Camera
 from hardware.errors import HardwareError
@@ -41,6 +42,8 @@ class Decided:
 
     at: float
     record: DecisionRecord
+    #: the visit's encodings (in memory only), for a learned template
+    encodings: tuple[Vector, ...] = field(default=(), repr=False)
 
 
 GONE_FRAMES = 3  # frames in a row without a face before a face in view is gone
@@ -87,7 +90,7 @@ def watch_camera(
                 metrics.decided(record.accepted, record.reason, record.latency_s)
                 log.info("face.decision", **record.as_dict())
                 if record.accepted:
-                    post(Decided(now, record))
+                    post(Decided(now, record, outcome.encodings))
                 elif outcome.claim is not None:
                     post(NeedsClaim(now, outcome.claim))
                 else:

@@ -57,6 +57,7 @@ from edge.runtime.claim_step import (
     default_policy,
 )
 from edge.runtime.feeds import Decided, watch_board, watch_camera
+from edge.runtime.learning import TemplateLearner
 from edge.runtime.service import CameraHealth
 from edge.runtime.status_report import StatusReporter
 from edge.ui.preview import PreviewFrames
@@ -129,8 +130,10 @@ class Runtime:
         clock: Callable[[], float] = time.monotonic,
         status_interval_s: float = 0.0,
         purge_after_s: float = 0.0,
+        learner: TemplateLearner | None = None,
     ) -> None:
         self.kiosk_id = kiosk_id
+        self.learner = learner  # proposes verified visits' encodings (edge.runtime.learning)
         self.flow = flow
         self.camera = camera
         self.pipeline = pipeline
@@ -233,6 +236,21 @@ class Runtime:
         )
         slot = self.inventory.choose() if why is None and renting else None
         return f.Recognised(at, person, first_name, refusal=why, slot=slot)
+
+    def _learn(self, item: Decided | ClaimVerified) -> None:
+        """Propose a verified visit's encoding as a template (``edge.runtime.learning``);
+        never in the way of the rental."""
+        if self.learner is None or not item.encodings:
+            return
+        try:
+            if isinstance(item, Decided):
+                rider = self._riders.get(item.record.person_id or "")
+                self.learner.after_decision(rider, item.record, item.encodings)
+            elif item.person_id is not None:
+                rider = self._riders.get(item.person_id)
+                self.learner.propose(rider, item.encodings, "claim_verified", item.distance, None)
+        except Exception as exc:  # an outbox error, a key that does not open
+            log.error("template.unproposed", error=type(exc).__name__)
 
     def _carry_out(self, effects: list[f.Effect]) -> None:
         eject = next((effect for effect in effects if isinstance(effect, f.Eject)), None)
@@ -365,10 +383,12 @@ class Runtime:
                 systemd.notify("STOPPING=1", "STATUS=finishing the rental under way")
                 item = f.Service(now, "stopping")
             elif isinstance(item, Decided):
+                self._learn(item)
                 item = self._recognised(item)
             elif isinstance(item, NeedsClaim):
                 item = self.claims.ask(item)
             elif isinstance(item, ClaimVerified):
+                self._learn(item)
                 item = checked(item, self._eligible)
             elif isinstance(item, Refreshed):
                 self._board_seen = self._board_seen or item.ok

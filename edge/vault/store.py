@@ -147,6 +147,15 @@ class RosterStore:
                 ) from None
         return self._data_keys[data_key_id]
 
+    def cloud_data_key(self) -> tuple[str, bytes] | None:
+        """The cloud's current roster data key (id, material), or None when the roster is
+        not the cloud's (local enrolment, empty): what a proposed template is sealed with
+        (``cloud_sync.template_seal``). Never logged, never written."""
+        current = self._meta("key_id")
+        if not current or self._meta("source") != "cloud":
+            return None
+        return current, self._data_key(current)
+
     def _add_key(self, wrapped: WrappedKey, data_key: bytes) -> None:
         """Hold a new data key (inside a transaction) and make it the current one."""
         self._db.execute(

@@ -137,6 +137,9 @@ class FrameOutcome:
     record: DecisionRecord | None = None
     liveness: LivenessState | None = None
     claim: ClaimNeeded | None = None  # a "claim required" record's face, for the claim step
+    #: an accepted record's encodings (the fusion window), for a learned template
+    #: (``edge.runtime.learning``); in memory only
+    encodings: tuple[Vector, ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -357,7 +360,10 @@ class LivePipeline:
         if hint is None and live_state is not None and live_state.status != "passed":
             hint = live_state.hint
         person = track.decided.person_id if track.decided else None
-        return FrameOutcome(frame.index, now, faces, person, hint, vote, record, live_state, claim)
+        window = tuple(track.encodings) if record is not None and record.accepted else ()
+        return FrameOutcome(
+            frame.index, now, faces, person, hint, vote, record, live_state, claim, window
+        )
 
     def _hold(self, frame: Frame, track: _Track, box: FaceBox, faces: int) -> FrameOutcome:
         decided = track.decided

@@ -158,6 +158,8 @@ class SqliteDatabase:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            # what an erasure or a pseudonym replaces is overwritten, not left in free pages
+            self._db.execute("PRAGMA secure_delete=ON")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{self.path}: cannot open the database ({exc})") from None
 

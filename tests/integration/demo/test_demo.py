@@ -32,6 +32,12 @@ def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
         return db.execute(sql).fetchall()
 
 
+def _count(path: Path, table: str, column: str, text: str) -> int:
+    with sqlite3.connect(path) as db:
+        sql = f'SELECT COUNT(*) FROM "{table}" WHERE CAST("{column}" AS TEXT) LIKE ?'
+        return int(db.execute(sql, (f"%{text}%",)).fetchone()[0])
+
+
 def cloud_events(state: Path) -> list[dict[str, object]]:
     found = rows(
         state / "appliance" / "cloud" / "cloud.sqlite",
@@ -72,7 +78,25 @@ def test_default_demo_rents_returns_and_refuses_and_the_cloud_has_it_all(
     started = next(e["payload"] for e in events if e["type"] == "rental.started")
     returned = next(e["payload"] for e in events if e["type"] == "rental.returned")
     assert isinstance(started, dict) and isinstance(returned, dict)
-    assert started["person_id"] == "eileen-collins"
+    # the round ends with the rider deleted in the cloud: its records name them by a
+    # pseudonym since (docs/roster.md, "Erasure and retention"); the kiosk's own outbox
+    # recorded the rental under the rider's id
+    assert str(started["person_id"]).startswith("erased-")
+    kiosk_started = rows(
+        tmp_path / "appliance" / "kiosk" / "outbox.sqlite",
+        "SELECT body FROM events WHERE type = 'rental.started'",
+    )
+    assert json.loads(str(kiosk_started[0][0]))["payload"]["person_id"] == "eileen-collins"
+    # nothing in the cloud names her any more but the legal record: the tombstone the kiosks
+    # need, her consent record and the audit log (docs/roster.md)
+    cloud_file = tmp_path / "appliance" / "cloud" / "cloud.sqlite"
+    naming = []
+    for (table,) in rows(cloud_file, "SELECT name FROM sqlite_master WHERE type = 'table'"):
+        for column in [str(c[1]) for c in rows(cloud_file, f"PRAGMA table_info('{table}')")]:
+            found = _count(cloud_file, str(table), column, "eileen-collins")
+            if found:
+                naming.append(str(table))
+    assert sorted(set(naming)) == ["audit_log", "consents", "roster_tombstones"]
     assert returned["powerbank_id"] == started["powerbank_id"]
     assert returned["slot"] != started["slot"]  # returned into another slot
 

@@ -21,7 +21,7 @@ from models.images import read_image
 from tests.helpers import run_cli
 from tests.integration.runtime import test_runtime
 from tests.integration.runtime.test_runtime import config, events, frames, start, stop, wait_for
-from tests.integration.sync.cloudkit import Cloud, start_cloud
+from tests.integration.sync.cloudkit import CONSENT, Cloud, start_cloud
 
 board = test_runtime.board
 engine = test_runtime.engine
@@ -69,6 +69,7 @@ def test_a_kiosk_silent_too_long_purges_its_roster_and_pulls_it_again(
     assert registered.status_code == 200, registered.text
     image = read_image(dev_faces / "person_03" / "01.jpg")
     vector = engine.encode(image, max(engine.detect(image), key=lambda b: b.area))
+    cloud.accept_consent_text()
     added = cloud.admin(
         "POST",
         "/v1/admin/riders",
@@ -76,6 +77,7 @@ def test_a_kiosk_silent_too_long_purges_its_roster_and_pulls_it_again(
             "person_id": "rider-3",
             "display_name": "Asha Example",
             "templates": [{"model": engine.model_version, "vector": vector.tolist()}],
+            "consent": CONSENT,
         },
     )
     assert added.status_code == 201, added.text

@@ -48,7 +48,11 @@ PERSON_EVENTS = (
     "boarding.recorded",
     "face.recognised",
     "roster.erased",
+    "template.proposed",
 )
+#: What replaces a proposed template's sealed encoding once its rider is erased: valid
+#: base64 ("erased" six times) that opens under no key.
+ERASED_TEMPLATE = "ZXJhc2Vk" * 6
 #: Rental states that are an open money matter: the rider's id stays until they close.
 OPEN_RENTALS = ("open", "overdue", "lost")
 #: Activity: what a rider did at a kiosk.
@@ -104,6 +108,8 @@ def pseudonymise(tx: Tx, person_id: str, pseudonym: str, now: datetime) -> bool:
         ):
             continue  # the rental is still out: who has the powerbank must stay known
         data["person_id"] = pseudonym
+        if kind == "template.proposed":
+            data["sealed"] = ERASED_TEMPLATE  # the template goes, not only the name
         updates.append([json.dumps(data, separators=(",", ":")), event_id])
     if updates:
         tx.many("UPDATE events SET payload = ? WHERE id = ?", updates)
@@ -111,6 +117,9 @@ def pseudonymise(tx: Tx, person_id: str, pseudonym: str, now: datetime) -> bool:
         "UPDATE rentals SET person_id = ? WHERE person_id = ? "
         "AND status NOT IN ('open', 'overdue', 'lost')",
         [pseudonym, person_id],
+    )
+    tx.run(
+        "UPDATE template_learning SET person_id = ? WHERE person_id = ?", [pseudonym, person_id]
     )
     tx.run(
         "UPDATE custody_events SET person_id = ? WHERE person_id = ? AND NOT EXISTS ("

@@ -216,3 +216,27 @@ def test_retention_deletes_inactive_riders_but_never_one_with_a_powerbank_out(
         db, cloud_roster(cloud), timedelta(days=30), now + timedelta(days=365)
     )
     assert "out" not in later.retired and set(later.retired) == {"active", "changed"}
+
+
+def test_a_proposed_template_goes_with_its_rider(cloud: Cloud, tmp_path: Path) -> None:
+    from tests.integration.sync.test_learning import propose_raw
+    from tests.vault_helpers import template
+
+    a = make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    add_rider(cloud, "ann", 1)
+    sync(a, cloud)
+    near = template(1) + 0.01  # a visit's encoding close to her enrolment
+    propose_raw(a, "ann", near / float((near**2).sum() ** 0.5))
+    sync(a, cloud)
+    (proposed,) = [e for e in cloud.events() if e["type"] == "template.proposed"]
+    sealed = json.loads(proposed["payload"])["sealed"]
+    delete_rider(cloud, "ann")
+    (after,) = [e for e in cloud.events() if e["type"] == "template.proposed"]
+    data = json.loads(after["payload"])
+    assert data["person_id"].startswith("erased-") and data["sealed"] == erasure.ERASED_TEMPLATE
+    assert named(cloud, "ann") == []
+    with cloud.service().store.db.transaction() as tx:  # the learning record too
+        assert tx.rows("SELECT person_id FROM template_learning WHERE person_id = 'ann'") == []
+    if cloud.settings.database_url.startswith("sqlite:///"):
+        raw = Path(cloud.settings.database_url.removeprefix("sqlite:///")).read_bytes()
+        assert sealed[:40].encode() not in raw  # secure_delete: not left in a free page

@@ -84,6 +84,9 @@ class DlibModels:
     ) -> list[RawDetection]:
         """HOG detections scoring at least ``floor`` (dlib's own cut is 0), in ``image``'s
         pixels."""
+        # dlib reads a numpy view of part of a frame (a region's rows with the frame's
+        # stride) wrongly, and not always the same way: it gets its own contiguous copy
+        image = np.ascontiguousarray(image)
         rects, scores, _ = self._detector.run(image, upsample, floor)
         return [
             RawDetection(r.left(), r.top(), r.right(), r.bottom(), float(score))

@@ -204,7 +204,8 @@ class FaceEngine:
 
     def _closer(self, image: Image, box: FaceBox, offset: tuple[int, int]) -> FaceBox:
         """``box`` as the detector finds it on its region at full resolution, upsampled
-        once (``box`` itself when that finds no face there scoring ``min_score``).
+        once, when it is smaller there (else ``box`` itself, also when that finds no face
+        there scoring ``min_score``).
 
         HOG reports a face smaller than its window at about the window's size: a 52 px face
         in a 640 px frame comes out as a 72 px box at 640, which the quality gate would call
@@ -226,7 +227,10 @@ class FaceEngine:
             for b in found
             if box.left <= b.centre[0] <= box.right and box.top <= b.centre[1] <= box.bottom
         ]
-        return max(inside, key=lambda b: b.score) if inside else box
+        closer = max(inside, key=lambda b: b.score) if inside else box
+        # only a box the window made too large is corrected: a face as large as its box
+        # keeps it (a neighbour's face grown by one pyramid step would count as a rival)
+        return closer if closer.width < box.width else box
 
     def detect(
         self, image: Image, detect_width: int | None = None, max_upsample: int | None = None

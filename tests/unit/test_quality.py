@@ -74,7 +74,7 @@ def test_pose_is_read_back_from_landmarks(roll: float, yaw: float) -> None:
 
 
 def test_each_check_names_its_reason() -> None:
-    small = FaceBox(top=200, right=360, bottom=260, left=300)
+    small = FaceBox(top=200, right=350, bottom=250, left=300)  # under the 56 px minimum
     assert check(textured(), small) == FACE_TOO_SMALL.reason
     half_out = FaceBox(top=-150, right=420, bottom=150, left=120)
     assert check(textured(), half_out) == FACE_CUT_OFF.reason

@@ -16,7 +16,7 @@ import typer
 from cloud_sync.errors import InputError
 from edge.cli.context import state
 from edge.cli.output_paths import check_output
-from edge.vision import calibrate, crossval, evaluation, setup, tallies
+from edge.vision import calibrate, crossval, evaluation, fleet_eval, setup, tallies
 from edge.vision.claim import verify_policy
 from edge.vision.degrade import KIOSK
 from edge.vision.frames import encode_frames
@@ -37,6 +37,7 @@ from models.quality import QualityConfig
 class Protocol(StrEnum):
     folders = "folders"
     open_set = "open-set"
+    fleet = "fleet"
 
 
 class Half(StrEnum):
@@ -90,7 +91,8 @@ def evaluate(
         typer.Option(
             "--protocol",
             help="folders: the --per-person/--holdout protocol; open-set: the gallery/genuine/"
-            "unknown protocol with sub-rosters and identity halves.",
+            "unknown protocol with sub-rosters and identity halves; fleet: kiosks with "
+            "automatic sets, riders and strangers visiting them (--fleets).",
         ),
     ] = Protocol.folders,
     per_person: Annotated[
@@ -220,6 +222,34 @@ def evaluate(
         bool,
         typer.Option("--sweep", help="Also count outcomes over a grid of thresholds and margins."),
     ] = False,
+    fleets: Annotated[
+        str,
+        typer.Option(
+            "--fleets",
+            help="Fleet: RIDERS:KIOSKS,... (RIDERS 'all': every rider of the tree).",
+            metavar="R:K,...",
+        ),
+    ] = "all:4,all:8,387:8",
+    home_share: Annotated[
+        float,
+        typer.Option("--home-share", min=0.0, max=1.0, help="Fleet: trips to the home kiosk."),
+    ] = 0.8,
+    declared_homes: Annotated[
+        float,
+        typer.Option(
+            "--declared-homes", min=0.0, max=1.0, help="Fleet: riders who declared a home kiosk."
+        ),
+    ] = 0.5,
+    auto_set_size: Annotated[
+        int,
+        typer.Option(
+            "--auto-set-size", min=0, max=10_000, help="Fleet: the cloud's auto_set_size."
+        ),
+    ] = 300,
+    fleet_seeds: Annotated[
+        int,
+        typer.Option("--fleet-seeds", min=1, max=100, help="Fleet: seeds from --seed on."),
+    ] = 5,
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="Write the full report (no templates) here.", metavar="PATH"),
@@ -243,12 +273,19 @@ def evaluate(
     if json_path is not None:  # before the long evaluation, not after it
         check_output(json_path, (settings.kiosk.state_dir, settings.keys_dir), "--json")
     vision = settings.vision
-    if protocol is Protocol.open_set and (
+    if protocol is not Protocol.folders and (
         probe is not None or per_person != 1 or holdout or rounds != 1 or with_sweep
     ):
         raise InputError(
-            "--protocol open-set uses one tree, one photo per person, no holdout, rounds or sweep"
+            f"--protocol {protocol.value} uses one tree, one photo per person, no holdout, "
+            "rounds or sweep"
         )
+    if protocol is Protocol.fleet and (cross_validate or write_points or policy_name):
+        raise InputError("--protocol fleet takes no --cross-validate, --write-points or --policy")
+    try:
+        fleet_shapes = fleet_eval.parse_fleets(fleets)
+    except ValueError as exc:
+        raise InputError(f"--fleets {exc}") from None
     if points_path is not None and not points_path.is_file():
         raise InputError(f"--points {points_path}: no such file")
     if protocol is Protocol.folders and (half or calibrate_half or write_points or cross_validate):
@@ -381,6 +418,21 @@ def evaluate(
         report["live"] = {**live_facts, **crossval.pooled_only(validated(live(first)))}
         typer.echo("\n".join(crossval.summary(report)))
         typer.echo("\n".join(crossval.live_summary(report["live"])))
+    elif protocol is Protocol.fleet:  # offline probes only (docs/face-pipeline.md)
+        report = fleet_eval.evaluate(
+            first,
+            points,
+            half=None if half is None else half.value,
+            calibrate_half=None if calibrate_half is None else calibrate_half.value,
+            split_seed=split_seed,
+            fleets=fleet_shapes,
+            sim=fleet_eval.Simulation(home_share, declared_homes, auto_set_size),
+            seeds=range(seed, seed + fleet_seeds),
+            unknown_budget=unknown_budget,
+            fuse=vision.fuse_templates,
+        )
+        report["protocol"].update(run_facts)
+        typer.echo("\n".join(fleet_eval.summary(report)))
     elif protocol is Protocol.open_set:
 
         def open_set(

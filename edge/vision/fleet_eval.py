@@ -1,0 +1,509 @@
+"""The fleet protocol behind ``kiosk faces eval --protocol fleet`` (issue 21, point 2).
+
+How many visits a fleet of kiosks decides by face alone once each kiosk has its automatic
+set, beside the whole-roster policy (docs/face-pipeline.md, "Fleet evaluation", has the
+published figures and docs/fleet.md the sets themselves).
+
+The data: the open-set split of a labelled tree (``evaluation.open_set_split``): the first
+usable photo of each identity with two or more photos is that rider's enrolment, their
+second photo is the visit probe, and every single-photo identity is a stranger. The
+identities are halved (``evaluation.halves``); the operating points were fitted on one
+half (the shipped points on half A of split seed 10, or ``--calibrate-half``) and only
+the other half's visits and strangers are scored. A fleet of ``riders`` takes the reported
+half's riders first and fills up from the fitting half: those are enrolled (the roster
+and the sets hold them, they make history) but their own visits are not scored.
+
+For each seed, a simulated history: each rider has a home kiosk (uniform); a share of
+riders declared it (``declared_homes``: operator or app); over ``HISTORY_DAYS`` each rider
+made a Poisson number of trips (mean ``TRIPS``), each started and returned at the home
+kiosk with probability ``home_share`` and at another kiosk otherwise. The cloud's rule
+(``cloud_sync/server/auto_sets.py``, one kiosk per site) then picks each kiosk's set: the
+riders who declared it home, then riders who started or returned a rental there within
+``WINDOW_DAYS``, most recent first, at most ``auto_set_size``. Then every scored rider
+visits once (home kiosk with probability ``home_share``, another otherwise) and every
+stranger walks up at every kiosk.
+
+A kiosk decides as ``Runtime._maybe_reload_roster`` makes it: past the policy's
+calibrated size, with a set no larger than it, automatically among its set only, and a
+face it does not know goes to the claim step; otherwise over the whole roster (a face
+too far from everyone refused). The claim step is the real ``check_claim`` over the whole
+roster, the rider typing their own code (seeded 4-digit codes, so codes can collide;
+hashed with scrypt at its smallest accepted cost, which changes the time, not the
+answer). A stranger sent to the claim step is also tried as an attacker who knows the
+code of the rider nearest to their face. Pure apart from the hashing; the report holds no
+template and no code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cloud_sync.claim_code import hash_claim
+from edge.vision.claim import VerifyPolicy, check_claim, verify_policy
+from edge.vision.evaluation import Sample, halves, open_set_split
+from edge.vision.matcher import Gallery, rider_gallery
+from edge.vision.openset import fit_on
+from edge.vision.policy import (
+    CLAIM_REQUIRED,
+    EMPTY_ROSTER,
+    MATCH,
+    UNKNOWN,
+    CohortPolicy,
+    cohort_policy,
+)
+
+HISTORY_DAYS = 120.0
+WINDOW_DAYS = 60.0  # the cloud's auto_set_days default
+TRIPS = 4.0  # mean trips per rider over HISTORY_DAYS
+CLAIM_LOG2_N = 10  # the cheapest scrypt cost claim_matches accepts
+
+# the targets of issue 21, point 2
+TARGET_HOME_AUTOMATIC = 0.80
+TARGET_WRONG_PERSON = 0.001
+TARGET_STRANGERS = 0.01
+
+VISIT_KEYS = (
+    "visits",
+    "home_visits",
+    "away_visits",
+    "automatic_right",
+    "automatic_right_home",
+    "wrong_person",
+    "wrong_person_after_claim",
+    "sent_to_claim",
+    "served_after_claim",
+    "refused",
+    "no_face",
+    "strangers",
+    "stranger_accepted",
+    "stranger_sent_to_claim",
+    "stranger_with_code_accepted",
+)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """``riders`` enrolled (``None``: every rider of both halves) over ``kiosks`` kiosks."""
+
+    riders: int | None
+    kiosks: int
+
+    @property
+    def name(self) -> str:
+        return f"{'all' if self.riders is None else self.riders}:{self.kiosks}"
+
+
+def parse_fleets(text: str) -> tuple[Fleet, ...]:
+    """``800:4,all:8`` -> fleets; ``ValueError`` on anything else."""
+    fleets = []
+    for part in (p.strip() for p in text.split(",")):
+        riders, sep, kiosks = part.partition(":")
+        if not sep or not kiosks.isdigit() or not (riders == "all" or riders.isdigit()):
+            raise ValueError(f"{part!r}: give RIDERS:KIOSKS, such as 800:4 or all:8")
+        fleet = Fleet(None if riders == "all" else int(riders), int(kiosks))
+        if fleet.kiosks < 1 or (fleet.riders is not None and fleet.riders < 2):
+            raise ValueError(f"{part!r}: at least 1 kiosk and 2 riders")
+        fleets.append(fleet)
+    return tuple(fleets)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    home_share: float
+    declared_homes: float
+    auto_set_size: int
+
+
+@dataclass(frozen=True)
+class History:
+    homes: dict[str, int]
+    declared: dict[str, float]  # rider -> when the home was declared (days)
+    seen: list[dict[str, float]]  # per kiosk: rider -> latest start or return there (days)
+
+
+def _elsewhere(home: int, kiosks: int, share: float, rng: np.random.Generator) -> int:
+    """The kiosk of one trip: home with probability ``share``, another one otherwise."""
+    if kiosks == 1 or rng.random() < share:
+        return home
+    other = int(rng.integers(kiosks - 1))
+    return other if other < home else other + 1
+
+
+def simulate_history(
+    riders: Sequence[str], kiosks: int, sim: Simulation, rng: np.random.Generator
+) -> History:
+    homes = {r: int(rng.integers(kiosks)) for r in riders}
+    declared = {
+        r: float(rng.uniform(0, HISTORY_DAYS)) for r in riders if rng.random() < sim.declared_homes
+    }
+    seen: list[dict[str, float]] = [{} for _ in range(kiosks)]
+    since = HISTORY_DAYS - WINDOW_DAYS
+    for rider in riders:
+        for _ in range(int(rng.poisson(TRIPS))):
+            start = float(rng.uniform(0, HISTORY_DAYS))
+            back = min(HISTORY_DAYS, start + float(rng.uniform(0, 1)))
+            for kiosk, at in (
+                (_elsewhere(homes[rider], kiosks, sim.home_share, rng), start),
+                (_elsewhere(homes[rider], kiosks, sim.home_share, rng), back),
+            ):
+                if at >= since:
+                    seen[kiosk][rider] = max(at, seen[kiosk].get(rider, -1.0))
+    return History(homes, declared, seen)
+
+
+def automatic_set(history: History, kiosk: int, size: int) -> list[str]:
+    """The cloud's choice for one kiosk (``auto_sets.compute`` with no other kiosk at its
+    site): declared homes, latest declared first, then activity there, most recent first."""
+    home = [r for r, k in history.homes.items() if k == kiosk and r in history.declared]
+    home.sort(key=lambda r: (-history.declared[r], r))
+    active = sorted(history.seen[kiosk], key=lambda r: (-history.seen[kiosk][r], r))
+    chosen = list(dict.fromkeys(home + active))[:size]
+    return sorted(chosen)
+
+
+def _empty() -> dict[str, Any]:
+    return dict.fromkeys(VISIT_KEYS, 0)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def with_rates(c: dict[str, Any]) -> dict[str, Any]:
+    served = c["automatic_right"] + c["served_after_claim"]
+    return {
+        **c,
+        "home_automatic_rate": _rate(c["automatic_right_home"], c["home_visits"]),
+        "automatic_rate": _rate(c["automatic_right"], c["visits"]),
+        "wrong_person_rate": _rate(c["wrong_person"], c["visits"]),
+        "served_rate": _rate(served, c["visits"]),
+        "stranger_accept_rate": _rate(c["stranger_accepted"], c["strangers"]),
+    }
+
+
+def targets(c: dict[str, Any]) -> dict[str, Any]:
+    """The three targets of issue 21 on pooled counts: the figure, the limit, met or not."""
+    rows = {
+        "home_automatic": (c["home_automatic_rate"], TARGET_HOME_AUTOMATIC, True),
+        "wrong_person": (c["wrong_person_rate"], TARGET_WRONG_PERSON, False),
+        "stranger_accepted": (c["stranger_accept_rate"], TARGET_STRANGERS, False),
+    }
+    return {
+        name: {
+            "value": value,
+            "limit": limit,
+            "met": value is not None and (value >= limit if at_least else value <= limit),
+        }
+        for name, (value, limit, at_least) in rows.items()
+    }
+
+
+class _Kiosks:
+    """The fleet's galleries for one seed: the whole roster and each kiosk's set."""
+
+    def __init__(
+        self,
+        enrolled: Mapping[str, Any],
+        flagged: set[str],
+        sets: list[list[str]] | None,
+        fuse: bool,
+    ) -> None:
+        people = list(enrolled)
+        self.whole = rider_gallery(people, [enrolled[p] for p in people], flagged, fuse)
+        self.sets = (
+            None
+            if sets is None
+            else [rider_gallery(s, [enrolled[p] for p in s], flagged, fuse) for s in sets]
+        )
+
+
+def run_fleet(
+    riders: Sequence[Sample],
+    visits: Sequence[Sample],
+    strangers: Sequence[Sample],
+    scored: set[str],
+    fleet: Fleet,
+    sim: Simulation,
+    policy: CohortPolicy,
+    verifier: VerifyPolicy,
+    seed: int,
+    fuse: bool = True,
+) -> dict[str, Any]:
+    """One seed of one fleet: the counts with the sets and with the whole roster."""
+    rng = np.random.default_rng(seed)
+    enrolled = {s.label or "": s.enrolled_as for s in riders if s.enrolled_as is not None}
+    names = sorted(enrolled)
+    history = simulate_history(names, fleet.kiosks, sim, rng)
+    chosen = [automatic_set(history, k, sim.auto_set_size) for k in range(fleet.kiosks)]
+    limit = policy.max_people
+    use_sets = len(names) > limit and sim.auto_set_size <= limit and sim.auto_set_size > 0
+    probe = _Kiosks(enrolled, set(), None, fuse)  # lookalikes flagged as enrolment flags them
+    flagged = {p for p, _ in probe.whole.lookalikes(policy.lookalike_distance)}
+    galleries = _Kiosks(enrolled, flagged, chosen if use_sets else None, fuse)
+    codes = {p: f"{int(rng.integers(10_000)):04d}" for p in names}
+    hashes: dict[str, str | None] = {
+        p: hash_claim(code, log2_n=CLAIM_LOG2_N) for p, code in codes.items()
+    }
+    answered: dict[tuple[str, str], tuple[str | None, str]] = {}
+
+    def claim(path: str, vector: Any, code: str) -> tuple[str | None, str]:
+        key = (path, code)
+        if key not in answered:
+            made = check_claim(galleries.whole, vector, code, hashes, verifier)
+            answered[key] = (made.person_id, made.reason)
+        return answered[key]
+
+    counts = {"sets": _empty(), "whole_roster": _empty()}
+    for sample in visits:
+        rider = sample.label or ""
+        if rider not in scored or rider not in enrolled:
+            continue
+        home = history.homes[rider]
+        kiosk = _elsewhere(home, fleet.kiosks, sim.home_share, rng)
+        for name, gallery, claim_unknown in _ways(galleries, kiosk):
+            c = counts[name]
+            c["visits"] += 1
+            c["home_visits" if kiosk == home else "away_visits"] += 1
+            vector = sample.probe
+            if vector is None:
+                c["no_face"] += 1
+                c["refused"] += 1
+                continue
+            decision = policy.decide(gallery.search(vector))
+            if decision.reason == MATCH:
+                if decision.person_id == rider:
+                    c["automatic_right"] += 1
+                    c["automatic_right_home"] += kiosk == home
+                else:
+                    c["wrong_person"] += 1
+                continue
+            if not _claimable(decision.reason, claim_unknown):
+                c["refused"] += 1
+                continue
+            c["sent_to_claim"] += 1
+            person, _ = claim(str(sample.path), vector, codes[rider])
+            if person == rider:
+                c["served_after_claim"] += 1
+            elif person is not None:
+                c["wrong_person"] += 1
+                c["wrong_person_after_claim"] += 1
+    for sample in strangers:
+        vector = sample.probe
+        for kiosk in range(fleet.kiosks):
+            for name, gallery, claim_unknown in _ways(galleries, kiosk):
+                c = counts[name]
+                c["strangers"] += 1
+                if vector is None:
+                    continue
+                decision = policy.decide(gallery.search(vector))
+                if decision.accepted:
+                    c["stranger_accepted"] += 1
+                elif _claimable(decision.reason, claim_unknown):
+                    c["stranger_sent_to_claim"] += 1
+                    nearest = galleries.whole.search(vector, k=1).best
+                    if nearest is not None:  # an attacker who knows that rider's code
+                        person, _ = claim(str(sample.path), vector, codes[nearest.person_id])
+                        c["stranger_with_code_accepted"] += person is not None
+    return {
+        "seed": seed,
+        "sets_used": use_sets,
+        "set_sizes": [len(s) for s in chosen] if use_sets else None,
+        "home_riders_in_own_set": _home_coverage(history, chosen) if use_sets else None,
+        **{name: with_rates(c) for name, c in counts.items()},
+    }
+
+
+def _ways(galleries: _Kiosks, kiosk: int) -> list[tuple[str, Gallery, bool]]:
+    """How kiosk ``kiosk`` decides: with its set (or the whole roster when sets are not in
+    use), and the whole-roster policy beside it."""
+    at_kiosk = (
+        ("sets", galleries.whole, False)
+        if galleries.sets is None
+        else ("sets", galleries.sets[kiosk], True)
+    )
+    return [at_kiosk, ("whole_roster", galleries.whole, False)]
+
+
+def _claimable(reason: str, claim_unknown: bool) -> bool:
+    return reason == CLAIM_REQUIRED or (claim_unknown and reason in (UNKNOWN, EMPTY_ROSTER))
+
+
+def _home_coverage(history: History, chosen: list[list[str]]) -> float:
+    members = [set(c) for c in chosen]
+    inside = sum(r in members[k] for r, k in history.homes.items())
+    return round(inside / len(history.homes), 4) if history.homes else 0.0
+
+
+def pool(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return with_rates({key: sum(p[key] for p in parts) for key in VISIT_KEYS})
+
+
+def fleet_report(
+    samples: Sequence[Sample],
+    reported: set[str],
+    fitting: set[str],
+    fleets: Sequence[Fleet],
+    sim: Simulation,
+    policy: CohortPolicy,
+    verifier: VerifyPolicy,
+    seeds: Sequence[int],
+    fuse: bool = True,
+) -> list[dict[str, Any]]:
+    """Every fleet over every seed: per seed and pooled, with the targets."""
+    split = open_set_split(samples)
+    gallery = {s.label: s for s in split.gallery}
+    visits = [s for s in split.genuine if s.label in reported]
+    firsts = list({s.label: s for s in reversed(visits)}.values())  # one visit per rider
+    strangers = [s for s in split.unknown if s.label in reported]
+    own = sorted(label for label in gallery if label in reported)
+    others = sorted(label for label in gallery if label in fitting)
+    done: list[dict[str, Any]] = []
+    for fleet in fleets:
+        wanted = len(own) + len(others) if fleet.riders is None else fleet.riders
+        if wanted > len(own) + len(others):
+            done.append(
+                {
+                    "fleet": fleet.name,
+                    "skipped": f"the tree holds {len(own) + len(others)} riders "
+                    f"({len(own)} in the reported half)",
+                }
+            )
+            continue
+        runs = []
+        for seed in seeds:
+            rng = np.random.default_rng([seed, 1])
+            if wanted <= len(own):
+                chosen = sorted(rng.choice(own, wanted, replace=False).tolist())
+                fill: list[str] = []
+            else:
+                chosen = own
+                fill = sorted(rng.choice(others, wanted - len(own), replace=False).tolist())
+            riders = [gallery[label] for label in chosen + fill]
+            runs.append(
+                run_fleet(
+                    riders, firsts, strangers, set(chosen), fleet, sim, policy, verifier, seed, fuse
+                )
+            )
+        pooled = {name: pool([r[name] for r in runs]) for name in ("sets", "whole_roster")}
+        done.append(
+            {
+                "fleet": fleet.name,
+                "riders": wanted,
+                "kiosks": fleet.kiosks,
+                "scored_riders": min(wanted, len(own)),
+                "enrolled_from_fitting_half": max(0, wanted - len(own)),
+                "strangers": len(strangers),
+                "sets_used": runs[0]["sets_used"],
+                "seeds": runs,
+                "pooled": pooled,
+                "targets": {name: targets(c) for name, c in pooled.items()},
+            }
+        )
+    return done
+
+
+def summary(report: dict[str, Any]) -> list[str]:
+    """The text table ``kiosk faces eval --protocol fleet`` prints."""
+    p = report["protocol"]
+    lines = [
+        f"fleet, half {p['half']} scored (split seed {p['split_seed']}, points fitted on half "
+        f"{p['fitted_on']}), seeds {p['seeds'][0]}..{p['seeds'][-1]}: home share "
+        f"{p['home_share']}, declared homes {p['declared_homes']}, set size "
+        f"{p['auto_set_size']} (automatic up to {p['automatic_limit']} riders)",
+        "fleet    policy        visits  auto  home_auto  wrong  claim  served  refused  "
+        "strangers  accepted  +code  served_rate",
+    ]
+    for f in report["fleets"]:
+        if "skipped" in f:
+            lines.append(f"{f['fleet']:<8} skipped: {f['skipped']}")
+            continue
+        for name in ("sets", "whole_roster"):
+            c = f["pooled"][name]
+            label = name if name == "whole_roster" or f["sets_used"] else "sets(off)"
+            lines.append(
+                f"{f['fleet']:<8} {label:<12} {c['visits']:>7} {c['automatic_right']:>5} "
+                f"{_pct(c['home_automatic_rate']):>10} {c['wrong_person']:>6} "
+                f"{c['sent_to_claim']:>6} {c['served_after_claim']:>7} {c['refused']:>8} "
+                f"{c['strangers']:>10} {c['stranger_accepted']:>9} "
+                f"{c['stranger_with_code_accepted']:>6} {_pct(c['served_rate']):>12}"
+            )
+        met = f["targets"]["sets"]
+        lines.append(
+            f"{'':<8} targets (sets): "
+            + ", ".join(
+                f"{k} {_pct(v['value'])} {'met' if v['met'] else 'NOT met'}" for k, v in met.items()
+            )
+        )
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
+
+
+def evaluate(
+    samples: Sequence[Sample],
+    points: dict[str, Any],
+    *,
+    half: str | None,
+    calibrate_half: str | None,
+    split_seed: int,
+    fleets: Sequence[Fleet],
+    sim: Simulation,
+    seeds: Sequence[int],
+    unknown_budget: float,
+    fuse: bool = True,
+) -> dict[str, Any]:
+    """The whole protocol (see the module docstring): the identities halved with
+    ``split_seed``; the points fitted on ``calibrate_half`` (else ``points``, fitted on the
+    half not reported); ``half`` (default: the other half, else B) scored."""
+    split_halves = halves(samples, split_seed)
+    if calibrate_half is not None:
+        points = fit_on(
+            samples,
+            split_halves[calibrate_half],
+            seeds[0],
+            unknown_budget,
+            f"--calibrate-half {calibrate_half}",
+        )
+        half = half or ("B" if calibrate_half == "A" else "A")
+    half = half or "B"
+    fitted = "A" if half == "B" else "B"
+    policy = cohort_policy(points)
+    report = fleet_report(
+        samples,
+        split_halves[half],
+        split_halves[fitted],
+        fleets,
+        sim,
+        policy,
+        verify_policy(points),
+        seeds,
+        fuse,
+    )
+    return {
+        "protocol": {
+            "protocol": "fleet",
+            "half": half,
+            "fitted_on": fitted,
+            "calibrated_here": calibrate_half is not None,
+            "split_seed": split_seed,
+            "seeds": list(seeds),
+            "home_share": sim.home_share,
+            "declared_homes": sim.declared_homes,
+            "auto_set_size": sim.auto_set_size,
+            "automatic_limit": policy.max_people,
+            "history_days": HISTORY_DAYS,
+            "window_days": WINDOW_DAYS,
+            "mean_trips": TRIPS,
+            "claim": "check_claim over the whole roster, the rider typing their own code "
+            "(seeded 4-digit codes, scrypt at ln=10)",
+        },
+        "fleets": report,
+        "points": points,
+    }

@@ -91,21 +91,22 @@ def kill_mid_eject(process: subprocess.Popen[str], board: BoardSimulator) -> Non
         process.communicate()
 
 
-def test_a_remote_eject_killed_mid_eject_is_recorded_and_answered_after_a_restart(
-    tmp_path: Path, board: BoardSimulator, broker: Broker
-) -> None:
-    topics = Topics.for_kiosk("kiosk-e2e")
-    mqtt = {"enabled": True, "host": broker.host, "port": broker.port,
+def remote_mqtt(broker: Broker) -> dict[str, Any]:
+    """The ``[mqtt]`` settings of a kiosk that takes signed commands from ``broker``."""
+    return {"enabled": True, "host": broker.host, "port": broker.port,
             "command_public_key": PUBLIC}  # fmt: skip
-    path = blank_config(tmp_path, board.path, mqtt=mqtt)
-    powerbank = board.cabinet.slots[1].powerbank_id
-    watcher = Watcher(broker, topics.result)
+
+
+def remote_eject_killed_mid_eject(
+    path: Path, board: BoardSimulator, watcher: Watcher, topics: Topics
+) -> bytes:
+    """``kiosk run`` takes a signed remote eject of slot 2 and is SIGKILLed once the board
+    took it (the latch still opening); the command as it was sent."""
     first = Kiosk(path)
     try:
         first.url()
         wait_for(lambda: first.status()["mqtt"]["ok"] is True, 60)
         raw = signed("kiosk-e2e", "eject", {"slot": 2, "reason": "stuck powerbank"})
-        command_id = json.loads(raw)["id"]
         watcher.publish(topics.command, raw)
         try:
             wait_for(lambda: len(board.ejects) == 1, 60)
@@ -115,6 +116,17 @@ def test_a_remote_eject_killed_mid_eject_is_recorded_and_answered_after_a_restar
             first.process.wait(10)
     finally:
         first.close()
+    return raw
+
+
+def test_a_remote_eject_killed_mid_eject_is_recorded_and_answered_after_a_restart(
+    tmp_path: Path, board: BoardSimulator, broker: Broker
+) -> None:
+    topics = Topics.for_kiosk("kiosk-e2e")
+    path = blank_config(tmp_path, board.path, mqtt=remote_mqtt(broker))
+    powerbank = board.cabinet.slots[1].powerbank_id
+    watcher = Watcher(broker, topics.result)
+    command_id = json.loads(remote_eject_killed_mid_eject(path, board, watcher, topics))["id"]
     wait_for(lambda: emptied(board, 2), 20)  # the powerbank left while the kiosk was down
     assert ejected(tmp_path) == []
     assert commands(tmp_path)[command_id] == "running"

@@ -16,17 +16,23 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.mqtt.telemetry import Topics
-from hardware.messages import SlotCondition
 from hardware.sim import BoardSimulator
-from hardware.sim_board import SimConfig
+from tests.integration.ops import test_eject_crash
 from tests.integration.ops.broker import Broker, Watcher, mosquitto
-from tests.integration.ops.test_eject_crash import blank_config, emptied
-from tests.integration.ops.test_run_ops import PUBLIC, Kiosk, signed
+from tests.integration.ops.test_eject_crash import (
+    blank_config,
+    emptied,
+    remote_eject_killed_mid_eject,
+    remote_mqtt,
+)
+from tests.integration.ops.test_run_ops import Kiosk
 from tests.integration.power.kit import ejected, fsync_tree, inspect
 from tests.integration.power.lazyfs import PowerFolder
 from tests.integration.runtime.test_runtime import wait_for
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
+
+board = test_eject_crash.board  # a cabinet with a slow latch: the cut lands while it ejects
 
 
 @pytest.fixture
@@ -40,37 +46,18 @@ def commands(state: Path) -> dict[str, str]:
 
 
 def test_a_remote_eject_cut_by_the_power_is_recorded_and_answered_once(
-    power: PowerFolder, broker: Broker
+    power: PowerFolder, broker: Broker, board: BoardSimulator
 ) -> None:
-    board = BoardSimulator(
-        SimConfig(slots=4, filled=4, charge_rate=50, eject_s=2.5, take_after_s=0.3, seed=11)
-    )
-    board.start()
     state = power.path / "state"
     state.mkdir()
     topics = Topics.for_kiosk("kiosk-e2e")
     watcher = Watcher(broker, topics.result)
     try:
-        mqtt = {"enabled": True, "host": broker.host, "port": broker.port,
-                "command_public_key": PUBLIC}  # fmt: skip
-        path = blank_config(state, board.path, mqtt=mqtt)
+        path = blank_config(state, board.path, mqtt=remote_mqtt(broker))
         fsync_tree(state)
         powerbank = board.cabinet.slots[1].powerbank_id
-        first = Kiosk(path)
-        try:
-            first.url()
-            wait_for(lambda: first.status()["mqtt"]["ok"] is True, 60)
-            raw = signed("kiosk-e2e", "eject", {"slot": 2, "reason": "stuck powerbank"})
-            command_id = json.loads(raw)["id"]
-            watcher.publish(topics.command, raw)
-            try:
-                wait_for(lambda: len(board.ejects) == 1, 60)
-                assert board.cabinet.slots[1].condition == SlotCondition.EJECTING
-            finally:
-                first.process.kill()
-                first.process.wait(10)
-        finally:
-            first.close()
+        raw = remote_eject_killed_mid_eject(path, board, watcher, topics)
+        command_id = json.loads(raw)["id"]
         power.cut()
         power.mount()
         wait_for(lambda: emptied(board, 2), 20)  # the powerbank left while the power was off
@@ -93,7 +80,6 @@ def test_a_remote_eject_cut_by_the_power_is_recorded_and_answered_once(
         power.mount()
     finally:
         watcher.close()
-        board.stop()
     assert answer["status"] == "ok", answer
     assert answer["data"] == {"slot": 2, "powerbank_id": powerbank, "outcome": "taken"}
     [payload] = ejected(state)

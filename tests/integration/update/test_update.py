@@ -55,7 +55,7 @@ from edge.update.hooks import http_health, rental_in_progress
 from edge.update.updater import FAILED, MARKER, Hooks, Layout, Policy, Updater
 from tests.helpers import REPO, run_cli
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # real virtual environments: slow on a loaded machine
 ARCH = platform.machine()
 KEY = Ed25519PrivateKey.generate()
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

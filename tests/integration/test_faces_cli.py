@@ -120,7 +120,9 @@ def test_the_roster_holds_no_template_or_name_in_clear(roster: Path) -> None:
         tables = {
             name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
-        assert tables == {"riders", "data_keys", "meta", "rider_terms", "rider_fleet", "consents"}
+        assert tables == {
+            "riders", "data_keys", "meta", "rider_terms", "rider_fleet", "auto_set", "consents"
+        }  # fmt: skip
         sealed = [blob for (blob,) in db.execute("SELECT sealed FROM riders")]
     assert all(isinstance(blob, bytes) and b"dlib" not in blob for blob in sealed)
     keys = roster.parent / "keys"

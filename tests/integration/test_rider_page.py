@@ -342,6 +342,8 @@ def choose_and_return(browser: Any, hub: ScreenHub, url: str) -> None:
     page.wait_for_function(
         "() => document.getElementById('title').textContent === 'Rent a powerbank'"
     )
+    # the buttons appear once every offered language's words are there, each in its own
+    page.wait_for_function("() => !document.getElementById('langs').hidden")
     assert page.locator("#langs button").all_inner_texts() == ["English", "Español"]
     assert page.get_attribute("#langs button[data-lang='en']", "aria-pressed") == "true"
     choose(page, "es")

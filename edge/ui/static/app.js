@@ -104,7 +104,9 @@
   function drawLanguages() {
     const nav = $("langs");
     nav.setAttribute("aria-label", strings.choose_language);
-    if (offered.length < 2) {
+    // one language, or one whose strings are still on the way: no buttons (never a
+    // bare language code on the screen)
+    if (offered.length < 2 || offered.some((each) => !words[each])) {
       nav.hidden = true;
       return;
     }
@@ -123,7 +125,7 @@
     }
     for (const button of nav.children) {
       const each = button.dataset.lang;
-      button.textContent = words[each] ? words[each].language : each;
+      button.textContent = words[each].language;
       button.setAttribute("aria-pressed", String(each === lang));
     }
     nav.hidden = false;

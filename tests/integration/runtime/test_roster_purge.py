@@ -102,8 +102,11 @@ def test_a_kiosk_silent_too_long_purges_its_roster_and_pulls_it_again(
         for secret in (sealed, wrapped.encode()):
             for start_at in range(0, len(secret) - 16, 8):
                 assert secret[start_at : start_at + 16] not in disk
-        status = run_cli("--config", str(path), "status", "--json")
-        assert "roster_purged" in status.stdout, status.stdout
+        def says_why() -> bool:  # runtime.json is rewritten every few seconds
+            shown = run_cli("--config", str(path), "status", "--json")
+            return "roster_purged" in shown.stdout
+
+        wait_for(says_why, timeout=30)
     finally:
         err = stop(process) if process.poll() is None else process.communicate()[1]
     assert [e["type"] for e in events(state)].count("roster.purged") == 1, err[-2000:]

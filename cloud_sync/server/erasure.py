@@ -118,9 +118,7 @@ def pseudonymise(tx: Tx, person_id: str, pseudonym: str, now: datetime) -> bool:
         "AND status NOT IN ('open', 'overdue', 'lost')",
         [pseudonym, person_id],
     )
-    tx.run(
-        "UPDATE template_learning SET person_id = ? WHERE person_id = ?", [pseudonym, person_id]
-    )
+    tx.run("UPDATE template_learning SET person_id = ? WHERE person_id = ?", [pseudonym, person_id])
     tx.run(
         "UPDATE custody_events SET person_id = ? WHERE person_id = ? AND NOT EXISTS ("
         "SELECT 1 FROM rentals WHERE rentals.kiosk_id = custody_events.kiosk_id AND "

@@ -102,6 +102,7 @@ def test_a_kiosk_silent_too_long_purges_its_roster_and_pulls_it_again(
         for secret in (sealed, wrapped.encode()):
             for start_at in range(0, len(secret) - 16, 8):
                 assert secret[start_at : start_at + 16] not in disk
+
         def says_why() -> bool:  # runtime.json is rewritten every few seconds
             shown = run_cli("--config", str(path), "status", "--json")
             return "roster_purged" in shown.stdout

@@ -273,8 +273,8 @@ def erasure_status(tx: Tx, person_id: str) -> dict[str, Any] | None:
 
 
 def _pulled_since(tx: Tx, kiosk_id: str, version: int) -> bool:
-    """Whether the kiosk applied a roster at or past ``version`` (``roster.applied``)
-    without sending a receipt: it did not hold the rider."""
+    """Whether the kiosk applied a roster at or past ``version`` (``roster.applied``): it
+    holds the rider no more, whether or not its receipt arrived."""
     for (payload,) in tx.rows(
         "SELECT payload FROM events WHERE kiosk_id = ? AND type = 'roster.applied' "
         "ORDER BY seq DESC LIMIT 20",

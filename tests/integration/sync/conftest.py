@@ -4,6 +4,7 @@ the same serving the roster."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -54,10 +55,12 @@ def roster_module_cloud(
 ) -> Iterator[Cloud]:
     """A cloud that serves the roster, one per test module and database kind; on PostgreSQL
     its key files are made first, as an operator does with `kiosk-cloud keys init` (SQLite
-    makes its own beside the file)."""
+    makes its own beside the file). A test module may set cloud settings of its own in a
+    module-level ``CLOUD_SETTINGS`` dict (an app token, a sweep turned off)."""
     folder = tmp_path_factory.mktemp("roster-cloud")
+    extra: dict[str, Any] = dict(getattr(request.module, "CLOUD_SETTINGS", {}))
     if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}")
+        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}", **extra)
     else:
         keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
         keys.init()
@@ -65,6 +68,7 @@ def roster_module_cloud(
             request.getfixturevalue("pg_session_url"),
             roster_key_file=keys.signing_path,
             roster_data_key_file=keys.data_path,
+            **extra,
         )
     try:
         yield running

@@ -7,7 +7,6 @@ a change of membership is a list of person ids in the next delta."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,42 +14,21 @@ from typing import Any
 import httpx
 import pytest
 
-from cloud_sync.server.roster_keys import RosterKeyFiles
 from cloud_sync.server.sweep import refresh_auto_sets
-from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
+from tests.integration.sync.cloudkit import Cloud
 from tests.integration.sync.test_roster_sync import RosterKiosk, add_rider, make_roster_kiosk
 
 APP_TOKEN = "app-token-for-auto-sets-0123456789"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def sets_module_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cloud]:
-    folder = tmp_path_factory.mktemp("sets-cloud")
-    extra: dict[str, Any] = {"auto_set_size": 2, "sweep_interval_s": 0, "app_token": APP_TOKEN}
-    if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}", **extra)
-    else:
-        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
-        keys.init()
-        running = start_cloud(
-            request.getfixturevalue("pg_session_url"),
-            roster_key_file=keys.signing_path,
-            roster_data_key_file=keys.data_path,
-            **extra,
-        )
-    try:
-        yield running
-    finally:
-        running.stop()
+#: this module's cloud settings (``roster_module_cloud`` in conftest reads them)
+CLOUD_SETTINGS = {"auto_set_size": 2, "sweep_interval_s": 0, "app_token": APP_TOKEN}
 
 
 @pytest.fixture
-def cloud(sets_module_cloud: Cloud) -> Cloud:
-    empty_database(sets_module_cloud.settings.database_url)
-    sets_module_cloud.service().forget_keys()
-    return sets_module_cloud
+def cloud(roster_cloud: Cloud) -> Cloud:
+    """The roster-serving cloud of conftest, empty, on SQLite and PostgreSQL."""
+    return roster_cloud
 
 
 def sync(kiosk: RosterKiosk, cloud: Cloud) -> Any:

@@ -9,50 +9,24 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cloud_sync.server.roster_keys import RosterKeyFiles
 from tests.helpers import CONSENT_ARGS, consent_text, run_cli
 from tests.integration.sync.cloudkit import (
     CONSENT,
     CONSENT_TEXT,
     Cloud,
-    empty_database,
-    start_cloud,
 )
 from tests.integration.sync.test_roster_sync import add_rider, make_roster_kiosk
 from tests.vault_helpers import MODEL, template
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def consent_module_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cloud]:
-    folder = tmp_path_factory.mktemp("consent-cloud")
-    if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}")
-    else:
-        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
-        keys.init()
-        running = start_cloud(
-            request.getfixturevalue("pg_session_url"),
-            roster_key_file=keys.signing_path,
-            roster_data_key_file=keys.data_path,
-        )
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.fixture
-def cloud(consent_module_cloud: Cloud) -> Cloud:
-    empty_database(consent_module_cloud.settings.database_url)
-    consent_module_cloud.service().forget_keys()
-    return consent_module_cloud
+def cloud(roster_cloud: Cloud) -> Cloud:
+    """The roster-serving cloud of conftest, empty, on SQLite and PostgreSQL."""
+    return roster_cloud
 
 
 def rider_body(person_id: str, **consent: object) -> dict[str, object]:

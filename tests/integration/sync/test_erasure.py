@@ -12,7 +12,6 @@ by the sweep, never one with a powerbank out.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,8 @@ from typing import Any
 import pytest
 
 from cloud_sync.server import erasure
-from cloud_sync.server.roster_keys import RosterKeyFiles
 from tests.helpers import run_cli
-from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
+from tests.integration.sync.cloudkit import Cloud
 from tests.integration.sync.test_roster_sync import (
     RosterKiosk,
     add_rider,
@@ -31,34 +29,14 @@ from tests.integration.sync.test_roster_sync import (
     make_roster_kiosk,
 )
 
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def erasure_module_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cloud]:
-    folder = tmp_path_factory.mktemp("erasure-cloud")
-    if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}", sweep_interval_s=0)
-    else:
-        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
-        keys.init()
-        running = start_cloud(
-            request.getfixturevalue("pg_session_url"),
-            roster_key_file=keys.signing_path,
-            roster_data_key_file=keys.data_path,
-            sweep_interval_s=0,
-        )
-    try:
-        yield running
-    finally:
-        running.stop()
+#: this module's cloud settings (``roster_module_cloud`` in conftest reads them)
+CLOUD_SETTINGS = {"sweep_interval_s": 0}
 
 
 @pytest.fixture
-def cloud(erasure_module_cloud: Cloud) -> Cloud:
-    empty_database(erasure_module_cloud.settings.database_url)
-    erasure_module_cloud.service().forget_keys()
-    return erasure_module_cloud
+def cloud(roster_cloud: Cloud) -> Cloud:
+    """The roster-serving cloud of conftest, empty, on SQLite and PostgreSQL."""
+    return roster_cloud
 
 
 def sync(kiosk: RosterKiosk, cloud: Cloud) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,8 @@ import httpx
 import pytest
 
 from cloud_sync.claim_code import claim_matches
-from cloud_sync.server.roster_keys import RosterKeyFiles
 from edge.cabinet.rentals import refusal
-from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
+from tests.integration.sync.cloudkit import Cloud
 from tests.integration.sync.test_roster_sync import (
     Proxy,
     RosterKiosk,
@@ -37,33 +35,14 @@ APP_TOKEN = "app-token-for-tests-0123456789"
 TODAY = date(2026, 12, 6)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def fleet_module_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cloud]:
-    folder = tmp_path_factory.mktemp("fleet-cloud")
-    if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}", app_token=APP_TOKEN)
-    else:
-        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
-        keys.init()
-        running = start_cloud(
-            request.getfixturevalue("pg_session_url"),
-            roster_key_file=keys.signing_path,
-            roster_data_key_file=keys.data_path,
-            app_token=APP_TOKEN,
-        )
-    try:
-        yield running
-    finally:
-        running.stop()
+#: this module's cloud settings (``roster_module_cloud`` in conftest reads them)
+CLOUD_SETTINGS = {"app_token": APP_TOKEN}
 
 
 @pytest.fixture
-def cloud(fleet_module_cloud: Cloud) -> Cloud:
-    empty_database(fleet_module_cloud.settings.database_url)
-    fleet_module_cloud.service().forget_keys()
-    return fleet_module_cloud
+def cloud(roster_cloud: Cloud) -> Cloud:
+    """The roster-serving cloud of conftest, empty, on SQLite and PostgreSQL."""
+    return roster_cloud
 
 
 class Sizes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from cloud_sync.claim_code import hash_claim
 from cloud_sync.roster_wire import RiderRecord, Template
 from cloud_sync.server import learning
 from cloud_sync.server.roster import CloudRoster
-from cloud_sync.server.roster_keys import RosterKeyFiles
 from cloud_sync.template_seal import seal_template
 from edge.runtime.claim_step import ClaimStep, claims_of, default_policy
 from edge.runtime.learning import TemplateLearner
@@ -38,38 +36,16 @@ from models.analysis import analyse
 from models.encoder import FaceEngine
 from models.images import read_image
 from models.quality import QualityConfig
-from tests.integration.sync.cloudkit import CONSENT, Cloud, empty_database, start_cloud
+from tests.integration.sync.cloudkit import CONSENT, Cloud
 from tests.integration.sync.test_roster_sync import RosterKiosk, make_roster_kiosk
 
 CODE = "4821"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def learning_module_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cloud]:
-    folder = tmp_path_factory.mktemp("learning-cloud")
-    if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}")
-    else:
-        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
-        keys.init()
-        running = start_cloud(
-            request.getfixturevalue("pg_session_url"),
-            roster_key_file=keys.signing_path,
-            roster_data_key_file=keys.data_path,
-        )
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.fixture
-def cloud(learning_module_cloud: Cloud) -> Cloud:
-    empty_database(learning_module_cloud.settings.database_url)
-    learning_module_cloud.service().forget_keys()
-    return learning_module_cloud
+def cloud(roster_cloud: Cloud) -> Cloud:
+    """The roster-serving cloud of conftest, empty, on SQLite and PostgreSQL."""
+    return roster_cloud
 
 
 @pytest.fixture(scope="module")

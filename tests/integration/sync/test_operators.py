@@ -9,7 +9,6 @@ the role it needs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,40 +19,15 @@ from fastapi.routing import APIRoute
 from cloud_sync.server.app import create_app
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.deps import Needs
-from cloud_sync.server.roster_keys import RosterKeyFiles
 from tests.helpers import run_cli
-from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, empty_database, start_cloud
+from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, start_cloud
 from tests.integration.sync.test_roster_sync import add_rider
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def operators_module_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cloud]:
-    """A cloud with a roster on each database (uvicorn in this process takes the
-    loopback proxy's X-Forwarded-For as the source, as the rate-limit tests do)."""
-    folder = tmp_path_factory.mktemp("operators-cloud")
-    if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}")
-    else:
-        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
-        keys.init()
-        running = start_cloud(
-            request.getfixturevalue("pg_session_url"),
-            roster_key_file=keys.signing_path,
-            roster_data_key_file=keys.data_path,
-        )
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.fixture
-def cloud(operators_module_cloud: Cloud) -> Cloud:
-    empty_database(operators_module_cloud.settings.database_url)
-    operators_module_cloud.service().forget_keys()
-    return operators_module_cloud
+def cloud(roster_cloud: Cloud) -> Cloud:
+    """The roster-serving cloud of conftest, empty, on SQLite and PostgreSQL."""
+    return roster_cloud
 
 
 def as_(cloud: Cloud, token: str, method: str, path: str, **kwargs: Any) -> httpx.Response:

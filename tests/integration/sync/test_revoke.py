@@ -16,7 +16,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,9 @@ from cloud_sync.exits import CLOUD_EXIT_CODES
 from cloud_sync.mqtt.telemetry import Topics
 from cloud_sync.roster_wire import build_wipe, sign_wipe
 from cloud_sync.sealing import WrappedKey, open_sealed, row_aad, unwrap_key
-from cloud_sync.server.roster_keys import RosterKeyFiles
 from cloud_sync.signing import HEADER_NONCE
 from tests.integration.ops.broker import mosquitto
-from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
+from tests.integration.sync.cloudkit import Cloud
 from tests.integration.sync.test_roster_sync import (
     Proxy,
     RosterKiosk,
@@ -48,32 +46,10 @@ from tests.integration.sync.test_roster_sync import (
 )
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def revoke_module_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cloud]:
-    folder = tmp_path_factory.mktemp("revoke-cloud")
-    if request.param == "sqlite":
-        running = start_cloud(f"sqlite:///{folder / 'cloud.sqlite'}")
-    else:
-        keys = RosterKeyFiles(folder / "roster-ed25519.pem", folder / "roster-data.key")
-        keys.init()
-        running = start_cloud(
-            request.getfixturevalue("pg_session_url"),
-            roster_key_file=keys.signing_path,
-            roster_data_key_file=keys.data_path,
-        )
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.fixture
-def cloud(revoke_module_cloud: Cloud) -> Cloud:
-    empty_database(revoke_module_cloud.settings.database_url)
-    revoke_module_cloud.service().forget_keys()
-    return revoke_module_cloud
+def cloud(roster_cloud: Cloud) -> Cloud:
+    """The roster-serving cloud of conftest, empty, on SQLite and PostgreSQL."""
+    return roster_cloud
 
 
 def pull(kiosk: RosterKiosk, cloud: Cloud, transport: httpx.BaseTransport | None = None) -> Any:

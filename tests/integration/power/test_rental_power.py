@@ -50,9 +50,11 @@ def test_a_rental_cut_after_its_eject_is_recorded_once_after_the_reboot(
         first = start(path)
         try:
             wait_for(lambda: len(sim.ejects) == 1 or first.poll() is not None)
+            exited = first.poll()
         finally:
             first.kill()
-            first.communicate()
+            _, err = first.communicate()
+        assert exited is None, f"the kiosk stopped before the eject: {err[-3000:]}"
         power.cut()
         power.mount()
         outbox_rows(state / "outbox.sqlite")  # not corrupt

@@ -95,6 +95,14 @@ class VisionSection(BaseModel):
     track_lost_s: float = Field(default=0.7, gt=0.0, le=10.0)
     reverify_s: float = Field(default=2.0, gt=0.0, le=30.0)
     retry_refused_s: float = Field(default=1.0, gt=0.0, le=30.0)
+    claim_frames: int = Field(
+        default=8,
+        ge=1,
+        le=16,
+        description="frames of a face fused for the claim step's check, gathered while the"
+        " rider types",
+    )
+    claim_frame_s: float = Field(default=0.25, gt=0.0, le=5.0)
     quality: QualitySection = QualitySection()
     liveness: LivenessSection = LivenessSection()
 

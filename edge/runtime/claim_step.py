@@ -1,6 +1,7 @@
 """The claim step's runtime side: the held face, the check off the flow's thread, the lockout.
 
-The vision thread hands over a ``ClaimNeeded`` (the face's last encodings, in memory only)
+The vision thread hands over a ``ClaimNeeded`` (the face's encodings, in memory only; the
+vision thread keeps adding the face's frames to it while the rider types)
 as ``NeedsClaim``; ``ClaimStep.ask`` holds it and tells the flow how many tries the face
 has left (``flow.ClaimAsked``). When the flow asks to verify a typed code
 (``flow.VerifyClaim``), ``ClaimStep.verify`` runs ``check_claim`` on its own short-lived
@@ -23,6 +24,7 @@ from cloud_sync.claim_code import ClaimFormatError
 from edge import flow as f
 from edge.vault.values import Rider
 from edge.vision.claim import CLAIM_LOCKED, ClaimLockout, VerifyPolicy, check_claim, lock_key
+from edge.vision.consensus import fuse
 from edge.vision.live import ClaimNeeded
 from edge.vision.matcher import Gallery, Vector
 
@@ -79,6 +81,12 @@ class ClaimStep:
     def holding(self) -> bool:
         return self._held is not None
 
+    @property
+    def held_frames(self) -> int:
+        """How many frames of the held face the check would fuse now (a count only)."""
+        with self._lock:
+            return 0 if self._held is None else len(self._held.frames())
+
     def ask(self, needs: NeedsClaim) -> f.ClaimAsked:
         """Hold the face; the flow's input asking the rider for the claim."""
         with self._lock:
@@ -111,7 +119,8 @@ class ClaimStep:
             if self.lockout.is_locked(track, now) or self.lockout.is_locked(code_key, now):
                 return ClaimVerified(now, None, CLAIM_LOCKED, 0)
         gallery, claims = self._roster()
-        result = check_claim(gallery, held.probe, code, claims, self.policy)
+        frames = held.frames()
+        result = check_claim(gallery, fuse(frames), code, claims, self.policy)
         now = self._clock()
         with self._lock:
             if result.accepted:
@@ -128,14 +137,13 @@ class ClaimStep:
             accepted=result.accepted,
             reason=result.reason,
             holders=result.holders,
+            frames=len(frames),
             distance=None if result.distance is None else round(result.distance, 4),
             tries_left=left,
         )
         if not result.accepted:
             return ClaimVerified(now, None, result.reason, left)
-        return ClaimVerified(
-            now, result.person_id, result.reason, left, result.distance, held.encodings
-        )
+        return ClaimVerified(now, result.person_id, result.reason, left, result.distance, frames)
 
     def _left(self, track: str, code_key: str | None, now: float) -> int:
         left = self.lockout.tries_left(track, now)

@@ -19,8 +19,9 @@ liveness outcome and how long it took. It never holds a template or an image.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +45,42 @@ def fuse(
     frames = np.asarray(encodings, dtype=np.float64)
     close = np.linalg.norm(frames - frames[-1], axis=1) <= spread
     return np.asarray(frames[close].mean(axis=0), dtype=np.float64)
+
+
+class ClaimWindow:
+    """The encodings of one face gathered for the claim step, newest last, at most ``size``.
+
+    The live pipeline seeds it with the vote's fusion window when it sends the face to the
+    claim step and keeps adding that face's frames while the rider types the code; the
+    claim check (another thread) fuses what is there when the code arrives, so the 1:1
+    check sees more frames than the vote did. In memory only; ``repr`` shows the count.
+    """
+
+    def __init__(self, size: int, first: Iterable[npt.NDArray[np.floating[Any]]] = ()) -> None:
+        if size < 1:
+            raise ValueError(f"a claim window holds at least 1 frame, got {size}")
+        self._frames: deque[npt.NDArray[np.floating[Any]]] = deque(first, maxlen=size)
+        self._lock = threading.Lock()
+
+    @property
+    def full(self) -> bool:
+        with self._lock:
+            return len(self._frames) == self._frames.maxlen
+
+    def add(self, encoding: npt.NDArray[np.floating[Any]]) -> None:
+        with self._lock:
+            self._frames.append(encoding)
+
+    def frames(self) -> tuple[npt.NDArray[np.floating[Any]], ...]:
+        with self._lock:
+            return tuple(self._frames)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._frames)
+
+    def __repr__(self) -> str:
+        return f"ClaimWindow(frames={len(self)})"
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ Per frame:
    (or at once when liveness is off); a liveness timeout or a refusal verdict becomes a
    refusal record. One record per verdict per track. A ``claim required`` refusal also
    hands over a ``ClaimNeeded`` (``FrameOutcome.claim``): the track's last encodings, for
-   the claim step's 1:1 check (on their fused mean); they stay in memory and are never
-   logged or stored.
+   the claim step's 1:1 check (on their fused mean). While the rider types the code, the
+   face is encoded again every ``claim_frame_s`` until ``claim_frames`` encodings are
+   gathered, so the check fuses more frames than the vote did. They stay in memory and
+   are never logged or stored.
 6. **Hold.** A decided track keeps its identity (``FrameOutcome.person_id``) while the
    face stays in view; it is re-verified every ``reverify_s`` with a fresh encoding, and a
    face that no longer matches, jumps, or is lost for ``track_lost_s`` starts a new track.
@@ -43,7 +45,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.consensus import Consensus, DecisionRecord, Verdict, Vote, fuse
+from edge.vision.consensus import ClaimWindow, Consensus, DecisionRecord, Verdict, Vote, fuse
 from edge.vision.liveness import BlinkLiveness, LivenessConfig, LivenessState
 from edge.vision.matcher import Gallery, Vector
 from edge.vision.policy import CLAIM_REQUIRED, EMPTY_ROSTER, MATCH, UNKNOWN, Decision, Policy
@@ -104,24 +106,34 @@ class LiveConfig:
     idle_change: float = 2.0
     idle_detect_every: int = 5
     rival_ratio: float = 0.5
+    claim_frames: int = 8  # frames of a face gathered for the claim step's check
+    claim_frame_s: float = 0.25  # how often, while the claim step gathers them
 
 
 @dataclass(frozen=True, repr=False)
 class ClaimNeeded:
     """A face the policy sent to the claim step: the track, and its last encodings (newest
-    last), held in memory for the 1:1 check only. ``repr`` never shows the encodings."""
+    last), held in memory for the 1:1 check only. ``window``, when given, keeps growing with
+    the face's frames while the rider types (``LiveConfig.claim_frames``). ``repr`` never
+    shows the encodings."""
 
     track: int
     encodings: tuple[Vector, ...]
     roster_people: int
+    window: ClaimWindow | None = None
+
+    def frames(self) -> tuple[Vector, ...]:
+        """The encodings gathered so far (the vote's, and those seen since)."""
+        return self.window.frames() if self.window is not None else self.encodings
 
     @property
     def probe(self) -> Vector:
-        """What the claim is checked against: the fused encodings, as the vote used."""
-        return fuse(self.encodings)
+        """What the claim is checked against: every gathered frame of the face, fused as
+        the live path fuses (frames far from the newest are left out)."""
+        return fuse(self.frames())
 
     def __repr__(self) -> str:
-        return f"ClaimNeeded(track={self.track}, encodings={len(self.encodings)})"
+        return f"ClaimNeeded(track={self.track}, encodings={len(self.frames())})"
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,7 @@ class _Track:
     records: list[DecisionRecord] = field(default_factory=list)
     number: int = 0
     encodings: deque[Vector] = field(default_factory=deque, repr=False)  # the fusion window
+    claim_window: ClaimWindow | None = field(default=None, repr=False)  # for the claim step
 
 
 class LivePipeline:
@@ -294,6 +307,8 @@ class LivePipeline:
         if track is not None:
             track.encodings.append(analysis.encoding)
             probe = fuse(track.encodings)
+            if track.claim_window is not None:
+                track.claim_window.add(analysis.encoding)
         return self.policy.decide(self.gallery.search(probe)), None
 
     def _vote(
@@ -311,7 +326,9 @@ class LivePipeline:
         if track.last_vote_at is None:
             due = True
         elif track.refused is not None:
-            due = not gave_up and now - track.last_vote_at >= self.config.retry_refused_s
+            gathering = track.claim_window is not None and not track.claim_window.full
+            every = self.config.claim_frame_s if gathering else self.config.retry_refused_s
+            due = not gave_up and now - track.last_vote_at >= every
         else:
             due = track.verdict is None
         if due:
@@ -356,7 +373,10 @@ class LivePipeline:
                 self.claim_unknown and verdict.reason in (UNKNOWN, EMPTY_ROSTER)
             )
             if claimable and track.encodings:
-                claim = ClaimNeeded(track.number, tuple(track.encodings), self.gallery.people)
+                first = tuple(track.encodings)
+                gathered = ClaimWindow(max(1, self.config.claim_frames), first)
+                track.claim_window = gathered
+                claim = ClaimNeeded(track.number, first, self.gallery.people, gathered)
         if hint is None and live_state is not None and live_state.status != "passed":
             hint = live_state.hint
         person = track.decided.person_id if track.decided else None

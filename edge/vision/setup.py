@@ -99,6 +99,8 @@ def live_config(vision: VisionSection) -> LiveConfig:
         track_lost_s=vision.track_lost_s,
         reverify_s=vision.reverify_s,
         retry_refused_s=vision.retry_refused_s,
+        claim_frames=vision.claim_frames,
+        claim_frame_s=vision.claim_frame_s,
     )
 
 

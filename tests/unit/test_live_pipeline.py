@@ -171,9 +171,35 @@ def test_a_claim_required_face_hands_over_its_encodings_once() -> None:
     claim = decided[0].claim
     assert claim is not None and len(claim.encodings) == 2 and claim.roster_people == 2
     assert np.allclose(claim.probe, VECTORS[1] + 0.01)
-    assert "encodings=2" in repr(claim) and "0.0" not in repr(claim)  # no template values
+    assert f"encodings={len(claim.frames())}" in repr(claim)
+    assert "0.0" not in repr(claim)  # no template values
     assert "encoding" not in str(decided[0].record.as_dict())  # the record stays template-free
     assert all(o.claim is None for o in outcomes if o is not decided[0])
+
+
+def test_the_claim_step_keeps_gathering_the_face_while_the_rider_types() -> None:
+    pipe = claim_pipeline()
+    frames = iter([frame(i, person=1) for i in range(60)])  # 4 s at 15 fps
+    claim = None
+    while claim is None:
+        claim = pipe.process(next(frames)).claim
+    assert len(claim.frames()) == 2  # the vote's own frames
+    encoded = pipe.encodings
+    run(pipe, [next(frames) for _ in range(15)])  # a second: a frame every 0.25 s
+    assert 5 <= len(claim.frames()) <= 7 and pipe.encodings - encoded == len(claim.frames()) - 2
+    run(pipe, list(frames))
+    assert len(claim.frames()) == LiveConfig().claim_frames  # then it stops at its size
+    assert np.allclose(claim.probe, VECTORS[1] + 0.01)
+    assert "encodings=8" in repr(claim) and "0.0" not in repr(claim)
+
+
+def test_a_face_that_left_adds_nothing_to_the_held_claim() -> None:
+    pipe = claim_pipeline()
+    outcomes = run(pipe, [frame(i, person=1) for i in range(10)])
+    claim = next(o.claim for o in outcomes if o.claim)
+    held = len(claim.frames())
+    run(pipe, [frame(i) for i in range(10, 30)] + [frame(i, person=2) for i in range(30, 60)])
+    assert len(claim.frames()) == held  # another track, another face: never fused in
 
 
 def test_a_stranger_or_a_match_never_asks_for_a_claim() -> None:

@@ -121,6 +121,8 @@ def test_a_lookalike_types_the_code_and_rents(
     with running(config(tmp_path, images, board.path)) as kiosk:
         wait_for(lambda: claim_screen(kiosk, 3) or not kiosk.alive(), timeout=30)
         assert kiosk.runtime.claims.holding
+        # while the claim screen shows, the kiosk keeps gathering the face for the check
+        wait_for(lambda: kiosk.runtime.claims.held_frames >= 5, timeout=20)
         assert kiosk.parts.hub.claim("4821")
         wait_for(lambda: "rental.started" in types(tmp_path) or not kiosk.alive(), timeout=30)
     started = [event for event in events(tmp_path) if event["type"] == "rental.started"]

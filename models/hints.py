@@ -23,6 +23,9 @@ class Hint(StrEnum):
     BLINK = "blink"
     LOOK_AND_BLINK = "look_and_blink"
     ONE_AT_A_TIME = "one_at_a_time"
+    TURN_LEFT = "turn_left"  # the challenges (edge.vision.challenge): the rider's own left
+    TURN_RIGHT = "turn_right"
+    BLINK_TWICE = "blink_twice"
 
 
 # Said after enrolling a rider who has a single template: the kiosk matches a rider against
@@ -43,6 +46,9 @@ ENGLISH: dict[Hint, str] = {
     Hint.BLINK: "Blink once, please.",
     Hint.LOOK_AND_BLINK: "Look at the camera and blink.",
     Hint.ONE_AT_A_TIME: "One person at a time, please.",
+    Hint.TURN_LEFT: "Turn your head to your left.",
+    Hint.TURN_RIGHT: "Turn your head to your right.",
+    Hint.BLINK_TWICE: "Blink twice, please.",
 }
 
 

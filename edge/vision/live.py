@@ -12,7 +12,8 @@ Per frame:
    the face is about 100 px wide; every ``full_scan_every`` frames the whole frame is
    searched again, so a second person stepping in is noticed.
 2. **One person at a time.** Another face of comparable size: no vote, a hint.
-3. **Liveness** (when on): the eye landmarks of the tracked face feed the blink check.
+3. **Liveness** (when on): the tracked face's eyes and head pose (``models.mesh``) feed
+   the blink check, and the challenge once one is asked (``edge.vision.challenge``).
 4. **Vote.** Until the track has a verdict, the face goes through the quality gate and,
    if it passes, is encoded; the mean of the track's last ``fuse_frames`` encodings
    (``consensus.fuse``) is decided by the policy (``analysis.analyse`` and
@@ -21,7 +22,10 @@ Per frame:
    ``retry_refused_s``.
 5. **Decide.** An accepted verdict becomes a ``DecisionRecord`` once liveness has passed
    (or at once when liveness is off); a liveness timeout or a refusal verdict becomes a
-   refusal record. One record per verdict per track. A ``claim required`` refusal also
+   refusal record. A verdict with a higher risk (a face the claim step will be offered to,
+   a match of a rider flagged as a lookalike) waits for the rider to answer a random
+   challenge instead (``LivenessConfig.challenge``; without one, for the blink). One
+   record per verdict per track. A ``claim required`` refusal also
    hands over a ``ClaimNeeded`` (``FrameOutcome.claim``): the track's last encodings, for
    the claim step's 1:1 check (on their fused mean). While the rider types the code, the
    face is encoded again every ``claim_frame_s`` until ``claim_frames`` encodings are
@@ -45,16 +49,17 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.vision.challenge import LivenessCheck
 from edge.vision.consensus import ClaimWindow, Consensus, DecisionRecord, Verdict, Vote, fuse
-from edge.vision.liveness import BlinkLiveness, LivenessConfig, LivenessState
+from edge.vision.liveness import LivenessConfig, LivenessState
 from edge.vision.matcher import Gallery, Vector
 from edge.vision.policy import CLAIM_REQUIRED, EMPTY_ROSTER, MATCH, UNKNOWN, Decision, Policy
 from hardware.cameras import Frame
 from models.analysis import NO_FACE_HINT, SEVERAL_FACES_HINT, analyse
-from models.dlib_models import Points
 from models.encoder import FaceBox, FaceEncoder, pick_face, rival_faces
 from models.hints import Hint
 from models.images import Image
+from models.mesh import FaceSample
 from models.quality import QualityConfig
 from models.reasons import NO_FACE, SEVERAL_FACES
 
@@ -78,7 +83,7 @@ def small_face_pass(engine: LiveEngine, image: Image) -> list[FaceBox]:
 
 
 class LiveEngine(FaceEncoder, Protocol):
-    """A face engine that can also search near a tracked face and find the eyes."""
+    """A face engine that can also search near a tracked face and read its landmarks."""
 
     def detect(
         self, image: Image, detect_width: int | None = None, max_upsample: int | None = None
@@ -88,7 +93,7 @@ class LiveEngine(FaceEncoder, Protocol):
 
     def detect_near(self, image: Image, previous: FaceBox) -> list[FaceBox]: ...
 
-    def eye_landmarks(self, image: Image, box: FaceBox) -> tuple[Points, Points]: ...
+    def liveness_sample(self, image: Image, box: FaceBox) -> FaceSample | None: ...
 
 
 @dataclass(frozen=True)
@@ -160,13 +165,14 @@ class _Track:
     started_at: float
     last_seen: float
     consensus: Consensus
-    liveness: BlinkLiveness | None
+    liveness: LivenessCheck | None
     frames_seen: int = 0
     since_scan: int = 0
     missing: int = 0
     last_vote_at: float | None = None
     check_hold: bool = False
     verdict: Verdict | None = None
+    risky: bool = False  # the verdict asks for the challenge (``_risky``)
     decided: DecisionRecord | None = None
     refused: DecisionRecord | None = None
     records: list[DecisionRecord] = field(default_factory=list)
@@ -251,7 +257,7 @@ class LivePipeline:
         return small_face_pass(self.engine, image)
 
     def _new_track(self, box: FaceBox, now: float) -> _Track:
-        liveness = BlinkLiveness(self.liveness_config) if self.liveness_config else None
+        liveness = LivenessCheck(self.liveness_config) if self.liveness_config else None
         self._tracks += 1
         consensus = Consensus(self.config.consensus_k, self.config.consensus_n)
         window: deque[Vector] = deque(maxlen=max(1, self.config.fuse_frames))
@@ -290,7 +296,7 @@ class LivePipeline:
 
         live_state = None
         if track.liveness is not None and track.decided is None:
-            live_state = track.liveness.update(now, self.engine.eye_landmarks(image, chosen))
+            live_state = track.liveness.update(now, self.engine.liveness_sample(image, chosen))
 
         if track.decided is not None:
             return self._hold(frame, track, chosen, len(boxes))
@@ -338,9 +344,13 @@ class LivePipeline:
                 verdict = track.consensus.add(Vote.of(vote))
                 if verdict is not None:
                     track.verdict = verdict
+                    track.risky = self._risky(verdict, track)
         record = None
         claim = None
         verdict = track.verdict
+        claimable = verdict is not None and self._claimable(verdict)
+        if verdict is not None and track.risky and track.liveness is not None:
+            live_state = track.liveness.escalate(now)
         if verdict is not None and verdict.reason == MATCH:
             if live_state is not None and live_state.status == "failed":
                 record = self._record(track, now, verdict, LIVENESS_FAILED, "failed", accept=False)
@@ -354,12 +364,13 @@ class LivePipeline:
                 hint = live_state.hint
         elif (
             verdict is not None
-            and verdict.reason == CLAIM_REQUIRED
+            and claimable
             and track.refused is None
             and live_state is not None
             and live_state.status != "passed"
         ):
-            # a face offered the claim step must be live too: wait for the blink first
+            # a face offered the claim step must be live too: wait for the challenge (or
+            # the blink) first
             if live_state.status == "failed":
                 record = self._record(track, now, verdict, LIVENESS_FAILED, "failed", accept=False)
                 track.refused, track.verdict = record, None
@@ -369,9 +380,6 @@ class LivePipeline:
             record = self._record(track, now, verdict, verdict.reason, status, accept=False)
             track.refused = record
             track.verdict = None
-            claimable = verdict.reason == CLAIM_REQUIRED or (
-                self.claim_unknown and verdict.reason in (UNKNOWN, EMPTY_ROSTER)
-            )
             if claimable and track.encodings:
                 first = tuple(track.encodings)
                 gathered = ClaimWindow(max(1, self.config.claim_frames), first)
@@ -384,6 +392,23 @@ class LivePipeline:
         return FrameOutcome(
             frame.index, now, faces, person, hint, vote, record, live_state, claim, window
         )
+
+    def _claimable(self, verdict: Verdict) -> bool:
+        """The claim step may be offered to this face (``claim required``, or a face
+        unknown to a kiosk's automatic set)."""
+        unknown = self.claim_unknown and verdict.reason in (UNKNOWN, EMPTY_ROSTER)
+        return verdict.reason == CLAIM_REQUIRED or unknown
+
+    def _risky(self, verdict: Verdict, track: _Track) -> bool:
+        """A verdict that asks for the challenge: a face the claim step may be offered to,
+        or a match of a rider flagged as a lookalike (only a policy that ignores the flag,
+        the threshold one, accepts such a rider without a claim)."""
+        if self._claimable(verdict):
+            return True
+        if verdict.person_id is None or not track.encodings:
+            return False
+        found = self.gallery.verify(fuse(track.encodings), [verdict.person_id]).best
+        return found is not None and found.flagged
 
     def _hold(self, frame: Frame, track: _Track, box: FaceBox, faces: int) -> FrameOutcome:
         decided = track.decided

@@ -11,7 +11,7 @@ from edge.config import QualitySection, VisionSection
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster
 from edge.vision.claim import ClaimLockout, VerifyPolicy, verify_policy
-from edge.vision.liveness import LivenessConfig
+from edge.vision.liveness import ChallengeConfig, LivenessConfig
 from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.policy import (
     Policy,
@@ -83,8 +83,16 @@ def claim_lockout(vision: VisionSection) -> ClaimLockout:
 
 
 def liveness_config(vision: VisionSection) -> LivenessConfig:
+    section = vision.liveness
+    challenge = None
+    if section.challenge == "risky":
+        challenge = ChallengeConfig(
+            prompts=section.prompts,
+            timeout_s=section.challenge_timeout_s,
+            turn_deg=section.turn_deg,
+        )
     return LivenessConfig(
-        timeout_s=vision.liveness.timeout_s, closed_ratio=vision.liveness.closed_ratio
+        timeout_s=section.timeout_s, closed_ratio=section.closed_ratio, challenge=challenge
     )
 
 

@@ -12,6 +12,7 @@ from edge.vision.policy import CLAIM_REQUIRED, Decision, ThresholdMarginPolicy
 from hardware.cameras import Frame
 from models.encoder import FaceBox
 from models.hints import Hint
+from models.mesh import FaceSample, Pose
 from tests.unit.test_liveness import eyes
 from tests.unit.test_quality import BOX, landmarks, textured
 
@@ -50,8 +51,8 @@ class ScriptedEngine:
         self.encoded += 1
         return VECTORS[int(image[0, 0, 0])] + 0.01
 
-    def eye_landmarks(self, image: np.ndarray, box: FaceBox) -> tuple[np.ndarray, np.ndarray]:
-        return eyes(int(image[0, 0, 2]) / 100)
+    def liveness_sample(self, image: np.ndarray, box: FaceBox) -> FaceSample:
+        return FaceSample(eyes(int(image[0, 0, 2]) / 100), Pose(0.0, 0.0, 0.0), 1.0)
 
 
 def frame(

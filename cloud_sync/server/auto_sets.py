@@ -6,16 +6,13 @@ but the riders who walk up to one kiosk are few: the cloud chooses, for each kio
 riders most likely there, and the kiosk decides automatically among those only; everyone
 else still rents through the claim step (code and face, 1:few over the whole roster).
 
-The set of kiosk K, at most ``auto_set_size`` riders still in the roster, in this order:
-
-1. riders whose home kiosk is K (set by an operator or the riders' app);
-2. riders who started or returned a rental at K within ``auto_set_days``, most recent first;
-3. riders active at other kiosks of K's site in that window, most recent first.
-
+The set of kiosk K holds at most ``auto_set_size`` riders still in the roster, chosen by
+the rule in ``cloud_sync.auto_set_rule`` (home kiosk; the riders whose usual kiosk K is,
+over the rentals of the last ``auto_set_days``; K's regulars; riders usual at K's site).
 ``refresh`` recomputes every kiosk's set (the sweep runs it) and stores a set that changed
 under a new roster version, so the kiosk's next delta carries its new membership: a list
-of person ids, never a template. Setting ``auto_set_size`` to 0 turns sets off: deltas carry
-none and kiosks decide over the whole roster, as before.
+of person ids, never a template. Setting ``auto_set_size`` to 0 turns sets off: deltas
+carry none and kiosks decide over the whole roster, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
+from cloud_sync.auto_set_rule import Seen, sets
 from cloud_sync.server.db import Tx
 from cloud_sync.server.migrations import utc_text
 from cloud_sync.server.rider_fleet import bump_roster
@@ -41,43 +39,40 @@ def set_home(tx: Tx, person_id: str, kiosk_id: str | None, now: datetime) -> Non
     )
 
 
-def compute(tx: Tx, kiosk_id: str, site: str, size: int, since: datetime) -> list[str]:
-    """The set of ``kiosk_id`` (see the module docstring), in person id order."""
-    chosen: list[str] = []
-    seen: set[str] = set()
-
-    def take(rows: list[tuple[object, ...]]) -> None:
-        for row in rows:
-            person = str(row[0])
-            if person not in seen and len(chosen) < size:
-                seen.add(person)
-                chosen.append(person)
-
-    in_roster = "person_id IN (SELECT person_id FROM roster_riders)"
-    take(
-        tx.rows(
-            f"SELECT person_id FROM rider_homes WHERE kiosk_id = ? AND {in_roster} "  # noqa: S608
-            "ORDER BY updated_at DESC, person_id",
-            [kiosk_id],
-        )
-    )
+def visits(tx: Tx, since: datetime) -> dict[str, dict[str, Seen]]:
+    """Per rider still in the roster: per kiosk, what they did there since ``since``."""
     after = utc_text(since)
-    for kiosks in ("= ?", "IN (SELECT kiosk_id FROM kiosks WHERE site = ? AND site <> '')"):
-        where = kiosk_id if kiosks == "= ?" else site
-        if len(chosen) >= size or (kiosks != "= ?" and not site):
-            break
-        take(
-            tx.rows(
-                "SELECT person_id, MAX(at) AS latest FROM ("  # noqa: S608 (fixed text)
-                f"SELECT person_id, started_at AS at FROM rentals WHERE kiosk_id {kiosks} "
-                "AND started_at >= ? UNION ALL "
-                f"SELECT person_id, returned_at AS at FROM rentals WHERE return_kiosk_id {kiosks} "
-                f"AND returned_at >= ?) AS seen WHERE {in_roster} "
-                "GROUP BY person_id ORDER BY latest DESC, person_id",
-                [where, after, where, after],
-            )
-        )
-    return sorted(chosen)
+    rows = tx.rows(
+        "SELECT person_id, kiosk, COUNT(*), MAX(at) FROM ("
+        "SELECT person_id, kiosk_id AS kiosk, started_at AS at FROM rentals "
+        "WHERE started_at >= ? UNION ALL "
+        "SELECT person_id, return_kiosk_id AS kiosk, returned_at AS at FROM rentals "
+        "WHERE returned_at >= ? AND return_kiosk_id IS NOT NULL) AS seen "
+        "WHERE person_id IN (SELECT person_id FROM roster_riders) GROUP BY person_id, kiosk",
+        [after, after],
+    )
+    found: dict[str, dict[str, Seen]] = {}
+    for person, kiosk, count, latest in rows:
+        found.setdefault(str(person), {})[str(kiosk)] = Seen(int(str(count)), str(latest))
+    return found
+
+
+def _sets(
+    tx: Tx, size: int, kiosks: list[tuple[str, str]], seen: dict[str, dict[str, Seen]]
+) -> dict[str, list[str]]:
+    """The set of each of ``kiosks`` (id, site) by the rule of ``cloud_sync.auto_set_rule``."""
+    in_roster = "person_id IN (SELECT person_id FROM roster_riders)"
+    homes: dict[str, list[str]] = {}
+    for person, kiosk in tx.rows(
+        f"SELECT person_id, kiosk_id FROM rider_homes WHERE {in_roster} "  # noqa: S608
+        "ORDER BY updated_at DESC, person_id"
+    ):
+        homes.setdefault(str(kiosk), []).append(str(person))
+    sites: dict[str, set[str]] = {}
+    for kiosk, site in tx.rows("SELECT kiosk_id, site FROM kiosks WHERE site <> ''"):
+        sites.setdefault(str(site), set()).add(str(kiosk))
+    mates = {kiosk: (sites.get(site, set()) - {kiosk}) if site else set() for kiosk, site in kiosks}
+    return sets(mates, homes, seen, size)
 
 
 def refresh(tx: Tx, size: int, days: float, now: datetime) -> int:
@@ -87,8 +82,11 @@ def refresh(tx: Tx, size: int, days: float, now: datetime) -> int:
         return 0
     since = now - timedelta(days=days)
     changed: list[tuple[str, list[str], str]] = []
-    for kiosk_id, site in tx.rows("SELECT kiosk_id, site FROM kiosks WHERE disabled = 0"):
-        members = compute(tx, str(kiosk_id), str(site or ""), size, since)
+    kiosks = [
+        (str(kiosk_id), str(site or ""))
+        for kiosk_id, site in tx.rows("SELECT kiosk_id, site FROM kiosks WHERE disabled = 0")
+    ]
+    for kiosk_id, members in _sets(tx, size, kiosks, visits(tx, since)).items():
         digest = hashlib.sha256("\n".join(members).encode()).hexdigest()
         held = tx.rows("SELECT digest FROM auto_set_versions WHERE kiosk_id = ?", [kiosk_id])
         if held and held[0][0] == digest:

@@ -81,11 +81,12 @@ class CloudSettings(BaseSettings):
     #: sweep, unless a powerbank of theirs is out; 0 keeps riders until deleted.
     rider_retention_s: float = Field(default=730 * 86400.0, ge=0, le=20 * 365 * 86400)
     #: Automatic sets (docs/fleet.md): each kiosk may recognise without a claim at most
-    #: this many riders, chosen by the sweep (home kiosk, then rentals started or returned
-    #: there within ``auto_set_days``, then at its site); a kiosk uses its set once its roster
-    #: is past the face policy's calibrated size. 0: no sets.
+    #: this many riders, chosen by the sweep (home kiosk, then the riders whose usual kiosk
+    #: it is over the rentals of the last ``auto_set_days``, its regulars, then its site's);
+    #: a kiosk uses its set once its roster is past the face policy's calibrated size.
+    #: 0: no sets.
     auto_set_size: int = Field(default=300, ge=0, le=10_000)
-    auto_set_days: float = Field(default=60.0, gt=0, le=3650)
+    auto_set_days: float = Field(default=120.0, gt=0, le=3650)
 
     #: Lockouts (docs/sync.md, "Rate limits"): this many wrong admin or provisioning tokens
     #: within ``auth_failure_window_s``, from one source address or presenting one token,

@@ -17,9 +17,11 @@ For each seed, a simulated history: each rider has a home kiosk (uniform); a sha
 riders declared it (``declared_homes``: operator or app); over ``HISTORY_DAYS`` each rider
 made a Poisson number of trips (mean ``TRIPS``), each started and returned at the home
 kiosk with probability ``home_share`` and at another kiosk otherwise. The cloud's rule
-(``cloud_sync/server/auto_sets.py``, one kiosk per site) then picks each kiosk's set: the
-riders who declared it home, then riders who started or returned a rental there within
-``WINDOW_DAYS``, most recent first, at most ``auto_set_size``. Then every scored rider
+(``cloud_sync.auto_set_rule``, the code the cloud runs, one kiosk per site) then picks
+each kiosk's set from the rentals of the last ``WINDOW_DAYS`` (the cloud's default, so the
+window sees the whole simulated history): the riders who declared it home, then the
+riders whose usual kiosk it is, then its regulars, at most ``auto_set_size``. Then every
+scored rider
 visits once (home kiosk with probability ``home_share``, another otherwise) and every
 stranger walks up at every kiosk.
 
@@ -43,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from cloud_sync.auto_set_rule import Seen, sets
 from cloud_sync.claim_code import hash_claim
 from edge.vision.claim import VerifyPolicy, check_claim, verify_policy
 from edge.vision.evaluation import Sample, halves, open_set_split
@@ -58,7 +61,7 @@ from edge.vision.policy import (
 )
 
 HISTORY_DAYS = 120.0
-WINDOW_DAYS = 60.0  # the cloud's auto_set_days default
+WINDOW_DAYS = 120.0  # the cloud's auto_set_days default
 TRIPS = 4.0  # mean trips per rider over HISTORY_DAYS
 CLAIM_LOG2_N = 10  # the cheapest scrypt cost claim_matches accepts
 
@@ -123,7 +126,11 @@ class Simulation:
 class History:
     homes: dict[str, int]
     declared: dict[str, float]  # rider -> when the home was declared (days)
-    seen: list[dict[str, float]]  # per kiosk: rider -> latest start or return there (days)
+    seen: dict[str, dict[str, Seen]]  # rider -> kiosk name -> rentals there in the window
+
+
+def kiosk_name(number: int) -> str:
+    return f"kiosk-{number}"
 
 
 def _elsewhere(home: int, kiosks: int, share: float, rng: np.random.Generator) -> int:
@@ -141,9 +148,10 @@ def simulate_history(
     declared = {
         r: float(rng.uniform(0, HISTORY_DAYS)) for r in riders if rng.random() < sim.declared_homes
     }
-    seen: list[dict[str, float]] = [{} for _ in range(kiosks)]
+    seen: dict[str, dict[str, Seen]] = {}
     since = HISTORY_DAYS - WINDOW_DAYS
     for rider in riders:
+        places: dict[str, tuple[int, float]] = {}
         for _ in range(int(rng.poisson(TRIPS))):
             start = float(rng.uniform(0, HISTORY_DAYS))
             back = min(HISTORY_DAYS, start + float(rng.uniform(0, 1)))
@@ -152,18 +160,23 @@ def simulate_history(
                 (_elsewhere(homes[rider], kiosks, sim.home_share, rng), back),
             ):
                 if at >= since:
-                    seen[kiosk][rider] = max(at, seen[kiosk].get(rider, -1.0))
+                    count, latest = places.get(kiosk_name(kiosk), (0, -1.0))
+                    places[kiosk_name(kiosk)] = (count + 1, max(latest, at))
+        if places:  # the latest as text that sorts as time, as the cloud's timestamps do
+            seen[rider] = {k: Seen(n, f"{at:012.6f}") for k, (n, at) in places.items()}
     return History(homes, declared, seen)
 
 
-def automatic_set(history: History, kiosk: int, size: int) -> list[str]:
-    """The cloud's choice for one kiosk (``auto_sets.compute`` with no other kiosk at its
-    site): declared homes, latest declared first, then activity there, most recent first."""
-    home = [r for r, k in history.homes.items() if k == kiosk and r in history.declared]
-    home.sort(key=lambda r: (-history.declared[r], r))
-    active = sorted(history.seen[kiosk], key=lambda r: (-history.seen[kiosk][r], r))
-    chosen = list(dict.fromkeys(home + active))[:size]
-    return sorted(chosen)
+def automatic_sets(history: History, kiosks: int, size: int) -> list[list[str]]:
+    """The cloud's choice for each kiosk (``cloud_sync.auto_set_rule``, the rule the cloud
+    runs; one kiosk per site): declared homes, latest declared first, then the riders whose
+    usual kiosk it is, then its regulars."""
+    homes: dict[str, list[str]] = {}
+    for rider in sorted(history.declared, key=lambda r: (-history.declared[r], r)):
+        homes.setdefault(kiosk_name(history.homes[rider]), []).append(rider)
+    alone = {kiosk_name(k): set[str]() for k in range(kiosks)}
+    chosen = sets(alone, homes, history.seen, size)
+    return [chosen[kiosk_name(k)] for k in range(kiosks)]
 
 
 def _empty() -> dict[str, Any]:
@@ -239,7 +252,7 @@ def run_fleet(
     enrolled = {s.label or "": s.enrolled_as for s in riders if s.enrolled_as is not None}
     names = sorted(enrolled)
     history = simulate_history(names, fleet.kiosks, sim, rng)
-    chosen = [automatic_set(history, k, sim.auto_set_size) for k in range(fleet.kiosks)]
+    chosen = automatic_sets(history, fleet.kiosks, sim.auto_set_size)
     limit = policy.max_people
     use_sets = len(names) > limit and sim.auto_set_size <= limit and sim.auto_set_size > 0
     probe = _Kiosks(enrolled, set(), None, fuse)  # lookalikes flagged as enrolment flags them

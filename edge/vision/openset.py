@@ -272,7 +272,9 @@ def _roster_table(rosters: Sequence[dict[str, Any]], claim: dict[str, Any]) -> l
         )
     lines.append(
         f"claim step (1:1, whole gallery): genuine accepted {claim['genuine_accepted']} of "
-        f"{claim['genuine_attempts']} encoded ({claim['genuine_accept_rate']}), false accepts "
+        f"{claim['genuine_attempts']} encoded ({claim['genuine_accept_rate']}; of all "
+        f"{claim['genuine_probes']} genuine probes {claim['genuine_accept_rate_of_probes']}), "
+        "false accepts "
         f"{claim['false_accepts']} of {claim['impostor_attempts']} impostor attempts "
         f"({claim['false_accept_rate']})"
     )

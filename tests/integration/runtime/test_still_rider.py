@@ -26,7 +26,7 @@ from tests.integration.runtime.test_runtime import config, enrol, frames, start,
 board = test_runtime.board
 engine = test_runtime.engine
 
-WATCH_S = 14.0
+WATCH_S = 7.0
 
 
 def screens_sent(port: int, seconds: float) -> list[tuple[str, str | None]]:
@@ -72,8 +72,8 @@ def test_a_still_face_never_sends_the_screen_back_to_idle(
         board.path,
         camera={"loop": True},
         ui={"port": port},
-        flow={"checking_s": 3, "result_s": 2},
-        vision__liveness={"method": "blink", "timeout_s": 2},
+        flow={"checking_s": 1.5, "result_s": 1},
+        vision__liveness={"method": "blink", "timeout_s": 1},
     )
     process = start(path)
     try:

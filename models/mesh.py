@@ -58,9 +58,11 @@ MIN_SCORE = 0.5  # under it the mesh says there is no face in the box
 
 # The mesh's eye corners, (outer, inner), the frame's left eye first.
 CORNERS = ((33, 133), (263, 362))
-# Of the eye model's points: the six the eye aspect ratio reads, in iBUG order (outer
-# corner, upper lid outer and inner, inner corner, lower lid inner and outer).
-EYE_SIX = (0, 11, 13, 8, 5, 3)
+# Of the eye model's points (0 the outer corner, 8 the inner, 1-7 the lower lid and 9-15
+# the upper lid from outer to inner): the six the eye aspect ratio reads, in the iBUG
+# 68-point order, which goes left to right in the frame (the frame's left eye from its
+# outer corner, the other eye from its inner corner), upper lid first, then lower lid.
+EYE_SIX = ((0, 11, 13, 8, 5, 3), (8, 13, 11, 0, 3, 5))
 # Mesh points for the pose: the face's two sides at the cheekbones, forehead and chin.
 SIDE_LEFT, SIDE_RIGHT, FOREHEAD, CHIN = 234, 454, 10, 152
 
@@ -203,7 +205,9 @@ class MeshModel:
         if score < MIN_SCORE:
             return None
         eyes = tuple(
-            self.eye(image, points[outer, :2], points[inner, :2], mirrored=side == 1)[list(EYE_SIX)]
+            self.eye(image, points[outer, :2], points[inner, :2], mirrored=side == 1)[
+                list(EYE_SIX[side])
+            ]
             for side, (outer, inner) in enumerate(CORNERS)
         )
         return FaceSample((eyes[0], eyes[1]), pose, score)

@@ -282,7 +282,7 @@ class LivePipeline:
             if track is not None:
                 track.check_hold = True  # whoever shows up next is checked before the label
                 if track.liveness is not None:
-                    track.liveness.update(now, None)
+                    self._unseen(image, now, track, track.liveness)
             return FrameOutcome(frame.index, now, 0, None, NO_FACE_HINT if track is None else None)
         height, width = image.shape[:2]
         chosen = pick_face(boxes, width, height)
@@ -301,6 +301,15 @@ class LivePipeline:
         if track.decided is not None:
             return self._hold(frame, track, chosen, len(boxes))
         return self._vote(frame, track, chosen, len(boxes), live_state)
+
+    def _unseen(self, image: Image, now: float, track: _Track, liveness: LivenessCheck) -> None:
+        """A frame where the detector lost the tracked face. During a challenge, a head
+        turned past what the frontal detector finds is looked for by the face mesh at its
+        last place; while the mesh sees it there, the track is kept."""
+        sample = self.engine.liveness_sample(image, track.box) if liveness.challenged else None
+        liveness.update(now, sample)
+        if sample is not None:
+            track.last_seen = now
 
     def _decide_face(
         self, image: Image, box: FaceBox, track: _Track | None = None

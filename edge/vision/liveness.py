@@ -49,10 +49,12 @@ class ChallengeConfig:
     ``turn_deg``: how far the head turns from the rider's own straight-on pose, held for
     ``turned_frames`` frames in a row, after at least one frame part of the way there
     (a real turn passes through; a second photo swapped in jumps). ``double_blink_s``: two
-    blinks, the second over within this of the first one's closing. ``choose`` picks the
-    prompt (``secrets.choice``: a replayed video cannot know it in advance)."""
+    blinks, the second over within this of the first one's closing. ``rounds``: prompts
+    answered one after the other, each within ``timeout_s``. ``choose`` picks each prompt
+    (``secrets.choice``: a replayed video cannot know it in advance)."""
 
     prompts: tuple[Prompt, ...] = PROMPTS
+    rounds: int = 1
     timeout_s: float = 8.0
     turn_deg: float = 15.0
     turned_frames: int = 2
@@ -64,6 +66,8 @@ class ChallengeConfig:
     def __post_init__(self) -> None:
         if not self.prompts or any(p not in PROMPTS for p in self.prompts):
             raise ValueError(f"prompts must be some of {PROMPTS}, got {self.prompts}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
 
 
 @dataclass(frozen=True)

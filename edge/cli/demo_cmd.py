@@ -65,7 +65,7 @@ def demo(
             min=0.0,
             max=3600.0,
             help="Seconds to wait between steps, to follow them on the rider page and with "
-            "the CLI.",
+            "the CLI (Enter goes on sooner).",
             metavar="SECONDS",
         ),
     ] = 0.0,

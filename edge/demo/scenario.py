@@ -26,7 +26,10 @@ fails with a clear message when it does not happen in time. The state lives in
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -190,10 +193,31 @@ def unknown_step(app: Appliance, rider: Rider, stranger: Path | None, say: Say) 
 
 
 def pause(seconds: float, say: Say) -> None:
-    """Wait between two steps (``--pause``), saying so."""
-    if seconds > 0:
-        say(f"  (pause {seconds:g} s)")
+    """Wait between two steps (``--pause``), saying so: ``seconds``, or less when a line is
+    typed (Enter) on the standard input. Without one (closed, or not a stream) it waits."""
+    if seconds <= 0:
+        return
+    say(f"  (pause {seconds:g} s, Enter goes on)")
+    deadline = time.monotonic() + seconds
+    try:
+        stdin = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # no standard input at all
         time.sleep(seconds)
+        return
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            ready, _, _ = select.select([stdin], [], [], left)
+            typed = os.read(stdin, 4096) if ready else b""
+        except OSError:  # not something select can watch: just wait
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return
+        if not ready:
+            return
+        if not typed:  # the end of the input: nothing more will be typed
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return
+        if b"\n" in typed:
+            return
 
 
 def _await_roster(app: Appliance, version: int, what: str) -> None:

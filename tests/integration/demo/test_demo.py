@@ -223,6 +223,7 @@ class RunningDemo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
         self.process = subprocess.Popen(
             [str(BIN / "kiosk"), "demo", *args],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -247,6 +248,12 @@ class RunningDemo:
                 break
             time.sleep(0.1)
         raise AssertionError(f"the demo never printed {pattern!r}:\n" + "\n".join(self.lines))
+
+    def go_on(self) -> None:
+        """Press Enter: the demo's pause ends."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -301,7 +308,7 @@ def test_a_running_demo_is_inspected_with_the_cli_and_its_page_walks_the_round(
             page = browser.new_page(viewport={"width": 800, "height": 480})
             page.add_init_script(RECORD_SCREENS)
             page.goto(page_url)
-            demo.wait_for(r"\(pause 10 s\)")
+            demo.wait_for(r"\(pause 10 s, Enter goes on\)")
 
             # /healthz and /metrics of the real kiosk; /healthz says 503 in maintenance.
             health = http_get(page_url + "healthz")
@@ -330,6 +337,13 @@ def test_a_running_demo_is_inspected_with_the_cli_and_its_page_walks_the_round(
             kinds = [json.loads(line)["type"] for line in events.stdout.splitlines()]
             assert {"kiosk.started", "roster.applied", "kiosk.maintenance"} <= set(kinds), kinds
 
+            # what was to be checked during the pause is checked: Enter goes on at once
+            for number in range(1, 4):
+                deadline = time.monotonic() + 120
+                while sum("(pause 10 s" in line for line in demo.lines) < number:
+                    assert time.monotonic() < deadline, "\n".join(demo.lines)
+                    time.sleep(0.05)
+                demo.go_on()
             assert demo.process.wait(timeout=240) == 0, "\n".join(demo.lines)
             seen: list[str] = page.evaluate("window.__screens")
     finally:

@@ -63,7 +63,10 @@ class LivenessSection(BaseModel):
     prompts: tuple[Literal["turn_left", "turn_right", "blink_twice"], ...] = Field(
         default=("turn_left", "turn_right", "blink_twice"), min_length=1
     )
-    challenge_timeout_s: float = Field(default=8.0, ge=2.0, le=60.0)
+    # prompts answered one after the other, each within challenge_timeout_s (a replayed
+    # video must happen to answer each of them: docs/face-pipeline.md, Liveness)
+    rounds: int = Field(default=2, ge=1, le=3)
+    challenge_timeout_s: float = Field(default=5.0, ge=2.0, le=60.0)
     turn_deg: float = Field(default=15.0, ge=8.0, le=45.0)
 
 

@@ -88,6 +88,7 @@ def liveness_config(vision: VisionSection) -> LivenessConfig:
     if section.challenge == "risky":
         challenge = ChallengeConfig(
             prompts=section.prompts,
+            rounds=section.rounds,
             timeout_s=section.challenge_timeout_s,
             turn_deg=section.turn_deg,
         )

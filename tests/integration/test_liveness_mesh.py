@@ -100,14 +100,15 @@ def test_a_rider_who_answers_passes(engine: FaceEngine, scene: Scene, prompt: Pr
 
 
 def pipeline_run(
-    engine: FaceEngine, scene: Scene, visit: Visit, prompt: Prompt
+    engine: FaceEngine, scene: Scene, visit: Visit, prompts: list[Prompt]
 ) -> tuple[list[DecisionRecord], int]:
     """The visit through the live pipeline as ``kiosk run`` builds it (shipped liveness
-    settings, the prompt fixed), with a policy that sends every known face to the claim
+    settings, the prompts fixed), with a policy that sends every known face to the claim
     step. Returns the records and how many faces were handed to the claim step."""
     shipped = setup.liveness_config(VisionSection())
     assert shipped.challenge is not None  # the challenge is on by default
-    challenge = replace(shipped.challenge, timeout_s=3.0, choose=lambda _: prompt)
+    asked = list(prompts)
+    challenge = replace(shipped.challenge, timeout_s=3.0, choose=lambda _: asked.pop(0))
     encoding = engine.encode(scene.image, scene.box)
     pipe = LivePipeline(
         engine,
@@ -116,12 +117,13 @@ def pipeline_run(
         config=setup.live_config(VisionSection()),
         liveness=replace(shipped, challenge=challenge),
     )
-    records, claims, shown = [], 0, False
-    for index in range(6 * 10):
+    records, claims, shown = [], 0, None
+    for index in range(10 * 10):
         t = index / 10
         outcome = pipe.process(Frame(visit.frame_at(t), t, index, "visit"))
-        if outcome.liveness is not None and outcome.liveness.prompt and not shown:
-            shown = True
+        prompt = outcome.liveness.prompt if outcome.liveness is not None else None
+        if prompt is not None and prompt != shown:
+            shown = prompt
             visit.react(t, prompt)
         if outcome.record is not None:
             records.append(outcome.record)
@@ -133,10 +135,11 @@ def pipeline_run(
 def test_the_live_pipeline_asks_the_claim_step_for_an_answer_first(
     engine: FaceEngine, scene: Scene
 ) -> None:
-    records, claims = pipeline_run(engine, scene, Visit("still", scene, seed=6), "turn_left")
+    asked: list[Prompt] = ["turn_left", "turn_right"]
+    records, claims = pipeline_run(engine, scene, Visit("still", scene, seed=6), asked)
     assert [(r.reason, r.liveness) for r in records] == [("liveness not confirmed", "failed")]
     assert claims == 0
-    records, claims = pipeline_run(engine, scene, Visit("genuine", scene, seed=6), "turn_left")
+    records, claims = pipeline_run(engine, scene, Visit("genuine", scene, seed=6), asked)
     assert [(r.reason, r.liveness) for r in records] == [(CLAIM_REQUIRED, "passed")]
     assert claims == 1
 

@@ -16,7 +16,7 @@ import typer
 from cloud_sync.errors import InputError
 from edge.cli.context import state
 from edge.cli.output_paths import check_output
-from edge.vision import calibrate, crossval, evaluation, fleet_eval, setup, tallies
+from edge.vision import calibrate, crossval, evaluation, fleet_eval, fleet_sim, setup, tallies
 from edge.vision.claim import verify_policy
 from edge.vision.degrade import KIOSK
 from edge.vision.frames import encode_frames
@@ -283,7 +283,7 @@ def evaluate(
     if protocol is Protocol.fleet and (cross_validate or write_points or policy_name):
         raise InputError("--protocol fleet takes no --cross-validate, --write-points or --policy")
     try:
-        fleet_shapes = fleet_eval.parse_fleets(fleets)
+        fleet_shapes = fleet_sim.parse_fleets(fleets)
     except ValueError as exc:
         raise InputError(f"--fleets {exc}") from None
     if points_path is not None and not points_path.is_file():
@@ -426,7 +426,7 @@ def evaluate(
             calibrate_half=None if calibrate_half is None else calibrate_half.value,
             split_seed=split_seed,
             fleets=fleet_shapes,
-            sim=fleet_eval.Simulation(home_share, declared_homes, auto_set_size),
+            sim=fleet_sim.Simulation(home_share, declared_homes, auto_set_size),
             seeds=range(seed, seed + fleet_seeds),
             unknown_budget=unknown_budget,
             fuse=vision.fuse_templates,

@@ -13,17 +13,9 @@ the other half's visits and strangers are scored. A fleet of ``riders`` takes th
 half's riders first and fills up from the fitting half: those are enrolled (the roster
 and the sets hold them, they make history) but their own visits are not scored.
 
-For each seed, a simulated history: each rider has a home kiosk (uniform); a share of
-riders declared it (``declared_homes``: operator or app); over ``HISTORY_DAYS`` each rider
-made a Poisson number of trips (mean ``TRIPS``), each started and returned at the home
-kiosk with probability ``home_share`` and at another kiosk otherwise. The cloud's rule
-(``cloud_sync.auto_set_rule``, the code the cloud runs, one kiosk per site) then picks
-each kiosk's set from the rentals of the last ``WINDOW_DAYS`` (the cloud's default, so the
-window sees the whole simulated history): the riders who declared it home, then the
-riders whose usual kiosk it is, then its regulars, at most ``auto_set_size``. Then every
-scored rider
-visits once (home kiosk with probability ``home_share``, another otherwise) and every
-stranger walks up at every kiosk.
+For each seed, a simulated history and the automatic sets the cloud's rule picks from it
+(``edge.vision.fleet_sim``); then every scored rider visits once (home kiosk with
+probability ``home_share``, another otherwise) and every stranger walks up at every kiosk.
 
 A kiosk decides as ``Runtime._maybe_reload_roster`` makes it: past the policy's
 calibrated size, with a set no larger than it, automatically among its set only, and a
@@ -40,15 +32,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cloud_sync.auto_set_rule import Seen, sets
 from cloud_sync.claim_code import hash_claim
 from edge.vision.claim import VerifyPolicy, check_claim, verify_policy
 from edge.vision.evaluation import Sample, halves, open_set_split
+from edge.vision.fleet_sim import (
+    HISTORY_DAYS,
+    TRIPS,
+    WINDOW_DAYS,
+    Fleet,
+    History,
+    Simulation,
+    automatic_sets,
+    elsewhere,
+    simulate_history,
+)
 from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.openset import fit_on
 from edge.vision.policy import (
@@ -60,9 +61,6 @@ from edge.vision.policy import (
     cohort_policy,
 )
 
-HISTORY_DAYS = 120.0
-WINDOW_DAYS = 120.0  # the cloud's auto_set_days default
-TRIPS = 4.0  # mean trips per rider over HISTORY_DAYS
 CLAIM_LOG2_N = 10  # the cheapest scrypt cost claim_matches accepts
 
 # the targets of issue 21, point 2
@@ -87,96 +85,6 @@ VISIT_KEYS = (
     "stranger_sent_to_claim",
     "stranger_with_code_accepted",
 )
-
-
-@dataclass(frozen=True)
-class Fleet:
-    """``riders`` enrolled (``None``: every rider of both halves) over ``kiosks`` kiosks."""
-
-    riders: int | None
-    kiosks: int
-
-    @property
-    def name(self) -> str:
-        return f"{'all' if self.riders is None else self.riders}:{self.kiosks}"
-
-
-def parse_fleets(text: str) -> tuple[Fleet, ...]:
-    """``800:4,all:8`` -> fleets; ``ValueError`` on anything else."""
-    fleets = []
-    for part in (p.strip() for p in text.split(",")):
-        riders, sep, kiosks = part.partition(":")
-        if not sep or not kiosks.isdigit() or not (riders == "all" or riders.isdigit()):
-            raise ValueError(f"{part!r}: give RIDERS:KIOSKS, such as 800:4 or all:8")
-        fleet = Fleet(None if riders == "all" else int(riders), int(kiosks))
-        if fleet.kiosks < 1 or (fleet.riders is not None and fleet.riders < 2):
-            raise ValueError(f"{part!r}: at least 1 kiosk and 2 riders")
-        fleets.append(fleet)
-    return tuple(fleets)
-
-
-@dataclass(frozen=True)
-class Simulation:
-    home_share: float
-    declared_homes: float
-    auto_set_size: int
-
-
-@dataclass(frozen=True)
-class History:
-    homes: dict[str, int]
-    declared: dict[str, float]  # rider -> when the home was declared (days)
-    seen: dict[str, dict[str, Seen]]  # rider -> kiosk name -> rentals there in the window
-
-
-def kiosk_name(number: int) -> str:
-    return f"kiosk-{number}"
-
-
-def _elsewhere(home: int, kiosks: int, share: float, rng: np.random.Generator) -> int:
-    """The kiosk of one trip: home with probability ``share``, another one otherwise."""
-    if kiosks == 1 or rng.random() < share:
-        return home
-    other = int(rng.integers(kiosks - 1))
-    return other if other < home else other + 1
-
-
-def simulate_history(
-    riders: Sequence[str], kiosks: int, sim: Simulation, rng: np.random.Generator
-) -> History:
-    homes = {r: int(rng.integers(kiosks)) for r in riders}
-    declared = {
-        r: float(rng.uniform(0, HISTORY_DAYS)) for r in riders if rng.random() < sim.declared_homes
-    }
-    seen: dict[str, dict[str, Seen]] = {}
-    since = HISTORY_DAYS - WINDOW_DAYS
-    for rider in riders:
-        places: dict[str, tuple[int, float]] = {}
-        for _ in range(int(rng.poisson(TRIPS))):
-            start = float(rng.uniform(0, HISTORY_DAYS))
-            back = min(HISTORY_DAYS, start + float(rng.uniform(0, 1)))
-            for kiosk, at in (
-                (_elsewhere(homes[rider], kiosks, sim.home_share, rng), start),
-                (_elsewhere(homes[rider], kiosks, sim.home_share, rng), back),
-            ):
-                if at >= since:
-                    count, latest = places.get(kiosk_name(kiosk), (0, -1.0))
-                    places[kiosk_name(kiosk)] = (count + 1, max(latest, at))
-        if places:  # the latest as text that sorts as time, as the cloud's timestamps do
-            seen[rider] = {k: Seen(n, f"{at:012.6f}") for k, (n, at) in places.items()}
-    return History(homes, declared, seen)
-
-
-def automatic_sets(history: History, kiosks: int, size: int) -> list[list[str]]:
-    """The cloud's choice for each kiosk (``cloud_sync.auto_set_rule``, the rule the cloud
-    runs; one kiosk per site): declared homes, latest declared first, then the riders whose
-    usual kiosk it is, then its regulars."""
-    homes: dict[str, list[str]] = {}
-    for rider in sorted(history.declared, key=lambda r: (-history.declared[r], r)):
-        homes.setdefault(kiosk_name(history.homes[rider]), []).append(rider)
-    alone = {kiosk_name(k): set[str]() for k in range(kiosks)}
-    chosen = sets(alone, homes, history.seen, size)
-    return [chosen[kiosk_name(k)] for k in range(kiosks)]
 
 
 def _empty() -> dict[str, Any]:
@@ -277,7 +185,7 @@ def run_fleet(
         if rider not in scored or rider not in enrolled:
             continue
         home = history.homes[rider]
-        kiosk = _elsewhere(home, fleet.kiosks, sim.home_share, rng)
+        kiosk = elsewhere(home, fleet.kiosks, sim.home_share, rng)
         for name, gallery, claim_unknown in _ways(galleries, kiosk):
             c = counts[name]
             c["visits"] += 1

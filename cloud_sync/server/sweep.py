@@ -27,7 +27,7 @@ import structlog
 from cloud_sync.errors import StoreError
 from cloud_sync.server import auto_sets, erasure, rider_fleet
 from cloud_sync.server.config import CloudSettings
-from cloud_sync.server.custody import RENTED_STATE
+from cloud_sync.server.custody_replay import RENTED_STATE
 from cloud_sync.server.db import Database, Tx
 from cloud_sync.server.migrations import utc_text
 

@@ -302,7 +302,7 @@ class Runtime:
             # past the calibrated size: decide automatically among this kiosk's automatic
             # set only; any other face is offered the claim step (docs/fleet.md)
             only = gallery_of(loaded, self.model_version, self.fuse_templates, only=chosen)
-            self.pipeline.swap_gallery(only, claim_unknown=True)
+            self.pipeline.swap_gallery(only, roster=everyone)
             log.info("roster.automatic_set", riders=len(self._riders), automatic=len(chosen))
             return
         self.pipeline.swap_gallery(everyone)

@@ -50,6 +50,7 @@ from edge.vision.fleet_sim import (
     elsewhere,
     simulate_history,
 )
+from edge.vision.live import nearest_in_roster
 from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.openset import fit_on
 from edge.vision.policy import (
@@ -196,6 +197,8 @@ def run_fleet(
                 c["refused"] += 1
                 continue
             decision = policy.decide(gallery.search(vector))
+            if claim_unknown and decision.reason == MATCH:
+                decision = nearest_in_roster(decision, galleries.whole, vector)
             if decision.reason == MATCH:
                 if decision.person_id == rider:
                     c["automatic_right"] += 1
@@ -222,6 +225,8 @@ def run_fleet(
                 if vector is None:
                     continue
                 decision = policy.decide(gallery.search(vector))
+                if claim_unknown and decision.reason == MATCH:
+                    decision = nearest_in_roster(decision, galleries.whole, vector)
                 if decision.accepted:
                     c["stranger_accepted"] += 1
                 elif _claimable(decision.reason, claim_unknown):

@@ -10,7 +10,8 @@ galleries built as the kiosk builds them (``edge.vision.matcher.rider_gallery``,
 - whole roster (today's kiosk): the search over every rider and the shipped policy,
   which past its calibrated size sends the face to the claim step;
 - automatic set: the search over the kiosk's 300-rider set and the shipped policy,
-  deciding automatically (``Runtime._maybe_reload_roster``);
+  deciding automatically (``Runtime._maybe_reload_roster``), and for a match the check
+  that no rider of the whole roster is nearer (``live.nearest_in_roster``);
 - learned templates: the whole roster again, with 4 learned templates for one rider in
   ten, fused into their mean (what a kiosk holds once riders learned).
 
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.vision.live import nearest_in_roster
 from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.policy import Decision, cohort_policy, load_operating_points
 from tests.benchmarks.bench_policy import PROBES, seeds, timed
@@ -72,8 +74,11 @@ def main() -> None:
     for probe in probes:
         for name, gallery in (("whole", whole), ("auto_set", chosen), ("learned", learned)):
 
-            def decide(p: np.ndarray = probe, g: Gallery = gallery) -> Decision:
-                return policy.decide(g.search(p))
+            def decide(p: np.ndarray = probe, g: Gallery = gallery, n: str = name) -> Decision:
+                decision = policy.decide(g.search(p))
+                if n == "auto_set" and decision.reason == "match":  # as the kiosk decides
+                    decision = nearest_in_roster(decision, whole, p)
+                return decision
 
             outcomes[name].append(timed(decide, runs[name]).reason)
     base = summary_ms(runs["whole"])

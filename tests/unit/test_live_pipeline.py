@@ -203,6 +203,23 @@ def test_a_face_that_left_adds_nothing_to_the_held_claim() -> None:
     assert len(claim.frames()) == held  # another track, another face: never fused in
 
 
+def test_a_set_match_stands_only_when_no_rider_outside_the_set_is_nearer() -> None:
+    engine = ScriptedEngine()
+    members = [("ann", VECTORS[1]), ("bob", VECTORS[2])]
+    automatic = Gallery(members)
+    pipe = LivePipeline(engine, automatic, ThresholdMarginPolicy(0.47, 0.08))
+    # everyone: ann's twin from another kiosk sits exactly where this face is
+    everyone = Gallery([*members, ("twin", VECTORS[1] + 0.01)])
+    pipe.swap_gallery(automatic, roster=everyone)
+    outcomes = run(pipe, [frame(i, person=1) for i in range(10)])
+    records = [o.record for o in outcomes if o.record]
+    assert [(r.person_id, r.reason) for r in records] == [(None, CLAIM_REQUIRED)]
+    assert next(o.claim for o in outcomes if o.record) is not None  # to the claim step
+    pipe.swap_gallery(automatic, roster=Gallery([*members, ("carl", VECTORS[3])]))
+    records = [o.record for o in run(pipe, [frame(i, person=1) for i in range(10)]) if o.record]
+    assert [r.person_id for r in records] == ["ann"]  # nobody nearer: the set decides
+
+
 def test_a_stranger_or_a_match_never_asks_for_a_claim() -> None:
     unknown = run(claim_pipeline(), [frame(i, person=3) for i in range(10)])
     assert [o.record.reason for o in unknown if o.record] == ["unknown"]

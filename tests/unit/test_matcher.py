@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from edge.vision.matcher import Gallery, mean_templates
@@ -210,3 +210,23 @@ def test_mean_templates_gives_each_person_the_mean_of_theirs() -> None:
     assert gallery.search(vectors[[0, 2, 4]].mean(axis=0)).best.person_id == "bob"
     with pytest.raises(ValueError, match="3 person ids for 5 templates"):
         mean_templates(["a", "b", "c"], vectors)
+
+
+@given(seed=st.integers(0, 2**32 - 1), templates=st.integers(1, 200), people=st.integers(1, 30))
+@settings(max_examples=60, deadline=None)
+def test_nearer_than_agrees_with_the_brute_force_search(
+    seed: int, templates: int, people: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    matrix = dlib_like(rng, templates)
+    person_ids = [f"p{int(i)}" for i in rng.integers(0, people, templates)]
+    gallery = Gallery.from_matrix(person_ids, matrix)
+    probe = dlib_like(rng, 1)[0]
+    ranked = brute_force(person_ids, matrix, probe, k=people)
+    matched, distance = ranked[0]
+    others = [d for person, d in ranked if person != matched]
+    assume(not others or others[0] - distance > 1e-3)  # float32 rounding decides a near tie
+    assert not gallery.nearer_than(probe, distance, matched)  # nobody else that near
+    if others:  # a wider radius reaches the next person
+        assert gallery.nearer_than(probe, others[0] + 1e-3, matched)
+    assert not Gallery([]).nearer_than(probe, 1.0, matched)

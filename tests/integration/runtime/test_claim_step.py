@@ -161,3 +161,33 @@ def test_a_rider_without_a_code_is_told_to_set_one_in_the_app(
         assert kiosk.parts.hub.claim("1234")
         wait_for(lambda: kiosk.shows("no_claim"), timeout=10)
     assert board.ejects == []
+
+
+def test_a_still_photo_sent_to_the_claim_step_is_asked_a_prompt_and_refused(
+    tmp_path: Path, dev_faces: Path, engine: FaceEngine, board: BoardSimulator
+) -> None:
+    """With the shipped liveness (blink, and the challenge when the risk is higher), a photo
+    of a lookalike held up to ``kiosk run`` is asked to turn or blink twice on the rider
+    page, cannot answer, and never reaches the keypad."""
+    enrol_with_claim(tmp_path, engine, dev_faces / "person_03" / "01.jpg", "4821")
+    images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 400)
+    liveness = {"method": "blink", "challenge": "risky", "rounds": 1, "challenge_timeout_s": 2}
+    prompts = {"turn_left", "turn_right", "blink_twice"}
+    with running(config(tmp_path, images, board.path, vision__liveness=liveness)) as kiosk:
+        wait_for(
+            lambda: any(s["detail"] in prompts for s in kiosk.screens) or not kiosk.alive(),
+            timeout=30,
+        )
+        reasons = lambda: [  # noqa: E731
+            e["payload"]["reason"]  # type: ignore[index]
+            for e in events(tmp_path)
+            if e["type"] == "face.unrecognised"
+        ]
+        wait_for(lambda: "liveness not confirmed" in reasons() or not kiosk.alive(), timeout=30)
+        assert kiosk.alive(), kiosk.errors
+        assert any(s["detail"] in prompts for s in kiosk.screens)  # the page said the prompt
+        assert not kiosk.runtime.claims.holding
+    shown = [s["key"] for s in kiosk.screens]
+    assert "claim" not in shown and "claim_checking" not in shown, shown
+    assert board.ejects == []
+    assert "rental.started" not in types(tmp_path)

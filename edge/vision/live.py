@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import cv2
 import numpy as np
@@ -51,125 +50,30 @@ import numpy.typing as npt
 
 from edge.vision.challenge import LivenessCheck
 from edge.vision.consensus import ClaimWindow, Consensus, DecisionRecord, Verdict, Vote, fuse
+from edge.vision.live_parts import (
+    LIVENESS_FAILED,
+    ClaimNeeded,
+    FrameOutcome,
+    LiveConfig,
+    LiveEngine,
+    nearest_in_roster,
+    small_face_pass,
+)
 from edge.vision.liveness import LivenessConfig, LivenessState
 from edge.vision.matcher import Gallery, Vector
 from edge.vision.policy import CLAIM_REQUIRED, EMPTY_ROSTER, MATCH, UNKNOWN, Decision, Policy
 from hardware.cameras import Frame
 from models.analysis import NO_FACE_HINT, SEVERAL_FACES_HINT, analyse
-from models.encoder import FaceBox, FaceEncoder, pick_face, rival_faces
+from models.encoder import FaceBox, pick_face, rival_faces
 from models.hints import Hint
 from models.images import Image
-from models.mesh import FaceSample
 from models.quality import QualityConfig
 from models.reasons import NO_FACE, SEVERAL_FACES
-
-LIVENESS_FAILED = "liveness not confirmed"
 
 
 def _thumbnail(image: Image) -> npt.NDArray[np.float32]:
     small = cv2.resize(image, (64, 48), interpolation=cv2.INTER_AREA)
     return np.asarray(small, dtype=np.float32)
-
-
-def small_face_pass(engine: LiveEngine, image: Image) -> list[FaceBox]:
-    """The faces in ``image`` at its full width, upsampled when nothing is found there.
-
-    At ``detect_width`` a face of 40-80 px in a 640 px frame is under the detector's
-    smallest window even upsampled: a face the quality gate accepts must be found to be
-    encoded, and one under its ``min_face_px`` to be told "come closer". A face found at
-    about the window's size is looked at again on its region, upsampled
-    (``FaceEngine._closer``), so the gate judges the face and not the window."""
-    return engine.detect(image, image.shape[1], None)
-
-
-def nearest_in_roster(decision: Decision, roster: Gallery, probe: Vector) -> Decision:
-    """A match among a kiosk's automatic set stands only when the matched rider is also the
-    nearest rider of the whole roster; otherwise the face goes to the claim step. A rider
-    from elsewhere who resembles someone in the set is a stranger to the set, and without
-    this check the set's own operating point would accept them as that rider (the fleet
-    evaluation measured 3 wrong persons in 1,935 visits on 8 kiosks, none with it)."""
-    if decision.person_id is None or decision.distance is None:
-        return decision
-    if not roster.nearer_than(probe, decision.distance, decision.person_id):
-        return decision
-    return Decision(None, decision.distance, decision.margin, CLAIM_REQUIRED, decision.score)
-
-
-class LiveEngine(FaceEncoder, Protocol):
-    """A face engine that can also search near a tracked face and read its landmarks."""
-
-    def detect(
-        self, image: Image, detect_width: int | None = None, max_upsample: int | None = None
-    ) -> list[FaceBox]: ...
-
-    def search(self, image: Image, quick_width: int) -> list[FaceBox]: ...
-
-    def detect_near(self, image: Image, previous: FaceBox) -> list[FaceBox]: ...
-
-    def liveness_sample(self, image: Image, box: FaceBox) -> FaceSample | None: ...
-
-
-@dataclass(frozen=True)
-class LiveConfig:
-    detect_width: int = 320
-    consensus_k: int = 2
-    consensus_n: int = 3
-    fuse_frames: int = 3  # 1: every frame is decided on its own encoding
-    track_lost_s: float = 0.7
-    min_track_iou: float = 0.2
-    reverify_s: float = 2.0
-    retry_refused_s: float = 1.0
-    full_scan_every: int = 8
-    small_face_every: int = 3
-    idle_change: float = 2.0
-    idle_detect_every: int = 5
-    rival_ratio: float = 0.5
-    claim_frames: int = 8  # frames of a face gathered for the claim step's check
-    claim_frame_s: float = 0.25  # how often, while the claim step gathers them
-
-
-@dataclass(frozen=True, repr=False)
-class ClaimNeeded:
-    """A face the policy sent to the claim step: the track, and its last encodings (newest
-    last), held in memory for the 1:1 check only. ``window``, when given, keeps growing with
-    the face's frames while the rider types (``LiveConfig.claim_frames``). ``repr`` never
-    shows the encodings."""
-
-    track: int
-    encodings: tuple[Vector, ...]
-    roster_people: int
-    window: ClaimWindow | None = None
-
-    def frames(self) -> tuple[Vector, ...]:
-        """The encodings gathered so far (the vote's, and those seen since)."""
-        return self.window.frames() if self.window is not None else self.encodings
-
-    @property
-    def probe(self) -> Vector:
-        """What the claim is checked against: every gathered frame of the face, fused as
-        the live path fuses (frames far from the newest are left out)."""
-        return fuse(self.frames())
-
-    def __repr__(self) -> str:
-        return f"ClaimNeeded(track={self.track}, encodings={len(self.frames())})"
-
-
-@dataclass(frozen=True)
-class FrameOutcome:
-    """What one frame gave: for the rider screen, the logs and the benchmarks."""
-
-    index: int
-    timestamp: float
-    faces: int
-    person_id: str | None  # the identity decided for the face in view, held while tracked
-    hint: Hint | None  # what the rider should do (a key the rider page looks up)
-    vote: Decision | None = None
-    record: DecisionRecord | None = None
-    liveness: LivenessState | None = None
-    claim: ClaimNeeded | None = None  # a "claim required" record's face, for the claim step
-    #: an accepted record's encodings (the fusion window), for a learned template
-    #: (``edge.runtime.learning``); in memory only
-    encodings: tuple[Vector, ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -490,6 +394,7 @@ class LivePipeline:
 
 
 __all__ = [
+    "LIVENESS_FAILED",
     "NO_FACE",
     "SEVERAL_FACES",
     "ClaimNeeded",
@@ -497,4 +402,6 @@ __all__ = [
     "LiveConfig",
     "LiveEngine",
     "LivePipeline",
+    "nearest_in_roster",
+    "small_face_pass",
 ]

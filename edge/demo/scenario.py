@@ -199,25 +199,29 @@ def pause(seconds: float, say: Say) -> None:
         return
     say(f"  (pause {seconds:g} s, Enter goes on)")
     deadline = time.monotonic() + seconds
+    if not _enter_within(seconds):
+        time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+def _enter_within(seconds: float) -> bool:
+    """Whether a line is typed on the standard input within ``seconds``; False as soon as
+    nothing more can be typed (no input, its end, or one ``select`` cannot watch)."""
     try:
         stdin = sys.stdin.fileno()
-    except (AttributeError, OSError, ValueError):  # no standard input at all
-        time.sleep(seconds)
-        return
+    except (AttributeError, OSError, ValueError):
+        return False
+    deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         try:
             ready, _, _ = select.select([stdin], [], [], left)
             typed = os.read(stdin, 4096) if ready else b""
-        except OSError:  # not something select can watch: just wait
-            time.sleep(max(0.0, deadline - time.monotonic()))
-            return
-        if not ready:
-            return
-        if not typed:  # the end of the input: nothing more will be typed
-            time.sleep(max(0.0, deadline - time.monotonic()))
-            return
+        except OSError:
+            return False
+        if not typed:  # the time is up, or the input ended
+            return False
         if b"\n" in typed:
-            return
+            return True
+    return False
 
 
 def _await_roster(app: Appliance, version: int, what: str) -> None:

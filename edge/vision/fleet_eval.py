@@ -18,7 +18,8 @@ For each seed, a simulated history and the automatic sets the cloud's rule picks
 probability ``home_share``, another otherwise) and every stranger walks up at every kiosk.
 
 A kiosk decides as ``Runtime._maybe_reload_roster`` makes it: past the policy's
-calibrated size, with a set no larger than it, automatically among its set only, and a
+calibrated size, with a set no larger than it, automatically among its set only (a match
+stands only when no rider of the whole roster is nearer: ``live.nearest_in_roster``), and a
 face it does not know goes to the claim step; otherwise over the whole roster (a face
 too far from everyone refused). The claim step is the real ``check_claim`` over the whole
 roster, the rider typing their own code (seeded 4-digit codes, so codes can collide;

@@ -112,7 +112,6 @@ class LivePipeline:
     ) -> None:
         self.engine = engine
         self.gallery = gallery
-        self.claim_unknown = False  # see swap_gallery
         self.roster: Gallery | None = None
         self.policy = policy
         self.quality = quality or QualityConfig()
@@ -136,8 +135,12 @@ class LivePipeline:
         the set stands only when ``roster`` holds nobody nearer (``nearest_in_roster``)."""
         self.gallery = gallery
         self.roster = roster
-        self.claim_unknown = roster is not None
         self._track = None
+
+    @property
+    def claim_unknown(self) -> bool:
+        """The gallery is an automatic set: a face it does not know may be a rider."""
+        return self.roster is not None
 
     # -- finding the face --------------------------------------------------------------
 

@@ -271,8 +271,7 @@ class Gallery:
         ranking, so a roster of 100,000 costs a few milliseconds."""
         if len(self) == 0:
             return False
-        query = np.asarray(probe, dtype=np.float32).reshape(-1)
-        squared = self._norms - 2.0 * (self._matrix @ query) + float(query @ query)
+        squared = self._screen(probe)
         label = self._index.get(person_id, -1)
         near = squared <= np.float32(distance) ** 2 + 1e-4  # float32 rounding: keep ties
         return bool(np.any(near & (self._labels != label)))

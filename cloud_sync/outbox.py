@@ -396,6 +396,17 @@ class Outbox:
             ).fetchone()
         return int(row[0])
 
+    def recent_of(self, event_type: str, since: float) -> list[Event]:
+        """Stored events of ``event_type``, in any state, that occurred at or after
+        ``since`` (epoch seconds), in ``seq`` order (sent events stay until ``keep_sent_s``)."""
+        with self._lock:
+            rows = self.connection.execute(
+                "SELECT body FROM events WHERE type = ? "
+                "AND (julianday(occurred_at) - 2440587.5) * 86400.0 >= ? ORDER BY seq",
+                [event_type, since],
+            ).fetchall()
+        return [Event.model_validate_json(body) for (body,) in rows]
+
     def quarantined(self, limit: int = 100) -> list[Quarantined]:
         """``(seq, id, type, reason)`` of quarantined events, oldest first."""
         with self._lock:

@@ -16,7 +16,7 @@ from edge.cabinet.battery import BatteryLimits
 from edge.cabinet.rentals import Ledger
 from edge.cabinet.slots import Inventory
 from edge.runtime import service
-from edge.runtime.learning import TemplateLearner
+from edge.runtime.learning import TemplateLearner, proposals_in
 from edge.runtime.loop import Runtime
 from edge.runtime.service import CameraHealth
 from edge.runtime.serving import serve_in_thread
@@ -181,7 +181,11 @@ def assemble(settings: Settings, camera: Camera | None = None) -> Parts:
         status_interval_s=settings.sync.status_interval_s,
         purge_after_s=settings.roster.purge_after_h * 3600,
         learner=TemplateLearner(
-            kiosk_id, engine.model_version, roster.cloud_data_key, outbox.append
+            kiosk_id,
+            engine.model_version,
+            roster.cloud_data_key,
+            outbox.append,
+            earlier=proposals_in(outbox),
         )
         if vision.learn_templates
         else None,

@@ -18,18 +18,21 @@ A visit is sure enough when:
 
 Never for a rider flagged as a lookalike, never without the cloud's data key (a local
 roster), at most one proposal per rider per visit (``min_gap_s``) and ``per_day`` per
-rider in any 24 hours. The encoding is never logged.
+rider in any 24 hours. The limits count the proposals the outbox holds (``earlier``), so a
+restart of the kiosk does not reset them. The encoding is never logged.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import structlog
 
+from cloud_sync.events import TemplateProposed
+from cloud_sync.outbox import Outbox
 from cloud_sync.template_seal import seal_template
 from edge.vault.values import Rider
 from edge.vision.consensus import DecisionRecord, fuse
@@ -38,6 +41,7 @@ from edge.vision.matcher import Vector
 log = structlog.get_logger("edge.learning")
 
 Reason = Literal["claim_verified", "confident_match"]
+Earlier = Callable[[float], Iterable[tuple[str, float]]]
 
 CONFIDENT_BELOW = 0.12  # distance at most max_distance - this
 CONFIDENT_MARGIN_TIMES = 3.0  # margin at least this many times min_margin
@@ -55,6 +59,20 @@ def very_confident(
         return False
     near = distance <= max_distance - CONFIDENT_BELOW
     return near and margin >= CONFIDENT_MARGIN_TIMES * min_margin
+
+
+def proposals_in(outbox: Outbox) -> Earlier:
+    """The ``template.proposed`` events ``outbox`` holds since a time, as (rider, when):
+    what a restarted learner counts against its limits."""
+
+    def earlier(since: float) -> list[tuple[str, float]]:
+        return [
+            (e.payload.person_id, e.occurred_at.timestamp())
+            for e in outbox.recent_of("template.proposed", since)
+            if isinstance(e.payload, TemplateProposed)
+        ]
+
+    return earlier
 
 
 def confident(record: DecisionRecord) -> bool:
@@ -77,6 +95,7 @@ class TemplateLearner:
         per_day: int = PER_DAY,
         min_gap_s: float = MIN_GAP_S,
         clock: Callable[[], float] = time.time,
+        earlier: Earlier | None = None,
     ) -> None:
         self.kiosk_id = kiosk_id
         self.model = model
@@ -86,8 +105,19 @@ class TemplateLearner:
         self.min_gap_s = min_gap_s
         self._clock = clock
         self._recent: dict[str, deque[float]] = {}
+        self._earlier = earlier
+
+    def _recall(self, now: float) -> None:
+        """Once, before the first proposal: the proposals made in the last day, kept by
+        the outbox across a restart."""
+        if self._earlier is None:
+            return
+        earlier, self._earlier = self._earlier, None
+        for person_id, at in sorted(earlier(now - DAY_S), key=lambda p: p[1]):
+            self._recent.setdefault(person_id, deque()).append(at)
 
     def _allowed(self, person_id: str, now: float) -> bool:
+        self._recall(now)
         recent = self._recent.setdefault(person_id, deque())
         while recent and now - recent[0] >= DAY_S:
             recent.popleft()

@@ -11,7 +11,9 @@ cap is refused, except a sequential JPEG of up to 16 times the cap, which libjpe
 at 1/2 or 1/4 scale without ever holding it at full size. A file
 larger than 3 bytes per pixel of the cap, or not a regular file, is refused before it is
 read. Pictures are decoded to 8-bit colour (16-bit and grey are converted, alpha is
-dropped, EXIF orientation is ignored), so at most 3 bytes per pixel of the cap are held.
+dropped) and turned upright by their EXIF orientation, as a phone's portrait photo is
+shown: stored sideways, the face would not be found. At most 3 bytes per pixel of the cap
+are held, twice while a picture is turned.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ Image = npt.NDArray[np.uint8]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 DEFAULT_MAX_PIXELS = 40_000_000
 _FILE_BYTES_PER_PIXEL = 3  # no JPEG, PNG or WebP of a sane picture is larger
-_COLOUR = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+_COLOUR = cv2.IMREAD_COLOR  # EXIF orientation applied
 # a sequential JPEG up to 16 times the cap is decoded at 1/2 or 1/4 scale (libjpeg still
 # reads every block of it, so the file's work stays bounded too); larger ones are refused
 _REDUCED = (
-    (2, cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION),
-    (4, cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION),
+    (2, cv2.IMREAD_REDUCED_COLOR_2),
+    (4, cv2.IMREAD_REDUCED_COLOR_4),
 )
 
 __all__ = [

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sqlite3
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,60 @@ def test_identify_prints_one_json_line_per_image(
     assert 0 < lines[0]["distance"] < 0.47 and lines[0]["margin"] >= 0.08
     assert lines[1]["distance"] >= 0.47
     assert f"{tmp_path / 'missing.jpg'}: no such file" in result.stderr
+
+
+def sideways(photo: Path, dest: Path, orientation: int) -> Path:
+    """``photo`` stored as a phone stores a portrait: the pixels turned, and an EXIF
+    orientation tag (6: turn 90 degrees clockwise to show it, 8: anticlockwise, 3: 180)."""
+    turn = {
+        6: cv2.ROTATE_90_COUNTERCLOCKWISE,
+        8: cv2.ROTATE_90_CLOCKWISE,
+        3: cv2.ROTATE_180,
+    }[orientation]
+    ok, jpeg = cv2.imencode(".jpg", cv2.rotate(cv2.imread(str(photo)), turn))
+    assert ok
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)  # Orientation, SHORT, 1
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01" + entry + b"\x00\x00\x00\x00"
+    app1 = b"Exif\x00\x00" + tiff
+    data = jpeg.tobytes()
+    dest.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
+    return dest
+
+
+def test_phone_photos_stored_sideways_are_turned_upright(
+    roster: Path, dev_faces: Path, tmp_path: Path
+) -> None:
+    turned = [
+        sideways(dev_faces / "person_01" / "05.jpg", tmp_path / "a.jpg", 6),
+        sideways(dev_faces / "person_03" / "02.jpg", tmp_path / "b.jpg", 8),
+        sideways(dev_faces / "person_09" / "01.png", tmp_path / "c.jpg", 3),
+    ]
+    result = run_cli("faces", "identify", "--roster", str(roster), *map(str, turned))
+    assert result.returncode == 0, result.stderr
+    got = [
+        (line["person_id"], line["reason"]) for line in map(json.loads, result.stdout.splitlines())
+    ]
+    assert got == [("person_01", "match"), ("person_03", "match"), ("person_09", "match")]
+
+    # a rider enrolled from a sideways photo is recognised in an upright one
+    fresh = tmp_path / "roster.sqlite"
+    enrolled = run_cli(
+        "enroll",
+        "--consent",
+        "test-1",
+        "--roster",
+        str(fresh),
+        "--person-id",
+        "person_06",
+        "--name",
+        "Sixth Person",
+        str(sideways(dev_faces / "person_06" / "01.jpg", tmp_path / "d.jpg", 6)),
+    )
+    assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
+    upright = run_cli(
+        "faces", "identify", "--roster", str(fresh), str(dev_faces / "person_06" / "02.jpg")
+    )
+    assert json.loads(upright.stdout)["person_id"] == "person_06", upright.stdout
 
 
 def test_enrolling_the_same_photo_twice_is_refused(roster: Path, dev_faces: Path) -> None:

@@ -246,6 +246,14 @@ def evaluate(
             "--auto-set-size", min=0, max=10_000, help="Fleet: the cloud's auto_set_size."
         ),
     ] = 300,
+    oracle_sets: Annotated[
+        bool,
+        typer.Option(
+            "--oracle-sets",
+            help="Fleet: each kiosk's set is exactly its home riders, which no history can "
+            "tell: the ceiling for any rule that picks sets.",
+        ),
+    ] = False,
     fleet_seeds: Annotated[
         int,
         typer.Option("--fleet-seeds", min=1, max=100, help="Fleet: seeds from --seed on."),
@@ -282,6 +290,8 @@ def evaluate(
         )
     if protocol is Protocol.fleet and (cross_validate or write_points or policy_name):
         raise InputError("--protocol fleet takes no --cross-validate, --write-points or --policy")
+    if oracle_sets and protocol is not Protocol.fleet:
+        raise InputError("--oracle-sets is for --protocol fleet")
     try:
         fleet_shapes = fleet_sim.parse_fleets(fleets)
     except ValueError as exc:
@@ -426,7 +436,7 @@ def evaluate(
             calibrate_half=None if calibrate_half is None else calibrate_half.value,
             split_seed=split_seed,
             fleets=fleet_shapes,
-            sim=fleet_sim.Simulation(home_share, declared_homes, auto_set_size),
+            sim=fleet_sim.Simulation(home_share, declared_homes, auto_set_size, oracle_sets),
             seeds=range(seed, seed + fleet_seeds),
             unknown_budget=unknown_budget,
             fuse=vision.fuse_templates,

@@ -49,6 +49,7 @@ from edge.vision.fleet_sim import (
     Simulation,
     automatic_sets,
     elsewhere,
+    home_sets,
     simulate_history,
 )
 from edge.vision.live import nearest_in_roster
@@ -59,6 +60,7 @@ from edge.vision.policy import (
     EMPTY_ROSTER,
     MATCH,
     UNKNOWN,
+    Candidates,
     CohortPolicy,
     cohort_policy,
 )
@@ -86,7 +88,19 @@ VISIT_KEYS = (
     "stranger_accepted",
     "stranger_sent_to_claim",
     "stranger_with_code_accepted",
+    # home visits not decided automatically, by what held them (a policy gate may hold a
+    # visit with others: ``held_*`` can add up to more than the visits they held)
+    "home_no_face",
+    "home_not_in_set",
+    "home_other_nearest",
+    "home_roster_check",
+    "home_held_score",
+    "home_held_distance",
+    "home_held_gap",
+    "home_held_lookalike",
+    "home_held_size",
 )
+HELD = ("score", "distance", "gap", "lookalike", "size")
 
 
 def _empty() -> dict[str, Any]:
@@ -129,6 +143,12 @@ def targets(c: dict[str, Any]) -> dict[str, Any]:
 class _Kiosks:
     """The fleet's galleries for one seed: the whole roster and each kiosk's set."""
 
+    members: list[set[str]] | None
+
+    def members_at(self, kiosk: int, with_set: bool) -> set[str] | None:
+        """Who is in ``kiosk``'s set, when it decides with one."""
+        return self.members[kiosk] if with_set and self.members is not None else None
+
     def __init__(
         self,
         enrolled: Mapping[str, Any],
@@ -143,6 +163,7 @@ class _Kiosks:
             if sets is None
             else [rider_gallery(s, [enrolled[p] for p in s], flagged, fuse) for s in sets]
         )
+        self.members = None if sets is None else [set(s) for s in sets]
 
 
 def run_fleet(
@@ -162,7 +183,10 @@ def run_fleet(
     enrolled = {s.label or "": s.enrolled_as for s in riders if s.enrolled_as is not None}
     names = sorted(enrolled)
     history = simulate_history(names, fleet.kiosks, sim, rng)
-    chosen = automatic_sets(history, fleet.kiosks, sim.auto_set_size)
+    if sim.oracle_sets:
+        chosen = home_sets(history, fleet.kiosks, sim.auto_set_size)
+    else:
+        chosen = automatic_sets(history, fleet.kiosks, sim.auto_set_size)
     limit = policy.max_people
     use_sets = len(names) > limit and sim.auto_set_size <= limit and sim.auto_set_size > 0
     probe = _Kiosks(enrolled, set(), None, fuse)  # lookalikes flagged as enrolment flags them
@@ -182,31 +206,40 @@ def run_fleet(
         return answered[key]
 
     counts = {"sets": _empty(), "whole_roster": _empty()}
+    # which strangers were taken for a rider, at any kiosk: the walk-ups repeat the same
+    # people at every kiosk (and, for the whole roster, in every seed)
+    taken: dict[str, set[str]] = {"sets": set(), "whole_roster": set()}
     for sample in visits:
         rider = sample.label or ""
         if rider not in scored or rider not in enrolled:
             continue
         home = history.homes[rider]
         kiosk = elsewhere(home, fleet.kiosks, sim.home_share, rng)
+        at_home = kiosk == home
         for name, gallery, claim_unknown in _ways(galleries, kiosk):
             c = counts[name]
             c["visits"] += 1
-            c["home_visits" if kiosk == home else "away_visits"] += 1
+            c["home_visits" if at_home else "away_visits"] += 1
             vector = sample.probe
             if vector is None:
                 c["no_face"] += 1
+                c["home_no_face"] += at_home
                 c["refused"] += 1
                 continue
-            decision = policy.decide(gallery.search(vector))
-            if claim_unknown and decision.reason == MATCH:
+            found = gallery.search(vector)
+            decision = policy.decide(found)
+            in_set = decision.reason == MATCH
+            if claim_unknown and in_set:
                 decision = nearest_in_roster(decision, galleries.whole, vector)
             if decision.reason == MATCH:
                 if decision.person_id == rider:
                     c["automatic_right"] += 1
-                    c["automatic_right_home"] += kiosk == home
+                    c["automatic_right_home"] += at_home
                 else:
                     c["wrong_person"] += 1
                 continue
+            if at_home:
+                _held(c, policy, found, rider, in_set, galleries.members_at(kiosk, claim_unknown))
             if not _claimable(decision.reason, claim_unknown):
                 c["refused"] += 1
                 continue
@@ -230,6 +263,7 @@ def run_fleet(
                     decision = nearest_in_roster(decision, galleries.whole, vector)
                 if decision.accepted:
                     c["stranger_accepted"] += 1
+                    taken[name].add(str(sample.path))
                 elif _claimable(decision.reason, claim_unknown):
                     c["stranger_sent_to_claim"] += 1
                     nearest = galleries.whole.search(vector, k=1).best
@@ -242,7 +276,29 @@ def run_fleet(
         "set_sizes": [len(s) for s in chosen] if use_sets else None,
         "home_riders_in_own_set": _home_coverage(history, chosen) if use_sets else None,
         **{name: with_rates(c) for name, c in counts.items()},
+        "taken": taken,  # read by fleet_report, not reported
     }
+
+
+def _held(
+    c: dict[str, Any],
+    policy: CohortPolicy,
+    found: Candidates,
+    rider: str,
+    overruled: bool,
+    members: set[str] | None,
+) -> None:
+    """Count what held a home visit that was not decided automatically."""
+    best = found.best
+    if members is not None and rider not in members:
+        c["home_not_in_set"] += 1
+    elif best is None or best.person_id != rider:
+        c["home_other_nearest"] += 1
+    elif overruled:
+        c["home_roster_check"] += 1
+    else:
+        for gate in policy.held_by(found):
+            c[f"home_held_{gate}"] += 1
 
 
 def _ways(galleries: _Kiosks, kiosk: int) -> list[tuple[str, Gallery, bool]]:
@@ -317,6 +373,11 @@ def fleet_report(
                 )
             )
         pooled = {name: pool([r[name] for r in runs]) for name in ("sets", "whole_roster")}
+        for name, c in pooled.items():
+            c["strangers_taken"] = len(set().union(*(r["taken"][name] for r in runs)))
+            c["stranger_people"] = len(strangers)
+        for r in runs:
+            del r["taken"]
         done.append(
             {
                 "fleet": fleet.name,
@@ -341,9 +402,9 @@ def summary(report: dict[str, Any]) -> list[str]:
         f"fleet, half {p['half']} scored (split seed {p['split_seed']}, points fitted on half "
         f"{p['fitted_on']}), seeds {p['seeds'][0]}..{p['seeds'][-1]}: home share "
         f"{p['home_share']}, declared homes {p['declared_homes']}, set size "
-        f"{p['auto_set_size']} (automatic up to {p['automatic_limit']} riders)",
+        f"{p['auto_set_size']} (automatic up to {p['automatic_limit']} riders), sets: {p['sets']}",
         "fleet    policy        visits  auto  home_auto  wrong  claim  served  refused  "
-        "strangers  accepted  +code  served_rate",
+        "strangers  accepted(who)  +code  served_rate",
     ]
     for f in report["fleets"]:
         if "skipped" in f:
@@ -356,9 +417,10 @@ def summary(report: dict[str, Any]) -> list[str]:
                 f"{f['fleet']:<8} {label:<12} {c['visits']:>7} {c['automatic_right']:>5} "
                 f"{_pct(c['home_automatic_rate']):>10} {c['wrong_person']:>6} "
                 f"{c['sent_to_claim']:>6} {c['served_after_claim']:>7} {c['refused']:>8} "
-                f"{c['strangers']:>10} {c['stranger_accepted']:>9} "
+                f"{c['strangers']:>10} {_taken(c):>13} "
                 f"{c['stranger_with_code_accepted']:>6} {_pct(c['served_rate']):>12}"
             )
+        lines.append(f"{'':<8} {_held_line(f['pooled']['sets'])}")
         met = f["targets"]["sets"]
         lines.append(
             f"{'':<8} targets (sets): "
@@ -367,6 +429,24 @@ def summary(report: dict[str, Any]) -> list[str]:
             )
         )
     return lines
+
+
+def _held_line(c: dict[str, Any]) -> str:
+    """Why home visits were not decided automatically (sets)."""
+    missed = c["home_visits"] - c["automatic_right_home"]
+    parts = [
+        f"no face {c['home_no_face']}",
+        f"not in the set {c['home_not_in_set']}",
+        f"another rider nearest {c['home_other_nearest']}",
+        f"roster check {c['home_roster_check']}",
+        *(f"{gate} {c[f'home_held_{gate}']}" for gate in HELD if c[f"home_held_{gate}"]),
+    ]
+    return f"home visits not automatic (sets): {missed}: " + ", ".join(parts)
+
+
+def _taken(c: dict[str, Any]) -> str:
+    """Walk-ups accepted, and how many different strangers made them."""
+    return f"{c['stranger_accepted']} ({c['strangers_taken']}/{c['stranger_people']})"
 
 
 def _pct(value: float | None) -> str:
@@ -424,6 +504,7 @@ def evaluate(
             "home_share": sim.home_share,
             "declared_homes": sim.declared_homes,
             "auto_set_size": sim.auto_set_size,
+            "sets": "home riders only (--oracle-sets)" if sim.oracle_sets else "the cloud's rule",
             "automatic_limit": policy.max_people,
             "history_days": HISTORY_DAYS,
             "window_days": WINDOW_DAYS,

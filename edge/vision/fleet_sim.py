@@ -55,6 +55,9 @@ class Simulation:
     home_share: float
     declared_homes: float
     auto_set_size: int
+    #: each kiosk's set is exactly the riders whose home it is (``home_sets``), not the
+    #: cloud's choice: the most any rule that picks sets from history could give
+    oracle_sets: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,3 +115,12 @@ def automatic_sets(history: History, kiosks: int, size: int) -> list[list[str]]:
     alone = {kiosk_name(k): set[str]() for k in range(kiosks)}
     chosen = sets(alone, homes, history.seen, size)
     return [chosen[kiosk_name(k)] for k in range(kiosks)]
+
+
+def home_sets(history: History, kiosks: int, size: int) -> list[list[str]]:
+    """Each kiosk's set as no history can tell it: exactly its home riders (at most
+    ``size``), the ceiling against which ``automatic_sets`` is measured."""
+    chosen: list[list[str]] = [[] for _ in range(kiosks)]
+    for rider in sorted(history.homes):
+        chosen[history.homes[rider]].append(rider)
+    return [riders[:size] for riders in chosen]

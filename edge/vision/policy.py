@@ -236,22 +236,33 @@ class CohortPolicy:
             self.gap_cap if gap is None else gap, self.gap_cap
         )
 
+    def held_by(self, candidates: Candidates) -> tuple[str, ...]:
+        """What keeps the nearest person from being accepted: any of ``size`` (no
+        operating point for a roster this large), ``score``, ``distance`` (not under
+        ``max_distance``), ``gap`` (under ``min_margin``) and ``lookalike``; none when
+        accepted. The fleet evaluation counts them; ``decide`` accepts on none."""
+        best = candidates.best
+        if best is None:
+            return ("empty",)
+        gap = candidates.margin
+        score = self.score(candidates)
+        point = self.point(candidates.roster_people)
+        held = {
+            "size": point is None,
+            "score": point is not None and (score is None or score >= point.threshold),
+            "distance": best.distance >= self.max_distance,
+            "gap": gap is not None and gap < self.min_margin,
+            "lookalike": self.lookalike(best),
+        }
+        return tuple(name for name, holds in held.items() if holds)
+
     def decide(self, candidates: Candidates) -> Decision:
         best = candidates.best
         if best is None:
             return Decision(None, None, None, EMPTY_ROSTER)
         gap = candidates.margin
         score = self.score(candidates)
-        point = self.point(candidates.roster_people)
-        certain = (
-            point is not None
-            and score is not None
-            and score < point.threshold
-            and best.distance < self.max_distance
-            and (gap is None or gap >= self.min_margin)
-            and not self.lookalike(best)
-        )
-        if certain:
+        if not self.held_by(candidates):
             return Decision(best.person_id, best.distance, gap, MATCH, score)
         reason = CLAIM_REQUIRED if best.distance < self.claim_distance else UNKNOWN
         return Decision(None, best.distance, gap, reason, score)

@@ -82,8 +82,35 @@ def test_a_small_fleet_decides_among_its_sets_and_the_counts_add_up(
     # riders served by face or claim on this easy tree, nobody served as someone else
     assert pooled["wrong_person"] == 0 and pooled["stranger_with_code_accepted"] == 0
     assert pooled["automatic_right"] + pooled["served_after_claim"] >= pooled["visits"] - 3
+    for c in fleet["pooled"].values():  # walk-ups repeat people: who was taken, counted once
+        assert c["stranger_people"] == strangers
+        assert min(c["stranger_accepted"], 1) <= c["strangers_taken"] <= c["stranger_accepted"]
+        assert c["strangers_taken"] <= strangers
+    assert "taken" not in fleet["seeds"][0]
+    # every home visit not decided automatically is put down to what held it
+    c = fleet["pooled"]["sets"]
+    missed = c["home_visits"] - c["automatic_right_home"]
+    outside = sum(
+        c[f"home_{why}"] for why in ("no_face", "not_in_set", "other_nearest", "roster_check")
+    )
+    by_gates = sum(c[f"home_held_{gate}"] for gate in ("score", "distance", "gap", "lookalike"))
+    assert outside <= missed and missed - outside <= by_gates
+    assert (by_gates == 0) == (missed == outside) and c["home_held_size"] == 0
+    assert "home visits not automatic (sets)" in result.stdout
     assert set(fleet["targets"]["sets"]) == {"home_automatic", "wrong_person", "stranger_accepted"}
     assert _numbers(report) == []
     assert "fleet, half B scored" in result.stdout and "targets (sets)" in result.stdout
     bad = run_cli(*args, "--fleets", "800")
     assert bad.returncode == 4 and "RIDERS:KIOSKS" in bad.stderr
+
+    # the ceiling: each kiosk's set is exactly its home riders
+    oracle = tmp_path / "oracle.json"
+    result = run_cli(*args, "--fleets", "all:4", "--oracle-sets", "--json", str(oracle))
+    assert result.returncode == 0, result.stderr
+    [ceiling] = json.loads(oracle.read_text())["fleets"]
+    assert "--oracle-sets" in json.loads(oracle.read_text())["protocol"]["sets"]
+    for run in ceiling["seeds"]:  # nobody is in a set but their home kiosk's
+        assert run["home_riders_in_own_set"] == round(sum(run["set_sizes"]) / 10, 4)
+        assert all(size <= 3 for size in run["set_sizes"])
+    wrong = run_cli("faces", "eval", str(tree), "--oracle-sets")
+    assert wrong.returncode == 4 and "--oracle-sets is for --protocol fleet" in wrong.stderr

@@ -207,6 +207,26 @@ def test_lookalikes_always_go_through_the_claim_step() -> None:
     assert COHORT.decide(flagged).reason == "claim required"
 
 
+@pytest.mark.parametrize(
+    ("candidates", "held"),
+    [
+        (roster(300, ("ann", 0.35), ("bob", 0.60)), ()),
+        (roster(300, ("ann", 0.49), ("bob", 0.55)), ("score",)),
+        (roster(300, ("ann", 0.51), ("bob", 0.80), cohort=0.9), ("distance",)),
+        (roster(300, ("ann", 0.30), ("bob", 0.31), cohort=0.9), ("gap",)),
+        (roster(300, ("ann", 0.30), ("bob", 0.60), neighbour=0.44), ("lookalike",)),
+        (roster(500, ("ann", 0.20), ("bob", 0.60)), ("size",)),
+        (roster(300, ("ann", 0.55), ("bob", 0.56)), ("score", "distance", "gap")),
+        (Candidates((), 0, 0), ("empty",)),
+    ],
+)
+def test_what_holds_a_face_back_is_what_decide_refuses_on(
+    candidates: Candidates, held: tuple[str, ...]
+) -> None:
+    assert COHORT.held_by(candidates) == held
+    assert (COHORT.decide(candidates).reason == "match") == (held == ())
+
+
 def test_a_missing_cohort_is_never_guessed() -> None:
     missing = Candidates(
         (Candidate("ann", 0.30, 0), Candidate("bob", 0.6, 1)),

@@ -26,6 +26,7 @@ the face, within ``far_budget / m``; the weight accepting the most genuine attem
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -402,6 +403,29 @@ def verify_counts(split: Split, policy: VerifyPolicy) -> dict[str, Any]:
         "impostor_attempts": impostors,
         "false_accepts": false_accepts,
         "false_accept_rate": rate(false_accepts, impostors),
+        "to_serve": to_serve(attempts, normalised),
+    }
+
+
+SERVE_GOAL = 0.95  # issue 21, point 5: of all riders, the claim step serves this share
+
+
+def to_serve(attempts: Attempts, normalised: Floats, share: float = SERVE_GOAL) -> dict[str, Any]:
+    """What a 1:1 threshold loose enough to accept ``share`` of *all* genuine probes
+    (unencoded ones count as refused) would cost in false accepts on the same attempts, on
+    the normalised score alone; ``threshold`` is None when fewer probes were encoded."""
+    needed = math.ceil(share * attempts.genuine_total)
+    ordered = np.sort(normalised[attempts.genuine])
+    impostor = normalised[~attempts.genuine]
+    if needed > len(ordered) or needed == 0 or not len(impostor):
+        return {"share": share, "threshold": None, "false_accepts": None, "false_accept_rate": None}
+    threshold = float(np.nextafter(ordered[needed - 1], np.inf))
+    false_accepts = int((impostor < threshold).sum())
+    return {
+        "share": share,
+        "threshold": round(threshold, 4),
+        "false_accepts": false_accepts,
+        "false_accept_rate": round(false_accepts / len(impostor), 6),
     }
 
 

@@ -278,6 +278,19 @@ def _roster_table(rosters: Sequence[dict[str, Any]], claim: dict[str, Any]) -> l
         f"{claim['false_accepts']} of {claim['impostor_attempts']} impostor attempts "
         f"({claim['false_accept_rate']})"
     )
+    serve = claim["to_serve"]
+    if serve["threshold"] is None:
+        lines.append(
+            f"  to serve {serve['share']:.0%} of all: more probes than were encoded would "
+            "have to pass"
+        )
+    else:
+        lines.append(
+            f"  to serve {serve['share']:.0%} of all, the 1:1 threshold would be "
+            f"{serve['threshold']}: {serve['false_accepts']} false accepts "
+            f"({serve['false_accept_rate']}; about {300 * serve['false_accept_rate']:.2f} in "
+            "300 impostor tries)"
+        )
     return lines
 
 

@@ -578,6 +578,7 @@ def test_open_set_eval_calibrates_on_one_half_and_reports_the_other(
     assert (two["people"], two["draws"]) == (2, 2)
     assert fifty == {"people": 50, "skipped": f"the gallery holds {whole['people']} people"}
     assert set(report["claim"]) >= {"genuine_accepted", "impostor_attempts", "false_accepts"}
+    assert report["claim"]["to_serve"]["share"] == 0.95 and "to serve 95% of all" in result.stdout
     assert set(json.loads(points.read_text())) == {"format", "identify", "verify"}
     assert all("encoding" not in probe for probe in report["probes"])
     assert "open set, half B, calibrated on half A" in result.stdout

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edge.vision.calibrate import Trials, scores
+from edge.vision.calibrate import Attempts, Trials, scores, to_serve
 from edge.vision.consensus import CONFLICT, Consensus, DecisionRecord, Vote
 from edge.vision.policy import (
     Candidate,
@@ -304,3 +304,15 @@ def test_the_shipped_operating_points_load() -> None:
     thresholds = [p.threshold for p in policy.points]
     assert thresholds == sorted(thresholds, reverse=True)  # never looser for a larger roster
     assert 0.4 <= policy.max_distance <= 0.55 and policy.lookalike_distance > 0
+
+
+def test_the_threshold_to_serve_a_share_of_all_riders_and_its_cost() -> None:
+    """``calibrate.to_serve``: unencoded riders count as refused; the threshold is the
+    loosest genuine score needed, and every impostor under it is a false accept."""
+    genuine = np.array([True] * 8 + [False] * 6)
+    scores_ = np.array([0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.58, 0.62] + [0.5, 0.56, 0.59] * 2)
+    attempts = Attempts(genuine, scores_, np.full(14, np.nan), 8, genuine_total=10)
+    served = to_serve(attempts, scores_, share=0.7)  # 7 of 10: up to 0.58
+    assert served["threshold"] == pytest.approx(0.58)
+    assert (served["false_accepts"], served["false_accept_rate"]) == (4, round(4 / 6, 6))
+    assert to_serve(attempts, scores_, share=0.9)["threshold"] is None  # 9 of 10: 8 encoded

@@ -241,9 +241,12 @@ class CohortPolicy:
         operating point for a roster this large), ``score``, ``distance`` (not under
         ``max_distance``), ``gap`` (under ``min_margin``) and ``lookalike``; none when
         accepted. The fleet evaluation counts them; ``decide`` accepts on none."""
+        return self._judge(candidates)[0]
+
+    def _judge(self, candidates: Candidates) -> tuple[tuple[str, ...], float | None]:
         best = candidates.best
         if best is None:
-            return ("empty",)
+            return ("empty",), None
         gap = candidates.margin
         score = self.score(candidates)
         point = self.point(candidates.roster_people)
@@ -254,15 +257,15 @@ class CohortPolicy:
             "gap": gap is not None and gap < self.min_margin,
             "lookalike": self.lookalike(best),
         }
-        return tuple(name for name, holds in held.items() if holds)
+        return tuple(name for name, holds in held.items() if holds), score
 
     def decide(self, candidates: Candidates) -> Decision:
         best = candidates.best
         if best is None:
             return Decision(None, None, None, EMPTY_ROSTER)
         gap = candidates.margin
-        score = self.score(candidates)
-        if not self.held_by(candidates):
+        held, score = self._judge(candidates)
+        if not held:
             return Decision(best.person_id, best.distance, gap, MATCH, score)
         reason = CLAIM_REQUIRED if best.distance < self.claim_distance else UNKNOWN
         return Decision(None, best.distance, gap, reason, score)

@@ -4,7 +4,7 @@
   dlib, face_recognition), the kiosk's devices or the kiosk itself (``edge``, ``hardware``)
   raises at once: a meta-path finder refuses them, so even an import inside a function or
   behind ``try/except ImportError`` is caught.
-- Fresh virtual environments hold exactly one target from its pip lock (installed from
+- Fresh virtual environments hold exactly one target from the lock (installed from
   uv's cache, offline, so the test needs no network once ``make setup`` has run): the
   cloud's serves its API and lacks OpenCV, dlib and pyserial; the kiosk's answers
   ``kiosk --version`` and lacks the PostgreSQL driver.
@@ -123,25 +123,25 @@ def test_kiosk_cloud_commands_run_without_the_face_stack_or_the_kiosk(
 
 
 def _target_venv(target: str, folder: Path) -> Path:
-    """A virtual environment with the target's lock and the project (no dependencies)."""
+    """A virtual environment with the target's packages and the project, nothing else.
+
+    Installed by ``uv sync --frozen`` with the target's extra alone, offline: the lock's
+    own wheel addresses, found in the cache ``make setup`` filled. (Its pip lock,
+    ``requirements-<target>.lock``, is the same set: ``test_lock`` checks it is the export
+    of this lock. ``uv pip install -r`` offline would also need PyPI's index pages in the
+    cache, which a fresh machine's ``make setup`` never fetches.)"""
     need(UV.is_file(), f"uv at {UV} (make setup installs it)")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PYTHON")}
-    subprocess.run(
-        [str(UV), "venv", "--quiet", "--python", sys.executable, str(folder)],
+    env["UV_PROJECT_ENVIRONMENT"] = str(folder)
+    installed = subprocess.run(
+        [str(UV), "sync", "--frozen", "--offline", "--quiet", "--no-dev", "--extra", target]
+        + ["--python", sys.executable],
+        cwd=REPO,
         env=env,
-        check=True,
         capture_output=True,
+        text=True,
     )
-    env["VIRTUAL_ENV"] = str(folder)
-    lock = REPO / f"requirements-{target}.lock"
-    for what in (["--require-hashes", "-r", str(lock)], [str(REPO)]):
-        installed = subprocess.run(
-            [str(UV), "pip", "install", "--offline", "--quiet", "--no-deps", *what],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert installed.returncode == 0, installed.stderr
+    assert installed.returncode == 0, installed.stderr
     return folder / "bin"
 
 

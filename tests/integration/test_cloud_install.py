@@ -133,9 +133,9 @@ def _target_venv(target: str, folder: Path) -> Path:
     need(UV.is_file(), f"uv at {UV} (make setup installs it)")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PYTHON")}
     env["UV_PROJECT_ENVIRONMENT"] = str(folder)
+    command = [str(UV), "sync", "--frozen", "--offline", "--quiet", "--no-dev"]
     installed = subprocess.run(
-        [str(UV), "sync", "--frozen", "--offline", "--quiet", "--no-dev", "--extra", target]
-        + ["--python", sys.executable],
+        [*command, "--extra", target, "--python", sys.executable],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -91,6 +91,7 @@ VISIT_KEYS = (
     # home visits not decided automatically, by what held them (a policy gate may hold a
     # visit with others: ``held_*`` can add up to more than the visits they held)
     "home_no_face",
+    "home_wrong_person",
     "home_not_in_set",
     "home_other_nearest",
     "home_roster_check",
@@ -237,6 +238,7 @@ def run_fleet(
                     c["automatic_right_home"] += at_home
                 else:
                     c["wrong_person"] += 1
+                    c["home_wrong_person"] += at_home
                 continue
             if at_home:
                 _held(c, policy, found, rider, in_set, galleries.members_at(kiosk, claim_unknown))
@@ -436,6 +438,7 @@ def _held_line(c: dict[str, Any]) -> str:
     missed = c["home_visits"] - c["automatic_right_home"]
     parts = [
         f"no face {c['home_no_face']}",
+        f"taken for another rider {c['home_wrong_person']}",
         f"not in the set {c['home_not_in_set']}",
         f"another rider nearest {c['home_other_nearest']}",
         f"roster check {c['home_roster_check']}",

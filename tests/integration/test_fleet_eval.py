@@ -91,7 +91,8 @@ def test_a_small_fleet_decides_among_its_sets_and_the_counts_add_up(
     c = fleet["pooled"]["sets"]
     missed = c["home_visits"] - c["automatic_right_home"]
     outside = sum(
-        c[f"home_{why}"] for why in ("no_face", "not_in_set", "other_nearest", "roster_check")
+        c[f"home_{why}"]
+        for why in ("no_face", "wrong_person", "not_in_set", "other_nearest", "roster_check")
     )
     by_gates = sum(c[f"home_held_{gate}"] for gate in ("score", "distance", "gap", "lookalike"))
     assert outside <= missed and missed - outside <= by_gates

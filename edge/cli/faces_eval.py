@@ -16,7 +16,16 @@ import typer
 from cloud_sync.errors import InputError
 from edge.cli.context import state
 from edge.cli.output_paths import check_output
-from edge.vision import calibrate, crossval, evaluation, fleet_eval, fleet_sim, setup, tallies
+from edge.vision import (
+    calibrate,
+    crossval,
+    evaluation,
+    fleet_eval,
+    fleet_sim,
+    fleet_tally,
+    setup,
+    tallies,
+)
 from edge.vision.claim import verify_policy
 from edge.vision.degrade import KIOSK
 from edge.vision.frames import encode_frames
@@ -442,7 +451,7 @@ def evaluate(
             fuse=vision.fuse_templates,
         )
         report["protocol"].update(run_facts)
-        typer.echo("\n".join(fleet_eval.summary(report)))
+        typer.echo("\n".join(fleet_tally.summary(report)))
     elif protocol is Protocol.open_set:
 
         def open_set(

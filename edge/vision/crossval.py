@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from edge.vision import calibrate
+from edge.vision import calibrate, calibrate_verify
 from edge.vision.claim import verify_policy
 from edge.vision.evaluation import HALVES, Sample, halves, open_set_split, restrict
 from edge.vision.openset import fit_on, pooled, roster_counts
@@ -58,7 +58,7 @@ def fold(
         "calibrated_people": policy.max_people,
         "rosters": [_trimmed(r) for r in rosters],
         "baseline": [_trimmed(r) for r in plain],
-        "claim": calibrate.verify_counts(split, verifier),
+        "claim": calibrate_verify.verify_counts(split, verifier),
     }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cloud_sync.errors import InputError
-from edge.vision import calibrate
+from edge.vision import calibrate, calibrate_verify
 from edge.vision.claim import verify_policy
 from edge.vision.evaluation import (
     Encode,
@@ -175,7 +175,7 @@ def open_set_report(
             "margin": policy.margin,
         },
         "rosters": rosters,
-        "claim": calibrate.verify_counts(split, verifier),
+        "claim": calibrate_verify.verify_counts(split, verifier),
         "points": points,
         "histograms": histograms(results),
         "probes": [asdict(r) for r in results],

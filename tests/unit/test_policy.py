@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from edge.vision.calibrate import Attempts, Trials, scores, to_serve
+from edge.vision.calibrate import Trials, scores
+from edge.vision.calibrate_verify import Attempts, to_serve
 from edge.vision.consensus import CONFLICT, Consensus, DecisionRecord, Vote
 from edge.vision.policy import (
     Candidate,
@@ -307,7 +308,7 @@ def test_the_shipped_operating_points_load() -> None:
 
 
 def test_the_threshold_to_serve_a_share_of_all_riders_and_its_cost() -> None:
-    """``calibrate.to_serve``: unencoded riders count as refused; the threshold is the
+    """``calibrate_verify.to_serve``: unencoded riders count as refused; the threshold is the
     loosest genuine score needed, and every impostor under it is a false accept."""
     genuine = np.array([True] * 8 + [False] * 6)
     scores_ = np.array([0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.58, 0.62] + [0.5, 0.56, 0.59] * 2)

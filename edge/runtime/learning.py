@@ -112,8 +112,9 @@ class TemplateLearner:
         the outbox across a restart."""
         if self._earlier is None:
             return
-        earlier, self._earlier = self._earlier, None
-        for person_id, at in sorted(earlier(now - DAY_S), key=lambda p: p[1]):
+        found = sorted(self._earlier(now - DAY_S), key=lambda p: p[1])  # raises: tried again
+        self._earlier = None
+        for person_id, at in found:
             self._recent.setdefault(person_id, deque()).append(at)
 
     def _allowed(self, person_id: str, now: float) -> bool:

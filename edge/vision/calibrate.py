@@ -29,9 +29,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.calibrate_verify import calibrate_verify
+from edge.vision.calibrate_verify import Floats, calibrate_verify, loosest, split_gallery
 from edge.vision.evaluation import Sample, Split, open_set_split, sub_roster
-from edge.vision.matcher import Gallery
 from edge.vision.policy import Normaliser
 
 SIZES = (10, 25, 50, 100, 200, 300, 400)
@@ -58,14 +57,6 @@ GRID: dict[str, tuple[float, ...]] = {
     "cohort_people": (1,),
 }
 
-Floats = npt.NDArray[np.float64]
-
-
-def _gallery(split: Split) -> Gallery:
-    return Gallery(
-        [(s.label or "", s.enrolled_as) for s in split.gallery if s.enrolled_as is not None]
-    )
-
 
 @dataclass(frozen=True)
 class Trials:
@@ -88,7 +79,7 @@ def roster_trials(split: Split, size: int, draws: int, seed: int) -> Trials:
     genuine_total = unknown_total = 0
     for draw in range(draws):
         roster = sub_roster(split, size, seed + draw)
-        gallery = _gallery(roster)
+        gallery = split_gallery(roster)
         genuine_total += len(roster.genuine)
         unknown_total += len(roster.unknown)
         for kind, probes in ((True, roster.genuine), (False, roster.unknown)):
@@ -137,11 +128,6 @@ def scores(trials: Trials, params: dict[str, float], centre: float) -> tuple[Flo
     return score, gates
 
 
-def _loosest(impostor_scores: Floats, allowed: int) -> float:
-    ordered = np.sort(impostor_scores)
-    return float(ordered[allowed]) if allowed < len(ordered) else np.inf
-
-
 @dataclass(frozen=True)
 class SizeResult:
     people: int
@@ -168,8 +154,8 @@ def fit_size(
     unknown = ~trials.genuine & passing
     threshold = min(
         ceiling,
-        _loosest(score[wrong], int(wrong_budget * trials.genuine_total)),
-        _loosest(score[unknown], int(unknown_budget * trials.unknown_total)),
+        loosest(score[wrong], int(wrong_budget * trials.genuine_total)),
+        loosest(score[unknown], int(unknown_budget * trials.unknown_total)),
     )
     accepted = passing & (score < threshold)
     return SizeResult(
@@ -198,7 +184,7 @@ def calibrate_identify(
     sizes = [size for size in SIZES if size < enrolled] + [enrolled]
     if not split.gallery or enrolled < 2:
         raise ValueError("calibration needs at least two people with two or more photos")
-    gallery = _gallery(split)
+    gallery = split_gallery(split)
     centre = round(float(np.median([gallery.cohort_of(i) for i in range(len(gallery))])), 3)
     # the whole gallery is one roster: one draw of it
     by_size = {

@@ -32,13 +32,15 @@ HOLDERS = (1, 2, 4)
 Floats = npt.NDArray[np.float64]
 
 
-def _gallery(split: Split) -> Gallery:
+def split_gallery(split: Split) -> Gallery:
+    """The gallery a split enrols (each photo's enrolment template)."""
     return Gallery(
         [(s.label or "", s.enrolled_as) for s in split.gallery if s.enrolled_as is not None]
     )
 
 
-def _loosest(impostor_scores: Floats, allowed: int) -> float:
+def loosest(impostor_scores: Floats, allowed: int) -> float:
+    """The loosest threshold under which at most ``allowed`` impostor scores fall."""
     ordered = np.sort(impostor_scores)
     return float(ordered[allowed]) if allowed < len(ordered) else np.inf
 
@@ -56,7 +58,7 @@ class Attempts:
 
 def verify_attempts(split: Split) -> Attempts:
     """Every genuine probe against its own rider, every photo against every other rider."""
-    gallery = _gallery(split)
+    gallery = split_gallery(split)
     templates = gallery.matrix.astype(np.float64)
     owners = np.array(gallery.person_ids, dtype=object)
     cohorts = np.array(
@@ -115,7 +117,7 @@ def calibrate_verify(
     for weight in VERIFY_WEIGHTS:
         score = verify_scores(attempts, weight, centre)
         impostor = score[~attempts.genuine]
-        thresholds = [_loosest(impostor, int(far_budget / m * impostors)) for m in HOLDERS]
+        thresholds = [loosest(impostor, int(far_budget / m * impostors)) for m in HOLDERS]
         accepted = int((score[attempts.genuine] < thresholds[0]).sum())
         if best is None or accepted > best[0]:
             best = (accepted, weight, thresholds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge.vision.consensus import ClaimWindow, DecisionRecord, fuse
+from edge.vision.consensus import ClaimWindow, DecisionRecord
 from edge.vision.liveness import LivenessState
 from edge.vision.matcher import Gallery, Vector
 from edge.vision.policy import CLAIM_REQUIRED, Decision
@@ -93,12 +93,6 @@ class ClaimNeeded:
     def frames(self) -> tuple[Vector, ...]:
         """The encodings gathered so far (the vote's, and those seen since)."""
         return self.window.frames() if self.window is not None else self.encodings
-
-    @property
-    def probe(self) -> Vector:
-        """What the claim is checked against: every gathered frame of the face, fused as
-        the live path fuses (frames far from the newest are left out)."""
-        return fuse(self.frames())
 
     def __repr__(self) -> str:
         return f"ClaimNeeded(track={self.track}, encodings={len(self.frames())})"

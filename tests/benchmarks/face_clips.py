@@ -62,17 +62,25 @@ def visit_frames(
         else:
             zoom = min(WIDTH / width, HEIGHT / height)
             tx, ty = (WIDTH - zoom * width) / 2, (HEIGHT - zoom * height) / 2
-        matrix = np.array([[zoom, 0, tx], [0, zoom, ty]], dtype=np.float64)
-        frame = cv2.warpAffine(
-            image,
-            matrix,
-            (WIDTH, HEIGHT),
-            flags=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
+        frame = place(image, zoom, (tx, ty), (WIDTH, HEIGHT))
         gain = 1 + rnd.uniform(-0.04, 0.04)
         noisy = frame.astype(np.float32) * gain + rng.normal(0, 2.0, frame.shape)
         yield np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def place(
+    image: Image,
+    zoom: float,
+    shift: tuple[float, float],
+    size: tuple[int, int],
+    enlarge: int = cv2.INTER_LINEAR,
+) -> Image:
+    """``image`` scaled by ``zoom`` and moved by ``shift`` onto a ``size`` (width, height)
+    canvas, its edges repeated beyond the photo."""
+    matrix = np.array([[zoom, 0, shift[0]], [0, zoom, shift[1]]], dtype=np.float64)
+    flags = cv2.INTER_AREA if zoom < 1 else enlarge
+    placed = cv2.warpAffine(image, matrix, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(placed, dtype=np.uint8)
 
 
 def load(path: Path) -> Image:

@@ -40,6 +40,7 @@ from models.dlib_models import EYE_68
 from models.encoder import FaceBox, FaceEngine, pick_face
 from models.images import Image
 from models.mesh import MeshModel
+from tests.benchmarks.face_clips import place
 
 WIDTH, HEIGHT = 640, 480
 SCENE_FACE_PX = 200
@@ -68,17 +69,8 @@ def prepare(name: str, photo: Image, engine: FaceEngine, mesh: MeshModel) -> Sce
     scale = SCENE_FACE_PX / max(1, box.width)
     cx, cy = box.centre
     size = 3 * SCENE_FACE_PX
-    matrix = np.array(
-        [[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], np.float64
-    )
-    image = cv2.warpAffine(
-        photo,
-        matrix,
-        (size, size),
-        flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-    image = np.ascontiguousarray(image, dtype=np.uint8)
+    shift = (size / 2 - scale * cx, size / 2 - scale * cy)
+    image = place(photo, scale, shift, (size, size), enlarge=cv2.INTER_CUBIC)
     found = engine.detect(image)
     if not found:
         return None

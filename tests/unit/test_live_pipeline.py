@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.vision.consensus import fuse
 from edge.vision.live import LiveConfig, LivePipeline
 from edge.vision.liveness import LivenessConfig
 from edge.vision.matcher import Candidates, Gallery
@@ -171,7 +172,7 @@ def test_a_claim_required_face_hands_over_its_encodings_once() -> None:
     assert [(o.record.reason, o.record.person_id) for o in decided] == [(CLAIM_REQUIRED, None)]
     claim = decided[0].claim
     assert claim is not None and len(claim.encodings) == 2 and claim.roster_people == 2
-    assert np.allclose(claim.probe, VECTORS[1] + 0.01)
+    assert np.allclose(fuse(claim.frames()), VECTORS[1] + 0.01)
     assert f"encodings={len(claim.frames())}" in repr(claim)
     assert "0.0" not in repr(claim)  # no template values
     assert "encoding" not in str(decided[0].record.as_dict())  # the record stays template-free
@@ -190,7 +191,7 @@ def test_the_claim_step_keeps_gathering_the_face_while_the_rider_types() -> None
     assert 5 <= len(claim.frames()) <= 7 and pipe.encodings - encoded == len(claim.frames()) - 2
     run(pipe, list(frames))
     assert len(claim.frames()) == LiveConfig().claim_frames  # then it stops at its size
-    assert np.allclose(claim.probe, VECTORS[1] + 0.01)
+    assert np.allclose(fuse(claim.frames()), VECTORS[1] + 0.01)
     assert "encodings=8" in repr(claim) and "0.0" not in repr(claim)
 
 

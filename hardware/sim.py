@@ -144,9 +144,9 @@ class BoardSimulator:
                 out[index] ^= self._rng.randrange(1, 256)
         return bytes(out)
 
-    def _send(self, frame: bytes, delay: float = 0.0) -> None:
+    def _send(self, frame: bytes, delay: float = 0.0, *, reply: bool = True) -> None:
         frame = self._corrupt(frame)
-        if self.faults.corrupt_next:
+        if reply and self.faults.corrupt_next:  # a notification's repeat never uses one up
             self.faults.corrupt_next -= 1
             position = self._rng.randrange(2, len(frame) - 1)
             frame = frame[:position] + bytes([frame[position] ^ 0x20]) + frame[position + 1 :]
@@ -297,7 +297,7 @@ class BoardSimulator:
         if tries >= self.config.notify_tries:
             self._inflight = None
             return
-        self._send(encode(seq, tell(self.faults.lie, note, len(self.cabinet.slots))))
+        self._send(encode(seq, tell(self.faults.lie, note, len(self.cabinet.slots))), reply=False)
         self._inflight = (seq, note, now, tries + 1)
 
     def _timeline_due(self, now: float) -> None:

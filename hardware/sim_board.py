@@ -77,7 +77,7 @@ class LineFaults(BaseModel):
     drop_rate: float = Field(default=0.0, ge=0, le=1, description="replies never sent")
     slow_s: float = Field(default=0.0, ge=0, le=60, description="delay before each reply")
     drop_next: int = Field(default=0, ge=0, description="drop this many next replies")
-    corrupt_next: int = Field(default=0, ge=0, description="corrupt this many next frames")
+    corrupt_next: int = Field(default=0, ge=0, description="corrupt this many next replies")
     silent: bool = False
     garbage: bool = False
     lie: Lie | None = Field(default=None, description="answers that contradict their request")

@@ -25,7 +25,7 @@ from tests.integration.ops.test_eject_crash import (
     kill_mid_eject,
     kiosk_eject,
 )
-from tests.integration.power.kit import ejected, fsync_tree, inspect, outbox_rows
+from tests.integration.power.kit import earlier_boot, ejected, inspect, outbox_rows
 from tests.integration.power.lazyfs import PowerFolder
 from tests.integration.runtime.test_runtime import wait_for
 
@@ -49,7 +49,7 @@ def test_a_technician_eject_cut_by_the_power_is_recorded_once_after_the_reboot(
     state = power.path / "state"
     state.mkdir()
     path = blank_config(state, board.path)
-    fsync_tree(state)  # provisioned by an earlier boot
+    earlier_boot(power, state)  # provisioned
     powerbank = board.cabinet.slots[2].powerbank_id
     kill_mid_eject(kiosk_eject(path, 3, "customer locked out"), board)
     power.cut()

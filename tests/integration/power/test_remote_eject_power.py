@@ -26,7 +26,7 @@ from tests.integration.ops.test_eject_crash import (
     remote_mqtt,
 )
 from tests.integration.ops.test_run_ops import Kiosk
-from tests.integration.power.kit import ejected, fsync_tree, inspect
+from tests.integration.power.kit import earlier_boot, ejected, inspect
 from tests.integration.power.lazyfs import PowerFolder
 from tests.integration.runtime.test_runtime import wait_for
 
@@ -54,7 +54,7 @@ def test_a_remote_eject_cut_by_the_power_is_recorded_and_answered_once(
     watcher = Watcher(broker, topics.result)
     try:
         path = blank_config(state, board.path, mqtt=remote_mqtt(broker))
-        fsync_tree(state)
+        earlier_boot(power, state)  # provisioned
         powerbank = board.cabinet.slots[1].powerbank_id
         raw = remote_eject_killed_mid_eject(path, board, watcher, topics)
         command_id = json.loads(raw)["id"]

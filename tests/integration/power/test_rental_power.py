@@ -17,7 +17,7 @@ import pytest
 from hardware.sim import BoardSimulator
 from hardware.sim_board import SimConfig
 from models.encoder import FaceEngine
-from tests.integration.power.kit import fsync_tree, inspect, outbox_rows, types
+from tests.integration.power.kit import earlier_boot, inspect, outbox_rows, types
 from tests.integration.power.lazyfs import PowerFolder
 from tests.integration.runtime.test_runtime import (
     BLANK_PNG,
@@ -46,7 +46,7 @@ def test_a_rental_cut_after_its_eject_is_recorded_once_after_the_reboot(
         enrol(state, FaceEngine(), dev_faces / "person_03" / "01.jpg", "rider-3", "Asha Example")
         images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 12, blanks=200)
         path = config(state, images, sim.path)
-        fsync_tree(state)  # enrolled and provisioned by an earlier boot
+        earlier_boot(power, state)  # enrolled and provisioned
         first = start(path)
         try:
             wait_for(lambda: len(sim.ejects) == 1 or first.poll() is not None)

@@ -24,7 +24,7 @@ from cloud_sync.signing import public_key_text
 from edge.vault.files import read_pull_state
 from edge.vault.keys import device_keys
 from edge.vault.live import open_roster
-from tests.integration.power.kit import Part, fsync_tree, outbox_rows
+from tests.integration.power.kit import Part, earlier_boot, outbox_rows
 from tests.integration.power.lazyfs import PowerFolder
 from tests.integration.sync.cloudkit import Cloud
 from tests.integration.sync.test_roster_sync import add_rider, delete_rider
@@ -48,9 +48,7 @@ def set_up_kiosk(power: PowerFolder, folder: Path, cloud: Cloud) -> str:
     assert answer.status_code == 200, answer.text
     Outbox(folder / "outbox.sqlite", KIOSK).close()
     open_roster(folder / "roster.sqlite", folder / "keys", KIOSK, pinned).close()
-    fsync_tree(folder)
-    power.cut()  # the set-up was an earlier boot
-    power.mount()
+    earlier_boot(power, folder)
     return pinned
 
 

@@ -97,6 +97,12 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX events_failing ON events (state, seq) WHERE failures > 0;
         """,
     ),
+    (
+        "events of one type",  # Outbox.recent_of: the learner's limits after a restart
+        """
+        CREATE INDEX events_type ON events (type, seq);
+        """,
+    ),
 )
 
 

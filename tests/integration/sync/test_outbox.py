@@ -241,7 +241,7 @@ def test_an_outbox_of_the_second_version_keeps_its_closed_rentals_cursor(tmp_pat
         # the second version kept only the cursor, written on the first fetch
         db.execute("INSERT INTO meta (key, value) VALUES ('closed_rentals_cursor', 7)")
     outbox = Outbox(path, "kiosk-a")
-    assert outbox.connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
+    assert outbox.connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 5
     assert closed_cursor(outbox) == 7
     state = read_fetch_state(outbox)
     assert (state.cursor, state.fetched_at, state.closed, state.error) == (7, None, 0, None)

@@ -88,3 +88,19 @@ def test_a_restart_within_a_visit_does_not_propose_the_same_visit_twice(tmp_path
     outbox = Outbox(path, KIOSK, clock=clock.utc)
     assert not propose(learner(outbox, clock), "rider-1")
     outbox.close()
+
+
+def test_the_restart_count_reads_only_proposals_through_their_index(tmp_path: Path) -> None:
+    clock = Clock(1_800_000_000.0)
+    outbox = Outbox(tmp_path / "outbox.db", KIOSK, clock=clock.utc)
+    for number in range(200):  # a busy kiosk's other events
+        outbox.append("kiosk.started", version=str(number), mode="rental")
+    assert propose(learner(outbox, clock), "rider-1")
+    found = outbox.recent_of("template.proposed", clock.now - DAY_S)
+    plan = outbox.connection.execute(
+        "EXPLAIN QUERY PLAN SELECT body FROM events WHERE type = ? ORDER BY seq",
+        ["template.proposed"],
+    ).fetchall()
+    outbox.close()
+    assert [e.type for e in found] == ["template.proposed"]
+    assert any("events_type" in str(row) for row in plan), plan

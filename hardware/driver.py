@@ -247,6 +247,8 @@ class SerialBoard(SerialLink):
             else:  # the notification may be lost: ask again, with the same request id
                 reply = self._eject_request(watch, first)
                 duplicate, outcome = True, reply.outcome
+        if watch.error is not None:  # a notification contradicted it while we asked again
+            raise watch.error
         if outcome == EjectOutcome.JAMMED:
             raise SlotJammedError(f"slot {slot}: the latch jammed; the slot is out of service")
         log.info("slot ejected", slot=slot, request_id=request_id, outcome=outcome.name.lower())

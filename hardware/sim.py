@@ -297,8 +297,10 @@ class BoardSimulator:
         if tries >= self.config.notify_tries:
             self._inflight = None
             return
-        self._send(encode(seq, tell(self.faults.lie, note, len(self.cabinet.slots))), reply=False)
-        self._inflight = (seq, note, now, tries + 1)
+        delay = self.faults.slow_notify_s  # a repeat is due notify_retry_s after it leaves
+        frame = encode(seq, tell(self.faults.lie, note, len(self.cabinet.slots)))
+        self._send(frame, delay, reply=False)
+        self._inflight = (seq, note, now + delay, tries + 1)
 
     def _timeline_due(self, now: float) -> None:
         while self._timeline and self._timeline[0].at <= now - self._started:

@@ -76,6 +76,9 @@ class LineFaults(BaseModel):
     corrupt_rate: float = Field(default=0.0, ge=0, le=1, description="per byte, both ways")
     drop_rate: float = Field(default=0.0, ge=0, le=1, description="replies never sent")
     slow_s: float = Field(default=0.0, ge=0, le=60, description="delay before each reply")
+    slow_notify_s: float = Field(
+        default=0.0, ge=0, le=60, description="delay before each notification leaves"
+    )
     drop_next: int = Field(default=0, ge=0, description="drop this many next replies")
     corrupt_next: int = Field(default=0, ge=0, description="corrupt this many next replies")
     silent: bool = False

@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--corrupt-rate", type=float, help="chance each byte is corrupted, both ways")
     add("--drop-rate", type=float, help="chance a reply is never sent")
     add("--slow-s", type=float, help="delay before every reply")
+    add("--slow-notify-s", type=float, help="delay before every notification leaves")
     add("--jam", type=int, action="append", metavar="SLOT", help="this slot's latch jams")
     add("--overheat", type=int, action="append", metavar="SLOT", help="this battery is hot")
     add(
@@ -92,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     faults = data.setdefault("faults", {})
-    for flag in ("corrupt_rate", "drop_rate", "slow_s"):
+    for flag in ("corrupt_rate", "drop_rate", "slow_s", "slow_notify_s"):
         if getattr(args, flag) is not None:
             faults[flag] = getattr(args, flag)
     faults.update({flag: True for flag in ("silent", "garbage") if getattr(args, flag)})

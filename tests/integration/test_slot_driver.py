@@ -87,10 +87,20 @@ def test_normal_eject(sim: BoardSimulator, board: SerialBoard) -> None:
     assert report.slot == 3 and report.condition.name == "PRESENTED"
 
 
+def settled_hello(board: SerialBoard) -> None:
+    """A hello answered without a retry: no late reply to a resent hello is left to use up
+    a fault the test sets next."""
+    timeout_s, board.timeout_s = board.timeout_s, 5.0
+    try:
+        board.hello()
+    finally:
+        board.timeout_s = timeout_s
+
+
 def test_lost_reply_is_retried_without_a_second_eject(
     sim: BoardSimulator, board: SerialBoard
 ) -> None:
-    board.hello()
+    settled_hello(board)
     sim.faults.drop_next = 1
     result = board.eject(5, "rental-2")
     assert board.stats.retries >= 1
@@ -102,7 +112,7 @@ def test_lost_reply_is_retried_without_a_second_eject(
 
 
 def test_corrupted_bytes_are_detected_and_retried(sim: BoardSimulator, board: SerialBoard) -> None:
-    board.hello()
+    settled_hello(board)
     sim.faults.corrupt_next = 2
     assert board.hello().slots == 8
     assert board.stats.bad_frames >= 2 and board.stats.retries >= 2
@@ -187,6 +197,7 @@ def test_two_ejects_at_once_are_serialised(sim: BoardSimulator, board: SerialBoa
     assert second.started - first.started >= 0.3 - 0.01, "the second eject overlapped the first"
 
 
+@pytest.mark.parametrize("sim", [{"take_after_s": 600.0}], indirect=True)  # slot 3 stays out
 def test_reset_restarts_the_board_and_forgets_its_volatile_state(
     sim: BoardSimulator, board: SerialBoard, tmp_path: Path
 ) -> None:
@@ -235,18 +246,28 @@ def test_taken_powerbank_is_notified(sim: BoardSimulator, board: SerialBoard) ->
 
 
 @pytest.fixture
-def raw(sim: BoardSimulator) -> Iterator[Callable[[bytes], list[Packet]]]:
-    """Write raw bytes to the board and collect what it answers within 0.3 s."""
+def raw(sim: BoardSimulator) -> Iterator[Callable[..., list[Packet]]]:
+    """Write raw bytes to the board and collect its replies: until ``replies`` came (within
+    5 s, a loaded machine is slow), then 0.3 s more for any reply that should not come.
+    The board reads in order, so a late answer to bytes meant to get none shows up in the
+    next exchange's replies."""
     port = serial.serial_for_url(sim.path, timeout=0.05)
     decoder = StreamDecoder()
 
-    def exchange(data: bytes) -> list[Packet]:
+    def exchange(data: bytes, replies: int = 0) -> list[Packet]:
         port.write(data)
         got: list[Packet] = []
-        deadline = time.monotonic() + 0.3
-        while time.monotonic() < deadline:
-            got += [item for item in decoder.feed(port.read(512)) if isinstance(item, Packet)]
-        return [packet for packet in got if not packet.message.TYPE & 0x80]  # replies only
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and len(got) < replies:
+            got += read()
+        extra = time.monotonic() + 0.3
+        while time.monotonic() < extra:
+            got += read()
+        return got
+
+    def read() -> list[Packet]:
+        packets = [item for item in decoder.feed(port.read(512)) if isinstance(item, Packet)]
+        return [packet for packet in packets if not packet.message.TYPE & 0x80]  # replies only
 
     yield exchange
     port.close()
@@ -259,26 +280,27 @@ def _frame(body: bytes) -> bytes:
 
 
 def test_board_ignores_bad_crc_and_stays_alive(
-    sim: BoardSimulator, raw: Callable[[bytes], list[Packet]]
+    sim: BoardSimulator, raw: Callable[..., list[Packet]]
 ) -> None:
     frame = bytearray(encode(9, Eject(1, 42)))
     frame[-2] ^= 0x01  # the CRC's last byte
     assert raw(bytes(frame)) == []
-    assert sim.stats["bad_frames_in"] == 1 and sim.ejects == []
-    assert raw(encode(10, Hello())) == [Packet(10, HelloReply(1, 8, "sim-1.0"))]
+    assert raw(encode(10, Hello()), 1) == [Packet(10, HelloReply(1, 8, "sim-1.0"))]
+    assert sim.stats["bad_frames_in"] == 1 and sim.ejects == []  # read before the hello
 
 
-def test_board_refuses_unknown_command(raw: Callable[[bytes], list[Packet]]) -> None:
-    assert raw(_frame(bytes([11, 0x3E, 0]))) == [Packet(11, Nack(NackCode.UNKNOWN_COMMAND, 0x3E))]
+def test_board_refuses_unknown_command(raw: Callable[..., list[Packet]]) -> None:
+    unknown = _frame(bytes([11, 0x3E, 0]))
+    assert raw(unknown, 1) == [Packet(11, Nack(NackCode.UNKNOWN_COMMAND, 0x3E))]
 
 
 def test_board_drops_oversize_length_and_endless_runs(
-    sim: BoardSimulator, raw: Callable[[bytes], list[Packet]]
+    sim: BoardSimulator, raw: Callable[..., list[Packet]]
 ) -> None:
     assert raw(_frame(bytes([12, 0x03, 251]) + b"\x01" * 9)) == []
     assert raw(b"\x7f" * 5000) == []
     assert sim.ejects == []
-    assert raw(encode(13, Hello())) == [Packet(13, HelloReply(1, 8, "sim-1.0"))]
+    assert raw(encode(13, Hello()), 1) == [Packet(13, HelloReply(1, 8, "sim-1.0"))]
 
 
 def test_slot_out_of_range(sim: BoardSimulator, board: SerialBoard) -> None:
@@ -331,8 +353,9 @@ def test_scenario_file_overheats_a_battery(tmp_path: Path) -> None:
     scenario.write_text(
         'slots = 4\n[faults]\ndrop_rate = 0.0\n[[events]]\nat = 0.2\naction = "overheat"\nslot = 2\nvalue = 68\n'
     )
-    config = config_from_args(_parser().parse_args(["--scenario", str(scenario), "--jam", "3"]))
-    assert (config.slots, config.jammed) == (4, [3])
+    flags = ["--scenario", str(scenario), "--jam", "3", "--slow-notify-s", "0.3"]
+    config = config_from_args(_parser().parse_args(flags))
+    assert (config.slots, config.jammed, config.faults.slow_notify_s) == (4, [3], 0.3)
     outbox = Outbox(tmp_path / "outbox.db", "kiosk-test")
     inventory = Inventory(tmp_path / "slots.db", 4, outbox=outbox)
     with BoardSimulator(config) as simulator, SerialBoard(simulator.path, timeout_s=0.2) as driver:

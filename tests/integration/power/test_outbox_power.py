@@ -19,7 +19,7 @@ import pytest
 
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key
-from tests.integration.power.kit import Part, outbox_rows
+from tests.integration.power.kit import Part, earlier_boot, outbox_rows
 from tests.integration.power.lazyfs import PowerFolder
 from tests.integration.sync.cloudkit import Cloud, Kiosk, start_cloud
 
@@ -158,6 +158,7 @@ def test_a_number_a_cut_took_back_is_never_given_again(power: PowerFolder) -> No
     numbers they had were acknowledged to their writer and are never handed out again."""
     path = power.path / "outbox.sqlite"
     Outbox(path, KIOSK).close()
+    earlier_boot(power, power.path)
     writer = Part("append", str(path), KIOSK, "face.recognised", "150")
     try:
         writer.wait_for("done")

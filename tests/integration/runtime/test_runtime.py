@@ -462,8 +462,8 @@ def test_an_eject_the_board_did_not_confirm_is_asked_about_again_never_repeated(
 ) -> None:
     """The board accepts the eject, then falls silent: the rider is asked to wait, no
     failure is recorded, and once the board answers the same request id settles it."""
-    sim = BoardSimulator(
-        SimConfig(slots=2, filled=2, charge_rate=50, eject_s=1.5, take_after_s=1.0, seed=5)
+    sim = BoardSimulator(  # the latch takes 4 s: the board falls silent well before it opens
+        SimConfig(slots=2, filled=2, charge_rate=50, eject_s=4.0, take_after_s=1.0, seed=5)
     )
     sim.start()
     try:

@@ -185,13 +185,15 @@ def test_the_background_sweep_marks_rentals_while_the_api_runs(
         if store == "sqlite"
         else request.getfixturevalue("pg_url")
     )
-    cloud = start_cloud(url, rental_due_s=1, rental_lost_after_s=1, sweep_interval_s=0.2)
+    # due 3 s after it starts and lost 3 s later: the first look (a loaded machine's fresh
+    # cloud) sees it open, and "overdue" lasts long enough for the 0.1 s polls to see it
+    cloud = start_cloud(url, rental_due_s=3, rental_lost_after_s=3, sweep_interval_s=0.2)
     try:
         key = Ed25519PrivateKey.generate()
         cloud.register("kiosk-a", key)
         send(cloud, key, started(1, datetime.now(UTC)))
         states = []
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline and "lost" not in states:
             states.append(rentals(cloud)["r1"]["status"])
             time.sleep(0.1)

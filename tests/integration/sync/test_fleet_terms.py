@@ -327,8 +327,9 @@ def test_the_window_in_which_an_offline_kiosk_can_exceed_the_fleet_limit(
     window, after_return = heard - reached, heard - back
     print(f"offline window: {window:.2f} s ({offline_s:g} s offline, heard {after_return:.2f} s "
           f"after the network returned; roster_interval_s {roster_interval_s:g})")  # fmt: skip
-    assert after_return <= roster_interval_s + 1.5, after_return
-    assert offline_s <= window <= offline_s + roster_interval_s + 2.0
+    # about one roster interval (a loaded machine adds its own seconds, as the wait above)
+    assert after_return <= roster_interval_s + 4.0, after_return
+    assert offline_s <= window <= offline_s + roster_interval_s + 4.5
     # now both kiosks count the rider's two rentals and refuse a third anywhere
     for kiosk, own in ((a, "kiosk-a"), (b, "kiosk-b")):
         ann = kiosk.store.load().riders["ann"]

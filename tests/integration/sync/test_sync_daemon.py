@@ -3,6 +3,7 @@ live first, quarantine and move on, back off while the cloud is away, drain in o
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -70,12 +71,16 @@ def test_an_unregistered_kiosk_keeps_its_events_and_says_why(cloud: Cloud, kiosk
 def test_the_cloud_down_then_back_drains_the_backlog_in_order(tmp_path: Path) -> None:
     kiosk = make_kiosk(tmp_path)
     kiosk.rent(1500)
+    backdate = sqlite3.connect(kiosk.outbox.path)  # recorded an hour ago: a backlog
+    with backdate:
+        backdate.execute("UPDATE events SET created_at = created_at - 3600")
+    backdate.close()
     port = free_port()
     daemon = kiosk.daemon(
         f"http://127.0.0.1:{port}",
         max_events=100,
         interval_s=0.2,
-        live_window_s=1.0,
+        live_window_s=60.0,  # the live events stay live however slowly the backlog drains
         backoff=BackoffPolicy(base_s=0.05, cap_s=0.3),
     )
     runner = threading.Thread(target=daemon.run, daemon=True)
@@ -85,7 +90,6 @@ def test_the_cloud_down_then_back_drains_the_backlog_in_order(tmp_path: Path) ->
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "cannot connect" in (kiosk.outbox.stats().last_error or "")
-    time.sleep(1.2)  # the backlog is no longer live
     cloud = start_cloud(f"sqlite:///{tmp_path / 'cloud.sqlite'}", port=port)
     try:
         cloud.register(kiosk.kiosk_id, kiosk.key)

@@ -49,6 +49,7 @@ class Cloud:
         model: str = MODEL,
         kiosk_id: str | None = None,
         nonce: str | None = None,
+        auto_set: list[str] | None = None,
     ) -> bytes:
         body = build_delta(
             kiosk_id=kiosk_id or self.kiosk_id,
@@ -62,6 +63,8 @@ class Cloud:
             full=full,
             nonce=nonce,
         )
+        if auto_set is not None:  # the kiosk's automatic set, as the cloud adds it
+            body = body.model_copy(update={"auto_set": tuple(auto_set)})
         return sign_delta(body, self.roster_key)
 
     def current(self, version: int, nonce: str, kiosk_id: str | None = None) -> bytes:

@@ -6,27 +6,29 @@ not refused; with no set, every rider is asked for a claim, as before."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 
 from cloud_sync.roster_wire import RiderRecord, Template
+from cloud_sync.signing import public_key_text
+from edge.vault.keys import device_keys
 from edge.vault.live import open_roster
 from hardware.sim import BoardSimulator
 from models.encoder import FaceEngine
 from models.images import read_image
 from tests.integration.runtime import test_runtime
 from tests.integration.runtime.test_runtime import config, frames, running, wait_for
+from tests.vault_helpers import Cloud
 
 board = test_runtime.board
 engine = test_runtime.engine
 FILLERS = 430  # past the 410 riders the shipped operating points decide automatically for
 
 
-def big_roster(state: Path, engine: FaceEngine, photo: Path, chosen: list[str] | None) -> None:
-    """rider-3 from ``photo`` and random riders; ``chosen`` is the automatic set as a cloud
-    delta leaves it in the roster file (table ``auto_set``, meta ``auto_set``)."""
+def big_roster(state: Path, engine: FaceEngine, photo: Path, chosen: list[str] | None) -> str:
+    """rider-3 from ``photo`` and random riders; ``chosen`` is the automatic set, applied
+    from a delta signed by a cloud roster key. Returns that key, which the kiosk pins."""
     image = read_image(photo)
     vector = engine.encode(image, max(engine.detect(image), key=lambda box: box.area))
     store = open_roster(state / "roster.sqlite", state / "keys", "kiosk-e2e")
@@ -38,18 +40,27 @@ def big_roster(state: Path, engine: FaceEngine, photo: Path, chosen: list[str] |
         random *= 1.2 / np.linalg.norm(random)  # far from every real face
         store.enrol(f"filler-{n:03d}", RiderRecord(f"Filler {n}", (Template(model, random),)))
     store.close()
+    cloud = Cloud("kiosk-e2e", device_keys(state / "keys"))
+    pinned = public_key_text(cloud.roster_key)
     if chosen is not None:
-        with sqlite3.connect(state / "roster.sqlite") as db:
-            db.executemany("INSERT INTO auto_set (person_id) VALUES (?)", [(p,) for p in chosen])
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('auto_set', '1')")
+        store = open_roster(state / "roster.sqlite", state / "keys", "kiosk-e2e", pinned)
+        try:
+            delta = cloud.delta(store.version, store.version + 1, model=model, auto_set=chosen)
+            assert store.apply_delta(delta).auto_set == len(chosen)
+        finally:
+            store.close()
+    return pinned
 
 
 def test_a_rider_in_the_automatic_set_rents_at_a_look(
     tmp_path: Path, dev_faces: Path, engine: FaceEngine, board: BoardSimulator
 ) -> None:
-    big_roster(tmp_path, engine, dev_faces / "person_03" / "01.jpg", ["rider-3", "filler-001"])
+    pinned = big_roster(
+        tmp_path, engine, dev_faces / "person_03" / "01.jpg", ["rider-3", "filler-001"]
+    )
     images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 12, blanks=60)
-    with running(config(tmp_path, images, board.path)) as kiosk:
+    roster = {"cloud_roster_key": pinned}
+    with running(config(tmp_path, images, board.path, roster=roster)) as kiosk:
         wait_for(lambda: any(s["key"] == "take" for s in kiosk.screens), timeout=60)
         assert not any(s["key"] == "claim" for s in kiosk.screens)
     assert len(board.ejects) == 1
@@ -58,9 +69,11 @@ def test_a_rider_in_the_automatic_set_rents_at_a_look(
 def test_a_rider_outside_the_set_is_offered_the_claim_step_not_refused(
     tmp_path: Path, dev_faces: Path, engine: FaceEngine, board: BoardSimulator
 ) -> None:
-    big_roster(tmp_path, engine, dev_faces / "person_03" / "01.jpg", ["filler-001"])
+    pinned = big_roster(tmp_path, engine, dev_faces / "person_03" / "01.jpg", ["filler-001"])
     images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 40)
-    with running(config(tmp_path, images, board.path, camera={"loop": True})) as kiosk:
+    roster = {"cloud_roster_key": pinned}
+    camera = {"loop": True}
+    with running(config(tmp_path, images, board.path, camera=camera, roster=roster)) as kiosk:
         wait_for(lambda: kiosk.shows("claim"), timeout=60)
         assert not any(s["key"] == "not_recognised" for s in kiosk.screens)
     assert board.ejects == []

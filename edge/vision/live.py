@@ -316,10 +316,9 @@ class LivePipeline:
             track.refused = record
             track.verdict = None
             if claimable and track.encodings:
-                first = tuple(track.encodings)
-                gathered = ClaimWindow(max(1, self.config.claim_frames), first)
+                gathered = ClaimWindow(max(1, self.config.claim_frames), track.encodings)
                 track.claim_window = gathered
-                claim = ClaimNeeded(track.number, first, self.gallery.people, gathered)
+                claim = ClaimNeeded(track.number, gathered, self.gallery.people)
         if hint is None and live_state is not None and live_state.status != "passed":
             hint = live_state.hint
         person = track.decided.person_id if track.decided else None

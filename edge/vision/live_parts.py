@@ -80,19 +80,18 @@ class LiveConfig:
 
 @dataclass(frozen=True, repr=False)
 class ClaimNeeded:
-    """A face the policy sent to the claim step: the track, and its last encodings (newest
-    last), held in memory for the 1:1 check only. ``window``, when given, keeps growing with
-    the face's frames while the rider types (``LiveConfig.claim_frames``). ``repr`` never
-    shows the encodings."""
+    """A face the policy sent to the claim step: the track, and its encodings (newest last)
+    held in memory for the 1:1 check only. ``window`` starts with the vote's and keeps
+    growing with the face's frames while the rider types (``LiveConfig.claim_frames``).
+    ``repr`` never shows the encodings."""
 
     track: int
-    encodings: tuple[Vector, ...]
+    window: ClaimWindow
     roster_people: int
-    window: ClaimWindow | None = None
 
     def frames(self) -> tuple[Vector, ...]:
         """The encodings gathered so far (the vote's, and those seen since)."""
-        return self.window.frames() if self.window is not None else self.encodings
+        return self.window.frames()
 
     def __repr__(self) -> str:
         return f"ClaimNeeded(track={self.track}, encodings={len(self.frames())})"

@@ -171,7 +171,9 @@ def test_a_claim_required_face_hands_over_its_encodings_once() -> None:
     decided = [o for o in outcomes if o.record]
     assert [(o.record.reason, o.record.person_id) for o in decided] == [(CLAIM_REQUIRED, None)]
     claim = decided[0].claim
-    assert claim is not None and len(claim.encodings) == 2 and claim.roster_people == 2
+    assert claim is not None and claim.roster_people == 2
+    # the vote's two, then what the face gave since, never past the claim step's window
+    assert 2 <= len(claim.frames()) <= LiveConfig().claim_frames
     assert np.allclose(fuse(claim.frames()), VECTORS[1] + 0.01)
     assert f"encodings={len(claim.frames())}" in repr(claim)
     assert "0.0" not in repr(claim)  # no template values

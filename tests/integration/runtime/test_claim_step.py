@@ -12,6 +12,7 @@ from cloud_sync.roster_wire import RiderRecord, Template
 from edge.runtime.claim_step import ClaimStep, ClaimVerified, NeedsClaim, default_policy
 from edge.vault.live import open_roster
 from edge.vision.claim import ClaimLockout
+from edge.vision.consensus import ClaimWindow
 from edge.vision.live import ClaimNeeded
 from edge.vision.matcher import Gallery
 from hardware.sim import BoardSimulator
@@ -47,7 +48,7 @@ def step(clock: list[float]) -> ClaimStep:
 
 
 def face(name: str, track: int = 1) -> ClaimNeeded:
-    return ClaimNeeded(track, (VECTORS[name] + 0.005,), 3)
+    return ClaimNeeded(track, ClaimWindow(8, [VECTORS[name] + 0.005]), 3)
 
 
 def test_the_right_code_verifies_the_face() -> None:

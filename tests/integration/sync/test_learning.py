@@ -28,7 +28,7 @@ from cloud_sync.template_seal import seal_template
 from edge.runtime.claim_step import ClaimStep, claims_of, default_policy
 from edge.runtime.learning import TemplateLearner
 from edge.vision.claim import ClaimLockout
-from edge.vision.consensus import fuse
+from edge.vision.consensus import ClaimWindow, fuse
 from edge.vision.frames import camera_frames
 from edge.vision.live import ClaimNeeded
 from edge.vision.setup import gallery_of
@@ -156,7 +156,7 @@ def test_a_claim_verified_visit_reaches_the_cloud_sealed_and_the_next_pull_carri
         lambda: 0.0,
     )
     frames = encodings_of(engine, person / "02.jpg", frames=3)
-    verified = claims.check(ClaimNeeded(1, frames, gallery.people), CODE)
+    verified = claims.check(ClaimNeeded(1, ClaimWindow(8, frames), gallery.people), CODE)
     assert verified.person_id == "rider-3", verified.reason
     proposer = TemplateLearner(  # the kiosk's own limits: one per visit, two a day
         kiosk.kiosk_id, engine.model_version, kiosk.store.cloud_data_key, kiosk.base.outbox.append

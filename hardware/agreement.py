@@ -39,6 +39,7 @@ __all__ = [
     "check_notification",
     "check_outcome",
     "check_reply",
+    "check_settled",
     "check_status",
     "check_version",
 ]
@@ -154,6 +155,19 @@ def check_outcome(request: Eject, note: EjectNote, reply: EjectReply | None) -> 
         raise ContradictionError(
             f"{name} for the eject of slot {request.slot} names powerbank"
             f" {note.powerbank_id!r}; the board answered the eject with {reply.powerbank_id!r}"
+        )
+
+
+def check_settled(request: Eject, note: Ejected | Jammed | None, outcome: EjectOutcome) -> None:
+    """The outcome an eject ends with against the notification the board sent about it (a
+    notification that arrived while the driver asked again, whose answer settled it)."""
+    if note is None:
+        return
+    said = EjectOutcome.JAMMED if isinstance(note, Jammed) else EjectOutcome.PRESENTED
+    if outcome != said:
+        raise ContradictionError(
+            f"eject of slot {request.slot}: the board sent {type(note).__name__}, and asked"
+            f" again answered {outcome.name.lower()}"
         )
 
 

@@ -19,6 +19,7 @@ from hardware.agreement import (
     check_eject_reply,
     check_notification,
     check_outcome,
+    check_settled,
     check_status,
 )
 from hardware.board import BoardEvent, BoardInfo, EjectResult
@@ -249,6 +250,11 @@ class SerialBoard(SerialLink):
                 duplicate, outcome = True, reply.outcome
         if watch.error is not None:  # a notification contradicted it while we asked again
             raise watch.error
+        try:  # one that arrived while we asked again must agree with the answer
+            check_settled(watch.request, watch.note, outcome)
+        except ContradictionError as exc:
+            self._refused(exc, type(reply).__name__)
+            raise
         if outcome == EjectOutcome.JAMMED:
             raise SlotJammedError(f"slot {slot}: the latch jammed; the slot is out of service")
         log.info("slot ejected", slot=slot, request_id=request_id, outcome=outcome.name.lower())

@@ -40,6 +40,7 @@ Lie = Literal[
     "repeat_powerbank",  # an eject asked again names another powerbank
     "outcome_slot",  # Ejected, Relocked or Jammed names another slot
     "outcome_powerbank",  # Ejected or Relocked names another powerbank
+    "outcome_jammed",  # Ejected sent as Jammed (the latch opened; the board says it jammed)
     "hello_version",  # HelloReply claims another protocol version
     "booted_version",  # Booted claims another protocol version
     "status_total",  # StatusReply counts one slot more than the board has
@@ -72,6 +73,8 @@ def tell(lie: Lie | None, message: M, slots: int) -> Message:
             return replace(message, slot=_other(message.slot, slots))
         if lie == "outcome_powerbank" and not isinstance(message, Jammed):
             return replace(message, powerbank_id=_other_id(message.powerbank_id))
+        if lie == "outcome_jammed" and isinstance(message, Ejected):
+            return Jammed(message.slot, message.request_id)
     if isinstance(message, HelloReply | Booted) and lie in ("hello_version", "booted_version"):
         wanted = HelloReply if lie == "hello_version" else Booted
         if isinstance(message, wanted):

@@ -135,18 +135,26 @@ def test_an_eject_answer_that_contradicts_the_eject_is_never_a_confirmation(
     [{"eject_s": 1.0, "notify_retry_s": 5.0, "faults": {"slow_s": 0.8, "slow_notify_s": 2.2}}],
     indirect=True,
 )
+@pytest.mark.parametrize(
+    ("lie", "message"),
+    [
+        ("outcome_slot", "names slot 4"),
+        ("outcome_jammed", "the board sent Jammed, and asked again answered presented"),
+    ],
+)
 def test_a_lie_that_arrives_while_the_driver_asks_again_is_not_ignored(
-    sim: BoardSimulator, tmp_path: Path
+    sim: BoardSimulator, lie: Lie, message: str
 ) -> None:
     with SerialBoard(sim.path, timeout_s=1.0, retries=3, backoff_s=0.01) as board:
         until(board, lambda event: isinstance(event, Booted))
         board.hello()
-        sim.faults.lie = "outcome_slot"
-        with pytest.raises(ContradictionError, match="names slot 4"):
+        sim.faults.lie = lie
+        with pytest.raises(ContradictionError, match=message):
             board.eject(3, "rental-asked-twice")
         assert [(record.slot, record.request_id) for record in sim.ejects] == [
             (3, wire_request_id("rental-asked-twice"))
         ]
+        assert board.stats.contradictions == 1
 
 
 @pytest.mark.parametrize("sim", [{"jammed": [3]}], indirect=True)

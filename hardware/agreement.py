@@ -160,11 +160,12 @@ def check_outcome(request: Eject, note: EjectNote, reply: EjectReply | None) -> 
 
 def check_settled(request: Eject, note: Ejected | Jammed | None, outcome: EjectOutcome) -> None:
     """The outcome an eject ends with against the notification the board sent about it (a
-    notification that arrived while the driver asked again, whose answer settled it)."""
+    notification that arrived while the driver asked again, whose answer settled it).
+    Presented, taken and relocked all follow an ``Ejected``; only jammed follows a
+    ``Jammed``."""
     if note is None:
         return
-    said = EjectOutcome.JAMMED if isinstance(note, Jammed) else EjectOutcome.PRESENTED
-    if outcome != said:
+    if isinstance(note, Jammed) != (outcome == EjectOutcome.JAMMED):
         raise ContradictionError(
             f"eject of slot {request.slot}: the board sent {type(note).__name__}, and asked"
             f" again answered {outcome.name.lower()}"

@@ -29,6 +29,7 @@ from hardware.errors import (
     BoardRefusedError,
     BoardTimeoutError,
     ContradictionError,
+    EjectForgottenError,
     ProtocolVersionError,
     SlotJammedError,
     SlotRangeError,
@@ -62,6 +63,7 @@ from hardware.protocol import wire_request_id
 __all__ = ["SerialBoard"]
 
 REMEMBERED_CONTRADICTIONS = 64  # request ids whose answers contradicted them
+REMEMBERED_SENT = 256  # request ids sent, with the board's restarts counted at the time
 
 
 class _EjectWatch:
@@ -104,6 +106,8 @@ class SerialBoard(SerialLink):
         self._eject_lock = threading.Lock()
         self._watches: dict[int, _EjectWatch] = {}
         self._contradicted: OrderedDict[int, str] = OrderedDict()
+        self._boots = 0  # Booted notifications seen: the board forgets its ejects at each
+        self._sent: OrderedDict[int, int] = OrderedDict()  # request id -> _boots when sent
 
     @classmethod
     def from_config(cls, config: BoardConfig, **kwargs: object) -> SerialBoard:
@@ -122,6 +126,8 @@ class SerialBoard(SerialLink):
     def _on_notification(self, note: Notification) -> None:
         slots = None if self.info is None else self.info.slots
         if isinstance(note, Booted):  # a restart: what the board said at hello is void
+            with self._cond:
+                self._boots += 1
             self.info = None
             check_notification(note, slots)
             self.info = BoardInfo(note.protocol, note.slots, note.firmware)
@@ -230,6 +236,7 @@ class SerialBoard(SerialLink):
         slot = watch.request.slot
         deadline = time.monotonic() + self.eject_timeout_s
         poll_s = max(2 * self.timeout_s, 0.02)
+        self._check_remembered(watch.request)
         reply = first = watch.reply = self._eject_request(watch, None)
         duplicate, outcome = reply.duplicate, reply.outcome
         while outcome == EjectOutcome.ACCEPTED:
@@ -246,7 +253,13 @@ class SerialBoard(SerialLink):
                 ok = isinstance(note, Ejected)
                 outcome = EjectOutcome.PRESENTED if ok else EjectOutcome.JAMMED
             else:  # the notification may be lost: ask again, with the same request id
-                reply = self._eject_request(watch, first)
+                self._check_remembered(watch.request)
+                try:
+                    reply = self._eject_request(watch, first)
+                except BoardError:
+                    if watch.error is not None:  # a notification said more meanwhile
+                        raise watch.error from None
+                    raise
                 duplicate, outcome = True, reply.outcome
         if watch.error is not None:  # a notification contradicted it while we asked again
             raise watch.error
@@ -260,12 +273,38 @@ class SerialBoard(SerialLink):
         log.info("slot ejected", slot=slot, request_id=request_id, outcome=outcome.name.lower())
         return EjectResult(slot, request_id, reply.powerbank_id, outcome, duplicate)
 
+    def _check_remembered(self, request: Eject) -> None:
+        """Before an eject is sent (or sent again): ``EjectForgottenError`` when the board
+        restarted since this request id was first sent. It has forgotten the request, so
+        it would answer as if it were new: perhaps refuse it, perhaps eject again."""
+        with self._cond:
+            boots = self._boots
+            sent = self._sent.setdefault(request.request_id, boots)
+            self._sent.move_to_end(request.request_id)
+            while len(self._sent) > REMEMBERED_SENT:
+                self._sent.popitem(last=False)
+        if sent != boots:
+            error = EjectForgottenError(
+                f"slot {request.slot}: the board restarted after request"
+                f" {request.request_id:016x} was sent; what became of that eject is unknown"
+            )
+            log.warning("board restarted during an eject", error=str(error))
+            raise error
+
     def _eject_request(self, watch: _EjectWatch, first: EjectReply | None) -> EjectReply:
         slot = watch.request.slot
         try:
             reply = self.request(watch.request, EjectReply)
         except BoardRefusedError as exc:
-            exc.args = (f"slot {slot}: eject refused: {NackCode(exc.code).name.lower()}",)
+            code = NackCode(exc.code).name.lower()
+            if first is not None:  # it accepted the request, and no longer knows it
+                error = EjectForgottenError(
+                    f"slot {slot}: asked again about request {watch.request.request_id:016x},"
+                    f" the board refused it ({code}); what became of that eject is unknown"
+                )
+                self._refused(error, "Nack")
+                raise error from None
+            exc.args = (f"slot {slot}: eject refused: {code}",)
             raise
         try:
             check_eject_reply(watch.request, reply, first)

@@ -18,7 +18,9 @@ The tree, by phase::
         │   ├── PayloadError                    a known type whose payload is malformed
         │   └── ContradictionError              a well-formed answer that contradicts its request
         │       │                               or what the board said at hello
-        │       └── ProtocolVersionError        the board speaks another protocol version
+        │       ├── ProtocolVersionError        the board speaks another protocol version
+        │       └── EjectForgottenError         the board restarted, or no longer knows an
+        │                                       eject asked again: its outcome is unknown
         ├── SlotRangeError (ValueError)         a slot number outside 1..slots
         ├── BoardRefusedError                   the board answered NACK; ``code`` says why
         └── EjectError                          an eject did not present a powerbank
@@ -103,6 +105,12 @@ class ContradictionError(ProtocolError):
 
 class ProtocolVersionError(ContradictionError):
     """The board claims a protocol version other than the one this kiosk speaks."""
+
+
+class EjectForgottenError(ContradictionError):
+    """The board can no longer say what became of an eject: it restarted after the request
+    was sent, or refused it when asked again. Handled as a contradiction: never asked
+    again, settled from the slot's status."""
 
 
 class SlotRangeError(BoardError, ValueError):

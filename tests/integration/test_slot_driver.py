@@ -18,6 +18,7 @@ from hardware.errors import (
     BoardConnectError,
     BoardRefusedError,
     BoardTimeoutError,
+    EjectForgottenError,
     ProtocolError,
     SlotJammedError,
     SlotRangeError,
@@ -220,8 +221,14 @@ def test_reset_restarts_the_board_and_forgets_its_volatile_state(
     slot = inventory.slot(2)
     assert not slot.board_disabled, "the board kept its disabled flag through a reset"
     assert slot.state == SlotState.DISABLED  # the technician's flag on the kiosk holds
-    with pytest.raises(BoardRefusedError) as refused:  # the request id is forgotten
+    # the board has forgotten the request id: the driver never sends it again (the board
+    # would take it for a new eject); what became of it is for the slot's status to say
+    before = sim.stats["frames_in"]
+    with pytest.raises(EjectForgottenError, match="restarted after request"):
         board.eject(3, "before-reset")
+    assert sim.stats["frames_in"] == before and len(sim.ejects) == 1
+    with pytest.raises(BoardRefusedError) as refused:  # as the board itself says
+        board.request(Eject(3, wire_request_id("before-reset")), EjectReply)
     assert refused.value.code == NackCode.SLOT_BUSY  # still presented, not a duplicate
     assert len(sim.ejects) == 1
 

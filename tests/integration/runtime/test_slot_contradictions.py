@@ -21,7 +21,12 @@ from edge.cabinet.slots import Inventory, SlotState, eject_slot
 from edge.runtime.board_worker import BoardWorker, Refreshed
 from hardware.board import BoardEvent, BoardOffline
 from hardware.driver import SerialBoard
-from hardware.errors import ContradictionError, ProtocolVersionError, SlotJammedError
+from hardware.errors import (
+    ContradictionError,
+    EjectForgottenError,
+    ProtocolVersionError,
+    SlotJammedError,
+)
 from hardware.messages import Booted, Fault, FaultCode
 from hardware.protocol import wire_request_id
 from hardware.sim import BoardSimulator
@@ -155,6 +160,42 @@ def test_a_lie_that_arrives_while_the_driver_asks_again_is_not_ignored(
             (3, wire_request_id("rental-asked-twice"))
         ]
         assert board.stats.contradictions == 1
+
+
+# the board's notifications leave 3 s late: the driver asks again (after 0.6 s) before it
+# hears of the restart a technician's reset caused while the latch was opening
+@pytest.mark.parametrize(
+    "sim",
+    [{"eject_s": 0.3, "notify_retry_s": 5.0, "faults": {"slow_notify_s": 3.0}}],
+    indirect=True,
+)
+def test_a_board_restarted_during_an_eject_is_never_taken_as_refusing_it(
+    sim: BoardSimulator, board: SerialBoard
+) -> None:
+    board.timeout_s = 0.3
+    outcome: list[BaseException | object] = []
+
+    def eject() -> None:
+        try:
+            outcome.append(board.eject(3, "rental-across-a-reset"))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=eject)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not sim.ejects and time.monotonic() < deadline:
+        time.sleep(0.01)
+    board.reset()  # accepted, then the board restarts and forgets the request
+    worker.join(timeout=20)
+    [error] = outcome
+    # refused when asked again ("slot busy": the powerbank stands out): not "nothing
+    # ejected", which would record a failed rental for a rider holding the powerbank
+    assert isinstance(error, EjectForgottenError), error
+    assert "refused it (slot_busy)" in str(error)
+    assert len(sim.ejects) == 1
+    with pytest.raises(ContradictionError):  # and never asked about again
+        board.eject(3, "rental-across-a-reset")
 
 
 @pytest.mark.parametrize("sim", [{"jammed": [3]}], indirect=True)

@@ -198,6 +198,7 @@ class SerialBoard(SerialLink):
         self.request(SetIndicator(slot, colour, pattern), Ack)
 
     def reset(self) -> None:
+        self._boot_expected = True  # the Booted that follows is a restart, not a repeat
         self.request(Reset(), Ack)
 
     def eject(self, slot: int, request_id: str) -> EjectResult:

@@ -51,6 +51,10 @@ from hardware.protocol import Packet, StreamDecoder, encode
 log = structlog.get_logger("hardware.board")
 R = TypeVar("R", bound=Reply)
 _SERIAL_ERRORS = (serial.SerialException, OSError, ValueError, TypeError, AttributeError)
+#: A Booted that repeats the last one (same SEQ, no notification between) within this many
+#: seconds of it is the board sending it again for want of an acknowledgement, not a
+#: second restart (the board repeats every 100 ms, at most 5 times)
+REPEATED_BOOTED_S = 2.0
 
 
 class _Port(Protocol):
@@ -103,6 +107,8 @@ class SerialLink:
         self._decoder = StreamDecoder()
         self._seq = itertools.count(1)
         self._last_note: int | None = None
+        self._last_booted: tuple[Booted, float] | None = None  # and when it last came
+        self._boot_expected = False  # a Reset was sent: its Booted is never a repeat
         self._online = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -245,6 +251,9 @@ class SerialLink:
         with contextlib.suppress(BoardConnectError):
             self._write(encode(seq, NotifyAck()))
         if isinstance(note, Booted):
+            if self._repeated_boot(seq, note):
+                self.stats.duplicate_notifications += 1
+                return
             self._last_note = None
         elif seq == self._last_note:
             self.stats.duplicate_notifications += 1
@@ -258,6 +267,18 @@ class SerialLink:
             return
         self._set_online(True)
         self._emit(note)
+
+    def _repeated_boot(self, seq: int, note: Booted) -> bool:
+        now, last = time.monotonic(), self._last_booted
+        self._last_booted = (note, now)
+        expected, self._boot_expected = self._boot_expected, False
+        return (
+            not expected
+            and last is not None
+            and seq == self._last_note
+            and last[0] == note
+            and now - last[1] < REPEATED_BOOTED_S
+        )
 
     def _on_notification(self, note: Notification) -> None:
         """Hook for subclasses, run on the reader thread before the event is delivered;

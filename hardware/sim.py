@@ -263,6 +263,9 @@ class BoardSimulator:
     def _answer(self, packet: Packet) -> None:
         message = packet.message
         if isinstance(message, NotifyAck):
+            if self.faults.lose_acks:  # lost on the line: the notification is sent again
+                self.faults.lose_acks -= 1
+                return
             if self._inflight is not None and self._inflight[0] == packet.seq:
                 self._inflight = None
             return

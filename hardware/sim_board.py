@@ -81,6 +81,9 @@ class LineFaults(BaseModel):
     )
     drop_next: int = Field(default=0, ge=0, description="drop this many next replies")
     corrupt_next: int = Field(default=0, ge=0, description="corrupt this many next replies")
+    lose_acks: int = Field(
+        default=0, ge=0, description="lose this many next NotifyAcks: the board repeats"
+    )
     silent: bool = False
     garbage: bool = False
     lie: Lie | None = Field(default=None, description="answers that contradict their request")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -257,6 +258,9 @@ class Inventory:
         ``battery``: when a powerbank is flagged and not rented (``edge.cabinet.battery``)."""
         self.path, self.outbox, self.min_charge, self._clock = path, outbox, min_charge, clock
         self.read_only = read_only
+        # the board's events, the eject worker and the status refresh change slots from
+        # their own threads: one at a time, each read-change-store whole (one connection)
+        self._lock = threading.RLock()
         self.board_online = False
         self.door = DoorState.CLOSED
         try:
@@ -325,7 +329,8 @@ class Inventory:
     # -- reading -------------------------------------------------------------------------
 
     def slots(self) -> list[Slot]:
-        return [self._slots[number] for number in sorted(self._slots)]
+        with self._lock:
+            return [self._slots[number] for number in sorted(self._slots)]
 
     def slot(self, number: int) -> Slot:
         return self._slots[number]
@@ -333,17 +338,19 @@ class Inventory:
     def choose(self, min_charge: int | None = None) -> int | None:
         """The slot to eject (charged to ``min_charge``, by default the inventory's), or
         None: none is, or the board is offline or open."""
-        if not self.board_online or self.door != DoorState.CLOSED:
-            return None
-        return choose_slot(
-            self._slots.values(),
-            self.min_charge if min_charge is None else min_charge,
-            skip=self.battery.flags().keys(),
-        )
+        with self._lock:
+            if not self.board_online or self.door != DoorState.CLOSED:
+                return None
+            return choose_slot(
+                list(self._slots.values()),
+                self.min_charge if min_charge is None else min_charge,
+                skip=self.battery.flags().keys(),
+            )
 
     # -- changing ------------------------------------------------------------------------
 
     def _save(self, slot: Slot, note: FaultNote | None = None) -> None:
+        """Store ``slot`` (the caller holds ``_lock`` since it read the slot it changed)."""
         previous = self._slots[slot.number]
         if note is not None or (slot.condition == S.FAULT and previous.condition != S.FAULT):
             self._record(note or FaultNote(slot.number, slot.fault or "fault"))
@@ -363,23 +370,26 @@ class Inventory:
             self.outbox.append("slot.fault", slot=note.slot, code=note.code, detail=note.detail)
 
     def _move(self, number: int, event: str, **data: Any) -> None:
-        if number in self._slots:
-            self._save(transition(self._slots[number], event, self.min_charge, **data))
+        with self._lock:
+            if number in self._slots:
+                self._save(transition(self._slots[number], event, self.min_charge, **data))
 
     def sync(self, reports: Sequence[SlotReport]) -> None:
         """Take the board's status of every slot as the truth."""
-        for report in reports:
-            if report.slot in self._slots:
-                self._save(from_report(report, self.min_charge, self._slots[report.slot]))
-        for flag in self.battery.observe(self.slots()):
-            self._record(FaultNote(flag.slot, f"battery_{flag.reason}", flag.detail))
+        with self._lock:
+            for report in reports:
+                if report.slot in self._slots:
+                    self._save(from_report(report, self.min_charge, self._slots[report.slot]))
+            for flag in self.battery.observe(self.slots()):
+                self._record(FaultNote(flag.slot, f"battery_{flag.reason}", flag.detail))
 
     def set_disabled(self, number: int, disabled: bool, *, on_board: bool = False) -> None:
         """The technician's flag; ``on_board``: the board confirmed it, so its flag is too."""
-        slot = replace(self._slots[number], disabled=disabled)
-        if on_board:
-            slot = replace(slot, board_disabled=disabled)
-        self._save(slot)
+        with self._lock:
+            slot = replace(self._slots[number], disabled=disabled)
+            if on_board:
+                slot = replace(slot, board_disabled=disabled)
+            self._save(slot)
 
     def begin_eject(self, number: int, request_id: str) -> None:
         self._move(number, "eject", request_id=request_id)
@@ -397,6 +407,10 @@ class Inventory:
 
     def apply(self, event: BoardEvent) -> None:
         """Follow one event from the driver."""
+        with self._lock:
+            self._apply(event)
+
+    def _apply(self, event: BoardEvent) -> None:
         if isinstance(event, BoardOnline | BoardOffline):
             online = isinstance(event, BoardOnline)
             if self.board_online and not online:

@@ -112,6 +112,28 @@ def test_lost_reply_is_retried_without_a_second_eject(
     assert again.duplicate and len(sim.ejects) == 1
 
 
+def test_a_booted_the_board_repeats_is_one_restart_never_a_forgotten_eject(
+    sim: BoardSimulator, board: SerialBoard
+) -> None:
+    settled_hello(board)
+    while board.next_event(timeout=0.3) is not None:
+        pass
+    sim.faults.lose_acks = 4  # the restart's Booted is acknowledged but the board repeats it
+    board.reset()
+    assert wait_for(board, lambda e: isinstance(e, Booted)) == Booted(1, 8, "sim-1.0")
+    sim.faults.drop_next = 1  # the eject's answer is lost: asked again while the repeats come
+    result = board.eject(5, "after-reset")
+    assert result.outcome == EjectOutcome.PRESENTED and result.duplicate
+    assert len(sim.ejects) == 1
+    later: list[BoardEvent] = []
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if (event := board.next_event(timeout=0.05)) is not None:
+            later.append(event)
+    assert not any(isinstance(event, Booted) for event in later), later
+    assert board.stats.duplicate_notifications >= 3
+
+
 def test_corrupted_bytes_are_detected_and_retried(sim: BoardSimulator, board: SerialBoard) -> None:
     settled_hello(board)
     sim.faults.corrupt_next = 2

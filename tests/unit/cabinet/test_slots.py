@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -336,3 +337,64 @@ def test_the_inventorys_least_charge_decides_ready_and_the_choice(tmp_path: Path
     assert inventory.choose() == 2
     assert inventory.choose(min_charge=97) is None
     assert inventory.choose(min_charge=50) == 2  # still the fullest
+
+
+def test_threads_that_change_slots_at_once_never_break_the_store(
+    tmp_path: Path, inventory: Inventory, outbox: Outbox
+) -> None:
+    """``kiosk run`` changes slots from the board's events, the eject worker and the status
+    refresh at once, over one SQLite connection; a jam reaches the worker (its eject fails)
+    and the event thread (``Jammed``) together and is recorded once."""
+    import threading
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def guarded(work: Callable[[int], None]) -> Callable[[], None]:
+        def run() -> None:
+            start.wait()
+            try:
+                for turn in range(150):
+                    work(turn)
+            except BaseException as exc:
+                errors.append(exc)
+
+        return run
+
+    def events(turn: int) -> None:
+        inventory.apply(Removed(4, f"PB{turn}") if turn % 2 else Inserted(4, 90, f"PB{turn}"))
+
+    def worker(turn: int) -> None:
+        inventory.begin_eject(1, f"r-{turn}")
+        inventory.ejected(EjectResult(1, f"r-{turn}", "PB1", EjectOutcome.RELOCKED, False))
+
+    def refresh(turn: int) -> None:
+        inventory.sync(
+            [SlotReport(2, SlotCondition.DOCKED, charge=90 + turn % 5, powerbank_id="PB2")]
+        )
+
+    threads = [threading.Thread(target=guarded(w)) for w in (events, worker, refresh)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [], errors
+
+    def jam_from(side: str) -> None:
+        start.wait()
+        if side == "worker":
+            inventory.eject_failed(3, SlotJammedError("jammed"))
+        else:
+            inventory.apply(Jammed(3, 9))
+
+    start = threading.Barrier(2)
+    inventory.begin_eject(3, "r-jam")
+    jams = [threading.Thread(target=jam_from, args=(side,)) for side in ("worker", "events")]
+    for thread in jams:
+        thread.start()
+    for thread in jams:
+        thread.join(timeout=10)
+    assert [fault for fault in faults(outbox) if fault[0] == 3] == [(3, "latch_jammed")]
+    reopened = Inventory(tmp_path / "slots.db", 4)
+    assert [s.state for s in reopened.slots()] == [s.state for s in inventory.slots()]
+    reopened.close()

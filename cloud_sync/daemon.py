@@ -123,7 +123,8 @@ class SyncDaemon:
     def _sleep(self, seconds: float) -> bool:
         """Wait; True when woken before the time was up. Raises ``_Stop`` when stopping."""
         woken = self._wake.wait(seconds)
-        self._wake.clear()
+        if woken:  # cleared only when seen: a wake that comes as the time runs out stays
+            self._wake.clear()
         if self._stop.is_set():
             raise _Stop
         return woken

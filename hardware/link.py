@@ -110,6 +110,7 @@ class SerialLink:
         self._last_booted: tuple[Booted, float] | None = None  # and when it last came
         self._boot_expected = False  # a Reset was sent: its Booted is never a repeat
         self._online = False
+        self._online_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._outbox: queue.Queue[BoardEvent] = queue.Queue(maxsize=1000)
@@ -186,7 +187,8 @@ class SerialLink:
                 delay = min(delay * 2, 1.0)
                 continue
             self.stats.reconnects += 1
-            self._last_note = None
+            # the board did not restart (it would send Booted): a notification it repeats
+            # because the cable went before its acknowledgement is still the same one
             log.info("board port reopened", url=self.url)
             self._start(self._probe, "board-probe")
             return
@@ -310,15 +312,18 @@ class SerialLink:
                 log.exception("board event handler failed", board_event=type(event).__name__)
 
     def _set_online(self, online: bool, reason: str = "") -> None:
-        if online == self._online:
-            return
-        self._online = online
-        if online:
-            log.info("board online", url=self.url)
-            self._emit(BoardOnline())
-        else:
-            log.warning("board offline", url=self.url, reason=reason)
-            self._emit(BoardOffline(reason))
+        # the reader, a request and the reconnect all call this: one change at a time, so
+        # the events alternate (never two BoardOnline in a row) and match the flag
+        with self._online_lock:
+            if online == self._online:
+                return
+            self._online = online
+            if online:
+                log.info("board online", url=self.url)
+                self._emit(BoardOnline())
+            else:
+                log.warning("board offline", url=self.url, reason=reason)
+                self._emit(BoardOffline(reason))
 
     def next_event(self, timeout: float | None = None) -> BoardEvent | None:
         """The next event from the board, or None after ``timeout`` seconds."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import signal
-from types import FrameType
+from collections.abc import Callable
 
 import structlog
 import typer
 
 from edge.cli.context import state
+from edge.cli.signals import SignalRelay
 from edge.runtime import systemd
 
 log = structlog.get_logger("edge.run")
@@ -23,12 +24,14 @@ def run(ctx: typer.Context) -> None:
     parts = assemble(settings)
     runtime = parts.runtime  # its board worker reads the slots' status at once
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("kiosk.stopping", signal=signal.Signals(signum).name)
-        runtime.stop()
+    def stop(name: str) -> Callable[[], None]:
+        def action() -> None:
+            log.info("kiosk.stopping", signal=name)
+            runtime.stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+        return action
+
+    relay = SignalRelay({signal.SIGTERM: stop("SIGTERM"), signal.SIGINT: stop("SIGINT")})
     ops = start_ops(settings, runtime)  # runtime.json, MQTT: both return at once
     try:
         with rider_page(parts.hub, settings, runtime) as url:
@@ -39,4 +42,5 @@ def run(ctx: typer.Context) -> None:
         ops.stop()
         parts.board.close()
         runtime.outbox.close()
+        relay.close()
     log.info("kiosk.stopped")

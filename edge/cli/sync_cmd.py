@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import signal
 from datetime import UTC, datetime
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
@@ -29,6 +28,7 @@ from cloud_sync.errors import CloudError, ConfigError, OutboxMissingError, Roste
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key, public_key_text
 from edge.cli.context import state
+from edge.cli.signals import SignalRelay
 from edge.cli.sync_report import (
     age_text,
     fetch_line,
@@ -129,18 +129,17 @@ def run(ctx: typer.Context) -> None:
             log.error("roster.unavailable", error=str(exc))
     daemon = build_daemon(settings, outbox, roster)
 
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        daemon.stop()
-
-    def on_wake(signum: int, frame: FrameType | None) -> None:
-        daemon.wake()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGUSR1, on_wake)
+    relay = SignalRelay(
+        {
+            signal.SIGTERM: daemon.stop,
+            signal.SIGINT: daemon.stop,
+            signal.SIGUSR1: daemon.wake,  # sync now
+        }
+    )
     try:
         daemon.run()
     finally:
+        relay.close()
         daemon.client.close()
         outbox.close()
         if roster is not None:

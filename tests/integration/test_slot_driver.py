@@ -199,6 +199,29 @@ def test_port_vanishes_and_comes_back(sim: BoardSimulator, board: SerialBoard) -
     assert board.eject(2, "after-replug").outcome == EjectOutcome.PRESENTED
 
 
+@pytest.mark.parametrize("sim", [{"notify_retry_s": 1.5}], indirect=True)
+def test_a_notification_repeated_across_a_replugged_cable_is_delivered_once(
+    sim: BoardSimulator, board: SerialBoard
+) -> None:
+    settled_hello(board)
+    while board.next_event(timeout=0.3) is not None:
+        pass
+    sim.faults.lose_acks = 1  # the driver's acknowledgement never reaches the board
+    sim.act("remove", 5)
+    assert wait_for(board, lambda e: isinstance(e, Removed)).slot == 5  # type: ignore[union-attr]
+    sim.unplug()  # the cable goes before the board repeats the notification
+    wait_for(board, lambda e: isinstance(e, BoardOffline))
+    sim.replug()
+    wait_for(board, lambda e: isinstance(e, BoardOnline))
+    later: list[BoardEvent] = []
+    deadline = time.monotonic() + 2.5  # the repeat comes 1.5 s after the first copy
+    while time.monotonic() < deadline:
+        if (event := board.next_event(timeout=0.05)) is not None:
+            later.append(event)
+    assert not any(isinstance(event, Removed) for event in later), later
+    assert board.stats.reconnects >= 1 and board.stats.duplicate_notifications >= 1
+
+
 @pytest.mark.parametrize("sim", [{"eject_s": 0.3}], indirect=True)
 def test_two_ejects_at_once_are_serialised(sim: BoardSimulator, board: SerialBoard) -> None:
     board.hello()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -261,6 +261,9 @@ class Inventory:
         # the board's events, the eject worker and the status refresh change slots from
         # their own threads: one at a time, each read-change-store whole (one connection)
         self._lock = threading.RLock()
+        # per slot, how many changes came from anything but a status report: a report asked
+        # for before the latest of them is older than it and never overwrites that slot
+        self._news: dict[int, int] = {}
         self.board_online = False
         self.door = DoorState.CLOSED
         try:
@@ -371,15 +374,30 @@ class Inventory:
 
     def _move(self, number: int, event: str, **data: Any) -> None:
         with self._lock:
+            self._news[number] = self._news.get(number, 0) + 1
             if number in self._slots:
                 self._save(transition(self._slots[number], event, self.min_charge, **data))
 
-    def sync(self, reports: Sequence[SlotReport]) -> None:
-        """Take the board's status of every slot as the truth."""
+    def news(self) -> dict[int, int]:
+        """Where the slots' other changes stand: give it to ``sync`` with the reports asked
+        for after it."""
+        with self._lock:
+            return dict(self._news)
+
+    def sync(self, reports: Sequence[SlotReport], asked: Mapping[int, int] | None = None) -> None:
+        """Take the board's status of every slot as the truth; with ``asked`` (``news()``
+        taken before the status was asked for), except for a slot a notification or an
+        eject changed since: its report is older than that change (the next one is not)."""
         with self._lock:
             for report in reports:
-                if report.slot in self._slots:
-                    self._save(from_report(report, self.min_charge, self._slots[report.slot]))
+                if report.slot not in self._slots:
+                    continue
+                if asked is not None and self._news.get(report.slot, 0) != asked.get(
+                    report.slot, 0
+                ):
+                    log.debug("slot report older than its news", slot=report.slot)
+                    continue
+                self._save(from_report(report, self.min_charge, self._slots[report.slot]))
             for flag in self.battery.observe(self.slots()):
                 self._record(FaultNote(flag.slot, f"battery_{flag.reason}", flag.detail))
 
@@ -445,6 +463,7 @@ class Inventory:
     def _fault(self, event: Fault) -> None:
         code = event.code.name.lower()
         detail = f"{event.value} °C" if event.code == FaultCode.OVERHEAT else ""
+        self._news[event.slot] = self._news.get(event.slot, 0) + 1
         if event.slot in self._slots:
             temperature = event.value if event.code == FaultCode.OVERHEAT else None
             slot = self._slots[event.slot]
@@ -457,14 +476,16 @@ class Inventory:
             self._record(FaultNote(None, code, detail))
 
     def refresh(self, board: SlotBoard) -> None:
-        """Ask the board for every slot; on failure the board counts as offline."""
+        """Ask the board for every slot; on failure the board counts as offline. A slot
+        whose notification came while the answer was on its way keeps what it said."""
+        asked = self.news()
         try:
             reports = board.status()
         except BoardError as exc:
             self.apply(BoardOffline(str(exc)))
             raise
         self.apply(BoardOnline())
-        self.sync(reports)
+        self.sync(reports, asked)
 
 
 def eject_slot(board: SlotBoard, inventory: Inventory, number: int, request_id: str) -> EjectResult:

@@ -31,6 +31,16 @@ from edge.flow.values import (
 )
 
 NO_POWERBANK = "no_powerbank"  # the refusal reason when no charged powerbank is ready
+SlotNews = (
+    Ejected | EjectFailed | EjectUnconfirmed | EjectUnsettled | EjectAborted | Taken | NotTaken
+)
+
+
+def _ours(event: SlotNews, rental: Rental) -> bool:
+    """The news is about this rental's eject: its slot, and its rental id when the board
+    worker named one (a late answer about an eject the flow gave up on is not)."""
+    rental_id = getattr(event, "rental_id", None)
+    return event.slot == rental.slot and rental_id in (None, rental.rental_id)
 
 
 class RentalSteps(FlowState):
@@ -76,31 +86,27 @@ class RentalSteps(FlowState):
         if rental is None:  # pragma: no cover - a phase invariant
             return self._rest(event.at)
         unsure = self.phase in (Phase.EJECTING, Phase.CONFIRMING)
-        if isinstance(event, Ejected) and event.slot == rental.slot and unsure:
+        if isinstance(event, Ejected) and _ours(event, rental) and unsure:
             rental.powerbank_id = event.powerbank_id
             screen = Screen("take", "ok", name=self._named(rental.first_name), slot=rental.slot)
             return self._go(Phase.TAKE, event.at, screen)
-        if isinstance(event, EjectUnconfirmed) and event.slot == rental.slot and unsure:
+        if isinstance(event, EjectUnconfirmed) and _ours(event, rental) and unsure:
             return self._confirming(event.at) if self.phase == Phase.EJECTING else []
-        if isinstance(event, EjectUnsettled) and event.slot == rental.slot and unsure:
+        if isinstance(event, EjectUnsettled) and _ours(event, rental) and unsure:
             return self._let_go(event.at)
         if (
             isinstance(event, EjectAborted)
-            and event.slot == rental.slot
+            and _ours(event, rental)
             and self.phase == Phase.EJECTING
         ):
             self.rental = None
             self.out_of_service = event.reason
             return self._rest(event.at)
-        if isinstance(event, EjectFailed) and event.slot == rental.slot:
+        if isinstance(event, EjectFailed) and _ours(event, rental):
             return self._fail(
                 event.at, event.reason, Screen("eject_failed", "error", slot=rental.slot)
             )
-        if (
-            isinstance(event, Taken)
-            and event.slot == rental.slot
-            and rental.powerbank_id is not None
-        ):
+        if isinstance(event, Taken) and _ours(event, rental) and rental.powerbank_id is not None:
             self._served[rental.person_id] = event.at
             self.rental = None
             effects = self._result(
@@ -115,7 +121,7 @@ class RentalSteps(FlowState):
                 request_id=rental.rental_id,
             )
             return [*effects, started]
-        if isinstance(event, NotTaken) and event.slot == rental.slot:
+        if isinstance(event, NotTaken) and _ours(event, rental):
             return self._fail(event.at, "not_taken", Screen("not_taken", "error", slot=rental.slot))
         return []  # faces, other slots: the rental in progress keeps the screen
 

@@ -53,6 +53,7 @@ class Ejected:
     at: float
     slot: int
     powerbank_id: str
+    rental_id: str | None = None  # the eject's, when the board worker posts it
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class EjectFailed:
     at: float
     slot: int
     reason: str  # "jammed", "board_fault", "no_answer", ...
+    rental_id: str | None = None  # the eject's, when the board worker posts it
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class EjectUnconfirmed:
 
     at: float
     slot: int
+    rental_id: str | None = None  # the eject's, when the board worker posts it
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class EjectUnsettled:
 
     at: float
     slot: int
+    rental_id: str | None = None  # the eject's, when the board worker posts it
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class EjectAborted:
 class Taken:
     at: float
     slot: int
+    rental_id: str | None = None  # the eject's, when the board worker posts it
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class NotTaken:
 
     at: float
     slot: int
+    rental_id: str | None = None  # the eject's, when the board worker posts it
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Every command the runtime gives the board runs here, one at a time, so the flow'
 (and the rider page's) never waits on the serial line:
 
 - **ejects**: through ``edge.cabinet.slots.eject_slot``; the outcome is posted to the flow as its
-  inputs. This path alone reports an eject's outcome, jams included (the board's
-  ``Jammed`` notification only updates the inventory).
+  inputs, each naming the rental id, so a late answer about an eject the flow already gave
+  up on never moves the rental that followed it. This path alone reports an eject's
+  outcome, jams included (the board's ``Jammed`` notification only updates the inventory).
 - **unconfirmed ejects**: a timeout or a damaged exchange after the board may have
   accepted the eject posts ``EjectUnconfirmed`` (the rider sees "please wait"), then asks
   the board again with the **same** request id, which never ejects twice
@@ -161,25 +162,25 @@ class BoardWorker:
             try:
                 result = eject_slot(self.board, self.inventory, slot, rental_id)
             except SlotJammedError:
-                self._post(f.EjectFailed(self._clock(), slot, "jammed"))
+                self._post(f.EjectFailed(self._clock(), slot, "jammed", rental_id))
                 return
             except (BoardRefusedError, SlotRangeError) as exc:  # answered: nothing ejected
                 log.warning("eject.refused", slot=slot, error=str(exc))
-                self._post(f.EjectFailed(self._clock(), slot, "board_fault"))
+                self._post(f.EjectFailed(self._clock(), slot, "board_fault", rental_id))
                 return
             except ContradictionError as exc:  # its answers cannot be trusted: never ask again
                 log.warning("eject.contradicted", slot=slot, rental_id=rental_id, error=str(exc))
-                self._post(f.EjectUnconfirmed(self._clock(), slot))
-                self._post(f.EjectUnsettled(self._clock(), slot))
+                self._post(f.EjectUnconfirmed(self._clock(), slot, rental_id))
+                self._post(f.EjectUnsettled(self._clock(), slot, rental_id))
                 return
             except BoardError as exc:  # the board may have accepted it: find out
                 log.warning("eject.unconfirmed", slot=slot, rental_id=rental_id, error=str(exc))
-                self._post(f.EjectUnconfirmed(self._clock(), slot))
+                self._post(f.EjectUnconfirmed(self._clock(), slot, rental_id))
                 confirmed = self._confirm(slot, rental_id, boots)
                 if confirmed is None:
                     return
                 result = confirmed
-            self._presented(result)
+            self._presented(result, rental_id)
         finally:
             self.current = None
 
@@ -195,17 +196,17 @@ class BoardWorker:
             if rebooted or self._clock() >= deadline:
                 why = "the board restarted" if rebooted else "no answer"
                 log.warning("eject.unsettled", slot=slot, rental_id=rental_id, reason=why)
-                self._post(f.EjectUnsettled(self._clock(), slot))
+                self._post(f.EjectUnsettled(self._clock(), slot, rental_id))
                 return None
             try:
                 result = self.board.eject(slot, rental_id)
             except SlotJammedError as exc:
                 self.inventory.eject_failed(slot, exc)
-                self._post(f.EjectFailed(self._clock(), slot, "jammed"))
+                self._post(f.EjectFailed(self._clock(), slot, "jammed", rental_id))
                 return None
             except (BoardRefusedError, ContradictionError) as exc:  # the slot must tell
                 log.warning("eject.unsettled", slot=slot, rental_id=rental_id, error=str(exc))
-                self._post(f.EjectUnsettled(self._clock(), slot))
+                self._post(f.EjectUnsettled(self._clock(), slot, rental_id))
                 return None
             except BoardError:
                 continue
@@ -214,11 +215,11 @@ class BoardWorker:
             return result
         return None
 
-    def _presented(self, result: EjectResult) -> None:
+    def _presented(self, result: EjectResult, rental_id: str) -> None:
         now, slot = self._clock(), result.slot
-        self._post(f.Ejected(now, slot, result.powerbank_id))
+        self._post(f.Ejected(now, slot, result.powerbank_id, rental_id))
         taken = result.outcome == EjectOutcome.TAKEN
         if taken or self.inventory.slot(slot).state == SlotState.EMPTY:
-            self._post(f.Taken(now, slot))  # taken already, perhaps before this reply came
+            self._post(f.Taken(now, slot, rental_id))  # taken already, before this reply
         elif result.outcome == EjectOutcome.RELOCKED:
-            self._post(f.NotTaken(now, slot))
+            self._post(f.NotTaken(now, slot, rental_id))

@@ -278,6 +278,30 @@ def test_reset_restarts_the_board_and_forgets_its_volatile_state(
     assert len(sim.ejects) == 1
 
 
+@pytest.mark.parametrize("sim", [{"take_after_s": 600.0}], indirect=True)
+def test_a_status_answer_older_than_a_notification_never_undoes_it(
+    sim: BoardSimulator, tmp_path: Path
+) -> None:
+    inventory = Inventory(tmp_path / "slots.db", 8)
+    with SerialBoard(
+        sim.path, timeout_s=1.5, retries=1, backoff_s=0.01, on_event=inventory.apply
+    ) as board:
+        board.hello()
+        inventory.refresh(board)
+        assert inventory.slot(5).state != SlotState.EMPTY
+        sim.faults.slow_s = 0.6  # the answer, read when asked, is on its way meanwhile
+        asking = threading.Thread(target=inventory.refresh, args=(board,))
+        asking.start()
+        time.sleep(0.15)
+        sim.act("remove", 5)  # the powerbank goes: Removed reaches the kiosk first
+        asking.join(timeout=10)
+        assert inventory.slot(5).state == SlotState.EMPTY, "an older answer undid the removal"
+        sim.faults.slow_s = 0.0
+        inventory.refresh(board)  # asked after the removal: taken whole again
+        assert inventory.slot(5).state == SlotState.EMPTY
+        assert inventory.slot(4).state != SlotState.EMPTY
+
+
 @pytest.mark.parametrize("sim", [{"filled": 7}], indirect=True)
 def test_return_into_an_empty_slot_is_notified(sim: BoardSimulator, board: SerialBoard) -> None:
     board.hello()

@@ -616,3 +616,24 @@ def test_no_charged_powerbank_is_a_refusal_too() -> None:
     effects = flow.handle(asha(1.0, slot=None))
     assert screens(effects) == ["no_powerbank"]
     assert refused(effects) == [{"person_id": "p-asha", "reason": "no_powerbank", "count": 1}]
+
+
+def test_a_late_answer_about_an_eject_the_flow_gave_up_on_never_moves_the_next_rental() -> None:
+    flow = Flow()
+    flow.handle(FaceSeen(1.0))
+    flow.handle(asha(1.1), rental_id="R1")
+    flow.handle(EjectUnconfirmed(2.0, 4, "R1"))
+    assert Unsettled(4, "R1") in flow.handle(EjectUnsettled(3.0, 4, "R1"))  # rider let go
+    flow.handle(Tick(3.0 + Timeouts().result_s))
+    flow.handle(FaceSeen(20.0))
+    bob = Recognised(at=20.1, person_id="p-bob", first_name="Bob", slot=4)
+    assert Eject(4, "R2", "p-bob") in flow.handle(bob, rental_id="R2")
+    # the board's late answers about R1 arrive while R2's eject is under way
+    assert flow.handle(EjectFailed(20.5, 4, "jammed", "R1")) == []
+    assert flow.handle(Ejected(20.6, 4, "PB-OLD", "R1")) == []
+    assert flow.handle(Taken(20.7, 4, "R1")) == []
+    assert flow.phase == Phase.EJECTING
+    assert screens(flow.handle(Ejected(21.0, 4, "PB-9", "R2"))) == ["take"]
+    started = records(flow.handle(Taken(22.0, 4)))  # the board's notification names no rental
+    assert [r.as_dict()["rental_id"] for r in started] == ["R2"]
+    assert started[0].as_dict()["powerbank_id"] == "PB-9"

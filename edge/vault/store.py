@@ -18,12 +18,15 @@ only when genuine and for this very request: ``purge``.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -59,6 +62,24 @@ from edge.vault.verify import VerifyReport, verify_rows
 log = structlog.get_logger("edge.vault.store")
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _serialised(
+    method: Callable[Concatenate[RosterStore, P], T],
+) -> Callable[Concatenate[RosterStore, P], T]:
+    """One thread at a time on the store's one connection: in ``kiosk run`` the flow's
+    thread reloads and purges while the MQTT and status threads read the version."""
+
+    def run(self: RosterStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    functools.update_wrapper(run, method)
+    return run
+
+
 class RosterStore:
     """The roster database, opened with this kiosk's keys."""
 
@@ -86,12 +107,14 @@ class RosterStore:
         self._model = model
         self._roster_public = roster_public
         self._data_keys: dict[str, bytes] = {}
+        self._lock = threading.RLock()
         self._db = open_db(path, read_only=read_only)
         if not read_only:
             self.finish_erasure(wait_s=0.0)
 
     # -- metadata ---------------------------------------------------------------------
 
+    @_serialised
     def _meta(self, key: str, default: str = "") -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0]) if row else default
@@ -106,6 +129,7 @@ class RosterStore:
     def version(self) -> int:
         return int(self._meta("version", "0"))
 
+    @_serialised
     def info(self) -> RosterInfo:
         """Counts and versions, no personal data."""
         per_model: dict[str, int] = {}
@@ -176,16 +200,17 @@ class RosterStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock:
             try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot write the roster ({exc})") from None
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot write the roster ({exc})") from None
 
     def _scrub_wal(self) -> bool:
         """Copy the WAL into the database and truncate it, so that deleted rows leave no
@@ -206,10 +231,12 @@ class RosterStore:
         log.warning("roster.erasure_pending", path=str(self.path), waited_s=self.erase_wait_s)
         return False
 
+    @_serialised
     def pending_erasure(self) -> float | None:
         """When a deletion started waiting for its bytes to leave the disk, or None."""
         return erasure.pending_since(self._db)
 
+    @_serialised
     def finish_erasure(self, wait_s: float | None = None) -> bool:
         """Finish a pending erasure now if no reader holds the roster (waiting at most
         ``wait_s``, default ``erase_wait_s``); logs ``roster.erasure_completed``. True when
@@ -287,6 +314,7 @@ class RosterStore:
             found[person_id] = FleetView(pairs, int(overdue), int(lost))
         return found
 
+    @_serialised
     def load(self) -> LoadedRoster:
         """Decrypt every row into memory, each rider with the terms in force (their terms
         row when it is newer than their record) and their fleet state."""
@@ -316,6 +344,7 @@ class RosterStore:
             self.finish_erasure(wait_s=0.0)  # the running kiosk finishes a pending erasure
         return loaded
 
+    @_serialised
     def verify(self) -> VerifyReport:
         """Check every row (nothing is written): how many, and each damaged one by rider."""
         held = [str(kid) for (kid,) in self._db.execute("SELECT key_id FROM data_keys")]
@@ -337,6 +366,7 @@ class RosterStore:
         self._set_meta("source", "local")
         return wrapped.key_id
 
+    @_serialised
     def enrol(self, person_id: str, record: RiderRecord) -> int:
         """Add or replace a rider locally; returns the rider's new version."""
         with self._transaction():
@@ -388,6 +418,7 @@ class RosterStore:
         self._set_meta("model", self._model)
         self._set_meta("changed_at", time.time())
 
+    @_serialised
     def delete(self, person_id: str) -> bool:
         """Remove a rider locally, leaving none of their bytes in the file or its WAL."""
         with self._transaction():
@@ -398,6 +429,7 @@ class RosterStore:
             self._scrub_wal()
         return gone
 
+    @_serialised
     def rotate_key(self) -> str:
         """Re-seal every row under a new local data key and forget the old one."""
         rows = self._db.execute("SELECT person_id, version, key_id, sealed FROM riders").fetchall()
@@ -424,6 +456,7 @@ class RosterStore:
             self._kiosk_id, self._keys.box_key_id, self._model, self._roster_public
         )
 
+    @_serialised
     def apply_answer(self, answer: RosterAnswer) -> ApplyResult:
         """Check an answer fresh from the cloud (``CloudClient.get_roster``) against the
         nonce its request was signed with, and apply it as ``apply_delta`` does."""
@@ -432,6 +465,7 @@ class RosterStore:
         )
         return self._apply(checked)
 
+    @_serialised
     def apply_delta(self, raw: bytes) -> ApplyResult:
         """Check a delta that comes with no request (a file, a test) and apply it in one
         transaction, or change nothing. An up-to-date statement is refused here: only
@@ -494,6 +528,7 @@ class RosterStore:
 
     # -- purging (no pull for too long, or a revoked kiosk) ----------------------------------
 
+    @_serialised
     def silent_for(self, now: float | None = None) -> float | None:
         """Seconds since the roster last heard from the cloud (its last successful pull, or
         the last delta applied, whichever is later); None for a roster that never came from
@@ -510,6 +545,7 @@ class RosterStore:
         """Whether the kiosk purged this roster and has not pulled one since."""
         return self.version == 0 and bool(self._meta("purged_at"))
 
+    @_serialised
     def purge(self) -> tuple[int, int]:
         """Delete every rider, their terms and fleet state, and every data key, so the file
         holds no template and no key that would open one (``secure_delete`` overwrites the
@@ -529,6 +565,7 @@ class RosterStore:
         log.warning("roster.purged", riders=riders, from_version=version)
         return riders, version
 
+    @_serialised
     def record_pull(self, error: str | None) -> None:
         """Remember how a pull from the cloud went, for ``kiosk sync status``."""
         with self._transaction():

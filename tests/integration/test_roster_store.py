@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,44 @@ def test_sigkill_while_applying_leaves_the_old_roster_whole(tmp_path: Path, clou
     assert len(loaded.riders) == 50 and "rider-3" in loaded.riders
     reopened.apply_delta((tmp_path / "delta.json").read_bytes())
     assert len(reopened.load().riders) == 249
+
+
+def test_threads_sharing_the_store_never_break_a_write_or_read_a_version_that_was_not(
+    tmp_path: Path, cloud: Cloud
+) -> None:
+    # `kiosk run`: the flow's thread applies and purges while the MQTT and status threads
+    # read the version and the counts, all on the store's one connection
+    store = open_store(tmp_path, cloud)
+    store.apply_delta(cloud.delta(0, 1, riders(2), full=True))
+    errors: list[BaseException] = []
+    seen: list[int] = []
+    done = threading.Event()
+
+    def write(offset: int) -> None:
+        try:
+            for n in range(15):
+                store.enrol(f"local-{offset}-{n}", record(f"Local{n}", 100 + n))
+                store.delete(f"local-{offset}-{n}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                seen.append(store.version)
+                store.info()
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    writers = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for thread in readers + writers:
+        thread.start()
+    for thread in writers:
+        thread.join(timeout=60)
+    done.set()
+    for thread in readers:
+        thread.join(timeout=10)
+    assert errors == []
+    assert seen == sorted(seen), "a reader saw a version go back"
+    assert sorted(store.load().riders) == ["rider-0", "rider-1"]

@@ -51,6 +51,7 @@ from hardware.messages import (
     Notification,
     Pattern,
     Relocked,
+    Reply,
     Reset,
     SetEnabled,
     SetIndicator,
@@ -107,7 +108,9 @@ class SerialBoard(SerialLink):
         self._watches: dict[int, _EjectWatch] = {}
         self._contradicted: OrderedDict[int, str] = OrderedDict()
         self._boots = 0  # Booted notifications seen: the board forgets its ejects at each
-        self._sent: OrderedDict[int, int] = OrderedDict()  # request id -> _boots when sent
+        # request id -> _boots when it was sent or, later, when the board last answered it
+        self._sent: OrderedDict[int, int] = OrderedDict()
+        self._asking: Eject | None = None  # the eject whose answer is awaited
 
     @classmethod
     def from_config(cls, config: BoardConfig, **kwargs: object) -> SerialBoard:
@@ -122,6 +125,16 @@ class SerialBoard(SerialLink):
     def _probe(self) -> None:
         with contextlib.suppress(BoardError):
             self.hello()  # also refreshes the slot count after a reconnect
+
+    def _on_reply(self, reply: Reply) -> None:
+        asking = self._asking
+        if (
+            isinstance(reply, EjectReply)
+            and asking is not None
+            and (reply.slot, reply.request_id) == (asking.slot, asking.request_id)
+            and asking.request_id in self._sent
+        ):  # answered after every Booted seen so far: the board as it is now knows it
+            self._sent[asking.request_id] = self._boots
 
     def _on_notification(self, note: Notification) -> None:
         slots = None if self.info is None else self.info.slots
@@ -276,8 +289,11 @@ class SerialBoard(SerialLink):
 
     def _check_remembered(self, request: Eject) -> None:
         """Before an eject is sent (or sent again): ``EjectForgottenError`` when the board
-        restarted since this request id was first sent. It has forgotten the request, so
-        it would answer as if it were new: perhaps refuse it, perhaps eject again."""
+        restarted since this request id was first sent, or since it last answered about it
+        (a power-up ``Booted`` that crossed the first ask on the line is followed by the
+        answer of a board that knows the request). A board that restarted after that has
+        forgotten the request, so it would answer as if it were new: perhaps refuse it,
+        perhaps eject again."""
         with self._cond:
             boots = self._boots
             sent = self._sent.setdefault(request.request_id, boots)
@@ -294,6 +310,8 @@ class SerialBoard(SerialLink):
 
     def _eject_request(self, watch: _EjectWatch, first: EjectReply | None) -> EjectReply:
         slot = watch.request.slot
+        with self._cond:
+            self._asking = watch.request
         try:
             reply = self.request(watch.request, EjectReply)
         except BoardRefusedError as exc:
@@ -307,6 +325,9 @@ class SerialBoard(SerialLink):
                 raise error from None
             exc.args = (f"slot {slot}: eject refused: {code}",)
             raise
+        finally:
+            with self._cond:
+                self._asking = None
         try:
             check_eject_reply(watch.request, reply, first)
         except ContradictionError as exc:

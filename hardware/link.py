@@ -243,6 +243,7 @@ class SerialLink:
             with self._cond:
                 if self._pending == item.seq and self._reply is None:
                     self._reply = message
+                    self._on_reply(message)
                     self._cond.notify_all()
                 else:
                     self.stats.stale_replies += 1
@@ -281,6 +282,10 @@ class SerialLink:
             and last[0] == note
             and now - last[1] < REPEATED_BOOTED_S
         )
+
+    def _on_reply(self, reply: Reply) -> None:
+        """Hook for subclasses, run on the reader thread with ``_cond`` held when the reply
+        to the request under way arrives: in the line's order with the notifications."""
 
     def _on_notification(self, note: Notification) -> None:
         """Hook for subclasses, run on the reader thread before the event is delivered;

@@ -134,6 +134,23 @@ def test_a_booted_the_board_repeats_is_one_restart_never_a_forgotten_eject(
     assert board.stats.duplicate_notifications >= 3
 
 
+def test_a_restart_that_crosses_the_first_ask_is_not_a_forgotten_eject(
+    sim: BoardSimulator, tmp_path: Path
+) -> None:
+    with SerialBoard(sim.path, timeout_s=1.5, retries=1, backoff_s=0.01) as board:
+        settled_hello(board)
+        board.reset()
+        sim.faults.slow_notify_s = 0.3  # the restart's Booted is still on the line...
+        sim.faults.slow_s = 0.7  # ...when the eject goes, and the answer comes after it
+        first = board.eject(2, "across-boot")
+        sim.faults.slow_s = sim.faults.slow_notify_s = 0.0
+        assert not first.duplicate
+        # the board that answered had restarted already: it knows the request
+        again = board.eject(2, "across-boot")
+        assert again.duplicate and len(sim.ejects) == 1
+        assert board.stats.contradictions == 0
+
+
 def test_corrupted_bytes_are_detected_and_retried(sim: BoardSimulator, board: SerialBoard) -> None:
     settled_hello(board)
     sim.faults.corrupt_next = 2

@@ -187,8 +187,10 @@ def test_a_stranger_is_refused_and_nothing_is_ejected(
     process = start(config(tmp_path, images, board.path))
     try:
         wait_for(lambda: "face.unrecognised" in types(tmp_path) or process.poll() is not None)
-    finally:
-        stop(process) if process.poll() is None else process.communicate()
+    except AssertionError:
+        err = stop(process) if process.poll() is None else process.communicate()[1]
+        raise AssertionError(f"no face.unrecognised: {types(tmp_path)}\n{err[-4000:]}") from None
+    stop(process) if process.poll() is None else process.communicate()
     assert "rental.started" not in types(tmp_path)
     assert board.ejects == []
 

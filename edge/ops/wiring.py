@@ -27,6 +27,7 @@ import itertools
 import os
 import queue
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,18 +84,27 @@ def _admit(runtime: Runtime) -> None:
     from edge.runtime.loop import Call
 
     answer: queue.Queue[str | None] = queue.Queue(maxsize=1)
+    lock = threading.Lock()
+    given_up = False  # the command was answered "not in time": its call must hold nothing
 
     def decide() -> None:
-        why = busy(runtime)
-        if why is None:
-            runtime.hold = HOLD_REASON
-        answer.put(why)
+        with lock:
+            if given_up:
+                return
+            why = busy(runtime)
+            if why is None:
+                runtime.hold = HOLD_REASON
+            answer.put(why)
 
     runtime.inputs.put(Call(time.monotonic(), decide))
     try:
         why = answer.get(timeout=ADMIT_S)
     except queue.Empty:
-        raise CommandRefused("the kiosk's flow did not answer in time") from None
+        with lock:  # decided in the meantime, or never will be
+            if answer.empty():
+                given_up = True
+                raise CommandRefused("the kiosk's flow did not answer in time") from None
+            why = answer.get_nowait()
     if why is not None:
         raise CommandRefused(f"refused: {why}")
 

@@ -79,6 +79,7 @@ def send_command(
     connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
     found: list[CommandResult] = []
     refused: list[str] = []
+    mismatched: list[str] = []  # answers to this id that another kiosk or command signed
 
     def on_connect(client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
@@ -92,9 +93,13 @@ def send_command(
 
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         result = parse_result(bytes(message.payload))
-        if result is not None and result.id == command.id:
-            found.append(result)
-            answered.set()
+        if result is None or result.id != command.id:
+            return
+        if (result.kiosk_id, result.name) != (kiosk_id, name):  # not this kiosk's answer
+            mismatched.append(f"{result.kiosk_id}/{result.name}")
+            return
+        found.append(result)
+        answered.set()
 
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"kiosk-cloud-{str(ULID()).lower()}"
@@ -124,6 +129,12 @@ def send_command(
         except (RuntimeError, ValueError) as exc:
             raise BrokerError(f"the command could not be published: {exc}") from None
         if not answered.wait(max(0.1, deadline - time.monotonic())):
+            if mismatched:
+                raise CommandFailedError(
+                    f"no result from {kiosk_id} within {timeout_s:g} s for command"
+                    f" {command.id} ({name}); {len(mismatched)} answer(s) to it named"
+                    f" another kiosk or command ({mismatched[0]}) and were ignored"
+                )
             raise CommandFailedError(
                 f"no result from {kiosk_id} within {timeout_s:g} s for command {command.id} "
                 f"({name}); the kiosk may be offline: it runs the command when it is back, "

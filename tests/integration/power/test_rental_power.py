@@ -9,7 +9,9 @@ on a pty.
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,32 @@ from tests.integration.runtime.test_runtime import (
 pytestmark = [pytest.mark.service, pytest.mark.timeout(180)]
 
 
+def run_until(path: Path, done: Callable[[], bool]) -> subprocess.Popen[str]:
+    """``kiosk run`` until ``done()`` or until it exits (then with the reason raised).
+
+    Started once more when it stopped as it opened its databases with SQLite's "disk I/O
+    error": LazyFS (this build) fails the ftruncate of a ``-shm`` file that was removed and
+    made again under a new inode number within one mount (its path-to-inode map keeps the
+    old one), which the checks before ``kiosk run`` opens the roster do; no real disk does
+    that, and nothing had happened yet when it did (see ``kit.inspect``)."""
+    for attempt in (1, 2):
+        process = start(path)
+        try:
+            wait_for(lambda: done() or process.poll() is not None)  # noqa: B023 (this attempt)
+        except AssertionError:
+            process.kill()
+            _, err = process.communicate()
+            raise AssertionError(f"kiosk run did not get there in time: {err[-3000:]}") from None
+        if process.poll() is None or done():
+            return process
+        _, err = process.communicate()
+        quirk = "cannot open the" in err and "disk I/O error" in err
+        if not quirk or attempt == 2:
+            raise AssertionError(f"kiosk run stopped: {err[-3000:]}")
+        print(f"LazyFS ftruncate quirk as kiosk run opened its files; started again: {err}")
+    raise AssertionError("unreachable")
+
+
 def test_a_rental_cut_after_its_eject_is_recorded_once_after_the_reboot(
     power: PowerFolder, tmp_path: Path, dev_faces: Path
 ) -> None:
@@ -47,14 +75,9 @@ def test_a_rental_cut_after_its_eject_is_recorded_once_after_the_reboot(
         images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 12, blanks=200)
         path = config(state, images, sim.path)
         earlier_boot(power, state)  # enrolled and provisioned
-        first = start(path)
-        try:
-            wait_for(lambda: len(sim.ejects) == 1 or first.poll() is not None)
-            exited = first.poll()
-        finally:
-            first.kill()
-            _, err = first.communicate()
-        assert exited is None, f"the kiosk stopped before the eject: {err[-3000:]}"
+        first = run_until(path, lambda: len(sim.ejects) == 1)
+        first.kill()  # the power goes before the rider takes the powerbank
+        first.communicate()
         power.cut()
         power.mount()
         outbox_rows(state / "outbox.sqlite")  # not corrupt
@@ -67,11 +90,8 @@ def test_a_rental_cut_after_its_eject_is_recorded_once_after_the_reboot(
         path.write_text(
             path.read_text().replace(str(images), str(tmp_path / "frames-empty")), encoding="utf-8"
         )
-        second = start(path)
-        try:
-            wait_for(lambda: "rental.started" in types(state) or second.poll() is not None)
-        finally:
-            stop(second) if second.poll() is None else second.communicate()
+        second = run_until(path, lambda: "rental.started" in types(state))
+        stop(second) if second.poll() is None else second.communicate()
         power.cut()
         power.mount()
     finally:

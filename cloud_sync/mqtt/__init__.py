@@ -1,7 +1,9 @@
 """MQTT on the kiosk (state, telemetry, signed remote commands) and the cloud's sender.
 
 - ``commands``: the signed command format and its pure verification;
-- ``ledger``: command ids already run (at most once, across restarts);
+- ``ledger``: command ids already run (at most once, across restarts) and the results owed
+  until the broker acknowledged them;
+- ``inbox``: authentic commands waiting for the command thread, unacknowledged; the junk tally;
 - ``executor``: verify, claim, run the caller's handler, answer;
 - ``telemetry``: topics, the state and telemetry messages, Home Assistant discovery;
 - ``client``: ``KioskMqtt``, the non-blocking paho client of a kiosk;

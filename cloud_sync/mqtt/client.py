@@ -8,11 +8,21 @@ expired meanwhile).
 
 Nothing here ever blocks the caller. ``publish`` appends to a bounded queue and returns at
 once (the oldest message is dropped, and counted, when the queue is full); a publisher
-thread hands the queue to paho only while connected. Commands received are queued for a
-worker thread, so that a slow handler (an eject takes seconds) never stalls the network
-loop, and a flood of commands cannot pile up without bound. The same thread answers the
-commands an earlier run left ``running`` (``CommandExecutor.recover``) as soon as their
-outcome is known.
+thread hands the queue to paho only while connected.
+
+Commands: paho's automatic acknowledgement is off (``manual_ack``). A received message is
+screened on paho's loop (``CommandExecutor.screen``): junk (unsigned, forged, oversize) is
+acknowledged and dropped at once, counted in one summary line per ``JUNK_LOG_S``; an
+authentic command waits in the ``Inbox`` for the worker thread, so that a slow handler (an
+eject takes seconds) never stalls the network loop. The worker acknowledges the message
+once the command is claimed in the ledger (or its rejection owed), so a command waiting
+in memory when the kiosk is killed is delivered again at the next connection. The same
+thread answers the commands an earlier run left ``running`` (``CommandExecutor.recover``)
+as soon as their outcome is known.
+
+Results are never queued in memory only: the executor owes each one in the ledger, and the
+publisher publishes every owed result (QoS 1) at each connection and whenever a new one is
+owed, and marks it answered once paho reports the broker's acknowledgement.
 
 Threads: paho's loop, ``mqtt-publish``, ``mqtt-telemetry`` (when a snapshot function is
 given) and ``mqtt-commands`` (when an executor is given).
@@ -21,7 +31,6 @@ given) and ``mqtt-commands`` (when an executor is given).
 from __future__ import annotations
 
 import contextlib
-import queue
 import ssl
 import threading
 import time
@@ -39,6 +48,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from cloud_sync.config import MqttConfig
 from cloud_sync.mqtt.errors import BrokerError
 from cloud_sync.mqtt.executor import CommandExecutor
+from cloud_sync.mqtt.inbox import Inbox, JunkTally, Received
 from cloud_sync.mqtt.telemetry import (
     THERMAL_ROOT,
     StateMessage,
@@ -51,6 +61,10 @@ from cloud_sync.mqtt.telemetry import (
 log = structlog.get_logger("cloud_sync.mqtt")
 
 COMMAND_QUEUE = 16
+#: At most one summary line of the junk received on the command topic per this many seconds.
+JUNK_LOG_S = 60.0
+#: A result paho would not take (its queue full) is offered again after this long.
+RESULT_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class MqttStatus:
     commands_received: int
     commands_refused_busy: int
     last_error: str | None
+    commands_junk: int = 0
 
 
 def configure_tls(client: mqtt.Client, config: MqttConfig) -> None:
@@ -118,7 +133,13 @@ class KioskMqtt:
         self._started = time.monotonic()
         self._out: deque[Outgoing] = deque()
         self._cond = threading.Condition()
-        self._commands: queue.Queue[bytes] = queue.Queue(maxsize=COMMAND_QUEUE)
+        self._inbox = Inbox(COMMAND_QUEUE)
+        self._junk = JunkTally(JUNK_LOG_S)
+        self._session = 0  # counts connections: a message is acknowledged on its own
+        self._owed_due = True  # owed results to (re)publish
+        self._retry_at: float | None = None
+        self._pending: dict[int, mqtt.MQTTMessageInfo] = {}  # result seq -> paho's handle
+        self._results_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connected = False
@@ -146,6 +167,7 @@ class KioskMqtt:
             client_id=self.kiosk_id,
             clean_session=False,
             protocol=mqtt.MQTTv311,
+            manual_ack=True,
         )
         client.will_set(self.topics.state, self._state("offline", "connection lost"), 1, True)
         authenticate(client, self.config)
@@ -198,6 +220,7 @@ class KioskMqtt:
         self._client.loop_stop()
         for thread in self._threads:
             thread.join(timeout)
+        self._settle_results()  # what the broker acknowledged before the end
         log.info("mqtt.stopped", broker=self.broker)
 
     # -- paho callbacks (its loop thread) ---------------------------------------------------
@@ -211,6 +234,8 @@ class KioskMqtt:
             return
         client.subscribe(self.topics.command, qos=1)
         with self._cond:
+            self._session += 1
+            self._owed_due = True
             self._connected = True
             self._connected_since = time.time()
             self._last_error = None
@@ -251,16 +276,28 @@ class KioskMqtt:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic != self.topics.command or self.executor is None:
+            client.ack(message.mid, message.qos)
             return
         self._received += 1
-        if len(message.payload) > self.executor.limits.max_bytes:  # never queue a huge payload
-            log.warning("command.ignored", reason="oversize", bytes=len(message.payload))
+        raw = bytes(message.payload)
+        junk = self.executor.screen(raw)  # parse and signature first: junk takes no place
+        if junk is not None:
+            client.ack(message.mid, message.qos)
+            self._log_junk(self._junk.note(junk, time.monotonic()))
             return
-        try:
-            self._commands.put_nowait(bytes(message.payload))
-        except queue.Full:
-            self._busy += 1
-            log.warning("command.ignored", reason="busy", detail="too many commands waiting")
+        item = Received(raw, message.mid, message.qos, self._session, bool(message.dup))
+        if not self._inbox.put(item):
+            self._busy += 1  # answered "busy" by the command thread, never dropped
+
+    def _log_junk(self, counts: dict[str, int] | None) -> None:
+        if counts:
+            log.warning(
+                "command.junk",
+                dropped=sum(counts.values()),
+                reasons=counts,
+                total=self._junk.total,
+                every_s=self._junk.every_s,
+            )
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -276,28 +313,86 @@ class KioskMqtt:
             self._cond.notify()
         return not full
 
-    def _next(self) -> Outgoing | None:
+    def _next(self) -> tuple[Outgoing | None, bool]:
+        """The next message to hand to paho, and whether the owed results are due."""
         with self._cond:
-            while not self._stop.is_set() and not (self._out and self._connected):
+            if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                self._retry_at, self._owed_due = None, True
+            if not (self._connected and (self._out or self._owed_due)):
                 self._cond.wait(0.5)
-            if self._stop.is_set() or not self._out or not self._connected:
-                return None
-            return self._out.popleft()
+            if self._stop.is_set() or not self._connected:
+                return None, False
+            owed, self._owed_due = self._owed_due, False
+            return (self._out.popleft() if self._out else None), owed
 
     def _publish_loop(self) -> None:
-        while (item := self._next()) is not None:
+        while not self._stop.is_set():
+            item, owed = self._next()
+            self._settle_results()
+            if owed:
+                self._publish_owed()
+            if item is not None:
+                self._send(item)
+
+    def _send(self, item: Outgoing) -> None:
+        try:
+            info = self._client.publish(item.topic, item.payload, item.qos, item.retain)
+        except ValueError as exc:  # a bad topic or payload: drop it, keep going
+            log.warning("mqtt.unpublishable", topic=item.topic, error=str(exc))
+            self._dropped += 1
+            return
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._published += 1
+        elif info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and item.qos == 0:
+            self._dropped += 1  # paho keeps qos>0 messages for the next connection
+        elif info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            self._dropped += 1
+
+    def _results_owed(self) -> None:
+        """A new result is owed (or a command finished): publish it soon."""
+        with self._cond:
+            self._owed_due = True
+            self._cond.notify_all()
+
+    def _publish_owed(self) -> None:
+        """Hand paho every owed result it does not hold already (QoS 1)."""
+        if self.executor is None:
+            return
+        try:
+            owed = self.executor.ledger.owed()
+        except Exception as exc:  # a failing ledger: try again later
+            log.error("command.failed", error=f"{type(exc).__name__}: {exc}")
+            owed = []
+        refused = False
+        with self._results_lock:
+            for result in owed:
+                if result.seq in self._pending:
+                    continue  # paho holds it, and sends it again after a reconnection
+                info = self._client.publish(self.topics.result, result.payload, 1, False)
+                if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                    self._pending[result.seq] = info
+                    self._published += 1
+                else:
+                    refused = True
+        if refused:
+            with self._cond:
+                self._retry_at = time.monotonic() + RESULT_RETRY_S
+
+    def _settle_results(self) -> None:
+        """Mark answered the results whose publication the broker acknowledged."""
+        if self.executor is None:
+            return
+        with self._results_lock:
+            done = [seq for seq, info in self._pending.items() if info.is_published()]
+            if not done:
+                return
             try:
-                info = self._client.publish(item.topic, item.payload, item.qos, item.retain)
-            except ValueError as exc:  # a bad topic or payload: drop it, keep going
-                log.warning("mqtt.unpublishable", topic=item.topic, error=str(exc))
-                self._dropped += 1
-                continue
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._published += 1
-            elif info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and item.qos == 0:
-                self._dropped += 1  # paho keeps qos>0 messages for the next connection
-            elif info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                self._dropped += 1
+                self.executor.ledger.answered(done)
+            except Exception as exc:  # still owed: published again later, harmless
+                log.error("command.failed", error=f"{type(exc).__name__}: {exc}")
+                return
+            for seq in done:
+                del self._pending[seq]
 
     def publish_telemetry(self) -> bool:
         """Take a snapshot now and queue it (the periodic thread calls this)."""
@@ -324,30 +419,45 @@ class KioskMqtt:
 
     def _command_loop(self) -> None:
         assert self.executor is not None
+        executor = self.executor
         while not self._stop.is_set():
-            if self.executor.interrupted:  # left running by an earlier run: answer them
+            if executor.interrupted:  # left running by an earlier run: answer them
                 self._recover()
-            try:
-                raw = self._commands.get(timeout=0.5)
-            except queue.Empty:
+            self._log_junk(self._junk.due(time.monotonic()))
+            item = self._inbox.get(timeout=0.5)
+            if item is None:
                 continue
+            acknowledge = self._acknowledger(item)
             try:
-                result = self.executor.handle(raw)
+                if item.busy:
+                    executor.busy(item.raw, recorded=acknowledge)
+                else:
+                    executor.handle(item.raw, redelivered=item.redelivered, recorded=acknowledge)
             except Exception as exc:  # a bug or a failing ledger: log it, never die
                 log.error("command.failed", error=f"{type(exc).__name__}: {exc}")
-                continue
-            if result is not None:
-                self.publish(self.topics.result, result.model_dump_json(), qos=1)
+            self._results_owed()
+
+    def _acknowledger(self, item: Received) -> Callable[[], None]:
+        """Acknowledge ``item`` to the broker, once, on the connection it arrived on (on a
+        later one its mid may name another message: the broker delivers it again)."""
+
+        def acknowledge() -> None:
+            with self._cond:
+                current = self._connected and item.session == self._session
+            if current:
+                self._client.ack(item.mid, item.qos)
+
+        return acknowledge
 
     def _recover(self) -> None:
         assert self.executor is not None
         try:
-            results = self.executor.recover()
+            answered = self.executor.recover()
         except Exception as exc:  # a failing ledger: log it, try again later
             log.error("command.failed", error=f"{type(exc).__name__}: {exc}")
             return
-        for result in results:
-            self.publish(self.topics.result, result.model_dump_json(), qos=1)
+        if answered:
+            self._results_owed()
 
     # -- status -----------------------------------------------------------------------------
 
@@ -373,4 +483,5 @@ class KioskMqtt:
             commands_received=self._received,
             commands_refused_busy=self._busy,
             last_error=self._last_error,
+            commands_junk=self._junk.total,
         )

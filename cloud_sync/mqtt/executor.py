@@ -5,8 +5,18 @@ The handlers are the caller's (the kiosk runtime wires ``eject`` to the real boa
 the verified ``Command`` and returns a few result fields, or raises to report a failure.
 ``ping`` is answered here when the caller gives no handler of its own.
 
-Every command that is not run is logged with its reason (``command.ignored``); only
-commands whose signature verified get an answer on the result topic.
+Every authentic command that is not run is logged with its reason (``command.ignored``);
+only commands whose signature verified get an answer on the result topic. ``screen`` tells
+an authentic command from junk before it takes a place in the link's queue; the link drops
+junk with a summary log line, never one line per message.
+
+Every answer is owed in the ledger before the command's message is acknowledged to the
+broker (``recorded``, the link's acknowledgement, is called once the command is claimed
+or its rejection owed), and stays owed until the broker acknowledged the result: the link
+publishes it again after a restart or a reconnection (at least once; duplicates are
+harmless to the sender). A command the broker delivers again (``redelivered``: its DUP
+flag) after it was claimed, because its acknowledgement was lost to a kill or a
+disconnection, is not answered again: its answer is owed already, or the recovery gives it.
 
 A command that a previous run of the kiosk took on and never finished (it was killed or
 lost its power: the command is still ``running`` in the ledger) is answered by ``recover``:
@@ -46,6 +56,10 @@ Handler = Callable[[Command], HandlerData | None]
 #: or an exception (the result is an ``error`` with its message).
 Recovery = Callable[[LedgerEntry], HandlerData | None]
 INTERRUPTED = "interrupted: the kiosk restarted before this command finished; send it again"
+
+
+def _nothing() -> None:
+    return None
 
 
 def ping(command: Command) -> HandlerData:
@@ -98,15 +112,31 @@ class CommandExecutor:
             )
         return results
 
-    def handle(self, raw: bytes) -> CommandResult | None:
-        """Run one received command; the result to publish, or None when there is no answer."""
+    def screen(self, raw: bytes) -> str | None:
+        """None when ``raw`` is authentic (its signature verified, whatever else is wrong
+        with it: the kiosk answers it), else the reason it is junk (never answered)."""
+        try:
+            verify_command(
+                raw, self.public_key, self.kiosk_id, self.slots, self.clock(), self.limits
+            )
+        except CommandRejected as exc:
+            return None if exc.authentic and exc.command_id is not None else exc.reason
+        return None
+
+    def handle(
+        self, raw: bytes, *, redelivered: bool = False, recorded: Callable[[], None] = _nothing
+    ) -> CommandResult | None:
+        """Run one received command; the result to publish, or None when there is no answer.
+
+        ``recorded`` is called once the command is claimed in the ledger (before its
+        handler runs) or its rejection is owed: then its message may be acknowledged."""
         now = self.clock()
         try:
             command = verify_command(
                 raw, self.public_key, self.kiosk_id, self.slots, now, self.limits
             )
         except CommandRejected as exc:
-            return self._rejected(exc, now)
+            return self._rejected(exc, now, recorded)
         handler = self.handlers.get(command.name) or (ping if command.name == "ping" else None)
         if handler is None:
             return self._rejected(
@@ -118,8 +148,13 @@ class CommandExecutor:
                     authentic=True,
                 ),
                 now,
+                recorded,
             )
         if not self.ledger.claim(command.id, command.name, command.issuer, command.expires_at):
+            if redelivered:  # our acknowledgement was lost: the command is answered already
+                log.info("command.redelivered", command_id=command.id, command=command.name)
+                recorded()
+                return None
             return self._rejected(
                 CommandRejected(
                     "replayed",
@@ -129,8 +164,28 @@ class CommandExecutor:
                     authentic=True,
                 ),
                 now,
+                recorded,
             )
+        recorded()
         return self._run(command, handler)
+
+    def busy(self, raw: bytes, *, recorded: Callable[[], None] = _nothing) -> CommandResult | None:
+        """Refuse an authentic command without running it: too many are waiting."""
+        now = self.clock()
+        try:
+            command = verify_command(
+                raw, self.public_key, self.kiosk_id, self.slots, now, self.limits
+            )
+        except CommandRejected as exc:
+            return self._rejected(exc, now, recorded)
+        busy = CommandRejected(
+            "busy",
+            "too many commands waiting; send it again",
+            command_id=command.id,
+            name=command.name,
+            authentic=True,
+        )
+        return self._rejected(busy, now, recorded)
 
     def _run(self, command: Command, handler: Handler) -> CommandResult:
         started = time.monotonic()
@@ -177,10 +232,12 @@ class CommandExecutor:
                 detail=detail,
                 at=int(self.clock()),
             )
-        self.ledger.finish(command_id, status, result.detail)
+        self.ledger.finish(command_id, status, result.detail, result.model_dump_json())
         return result
 
-    def _rejected(self, exc: CommandRejected, now: float) -> CommandResult | None:
+    def _rejected(
+        self, exc: CommandRejected, now: float, recorded: Callable[[], None]
+    ) -> CommandResult | None:
         log.warning(
             "command.ignored",
             reason=exc.reason,
@@ -189,8 +246,9 @@ class CommandExecutor:
             command=exc.name,
         )
         if not exc.authentic or exc.command_id is None:
+            recorded()
             return None
-        return CommandResult(
+        result = CommandResult(
             id=exc.command_id,
             kiosk_id=self.kiosk_id,
             name=exc.name or "",
@@ -199,3 +257,6 @@ class CommandExecutor:
             detail=exc.detail[:500],
             at=int(now),
         )
+        self.ledger.owe(result.id, result.model_dump_json())
+        recorded()
+        return result

@@ -7,6 +7,14 @@ An id is kept until well after its command expired (an expired command is refuse
 then pruned. A command left ``running`` by a process that stopped before it finished is
 found with ``running()`` at the next start and finished then (``CommandExecutor.recover``),
 so no command stays ``running`` for ever.
+
+The ledger also holds the answers the kiosk owes (table ``results``): a command's result
+is written in the same transaction that finishes it (and a rejection of an authentic
+command before its message is acknowledged to the broker), and stays owed until the broker
+acknowledged its publication (``answered``). The link publishes every owed result at each
+connection, so a result is never lost to a restart or a broker that was away; it may be
+published twice (the sender takes the first result with its command's id). Results are
+pruned with their commands; an owed result older than ``KEEP_AFTER_EXPIRY_S`` is given up.
 """
 
 from __future__ import annotations
@@ -34,7 +42,15 @@ CREATE TABLE IF NOT EXISTS commands (
     expires_at REAL NOT NULL,
     status TEXT NOT NULL DEFAULT 'running',
     detail TEXT
-)
+);
+CREATE TABLE IF NOT EXISTS results (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    command_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    answered_at REAL
+);
+CREATE INDEX IF NOT EXISTS results_owed ON results (seq) WHERE answered_at IS NULL;
 """
 
 
@@ -46,6 +62,15 @@ class LedgerEntry:
     received_at: float
     status: str
     detail: str | None
+
+
+@dataclass(frozen=True)
+class OwedResult:
+    """A result not yet acknowledged by the broker: ``payload`` is its JSON, as published."""
+
+    seq: int
+    command_id: str
+    payload: str
 
 
 class CommandLedger:
@@ -61,7 +86,7 @@ class CommandLedger:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise MqttError(f"{path}: cannot open the command ledger ({exc})") from None
         self.prune()
@@ -79,16 +104,61 @@ class CommandLedger:
                 raise MqttError(f"{self.path}: cannot record command {command_id}: {exc}") from None
             return cursor.rowcount == 1
 
-    def finish(self, command_id: str, status: str, detail: str = "") -> None:
-        """Remember how a claimed command ended (for ``kiosk status`` and the logs)."""
+    def finish(self, command_id: str, status: str, detail: str = "", result: str = "") -> None:
+        """Remember how a claimed command ended and, with ``result``, owe that answer
+        (one transaction: a command never ends without its answer owed)."""
         with self._lock:
             try:
-                self._db.execute(
-                    "UPDATE commands SET status = ?, detail = ? WHERE id = ?",
-                    [status, detail[:500], command_id],
-                )
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute(
+                        "UPDATE commands SET status = ?, detail = ? WHERE id = ?",
+                        [status, detail[:500], command_id],
+                    )
+                    if result:
+                        self._owe(command_id, result)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
                 raise MqttError(f"{self.path}: cannot record command {command_id}: {exc}") from None
+
+    def owe(self, command_id: str, result: str) -> None:
+        """Owe ``result`` (a rejection's JSON) until the broker acknowledges it."""
+        with self._lock:
+            try:
+                self._owe(command_id, result)
+            except sqlite3.Error as exc:
+                raise MqttError(f"{self.path}: cannot record command {command_id}: {exc}") from None
+
+    def _owe(self, command_id: str, result: str) -> None:
+        self._db.execute(
+            "INSERT INTO results (command_id, payload, created_at) VALUES (?, ?, ?)",
+            [command_id, result, self._clock()],
+        )
+
+    def owed(self) -> list[OwedResult]:
+        """The results not yet acknowledged by the broker, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, command_id, payload FROM results WHERE answered_at IS NULL "
+                "ORDER BY seq"
+            ).fetchall()
+        return [OwedResult(*row) for row in rows]
+
+    def answered(self, seqs: list[int]) -> None:
+        """The broker acknowledged these results: they are no longer owed."""
+        if not seqs:
+            return
+        with self._lock:
+            try:
+                self._db.executemany(
+                    "UPDATE results SET answered_at = ? WHERE seq = ?",
+                    [(self._clock(), seq) for seq in seqs],
+                )
+            except sqlite3.Error as exc:
+                raise MqttError(f"{self.path}: cannot record answered results: {exc}") from None
 
     def running(self) -> list[LedgerEntry]:
         """Commands taken on and not finished, oldest first."""
@@ -100,11 +170,12 @@ class CommandLedger:
         return [LedgerEntry(*row) for row in rows]
 
     def prune(self) -> int:
-        """Forget ids whose commands expired more than ``KEEP_AFTER_EXPIRY_S`` ago."""
+        """Forget ids whose commands expired more than ``KEEP_AFTER_EXPIRY_S`` ago, and
+        results older than that (an owed one is given up: no sender waits that long)."""
         with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM commands WHERE expires_at < ?", [self._clock() - KEEP_AFTER_EXPIRY_S]
-            )
+            cutoff = self._clock() - KEEP_AFTER_EXPIRY_S
+            cursor = self._db.execute("DELETE FROM commands WHERE expires_at < ?", [cutoff])
+            self._db.execute("DELETE FROM results WHERE created_at < ?", [cutoff])
             return cursor.rowcount
 
     def recent(self, limit: int = 10) -> list[LedgerEntry]:

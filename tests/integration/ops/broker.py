@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import queue
 import shutil
@@ -30,13 +31,20 @@ class Broker:
 
 
 @contextmanager
-def mosquitto(folder: Path, port: int | None = None) -> Iterator[Broker]:
+def mosquitto(folder: Path, port: int | None = None, persistence: bool = False) -> Iterator[Broker]:
+    """A broker on ``port``; with ``persistence`` it keeps its sessions and their queued
+    messages in ``folder`` across a restart (saved when it is stopped)."""
     need(Path(MOSQUITTO).exists(), "mosquitto")
     port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
     conf = folder / "mosquitto.conf"
+    kept = (
+        f"persistence true\npersistence_location {folder}/\nuser {getpass.getuser()}\n"
+        if persistence
+        else "persistence false\n"
+    )  # run as root, mosquitto would switch to a user that cannot write the folder
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n{kept}"
         "log_type error\nlog_type warning\nmessage_size_limit 65536\n",
         encoding="utf-8",
     )
@@ -68,11 +76,16 @@ def mosquitto(folder: Path, port: int | None = None) -> Iterator[Broker]:
 class Watcher:
     """Subscribes to topics and keeps every message it gets (retained ones included)."""
 
-    def __init__(self, broker: Broker, *topics: str) -> None:
+    def __init__(self, broker: Broker, *topics: str, session: str = "") -> None:
+        """``session``: a client id whose session the broker keeps (as a sender that waits
+        for an answer through a broker restart); empty, a clean session."""
         self._got: list[mqtt.MQTTMessage] = []
         self._cond = threading.Condition()
         subscribed: queue.Queue[int] = queue.Queue()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="")
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=session, clean_session=not session
+        )
+        self.client.reconnect_delay_set(1, 1)
 
         def on_connect(client: mqtt.Client, *_: Any) -> None:
             for topic in topics:
@@ -107,6 +120,11 @@ class Watcher:
                 if left <= 0:
                     raise AssertionError(f"no message on {topic} within {timeout} s")
                 self._cond.wait(left)
+
+    def all(self, topic: str) -> list[Any]:
+        """The JSON of the messages on ``topic`` that ``next`` has not taken."""
+        with self._cond:
+            return [json.loads(m.payload) for m in self._got if m.topic == topic]
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.client.publish(topic, payload, qos=qos).wait_for_publish(5)

@@ -67,7 +67,7 @@ from cloud_sync.server.revocation import KioskRevoked
 from cloud_sync.server.revoke_api import router as revoke_router
 from cloud_sync.server.roster import CloudRoster, box_public_key, open_cloud_roster
 from cloud_sync.server.roster_api import router as roster_router
-from cloud_sync.server.store import KioskRecord, Store
+from cloud_sync.server.store import KioskRecord, Store, record_nonce
 from cloud_sync.server.sweep import start_sweeper
 from cloud_sync.server.terms_api import router as terms_router
 from cloud_sync.signing import (
@@ -142,8 +142,9 @@ class Service:
         while the source is locked out; a wrong signature counts towards a lockout of the
         source and of the kiosk id it names, and is answered 429 once that kiosk id is
         locked out; a right one is never refused for its kiosk id (an id is no secret, so
-        a stranger's forgeries must not lock the real kiosk out) and counts against the
-        kiosk's ``scope`` limit."""
+        a stranger's forgeries must not lock the real kiosk out) and, once its nonce is
+        spent, counts against the kiosk's ``scope`` limit: a replay is answered ``401
+        replayed`` and counts against nothing, so it cannot spend the real kiosk's limit."""
         named = {name.lower(): value for name, value in headers.items()}.get("x-kiosk-id")
         self.limiter.check("kiosk", source, None)
         try:
@@ -153,7 +154,9 @@ class Service:
                 self.limiter.failed("kiosk", source, named)
                 self.limiter.check("kiosk", source, named)
             raise
-        self.limiter.hit(scope, signed.kiosk_id)
+        self.limiter.hit(
+            scope, signed.kiosk_id, first=lambda tx: record_nonce(tx, signed.kiosk_id, signed.nonce)
+        )
         return signed
 
     def _verify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
@@ -193,7 +196,7 @@ class Service:
             self.metrics.events.labels("rejected").inc(len(problem.rejected))
             raise
         try:
-            result = self.store.ingest(signed.kiosk_id, signed.nonce, batch.batch_id, events)
+            result = self.store.ingest(signed.kiosk_id, batch.batch_id, events)
         except Problem as problem:
             self.metrics.events.labels("rejected").inc(len(problem.rejected))
             raise

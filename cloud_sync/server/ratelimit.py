@@ -15,10 +15,11 @@ hit (a new window once the old one is over) and returns the count.
   credential is even looked at, so a correct one is refused too until the lockout ends.
   The one exception is a kiosk id, which is no secret: its lockout refuses only
   signatures that fail, so forgeries in a kiosk's name never lock the real kiosk out.
-- A kiosk that signed its request correctly counts one hit against its ``batch`` bucket
-  (``POST /v1/events:batch``) or its ``pull`` bucket (``GET /v1/roster`` and
-  ``GET /v1/rentals:closed``); past the limit it is answered ``429 rate_limited`` until
-  the window ends.
+- A kiosk that signed its request correctly, with a nonce not used before, counts one hit
+  against its ``batch`` bucket (``POST /v1/events:batch``) or its ``pull`` bucket
+  (``GET /v1/roster`` and ``GET /v1/rentals:closed``); past the limit it is answered
+  ``429 rate_limited`` until the window ends. A replay (``401 replayed``) or a signature
+  that fails never counts there, so nobody but the kiosk can spend its limit.
 
 Every 429 carries ``Retry-After`` (whole seconds, at least 1) and the usual error body.
 Buckets are named by a SHA-256 of what they count, so no input reaches the database as
@@ -253,11 +254,17 @@ class RateLimiter:
                 )
         self._prune_now_and_then()
 
-    def hit(self, scope: Scope, kiosk_id: str) -> None:
-        """Count one request of an authenticated kiosk; ``429 rate_limited`` past its limit."""
+    def hit(self, scope: Scope, kiosk_id: str, first: Callable[[Tx], None] | None = None) -> None:
+        """Count one request of an authenticated kiosk; ``429 rate_limited`` past its limit.
+
+        ``first`` runs in the same transaction before the hit is counted (the request's
+        nonce is spent there): when it raises, nothing is counted, so a replayed request
+        never spends the kiosk's limit."""
         rule = self.policy.requests[scope]
         now = self._now_ms()
         with self.db.transaction() as tx:
+            if first is not None:
+                first(tx)
             counted = _count(tx, [bucket(scope, kiosk_id)], rule, now)
         _, hits, started = counted[0]
         self._prune_now_and_then()

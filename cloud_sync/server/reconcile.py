@@ -14,7 +14,10 @@ not depend on the arrival order:
 
 A new rental is due ``due`` after it started (``rentals.due_at``; the rentals sweep turns
 it ``overdue`` and ``lost``, ``cloud_sync.server.sweep``). ``rental.failed`` marks the
-rental failed (it never left the cabinet). Everything runs in the ingest transaction; on
+rental failed (it never left the cabinet); when it arrives before its rental's start, the
+start fills in the row it made. A rental is started once: the ingest refuses a second
+``rental.started`` of a rental (``Store.ingest``), and a start never overwrites another.
+Everything runs in the ingest transaction; on
 PostgreSQL an advisory lock per powerbank keeps two API processes from replaying the same
 powerbank at once.
 """
@@ -78,10 +81,12 @@ def reconcile(
             ]
             for e, p in started
         ],
+        # a start only fills the row its rental.failed made first (no powerbank yet); it
+        # never overwrites another start (the ingest refuses a second start before this)
         on_conflict="ON CONFLICT (kiosk_id, rental_id) DO UPDATE SET "
         "powerbank_id = excluded.powerbank_id, slot = excluded.slot, "
         "started_at = excluded.started_at, start_event_id = excluded.start_event_id, "
-        "due_at = excluded.due_at",
+        "due_at = excluded.due_at WHERE rentals.powerbank_id = ''",
     )
     tx.insert_many(
         "returns",

@@ -49,8 +49,7 @@ def closed_rentals(
         b"",
         client_source(request),
         "pull",
-    )
-    svc.store.use_nonce(signed.kiosk_id, signed.nonce)
+    )  # its nonce is spent there
     found = svc.store.closed_rentals(signed.kiosk_id, since, limit)
     cursor = found[-1].closed_seq if found else since
     if not found and since > 0:  # a cursor from beyond this database (restored from a backup)

@@ -110,7 +110,7 @@ def roster_delta(request: Request, since: Annotated[int, Query(ge=0, le=MAX_SEQ)
         )
     except KioskRevoked as revoked:  # its signature checked: it gets the order to wipe
         signed = revoked.signed
-    svc.store.use_nonce(signed.kiosk_id, signed.nonce)
+        svc.store.use_nonce(signed.kiosk_id, signed.nonce)  # admitted requests spent theirs
     kiosk = svc.store.kiosk(signed.kiosk_id)  # fresh: a box key may have just been set
     if kiosk is not None and kiosk.disabled:  # revoked, maybe since its key was cached
         return wipe_response(request, signed.kiosk_id, signed.nonce)

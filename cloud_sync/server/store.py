@@ -2,9 +2,12 @@
 
 Every method is one transaction. Ingest is idempotent by event id: an event already
 stored with the same content is reported as a duplicate; the same id or the same
-``(kiosk_id, seq)`` with other content is rejected and the whole batch rolls back. The
-request's nonce is recorded in the same transaction, so a replay is refused and a batch
-that was refused leaves nothing behind. On PostgreSQL the batches of one kiosk are
+``(kiosk_id, seq)`` with other content, one seq twice in a batch, and a second
+``rental.started`` of one rental (in the batch or stored) are rejected, each event with its
+reason, and the whole batch rolls back. A signed request's nonce is spent when it is
+admitted (``record_nonce``, in the transaction that counts the request against the
+kiosk's limit, ``ratelimit``), whatever happens to the request after: a replay is refused
+by every replica and counts against nothing. On PostgreSQL the batches of one kiosk are
 serialised by an advisory lock, so any number of API processes can share the database.
 """
 
@@ -17,11 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloud_sync.events import Event, Rejection
+from cloud_sync.events import Event, Rejection, RentalStarted
 from cloud_sync.outbox_seq import conflict_reason
 from cloud_sync.server import erasure, fleet_status, rider_fleet
 from cloud_sync.server.closed import ClosedRental, number_closed
-from cloud_sync.server.db import Database
+from cloud_sync.server.db import Database, Tx
 from cloud_sync.server.migrations import utc_text
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.reconcile import reconcile
@@ -64,6 +67,56 @@ def _digest(event: Event) -> str:
 def _highest_seq(tx: Any, kiosk_id: str) -> int:
     (row,) = tx.rows("SELECT COALESCE(MAX(seq), 0) FROM events WHERE kiosk_id = ?", [kiosk_id])
     return int(row[0])
+
+
+def _started_rentals(where: str, args: list[Any]) -> tuple[str, list[Any]]:
+    """The statement naming which of a kiosk's rentals a stored ``rental.started`` began,
+    and its event: ``(rental_id, start_event_id)``. A row a ``rental.failed`` made before
+    its start arrived has no powerbank yet; the start that follows may fill it."""
+    return (
+        "SELECT rental_id, start_event_id FROM rentals "  # noqa: S608
+        f"WHERE kiosk_id = ? AND {where} AND powerbank_id <> ''",
+        args,
+    )
+
+
+def _id_taken(event: Event, stored_kiosk: str, stored_seq: int) -> str:
+    """Why an id stored with other content is refused: the kiosk's own event is named by
+    its seq; another kiosk's is not described at all (a kiosk learns nothing about it)."""
+    if stored_kiosk == event.kiosk_id:
+        return f"id: {event.id} is already stored with other content (seq {stored_seq})"
+    return f"id: {event.id} is already used by another event"
+
+
+def _conflict(
+    event: Event,
+    batch_seqs: dict[int, str],
+    batch_starts: dict[str, str],
+    stored_starts: dict[str, str],
+) -> str | None:
+    """Why a new event conflicts with an earlier new event of its batch (its seq; a second
+    ``rental.started`` of one rental) or with a stored start of its rental, or None, in
+    which case the event is noted in ``batch_seqs`` and ``batch_starts``. A rental's
+    ``rental.failed`` or return beside its start is no conflict: only a second start is."""
+    first = batch_seqs.get(event.seq)
+    if first is not None:
+        return f"seq: {event.seq} appears twice in this batch (event {first} has it too)"
+    if isinstance(event.payload, RentalStarted):
+        rental = event.payload.rental_id
+        stored = stored_starts.get(rental)
+        if stored is not None and stored != event.id:
+            return (
+                f"payload.rental_id: rental {rental} is already started by event {stored}; "
+                "a rental starts once"
+            )
+        if rental in batch_starts:
+            return (
+                f"payload.rental_id: rental {rental} is started twice in this batch "
+                f"(event {batch_starts[rental]} starts it first)"
+            )
+        batch_starts[rental] = event.id
+    batch_seqs[event.seq] = event.id
+    return None
 
 
 def _hash_token(token: str) -> str:
@@ -202,9 +255,9 @@ class Store:
     # -- nonces ---------------------------------------------------------------------------------
 
     def use_nonce(self, kiosk_id: str, nonce: str) -> None:
-        """Record a nonce on its own (requests that store nothing else)."""
+        """Record a nonce on its own (a request that is not admitted: a revoked kiosk's)."""
         with self.db.transaction() as tx:
-            _record_nonce(tx, kiosk_id, nonce)
+            record_nonce(tx, kiosk_id, nonce)
 
     def prune_nonces(self, older_than_s: float) -> int:
         with self.db.transaction() as tx:
@@ -212,32 +265,33 @@ class Store:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def ingest(self, kiosk_id: str, nonce: str, batch_id: str, events: list[Event]) -> IngestResult:
-        """Store a validated batch once; ``Problem`` (and nothing stored) on any conflict."""
+    def ingest(self, kiosk_id: str, batch_id: str, events: list[Event]) -> IngestResult:
+        """Store a validated batch once; ``Problem`` (and nothing stored) on any conflict.
+
+        The request's nonce was spent when it was admitted (``record_nonce``)."""
         received = _now_text()
         digests = [_digest(event) for event in events]
+        started = [e.payload.rental_id for e in events if isinstance(e.payload, RentalStarted)]
         with self.db.transaction() as tx:
             tx.lock(f"kiosk:{kiosk_id}")
             ids, id_args = tx.in_list("id", [event.id for event in events])
             seqs, seq_args = tx.in_list("seq", [event.seq for event in events])
-            fresh, found = tx.rows_each(  # one round trip with the lock (PostgreSQL)
-                [
-                    (
-                        "INSERT INTO nonces (kiosk_id, nonce, seen_at) VALUES (?, ?, ?) "
-                        "ON CONFLICT (kiosk_id, nonce) DO NOTHING RETURNING 1",
-                        [kiosk_id, nonce, int(time.time())],
-                    ),
-                    (  # the same ids, or the same seqs of this kiosk
-                        f"SELECT id, kiosk_id, seq, digest FROM events "  # noqa: S608
-                        f"WHERE {ids} OR (kiosk_id = ? AND {seqs})",
-                        [*id_args, kiosk_id, *seq_args],
-                    ),
-                ]
-            )
-            if not fresh:
-                raise _replayed()
+            lookups: list[tuple[str, list[Any]]] = [
+                (  # the same ids, or the same seqs of this kiosk
+                    f"SELECT id, kiosk_id, seq, digest FROM events "  # noqa: S608
+                    f"WHERE {ids} OR (kiosk_id = ? AND {seqs})",
+                    [*id_args, kiosk_id, *seq_args],
+                )
+            ]
+            if started:
+                rental_ids, rental_args = tx.in_list("rental_id", started)
+                lookups.append(_started_rentals(rental_ids, [kiosk_id, *rental_args]))
+            found, *more = tx.rows_each(lookups)  # one round trip with the lock (PostgreSQL)
             by_id = {row[0]: row[1:] for row in found}
             by_seq = {row[2]: row[0] for row in found if row[1] == kiosk_id}
+            starts: dict[str, str] = {row[0]: row[1] for row in more[0]} if more else {}
+            batch_seqs: dict[int, str] = {}
+            batch_starts: dict[str, str] = {}
             accepted: list[Event] = []
             duplicate: list[str] = []
             rejected: list[Rejection] = []
@@ -249,20 +303,18 @@ class Store:
                     if tuple(stored) == (event.kiosk_id, event.seq, digest):
                         duplicate.append(event.id)
                     else:
-                        rejected.append(
-                            Rejection(
-                                index=index,
-                                id=event.id,
-                                reason=f"id: {event.id} is already stored with other content "
-                                f"(kiosk {stored[0]}, seq {stored[1]})",
-                            )
-                        )
+                        reason = _id_taken(event, stored[0], stored[1])
+                        rejected.append(Rejection(index=index, id=event.id, reason=reason))
                     continue
                 if event.seq in by_seq:
                     if stored_max is None:  # the kiosk renumbers above it (outbox_seq)
                         stored_max = _highest_seq(tx, kiosk_id)
                     reason = conflict_reason(event.seq, kiosk_id, by_seq[event.seq], stored_max)
                     rejected.append(Rejection(index=index, id=event.id, reason=reason))
+                    continue
+                conflict = _conflict(event, batch_seqs, batch_starts, starts)
+                if conflict is not None:
+                    rejected.append(Rejection(index=index, id=event.id, reason=conflict))
                     continue
                 accepted.append(event)
                 rows.append(
@@ -283,7 +335,8 @@ class Store:
                 raise Problem(
                     422,
                     "rejected_events",
-                    f"{len(rejected)} events conflict with stored ones; nothing was stored",
+                    f"{len(rejected)} events conflict with stored ones or with each other; "
+                    "nothing was stored",
                     rejected=rejected,
                 )
             tx.insert_many("events", EVENT_COLUMNS, rows)
@@ -399,7 +452,8 @@ def _upsert_kiosk(
     )
 
 
-def _record_nonce(tx: Any, kiosk_id: str, nonce: str) -> None:
+def record_nonce(tx: Tx, kiosk_id: str, nonce: str) -> None:
+    """Spend a request's nonce in ``tx``; ``401 replayed`` when it was spent before."""
     fresh = tx.run(
         "INSERT INTO nonces (kiosk_id, nonce, seen_at) VALUES (?, ?, ?) "
         "ON CONFLICT (kiosk_id, nonce) DO NOTHING",

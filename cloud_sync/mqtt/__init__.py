@@ -4,6 +4,7 @@
 - ``ledger``: command ids already run (at most once, across restarts) and the results owed
   until the broker acknowledged them;
 - ``inbox``: authentic commands waiting for the command thread, unacknowledged; the junk tally;
+- ``results``: the owed results handed to paho, settled once the broker acknowledged them;
 - ``executor``: verify, claim, run the caller's handler, answer;
 - ``telemetry``: topics, the state and telemetry messages, Home Assistant discovery;
 - ``client``: ``KioskMqtt``, the non-blocking paho client of a kiosk;

@@ -21,8 +21,9 @@ thread answers the commands an earlier run left ``running`` (``CommandExecutor.r
 as soon as their outcome is known.
 
 Results are never queued in memory only: the executor owes each one in the ledger, and the
-publisher publishes every owed result (QoS 1) at each connection and whenever a new one is
-owed, and marks it answered once paho reports the broker's acknowledgement.
+publisher thread hands every owed result to paho (``OwedResults``, QoS 1) at each
+connection and whenever a new one is owed, and marks it answered once paho reports the
+broker's acknowledgement.
 
 Threads: paho's loop, ``mqtt-publish``, ``mqtt-telemetry`` (when a snapshot function is
 given) and ``mqtt-commands`` (when an executor is given).
@@ -49,6 +50,7 @@ from cloud_sync.config import MqttConfig
 from cloud_sync.mqtt.errors import BrokerError
 from cloud_sync.mqtt.executor import CommandExecutor
 from cloud_sync.mqtt.inbox import Inbox, JunkTally, Received
+from cloud_sync.mqtt.results import OwedResults
 from cloud_sync.mqtt.telemetry import (
     THERMAL_ROOT,
     StateMessage,
@@ -138,8 +140,6 @@ class KioskMqtt:
         self._session = 0  # counts connections: a message is acknowledged on its own
         self._owed_due = True  # owed results to (re)publish
         self._retry_at: float | None = None
-        self._pending: dict[int, mqtt.MQTTMessageInfo] = {}  # result seq -> paho's handle
-        self._results_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connected = False
@@ -148,6 +148,11 @@ class KioskMqtt:
         self._published = self._dropped = self._received = self._busy = 0
         self._last_error: str | None = None
         self._client = self._make_client()
+        self._results = (
+            None
+            if executor is None
+            else OwedResults(executor.ledger, self._client, self.topics.result)
+        )
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -220,7 +225,8 @@ class KioskMqtt:
         self._client.loop_stop()
         for thread in self._threads:
             thread.join(timeout)
-        self._settle_results()  # what the broker acknowledged before the end
+        if self._results is not None:
+            self._results.settle()  # what the broker acknowledged before the end
         log.info("mqtt.stopped", broker=self.broker)
 
     # -- paho callbacks (its loop thread) ---------------------------------------------------
@@ -328,9 +334,14 @@ class KioskMqtt:
     def _publish_loop(self) -> None:
         while not self._stop.is_set():
             item, owed = self._next()
-            self._settle_results()
-            if owed:
-                self._publish_owed()
+            if self._results is not None:
+                self._results.settle()
+                if owed:
+                    sent, refused = self._results.offer()
+                    self._published += sent
+                    if refused:  # paho's queue was full: offer them again in a while
+                        with self._cond:
+                            self._retry_at = time.monotonic() + RESULT_RETRY_S
             if item is not None:
                 self._send(item)
 
@@ -353,46 +364,6 @@ class KioskMqtt:
         with self._cond:
             self._owed_due = True
             self._cond.notify_all()
-
-    def _publish_owed(self) -> None:
-        """Hand paho every owed result it does not hold already (QoS 1)."""
-        if self.executor is None:
-            return
-        try:
-            owed = self.executor.ledger.owed()
-        except Exception as exc:  # a failing ledger: try again later
-            log.error("command.failed", error=f"{type(exc).__name__}: {exc}")
-            owed = []
-        refused = False
-        with self._results_lock:
-            for result in owed:
-                if result.seq in self._pending:
-                    continue  # paho holds it, and sends it again after a reconnection
-                info = self._client.publish(self.topics.result, result.payload, 1, False)
-                if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                    self._pending[result.seq] = info
-                    self._published += 1
-                else:
-                    refused = True
-        if refused:
-            with self._cond:
-                self._retry_at = time.monotonic() + RESULT_RETRY_S
-
-    def _settle_results(self) -> None:
-        """Mark answered the results whose publication the broker acknowledged."""
-        if self.executor is None:
-            return
-        with self._results_lock:
-            done = [seq for seq, info in self._pending.items() if info.is_published()]
-            if not done:
-                return
-            try:
-                self.executor.ledger.answered(done)
-            except Exception as exc:  # still owed: published again later, harmless
-                log.error("command.failed", error=f"{type(exc).__name__}: {exc}")
-                return
-            for seq in done:
-                del self._pending[seq]
 
     def publish_telemetry(self) -> bool:
         """Take a snapshot now and queue it (the periodic thread calls this)."""

@@ -164,11 +164,20 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve the cloud API (events ingest, kiosk registry, provisioning, metrics)."""
-    import os
+    """Serve the cloud API (events ingest, kiosk registry, provisioning, metrics).
 
+    Half-sent requests are closed: headers must arrive within KIOSK_CLOUD_HEADER_TIMEOUT_S
+    (default 10 s), a body within KIOSK_CLOUD_BODY_TIMEOUT_S (default 30 s, else 408), and
+    past KIOSK_CLOUD_LIMIT_CONCURRENCY connections (default 1000) a process answers 503. In
+    production put a buffering proxy in front (docs/cloud.md).
+    """
+    import os
+    import resource
+
+    import structlog
     import uvicorn
 
+    from cloud_sync.server.serving import uvicorn_options
     from cloud_sync.server.workers import start_logging
 
     given = {"database_url": database_url, "host": host, "port": port, "workers": workers}
@@ -186,17 +195,16 @@ def serve(
         from cloud_sync.server.app import create_app
 
         target = create_app(settings)
-    uvicorn.run(
-        target,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        proxy_headers=bool(settings.forwarded_allow_ips),
-        forwarded_allow_ips=settings.forwarded_allow_ips or None,
-        **served,
-    )
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    options = uvicorn_options(settings, open_files)
+    if options["limit_concurrency"] < settings.limit_concurrency:
+        structlog.get_logger("cloud_sync.server").warning(
+            "cloud.limit_concurrency_lowered",
+            limit_concurrency=options["limit_concurrency"],
+            open_file_limit=open_files,
+            hint="raise the open-file limit (LimitNOFILE=, ulimit -n)",
+        )
+    uvicorn.run(target, **options, **served)
 
 
 @app.command("migrate")

@@ -25,6 +25,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from cloud_sync.errors import SignatureError, SigningKeyError, StoreError
 from cloud_sync.events import (
@@ -386,6 +387,13 @@ def create_app(settings: CloudSettings) -> FastAPI:
         response.headers["Retry-After"] = "60"
         return response
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # the client hung up before its body arrived: nobody gets this answer, and it is
+        # no fault of the server (no traceback, no 5xx); the request line says 499
+        reason = "the client closed the connection before its body arrived"
+        return _error(request, 499, "client_disconnected", reason)
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("cloud.unexpected_error")
@@ -416,7 +424,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     )
     async def events_batch(request: Request) -> BatchResponse:
         """Store a kiosk's batch of events, once each (idempotent by event id)."""
-        body = await _read_body(request, settings.max_body_bytes)
+        body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         headers = dict(request.headers)
         state_log: dict[str, Any] = request.state.log
         svc: Service = request.app.state.service

@@ -47,6 +47,16 @@ class CloudSettings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     max_decoded_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     max_batch_events: int = Field(default=1000, ge=1, le=MAX_BATCH_EVENTS)
+    #: A request's body must have arrived this long after its headers (408 otherwise),
+    #: and its headers this long after the connection opened or its previous answer
+    #: (``kiosk-cloud serve`` closes the connection otherwise): half-sent requests never
+    #: hold a connection for longer.
+    body_timeout_s: float = Field(default=30.0, ge=1, le=600)
+    header_timeout_s: float = Field(default=10.0, ge=1, le=600)
+    #: Connections (and requests) one ``serve`` process takes at once; past it new
+    #: requests are answered 503 at once. Keep it well below the open-file limit
+    #: (``LimitNOFILE`` in the systemd unit).
+    limit_concurrency: int = Field(default=1000, ge=10, le=100_000)
     #: How far a request's signed timestamp may be from this server's clock.
     clock_skew_s: float = Field(default=300.0, ge=5, le=3600)
     #: How far in the future an event's occurred_at may be.

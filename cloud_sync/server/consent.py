@@ -16,6 +16,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from pydantic import BaseModel, Field
 from ulid import ULID
@@ -43,6 +44,9 @@ class ConsentTextOut(BaseModel):
 
 class ConsentTextIn(_Body):
     """A consent text to accept from now on."""
+
+    #: Its largest body (``bodies.body_limit``): ``MAX_TEXT_CHARS`` of any script, escaped.
+    max_body_bytes: ClassVar[int] = 2 * 1024 * 1024
 
     version: str = Field(min_length=1, max_length=64, pattern=CONSENT_VERSION_PATTERN)
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)

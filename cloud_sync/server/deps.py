@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import Depends, Request
 
@@ -91,13 +91,20 @@ def _operator(request: Request) -> Caller:
 class Needs:
     """A route's dependency: an operator token (``_operator``) whose role may do what the
     route does; 403 ``role_required`` naming the role otherwise (nothing is changed, and
-    nothing counts towards a lockout: the token was right)."""
+    nothing counts towards a lockout: the token was right). It runs before a body is read
+    (``bodies.StrictJSONRoute``), and again, from what it found then, where FastAPI
+    resolves the route's dependencies."""
+
+    checks_before_body: ClassVar[bool] = True
 
     def __init__(self, role: Role) -> None:
         self.role = role
 
     def __call__(self, request: Request) -> Caller:
-        caller = _operator(request)
+        caller: Caller | None = getattr(request.state, "operator", None)
+        if caller is None:
+            caller = _operator(request)
+            request.state.operator = caller
         state_log = getattr(request.state, "log", None)
         if isinstance(state_log, dict):
             state_log["operator"] = caller.name
@@ -123,9 +130,13 @@ def refuse_unless(caller: Caller, role: Role, what: str) -> None:
         )
 
 
-def require_app(request: Request) -> Caller:
+def _require_app(request: Request) -> Caller:
     """``Authorization: Bearer <app token>``, compared in constant time, within the
-    lockouts (as operators' tokens are)."""
+    lockouts (as operators' tokens are). Once per request: before the body is read
+    (``bodies.StrictJSONRoute``), the answer is kept for the route's dependency."""
+    found = getattr(request.state, "caller", None)
+    if isinstance(found, Caller) and found.role == "app":
+        return found
     service = request.app.state.service
     token = service.settings.app_token
     if token is None:
@@ -140,6 +151,18 @@ def require_app(request: Request) -> Caller:
     caller = Caller("app", "app", getattr(request.state, "request_id", None))
     request.state.caller = caller
     return caller
+
+
+class _AppToken:
+    """``_require_app`` as a dependency that runs before the body is read."""
+
+    checks_before_body: ClassVar[bool] = True
+
+    def __call__(self, request: Request) -> Caller:
+        return _require_app(request)
+
+
+require_app = _AppToken()
 
 
 def caller_of(request: Request) -> Caller:

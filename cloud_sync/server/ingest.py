@@ -39,22 +39,38 @@ class Limits:
 
 
 def decode_body(body: bytes, content_encoding: str | None, max_decoded: int) -> bytes:
-    """The body, gunzipped when it says ``Content-Encoding: gzip``, never past ``max_decoded``."""
+    """The body, gunzipped when it says ``Content-Encoding: gzip``, never past ``max_decoded``.
+
+    Every gzip member is read (RFC 1952: a file may be several members, one after the
+    other), all of them together within ``max_decoded`` (413 past it, however small the
+    body: a bomb is never inflated further); bytes after the last member that are not a
+    gzip member are a ``400 malformed_gzip``, never ignored."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
     if encoding != "gzip":
         raise Problem(415, "unsupported_encoding", f"Content-Encoding {encoding!r}: use gzip")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, max_decoded + 1)
-    except zlib.error as exc:
-        raise Problem(400, "malformed_gzip", f"the body is not valid gzip ({exc})") from None
-    if len(data) > max_decoded or inflater.unconsumed_tail:
-        raise Problem(413, "body_too_large", f"the decompressed body exceeds {max_decoded} bytes")
-    if not inflater.eof:
-        raise Problem(400, "malformed_gzip", "the gzip body is truncated")
-    return data
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(rest, max_decoded - size + 1)
+        except zlib.error as exc:
+            what = "the body is" if not parts else f"the bytes after gzip member {len(parts)} are"
+            raise Problem(400, "malformed_gzip", f"{what} not valid gzip ({exc})") from None
+        size += len(data)
+        if size > max_decoded or inflater.unconsumed_tail:
+            raise Problem(
+                413, "body_too_large", f"the decompressed body exceeds {max_decoded} bytes"
+            )
+        if not inflater.eof:
+            raise Problem(400, "malformed_gzip", "the gzip body is truncated")
+        parts.append(data)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
 
 
 def parse_batch(

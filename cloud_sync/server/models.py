@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -94,6 +94,9 @@ class TokenOut(BaseModel):
 
 
 class ProvisionIn(_Body):
+    #: Its largest body (``bodies.body_limit``): its fields fit in well under 1 KiB.
+    max_body_bytes: ClassVar[int] = 4 * 1024
+
     token: str = Field(min_length=8, max_length=100)
     kiosk_id: str = Field(pattern=KIOSK_ID_PATTERN)
     public_key: str = Field(min_length=40, max_length=64)
@@ -176,6 +179,9 @@ class ConsentIn(_Body):
 class RiderIn(_Body):
     """A rider to add: stored sealed; the cloud keeps no name or template in clear. The
     consent record is required and must name a consent text the cloud knows."""
+
+    #: Its largest body (``bodies.body_limit``): 64 templates of 128 numbers, and room.
+    max_body_bytes: ClassVar[int] = 1024 * 1024
 
     person_id: str = Field(min_length=1, max_length=128, pattern=PERSON_ID_PATTERN)
     display_name: str = Field(default="", max_length=200)

@@ -19,6 +19,9 @@ from ulid import ULID
 
 log = structlog.get_logger("cloud_sync.server")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+#: The methods counted by name; any other (a client may send any token) counts as
+#: ``other``, so clients cannot make a series each.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -85,8 +88,9 @@ class RequestContext:
         finally:
             seconds = time.perf_counter() - started
             route_obj: Any = scope.get("route")
-            route = getattr(route_obj, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            route = getattr(route_obj, "path", None) or "unmatched"  # a template, or none
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.latency.labels(route).observe(seconds)
             fields = dict(state.get("log", {}))
             level = "warning" if status >= 400 else "info"

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from cloud_sync.logs import configure_logging
 from cloud_sync.server.app import create_app
 from cloud_sync.server.config import CloudSettings, load_cloud_settings
+from cloud_sync.server.serving import configure as configure_serving
 
 
 def start_logging(settings: CloudSettings) -> None:
@@ -25,4 +26,5 @@ def app_from_environment() -> FastAPI:
     """uvicorn's app factory for a worker process."""
     settings = load_cloud_settings()
     start_logging(settings)
+    configure_serving(settings)  # this worker's header deadline
     return create_app(settings)

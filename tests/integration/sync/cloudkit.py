@@ -207,11 +207,22 @@ def empty_database(url: str) -> None:
 class CloudProcess:
     """``kiosk-cloud serve`` in a subprocess, which a test may SIGKILL and start again."""
 
-    def __init__(self, database_url: str, port: int, log: Path) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+        open_files: int | None = None,
+    ) -> None:
+        """``env``: more ``KIOSK_CLOUD_*`` settings; ``open_files``: the process's open-file
+        limit (``ulimit -n``), as a small systemd or container default would give it."""
         self.database_url = database_url
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
+        self.env = env or {}
+        self.open_files = open_files
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> None:
@@ -221,11 +232,13 @@ class CloudProcess:
             KIOSK_CLOUD_ADMIN_TOKEN=ADMIN_TOKEN,
             KIOSK_CLOUD_PORT=str(self.port),
             KIOSK_CLOUD_LOG_LEVEL="warning",
+            **self.env,
         )
+        command = [str(BIN / "kiosk-cloud"), "serve"]
+        if self.open_files is not None:
+            command = ["bash", "-c", f'ulimit -n {self.open_files} && exec "$@"', "-", *command]
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BIN / "kiosk-cloud"), "serve"], env=env, stdout=out, stderr=out
-            )
+            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=out)
         if wait:
             self.wait_ready()
 

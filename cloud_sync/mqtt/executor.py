@@ -132,40 +132,19 @@ class CommandExecutor:
         handler runs) or its rejection is owed: then its message may be acknowledged."""
         now = self.clock()
         try:
-            command = verify_command(
-                raw, self.public_key, self.kiosk_id, self.slots, now, self.limits
-            )
+            command = self._verify(raw, now)
         except CommandRejected as exc:
             return self._rejected(exc, now, recorded)
         handler = self.handlers.get(command.name) or (ping if command.name == "ping" else None)
         if handler is None:
-            return self._rejected(
-                CommandRejected(
-                    "unsupported",
-                    f"this kiosk has no handler for {command.name}",
-                    command_id=command.id,
-                    name=command.name,
-                    authentic=True,
-                ),
-                now,
-                recorded,
-            )
+            why = f"this kiosk has no handler for {command.name}"
+            return self._refuse(command, "unsupported", why, now, recorded)
         if not self.ledger.claim(command.id, command.name, command.issuer, command.expires_at):
             if redelivered:  # our acknowledgement was lost: the command is answered already
                 log.info("command.redelivered", command_id=command.id, command=command.name)
                 recorded()
                 return None
-            return self._rejected(
-                CommandRejected(
-                    "replayed",
-                    "this command already ran here",
-                    command_id=command.id,
-                    name=command.name,
-                    authentic=True,
-                ),
-                now,
-                recorded,
-            )
+            return self._refuse(command, "replayed", "this command already ran here", now, recorded)
         recorded()
         return self._run(command, handler)
 
@@ -173,19 +152,23 @@ class CommandExecutor:
         """Refuse an authentic command without running it: too many are waiting."""
         now = self.clock()
         try:
-            command = verify_command(
-                raw, self.public_key, self.kiosk_id, self.slots, now, self.limits
-            )
+            command = self._verify(raw, now)
         except CommandRejected as exc:
             return self._rejected(exc, now, recorded)
-        busy = CommandRejected(
-            "busy",
-            "too many commands waiting; send it again",
-            command_id=command.id,
-            name=command.name,
-            authentic=True,
+        why = "too many commands waiting; send it again"
+        return self._refuse(command, "busy", why, now, recorded)
+
+    def _verify(self, raw: bytes, now: float) -> Command:
+        return verify_command(raw, self.public_key, self.kiosk_id, self.slots, now, self.limits)
+
+    def _refuse(
+        self, command: Command, code: str, why: str, now: float, recorded: Callable[[], None]
+    ) -> CommandResult | None:
+        """Answer an authentic command ``code`` without running it."""
+        refused = CommandRejected(
+            code, why, command_id=command.id, name=command.name, authentic=True
         )
-        return self._rejected(busy, now, recorded)
+        return self._rejected(refused, now, recorded)
 
     def _run(self, command: Command, handler: Handler) -> CommandResult:
         started = time.monotonic()

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +22,16 @@ import httpx
 import pytest
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ulid import ULID
 
 from cloud_sync.server import bodies
 from cloud_sync.wire_values import loads_strict
 from tests.conftest import free_port
+from tests.integration.sync import test_cloud_api as cloud_api
 from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, CloudProcess, start_cloud
 
 
-def event(seq: int) -> dict[str, Any]:
-    return {
-        "id": str(ULID()),
-        "kiosk_id": "kiosk-a",
-        "seq": seq,
-        "type": "rental.started",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "schema": 1,
-        "payload": {
-            "rental_id": f"r{seq}",
-            "person_id": "p1",
-            "slot": 1,
-            "powerbank_id": f"pb{seq}",
-            "request_id": "q",
-        },
-    }
-
-
 def batch(*seqs: int) -> bytes:
-    events = [event(seq) for seq in seqs]
-    return json.dumps({"kiosk_id": "kiosk-a", "batch_id": str(ULID()), "events": events}).encode()
+    return cloud_api.batch("kiosk-a", [cloud_api.event("kiosk-a", seq) for seq in seqs])
 
 
 @pytest.fixture

@@ -373,7 +373,8 @@ def command_send(
     """Sign a command, publish it to one kiosk and print its result (JSON); exit 7 unless
     the kiosk answers ok. With the cloud's database (--database-url, or
     KIOSK_CLOUD_DATABASE_URL, or the default one when it exists) a revoked kiosk is
-    refused and nothing is published."""
+    refused and nothing is published, and only a result signed by the kiosk's registered
+    key is taken."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from pydantic import ValidationError
 
@@ -402,11 +403,22 @@ def command_send(
     except (ValueError, OSError) as exc:
         raise InputError(str(exc)) from None
     signing_key = keyfiles.load_or_create(key, Ed25519PrivateKey, create=False)  # type: ignore[type-abstract]
-    from cloud_sync.server.kiosks_cli import revoked_check
+    from cloud_sync.server.kiosks_cli import registry_lookup
+    from cloud_sync.signing import parse_public_key
 
-    revoked = revoked_check(database_url)
+    lookup = registry_lookup(database_url)
+    record = lookup(kiosk) if lookup is not None else None
     sent = send_command(
-        config, signing_key, kiosk, name, args, ttl_s, timeout_s, issuer[:64], revoked
+        config,
+        signing_key,
+        kiosk,
+        name,
+        args,
+        ttl_s,
+        timeout_s,
+        issuer[:64],
+        is_revoked=lambda _kiosk: record is not None and record.disabled,
+        kiosk_public_key=None if record is None else parse_public_key(record.public_key),
     )
     typer.echo(sent.result.model_dump_json())
     if sent.result.status != "ok":

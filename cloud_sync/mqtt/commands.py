@@ -112,6 +112,9 @@ class CommandResult(BaseModel):
     detail: str = Field(default="", max_length=500)
     data: dict[str, ResultValue] = Field(default_factory=dict)
     at: int
+    signature: str | None = Field(
+        default=None, max_length=200, description="the kiosk's Ed25519 signature (base64)"
+    )
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,35 @@ def sign_command(key: Ed25519PrivateKey, command: Command) -> bytes:
     fields = command.model_dump(mode="json")
     signature = base64.b64encode(key.sign(canonical(fields))).decode("ascii")
     return json.dumps({**fields, "signature": signature}, separators=(",", ":")).encode()
+
+
+# -- results: signed by the kiosk, checked by the sender ---------------------------------
+
+RESULT_PROTOCOL = "kiosk-result-v1"  # never the commands' text: no signature fits both
+
+
+def result_text(result: CommandResult) -> bytes:
+    """The signed text of a result's fields (``signature`` left out)."""
+    body = result.model_dump(mode="json", exclude={"signature"})
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"{RESULT_PROTOCOL}\n{text}".encode()
+
+
+def sign_result(key: Ed25519PrivateKey, result: CommandResult) -> CommandResult:
+    """``result`` with the kiosk's signature over its fields."""
+    signature = base64.b64encode(key.sign(result_text(result))).decode("ascii")
+    return result.model_copy(update={"signature": signature})
+
+
+def result_signed_by(result: CommandResult, public: Ed25519PublicKey) -> bool:
+    """Whether ``public`` (the kiosk's key in the cloud's registry) signed ``result``."""
+    if result.signature is None:
+        return False
+    try:
+        public.verify(base64.b64decode(result.signature, validate=True), result_text(result))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 # -- verification (the kiosk's side) ----------------------------------------------------

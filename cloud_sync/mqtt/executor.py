@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
 from cloud_sync.mqtt.commands import (
@@ -43,6 +43,7 @@ from cloud_sync.mqtt.commands import (
     PingArgs,
     ResultValue,
     Status,
+    sign_result,
     verify_command,
 )
 from cloud_sync.mqtt.errors import CommandRejected
@@ -80,6 +81,8 @@ class CommandExecutor:
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], float] = time.time
     recoveries: Mapping[str, Recovery] = field(default_factory=dict)
+    #: the kiosk's own key: it signs every result, so no other client can answer for it
+    result_key: Ed25519PrivateKey | None = None
     interrupted: list[LedgerEntry] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -215,8 +218,12 @@ class CommandExecutor:
                 detail=detail,
                 at=int(self.clock()),
             )
+        result = self._signed(result)
         self.ledger.finish(command_id, status, result.detail, result.model_dump_json())
         return result
+
+    def _signed(self, result: CommandResult) -> CommandResult:
+        return result if self.result_key is None else sign_result(self.result_key, result)
 
     def _rejected(
         self, exc: CommandRejected, now: float, recorded: Callable[[], None]
@@ -240,6 +247,7 @@ class CommandExecutor:
             detail=exc.detail[:500],
             at=int(now),
         )
+        result = self._signed(result)
         self.ledger.owe(result.id, result.model_dump_json())
         recorded()
         return result

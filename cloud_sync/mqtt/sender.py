@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 from ulid import ULID
 
@@ -27,6 +27,7 @@ from cloud_sync.mqtt.commands import (
     CommandResult,
     new_command,
     parse_result,
+    result_signed_by,
     sign_command,
 )
 from cloud_sync.mqtt.errors import BrokerError, CommandFailedError, KioskRevokedError
@@ -61,13 +62,16 @@ def send_command(
     timeout_s: float = 30.0,
     issuer: str = "cloud",
     is_revoked: Callable[[str], bool] | None = None,
+    kiosk_public_key: Ed25519PublicKey | None = None,
 ) -> Sent:
     """Sign and publish one command and wait for its result.
 
     ``KioskRevokedError`` when ``is_revoked`` (the cloud's registry) says the kiosk was
     revoked: nothing is published. ``BrokerError`` when the broker cannot be reached;
     ``CommandFailedError`` when no result arrives within ``timeout_s``. The result,
-    whatever its status, is returned.
+    whatever its status, is returned. Only an answer naming the kiosk and the command is
+    taken, and with ``kiosk_public_key`` (the kiosk's key in the cloud's registry) only one
+    that key signed: any other client may publish on the result topic.
     """
     if is_revoked is not None and is_revoked(kiosk_id):
         raise KioskRevokedError(
@@ -96,7 +100,10 @@ def send_command(
         if result is None or result.id != command.id:
             return
         if (result.kiosk_id, result.name) != (kiosk_id, name):  # not this kiosk's answer
-            mismatched.append(f"{result.kiosk_id}/{result.name}")
+            mismatched.append(f"it named {result.kiosk_id}/{result.name}")
+            return
+        if kiosk_public_key is not None and not result_signed_by(result, kiosk_public_key):
+            mismatched.append("the kiosk's key did not sign it")
             return
         found.append(result)
         answered.set()
@@ -132,8 +139,8 @@ def send_command(
             if mismatched:
                 raise CommandFailedError(
                     f"no result from {kiosk_id} within {timeout_s:g} s for command"
-                    f" {command.id} ({name}); {len(mismatched)} answer(s) to it named"
-                    f" another kiosk or command ({mismatched[0]}) and were ignored"
+                    f" {command.id} ({name}); {len(mismatched)} answer(s) to it were not"
+                    f" the kiosk's and were ignored ({mismatched[0]})"
                 )
             raise CommandFailedError(
                 f"no result from {kiosk_id} within {timeout_s:g} s for command {command.id} "

@@ -24,7 +24,7 @@ from cloud_sync.server.migrations import migrate
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.revocation import revoke
 from cloud_sync.server.roster import open_cloud_roster
-from cloud_sync.server.store import Store
+from cloud_sync.server.store import KioskRecord, Store
 
 DatabaseUrl = Annotated[
     str | None,
@@ -92,10 +92,11 @@ def kiosks_revoke(
         )
 
 
-def revoked_check(database_url: str | None) -> Callable[[str], bool] | None:
-    """For ``kiosk-cloud command send``: a function telling whether a kiosk is revoked,
-    read from the cloud's database; None when no database is configured (neither
-    ``--database-url`` nor ``KIOSK_CLOUD_DATABASE_URL``) and the default one is absent."""
+def registry_lookup(database_url: str | None) -> Callable[[str], KioskRecord | None] | None:
+    """For ``kiosk-cloud command send``: a function reading a kiosk's record (revoked or
+    not, its public key) from the cloud's database; None when no database is configured
+    (neither ``--database-url`` nor ``KIOSK_CLOUD_DATABASE_URL``) and the default one is
+    absent."""
     settings = load_cloud_settings(database_url=database_url)
     named = database_url is not None or "KIOSK_CLOUD_DATABASE_URL" in os.environ
     if not named:
@@ -106,13 +107,12 @@ def revoked_check(database_url: str | None) -> Callable[[str], bool] | None:
     require_database(settings.database_url)
     url = settings.database_url
 
-    def is_revoked(kiosk_id: str) -> bool:
+    def lookup(kiosk_id: str) -> KioskRecord | None:
         quiet_pool_logs()
         database = open_database(url, pool_size=1)
         try:
-            record = Store(database).kiosk(kiosk_id)
+            return Store(database).kiosk(kiosk_id)
         finally:
             database.close()
-        return record is not None and record.disabled
 
-    return is_revoked
+    return lookup

@@ -20,7 +20,7 @@ from cloud_sync.mqtt.ledger import CommandLedger
 from cloud_sync.mqtt.telemetry import Telemetry
 from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_schema import Stats
-from cloud_sync.signing import parse_public_key
+from cloud_sync.signing import kiosk_key, parse_public_key
 from edge import __version__
 from edge.cabinet.slots import Slot
 from edge.ops.maintenance import set_maintenance
@@ -114,6 +114,7 @@ def command_executor(
         slots=slots or settings.board.slots,
         limits=Limits(mqtt.command_max_bytes, mqtt.command_max_ttl_s, mqtt.command_max_skew_s),
         recoveries=dict(recoveries or {}),
+        result_key=kiosk_key(settings.kiosk.state_dir),  # the key the cloud registered
     )
 
 

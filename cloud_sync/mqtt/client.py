@@ -291,7 +291,10 @@ class KioskMqtt:
             client.ack(message.mid, message.qos)
             self._log_junk(self._junk.note(junk, time.monotonic()))
             return
-        item = Received(raw, message.mid, message.qos, self._session, bool(message.dup))
+        # a retained copy (a captured command published again with the retain flag) comes
+        # at every subscription: once claimed it is acknowledged quietly, as a DUP is
+        again = bool(message.dup or message.retain)
+        item = Received(raw, message.mid, message.qos, self._session, again)
         if not self._inbox.put(item):
             self._busy += 1  # answered "busy" by the command thread, never dropped
 

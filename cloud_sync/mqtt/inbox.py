@@ -29,7 +29,7 @@ class Received:
     mid: int
     qos: int
     session: int  # the connection it arrived on: acknowledged only on that one
-    redelivered: bool  # the broker's DUP flag
+    redelivered: bool  # the broker's DUP flag, or a retained copy
     busy: bool = False  # no room: answered "busy", never run
 
 

@@ -4,6 +4,7 @@ it asked: one that another client publishes for another kiosk is not the kiosk's
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from cloud_sync.config import MqttConfig
 from cloud_sync.logs import configure_logging
 from cloud_sync.mqtt.errors import CommandFailedError
 from cloud_sync.mqtt.sender import send_command
+from cloud_sync.mqtt.telemetry import Topics
 from cloud_sync.server.db import open_database
 from cloud_sync.server.migrations import migrate
 from cloud_sync.server.store import Store
@@ -22,7 +24,8 @@ from cloud_sync.signing import kiosk_key, public_key_text
 from edge.ops.remote import open_kiosk_mqtt
 from edge.settings import load_settings
 from tests.integration.ops.broker import Broker, Watcher, mosquitto
-from tests.integration.ops.test_mqtt import cloud, wait_connected
+from tests.integration.ops.test_mqtt import Counting, cloud, link, wait_connected
+from tests.integration.ops.test_mqtt import command as mqtt_command
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,3 +122,31 @@ def test_with_the_registry_only_a_result_the_kiosk_signed_is_taken(
     assert answered[0] == 0, answered[2]
     result = json.loads(answered[1])
     assert result["detail"] != "forged" and result["signature"]
+
+
+def test_a_command_published_again_as_retained_runs_once_and_is_answered_once(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A captured command re-published with the retain flag comes at every subscription:
+    the kiosk runs it once, answers it once, and never answers its copies "replayed"."""
+    kiosk_id = "kiosk-results-3"
+    topics = Topics.for_kiosk(kiosk_id)
+    board = Counting()
+    watcher = Watcher(broker, topics.result)
+    raw = mqtt_command(kiosk_id)
+    command_id = json.loads(raw)["id"]
+    try:
+        watcher.client.publish(topics.command, raw, qos=1, retain=True).wait_for_publish(5)
+        for _ in range(3):  # three starts of the kiosk, each subscribing anew
+            kiosk = link(broker, kiosk_id, tmp_path, {"eject": board.eject})
+            try:
+                wait_connected(kiosk)
+                time.sleep(1.0)
+            finally:
+                kiosk.stop()
+        answers = [m for m in watcher.all(topics.result) if m["id"] == command_id]
+    finally:
+        watcher.client.publish(topics.command, b"", qos=1, retain=True).wait_for_publish(5)
+        watcher.close()
+    assert len(board.calls) == 1
+    assert [a["status"] for a in answers] == ["ok"], answers

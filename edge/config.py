@@ -99,6 +99,16 @@ class VisionSection(BaseModel):
     claim_tries: int = Field(default=3, ge=1, le=10, description="wrong claims before a lock")
     claim_lock_s: float = Field(default=300.0, ge=10.0, le=86400.0)
     claim_window_s: float = Field(default=600.0, ge=10.0, le=86400.0)
+    # Limits a new face track or a restart does not reset (kept in claims.sqlite): wrong
+    # claims against each rider the face could be, and at this kiosk, within their windows
+    claim_rider_tries: int = Field(
+        default=6, ge=1, le=50, description="wrong claims against one rider before a lock"
+    )
+    claim_rider_window_s: float = Field(default=86400.0, ge=600.0, le=7 * 86400.0)
+    claim_kiosk_tries: int = Field(
+        default=30, ge=1, le=1000, description="wrong claims at this kiosk before a lock"
+    )
+    claim_kiosk_window_s: float = Field(default=3600.0, ge=60.0, le=86400.0)
     consensus_k: int = Field(default=2, ge=1, le=10)
     consensus_n: int = Field(default=3, ge=1, le=20)
     fuse_frames: int = Field(
@@ -122,6 +132,11 @@ class VisionSection(BaseModel):
     def _consensus(self) -> VisionSection:
         if self.consensus_k > self.consensus_n:
             raise ValueError("consensus_k must not exceed consensus_n")
+        if not self.claim_tries <= self.claim_rider_tries <= self.claim_kiosk_tries:
+            raise ValueError(
+                "claim_tries <= claim_rider_tries <= claim_kiosk_tries, so a rider's own"
+                " typos lock their visit before their name, and their name before the kiosk"
+            )
         return self
 
 

@@ -7,9 +7,12 @@ has left (``flow.ClaimAsked``). When the flow asks to verify a typed code
 (``flow.VerifyClaim``), ``ClaimStep.verify`` runs ``check_claim`` on its own short-lived
 thread (up to 8 scrypt checks of ~40 ms each) and posts ``ClaimVerified``; the runtime
 turns it into ``flow.ClaimChecked`` with the rider's eligibility. Wrong tries count against
-both the typed code (``lock_key``) and the face's track; either lock refuses the next try
-without computing a hash. The held encodings are dropped as soon as the flow leaves the
-claim step. Neither the code nor the encodings are ever logged.
+the typed code (``lock_key``) and the face's track (in memory, ``ClaimLockout``), and
+against every rider the face could be (``candidates``) and the kiosk (``ClaimTries``, on
+disk, so neither a new track nor a restart starts them again). A locked code, track,
+nearest rider or kiosk refuses the next try without computing a hash; a locked rider
+further from the face is left out of the check. The held encodings are dropped as soon as
+the flow leaves the claim step. Neither the code nor the encodings are ever logged.
 """
 
 from __future__ import annotations
@@ -17,13 +20,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
 from cloud_sync.claim_code import ClaimFormatError
 from edge import flow as f
+from edge.runtime.claim_tries import FILENAME, KIOSK, ClaimTries, ClaimTriesError, rider
 from edge.vault.values import Rider
-from edge.vision.claim import CLAIM_LOCKED, ClaimLockout, VerifyPolicy, check_claim, lock_key
+from edge.vision.claim import (
+    CLAIM_LOCKED,
+    ClaimLockout,
+    VerifyPolicy,
+    candidates,
+    check_claim,
+    lock_key,
+)
 from edge.vision.consensus import fuse
 from edge.vision.live import ClaimNeeded
 from edge.vision.matcher import Gallery, Vector
@@ -58,6 +70,23 @@ def _track_key(claim: ClaimNeeded) -> str:
     return f"track:{claim.track}"
 
 
+def open_tries(state_dir: Path | None, lockout: ClaimLockout) -> ClaimTries:
+    """The wrong tries kept for ``lockout``'s rider and kiosk limits: ``claims.sqlite`` in
+    ``state_dir``, or in memory when ``None``."""
+    keep_s = max(lockout.rider.window_s, lockout.kiosk.window_s)
+    return ClaimTries(":memory:" if state_dir is None else state_dir / FILENAME, keep_s)
+
+
+@dataclass(frozen=True)
+class _Standing:
+    """Where the face's candidate riders and the kiosk stand against their limits."""
+
+    candidates: list[str]
+    locked: bool  # the kiosk or the nearest candidate
+    others_locked: frozenset[str]  # candidates further away, left out of the check
+    left: int
+
+
 class ClaimStep:
     """Holds one face for the claim step and checks typed codes against it."""
 
@@ -68,9 +97,11 @@ class ClaimStep:
         roster: Callable[[], tuple[Gallery, Mapping[str, str | None]]],
         post: Callable[[ClaimVerified], None],
         clock: Callable[[], float],
+        tries: ClaimTries | None = None,
     ) -> None:
         self.policy = policy
         self.lockout = lockout
+        self.tries = tries if tries is not None else open_tries(None, lockout)
         self._roster = roster
         self._post = post
         self._clock = clock
@@ -92,7 +123,13 @@ class ClaimStep:
         with self._lock:
             self._held = needs.claim
             tries = self.lockout.tries_left(_track_key(needs.claim), self._clock())
-        return f.ClaimAsked(needs.at, tries)
+        gallery, _ = self._roster()
+        try:
+            standing = self._standing(candidates(gallery, fuse(needs.claim.frames()), self.policy))
+        except ClaimTriesError as exc:  # no count, no check: the claim step stays shut
+            log.error("claim.tries_unreadable", error=str(exc))
+            return f.ClaimAsked(needs.at, 0)
+        return f.ClaimAsked(needs.at, min(tries, standing.left))
 
     def forget(self) -> None:
         """Drop the held face (the flow left the claim step)."""
@@ -120,7 +157,18 @@ class ClaimStep:
                 return ClaimVerified(now, None, CLAIM_LOCKED, 0)
         gallery, claims = self._roster()
         frames = held.frames()
-        result = check_claim(gallery, fuse(frames), code, claims, self.policy)
+        probe = fuse(frames)
+        standing = self._standing(candidates(gallery, probe, self.policy))
+        if standing.locked:
+            log.info("claim.checked", accepted=False, reason=CLAIM_LOCKED, tries_left=0)
+            return ClaimVerified(now, None, CLAIM_LOCKED, 0)
+        counted = [rider(c) for c in standing.candidates if c not in standing.others_locked]
+        rows = self.tries.add([*counted, KIOSK], self.tries.now())  # before the check
+        result = check_claim(
+            gallery, probe, code, claims, self.policy, locked=standing.others_locked
+        )
+        if not result.wrong_try:
+            self.tries.take_back(rows)
         now = self._clock()
         with self._lock:
             if result.accepted:
@@ -132,6 +180,11 @@ class ClaimStep:
                 if locked:
                     return ClaimVerified(now, None, CLAIM_LOCKED, 0)
             left = self._left(track, code_key, now)
+        if result.wrong_try:
+            after = self._standing(standing.candidates)
+            if after.locked:
+                return ClaimVerified(now, None, CLAIM_LOCKED, 0)
+            left = min(left, after.left)
         log.info(
             "claim.checked",
             accepted=result.accepted,
@@ -144,6 +197,21 @@ class ClaimStep:
         if not result.accepted:
             return ClaimVerified(now, None, result.reason, left)
         return ClaimVerified(now, result.person_id, result.reason, left, result.distance, frames)
+
+    def _standing(self, riders: list[str]) -> _Standing:
+        """The kept wrong tries of ``riders`` (nearest first) and of the kiosk, judged."""
+        times = self.tries.times([*(rider(c) for c in riders), KIOSK])
+        now = self.tries.now()
+        limit = self.lockout.rider
+        kiosk_left = self.lockout.kiosk.left(times[KIOSK], now)
+        locked = {c for c in riders if limit.locked_until(times[rider(c)], now) is not None}
+        nearest = riders[0] if riders else None
+        left = (
+            kiosk_left
+            if nearest is None
+            else min(kiosk_left, limit.left(times[rider(nearest)], now))
+        )
+        return _Standing(riders, kiosk_left == 0 or nearest in locked, frozenset(locked), left)
 
     def _left(self, track: str, code_key: str | None, now: float) -> int:
         left = self.lockout.tries_left(track, now)

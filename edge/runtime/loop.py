@@ -55,7 +55,9 @@ from edge.runtime.claim_step import (
     checked,
     claims_of,
     default_policy,
+    open_tries,
 )
+from edge.runtime.claim_tries import ClaimTries
 from edge.runtime.feeds import Decided, watch_board, watch_camera
 from edge.runtime.learning import TemplateLearner
 from edge.runtime.service import CameraHealth
@@ -124,6 +126,7 @@ class Runtime:
         camera_health: CameraHealth | None = None,
         claim_policy: VerifyPolicy | None = None,
         claim_lockout: ClaimLockout | None = None,
+        claim_tries: ClaimTries | None = None,
         status_every_s: float = 5.0,
         status_offline_every_s: float = 1.0,
         preview: PreviewFrames | None = None,
@@ -168,12 +171,15 @@ class Runtime:
         self._claim_gallery = Gallery([])
         self._roster_version = -1
         self._maybe_reload_roster()  # the one decrypt at start: riders and gallery together
+        lockout = claim_lockout or ClaimLockout()
         self.claims = ClaimStep(
             claim_policy or default_policy(),
-            claim_lockout or ClaimLockout(),
+            lockout,
             lambda: (self._claim_gallery, claims_of(self._riders)),
             self.inputs.put,
             clock,
+            # the state folder is the outbox's (claims.sqlite beside outbox.sqlite)
+            claim_tries or open_tries(outbox.path.parent, lockout),
         )
         hub.on_claim(lambda code: self.inputs.put(f.ClaimEntered(self._clock(), code)))
         hub.on_cancel(lambda: self.inputs.put(f.ClaimCancelled(self._clock())))
@@ -254,8 +260,9 @@ class Runtime:
 
     def _carry_out(self, effects: list[f.Effect]) -> None:
         eject = next((effect for effect in effects if isinstance(effect, f.Eject)), None)
-        if eject is not None and not self.books.begin(eject):
-            effects = self.flow.handle(f.EjectAborted(self._clock(), eject.slot, "outbox_full"))
+        refused = None if eject is None else self.books.begin(eject)
+        if eject is not None and refused is not None:
+            effects = self.flow.handle(f.EjectAborted(self._clock(), eject.slot, refused))
         for effect in effects:
             if isinstance(effect, f.Show):
                 self.hub.publish(effect.screen)
@@ -422,6 +429,7 @@ class Runtime:
         self.camera.close()
         for thread in self._threads:
             thread.join(timeout=3)
+        self.claims.tries.close()
 
 
 def _version() -> str:

@@ -19,15 +19,19 @@ Checking a claim (``check_claim``) turns the search into a verification:
    holder passes too.
 
 ``ClaimLockout`` is the rule "three wrong tries lock that claim (or that face track) at
-this kiosk for a while": a pure class, the time passed in. Pure code apart from the KDF;
-no code, hash or template is ever logged or printed.
+this kiosk for a while", and carries the limits a brute-forcer cannot walk around by
+stepping out of view or restarting the kiosk (``TryLimit``): wrong tries per candidate
+rider (``candidates``: every rider the face could be, so every rider a right code could
+open) and per kiosk, counted by the runtime in the state folder. Pure classes, the time
+passed in. Pure code apart from the KDF; no code, hash or template is ever logged or
+printed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +156,15 @@ class ClaimResult:
         return self.reason in (CLAIM_NOT_RECOGNISED, NO_MATCH, AMBIGUOUS, CLAIM_SHARED)
 
 
+def candidates(
+    gallery: Gallery, probe: Vector, policy: VerifyPolicy, shortlist: int = SHORTLIST
+) -> list[str]:
+    """The riders ``probe`` could be, nearest first: the ``shortlist`` nearest people under
+    the policy's ``max_distance``. Only they can hold a code that opens this face."""
+    near = gallery.search(probe, k=shortlist)
+    return [c.person_id for c in near.nearest if c.distance < policy.max_distance]
+
+
 def check_claim(
     gallery: Gallery,
     probe: Vector,
@@ -159,11 +172,13 @@ def check_claim(
     claims: Mapping[str, str | None],
     policy: VerifyPolicy,
     shortlist: int = SHORTLIST,
+    locked: frozenset[str] = frozenset(),
 ) -> ClaimResult:
     """Verify ``probe`` against the riders near it who hold ``code`` (``claims``: their hashes).
 
     ``ClaimFormatError`` when ``code`` is not 4-6 digits. A stored hash that cannot be read
-    counts as no claim set for that rider.
+    counts as no claim set for that rider. The riders in ``locked`` are never holders (their
+    hashes are not computed): a locked rider's right code opens nothing.
     """
     code = normalise_claim(code)
     near = gallery.search(probe, k=shortlist)
@@ -174,6 +189,8 @@ def check_claim(
         return ClaimResult(None, NO_MATCH, near.best.distance, 0)
     holders = []
     for person in close:
+        if person in locked:
+            continue
         stored = claims.get(person)
         try:
             if stored and claim_matches(code, stored):
@@ -198,6 +215,43 @@ def lock_key(code: str) -> str:
     return "claim:" + digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class TryLimit:
+    """At most ``tries`` wrong tries within any ``window_s``: once they are reached, the
+    subject (a rider, the kiosk) is locked until the oldest of them is ``window_s`` old.
+
+    Pure: it reads the times of the wrong tries (wall-clock seconds) it is given.
+    """
+
+    tries: int
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if self.tries < 1 or self.window_s <= 0:
+            raise ValueError("a try limit needs at least 1 try and a positive window")
+
+    def counted(self, times: Sequence[float], now: float) -> list[float]:
+        """The tries inside the window ending at ``now``, oldest first."""
+        return sorted(t for t in times if now - self.window_s < t)
+
+    def left(self, times: Sequence[float], now: float) -> int:
+        return max(0, self.tries - len(self.counted(times, now)))
+
+    def locked_until(self, times: Sequence[float], now: float) -> float | None:
+        """When the lock ends, or ``None`` when not locked."""
+        counted = self.counted(times, now)
+        if len(counted) < self.tries:
+            return None
+        return counted[-self.tries] + self.window_s
+
+
+#: per rider: a typo or two at each of a few visits a day never meets it; a guesser of a
+#: 4-digit code gets 6 of 10,000 a day (half the codes in about 2 years and 3 months)
+RIDER_LIMIT = TryLimit(6, 86_400.0)
+#: per kiosk: far more wrong codes than a busy kiosk's riders type in an hour
+KIOSK_LIMIT = TryLimit(30, 3_600.0)
+
+
 @dataclass
 class _Tries:
     failures: list[float] = field(default_factory=list)
@@ -209,11 +263,23 @@ class ClaimLockout:
 
     A key is whatever the caller locks: a typed claim (``lock_key``), a face track id, or
     both, each locked on its own. Pure: every method takes ``now`` (monotonic seconds).
+    These keys change with each visit and code, and live in memory; ``rider`` and ``kiosk``
+    are the limits that do not (per candidate rider, per kiosk), applied by the caller to
+    the wrong tries it keeps on disk (``edge.runtime.claim_tries``).
     """
 
-    def __init__(self, max_tries: int = 3, lock_s: float = 300.0, window_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        max_tries: int = 3,
+        lock_s: float = 300.0,
+        window_s: float = 600.0,
+        rider: TryLimit = RIDER_LIMIT,
+        kiosk: TryLimit = KIOSK_LIMIT,
+    ) -> None:
         if max_tries < 1 or lock_s <= 0 or window_s <= 0:
             raise ValueError("max_tries must be at least 1; lock_s and window_s positive")
+        self.rider = rider
+        self.kiosk = kiosk
         self.max_tries = max_tries
         self.lock_s = lock_s
         self.window_s = window_s

@@ -10,7 +10,7 @@ from cloud_sync.errors import ConfigError
 from edge.config import QualitySection, VisionSection
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster
-from edge.vision.claim import ClaimLockout, VerifyPolicy, verify_policy
+from edge.vision.claim import ClaimLockout, TryLimit, VerifyPolicy, verify_policy
 from edge.vision.liveness import ChallengeConfig, LivenessConfig
 from edge.vision.matcher import Gallery, rider_gallery
 from edge.vision.policy import (
@@ -79,7 +79,13 @@ def claim_policy(vision: VisionSection) -> VerifyPolicy:
 
 
 def claim_lockout(vision: VisionSection) -> ClaimLockout:
-    return ClaimLockout(vision.claim_tries, vision.claim_lock_s, vision.claim_window_s)
+    return ClaimLockout(
+        vision.claim_tries,
+        vision.claim_lock_s,
+        vision.claim_window_s,
+        rider=TryLimit(vision.claim_rider_tries, vision.claim_rider_window_s),
+        kiosk=TryLimit(vision.claim_kiosk_tries, vision.claim_kiosk_window_s),
+    )
 
 
 def liveness_config(vision: VisionSection) -> LivenessConfig:

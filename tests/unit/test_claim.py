@@ -17,10 +17,13 @@ from cloud_sync.claim_code import (
 from edge.vision.claim import (
     CLAIM_NOT_RECOGNISED,
     CLAIM_SHARED,
+    KIOSK_LIMIT,
     NO_CLAIM_SET,
     NO_MATCH,
     NOT_ENROLLED,
+    RIDER_LIMIT,
     ClaimLockout,
+    TryLimit,
     VerifyPoint,
     VerifyPolicy,
     check_claim,
@@ -178,3 +181,28 @@ def test_old_wrong_tries_are_forgotten_and_a_success_clears_them() -> None:
     assert lockout.tries_left("track:7", 122.0) == 3
     with pytest.raises(ValueError):
         ClaimLockout(max_tries=0)
+
+
+def test_a_try_limit_counts_any_window_and_ends_with_it() -> None:
+    limit = TryLimit(3, 100.0)
+    assert limit.left([], 0.0) == 3 and limit.locked_until([], 0.0) is None
+    times = [10.0, 40.0, 70.0]
+    assert limit.left(times, 70.0) == 0
+    assert limit.locked_until(times, 70.0) == 110.0  # the oldest of the three, a window on
+    assert limit.locked_until(times, 109.9) == 110.0
+    assert limit.locked_until(times, 110.0) is None and limit.left(times, 110.0) == 1
+    with pytest.raises(ValueError):
+        TryLimit(0, 100.0)
+
+
+def test_the_shipped_limits_leave_room_for_typos_and_are_settings() -> None:
+    from pydantic import ValidationError
+
+    from edge.config import VisionSection
+    from edge.vision.setup import claim_lockout
+
+    lockout = claim_lockout(VisionSection())
+    assert (lockout.rider, lockout.kiosk) == (RIDER_LIMIT, KIOSK_LIMIT)
+    assert lockout.max_tries < RIDER_LIMIT.tries < KIOSK_LIMIT.tries
+    with pytest.raises(ValidationError, match="claim_rider_tries"):
+        VisionSection(claim_tries=5, claim_rider_tries=4)

@@ -3,6 +3,7 @@ verification policy: the held face, wrong tries, the lockout, no claim set."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import numpy as np
 from cloud_sync.claim_code import hash_claim
 from cloud_sync.roster_wire import RiderRecord, Template
 from edge.runtime.claim_step import ClaimStep, ClaimVerified, NeedsClaim, default_policy
+from edge.runtime.claim_tries import ClaimTries
 from edge.vault.live import open_roster
-from edge.vision.claim import ClaimLockout
+from edge.vision.claim import RIDER_LIMIT, ClaimLockout
 from edge.vision.consensus import ClaimWindow
 from edge.vision.live import ClaimNeeded
 from edge.vision.matcher import Gallery
@@ -192,3 +194,120 @@ def test_a_still_photo_sent_to_the_claim_step_is_asked_a_prompt_and_refused(
     assert "claim" not in shown and "claim_checking" not in shown, shown
     assert board.ejects == []
     assert "rental.started" not in types(tmp_path)
+
+
+# -- wrong tries that a new track or a restart does not reset ----------------------------------
+
+
+def encoding(engine: FaceEngine, photo: Path) -> np.ndarray:
+    image = read_image(photo)
+    return np.asarray(engine.encode(image, max(engine.detect(image), key=lambda b: b.area)))
+
+
+def dev_step(
+    engine: FaceEngine, dev_faces: Path, clock: list[float], tries: ClaimTries | None = None
+) -> tuple[ClaimStep, np.ndarray]:
+    """A claim step over person_03 (enrolled from 01.jpg, code 4821) and person_05, and the
+    face of person_03's 02.jpg as the kiosk would hold it."""
+    gallery = Gallery(
+        [
+            ("rider-3", encoding(engine, dev_faces / "person_03" / "01.jpg")),
+            ("rider-5", encoding(engine, dev_faces / "person_05" / "01.jpg")),
+        ]
+    )
+    claims = {"rider-3": hash_claim("4821", log2_n=10), "rider-5": hash_claim("7777", log2_n=10)}
+    held = encoding(engine, dev_faces / "person_03" / "02.jpg")
+    step = ClaimStep(
+        default_policy(),
+        ClaimLockout(3, 300, 600),
+        lambda: (gallery, claims),
+        lambda verified: None,
+        lambda: clock[0],
+        tries,
+    )
+    return step, held
+
+
+def held_face(vector: np.ndarray, track: int) -> ClaimNeeded:
+    return ClaimNeeded(track, ClaimWindow(8, [vector]), 3)
+
+
+def guess(
+    step: ClaimStep, vector: np.ndarray, track: int, clock: list[float], codes: list[str]
+) -> int:
+    """One visit (a new track): the codes typed until the kiosk stops asking; how many."""
+    typed = 0
+    left = step.ask(NeedsClaim(clock[0], held_face(vector, track))).tries_left
+    while left > 0 and codes:
+        verified = step.check(held_face(vector, track), codes.pop(0))
+        assert verified.person_id is None
+        typed, left = typed + 1, verified.tries_left
+        clock[0] += 5.0
+    clock[0] += 3.0  # out of view and back: a new track
+    return typed
+
+
+def test_a_new_track_of_the_same_face_does_not_get_fresh_tries(
+    dev_faces: Path, engine: FaceEngine
+) -> None:
+    """A brute-forcer holding person_03's face steps out of view after each lock: every
+    visit is a new track and every code a new one, yet the wrong codes count against the
+    rider the face could be, and the right code is refused once they reach the limit."""
+    clock = [0.0]
+    step, held = dev_step(engine, dev_faces, clock)
+    codes = [f"{n:04d}" for n in range(100)]  # 4821 is not among them
+    typed = sum(guess(step, held, track, clock, codes) for track in range(1, 11))
+    assert typed == RIDER_LIMIT.tries == 6
+    assert step.ask(NeedsClaim(clock[0], held_face(held, 11))).tries_left == 0
+    assert step.check(held_face(held, 11), "4821").reason == "claim locked"
+
+
+def test_wrong_tries_survive_a_restart_and_end_with_their_window(
+    tmp_path: Path, dev_faces: Path, engine: FaceEngine
+) -> None:
+    """The counts are in the state folder's claims.sqlite: a claim step opened again on it
+    (the kiosk restarted) still refuses the locked rider, until the window has passed."""
+    wall = [1_000_000.0]
+    clock = [0.0]
+    keep = RIDER_LIMIT.window_s
+    tries = ClaimTries(tmp_path / "claims.sqlite", keep, clock=lambda: wall[0])
+    step, held = dev_step(engine, dev_faces, clock, tries)
+    codes = [f"{n:04d}" for n in range(100)]
+    assert guess(step, held, 1, clock, codes) == 3
+    assert guess(step, held, 2, clock, codes) == 3
+    tries.close()
+
+    clock = [0.0]  # a new process: a new monotonic clock, a new lockout, a new key
+    tries = ClaimTries(tmp_path / "claims.sqlite", keep, clock=lambda: wall[0])
+    step, held = dev_step(engine, dev_faces, clock, tries)
+    assert step.ask(NeedsClaim(0.0, held_face(held, 1))).tries_left == 0
+    assert step.check(held_face(held, 1), "4821").reason == "claim locked"
+    wall[0] += keep
+    assert step.check(held_face(held, 1), "4821").person_id == "rider-3"
+    tries.close()
+    stored = sqlite3.connect(tmp_path / "claims.sqlite").execute("SELECT * FROM wrong_tries")
+    assert {row[1] for row in stored} <= {"kiosk", "rider:rider-3"}  # ids and times only
+
+
+def test_kiosk_run_restarted_keeps_the_riders_wrong_tries(
+    tmp_path: Path, dev_faces: Path, engine: FaceEngine, board: BoardSimulator
+) -> None:
+    """Three wrong codes, a restart, three more, a restart: the lookalike's face is shown
+    the locked screen at once, with no keypad for the right code."""
+    enrol_with_claim(tmp_path, engine, dev_faces / "person_03" / "01.jpg", "4821")
+    images = frames(tmp_path / "frames", dev_faces / "person_03" / "02.jpg", 400)
+    settings = config(tmp_path, images, board.path)
+    for first in ("1111", "4444"):
+        with running(settings) as kiosk:
+            wait_for(lambda: claim_screen(kiosk, 3) or not kiosk.alive(), timeout=30)
+            for n in range(3):
+                assert kiosk.parts.hub.claim(str(int(first) + n * 1111).zfill(4))
+                if n < 2:
+                    wait_for(lambda n=n: claim_screen(kiosk, 2 - n, "wrong"), timeout=10)
+            wait_for(lambda: kiosk.shows("claim_locked"), timeout=10)
+    with running(settings) as kiosk:
+        wait_for(lambda: kiosk.shows("claim_locked") or not kiosk.alive(), timeout=30)
+        assert kiosk.alive(), kiosk.errors
+        assert "claim" not in [s["key"] for s in kiosk.screens]
+        assert not kiosk.parts.hub.claim("4821")
+    assert board.ejects == []

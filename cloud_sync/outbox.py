@@ -24,7 +24,9 @@ Disk budget (``max_bytes``, counted over stored event bodies plus a fixed row ov
 when an event does not fit, sent events are pruned first, then pending ``telemetry``
 events, then pending ``ops`` events, oldest first. An event never evicts a class above its
 own. A telemetry or ops event that still does not fit is dropped (and counted); a money
-event that does not fit raises ``OutboxFullError``, and the kiosk stops renting.
+event that does not fit raises ``OutboxFullError``, and the kiosk stops renting. A write
+the file system refuses for lack of space raises it too, and sets ``disk_full`` until a
+later write commits (the kiosk's service check reads it: ``edge.cabinet.disk``).
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class Outbox:
         self._lock = threading.RLock()
         self._in_tx = False
         self._sync_full = True
+        # the last write failed because the disk was full; cleared by the next that commits
+        self.disk_full = False
         self.connection = open_outbox_db(path, busy_timeout_s, read_only)
         self.db = sqlite_utils.Database(self.connection)
 
@@ -135,6 +139,7 @@ class Outbox:
             try:
                 yield tx
                 self.connection.execute("COMMIT")
+                self.disk_full = False
             except BaseException as exc:
                 if self.connection.in_transaction:
                     self.connection.execute("ROLLBACK")
@@ -162,6 +167,7 @@ class Outbox:
                     and outbox_seq.reserve(self.connection, event.seq)
                 )
                 self.connection.execute("COMMIT")
+                self.disk_full = False
             except BaseException as exc:
                 if self.connection.in_transaction:
                     self.connection.execute("ROLLBACK")
@@ -182,6 +188,7 @@ class Outbox:
 
     def _translate(self, exc: sqlite3.Error, what: str) -> OutboxError:
         if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+            self.disk_full = True
             return OutboxFullError(f"{self.path}: the disk is full; cannot {what}")
         return OutboxError(f"{self.path}: cannot {what} ({exc})")
 
@@ -247,6 +254,7 @@ class Outbox:
                 self.connection.execute("BEGIN IMMEDIATE")
                 yield self.connection
                 self.connection.execute("COMMIT")
+                self.disk_full = False
             except BaseException as exc:
                 if self.connection.in_transaction:
                     self.connection.execute("ROLLBACK")

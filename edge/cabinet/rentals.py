@@ -10,7 +10,8 @@ from the board's slot status (``edge.cabinet.settle``), so there is never an eje
 its event nor an event without its eject. When even that room cannot be made, ``begin``
 raises ``OutboxFullError`` and the eject is never sent, so a full outbox stops rentals
 instead of ejecting a powerbank without a record. ``has_room`` answers the same question
-without reserving, for the service check.
+without reserving, for the service check, and ``disk_room`` whether the file system under
+the outbox can take the intent at all (``edge.cabinet.disk``).
 
 Eligibility (``refusal``) is a pure function of the rider's entitlements, the kiosk's mode
 and the rider's open rentals. The rider's open rentals are counted here, offline, until the
@@ -28,6 +29,7 @@ from typing import Literal
 from cloud_sync.outbox import Outbox, OutboxTransaction
 from cloud_sync.outbox_budget import could_hold
 from cloud_sync.roster_wire import Entitlements, FleetView
+from edge.cabinet import disk
 from edge.cabinet.ejects import SETTLE_RESERVE, EjectJournal
 from edge.cabinet.ejects import Intent as EjectIntent
 
@@ -115,6 +117,12 @@ class Ledger:
         """Whether the outbox could hold the event of one more rental: one read, no lock
         and no change (``begin`` decides for certain)."""
         return could_hold(self._outbox.connection, SETTLE_RESERVE, "money", self._outbox.max_bytes)
+
+    def disk_room(self) -> bool:
+        """Whether the disk under the outbox can take an eject intent now (free space above
+        ``edge.cabinet.disk.DISK_RESERVE``, and a probe after a write refused for lack of
+        space); ``begin`` would otherwise fail, or the event that settles it."""
+        return disk.has_room(self._outbox.path.parent, self._outbox.disk_full)
 
     def open_count(self, person_id: str) -> int:
         row = self._outbox.connection.execute(

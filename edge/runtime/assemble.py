@@ -59,7 +59,8 @@ def service_check(
 ) -> str | None:
     """A reason the kiosk may not rent right now, from what it can see locally.
 
-    Maintenance, the clock, room in the outbox for one more rental's event, the roster's
+    Maintenance, the clock, room on the disk for an eject's intent and in the outbox for
+    one more rental's event, the roster's
     age (``roster.max_age_h``, from ``roster_refreshed_at``) and the camera; the runtime
     adds the board. See ``edge.runtime.service`` for the reasons and their order.
     """
@@ -69,6 +70,7 @@ def service_check(
             now=now.timestamp(),
             year=now.year,
             maintenance=(settings.kiosk.state_dir / MAINTENANCE_FLAG).exists(),
+            disk_room=True if ledger is None else ledger.disk_room(),
             money_room=True if ledger is None else ledger.has_room(),
             roster_at=None if roster is None else roster_refreshed_at(roster),
             roster_max_age_s=settings.roster.max_age_h * 3600,

@@ -3,7 +3,8 @@
 ``Bookkeeper`` writes, on the flow's thread:
 
 - an eject's intent, with room reserved for the event that will settle it, before the board
-  is asked (``begin``); when there is no room, the eject is not sent;
+  is asked (``begin``); when there is no room (in the outbox's budget or on the disk), the
+  eject is not sent;
 - the flow's ``Record`` effects: a rental started or failed, a return, any other event;
 - the settling of intents nobody follows any more (``settle``): left by a kiosk (or a
   ``kiosk eject``) stopped mid-eject, or ejects the board never confirmed, judged from the
@@ -37,15 +38,17 @@ class Bookkeeper:
         self.metrics = metrics
         self.released: set[str] = set()  # rentals the flow released unconfirmed
 
-    def begin(self, eject: f.Eject) -> bool:
-        """The intent (with room for its outcome) in the ledger; False: do not eject."""
+    def begin(self, eject: f.Eject) -> str | None:
+        """The intent (with room for its outcome) in the ledger; None, or why not to eject:
+        ``disk_full`` when the file system refused the write, ``outbox_full`` otherwise."""
         held = self.inventory.slot(eject.slot).powerbank_id
         try:
             self.ledger.begin(eject.rental_id, eject.person_id, eject.slot, held)
         except OutboxFullError as exc:
-            log.error("rental.summary", outcome="refused", reason="outbox_full", error=str(exc))
-            return False
-        return True
+            reason = "disk_full" if self.outbox.disk_full else "outbox_full"
+            log.error("rental.summary", outcome="refused", reason=reason, error=str(exc))
+            return reason
+        return None
 
     def store(self, effect: f.Record) -> None:
         """One ``Record`` effect into the ledger or outbox; raises ``OutboxFullError``."""

@@ -6,6 +6,8 @@ what it can see locally and passes it in. The reasons, first match wins (each is
 
 - ``maintenance``: a technician turned maintenance on;
 - ``clock_not_set``: the clock is before 2024 (an RTC-less box before NTP);
+- ``disk_full``: the state folder's file system cannot take an eject's intent (too little
+  free space, or a write refused for lack of it and no room since);
 - ``outbox_full``: the outbox cannot hold the event of one more rental;
 - ``roster_too_old``: the roster was last refreshed more than ``roster.max_age_h`` ago;
 - ``roster_purged``: the kiosk deleted its roster (``roster.purge_after_h`` without word
@@ -35,6 +37,7 @@ class Conditions:
     now: float
     year: int
     maintenance: bool = False
+    disk_room: bool = True
     money_room: bool = True
     roster_at: float | None = None  # when the roster was last refreshed (see assemble)
     roster_max_age_s: float | None = None
@@ -50,6 +53,8 @@ def reason(conditions: Conditions) -> str | None:
         return "maintenance"
     if c.year < CLOCK_SET_YEAR:
         return "clock_not_set"  # before the roster's age, which needs the clock
+    if not c.disk_room:
+        return "disk_full"
     if not c.money_room:
         return "outbox_full"
     if (

@@ -21,6 +21,7 @@ def test_a_healthy_kiosk_may_rent() -> None:
 def test_each_reason() -> None:
     assert reason(ok(maintenance=True)) == "maintenance"
     assert reason(ok(year=2001)) == "clock_not_set"
+    assert reason(ok(disk_room=False)) == "disk_full"
     assert reason(ok(money_room=False)) == "outbox_full"
     assert reason(ok(roster_at=NOW - 73 * HOUR)) == "roster_too_old"
     assert reason(ok(camera_down="retrying")) == "camera_lost"
@@ -43,6 +44,7 @@ def test_the_first_reason_wins() -> None:
     )
     assert reason(everything) == "maintenance"
     assert reason(ok(year=2001, roster_at=0.0)) == "clock_not_set"
+    assert reason(ok(disk_room=False, money_room=False)) == "disk_full"  # the disk is the cause
     assert reason(ok(money_room=False, board_online=False)) == "outbox_full"
 
 

@@ -9,17 +9,28 @@ from hardware.cameras.base import Camera
 from hardware.cameras.opencv import OpenCVCamera
 from hardware.cameras.picamera import Picamera2Camera
 from hardware.cameras.reconnect import CameraStatus, ReconnectingCamera
-from hardware.cameras.replay import ReplayCamera
+from hardware.cameras.replay import VIDEO_SUFFIXES, ReplayCamera, list_images
 from hardware.config import CameraConfig
 from hardware.errors import CameraOpenError
 
 
 def source_for(config: CameraConfig, max_pixels: int) -> Callable[[], Camera]:
-    """A function that opens the configured source once (no retries)."""
+    """A function that opens the configured source once (no retries).
+
+    A replay's source is checked here: a folder that is missing or holds no image (and is
+    not a video file) raises ``CameraOpenError`` at once, naming ``camera.source``; a live
+    camera (``opencv``, ``picamera``) is only opened by the function, so that it may be
+    plugged in later.
+    """
     if config.kind == "replay":
         if not config.source:
             raise CameraOpenError("camera.source is empty: give the folder or video to replay")
         folder = Path(config.source)
+        if not (folder.is_file() and folder.suffix.lower() in VIDEO_SUFFIXES):
+            try:  # a replay no retry can mend: said here, at start, not by a camera that gives up
+                list_images(folder)
+            except CameraOpenError as exc:
+                raise CameraOpenError(f"camera.source {exc}") from None
         return lambda: ReplayCamera(
             folder, fps=config.fps, loop=config.loop, max_pixels=max_pixels, skip_bad=True
         )

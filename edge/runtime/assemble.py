@@ -21,6 +21,7 @@ from edge.runtime.loop import Runtime
 from edge.runtime.service import CameraHealth
 from edge.runtime.serving import serve_in_thread
 from edge.settings import Settings
+from edge.ui.launch import WILDCARD_HOSTS
 from edge.ui.preview import PreviewFrames
 from edge.ui.server import ScreenHub, create_app
 from edge.vault.files import read_pull_state
@@ -89,7 +90,8 @@ def rider_page(hub: ScreenHub, settings: Settings, runtime: Runtime | None = Non
     service are served beside it.
     """
     preview = None if runtime is None else runtime.preview
-    app = create_app(hub, settings.ui.language, settings.ui.languages, preview)
+    hosts = () if settings.ui.host in WILDCARD_HOSTS else (settings.ui.host,)
+    app = create_app(hub, settings.ui.language, settings.ui.languages, preview, hosts=hosts)
     if runtime is not None:
         from edge.ops.metrics import mount_ops
         from edge.ops.reporter import health_report

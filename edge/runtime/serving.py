@@ -20,10 +20,17 @@ from edge.errors import EdgeError
 
 @contextmanager
 def serve_in_thread(
-    app: Any, host: str, port: int, name: str, start_timeout_s: float = 20.0
+    app: Any,
+    host: str,
+    port: int,
+    name: str,
+    start_timeout_s: float = 20.0,
+    limit_concurrency: int | None = 64,
 ) -> Iterator[str]:
     """Serve ``app`` on ``host:port`` while the block runs; yields ``http://host:port/``.
 
+    At most ``limit_concurrency`` connections at once (uvicorn answers more with 503 at
+    once), so clients holding connections open cannot use up the kiosk's file handles.
     ``EdgeError`` names ``name`` and the address when the server cannot listen.
     """
     server = uvicorn.Server(
@@ -35,6 +42,7 @@ def serve_in_thread(
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=1,
+            limit_concurrency=limit_concurrency,
         )
     )
     thread = threading.Thread(target=server.run, name=name, daemon=True)

@@ -29,6 +29,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_sync.claim_code import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS, CLAIM_PATTERN
 from edge.flow import Screen
@@ -38,8 +40,14 @@ from edge.ui.texts import LANGUAGES, UI_DIR, load_strings
 __all__ = ["LANGUAGES", "ScreenHub", "create_app", "load_strings"]
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "::1"})
+#: the names a request may give in its Host (and Origin): the page is the kiosk's own, so a
+#: web page elsewhere that points a name of its own at 127.0.0.1 (DNS rebinding) is refused
+LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 ALIVE_S = 2.0  # the page declares the kiosk lost after a few of these go missing
 RETRY_MS = 1000  # how soon a page's EventSource tries again after losing the stream
+MAX_BODY = 1024  # a claim or a cancel is a few bytes: more is refused unread
+MAX_STREAMS = 16  # open /events streams: the screen needs one, a page reloading two
+PREVIEW_SCREENS = frozenset({"idle", "checking"})  # where the page shows the camera preview
 
 
 class ScreenHub:
@@ -128,16 +136,83 @@ def _local(request: Request) -> bool:
     return request.client is not None and request.client.host in LOCAL_HOSTS
 
 
+def host_name(value: str) -> str:
+    """The name in a Host header or an origin's authority, without its port or brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _origin_name(origin: str) -> str | None:
+    """The host name of an ``Origin`` header (None for "null" or anything else unreadable)."""
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        return None
+    return host_name(rest.split("/", 1)[0])
+
+
+class ThisKioskOnly:
+    """ASGI middleware: 421 for a request whose Host is not one of ``names``, 403 for a POST
+    whose Origin is another site's. Plain ASGI, so the screen's event stream passes through
+    untouched (a ``BaseHTTPMiddleware`` would take it for disconnected)."""
+
+    def __init__(self, app: ASGIApp, names: frozenset[str]) -> None:
+        self.app, self.names = app, names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            refused = None
+            if host_name(headers.get("host", "")) not in self.names:
+                refused = JSONResponse({"detail": "not this kiosk's address"}, 421)
+            elif (
+                scope["method"] == "POST"
+                and "origin" in headers
+                and _origin_name(headers["origin"]) not in self.names
+            ):
+                refused = JSONResponse({"detail": "only the kiosk's own page may"}, 403)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _json_body(request: Request) -> Any:
+    """A small JSON body, or ``HTTPException``: 415 unless JSON (a cross-site form cannot
+    send that without the browser asking first), 413 past ``MAX_BODY`` (read no further),
+    422 when it does not parse."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/json":
+        raise HTTPException(415, "send JSON (Content-Type: application/json)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise HTTPException(413, f"a body of at most {MAX_BODY} bytes")
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise HTTPException(413, f"a body of at most {MAX_BODY} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+
+
 def create_app(
     hub: ScreenHub,
     language: str = "en",
     languages: Sequence[str] | None = None,
     preview: PreviewFrames | None = None,
     language_reset_s: float = 60.0,
+    hosts: Sequence[str] = (),
 ) -> FastAPI:
     """The rider screen's web app: starts in ``language``, offers a button for each of
     ``languages`` (none when there is only one) and goes back to ``language`` after
-    ``language_reset_s`` on the idle screen; shows ``preview`` when given."""
+    ``language_reset_s`` on the idle screen; shows ``preview`` when given.
+
+    Every request must name this kiosk in its Host (a local name, or one of ``hosts``: the
+    configured ``ui.host``), else 421; a POST from a page of another origin is 403."""
     offered = list(dict.fromkeys(languages or [language]))
     if language not in offered:
         offered.insert(0, language)
@@ -158,6 +233,11 @@ def create_app(
     attributes = " ".join(f'data-{key}="{html.escape(value)}"' for key, value in settings.items())
     page = page.replace('<html lang="en">', f'<html lang="{language}" {attributes}>')
 
+    names = LOCAL_NAMES | {host_name(each) for each in hosts if each}
+    streams = [0]  # the open /events streams (changed on the server's event loop only)
+
+    app.add_middleware(ThisKioskOnly, names=names)
+
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
@@ -177,10 +257,7 @@ def create_app(
     async def claim(request: Request) -> dict[str, str]:
         if not _local(request):
             raise HTTPException(403, "the claim is typed at the kiosk only")
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
+        body = await _json_body(request)
         code = body.get("code") if isinstance(body, dict) else None
         if not isinstance(code, str) or not CLAIM_PATTERN.match(code):
             raise HTTPException(422, f"a claim is {CLAIM_MIN_DIGITS} to {CLAIM_MAX_DIGITS} digits")
@@ -189,9 +266,10 @@ def create_app(
         return {"status": "checking"}
 
     @app.post("/claim/cancel", status_code=202)
-    def cancel(request: Request) -> dict[str, str]:
+    async def cancel(request: Request) -> dict[str, str]:
         if not _local(request):
             raise HTTPException(403, "the claim is cancelled at the kiosk only")
+        await _json_body(request)
         if not hub.cancel():
             raise HTTPException(409, "no claim is asked for now")
         return {"status": "cancelled"}
@@ -202,7 +280,8 @@ def create_app(
             raise HTTPException(404, "the preview is off (ui.preview)")
         if not _local(request):
             raise HTTPException(403, "the preview is shown at the kiosk only")
-        jpeg = preview.latest()
+        # only while the screen shows it: never the face of a rider typing a code, say
+        jpeg = preview.latest() if hub.state.get("key") in PREVIEW_SCREENS else None
         if jpeg is None:
             return Response(status_code=204, headers={"Cache-Control": "no-store"})
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -213,15 +292,22 @@ def create_app(
 
     @app.get("/events")
     async def events(request: Request) -> StreamingResponse:
+        if streams[0] >= MAX_STREAMS:  # held open by something else than the screen
+            raise HTTPException(503, "too many open streams", headers={"Retry-After": "2"})
+
         async def stream() -> AsyncIterator[str]:
-            yield f"retry: {RETRY_MS}\nevent: hello\ndata: {json.dumps({'boot': boot})}\n\n"
-            async for state in hub.updates():
-                if await request.is_disconnected():
-                    return
-                if not state:
-                    yield "event: alive\ndata: {}\n\n"
-                else:
-                    yield f"event: screen\ndata: {json.dumps(state)}\n\n"
+            streams[0] += 1  # counted while it runs: a stream never started holds nothing
+            try:
+                yield f"retry: {RETRY_MS}\nevent: hello\ndata: {json.dumps({'boot': boot})}\n\n"
+                async for state in hub.updates():
+                    if await request.is_disconnected():
+                        return
+                    if not state:
+                        yield "event: alive\ndata: {}\n\n"
+                    else:
+                        yield f"event: screen\ndata: {json.dumps(state)}\n\n"
+            finally:
+                streams[0] -= 1
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -7,6 +7,7 @@ killed service).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from cloud_sync.claim_code import CLAIM_MAX_DIGITS, CLAIM_MIN_DIGITS
 from edge.flow import Screen
 from edge.ui.preview import PreviewFrames
-from edge.ui.server import ScreenHub, create_app, load_strings
+from edge.ui.server import MAX_STREAMS, ScreenHub, create_app, load_strings
 from models.hints import Hint
 from models.images import decode_image, read_image
 from tests.browser import ARTIFACTS, SIZES, axe_violations, chromium, lonely_words, misfits, serve
@@ -313,16 +314,64 @@ def test_the_claim_endpoints_refuse_what_they_should() -> None:
     hub.on_cancel(lambda: received.append("cancel"))
     with serve(create_app(hub, "en")) as url:
         assert httpx.post(url + "/claim", json={"code": "1234"}).status_code == 409  # not asked
-        assert httpx.post(url + "/claim/cancel").status_code == 409
+        assert httpx.post(url + "/claim/cancel", json={}).status_code == 409
         hub.publish(Screen("claim", tries=3))
         assert httpx.post(url + "/claim", json={"code": "12a4"}).status_code == 422
         assert httpx.post(url + "/claim", json={"code": "123"}).status_code == 422
         assert httpx.post(url + "/claim", json={"code": "1234567"}).status_code == 422
-        assert httpx.post(url + "/claim", content=b"nonsense").status_code == 422
+        json_type = {"Content-Type": "application/json"}
+        assert httpx.post(url + "/claim", content=b"nonsense", headers=json_type).status_code == 422
         answer = httpx.post(url + "/claim", json={"code": "1234"})
         assert answer.status_code == 202 and "1234" not in answer.text
-        assert httpx.post(url + "/claim/cancel").status_code == 202
+        assert httpx.post(url + "/claim/cancel", json={}).status_code == 202
     assert received == ["1234", "cancel"]
+
+
+def test_a_page_elsewhere_or_a_greedy_client_cannot_claim_cancel_peek_or_crowd_the_screen(
+    dev_faces: Any,
+) -> None:
+    """The endpoints answer the kiosk's own page only: a foreign Host (DNS rebinding) or
+    Origin, a form post, an oversize or absurd body are refused before the rider's claim is
+    touched; the preview shows only while the screen does; streams are capped."""
+    hub = ScreenHub()
+    received: list[str] = []
+    hub.on_claim(received.append)
+    hub.on_cancel(lambda: received.append("cancel"))
+    preview = PreviewFrames(fps=10)
+    preview.offer(read_image(dev_faces / "person_03" / "02.jpg"), 1.0)
+    with serve(create_app(hub, "en", preview=preview)) as url:
+        assert httpx.get(url + "/preview.jpg").status_code == 200  # idle: the screen shows it
+        hub.publish(Screen("claim", tries=3))
+        assert httpx.get(url + "/preview.jpg").status_code == 204  # a rider typing a code
+        claim = url + "/claim"
+        rebound = {"Host": "evil.example:8080"}
+        assert httpx.post(claim, json={"code": "1234"}, headers=rebound).status_code == 421
+        assert httpx.get(url + "/state", headers=rebound).status_code == 421
+        assert httpx.get(url + "/preview.jpg", headers=rebound).status_code == 421
+        foreign = {"Origin": "http://evil.example"}
+        assert httpx.post(claim, json={"code": "1234"}, headers=foreign).status_code == 403
+        assert httpx.post(url + "/claim/cancel", json={}, headers=foreign).status_code == 403
+        form = {"Content-Type": "text/plain"}
+        assert httpx.post(claim, content=b'{"code": "1234"}', headers=form).status_code == 415
+        json_type = {"Content-Type": "application/json"}
+        big = b'{"code": "1234", "pad": "' + b"x" * 5000 + b'"}'
+        assert httpx.post(claim, content=big, headers=json_type).status_code == 413
+        deep = b"[" * 1020  # nested past the parser's recursion limit, within the size
+        assert httpx.post(claim, content=deep, headers=json_type).status_code == 422
+        assert received == []  # none of them reached the rider's claim
+        own = {"Origin": url.rstrip("/")}
+        assert httpx.post(claim, json={"code": "1234"}, headers=own).status_code == 202
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(httpx.Client(timeout=5))
+            opened = [
+                stack.enter_context(client.stream("GET", url + "/events"))
+                for _ in range(MAX_STREAMS)
+            ]
+            assert all(each.status_code == 200 for each in opened)
+            reading = [each.iter_lines() for each in opened]  # kept: dropping one closes it
+            assert all(next(lines) == "retry: 1000" for lines in reading)  # each one started
+            assert httpx.get(url + "/events", timeout=5).status_code == 503
+    assert received == ["1234"]
 
 
 # -- languages and the preview ------------------------------------------------------------------

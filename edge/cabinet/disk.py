@@ -17,9 +17,13 @@ from pathlib import Path
 DISK_RESERVE = 1024 * 1024  # room for an intent, its settling event and runtime.json
 
 
-def free_bytes(folder: Path) -> int:
-    """Bytes an unprivileged writer may still use on ``folder``'s file system."""
+def free_bytes(folder: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on ``folder``'s file system; None when it
+    reports no size at all (a FUSE file system without ``statfs`` answers zeros): then
+    only a write the file system refused can tell that it is full."""
     stats = os.statvfs(folder)
+    if stats.f_blocks == 0:
+        return None
     return stats.f_bavail * stats.f_frsize
 
 
@@ -38,8 +42,9 @@ def has_room(folder: Path, failed: bool, reserve: int = DISK_RESERVE) -> bool:
     """Whether ``folder``'s file system can take an eject intent: more than ``reserve`` free,
     and, when the last write ``failed`` for lack of space, ``reserve`` actually allocated."""
     try:
-        if free_bytes(folder) < reserve:
-            return False
+        free = free_bytes(folder)
     except OSError:  # cannot tell: never eject without the room for its record
+        return False
+    if free is not None and free < reserve:
         return False
     return not failed or can_allocate(folder, reserve)

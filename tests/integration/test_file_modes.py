@@ -18,6 +18,7 @@ import pytest
 
 from hardware.sim import BoardSimulator, SimConfig
 from tests.helpers import BIN, CONSENT_ARGS, consent_text
+from tests.integration.runtime.test_runtime import BLANK_PNG
 
 
 def run(
@@ -75,6 +76,7 @@ def test_kiosk_run_outside_systemd_keeps_its_state_private(tmp_path: Path, umask
     state = tmp_path / "var" / "kiosk"
     images = tmp_path / "images"
     images.mkdir()
+    (images / "blank.png").write_bytes(BLANK_PNG)  # an empty folder stops kiosk run at start
     config = tmp_path / "kiosk.toml"
     config.write_text(
         "\n".join(

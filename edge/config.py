@@ -186,7 +186,13 @@ class UiSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "127.0.0.1"
+    host: str = Field(
+        default="127.0.0.1",
+        pattern=r"^$|^\[?[0-9A-Fa-f:.]+\]?$|^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$",
+        max_length=253,
+        description="the address the rider page listens on: an IP address or a host name "
+        "(127.0.0.1 keeps it on the kiosk; the page answers no request naming another)",
+    )
     port: int = Field(default=8080, ge=0, le=65535)
     language: Literal["en", "es"] = Field(
         default="en", description="the language the screen starts in and returns to"

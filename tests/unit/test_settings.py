@@ -58,6 +58,7 @@ def test_environment_overrides_file_with_nested_names(
         ("[mqtt]\nport = 0\n", "mqtt.port: Input should be greater than or equal to 1"),
         ('[kiosk]\nmode = "party"\n', "kiosk.mode: Input should be 'rental' or 'boarding'"),
         ('[kiosk]\nid = "Kiosk 42!"\n', "kiosk.id: String should match pattern"),
+        ('[ui]\nhost = "not a host!"\n', "ui.host: String should match pattern"),
     ],
 )
 def test_bad_values_are_named_by_field_path(tmp_path: Path, text: str, expected: str) -> None:

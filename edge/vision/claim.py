@@ -161,7 +161,10 @@ def candidates(
 ) -> list[str]:
     """The riders ``probe`` could be, nearest first: the ``shortlist`` nearest people under
     the policy's ``max_distance``. Only they can hold a code that opens this face."""
-    near = gallery.search(probe, k=shortlist)
+    return _close(gallery.search(probe, k=shortlist), policy)
+
+
+def _close(near: Candidates, policy: VerifyPolicy) -> list[str]:
     return [c.person_id for c in near.nearest if c.distance < policy.max_distance]
 
 
@@ -184,7 +187,7 @@ def check_claim(
     near = gallery.search(probe, k=shortlist)
     if near.best is None:
         return ClaimResult(None, EMPTY_ROSTER, None, 0)
-    close = [c.person_id for c in near.nearest if c.distance < policy.max_distance]
+    close = _close(near, policy)
     if not close:
         return ClaimResult(None, NO_MATCH, near.best.distance, 0)
     holders = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Inbox:
             if fits:
                 self._to_run += 1
             else:
-                item = Received(item.raw, item.mid, item.qos, item.session, item.redelivered, True)
+                item = replace(item, busy=True)
             self._items.append(item)
             self._cond.notify()
             return fits

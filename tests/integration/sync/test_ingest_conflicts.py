@@ -33,46 +33,34 @@ def started(
     kiosk_id: str = "kiosk-a",
     **overrides: Any,
 ) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": str(ULID()),
-        "kiosk_id": kiosk_id,
-        "seq": seq,
-        "type": "rental.started",
-        "occurred_at": (T0 + timedelta(seconds=seq)).isoformat(),
-        "schema": 1,
-        "payload": {
-            "rental_id": rental_id,
-            "person_id": person_id,
-            "slot": 1,
-            "powerbank_id": powerbank_id,
-            "request_id": rental_id,
-        },
+    payload = {
+        "rental_id": rental_id,
+        "person_id": person_id,
+        "slot": 1,
+        "powerbank_id": powerbank_id,
+        "request_id": rental_id,
     }
-    data.update(overrides)
-    return data
+    return {**_event(kiosk_id, seq, "rental.started", payload), **overrides}
 
 
 def failed(seq: int, rental_id: str, person_id: str = "alice") -> dict[str, Any]:
-    return {
-        "id": str(ULID()),
-        "kiosk_id": "kiosk-a",
-        "seq": seq,
-        "type": "rental.failed",
-        "occurred_at": (T0 + timedelta(seconds=seq)).isoformat(),
-        "schema": 1,
-        "payload": {"rental_id": rental_id, "person_id": person_id, "slot": 2, "reason": "jam"},
-    }
+    payload = {"rental_id": rental_id, "person_id": person_id, "slot": 2, "reason": "jam"}
+    return _event("kiosk-a", seq, "rental.failed", payload)
 
 
 def returned(seq: int, powerbank_id: str, kiosk_id: str = "kiosk-a") -> dict[str, Any]:
+    return _event(kiosk_id, seq, "rental.returned", {"slot": 3, "powerbank_id": powerbank_id})
+
+
+def _event(kiosk_id: str, seq: int, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(ULID()),
         "kiosk_id": kiosk_id,
         "seq": seq,
-        "type": "rental.returned",
+        "type": kind,
         "occurred_at": (T0 + timedelta(seconds=seq)).isoformat(),
         "schema": 1,
-        "payload": {"slot": 3, "powerbank_id": powerbank_id},
+        "payload": payload,
     }
 
 

@@ -5,7 +5,10 @@ the kiosk, shared with the cloud's enrolment): a template, or the reason it is r
 folder is read in one of two shapes:
 one sub-folder per person (the sub-folder's name is the person id; sub-folders whose name
 starts with ``_`` or ``.`` are skipped), or image files directly in the folder (each file's
-stem is the person id).
+stem is the person id). Every file in a rider's place (hidden ones apart) is a photo of
+them, whatever its name ends with: its format is read from its bytes, so a TIFF or HEIC
+photo is refused by name and a JPEG without ``.jpg`` is read, never skipped unsaid; a
+rider's sub-folder with no file is a rider with no photo.
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from cloud_sync.errors import InputError
-from hardware.cameras import list_images
-from hardware.errors import CameraOpenError
 from models.encoder import FaceEncoder
 from models.enrolment import Accepted, Refusal, enrol_image
-from models.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from models.images import DEFAULT_MAX_PIXELS
 from models.quality import QualityConfig
 
 PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -64,8 +65,16 @@ def check_person_id(person: str, where: str) -> str:
     return person
 
 
+def photo_files(folder: Path) -> list[Path]:
+    """What lies directly inside ``folder`` apart from folders and hidden files, in name
+    order: each is a photo, whatever its name ends with (``enrol_image`` reads the format
+    from its bytes, and refuses a dangling link or a device by name)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and not p.is_dir())
+
+
 def images_by_person(folder: Path) -> dict[str, list[Path]]:
-    """Map person id to image files for either folder shape."""
+    """Map person id to photo files for either folder shape (a rider's sub-folder with no
+    file maps to no photo, so that the rider is reported, not skipped)."""
     if not folder.is_dir():
         raise InputError(
             f"{folder}: no such folder" if not folder.exists() else f"{folder}: not a folder"
@@ -76,18 +85,11 @@ def images_by_person(folder: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     if subfolders:
         for sub in subfolders:
-            images = sorted(
-                p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if images:
-                found[sub.name] = images
+            found[sub.name] = photo_files(sub)
     else:
-        try:
-            for image in list_images(folder):
-                found.setdefault(image.stem, []).append(image)
-        except CameraOpenError as exc:
-            raise InputError(str(exc)) from None
-    if not found:
+        for image in photo_files(folder):
+            found.setdefault(image.stem, []).append(image)
+    if not any(found.values()):
         raise InputError(f"{folder}: holds no images to enrol")
     for person in found:
         check_person_id(person, str(folder))

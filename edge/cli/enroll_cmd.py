@@ -243,6 +243,8 @@ def enroll(
             progress.advance(task)
             held = _held(loaded, person)
             accepted: list[Accepted] = []
+            if not paths:
+                typer.echo(f"{person}  refused  {person}/: the folder holds no photo")
             for path in paths:
                 outcome = enrol_image(engine, path, quality, vision.max_image_pixels)
                 if isinstance(outcome, Accepted) and _is_duplicate(

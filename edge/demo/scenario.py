@@ -42,7 +42,7 @@ import structlog
 from cloud_sync.errors import InputError
 from edge.demo.appliance import Appliance, Rider, Say, ScreenWatch, appliance
 from edge.demo.samples import write_sample_set
-from edge.enrol import EnrolReport, enrol_folder, images_by_person
+from edge.enrol import EnrolReport, enrol_folder
 from edge.errors import EdgeError
 from edge.settings import Settings
 from models.images import read_image
@@ -83,14 +83,14 @@ def _display_name(person_id: str) -> str:
     return " ".join(part.capitalize() for part in person_id.replace("_", "-").split("-") if part)
 
 
-def enrol_riders(report: EnrolReport, folder: Path) -> list[Rider]:
+def enrol_riders(report: EnrolReport) -> list[Rider]:
     """The riders the demo adds in the cloud, each with the photo they later show."""
     riders = []
     for person_id in report.people:
         accepted = report.accepted.get(person_id, [])
         if not accepted:
             continue
-        photo = images_by_person(folder)[person_id][0]
+        photo = accepted[0].image  # a photo that was enrolled, not one refused
         templates = [vector for person, vector in report.templates if person == person_id]
         riders.append(Rider(person_id, _display_name(person_id), templates, photo))
     return riders
@@ -252,7 +252,7 @@ def prepare(settings: Settings, enroll: Path | None, say: Say) -> tuple[Path, li
         raise InputError(f"--enroll {exc}") from None
     for refusal in report.refused:
         say(f"enrol   {refusal.image.name}: refused, {refusal.reason}")
-    riders = enrol_riders(report, enroll)
+    riders = enrol_riders(report)
     if not riders:
         raise InputError(f"--enroll {enroll}: no rider could be enrolled (every photo was refused)")
     return root, riders, engine.model_version

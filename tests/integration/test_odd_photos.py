@@ -1,0 +1,71 @@
+"""Photos as an outside team hands them over, through the real commands.
+
+Each picture is made from a ``../shared/faces/dev`` photo with Pillow (never copied into the
+repository) and given to ``kiosk enroll`` or ``kiosk faces identify`` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from tests.helpers import run_cli
+
+
+def _enroll(roster: Path, *args: str) -> tuple[int, str, str]:
+    done = run_cli("enroll", "--consent", "test-1", "--roster", str(roster), *args)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_enrol_from_a_folder_reads_every_file_of_a_rider_or_says_why_not(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    """A rider's photo is never skipped unsaid: a TIFF (an export from a photo app) is
+    refused by name, a JPEG saved without ``.jpg`` is enrolled, and a rider whose folder
+    holds no photo is reported (exit 4)."""
+    tree = tmp_path / "riders"
+    for person in ("person_03", "person_05", "person_06", "person_08"):
+        (tree / person).mkdir(parents=True)
+    Image.open(dev_faces / "person_03" / "01.jpg").save(tree / "person_03" / "01.tif")
+    Image.open(dev_faces / "person_05" / "01.jpg").save(tree / "person_05" / "photo", "JPEG")
+    (tree / "person_06" / "01.jpg").symlink_to(dev_faces / "person_06" / "01.jpg")
+    (tree / "person_06" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # hidden: skipped
+    roster = tmp_path / "roster.sqlite"
+
+    code, out, err = _enroll(roster, "--from-dir", str(tree))
+
+    assert code == 4, out + err
+    lines = out.splitlines()
+    assert "person_03  refused  01.tif: unsupported image format TIFF: use JPEG, PNG or WebP" in (
+        lines
+    )
+    assert "person_03  enrolled 0 of 1 photo(s); 0 template(s) in the roster" in lines
+    assert "person_05  enrolled 1 of 1 photo(s); 1 template(s) in the roster" in lines
+    assert "person_06  enrolled 1 of 1 photo(s); 1 template(s) in the roster" in lines
+    assert "person_08  refused  person_08/: the folder holds no photo" in lines
+    assert err.strip().endswith(
+        "2 of 4 rider(s) not enrolled (every photo refused): person_03, person_08"
+    )
+
+    # the rider enrolled from the file without an extension is recognised in another photo
+    seen = run_cli(
+        "faces", "identify", "--roster", str(roster), str(dev_faces / "person_05" / "02.jpg")
+    )
+    assert json.loads(seen.stdout)["person_id"] == "person_05", seen.stdout + seen.stderr
+
+
+def test_enrol_from_a_flat_folder_refuses_a_photo_in_another_format_by_name(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "person_06.jpg").symlink_to(dev_faces / "person_06" / "01.jpg")
+    Image.open(dev_faces / "person_03" / "01.jpg").save(flat / "person_03.bmp")
+
+    code, out, err = _enroll(tmp_path / "roster.sqlite", "--from-dir", str(flat))
+
+    assert code == 4, out + err
+    assert "person_03  refused  person_03.bmp: unsupported image format BMP" in out
+    assert "person_06  enrolled 1 of 1 photo(s)" in out

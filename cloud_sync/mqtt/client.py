@@ -404,7 +404,7 @@ class KioskMqtt:
             acknowledge = self._acknowledger(item)
             try:
                 if item.busy:
-                    executor.busy(item.raw, recorded=acknowledge)
+                    executor.busy(item.raw, redelivered=item.redelivered, recorded=acknowledge)
                 else:
                     executor.handle(item.raw, redelivered=item.redelivered, recorded=acknowledge)
             except Exception as exc:  # a bug or a failing ledger: log it, never die

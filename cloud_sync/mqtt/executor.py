@@ -15,8 +15,10 @@ broker (``recorded``, the link's acknowledgement, is called once the command is 
 or its rejection owed), and stays owed until the broker acknowledged the result: the link
 publishes it again after a restart or a reconnection (at least once; duplicates are
 harmless to the sender). A command the broker delivers again (``redelivered``: its DUP
-flag) after it was claimed, because its acknowledgement was lost to a kill or a
-disconnection, is not answered again: its answer is owed already, or the recovery gives it.
+flag) after it was claimed or refused, because its acknowledgement was lost to a power
+cut, a kill or a disconnection, is neither run nor answered again: its answer is owed
+already, or the recovery gives it. A refusal takes the id on as well
+(``CommandLedger.refuse``), so a command answered "busy" never runs when it comes again.
 
 A command that a previous run of the kiosk took on and never finished (it was killed or
 lost its power: the command is still ``running`` in the ledger) is answered by ``recover``:
@@ -137,41 +139,75 @@ class CommandExecutor:
         try:
             command = self._verify(raw, now)
         except CommandRejected as exc:
-            return self._rejected(exc, now, recorded)
+            return self._rejected(exc, now, recorded, redelivered)
         handler = self.handlers.get(command.name) or (ping if command.name == "ping" else None)
         if handler is None:
             why = f"this kiosk has no handler for {command.name}"
-            return self._refuse(command, "unsupported", why, now, recorded)
+            return self._refuse(command, "unsupported", why, now, recorded, redelivered)
         if not self.ledger.claim(command.id, command.name, command.issuer, command.expires_at):
-            if redelivered:  # our acknowledgement was lost: the command is answered already
-                log.info("command.redelivered", command_id=command.id, command=command.name)
-                recorded()
-                return None
-            return self._refuse(command, "replayed", "this command already ran here", now, recorded)
+            return self._taken(command.id, command.name, now, recorded, redelivered)
         recorded()
         return self._run(command, handler)
 
-    def busy(self, raw: bytes, *, recorded: Callable[[], None] = _nothing) -> CommandResult | None:
+    def busy(
+        self,
+        raw: bytes,
+        *,
+        redelivered: bool = False,
+        recorded: Callable[[], None] = _nothing,
+    ) -> CommandResult | None:
         """Refuse an authentic command without running it: too many are waiting."""
         now = self.clock()
         try:
             command = self._verify(raw, now)
         except CommandRejected as exc:
-            return self._rejected(exc, now, recorded)
+            return self._rejected(exc, now, recorded, redelivered)
         why = "too many commands waiting; send it again"
-        return self._refuse(command, "busy", why, now, recorded)
+        return self._refuse(command, "busy", why, now, recorded, redelivered)
 
     def _verify(self, raw: bytes, now: float) -> Command:
         return verify_command(raw, self.public_key, self.kiosk_id, self.slots, now, self.limits)
 
     def _refuse(
-        self, command: Command, code: str, why: str, now: float, recorded: Callable[[], None]
+        self,
+        command: Command,
+        code: str,
+        why: str,
+        now: float,
+        recorded: Callable[[], None],
+        redelivered: bool,
     ) -> CommandResult | None:
         """Answer an authentic command ``code`` without running it."""
         refused = CommandRejected(
             code, why, command_id=command.id, name=command.name, authentic=True
         )
-        return self._rejected(refused, now, recorded)
+        return self._rejected(
+            refused, now, recorded, redelivered, command.issuer, command.expires_at
+        )
+
+    def _taken(
+        self,
+        command_id: str,
+        name: str | None,
+        now: float,
+        recorded: Callable[[], None],
+        redelivered: bool,
+    ) -> CommandResult | None:
+        """A command whose id was taken on already (it ran, or was refused): a copy the
+        broker delivers again (our acknowledgement was lost) is acknowledged quietly, its
+        answer is owed already; any other copy is answered ``replayed``."""
+        if redelivered:
+            log.info("command.redelivered", command_id=command_id, command=name)
+            recorded()
+            return None
+        replayed = CommandRejected(
+            "replayed",
+            "this command was taken on here already",
+            command_id=command_id,
+            name=name,
+            authentic=True,
+        )
+        return self._rejected(replayed, now, recorded, redelivered)
 
     def _run(self, command: Command, handler: Handler) -> CommandResult:
         started = time.monotonic()
@@ -226,8 +262,37 @@ class CommandExecutor:
         return result if self.result_key is None else sign_result(self.result_key, result)
 
     def _rejected(
-        self, exc: CommandRejected, now: float, recorded: Callable[[], None]
+        self,
+        exc: CommandRejected,
+        now: float,
+        recorded: Callable[[], None],
+        redelivered: bool = False,
+        issuer: str = "",
+        expires_at: float | None = None,
     ) -> CommandResult | None:
+        """Owe an authentic command's rejection, taking its id on (``CommandLedger.refuse``)
+        unless it is a replay; junk gets no answer."""
+        if exc.authentic and exc.command_id is not None:
+            result = self._signed(
+                CommandResult(
+                    id=exc.command_id,
+                    kiosk_id=self.kiosk_id,
+                    name=exc.name or "",
+                    status="rejected",
+                    reason=exc.reason,
+                    detail=exc.detail[:500],
+                    at=int(now),
+                )
+            )
+            payload = result.model_dump_json()
+            if exc.reason == "replayed":  # the id is taken on already: only the answer is new
+                self.ledger.owe(result.id, payload)
+            else:
+                expiry = now if expires_at is None else max(expires_at, now)
+                if not self.ledger.refuse(
+                    result.id, result.name, issuer, expiry, exc.reason, payload
+                ):
+                    return self._taken(result.id, exc.name, now, recorded, redelivered)
         log.warning(
             "command.ignored",
             reason=exc.reason,
@@ -235,19 +300,5 @@ class CommandExecutor:
             command_id=exc.command_id,
             command=exc.name,
         )
-        if not exc.authentic or exc.command_id is None:
-            recorded()
-            return None
-        result = CommandResult(
-            id=exc.command_id,
-            kiosk_id=self.kiosk_id,
-            name=exc.name or "",
-            status="rejected",
-            reason=exc.reason,
-            detail=exc.detail[:500],
-            at=int(now),
-        )
-        result = self._signed(result)
-        self.ledger.owe(result.id, result.model_dump_json())
         recorded()
-        return result
+        return result if exc.authentic and exc.command_id is not None else None

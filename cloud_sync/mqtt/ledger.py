@@ -8,6 +8,11 @@ then pruned. A command left ``running`` by a process that stopped before it fini
 found with ``running()`` at the next start and finished then (``CommandExecutor.recover``),
 so no command stays ``running`` for ever.
 
+An authentic command that is refused without running (expired, busy, unsupported, ...)
+is taken on too, as ``rejected``, in the same transaction that owes its rejection
+(``refuse``): it is answered once, and a copy delivered again (its acknowledgement lost to a
+power cut or a dropped connection) is never run after it was answered "busy".
+
 The ledger also holds the answers the kiosk owes (table ``results``): a command's result
 is written in the same transaction that finishes it (and a rejection of an authentic
 command before its message is acknowledged to the broker), and stays owed until the broker
@@ -123,6 +128,32 @@ class CommandLedger:
                     raise
             except sqlite3.Error as exc:
                 raise MqttError(f"{self.path}: cannot record command {command_id}: {exc}") from None
+
+    def refuse(
+        self, command_id: str, name: str, issuer: str, expires_at: float, reason: str, result: str
+    ) -> bool:
+        """Take ``command_id`` on as refused (``reason``) and owe ``result``, its rejection,
+        in one transaction; False (nothing written) when the id was taken on already. A
+        refused id is answered once, like one that ran: a copy the broker delivers again
+        after a power cut or a lost acknowledgement is neither run nor answered anew."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    taken = self._db.execute(
+                        "INSERT OR IGNORE INTO commands (id, name, issuer, received_at, "
+                        "expires_at, status, detail) VALUES (?, ?, ?, ?, ?, 'rejected', ?)",
+                        [command_id, name, issuer, self._clock(), expires_at, reason[:500]],
+                    ).rowcount
+                    if taken:
+                        self._owe(command_id, result)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise MqttError(f"{self.path}: cannot record command {command_id}: {exc}") from None
+            return taken == 1
 
     def owe(self, command_id: str, result: str) -> None:
         """Owe ``result`` (a rejection's JSON) until the broker acknowledges it."""

@@ -5,6 +5,7 @@
     python -m tests.integration.power.appliance sync OUTBOX KIOSK URL KEY_DIR
     python -m tests.integration.power.appliance runtime STATE_DIR
     python -m tests.integration.power.appliance claim LEDGER COUNT
+    python -m tests.integration.power.appliance busy LEDGER COMMAND_FILE
     python -m tests.integration.power.appliance roster FOLDER KIOSK URL PINNED_KEY COUNT
 
 Each event ``append`` returned for is printed at once (``ack SEQ ID TYPE``): it is what the
@@ -12,13 +13,16 @@ kiosk has acknowledged (a rental it told the rider about). ``append`` then waits
 connection open, as the kiosk does between events, until it is killed. ``writer`` appends
 rentals and face telemetry for ever; ``sync`` runs the real daemon's passes for ever;
 ``runtime`` rewrites ``runtime.json`` for ever (``wrote N`` after each); ``claim`` claims
-remote command ids in the command ledger (``claimed ID``), then waits; ``roster`` pulls
+remote command ids in the command ledger (``claimed ID``), then waits; ``busy`` answers
+the signed command in a file "busy" (no room to run it) as the MQTT link does, acknowledging
+it (``acknowledged ID``) once its answer is owed, then waits; ``roster`` pulls
 the cloud's roster changes (``pulled VERSION ERROR``), then waits.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,11 +33,16 @@ from cloud_sync import keyfiles
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
 from cloud_sync.daemon import SyncDaemon
+from cloud_sync.mqtt.executor import CommandExecutor
 from cloud_sync.mqtt.ledger import CommandLedger
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key
 from edge.ops.runtime_status import new_status, write_runtime_status
 from edge.vault.live import open_roster
+
+#: The cloud's command key in the command tests (fixed: the test signs, the part verifies).
+COMMAND_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+COMMAND_KIOSK = "kiosk-c"
 
 
 def fields(event_type: str, n: int) -> dict[str, object]:
@@ -74,6 +83,20 @@ def claim_commands(path: Path, count: int) -> None:
         time.sleep(3600)
 
 
+def answer_busy(path: Path, command_file: Path) -> None:
+    """What the MQTT link does with an authentic command that finds no room: answer it
+    "busy", then acknowledge its message to the broker."""
+    raw = command_file.read_bytes()
+    executor = CommandExecutor(
+        COMMAND_KIOSK, COMMAND_KEY.public_key(), CommandLedger(path), handlers={}, slots=8
+    )
+    command_id = json.loads(raw)["id"]
+    executor.busy(raw, recorded=lambda: print(f"acknowledged {command_id}", flush=True))
+    print("done", flush=True)
+    while True:
+        time.sleep(3600)
+
+
 def pull_roster(folder: Path, kiosk_id: str, url: str, pinned: str, count: int) -> None:
     """What the daemon does on its roster schedule: pull the cloud's changes, ``count``
     times (``pulled VERSION`` after each), then wait."""
@@ -97,6 +120,8 @@ def main(argv: list[str]) -> None:
         rewrite_runtime_status(Path(argv[1]))
     if argv[0] == "claim":
         claim_commands(Path(argv[1]), int(argv[2]))
+    if argv[0] == "busy":
+        answer_busy(Path(argv[1]), Path(argv[2]))
     command, path, kiosk_id = argv[0], Path(argv[1]), argv[2]
     outbox = Outbox(path, kiosk_id)
     if command == "append":

@@ -122,6 +122,22 @@ def rival_faces(boxes: list[FaceBox], chosen: FaceBox, ratio: float = 0.5) -> in
     return sum(1 for box in boxes if box is not chosen and box.area >= ratio * chosen.area)
 
 
+# The most pixels HOG scans in one pass, in squares of the detection width: a 1:2 portrait
+# at full width; a taller strip is scaled by its area (HOG's memory grows with the pixels
+# it scans, about 11 bytes each, and four times more in the upsampled pass)
+_SCAN_AREA = 2
+
+
+def scan_scale(width: int, height: int, detect_width: int) -> float:
+    """The scale a ``width`` x ``height`` picture is scanned at: at most ``detect_width``
+    wide and at most ``_SCAN_AREA`` * ``detect_width``**2 pixels (never enlarged)."""
+    scale = min(1.0, detect_width / max(1, width))
+    most = _SCAN_AREA * detect_width * detect_width
+    if width * height * scale * scale > most:
+        scale = math.sqrt(most / (width * height))
+    return scale
+
+
 def _resize(image: Image, scale: float) -> Image:
     height, width = image.shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -240,8 +256,8 @@ class FaceEngine:
         self, image: Image, detect_width: int | None = None, max_upsample: int | None = None
     ) -> list[FaceBox]:
         """Every face in ``image``, in full-frame coordinates."""
-        width = image.shape[1]
-        scale = min(1.0, (detect_width or self.detect_width) / width)
+        height, width = image.shape[:2]
+        scale = scan_scale(width, height, detect_width or self.detect_width)
         found: list[FaceBox] = []
         ladder = self.max_upsample if max_upsample is None else max_upsample
         for upsample in range(ladder + 1):
@@ -258,9 +274,9 @@ class FaceEngine:
         region around it, so that the live pipeline notices what ``kiosk faces identify``
         finds. A frame in which the quick pass sees no candidate at all is judged by it
         alone (``kiosk faces eval`` measures how often that misses a face)."""
-        width = image.shape[1]
-        quick = min(1.0, quick_width / width)
-        if quick >= min(1.0, self.detect_width / width):
+        height, width = image.shape[:2]
+        quick = scan_scale(width, height, quick_width)
+        if quick >= scan_scale(width, height, self.detect_width):
             return self.detect(image)
         quick_pass = self._run(image, quick, 0, floor=self.candidate_score, closer=False)
         return self._confirmed(image, quick_pass)
@@ -286,7 +302,7 @@ class FaceEngine:
         if right - left < 16 or bottom - top < 16:
             return []
         region = image[top:bottom, left:right]
-        scale = min(1.0, self.detect_width / width)
+        scale = scan_scale(width, height, self.detect_width)
         for upsample in range(self.max_upsample + 1):
             found = self._run(region, scale, upsample, offset=(left, top))
             if found:

@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.helpers import BIN, CONSENT_ARGS, consent_text, run_cli
 
@@ -183,3 +184,25 @@ def test_riders_add_refuses_the_bombs_and_stores_nothing(
     for name in ("bomb.tif", "bomb.png"):
         assert f"mallory  refused  {name}: {bad_images[name][1]}" in err
     assert peak_mb < PEAK_LIMIT_MB
+
+
+def test_a_tall_strip_under_the_cap_is_scanned_in_bounded_memory(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    """A 640 x 40,000 picture (25.6 MP, under the cap) with no face: the detector scaled it
+    by its width only, so it scanned all of it and then all of it upsampled (1.4 GB, 17 s);
+    now a pass scans at most twice the detection width squared."""
+    tile = Image.open(dev_faces / "_other" / "noface_01.jpg").convert("RGB").resize((640, 651))
+    strip = Image.new("RGB", (640, 40_000))
+    for top in range(0, 40_000, tile.height):
+        strip.paste(tile, (0, top))
+    path = tmp_path / "strip.jpg"
+    strip.save(path, quality=85)
+    roster = tmp_path / "roster.sqlite"
+
+    code, out, err, peak_mb = run_measured(
+        "enroll", "--consent", "test-1", "--roster", str(roster), "--person-id", "tall", str(path)
+    )
+    print(f"kiosk enroll of a strip: peak {peak_mb:.0f} MB")
+    assert code == 4 and "tall  refused  strip.jpg: no face found" in out, out + err
+    assert peak_mb < 600

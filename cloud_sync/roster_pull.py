@@ -3,9 +3,11 @@
 ``pull_roster`` asks for the delta since the roster's version and hands the answer, with
 the nonce of its request, to the store (``apply_answer``: the store checks signature,
 recipient, nonce, versions and every row first, and changes nothing otherwise). When the
-delta does not follow the version held, it asks for a full snapshot. It records
-``roster.applied`` in the outbox when the version moved, and tells the store how the pull
-ended for ``kiosk sync status``. A refused answer or an unreachable cloud leaves the old
+delta does not follow the version held, it asks for a full snapshot. It tells the store how
+the pull ended for ``kiosk sync status``, then records in the outbox the events the store
+owes (``roster.applied`` when the version moved, ``roster.erased`` for each rider removed,
+``roster.purged`` for a wipe; owed in the store's own transaction, so a cut before they
+reach the outbox leaves them owed for the next pull: ``cloud_sync.roster_owed``). A refused answer or an unreachable cloud leaves the old
 roster in place and comes back as the result's ``error``; it never raises for those. When
 to pull is the daemon's business (``cloud_sync.daemon``, ``pull_schedule``).
 """
@@ -19,14 +21,15 @@ from typing import Protocol
 import structlog
 
 from cloud_sync.client import CloudClient
-from cloud_sync.errors import CloudError, OutboxError, RosterError, SyncError, VersionGapError
+from cloud_sync.errors import CloudError, RosterError, SyncError, VersionGapError
 from cloud_sync.outbox import Outbox
+from cloud_sync.roster_owed import Debtor, record_owed
 from cloud_sync.roster_wire import ApplyResult, RosterAnswer
 
 log = structlog.get_logger("cloud_sync.daemon")
 
 
-class RosterTarget(Protocol):
+class RosterTarget(Debtor, Protocol):
     """Where pulled deltas go: the kiosk's roster store (``edge.vault.store.RosterStore``),
     handed to the daemon by the kiosk. It speaks the shared core's terms: it returns an
     ``ApplyResult`` and raises ``RosterError`` (``VersionGapError`` for a delta that does not
@@ -91,10 +94,7 @@ def pull_roster(client: CloudClient, roster: RosterTarget, outbox: Outbox) -> Ro
         roster.record_pull(result.error)
     except RosterError as exc:
         log.warning("roster.record_failed", error=str(exc))
-    if result.wiped:
-        _record_wipe(outbox, result)
-    elif result.changed:
-        _record_applied(outbox, result)
+    record_owed(roster, outbox)  # this pull's events, and any a cut left owed
     return result
 
 
@@ -104,43 +104,9 @@ REVOKED = (
 )
 
 
-def _record_wipe(outbox: Outbox, result: RosterPull) -> None:
-    """``roster.purged`` (reason ``revoked``) when the wipe deleted anything; a kiosk that
-    held nothing (wiped already, or never filled) records nothing again."""
-    if result.from_version == 0 and result.deletions == 0:
-        return
-    try:
-        outbox.append(
-            "roster.purged",
-            reason="revoked",
-            from_version=result.from_version,
-            riders=result.deletions,
-        )
-    except OutboxError as exc:  # the roster is wiped; only its record is lost
-        log.warning("roster.event_not_recorded", error=str(exc))
-
-
 def _fetch_and_apply(client: CloudClient, roster: RosterTarget, held: int) -> ApplyResult:
     try:
         return roster.apply_answer(client.get_roster(held))
     except VersionGapError as exc:
         log.info("roster.version_gap", error=str(exc))
     return roster.apply_answer(client.get_roster(0))  # a full snapshot
-
-
-def _record_applied(outbox: Outbox, result: RosterPull) -> None:
-    """``roster.applied``, then a ``roster.erased`` receipt for every rider the pull removed
-    (the removal and its WAL scrub are on the disk by now): the cloud counts these to show
-    which kiosks erased a deleted rider (``kiosk-cloud riders erasure``)."""
-    try:
-        outbox.append(
-            "roster.applied",
-            from_version=result.from_version,
-            to_version=result.to_version,
-            upserts=result.upserts,
-            deletions=result.deletions,
-        )
-        for person_id in result.erased:
-            outbox.append("roster.erased", person_id=person_id, roster_version=result.to_version)
-    except OutboxError as exc:  # the roster is applied; only its record is lost
-        log.warning("roster.event_not_recorded", error=str(exc))

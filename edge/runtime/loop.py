@@ -41,6 +41,7 @@ from ulid import ULID
 
 from cloud_sync.errors import OutboxError, OutboxFullError
 from cloud_sync.outbox import Outbox
+from cloud_sync.roster_owed import record_owed
 from edge import flow as f
 from edge.cabinet.rentals import Ledger, refusal
 from edge.cabinet.slots import Inventory
@@ -330,22 +331,16 @@ class Runtime:
     def _purge_if_silent(self) -> None:
         """Delete the roster when the cloud has not been heard for ``purge_after_s``
         (``roster.purge_after_h``), and record it (``roster.purged``): a kiosk switched off
-        or stolen keeps no template past that time. A local roster is never purged."""
+        or stolen keeps no template past that time. A local roster is never purged. Also
+        records the roster's events a cut left owed (``cloud_sync.roster_owed``)."""
+        record_owed(self.roster, self.outbox)
         if self.purge_after_s <= 0:
             return
         silent = self.roster.silent_for()
         if silent is None or silent < self.purge_after_s or self.roster.version == 0:
             return  # heard from lately, never from the cloud, or purged already
-        riders, version = self.roster.purge()
-        self._record(
-            f.record(
-                "roster.purged",
-                reason="silent",
-                from_version=version,
-                riders=riders,
-                silent_s=round(silent, 1),
-            )
-        )
+        self.roster.purge("silent", round(silent, 1))  # owes its roster.purged
+        record_owed(self.roster, self.outbox)
         self._maybe_reload_roster()
 
     def _reason(self) -> str | None:

@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.errors import IntegrityError
+from cloud_sync.roster_owed import OwedEvent
 from cloud_sync.roster_wire import (
     ApplyResult,
     CurrentBody,
@@ -52,7 +53,7 @@ from cloud_sync.sealing import (
     unwrap_key,
     wrap_key,
 )
-from edge.vault import deltas, erasure
+from edge.vault import deltas, erasure, owed
 from edge.vault.errors import StoreError
 from edge.vault.files import INSERT_ROW, open_db
 from edge.vault.keys import DeviceKeys
@@ -476,11 +477,12 @@ class RosterStore:
         if isinstance(checked, CurrentBody):
             return ApplyResult(checked.version, checked.version, 0, 0)
         if isinstance(checked, WipeBody):  # revoked: checked for this kiosk and request
-            riders, version = self.purge()
+            riders, version = self.purge("revoked")
             return ApplyResult(version, 0, 0, riders, wiped=True)
         opened = deltas.open_delta(checked, self._keys.box, self._data_key)
         body = opened.body
         with self._transaction():
+            before = self.version
             if opened.new_key is not None:
                 self._add_key(*opened.new_key)
             self._set_meta("source", "cloud")
@@ -512,6 +514,15 @@ class RosterStore:
                 self._set_meta("auto_set", "" if body.auto_set is None else "1")
             self._forget_unused_keys()
             self._bump_version(body.to_version)
+            if body.to_version != before:  # its record, owed in the same transaction
+                owed.owe(self._db, "roster.applied", from_version=before,
+                         to_version=body.to_version, upserts=len(opened.rows),
+                         deletions=len(erased))  # fmt: skip
+                for person_id in erased:
+                    owed.owe(
+                        self._db, "roster.erased", person_id=person_id,
+                        roster_version=body.to_version,
+                    )  # fmt: skip
         if erased or body.full:
             self._scrub_wal()
         return ApplyResult(
@@ -546,12 +557,16 @@ class RosterStore:
         return self.version == 0 and bool(self._meta("purged_at"))
 
     @_serialised
-    def purge(self) -> tuple[int, int]:
+    def purge(
+        self, reason: Literal["silent", "revoked"], silent_s: float | None = None
+    ) -> tuple[int, int]:
         """Delete every rider, their terms and fleet state, and every data key, so the file
         holds no template and no key that would open one (``secure_delete`` overwrites the
         pages; the WAL is scrubbed). The version goes back to 0: the next pull is a full
         snapshot. The time it last heard from the cloud is kept, so a kiosk that purged for
-        silence stays out of service until a pull succeeds. ``(riders, version)`` before."""
+        silence stays out of service until a pull succeeds. ``roster.purged`` (``reason``)
+        is owed in the same transaction when anything was held. ``(riders, version)``
+        before."""
         with self._transaction():
             version = self.version
             riders = int(self._db.execute("SELECT COUNT(*) FROM riders").fetchone()[0])
@@ -560,6 +575,10 @@ class RosterStore:
             self._set_meta("version", 0)
             self._set_meta("key_id", "")
             self._set_meta("purged_at", time.time())
+            if version or riders:
+                extra = {} if silent_s is None else {"silent_s": silent_s}
+                owed.owe(self._db, "roster.purged", reason=reason, from_version=version,
+                         riders=riders, **extra)  # fmt: skip
         self._data_keys = {}
         self._scrub_wal()
         log.warning("roster.purged", riders=riders, from_version=version)
@@ -576,6 +595,22 @@ class RosterStore:
                 self._set_meta("pull_error", error[:1000])
                 self._set_meta("pull_error_at", time.time())
         self.finish_erasure(wait_s=0.0)  # the sync service finishes a pending erasure
+
+    @_serialised
+    def owed_events(self) -> list[OwedEvent]:
+        """The events this roster's changes owe the outbox (``edge.vault.owed``)."""
+        try:
+            return owed.owed(self._db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the roster ({exc})") from None
+
+    @_serialised
+    def settle_owed(self, ids: set[str]) -> None:
+        """These owed events are in the outbox now (a receipt's rider id leaves the
+        roster's files with them: the WAL is copied back at once)."""
+        with self._transaction():
+            owed.settle(self._db, ids)
+        erasure.truncate_wal(self._db, 0.0)
 
     def close(self) -> None:
         self._db.close()

@@ -6,7 +6,8 @@
     python -m tests.integration.power.appliance runtime STATE_DIR
     python -m tests.integration.power.appliance claim LEDGER COUNT
     python -m tests.integration.power.appliance busy LEDGER COMMAND_FILE
-    python -m tests.integration.power.appliance roster FOLDER KIOSK URL PINNED_KEY COUNT
+    python -m tests.integration.power.appliance roster FOLDER KIOSK URL PINNED_KEY COUNT [GO]
+    python -m tests.integration.power.appliance lock DATABASE
 
 Each event ``append`` returned for is printed at once (``ack SEQ ID TYPE``): it is what the
 kiosk has acknowledged (a rental it told the rider about). ``append`` then waits, its
@@ -16,13 +17,16 @@ rentals and face telemetry for ever; ``sync`` runs the real daemon's passes for 
 remote command ids in the command ledger (``claimed ID``), then waits; ``busy`` answers
 the signed command in a file "busy" (no room to run it) as the MQTT link does, acknowledging
 it (``acknowledged ID``) once its answer is owed, then waits; ``roster`` pulls
-the cloud's roster changes (``pulled VERSION ERROR``), then waits.
+the cloud's roster changes (``pulled VERSION ERROR``; with ``GO``, a file, only once it
+exists, after ``ready``), then waits; ``lock`` holds a database's write lock (``locked``)
+until it is killed, as a busy writer in another process does.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -97,14 +101,19 @@ def answer_busy(path: Path, command_file: Path) -> None:
         time.sleep(3600)
 
 
-def pull_roster(folder: Path, kiosk_id: str, url: str, pinned: str, count: int) -> None:
+def pull_roster(
+    folder: Path, kiosk_id: str, url: str, pinned: str, count: int, go: Path | None = None
+) -> None:
     """What the daemon does on its roster schedule: pull the cloud's changes, ``count``
-    times (``pulled VERSION`` after each), then wait."""
+    times (``pulled VERSION`` after each; once ``go`` exists, if given), then wait."""
     key = keyfiles.read_private_key(folder / "kiosk.pem", Ed25519PrivateKey)  # type: ignore[type-abstract]
     outbox = Outbox(folder / "outbox.sqlite", kiosk_id)
     store = open_roster(folder / "roster.sqlite", folder / "keys", kiosk_id, pinned)
     client = CloudClient(url, kiosk_id, key, timeout_s=5)
     daemon = SyncDaemon(outbox, client, BatchLimits(50, 1024 * 1024, 0.5), roster=store)
+    print("ready", flush=True)
+    while go is not None and not go.exists():
+        time.sleep(0.01)
     for _ in range(count):
         pulled = daemon.pull_roster()
         print(f"pulled {pulled.to_version} {pulled.error}", flush=True)
@@ -113,9 +122,21 @@ def pull_roster(folder: Path, kiosk_id: str, url: str, pinned: str, count: int) 
         time.sleep(3600)
 
 
+def hold_lock(path: Path) -> None:
+    """Another writer in the middle of a transaction on ``path``, until it is killed."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    while True:
+        time.sleep(3600)
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "lock":
+        hold_lock(Path(argv[1]))
     if argv[0] == "roster":
-        pull_roster(Path(argv[1]), argv[2], argv[3], argv[4], int(argv[5]))
+        go = Path(argv[6]) if len(argv) > 6 else None
+        pull_roster(Path(argv[1]), argv[2], argv[3], argv[4], int(argv[5]), go)
     if argv[0] == "runtime":
         rewrite_runtime_status(Path(argv[1]))
     if argv[0] == "claim":

@@ -1,0 +1,61 @@
+"""The roster's events owed to the outbox: ``roster.applied``, ``roster.erased``,
+``roster.purged``.
+
+A change to the roster and the event that records it live in two files (``roster.sqlite``
+and ``outbox.sqlite``), so no single transaction holds both. The event is therefore owed in
+the roster's own transaction (the ``meta`` key ``owed_events``: a JSON list, so a kiosk
+rolled back to an earlier version still opens the file), and recorded in the outbox
+afterwards (``cloud_sync.roster_owed.record_owed``), which then settles it here. A power cut
+between the two leaves it owed, and the next writer records it: a deleted rider's erasure
+receipt is never lost, and never sent twice (the outbox is checked for it first).
+
+Nothing biometric is owed: rider ids, versions and counts, as the events carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+from cloud_sync.roster_owed import OwedEvent
+
+KEY = "owed_events"
+
+
+def owed(db: sqlite3.Connection) -> list[OwedEvent]:
+    """The events owed, oldest first (none, or an unreadable value: none)."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (KEY,)).fetchone()
+    try:
+        entries = json.loads(row[0]) if row and row[0] else []
+    except ValueError:
+        return []
+    return [
+        OwedEvent(str(e["id"]), str(e["type"]), dict(e["fields"]), float(e["at"]))
+        for e in entries
+        if isinstance(e, dict) and {"id", "type", "fields", "at"} <= e.keys()
+    ]
+
+
+def owe(db: sqlite3.Connection, event_type: str, **fields: Any) -> None:
+    """Inside the transaction that makes the change: owe its event."""
+    entry = OwedEvent(uuid.uuid4().hex, event_type, fields, time.time())
+    _store(db, [*owed(db), entry])
+
+
+def settle(db: sqlite3.Connection, ids: set[str]) -> None:
+    """Inside a transaction: these events are in the outbox now."""
+    _store(db, [e for e in owed(db) if e.id not in ids])
+
+
+def _store(db: sqlite3.Connection, entries: list[OwedEvent]) -> None:
+    text = json.dumps(
+        [{"id": e.id, "type": e.type, "fields": e.fields, "at": e.at} for e in entries]
+    )
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (KEY, text if entries else ""),
+    )

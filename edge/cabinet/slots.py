@@ -277,6 +277,9 @@ class Inventory:
                 connection = open_private_db(path, isolation_level=None, check_same_thread=False)
                 _refuse_foreign(connection, path)
                 connection.execute("PRAGMA journal_mode=WAL")
+                # the technician's disabled slots and the flagged powerbanks are answers
+                # given to someone: durable at commit, whatever this SQLite build's default
+                connection.execute("PRAGMA synchronous=FULL")
             self._db = sqlite_utils.Database(connection)
             self._slots = self._load(slots)
             self.battery = BatteryWatch(self._db, battery, read_only=read_only)

@@ -1,7 +1,8 @@
 """The face engine: find the faces in a frame, their landmarks, and the 128-d encoding.
 
 Detection runs on a copy of the frame scaled down to ``detect_width`` (HOG); only when it
-finds nothing does it look again upsampled, for a face that is small in the frame. A face
+finds nothing does it look again upsampled, for a face that is small in the frame, and in a
+photo larger than that, at finer scales in tiles (``models.scan``). A face
 found in a box under about HOG's smallest window (90 px in the frame) is looked at again
 on its region at full resolution, upsampled once, so that its box fits the face rather
 than the window (``_closer``). Boxes
@@ -27,6 +28,7 @@ import numpy.typing as npt
 from models.dlib_models import DlibModels, Points
 from models.images import Image
 from models.mesh import FaceSample, MeshModel
+from models.scan import finer_levels, scan_scale, tiles
 
 Encoding = npt.NDArray[np.float64]
 
@@ -122,20 +124,13 @@ def rival_faces(boxes: list[FaceBox], chosen: FaceBox, ratio: float = 0.5) -> in
     return sum(1 for box in boxes if box is not chosen and box.area >= ratio * chosen.area)
 
 
-# The most pixels HOG scans in one pass, in squares of the detection width: a 1:2 portrait
-# at full width; a taller strip is scaled by its area (HOG's memory grows with the pixels
-# it scans, about 11 bytes each, and four times more in the upsampled pass)
-_SCAN_AREA = 2
-
-
-def scan_scale(width: int, height: int, detect_width: int) -> float:
-    """The scale a ``width`` x ``height`` picture is scanned at: at most ``detect_width``
-    wide and at most ``_SCAN_AREA`` * ``detect_width``**2 pixels (never enlarged)."""
-    scale = min(1.0, detect_width / max(1, width))
-    most = _SCAN_AREA * detect_width * detect_width
-    if width * height * scale * scale > most:
-        scale = math.sqrt(most / (width * height))
-    return scale
+def _distinct(boxes: list[FaceBox]) -> list[FaceBox]:
+    """``boxes`` without those overlapping a better-scoring one (tiles share a margin)."""
+    kept: list[FaceBox] = []
+    for box in sorted(boxes, key=lambda b: -b.score):
+        if all(box.iou(other) < 0.5 for other in kept):
+            kept.append(box)
+    return kept
 
 
 def _resize(image: Image, scale: float) -> Image:
@@ -255,7 +250,9 @@ class FaceEngine:
     def detect(
         self, image: Image, detect_width: int | None = None, max_upsample: int | None = None
     ) -> list[FaceBox]:
-        """Every face in ``image``, in full-frame coordinates."""
+        """Every face in ``image``, in full-frame coordinates. A whole picture at the
+        engine's own width (no ``detect_width`` given: a photo, the single-frame path) in
+        which the scaled passes find nothing is also scanned at finer scales (``_finer``)."""
         height, width = image.shape[:2]
         scale = scan_scale(width, height, detect_width or self.detect_width)
         found: list[FaceBox] = []
@@ -263,8 +260,25 @@ class FaceEngine:
         for upsample in range(ladder + 1):
             found = self._run(image, scale, upsample)
             if found:
-                break
-        return found
+                return found
+        if detect_width is not None:  # a pass of the live pipeline: bounded by its caller
+            return []
+        return self._finer(image, scale * 2**ladder)
+
+    def _finer(self, image: Image, reached: float) -> list[FaceBox]:
+        """Faces too small in a large picture for the scaled passes: the picture scanned
+        again in tiles at finer scales (``models.scan.finer_levels``) until a level finds
+        a face (a 200 px face in a 6000 px photo is 21 px at 640 wide)."""
+        height, width = image.shape[:2]
+        overlap = 2 * SMALLEST_WINDOW_PX  # scanned pixels: a face twice the window fits
+        for scale in finer_levels(width, height, reached):
+            found: list[FaceBox] = []
+            for left, top, span in tiles(width, height, scale, self.detect_width, overlap):
+                region = image[top : top + span, left : left + span]
+                found += self._run(region, scale, 0, offset=(left, top))
+            if found:
+                return _distinct(found)
+        return []
 
     def search(self, image: Image, quick_width: int) -> list[FaceBox]:
         """The faces ``detect`` finds, at about the cost of one pass at ``quick_width``.

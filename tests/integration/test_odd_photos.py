@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.helpers import run_cli
+from tests.helpers import CONSENT_ARGS, consent_text, run_cli
 
 
 def _enroll(roster: Path, *args: str) -> tuple[int, str, str]:
@@ -69,3 +69,43 @@ def test_enrol_from_a_flat_folder_refuses_a_photo_in_another_format_by_name(
     assert code == 4, out + err
     assert "person_03  refused  person_03.bmp: unsupported image format BMP" in out
     assert "person_06  enrolled 1 of 1 photo(s)" in out
+
+
+def far_in_a_large_photo(dev_faces: Path, rider: str, dest: Path) -> Path:
+    """A 24 MP phone photo (6000 x 4000) of a room, with the rider standing back: their
+    face about 170 px wide, 18 px once the photo is scaled to the detection width."""
+    room = Image.open(dev_faces / "_other" / "noface_01.jpg").convert("RGB")
+    photo = room.resize((6000, 4000))
+    person = Image.open(dev_faces / rider).convert("RGB")
+    person.thumbnail((600, 600))
+    photo.paste(person, (3900, 1500))
+    photo.save(dest, quality=90)
+    return dest
+
+
+def test_a_rider_standing_back_in_a_large_photo_is_found_by_every_path(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    """A face the gate accepts (170 px) was 'no face found' once a 6000 px photo was scaled
+    to 640 px: now the photo is also scanned at finer scales, in tiles."""
+    photo = far_in_a_large_photo(dev_faces, "person_03/01.jpg", tmp_path / "far.jpg")
+    roster = tmp_path / "roster.sqlite"
+
+    code, out, err = _enroll(roster, "--person-id", "person_03", str(photo))
+    assert code == 0, out + err
+    assert "person_03  enrolled 1 of 1 photo(s)" in out
+    seen = run_cli(
+        "faces", "identify", "--roster", str(roster), str(dev_faces / "person_03" / "02.jpg")
+    )
+    assert json.loads(seen.stdout)["person_id"] == "person_03", seen.stdout + seen.stderr
+
+    # the cloud's enrolment takes the same photo
+    db = f"sqlite:///{tmp_path / 'cloud.sqlite'}"
+    known = run_cli(*consent_text(tmp_path), "--database-url", db, program="kiosk-cloud")
+    assert known.returncode == 0, known.stderr
+    added = run_cli(
+        "riders", "add", "--person-id", "person_03", str(photo), *CONSENT_ARGS,
+        "--database-url", db, program="kiosk-cloud",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "added person_03 with 1 template(s)" in added.stdout

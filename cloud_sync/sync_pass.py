@@ -3,7 +3,8 @@ events that fail alone counted, so that no event holds the others back.
 
 What each answer does (the table in ``docs/sync.md``):
 
-- accepted and duplicate ids: marked sent;
+- accepted and duplicate ids: marked sent; an answer naming another ``batch_id``, or an id
+  the batch did not hold, is not trusted at all (nothing marked sent, the pass stops);
 - a 422 that names rejected events: those are quarantined with the reason, the rest go in
   the next batch; except a seq conflict (the cloud stores another event under that seq):
   the event is renumbered above the cloud's highest seq for this kiosk, keeping its id,
@@ -45,6 +46,7 @@ from cloud_sync.errors import (
     CloudRejectedError,
     CloudUnavailableError,
 )
+from cloud_sync.events import BatchResponse
 from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_schema import Pending, Quarantined
 from cloud_sync.outbox_seq import parse_conflict
@@ -202,10 +204,12 @@ class SyncPass:
 
     def _post(self, batch: Sequence[Pending]) -> bool:
         """Send one batch; True when it failed in a way its content may cause."""
+        batch_id = str(ULID())
         try:
             answer = self.client.post_batch(
-                self.outbox.kiosk_id, str(ULID()), [item.body for item in batch]
+                self.outbox.kiosk_id, batch_id, [item.body for item in batch]
             )
+            self._check_answer(answer, batch_id, batch)
         except CloudRejectedError as exc:
             self.result.batches += 1
             self._rejected(batch, exc)
@@ -216,13 +220,31 @@ class SyncPass:
             self._failed(batch, exc)
             return True
         self.result.batches += 1
-        acknowledged = len(answer.accepted) + len(answer.duplicate)
+        acknowledged = len({*answer.accepted, *answer.duplicate})
         self.result.acknowledged += acknowledged
         self.result.accepted += self.outbox.mark_sent(answer.accepted)
         self.result.duplicate += self.outbox.mark_sent(answer.duplicate)
         if acknowledged:
             self._succeeded()
         return False
+
+    def _check_answer(self, answer: BatchResponse, batch_id: str, batch: Sequence[Pending]) -> None:
+        """An answer to another batch, or one acknowledging events this batch did not hold,
+        is not trusted at all: nothing is marked sent that the cloud was not sent (a proxy's
+        stale answer, a broken cloud). The pass stops with the events kept pending."""
+        sent = {item.id for item in batch}
+        foreign = [i for i in (*answer.accepted, *answer.duplicate) if i not in sent]
+        if answer.batch_id == batch_id and not foreign:
+            return
+        what = (
+            f"answers batch {answer.batch_id[:40]!r}, not the one sent"
+            if answer.batch_id != batch_id
+            else f"acknowledges {len(foreign)} events this batch of {len(batch)} did not hold"
+        )
+        raise CloudUnavailableError(
+            f"{self.client.base_url}: the answer {what}; not trusted, nothing marked sent "
+            "(is something between the kiosk and the cloud answering in its place?)"
+        )
 
     def _rejected(self, batch: Sequence[Pending], exc: CloudRejectedError) -> None:
         """A 4xx: quarantine what it names, else narrow until the offending event is alone."""
@@ -296,7 +318,9 @@ class SyncPass:
         if event is None:
             return False
         try:
-            answer = self.client.post_batch(self.outbox.kiosk_id, str(ULID()), [event.body])
+            batch_id = str(ULID())
+            answer = self.client.post_batch(self.outbox.kiosk_id, batch_id, [event.body])
+            self._check_answer(answer, batch_id, [event])
         except CloudAuthError:
             raise
         except CloudError as exc:

@@ -3,11 +3,14 @@ live first, quarantine and move on, back off while the cloud is away, drain in o
 
 from __future__ import annotations
 
+import gzip
+import json
 import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -130,21 +133,26 @@ def mock_daemon(kiosk: Kiosk, handler: object, max_events: int = 10) -> SyncDaem
     )
 
 
+def batch_of(request: httpx.Request) -> dict[str, Any]:
+    """The batch a mock transport was sent, gunzipped and parsed."""
+    body = request.content
+    if request.headers.get("content-encoding") == "gzip":
+        body = gzip.decompress(body)
+    batch: dict[str, Any] = json.loads(body)
+    return batch
+
+
 def test_a_generic_400_is_narrowed_to_the_offending_event(kiosk: Kiosk) -> None:
     kiosk.rent(8)
     bad = kiosk.outbox.events()[5].id
-    import json
 
     def handler(request: httpx.Request) -> httpx.Response:
-        import gzip
-
-        body = request.content
-        if request.headers.get("content-encoding") == "gzip":
-            body = gzip.decompress(body)
-        events = json.loads(body)["events"]
+        batch = batch_of(request)
+        events = batch["events"]
         if any(e["id"] == bad for e in events):
             return httpx.Response(400, json={"error": "bad_thing", "reason": "no"})
-        return httpx.Response(200, json={"batch_id": "x", "accepted": [e["id"] for e in events]})
+        accepted = [e["id"] for e in events]
+        return httpx.Response(200, json={"batch_id": batch["batch_id"], "accepted": accepted})
 
     result = mock_daemon(kiosk, handler).sync_once()
     assert (result.accepted, result.quarantined) == (7, 1)
@@ -166,9 +174,9 @@ def test_429_and_5xx_keep_the_events_and_honour_retry_after(kiosk: Kiosk) -> Non
         answer = next(answers, None)
         if answer is not None:
             return answer
-        return httpx.Response(
-            200, json={"batch_id": "x", "accepted": [e.id for e in kiosk.outbox.events()]}
-        )
+        batch = batch_of(request)
+        accepted = [e["id"] for e in batch["events"]]
+        return httpx.Response(200, json={"batch_id": batch["batch_id"], "accepted": accepted})
 
     daemon = mock_daemon(kiosk, handler)
     first = daemon.sync_once()
@@ -195,7 +203,8 @@ def test_an_answer_that_acknowledges_nothing_does_not_spin(kiosk: Kiosk) -> None
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        return httpx.Response(200, json={"batch_id": "x", "accepted": [], "duplicate": []})
+        batch_id = batch_of(request)["batch_id"]
+        return httpx.Response(200, json={"batch_id": batch_id, "accepted": [], "duplicate": []})
 
     result = mock_daemon(kiosk, handler).sync_once()
     assert len(calls) == 1

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
+import structlog
 
 from hardware.cameras.base import Frame
 from hardware.errors import CameraOpenError, FrameError
@@ -23,6 +24,8 @@ from models.images import (
     read_image,
     to_rgb8,
 )
+
+log = structlog.get_logger("hardware.camera")
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mjpeg", ".mjpg"})
 
@@ -47,7 +50,9 @@ class ReplayCamera:
     """Replays a folder of images (name order) or a video file at ``fps``.
 
     ``skip_bad`` decides what a picture that cannot be decoded does: raise ``FrameError``
-    (the default: the demo stops and names the file) or be skipped.
+    (the default: the demo stops and names the file) or be skipped, with one
+    ``camera.frame_skipped`` warning naming the file and the reason (once per file, also
+    when the folder loops).
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class ReplayCamera:
         self._clock = clock
         self._sleep = sleep
         self._skip_bad = skip_bad
+        self._skipped: set[Path] = set()
         self._closed = False
 
     @property
@@ -90,6 +96,9 @@ class ReplayCamera:
             except ImageError as exc:
                 if not self._skip_bad:
                     raise FrameError(str(exc)) from None
+                if path not in self._skipped:
+                    self._skipped.add(path)
+                    log.warning("camera.frame_skipped", reason=str(exc))
                 continue
             yield path.name, picture
 

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 from PIL import Image
+from structlog.testing import capture_logs
 
+from hardware.cameras import ReplayCamera
 from tests.helpers import CONSENT_ARGS, consent_text, run_cli
 
 
@@ -149,3 +151,24 @@ def test_a_replayed_large_photo_is_searched_in_bounded_memory(
     peak_mb = int(done.stdout.split()[-1])
     print(f"live pipeline on replayed 24 MP photos: peak {peak_mb} MB")
     assert peak_mb < 600
+
+
+def test_a_replayed_picture_that_cannot_be_read_is_skipped_with_one_warning(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    """``kiosk run`` skips a replayed picture it cannot decode; it said nothing, so a
+    folder of half-copied photos looked like an empty scene."""
+    folder = tmp_path / "replay"
+    folder.mkdir()
+    (folder / "1.jpg").symlink_to(dev_faces / "person_03" / "01.jpg")
+    whole = (dev_faces / "person_06" / "01.jpg").read_bytes()
+    (folder / "2.jpg").write_bytes(whole[:100])  # cut short in its header
+    camera = ReplayCamera(folder, fps=1000, loop=True, skip_bad=True)
+
+    with capture_logs() as logs:
+        shown = [frame.source for frame, _ in zip(camera.frames(), range(3), strict=False)]
+
+    assert shown == ["1.jpg", "1.jpg", "1.jpg"]
+    skipped = [entry for entry in logs if entry["event"] == "camera.frame_skipped"]
+    assert len(skipped) == 1 and skipped[0]["log_level"] == "warning", logs
+    assert skipped[0]["reason"].startswith(f"{folder / '2.jpg'}: truncated or corrupt JPEG")

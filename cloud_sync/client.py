@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -87,7 +88,17 @@ class CloudClient:
             f'{{"kiosk_id":{json.dumps(kiosk_id)},"batch_id":{json.dumps(batch_id)},'
             f'"events":[{",".join(bodies)}]}}'
         ).encode()
-        response = self.request("POST", BATCH_PATH, raw)
+        try:
+            response = self.request("POST", BATCH_PATH, raw)
+        except CloudRejectedError as exc:
+            if _judges_content(exc):
+                raise
+            # a redirect, a wrong route, a proxy's page: nothing about these events
+            raise CloudUnavailableError(
+                f"{exc}; not the cloud API's verdict on these events, which stay pending "
+                "(is sync.cloud_url the kiosk cloud API?)",
+                exc.status,
+            ) from None
         try:
             return BatchResponse.model_validate_json(response.content)
         except ValidationError:
@@ -177,7 +188,14 @@ class CloudClient:
         status = response.status_code
         code, reason, rejected = _read_error(response)
         where = f"{self.base_url}{response.request.url.path}"
-        message = f"{where}: {status} {code or response.reason_phrase}: {reason}".rstrip(": ")
+        if 300 <= status < 400:
+            target = one_line(response.headers.get("Location", "nowhere"), 200)
+            reason = (
+                f"redirected to {target}; the kiosk follows no redirect (its signed "
+                "requests go to sync.cloud_url only)"
+            )
+        phrase = code or one_line(response.reason_phrase, 64)
+        message = f"{where}: {status} {phrase}: {reason}".rstrip(": ")
         if status in (401, 403):
             return CloudAuthError(message, status)
         if status in (408, 429) or status >= 500:
@@ -205,16 +223,38 @@ def _reached(exc: httpx.TransportError) -> bool:
     )
 
 
+def _judges_content(exc: CloudRejectedError) -> bool:
+    """Whether a refused batch is the cloud API's verdict on what was sent: a 400, 415 or
+    422 in the API's error shape (its ``error`` code), or a 413 (too large, whoever says
+    it). A redirect, a missing route or a proxy's page says nothing about the events."""
+    return exc.status == 413 or (exc.status in (400, 415, 422) and bool(exc.code))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+_TAG = re.compile(r"<[^>]{0,200}>")
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` as one printable line of at most ``limit`` characters: control characters
+    (newlines, terminal escapes) and runs of blanks become one space."""
+    flat = " ".join(_CONTROL.sub(" ", text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
+
+
 def _read_error(response: httpx.Response) -> tuple[str, str, dict[int, str]]:
-    """``(code, reason, {index: reason})`` from an error body, tolerating any content."""
+    """``(code, reason, {index: reason})`` from an error body, tolerating any content: a
+    page that is not the API's (HTML from a proxy) is reduced to its text, on one line."""
     try:
         data = response.json()
     except (ValueError, UnicodeDecodeError):
-        return "", response.text[:200], {}
+        return "", one_line(_TAG.sub(" ", response.text[:2000]), 200), {}
     if not isinstance(data, dict):
-        return "", str(data)[:200], {}
+        return "", one_line(str(data), 200), {}
+    code = data.get("error")
+    if not isinstance(code, str):  # not the API's error shape
+        return "", one_line(json.dumps(data)[:400], 200), {}
     rejected: dict[int, str] = {}
     for item in data.get("rejected") or []:
-        if isinstance(item, dict) and isinstance(item.get("index"), int):
-            rejected[item["index"]] = str(item.get("reason", "rejected"))[:500]
-    return str(data.get("error", ""))[:64], str(data.get("reason", ""))[:500], rejected
+        if isinstance(item, dict) and type(item.get("index")) is int:
+            rejected[item["index"]] = one_line(str(item.get("reason", "rejected")), 500)
+    return one_line(code, 64), one_line(str(data.get("reason", "")), 500), rejected

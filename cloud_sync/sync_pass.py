@@ -10,8 +10,10 @@ What each answer does (the table in ``docs/sync.md``):
   the event is renumbered above the cloud's highest seq for this kiosk, keeping its id,
   and goes in the next batch (``cloud_sync.outbox_seq``); an event renumbered
   ``_MAX_RENUMBER`` times in one pass ends the pass in error, still pending;
-- another 4xx (other than 401/403/408/429): the batch is split in halves until the
-  offending event is alone, which is quarantined;
+- another 400, 415 or 422 in the API's error shape, or a 413: the batch is split in
+  halves until the offending event is alone, which is quarantined. A redirect (never
+  followed), another 4xx (a missing route) or a page that is not the API's judges no event:
+  the pass stops as for a cloud that cannot be reached;
 - a failure that what was sent may cause (a 5xx, 408, a read timeout, a connection reset
   mid-request): the batch is narrowed the same way, so every event that goes through goes
   through. An event that fails alone is held for the rest of the pass and, from then on,

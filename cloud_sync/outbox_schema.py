@@ -273,4 +273,17 @@ def open_outbox_db(path: Path, busy_timeout_s: float, read_only: bool) -> sqlite
             f"{path}: no outbox yet (nothing was recorded here; `kiosk run` makes it)"
         ) from None
     except (sqlite3.Error, OSError) as exc:
+        if _busy(exc):  # a live outbox another process is writing: never "move it aside"
+            raise OutboxError(
+                f"{path}: the outbox is busy: another process held its write lock for "
+                f"{busy_timeout_s:g} s ({exc}); nothing was written; try again"
+            ) from None
         raise OutboxError(f"{path}: cannot open the outbox ({exc}); {_OUTBOX_FIX}") from None
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite waiting out another connection's lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and (
+        code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
+    )

@@ -18,9 +18,10 @@ from cloud_sync.roster_wire import Entitlements, RiderRecord, Template
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.progress import bar
-from edge.cli.roster_cmd import record_edit, roster_store
+from edge.cli.roster_cmd import hand_edit, record_edit, roster_store
 from edge.enrol import check_person_id, images_by_person
 from edge.vault.files import record_consent
+from edge.vault.owed import Edit
 from edge.vault.store import RosterStore
 from edge.vault.values import LoadedRoster, Rider
 from edge.vision import setup
@@ -73,9 +74,16 @@ def _record(
     )
 
 
-def _save(store: RosterStore, loaded: LoadedRoster, person: str, record: RiderRecord) -> None:
-    """Store ``record`` and keep the in-memory copy of the roster in step with it."""
-    version = store.enrol(person, record)
+def _save(
+    store: RosterStore,
+    loaded: LoadedRoster,
+    person: str,
+    record: RiderRecord,
+    edit: Edit | None = None,
+) -> None:
+    """Store ``record`` (part of ``edit``, when given) and keep the in-memory copy of the
+    roster in step with it."""
+    version = store.enrol(person, record, edit)
     loaded.riders[person] = Rider(
         person,
         version,
@@ -233,6 +241,7 @@ def enroll(
     lookalike_distance = float(setup.operating_points(vision)["identify"]["lookalike_distance"])
     claim_hash = _ask_claim() if claim else None
     store = roster_store(settings, roster)
+    edit = hand_edit(settings, store, "enrol", who)
     failed: list[str] = []
     progress = bar("enrolling", len(plan), min_total=2)
     task = progress.add_task("enrol", total=len(plan))
@@ -260,7 +269,8 @@ def enroll(
             known = person in loaded.riders
             if accepted or (known and (name is not None or claim_hash is not None)):
                 new = [Template(model, np.asarray(a.encoding, dtype=np.float32)) for a in accepted]
-                _save(store, loaded, person, _record(loaded, person, new, name, claim_hash))
+                record = _record(loaded, person, new, name, claim_hash)
+                _save(store, loaded, person, record, edit)
                 given_at = datetime.now(UTC).isoformat(timespec="seconds")
                 record_consent(roster, person, consent, "kiosk", consent_by or who, given_at)
                 _flag_lookalikes(store, loaded, person, model, lookalike_distance)
@@ -283,7 +293,7 @@ def enroll(
             )
         progress.stop()
         info = store.info()
-        record_edit(settings, store, "enrol", who, len(plan) - len(failed))
+        record_edit(settings, store, edit)
     finally:
         progress.stop()
         store.close()

@@ -14,14 +14,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cloud_sync.errors import CloudError, DeltaError
+from cloud_sync.errors import CloudError, DeltaError, OutboxError
 from cloud_sync.outbox import Outbox
+from cloud_sync.roster_owed import record_owed
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.progress import spinner
 from edge.settings import Settings
 from edge.vault.errors import ErasurePendingError, StoreError
 from edge.vault.live import open_roster
+from edge.vault.owed import Edit
 from edge.vault.store import RosterStore
 from edge.vision import setup
 
@@ -35,22 +37,31 @@ RosterOption = Annotated[
 ]
 
 
-def record_edit(
-    settings: Settings, store: RosterStore, action: str, operator: str, riders: int
-) -> None:
-    """A ``roster.edited`` event naming the operator, when ``store`` is this kiosk's own
-    roster (a roster file elsewhere, say a test enrolment, is nobody's business here)."""
+def hand_edit(settings: Settings, store: RosterStore, action: str, operator: str) -> Edit | None:
+    """The ``Edit`` a technician's command on ``store`` owes as a ``roster.edited`` event
+    naming the operator, when ``store`` is this kiosk's own roster (a roster file elsewhere,
+    say a test enrolment, is nobody's business here); the store owes it in the transaction
+    that makes the change, so a power cut cannot keep the change and lose its record."""
     if store.path.resolve() != settings.roster_path.resolve():
+        return None
+    return Edit(action, operator)
+
+
+def record_edit(settings: Settings, store: RosterStore, edit: Edit | None) -> None:
+    """Move what the roster owes (``edit``'s event, and any other left by an earlier cut)
+    into the outbox now; an outbox that cannot take it leaves it owed, and the next sync
+    records it."""
+    if edit is None:
         return
-    outbox = Outbox(settings.outbox_path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes)
     try:
-        outbox.append(
-            "roster.edited",
-            action=action,
-            operator=operator,
-            riders=riders,
-            roster_version=store.version,
+        outbox = Outbox(
+            settings.outbox_path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes
         )
+    except OutboxError as exc:
+        typer.echo(f"kiosk: warning: {exc}; the roster.edited event stays owed", err=True)
+        return
+    try:
+        record_owed(store, outbox)
     finally:
         outbox.close()
 
@@ -178,9 +189,10 @@ def delete(
     settings = state(ctx).settings()
     who = require_technician(_state_of(settings, roster), "kiosk roster delete")
     store = roster_store(settings, roster)
-    if not store.delete(person_id):
+    edit = hand_edit(settings, store, "delete", who)
+    if not store.delete(person_id, edit):
         raise typer.BadParameter(f"no rider {person_id!r} in {store.path}", param_hint="PERSON_ID")
-    record_edit(settings, store, "delete", who, 1)
+    record_edit(settings, store, edit)
     if store.erasure_pending:
         raise erasure_not_finished(store, f"{person_id}: removed from the roster")
     typer.echo(f"{person_id}: deleted from {store.path}")
@@ -208,8 +220,9 @@ def rotate_key(ctx: typer.Context, roster: RosterOption = None) -> None:
     settings = state(ctx).settings()
     who = require_technician(_state_of(settings, roster), "kiosk roster rotate-key")
     store = roster_store(settings, roster)
-    new = store.rotate_key()
-    record_edit(settings, store, "rotate_key", who, store.info().riders)
+    edit = hand_edit(settings, store, "rotate_key", who)
+    new = store.rotate_key(edit)
+    record_edit(settings, store, edit)
     if store.erasure_pending:
         raise erasure_not_finished(store, f"rows re-sealed under data key {new}")
     typer.echo(f"{store.path}: rows re-sealed under data key {new}")

@@ -1,5 +1,5 @@
 """The roster's events owed to the outbox: ``roster.applied``, ``roster.erased``,
-``roster.purged``.
+``roster.purged``, and a technician's ``roster.edited``.
 
 A change to the roster and the event that records it live in two files (``roster.sqlite``
 and ``outbox.sqlite``), so no single transaction holds both. The event is therefore owed in
@@ -8,6 +8,11 @@ rolled back to an earlier version still opens the file), and recorded in the out
 afterwards (``cloud_sync.roster_owed.record_owed``), which then settles it here. A power cut
 between the two leaves it owed, and the next writer records it: a deleted rider's erasure
 receipt is never lost, and never sent twice (the outbox is checked for it first).
+
+A technician's hand edit (``kiosk enroll``, ``kiosk roster delete | rotate-key`` on the
+kiosk's own roster) is owed the same way, as one ``Edit``: every transaction of the command
+adds its riders to the one entry, so the command records one ``roster.edited`` however
+many riders it touched, and a cut after any of them leaves it owed with what was done.
 
 Nothing biometric is owed: rider ids, versions and counts, as the events carry them.
 """
@@ -18,6 +23,7 @@ import json
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from cloud_sync.roster_owed import OwedEvent
@@ -43,6 +49,36 @@ def owe(db: sqlite3.Connection, event_type: str, **fields: Any) -> None:
     """Inside the transaction that makes the change: owe its event."""
     entry = OwedEvent(uuid.uuid4().hex, event_type, fields, time.time())
     _store(db, [*owed(db), entry])
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A technician's hand edit of the roster (``action``: ``enrol``, ``delete``,
+    ``rotate_key``, by ``operator``), owed as one ``roster.edited`` event (``owe_edit``)."""
+
+    action: str
+    operator: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def owe_edit(db: sqlite3.Connection, edit: Edit, riders: int, version: int) -> None:
+    """Inside the transaction that makes part of ``edit``: owe it, counting ``riders`` more
+    and naming ``version``, the roster's version after it (one entry per edit)."""
+    entries = owed(db)
+    for index, entry in enumerate(entries):
+        if entry.id == edit.id:
+            fields = {**entry.fields, "riders": int(entry.fields.get("riders", 0)) + riders}
+            fields["roster_version"] = version
+            entries[index] = OwedEvent(entry.id, entry.type, fields, entry.at)
+            _store(db, entries)
+            return
+    fields = {
+        "action": edit.action,
+        "operator": edit.operator,
+        "riders": riders,
+        "roster_version": version,
+    }
+    _store(db, [*entries, OwedEvent(edit.id, "roster.edited", fields, time.time())])
 
 
 def settle(db: sqlite3.Connection, ids: set[str]) -> None:

@@ -368,8 +368,9 @@ class RosterStore:
         return wrapped.key_id
 
     @_serialised
-    def enrol(self, person_id: str, record: RiderRecord) -> int:
-        """Add or replace a rider locally; returns the rider's new version."""
+    def enrol(self, person_id: str, record: RiderRecord, edit: owed.Edit | None = None) -> int:
+        """Add or replace a rider locally; returns the rider's new version. ``edit``: a
+        technician's edit this is part of, owed to the outbox in the same transaction."""
         with self._transaction():
             data_key_id = self._local_key()
             row = self._db.execute(
@@ -378,6 +379,8 @@ class RosterStore:
             version = (int(row[0]) + 1) if row else 1
             self._write_row(person_id, version, data_key_id, record)
             self._bump_version(self.version + 1)
+            if edit is not None:
+                owed.owe_edit(self._db, edit, 1, self.version)
         return version
 
     def _write_row(
@@ -420,19 +423,23 @@ class RosterStore:
         self._set_meta("changed_at", time.time())
 
     @_serialised
-    def delete(self, person_id: str) -> bool:
-        """Remove a rider locally, leaving none of their bytes in the file or its WAL."""
+    def delete(self, person_id: str, edit: owed.Edit | None = None) -> bool:
+        """Remove a rider locally, leaving none of their bytes in the file or its WAL
+        (``edit``: as for ``enrol``)."""
         with self._transaction():
             gone = bool(self._delete_riders([person_id]))
             if gone:
                 self._bump_version(self.version + 1)
+                if edit is not None:
+                    owed.owe_edit(self._db, edit, 1, self.version)
         if gone:
             self._scrub_wal()
         return gone
 
     @_serialised
-    def rotate_key(self) -> str:
-        """Re-seal every row under a new local data key and forget the old one."""
+    def rotate_key(self, edit: owed.Edit | None = None) -> str:
+        """Re-seal every row under a new local data key and forget the old one (``edit``:
+        as for ``enrol``)."""
         rows = self._db.execute("SELECT person_id, version, key_id, sealed FROM riders").fetchall()
         records = [
             (pid, ver, self._open_row(pid, ver, kid, sealed)) for pid, ver, kid, sealed in rows
@@ -447,6 +454,8 @@ class RosterStore:
                 self._write_terms(person_id, version + 1, key_id, held)
             self._forget_unused_keys()
             self._bump_version(self.version + 1)
+            if edit is not None:
+                owed.owe_edit(self._db, edit, len(records), self.version)
         self._scrub_wal()
         return key_id
 

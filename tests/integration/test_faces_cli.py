@@ -756,3 +756,26 @@ def test_eval_probes_with_photos_degraded_as_a_kiosk_camera_gives_them(
         }
     refused = run_cli("faces", "eval", str(tree), "--degrade", "kiosk", "--frames", "3")
     assert refused.returncode == 4 and "--degrade and --frames" in refused.stderr
+
+
+def test_an_enrolment_into_the_kiosk_s_own_roster_records_one_edit_with_what_it_did(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    """One ``roster.edited`` per ``kiosk enroll``, counting the riders saved (not the one
+    whose every photo was refused), at the version the roster reached."""
+    tree = link_tree(
+        dev_faces, tmp_path / "riders", {"person_01": ["01.jpg"], "person_03": ["01.jpg"]}
+    )
+    (tree / "person_99").mkdir()
+    (tree / "person_99" / "group.jpg").symlink_to(dev_faces / "_other" / "group_01.jpg")
+    env = {"KIOSK_KIOSK__STATE_DIR": str(tmp_path / "state")}
+    own = tmp_path / "state" / "roster.sqlite"
+    result = run_cli(
+        "enroll", "--consent", "test-1", "--roster", str(own), "--from-dir", str(tree), env=env
+    )
+    assert result.returncode == 4, result.stderr  # person_99: every photo refused
+    assert f"roster {own}: 2 rider(s), version 2" in result.stdout
+    with sqlite3.connect(tmp_path / "state" / "outbox.sqlite") as db:
+        bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM events ORDER BY seq")]
+    edits = [e["payload"] for e in bodies if e["type"] == "roster.edited"]
+    assert [(e["action"], e["riders"], e["roster_version"]) for e in edits] == [("enrol", 2, 2)]

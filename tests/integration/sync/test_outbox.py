@@ -282,3 +282,21 @@ def test_an_outbox_of_the_third_version_reads_and_upgrades(tmp_path: Path) -> No
     assert outbox.failing() == [(1, outbox.events()[0].id, "rental.started", 1, "503 unavailable")]
     assert outbox.next_batch(BatchLimits(10, 10**6), 60) == []  # sent alone, not in batches
     assert [p.seq for p in outbox.failing_pending(10)] == [1]
+
+
+def test_an_outbox_another_process_keeps_busy_is_reported_busy_never_to_be_moved_aside(
+    tmp_path: Path,
+) -> None:
+    """Advice to move a live outbox aside would strand its events: a writer that waited
+    out another's lock is told the outbox is busy, and to try again."""
+    Outbox(tmp_path / "outbox.sqlite", "kiosk-a").close()
+    other = sqlite3.connect(tmp_path / "outbox.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OutboxError) as caught:
+            Outbox(tmp_path / "outbox.sqlite", "kiosk-a", busy_timeout_s=0.2)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert "the outbox is busy: another process held its write lock for 0.2 s" in str(caught.value)
+    assert "try again" in str(caught.value) and "move it aside" not in str(caught.value)

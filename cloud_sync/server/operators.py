@@ -11,7 +11,10 @@ Roles, each a set of routes (every admin route names the role it needs, ``deps.N
 A token is ``kop_`` and 43 random URL-safe characters (256 bits), shown once when the
 operator is added; only its SHA-256 is stored, so a copy of the database gives no token.
 A revoked operator keeps their row (name, role, who revoked them and when) so the audit
-log's names stay meaningful; their token is refused from then on.
+log's names stay meaningful; their token is refused from then on. Adding and revoking take
+one lock (``OPERATORS_LOCK``), so that two admins revoking each other at once cannot both
+succeed and leave no admin (which would bring the retired bootstrap token back), and a
+request whose operator was revoked while it waited changes nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel
 
 from cloud_sync.server.audit import Entry
-from cloud_sync.server.db import ConflictError, Database
+from cloud_sync.server.db import ConflictError, Database, Tx
 from cloud_sync.server.migrations import utc_text
 from cloud_sync.server.problems import Problem
 
@@ -36,6 +39,9 @@ ROLES: tuple[str, ...] = get_args(Role)
 NAME_PATTERN = r"^[a-z][a-z0-9._-]{0,63}$"
 RESERVED_NAMES = frozenset({"app", "bootstrap"})
 TOKEN_PREFIX = "kop_"  # noqa: S105 (a prefix, not a token)
+#: The advisory lock every change of the operators table holds (PostgreSQL; SQLite has
+#: one writer).
+OPERATORS_LOCK = "kiosk-cloud:operators"
 
 
 class OperatorOut(BaseModel):
@@ -93,6 +99,7 @@ def add(database: Database, name: str, role: str, entry: Entry) -> str:
     now = utc_text(datetime.now(UTC))
     try:
         with database.transaction() as tx:
+            _hold(tx, entry.actor)
             if tx.rows("SELECT 1 FROM operators WHERE name = ?", [name]):
                 raise Problem(409, "operator_exists", f"operator {name!r} exists")
             tx.run(
@@ -111,6 +118,7 @@ def revoke(database: Database, name: str, entry: Entry) -> OperatorOut:
     revoked."""
     now = utc_text(datetime.now(UTC))
     with database.transaction() as tx:
+        _hold(tx, entry.actor)
         rows = tx.rows("SELECT revoked_at FROM operators WHERE name = ?", [name])
         if not rows:
             raise Problem(404, "unknown_operator", f"no operator {name[:64]!r}")
@@ -131,6 +139,15 @@ def revoke(database: Database, name: str, entry: Entry) -> OperatorOut:
         entry.write(tx)
     found = [item for item in listed(database) if item.name == name]
     return found[0]
+
+
+def _hold(tx: Tx, actor: str) -> None:
+    """Take the operators' lock; 401 ``operator_revoked`` when ``actor`` is an operator
+    revoked since their token was checked (a change racing their revocation loses)."""
+    tx.lock(OPERATORS_LOCK)
+    rows = tx.rows("SELECT revoked_at FROM operators WHERE name = ?", [actor])
+    if rows and rows[0][0] is not None:
+        raise Problem(401, "operator_revoked", f"operator {actor!r} was revoked")
 
 
 def listed(database: Database) -> list[OperatorOut]:

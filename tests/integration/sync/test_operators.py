@@ -9,6 +9,8 @@ the role it needs.
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +153,49 @@ def test_bad_operator_input_is_a_clear_4xx_and_changes_nothing(cloud: Cloud) -> 
     ]
     actions = [e["action"] for e in as_(cloud, ada, "GET", "/v1/admin/audit").json()]
     assert actions == ["operator.add", "operator.add", "operator.revoke"]
+
+
+def _at_once(cloud: Cloud, requests: list[tuple[str, str, str]]) -> list[httpx.Response]:
+    """``(token, method, path)`` each sent from its own connection, released together."""
+    barrier = threading.Barrier(len(requests))
+
+    def send(request: tuple[str, str, str]) -> httpx.Response:
+        token, method, path = request
+        with httpx.Client(timeout=10) as client:
+            client.get(cloud.url + "/healthz")  # connected before the barrier
+            barrier.wait()
+            headers = {"Authorization": f"Bearer {token}"}
+            return client.request(method, cloud.url + path, headers=headers)
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(send, requests))
+
+
+def test_two_admins_revoking_each_other_at_once_leave_one_admin(cloud: Cloud) -> None:
+    survivor = ("s", add_operator(cloud, ADMIN_TOKEN, "s", "admin"))
+    for round_ in range(8):
+        p, q = (f"p{round_}", f"q{round_}")
+        pair = [(p, add_operator(cloud, survivor[1], p, "admin")),
+                (q, add_operator(cloud, survivor[1], q, "admin"))]  # fmt: skip
+        gone = as_(cloud, survivor[1], "DELETE", f"/v1/admin/operators/{survivor[0]}")
+        assert gone.status_code == 200, gone.text  # the pair are the only admins now
+        answers = _at_once(
+            cloud,
+            [
+                (pair[0][1], "DELETE", f"/v1/admin/operators/{q}"),
+                (pair[1][1], "DELETE", f"/v1/admin/operators/{p}"),
+            ],
+        )
+        assert sorted(a.status_code for a in answers) in ([200, 401], [200, 409]), [
+            a.text for a in answers
+        ]
+        loser = next(a for a in answers if a.status_code != 200).json()["error"]
+        assert loser in ("last_admin", "operator_revoked")
+        survivor = pair[0] if answers[0].status_code == 200 else pair[1]
+        listed = as_(cloud, survivor[1], "GET", "/v1/admin/operators").json()
+        assert [o["name"] for o in listed if o["revoked_at"] is None] == [survivor[0]]
+        # the bootstrap token stays retired
+        refused(as_(cloud, ADMIN_TOKEN, "GET", "/v1/admin/kiosks"), 403, "bootstrap_retired")
 
 
 def test_wrong_tokens_lock_the_source_out_for_every_operator_and_a_wrong_role_never_does(

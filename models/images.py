@@ -18,6 +18,7 @@ are held, twice while a picture is turned.
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,12 @@ __all__ = [
     "read_image_bytes",
     "to_rgb8",
 ]
+
+
+def shown_name(path: Path | str) -> str:
+    """``path`` as text any JSON reader takes: bytes of a file name that are not UTF-8
+    (which Python keeps as lone surrogates, invalid in strict JSON) shown as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _megapixels(pixels: int) -> str:

@@ -22,7 +22,7 @@ from edge.vision.policy import UNREADABLE
 from models.analysis import analyse
 from models.encoder import FaceEngine
 from models.errors import ImageError
-from models.images import read_image
+from models.images import read_image, shown_name
 
 app = typer.Typer(
     help="Identify or verify faces against a roster, or measure accuracy on labelled photos.",
@@ -73,7 +73,7 @@ def identify(ctx: typer.Context, roster: RosterPath, images: Images) -> None:
             result = Identification(None, None, None, None, UNREADABLE)
         else:
             result = decide(gallery, policy, analyse(engine, image, quality))
-        typer.echo(json.dumps(result.as_json(str(path))))
+        typer.echo(json.dumps(result.as_json(shown_name(path))))
 
 
 @app.command("verify")
@@ -118,7 +118,7 @@ def verify(
                 if reason == NOT_ENROLLED:
                     distance = None
         line = {
-            "image": str(path),
+            "image": shown_name(path),
             "person_id": person_id,
             "accepted": accepted,
             "distance": None if distance is None else round(distance, 4),

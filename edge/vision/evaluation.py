@@ -53,7 +53,7 @@ from edge.vision.policy import (
 from models.analysis import analyse
 from models.encoder import Encoding, FaceEncoder
 from models.errors import ImageError
-from models.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, read_image
+from models.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, Image, read_image, shown_name
 from models.quality import QualityConfig
 
 
@@ -309,7 +309,7 @@ def run_probes(
             if probe is None:
                 results.append(
                     ProbeResult(
-                        str(sample.path),
+                        shown_name(sample.path),
                         kind,
                         sample.label,
                         None,
@@ -333,7 +333,7 @@ def run_probes(
                 claim = verifier.decide(own_rider).reason
             results.append(
                 ProbeResult(
-                    str(sample.path),
+                    shown_name(sample.path),
                     kind,
                     sample.label,
                     decision.person_id,

@@ -7,6 +7,7 @@ repository) and given to ``kiosk enroll`` or ``kiosk faces identify`` as a subpr
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -172,3 +173,24 @@ def test_a_replayed_picture_that_cannot_be_read_is_skipped_with_one_warning(
     skipped = [entry for entry in logs if entry["event"] == "camera.frame_skipped"]
     assert len(skipped) == 1 and skipped[0]["log_level"] == "warning", logs
     assert skipped[0]["reason"].startswith(f"{folder / '2.jpg'}: truncated or corrupt JPEG")
+
+
+def test_a_file_name_that_is_not_utf8_comes_out_as_json_any_reader_takes(
+    tmp_path: Path, dev_faces: Path
+) -> None:
+    """A camera card's Latin-1 file name: identify and verify name it with its odd byte
+    shown as ``\\xe9``, never as a lone surrogate that a strict JSON reader refuses."""
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg"))
+    odd.symlink_to(dev_faces / "person_01" / "01.jpg")
+    roster = tmp_path / "r" / "roster.sqlite"
+    enrolled = run_cli(
+        "enroll", *CONSENT_ARGS[:2], "--roster", str(roster), "--person-id", "p1", str(odd)
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    for command in (("identify",), ("verify", "--person-id", "p1")):
+        result = run_cli("faces", *command, "--roster", str(roster), str(odd))
+        assert result.returncode == 0, result.stderr
+        line = json.loads(result.stdout)
+        line["image"].encode("utf-8")  # a lone surrogate would raise here
+        assert line["image"] == f"{tmp_path}/caf\\xe9.jpg"
+        assert line["reason"] == "match"

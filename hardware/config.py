@@ -13,7 +13,9 @@ class CameraConfig(BaseModel):
     ``replay`` reads a folder of images (or a video file) at ``fps``; ``opencv`` opens a V4L2
     device index or path, an RTSP/HTTP URL or a video file; ``picamera2`` is the Raspberry Pi
     camera (Raspberry Pi OS only; ``source`` is its index). A source that is lost is reopened
-    after ``reconnect_initial_s``, doubling up to ``reconnect_max_s``.
+    after ``reconnect_initial_s``, doubling up to ``reconnect_max_s``. A source that gives no
+    frame for ``stall_s`` (or three frame periods, if longer) without saying why (a read that
+    waits for ever) counts as lost until frames come again.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -27,6 +29,9 @@ class CameraConfig(BaseModel):
     open_timeout_s: float = Field(default=5.0, gt=0, le=60, description="opencv: open/read timeout")
     reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)
     reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
+    stall_s: float = Field(
+        default=5.0, gt=0, le=600, description="no frame for this long: the camera is lost"
+    )
 
 
 class BoardConfig(BaseModel):

@@ -53,11 +53,17 @@ def open_camera(
     max_pixels: int = 40_000_000,
     on_status: Callable[[CameraStatus], None] | None = None,
 ) -> ReconnectingCamera:
-    """The configured camera behind ``ReconnectingCamera`` (a replay gives up after one try)."""
+    """The configured camera behind ``ReconnectingCamera`` (a replay gives up after one try).
+
+    A source that keeps the consumer waiting ``camera.stall_s`` for a frame (three frame
+    periods at ``camera.fps``, if longer) is reported ``stalled`` until frames come again.
+    """
     return ReconnectingCamera(
         source_for(config, max_pixels),
         initial_s=config.reconnect_initial_s,
         max_s=config.reconnect_max_s,
         give_up_after=1 if config.kind == "replay" else None,
         on_status=on_status,
+        stall_s=max(config.stall_s, 3 / config.fps),
+        name=f"camera {config.kind} {config.source or '(default)'}",
     )

@@ -5,10 +5,16 @@ the source stops delivering frames (``CameraOpenError``), the loss is reported t
 ``on_status`` and the log, and the source is reopened after a delay that doubles from
 ``initial_s`` up to ``max_s`` (with jitter). ``give_up_after`` bounds the attempts; by
 default a live camera is retried for ever, because a kiosk must recover on its own.
+
+A source can also stop without a word: a read that waits for ever (a wedged driver, a
+ribbon cable working loose, a stream whose sender went quiet). With ``stall_s``, a watch
+thread (one per wrapper, not per reopen) reports ``stalled`` once the consumer has waited
+that long for a frame (the first open included), and ``open`` again when one comes.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +40,7 @@ log = structlog.get_logger("hardware.camera")
 class CameraStatus:
     """A change in the camera's health, for the rider screen and ``kiosk status``."""
 
-    state: Literal["open", "lost", "retrying", "gave up"]
+    state: Literal["open", "lost", "retrying", "gave up", "stalled"]
     reason: str
     attempt: int = 0
     retry_in_s: float | None = None
@@ -51,6 +57,9 @@ class ReconnectingCamera:
         give_up_after: int | None = None,
         on_status: Callable[[CameraStatus], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stall_s: float | None = None,
+        name: str = "camera",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open_source = open_source
         self._initial = initial_s
@@ -61,8 +70,17 @@ class ReconnectingCamera:
         self._current: Camera | None = None
         self._closed = False
         self.reopened = 0
+        self._stall_s = stall_s
+        self._name = name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state: str | None = None  # the last state reported
+        self._waiting_since: float | None = None  # the consumer waits for a frame since
+        self._unwatched = threading.Event()  # set: the stall watch stops
 
     def _report(self, status: CameraStatus) -> None:
+        with self._lock:
+            self._state = status.state
         level = log.info if status.state == "open" else log.warning
         level(
             "camera." + status.state.replace(" ", "_"),
@@ -107,20 +125,57 @@ class ReconnectingCamera:
         self._report(CameraStatus("open", "camera delivering frames"))
         return camera
 
+    def _watch_stalls(self, stall_s: float) -> None:
+        """The stall watch's thread: ``stalled`` once a frame is ``stall_s`` late."""
+        while not self._unwatched.wait(min(0.5, stall_s / 4)):
+            with self._lock:
+                since = self._waiting_since
+                waited = 0.0 if since is None else self._clock() - since
+                due = since is not None and waited >= stall_s and self._state in (None, "open")
+            if due:
+                reason = f"{self._name}: no frame for {waited:.0f} s (the camera is not answering)"
+                self._report(CameraStatus("stalled", reason))
+
+    def _waiting(self, since: float | None) -> bool:
+        """Note whether the consumer waits for a frame; True when a stall just ended."""
+        with self._lock:
+            self._waiting_since = since
+            return since is None and self._state == "stalled"
+
     def frames(self) -> Iterator[Frame]:
+        if self._stall_s is not None:
+            self._unwatched.clear()
+            watch = threading.Thread(
+                target=self._watch_stalls, args=(self._stall_s,), name="camera-stall", daemon=True
+            )
+            watch.start()
+        try:
+            yield from self._reopening()
+        finally:
+            self._unwatched.set()
+            self._waiting(None)
+
+    def _reopening(self) -> Iterator[Frame]:
         index = 0
         while not self._closed:
+            self._waiting(self._clock())
             try:
                 self._current = self._open_with_backoff()
             except _Closed:
                 return
             try:
-                for frame in self._current.frames():
+                source = iter(self._current.frames())
+                while True:
+                    self._waiting(self._clock())
+                    frame = next(source, None)
+                    if self._waiting(None):
+                        self._report(CameraStatus("open", "camera delivering frames again"))
+                    if frame is None:
+                        return  # the source ended on its own (a replayed file)
                     yield Frame(frame.image, frame.timestamp, index, frame.source)
                     index += 1
                     if self._closed:
                         return
-                return  # the source ended on its own (a replayed file)
             except CameraOpenError as exc:
                 self._report(CameraStatus("lost", str(exc)))
                 self.reopened += 1
@@ -130,6 +185,7 @@ class ReconnectingCamera:
 
     def close(self) -> None:
         self._closed = True
+        self._unwatched.set()
         if self._current is not None:
             self._current.close()
 

@@ -1,0 +1,148 @@
+"""The camera as a broken cable and a failing device, under a real ``kiosk run``.
+
+The camera is ``camera.kind = "opencv"`` reading a named pipe fed with real rider photos
+as an MJPEG stream (``PipeCamera``): OpenCV's own reader, which blocks on the pipe as a
+wedged driver blocks (a Pi's ribbon cable working loose leaves ``capture_array`` waiting
+for ever), and which sees the end of the stream when the feeder closes it (the cable
+pulled). What the technician and the rider see is read where they read it: ``/healthz``
+on the rider page's port and ``kiosk status``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hardware.sim import BoardSimulator
+from tests.integration.ops.test_run_ops import Kiosk
+from tests.integration.runtime import test_runtime
+from tests.integration.runtime.test_runtime import config, wait_for
+
+pytestmark = [pytest.mark.service, pytest.mark.timeout(180)]
+
+board = test_runtime.board
+
+
+class PipeCamera:
+    """A named pipe fed with JPEG frames at ``fps``, as a camera would send them.
+
+    ``stall`` stops the frames but keeps the pipe open (the reader waits for ever);
+    ``unplug`` closes it (the reader sees the stream end); ``feed`` (again) resumes or
+    plugs it back in."""
+
+    def __init__(self, path: Path, jpeg: bytes, fps: float = 10.0) -> None:
+        self.path = path
+        os.mkfifo(path)
+        self._jpeg = jpeg
+        self._period = 1.0 / fps
+        self._feeding = threading.Event()
+        self._plugged = threading.Event()
+        self._stop = threading.Event()
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="pipe-camera", daemon=True)
+        self._thread.start()
+
+    def feed(self) -> None:
+        self._plugged.set()
+        self._feeding.set()
+
+    def stall(self) -> None:
+        self._feeding.clear()
+
+    def unplug(self) -> None:
+        self._feeding.clear()
+        self._plugged.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.unplug()
+        self._thread.join(timeout=10)
+        with _nonblocking_reader(self.path):  # a writer waiting in open() gets its reader
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._plugged.wait(0.1):
+                continue
+            fd = os.open(self.path, os.O_WRONLY)  # waits for the kiosk to open the camera
+            try:
+                while self._plugged.is_set() and not self._stop.is_set():
+                    if not self._feeding.is_set():
+                        time.sleep(0.05)
+                        continue
+                    os.write(fd, self._jpeg)
+                    self.sent += 1
+                    time.sleep(self._period)
+            except BrokenPipeError:
+                pass  # the reader went away (the kiosk stopped or reopens)
+            finally:
+                os.close(fd)
+
+
+class _nonblocking_reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+def camera(tmp_path: Path, dev_faces: Path) -> Iterator[PipeCamera]:
+    pipe = PipeCamera(tmp_path / "camera.mjpg", (dev_faces / "person_03" / "02.jpg").read_bytes())
+    yield pipe
+    pipe.close()
+
+
+def health(page: str) -> tuple[int, dict[str, Any]]:
+    answer = httpx.get(f"{page}/healthz", timeout=5)
+    body: dict[str, Any] = answer.json()
+    return answer.status_code, body
+
+
+def test_a_camera_that_stops_sending_frames_is_out_of_service_until_they_come_back(
+    tmp_path: Path, board: BoardSimulator, camera: PipeCamera
+) -> None:
+    """The pipe stays open and silent: OpenCV's read waits for ever (its read timeout does
+    not reach a blocked read), so no error ever says the camera is gone."""
+    path = config(
+        tmp_path,
+        tmp_path,
+        board.path,
+        camera={"kind": "opencv", "source": str(camera.path), "fps": 10, "stall_s": 2},
+    )
+    camera.feed()
+    kiosk = Kiosk(path)
+    try:
+        page = kiosk.url()
+        wait_for(lambda: health(page)[0] == 200, 60)
+        camera.stall()
+        stalled_at = time.monotonic()
+        wait_for(lambda: health(page)[0] == 503, 15)
+        took = time.monotonic() - stalled_at
+        _, body = health(page)
+        assert body["checks"]["camera"] is False, body
+        assert body["details"]["in_service"] == "out of service: camera_lost", body
+        assert "no frame for" in body["details"]["camera"], body
+        assert took < 8, took  # stall_s, the frames OpenCV still held, and a check
+        wait_for(lambda: kiosk.status()["camera"]["ok"] is False, 10)
+        assert "no frame for" in kiosk.status()["camera"]["detail"]
+
+        camera.feed()  # frames move again: back in service, no restart
+        wait_for(lambda: health(page)[0] == 200, 20)
+        assert kiosk.process.poll() is None
+        stalled = [line for line in kiosk.output().splitlines() if "camera.stalled" in line]
+        assert len(stalled) == 1, stalled  # one line for the technician, naming the camera
+        assert str(camera.path) in stalled[0]
+    finally:
+        kiosk.close()

@@ -2,7 +2,9 @@
 
 Only moves bytes: the daemon decides what to send and what to do with the answer. Every
 httpx error is translated here into the ``CloudError`` tree (see ``cloud_sync.errors``),
-with a message a technician can act on (wrong URL, untrusted certificate, refused key).
+with a message a technician can act on (wrong URL, untrusted certificate, refused key), on
+one line. Every exchange ends by a deadline and every answer is read within a size cap,
+gzip the only encoding read (``cloud_sync.http_bounds``); redirects are never followed.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,6 +30,13 @@ from cloud_sync.errors import (
     CloudUnavailableError,
 )
 from cloud_sync.events import BatchResponse
+from cloud_sync.http_bounds import (
+    ANSWER_MAX_BYTES,
+    AnswerError,
+    BoundedTransport,
+    DeadlineBackend,
+    read_body,
+)
 from cloud_sync.roster_wire import RosterAnswer
 from cloud_sync.signing import new_nonce, sign_request
 
@@ -63,21 +72,35 @@ class CloudClient:
         ca_file: Path | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        deadline_s: float = 300.0,
+        roster_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
+        """``deadline_s`` bounds each whole exchange (connect to the last byte of the
+        answer), however slowly the server sends; ``roster_max_bytes`` the roster's answer
+        (every other answer: ``ANSWER_MAX_BYTES``), as sent and inflated."""
         self.base_url = base_url.rstrip("/")
         self.kiosk_id = kiosk_id
         self._key = key
         self._gzip_min = gzip_min_bytes
         self._clock = clock
-        verify: Any = str(ca_file) if ca_file is not None else True
+        self._deadline_s = deadline_s
+        self._roster_max = roster_max_bytes
+        self._backend = DeadlineBackend()
+        limits = httpx.Limits(max_connections=2, keepalive_expiry=60)
         try:
+            if transport is None:
+                context = (
+                    ssl.create_default_context(cafile=str(ca_file))
+                    if ca_file is not None
+                    else httpx.create_ssl_context()
+                )
+                transport = BoundedTransport(context, limits, self._backend)
             self._http = httpx.Client(
                 base_url=self.base_url,
                 timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-                limits=httpx.Limits(max_connections=2, keepalive_expiry=60),
-                verify=verify,
+                limits=limits,
                 transport=transport,
-                headers={"User-Agent": f"kiosk-sync/{kiosk_id}"},
+                headers={"User-Agent": f"kiosk-sync/{kiosk_id}", "Accept-Encoding": "gzip"},
             )
         except (OSError, ValueError) as exc:  # e.g. an unreadable CA bundle
             raise CloudError(f"cannot set up the HTTP client for {self.base_url}: {exc}") from None
@@ -117,7 +140,9 @@ class CloudClient:
         too, and refused there, so it can never pass for "up to date".
         """
         nonce = new_nonce()
-        response = self.request("GET", f"{ROSTER_PATH}?since={int(since)}", nonce=nonce)
+        response = self.request(
+            "GET", f"{ROSTER_PATH}?since={int(since)}", nonce=nonce, limit=self._roster_max
+        )
         return RosterAnswer(response.content, nonce, response.status_code)
 
     def get_closed_rentals(self, since: int, limit: int = 500) -> ClosedPage:
@@ -134,9 +159,15 @@ class CloudClient:
             ) from None
 
     def request(
-        self, method: str, path: str, body: bytes = b"", nonce: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        nonce: str | None = None,
+        limit: int = ANSWER_MAX_BYTES,
     ) -> httpx.Response:
-        """One signed request; the response when its status is 2xx, else a ``CloudError``.
+        """One signed request; the response, its body read (at most ``limit`` bytes, as sent
+        and inflated), when its status is 2xx, else a ``CloudError``.
 
         ``nonce`` is the request's nonce when the caller needs to know it; a new one else.
         """
@@ -155,10 +186,17 @@ class CloudClient:
                 nonce or new_nonce(),
             )
         )
+        deadline = time.monotonic() + self._deadline_s
         try:
-            response = self._http.request(method, path, content=body, headers=headers)
+            with self._backend.until(deadline):
+                response = self._read(method, path, body, headers, limit, deadline)
+        except AnswerError as exc:
+            detail = f"{path.split('?')[0]}: {exc}"
+            raise CloudUnavailableError(f"{self.base_url}{detail}", detail=detail) from None
         except httpx.TimeoutException as exc:
             detail = f"timed out ({type(exc).__name__})"
+            if time.monotonic() >= deadline:
+                detail = f"no whole answer within {self._deadline_s:g} s (sync.request_deadline_s)"
             raise CloudUnavailableError(
                 f"{self.base_url}: {detail}", reached=_reached(exc), detail=detail
             ) from None
@@ -174,6 +212,28 @@ class CloudClient:
         if response.is_success:
             return response
         raise self._error_for(response)
+
+    def _read(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        limit: int,
+        deadline: float,
+    ) -> httpx.Response:
+        """Send, then read the answer's body within ``limit`` and ``deadline``; the response
+        holds it decoded (no ``Content-Encoding`` left to apply)."""
+        request = self._http.build_request(method, path, content=body, headers=headers)
+        streamed = self._http.send(request, stream=True)
+        try:
+            content = read_body(streamed, limit, deadline)
+        finally:
+            streamed.close()
+        kept = [
+            (k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"
+        ]
+        return httpx.Response(streamed.status_code, headers=kept, content=content, request=request)
 
     def _connect_message(self, exc: httpx.ConnectError) -> str:
         text = str(exc)

@@ -45,7 +45,14 @@ class SyncConfig(BaseModel):
     #: How often ``kiosk run`` writes a ``kiosk.status`` event (0: never). A new one is
     #: not written while the last is still unsent.
     status_interval_s: float = Field(default=300.0, ge=0, le=86400)
+    #: Each network operation (connect, each read and write) waits at most this long.
     timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: A whole exchange with the cloud (connect to the last byte of the answer) ends by
+    #: this deadline, however slowly the answer comes (a byte every few seconds).
+    request_deadline_s: float = Field(default=300.0, ge=1, le=3600)
+    #: The roster's answer is read up to this size (as sent and inflated); a full snapshot
+    #: of 100,000 riders with two templates each is about 225 MB. Other answers: 1 MiB.
+    roster_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024, le=4 * 1024**3)
     batch_max_events: int = Field(default=500, ge=1, le=5000)
     batch_max_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
     #: At most this share of a batch goes to live events; the rest drains the backlog.

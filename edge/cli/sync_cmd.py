@@ -100,6 +100,8 @@ def build_daemon(
         timeout_s=sync.timeout_s,
         gzip_min_bytes=sync.gzip_min_bytes,
         ca_file=sync.ca_file,
+        deadline_s=sync.request_deadline_s,
+        roster_max_bytes=sync.roster_max_bytes,
     )
     return SyncDaemon(
         outbox,

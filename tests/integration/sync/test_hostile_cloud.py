@@ -9,8 +9,11 @@ quarantined for what is not the cloud's verdict on it.
 
 from __future__ import annotations
 
+import gzip
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,10 +21,17 @@ from typing import Any
 
 import pytest
 
+from cloud_sync.batching import BatchLimits
+from cloud_sync.client import CloudClient
+from cloud_sync.daemon import PassResult, SyncDaemon
+from edge.vault.files import read_pull_state
 from tests.integration.sync.cloudkit import Cloud, Kiosk, make_kiosk, start_cloud
+from tests.integration.sync.test_roster_sync import add_rider, make_roster_kiosk
 
 pytestmark = pytest.mark.timeout(120)
 
+#: An answer's body: bytes, or what writes it to the socket (an endless body).
+Body = bytes | Callable[[Any], None]
 #: ``(path, status, headers, body) -> (status, headers, body)``; headers lower-cased.
 Rewrite = Callable[[str, int, dict[str, str], bytes], tuple[int, dict[str, str], bytes]]
 
@@ -84,7 +94,7 @@ class Misbehaving:
     """A plain HTTP server on a free loopback port that answers every request with
     ``answer`` (status, headers, body) and records the paths it was asked for."""
 
-    def __init__(self, answer: tuple[int, dict[str, str], bytes]) -> None:
+    def __init__(self, answer: tuple[int, dict[str, str], Body]) -> None:
         self.answer = answer
         self.paths: list[str] = []
         owner = self
@@ -98,10 +108,17 @@ class Misbehaving:
                 owner.paths.append(self.path)
                 status, headers, body = owner.answer
                 self.send_response(status)
-                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                length = {"Content-Length": str(len(body))} if isinstance(body, bytes) else {}
+                for name, value in {**length, **headers}.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    if isinstance(body, bytes):
+                        self.wfile.write(body)
+                    else:
+                        body(self.wfile)
+                except OSError:  # the kiosk hung up: it read enough
+                    pass
 
             do_GET = do_POST = _answer
 
@@ -115,10 +132,10 @@ class Misbehaving:
 
 
 @pytest.fixture
-def misbehaving() -> Iterator[Callable[[int, dict[str, str], bytes], Misbehaving]]:
+def misbehaving() -> Iterator[Callable[[int, dict[str, str], Body], Misbehaving]]:
     servers: list[Misbehaving] = []
 
-    def start(status: int, headers: dict[str, str], body: bytes) -> Misbehaving:
+    def start(status: int, headers: dict[str, str], body: Body) -> Misbehaving:
         servers.append(Misbehaving((status, headers, body)))
         return servers[-1]
 
@@ -190,7 +207,7 @@ PORTAL = b"<html>\n<head><title>Log in</title></head>\n<body>Wi-Fi \x1b[31mlogin
     ids=["302-elsewhere", "307-elsewhere", "404-portal", "400-proxy", "405-api", "422-not-api"],
 )
 def test_an_answer_that_is_not_the_apis_verdict_quarantines_nothing(
-    misbehaving: Callable[[int, dict[str, str], bytes], Misbehaving],
+    misbehaving: Callable[[int, dict[str, str], Body], Misbehaving],
     tmp_path: Path,
     status: int,
     headers: dict[str, str],
@@ -212,3 +229,147 @@ def test_an_answer_that_is_not_the_apis_verdict_quarantines_nothing(
     assert kiosk.outbox.quarantined() == [] and kiosk.outbox.count("pending") == 5
     assert elsewhere.paths == [], "the signed batch never goes to another host"
     assert len(proxy.paths) == 3, "one request a pass: nothing is narrowed"
+
+
+# -- answers past any bound: endless, inflating, unreadable, dripping --------------------------------
+
+
+def endless(wfile: Any) -> None:
+    while True:  # until the kiosk hangs up
+        wfile.write(b" " * 65536)
+
+
+def bomb(size: int) -> bytes:
+    """Valid JSON padded to ``size`` bytes with blanks, gzip-compressed (about size/1000)."""
+    return gzip.compress(b'{"batch_id": "x"' + b" " * size + b"}", compresslevel=9)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "named"),
+    [
+        ({"Content-Length": str(2**40)}, endless, "larger than 1048576 bytes"),
+        ({"Content-Encoding": "gzip"}, bomb(64 * 1024 * 1024), "inflates past 1048576 bytes"),
+        (
+            {"Content-Encoding": "gzip, gzip"},
+            gzip.compress(bomb(64 * 1024 * 1024)),
+            "encoded as 'gzip, gzip'",
+        ),
+        ({"Content-Encoding": "gzip"}, b"this is not gzip", "not valid gzip"),
+        ({"Content-Encoding": "gzip"}, gzip.compress(b'{"batch_id": "x"}')[:-9], "truncated"),
+        ({"Content-Encoding": "br"}, b"\x0b\x02\x80{}\x03", "encoded as 'br'"),
+    ],
+    ids=["endless", "gzip-bomb", "gzip-in-gzip", "bad-gzip", "cut-gzip", "brotli"],
+)
+def test_an_answer_past_bounds_or_unreadable_is_refused_in_one_line(
+    misbehaving: Callable[[int, dict[str, str], Body], Misbehaving],
+    tmp_path: Path,
+    headers: dict[str, str],
+    body: Body,
+    named: str,
+) -> None:
+    server = misbehaving(200, {"Content-Type": "application/json", **headers}, body)
+    kiosk = make_kiosk(tmp_path)
+    kiosk.rent(3)
+    daemon = kiosk.daemon(server.url)
+    result = daemon.sync_once()  # never raises, never reads past the bound
+    assert result.error is not None and named in result.error, result.error
+    assert "\n" not in result.error
+    assert kiosk.outbox.count("pending") == 3 and kiosk.outbox.quarantined() == []
+    assert named in (kiosk.outbox.stats().last_error or "")
+
+
+class Dripper:
+    """A server that reads a request, then answers a byte every ``every_s`` seconds for
+    ever: in its headers (``where="headers"``) or in its body after whole headers."""
+
+    def __init__(self, where: str, every_s: float = 0.2) -> None:
+        self.where = where
+        self.every_s = every_s
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(connection,), daemon=True).start()
+
+    def _drip(self, connection: socket.socket) -> None:
+        with connection:
+            connection.recv(1 << 20)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            if self.where == "body":
+                connection.sendall(head + b"Content-Length: 1000000\r\n\r\n{")
+                head = b""
+            else:
+                head += b"X-Drip: "
+            try:
+                while not self.stopped.wait(self.every_s):
+                    byte, head = head[:1] or b" ", head[1:]
+                    connection.sendall(byte)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_an_answer_that_drips_ends_at_the_deadline(tmp_path: Path, where: str) -> None:
+    dripper = Dripper(where)
+    kiosk = make_kiosk(tmp_path)
+    kiosk.rent(1)
+    # each byte comes well within the 1 s timeout of a read: only the deadline ends it
+    client = CloudClient(dripper.url, kiosk.kiosk_id, kiosk.key, timeout_s=1.0, deadline_s=2.0)
+    daemon = SyncDaemon(kiosk.outbox, client, BatchLimits(10, 10**6))
+    results: list[PassResult] = []
+    worker = threading.Thread(target=lambda: results.append(daemon.sync_once()), daemon=True)
+    started = time.monotonic()
+    try:
+        worker.start()
+        worker.join(timeout=15)
+        assert not worker.is_alive(), "the pass hangs on an answer that never ends"
+    finally:
+        dripper.close()
+    (result,) = results
+    assert time.monotonic() - started < 10
+    assert result.error is not None and "no whole answer within 2 s" in result.error
+    assert kiosk.outbox.count("pending") == 1 and kiosk.outbox.quarantined() == []
+
+
+@pytest.mark.parametrize("answer", ["gzip", "padded", "gzip-bomb"])
+def test_the_roster_answer_is_read_within_its_cap_and_the_roster_held_stays(
+    tampered: tuple[Cloud, Tamper], tmp_path: Path, answer: str
+) -> None:
+    cloud, gate = tampered
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    add_rider(cloud, "ann", 1)
+    client = CloudClient(cloud.url, kiosk.kiosk_id, kiosk.base.key, 5, roster_max_bytes=2**21)
+    daemon = SyncDaemon(kiosk.base.outbox, client, BatchLimits(10, 10**6), roster=kiosk.store)
+    assert daemon.pull_roster().error is None and kiosk.riders() == ["ann"]
+    add_rider(cloud, "bob", 2)
+
+    def reshape(path: str, status: int, headers: dict[str, str], body: bytes) -> Any:
+        if path != "/v1/roster":
+            return status, headers, body
+        if answer == "padded":  # still the signed answer, as JSON, but past the cap
+            return status, headers, body + b" " * 2**22
+        if answer == "gzip-bomb":
+            body += b" " * 2**26
+        return status, {**headers, "content-encoding": "gzip"}, gzip.compress(body)
+
+    gate.rewrite = reshape
+    pulled = daemon.pull_roster()
+    if answer == "gzip":  # a proxy that compresses the roster: read, and applied
+        assert pulled.error is None and kiosk.riders() == ["ann", "bob"]
+        return
+    cap = "larger than 2097152 bytes" if answer == "padded" else "inflates past 2097152 bytes"
+    assert pulled.error is not None and cap in pulled.error
+    assert kiosk.riders() == ["ann"]
+    state = read_pull_state(kiosk.store.path)
+    assert state is not None and state.error == pulled.error

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -143,7 +143,9 @@ ConsentChannel = Literal["app", "kiosk", "desk"]
 
 
 def rfc3339(value: Any) -> Any:
-    """An RFC 3339 text with its offset as an aware datetime (strict bodies' times)."""
+    """An RFC 3339 text with its offset as an aware datetime in UTC (strict bodies' times,
+    the audit log's ``since``); ``ValueError`` for a time that is not one, or that falls
+    outside the years 1 to 9999 once in UTC (``0001-01-01T00:00:00+14:00``)."""
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value)
@@ -151,7 +153,10 @@ def rfc3339(value: Any) -> Any:
             raise ValueError("must be a time as RFC 3339, e.g. 2026-01-02T03:04:05Z") from None
         if moment.tzinfo is None:
             raise ValueError("must name its offset (Z or +HH:MM)")
-        return moment
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is outside the years 1 to 9999 once converted to UTC") from None
     return value
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from cloud_sync.server import audit, operators
 from cloud_sync.server.audit import AuditEntry
@@ -17,6 +17,7 @@ from cloud_sync.server.models import _Body, rfc3339
 from cloud_sync.server.operators import OperatorOut, Role
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.ratelimit import limited_responses
+from cloud_sync.wire_values import unstorable
 
 if TYPE_CHECKING:
     from cloud_sync.server.app import Service
@@ -109,6 +110,10 @@ def list_audit(
     """Administrative actions in time order: who, what, on whom, when, request id."""
     try:
         moment = Since(since=since).since
-    except ValueError:
-        raise Problem(422, "invalid_request", "since: must be RFC 3339 with an offset") from None
+    except ValidationError as exc:
+        said = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise Problem(422, "invalid_request", f"query.since: {said}") from None
+    why = unstorable(operator) if operator is not None else None
+    if why is not None:  # no actor has such a name, and PostgreSQL cannot compare it
+        raise Problem(422, "invalid_request", f"query.operator: {why}")
     return audit.entries(_service(request).store.db, moment, operator, limit)

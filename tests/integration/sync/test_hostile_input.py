@@ -241,6 +241,24 @@ def test_admin_event_queries_are_bounded_to_int64(cloud: Cloud) -> None:
         assert response.status_code == status, (query, response.text)
 
 
+def test_audit_queries_at_the_edges_of_time_or_text_are_422_naming_the_field(
+    cloud: Cloud,
+) -> None:
+    cloud.register("kiosk-a", Ed25519PrivateKey.generate())  # one entry in the log
+    for query, field in [
+        ("since=9999-12-31T23:59:59-23:59", "query.since"),  # past year 9999 in UTC
+        ("since=0001-01-01T00:00:00%2B14:00", "query.since"),  # before year 1 in UTC
+        ("since=2026-01-01T00:00:00%2B25:00", "query.since"),
+        ("since=2026-01-01", "query.since"),
+        ("operator=ada%00", "query.operator"),
+    ]:
+        answer = refused(cloud.admin("GET", f"/v1/admin/audit?{query}"))
+        assert answer["error"] == "invalid_request" and answer["reason"].startswith(field), query
+    for query, found in [("since=0001-01-02T00:00:00%2B14:00", 1), ("operator=ada", 0)]:
+        response = cloud.admin("GET", f"/v1/admin/audit?{query}")
+        assert response.status_code == 200 and len(response.json()) == found, response.text
+
+
 BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("/v1/admin/kiosks", {"kiosk_id": "kiosk-b", "public_key": "A" * 44, "site": "x\0"}, "site"),
     ("/v1/admin/kiosks", {"kiosk_id": "kiosk-b", "public_key": "A" * 44, "site": "\udbff"}, "site"),

@@ -29,7 +29,7 @@ from cloud_sync.errors import (
     CloudRejectedError,
     CloudUnavailableError,
 )
-from cloud_sync.events import BatchResponse
+from cloud_sync.events import MAX_SEQ, BatchResponse
 from cloud_sync.http_bounds import (
     ANSWER_MAX_BYTES,
     AnswerError,
@@ -47,15 +47,16 @@ CLOSED_PATH = "/v1/rentals:closed"
 
 class ClosedRental(BaseModel):
     rental_id: str = Field(min_length=1, max_length=128)
-    returned_at: str | None = None
-    return_kiosk_id: str | None = None
+    returned_at: str | None = Field(default=None, max_length=64)
+    return_kiosk_id: str | None = Field(default=None, max_length=64)
 
 
 class ClosedPage(BaseModel):
-    """One page of ``GET /v1/rentals:closed``: this kiosk's rentals the cloud closed."""
+    """One page of ``GET /v1/rentals:closed``: this kiosk's rentals the cloud closed. The
+    cursor is kept in SQLite: an integer it can hold, or the page is not taken."""
 
-    rentals: list[ClosedRental]
-    cursor: int = Field(ge=0)
+    rentals: list[ClosedRental] = Field(max_length=1000)
+    cursor: int = Field(ge=0, le=MAX_SEQ)
     more: bool = False
 
 

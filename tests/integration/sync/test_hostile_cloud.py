@@ -23,6 +23,7 @@ import pytest
 
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
+from cloud_sync.closed_pull import read_fetch_state
 from cloud_sync.daemon import PassResult, SyncDaemon
 from edge.vault.files import read_pull_state
 from tests.integration.sync.cloudkit import Cloud, Kiosk, make_kiosk, start_cloud
@@ -373,3 +374,34 @@ def test_the_roster_answer_is_read_within_its_cap_and_the_roster_held_stays(
     assert kiosk.riders() == ["ann"]
     state = read_pull_state(kiosk.store.path)
     assert state is not None and state.error == pulled.error
+
+
+# -- the page of rentals closed elsewhere (unsigned) -----------------------------------------------
+
+
+@pytest.mark.parametrize("cursor", [2**63, 2**64])
+def test_a_closed_rentals_cursor_no_store_can_keep_is_refused_and_the_daemon_goes_on(
+    tampered: tuple[Cloud, Tamper], tmp_path: Path, cursor: Any
+) -> None:
+    cloud, gate = tampered
+    kiosk = make_kiosk(tmp_path)
+    cloud.register(kiosk.kiosk_id, kiosk.key)
+    closed: list[str] = []
+
+    def close(ids: list[str]) -> int:
+        closed.extend(ids)
+        return len(ids)
+
+    def wild(path: str, status: int, headers: dict[str, str], body: bytes) -> Any:
+        if path != "/v1/rentals:closed":
+            return status, headers, body
+        page = {"rentals": [{"rental_id": "r-kiosk-a-1"}], "cursor": cursor, "more": False}
+        return status, headers, json.dumps(page).encode()
+
+    gate.rewrite = wild
+    daemon = kiosk.daemon(cloud.url, close_rentals=close)
+    result = daemon.pull_closed()  # raised OverflowError out of the daemon before
+    assert result.error is not None and "not a page of closed rentals" in result.error
+    assert closed == [] and result.to_cursor == 0
+    state = read_fetch_state(kiosk.outbox)
+    assert (state.cursor, state.error) == (0, result.error)

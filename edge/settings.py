@@ -35,7 +35,7 @@ from edge.config import (
     UpdateSection,
     VisionSection,
 )
-from hardware.config import BoardConfig, CameraConfig
+from hardware.config import BoardConfig, CameraConfig, shown_source
 
 DEFAULT_CONFIG_PATH = Path("/etc/kiosk/kiosk.toml")
 DEFAULT_SECRETS_DIR = Path("/etc/kiosk/credentials")
@@ -167,7 +167,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 
 def redacted(settings: Settings) -> dict[str, Any]:
-    """The effective settings as plain data, with every secret shown as ``**********``."""
+    """The effective settings as plain data, with every secret shown as ``**********`` (and
+    an IP camera's password in ``camera.source`` as ``***``)."""
 
     def scrub(value: Any) -> Any:
         if isinstance(value, SecretStr):
@@ -177,6 +178,7 @@ def redacted(settings: Settings) -> dict[str, Any]:
         return value
 
     data: dict[str, Any] = _jsonable(scrub(settings.model_dump(mode="python")))
+    data["camera"]["source"] = shown_source(settings.camera.source)
     return data
 
 

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
+
+#: query parameters some IP cameras take their credentials in (``?user=..&password=..``)
+_SECRET_QUERY = re.compile(
+    r"(?i)(^|[&;])((?:password|passwd|pwd|pass|token|auth|key|secret)=)[^&;]*"
+)
+
+
+def shown_source(source: str) -> str:
+    """``camera.source`` as logs, status and ``kiosk config show`` may show it: an IP
+    camera's URL without its password (``rtsp://admin:***@host/...``, also in the query)."""
+    if "://" not in source:
+        return source  # a device index or path, a folder, a file
+    try:
+        parts = urlsplit(source)
+        password = parts.password
+    except ValueError:  # a malformed URL (a bad port): keep only what precedes the host
+        return source.split("://", 1)[0] + "://***"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = _SECRET_QUERY.sub(r"\1\2***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class CameraConfig(BaseModel):

@@ -152,6 +152,7 @@ def check_camera(settings: Settings, running: Component | None) -> CheckResult:
     if running is not None:
         return _running_report("camera", running, fix)
     from hardware.cameras.factory import source_for
+    from hardware.config import shown_source
 
     def grab() -> str:
         camera = source_for(settings.camera, settings.vision.max_image_pixels)()
@@ -160,7 +161,8 @@ def check_camera(settings: Settings, running: Component | None) -> CheckResult:
         finally:
             camera.close()
         height, width = frame.image.shape[:2]
-        return f"{settings.camera.kind} {settings.camera.source or '(default)'}: {width}x{height}"
+        source = shown_source(settings.camera.source) or "(default)"
+        return f"{settings.camera.kind} {source}: {width}x{height}"
 
     try:
         detail = _within(settings.camera.open_timeout_s + 5, grab)

@@ -10,7 +10,7 @@ from hardware.cameras.opencv import OpenCVCamera
 from hardware.cameras.picamera import Picamera2Camera
 from hardware.cameras.reconnect import CameraStatus, ReconnectingCamera
 from hardware.cameras.replay import VIDEO_SUFFIXES, ReplayCamera, list_images
-from hardware.config import CameraConfig
+from hardware.config import CameraConfig, shown_source
 from hardware.errors import CameraOpenError
 
 
@@ -65,5 +65,5 @@ def open_camera(
         give_up_after=1 if config.kind == "replay" else None,
         on_status=on_status,
         stall_s=max(config.stall_s, 3 / config.fps),
-        name=f"camera {config.kind} {config.source or '(default)'}",
+        name=f"camera {config.kind} {shown_source(config.source) or '(default)'}",
     )

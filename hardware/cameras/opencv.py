@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 
 from hardware.cameras.base import Frame
+from hardware.config import shown_source
 from hardware.errors import CameraOpenError
 from models.errors import ImageError
 from models.images import DEFAULT_MAX_PIXELS, cap_pixels, to_rgb8
@@ -43,7 +44,7 @@ class OpenCVCamera:
         capture_factory: Callable[[int | str], Any] | None = None,
     ) -> None:
         self._source = parse_source(source)
-        self._name = str(self._source)
+        self._name = shown_source(str(self._source))  # never an IP camera's password
         self._is_file = isinstance(self._source, str) and Path(self._source).is_file()
         self._size = (width, height)
         self._fps = fps

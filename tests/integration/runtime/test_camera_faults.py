@@ -10,7 +10,10 @@ on the rider page's port and ``kiosk status``.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ import httpx
 import pytest
 
 from hardware.sim import BoardSimulator
+from tests.helpers import BIN
 from tests.integration.ops.test_run_ops import Kiosk
 from tests.integration.runtime import test_runtime
 from tests.integration.runtime.test_runtime import config, wait_for
@@ -146,3 +150,44 @@ def test_a_camera_that_stops_sending_frames_is_out_of_service_until_they_come_ba
         assert str(camera.path) in stalled[0]
     finally:
         kiosk.close()
+
+
+def test_a_camera_url_password_is_never_shown(
+    tmp_path: Path, board: BoardSimulator, camera: PipeCamera
+) -> None:
+    """An IP camera's URL carries its password (``rtsp://user:password@host/...``): the
+    logs, ``/healthz``, ``runtime.json``, ``kiosk status``, ``kiosk doctor`` and ``kiosk
+    config show`` name the camera without it."""
+    with socket.socket() as closed:  # a port nobody answers on: the camera is unplugged
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    source = f"http://admin:hunter2@127.0.0.1:{port}/video.mjpg"
+    path = config(tmp_path, tmp_path, board.path, camera={"kind": "opencv", "source": source})
+    kiosk = Kiosk(path)
+    try:
+        page = kiosk.url()
+        wait_for(lambda: health(page)[0] == 503, 30)
+        _, body = health(page)
+        assert f"127.0.0.1:{port}/video.mjpg" in body["details"]["camera"], body
+        wait_for(lambda: kiosk.status()["camera"]["ok"] is False, 10)
+        shown = [
+            json.dumps(body),
+            json.dumps(kiosk.status()),
+            (tmp_path / "runtime.json").read_text(encoding="utf-8"),
+        ]
+        for command in (["doctor", "--json"], ["config", "show", "--json"]):
+            done = subprocess.run(
+                [str(BIN / "kiosk"), "--config", str(path), *command],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            shown.append(done.stdout + done.stderr)
+        assert f"127.0.0.1:{port}" in shown[-2] and f"127.0.0.1:{port}" in shown[-1]
+    finally:
+        kiosk.close()
+    shown.append(kiosk.output())
+    assert "camera.retrying" in shown[-1]
+    for text in shown:
+        assert "hunter2" not in text, text[-3000:]

@@ -5,7 +5,7 @@ goes through ``CloudRoster.delete``, which calls ``record_deletion`` in its tran
 the deletion is kept under a hash of the rider's id (``person_hash``), never the id itself,
 with a random pseudonym, the roster version that deleted them and why; the rider's id is
 then replaced by the pseudonym in every stored event that names them, in their closed
-rentals, in custody records and in their activity row. What an open money matter still
+rentals and in custody records; their activity and home kiosk rows go. What an open money matter still
 needs keeps the id (a rental still out, overdue or lost: whoever has the powerbank must
 still be found): those riders wait in ``erasure_pending``, the only table that holds an
 erased rider's id, until the sweep finds the matter closed and finishes the job. An event
@@ -78,6 +78,7 @@ def record_deletion(tx: Tx, person_id: str, version: int, now: datetime, reason:
     )
     tx.run("DELETE FROM erasure_receipts WHERE person_hash = ?", [hashed])  # a new deletion
     tx.run("DELETE FROM rider_activity WHERE person_id = ?", [person_id])
+    tx.run("DELETE FROM rider_homes WHERE person_id = ?", [person_id])  # where they live
     pseudonymise(tx, person_id, pseudonym, now)
     return pseudonym
 

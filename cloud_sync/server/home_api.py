@@ -1,8 +1,10 @@
 """A rider's home kiosk: the kiosk whose automatic set they are in first (``auto_sets``).
 
 ``PUT /v1/admin/riders/{id}/home`` (support or admin) and ``PUT /v1/riders/{id}/home``
-(the riders' app) set it, ``{"kiosk_id": null}`` clears it. The kiosks' sets are
-recomputed in the same transaction, so the home kiosk hears of the rider at its next pull.
+(the riders' app) set it, ``{"kiosk_id": null}`` clears it; a kiosk that is not
+registered is a 422 ``unknown_kiosk``, a revoked one a 409 ``kiosk_revoked``. The kiosks'
+sets are recomputed in the same transaction, so the home kiosk hears of the rider at its
+next pull. Deleting the rider deletes their home too (``erasure``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from cloud_sync.server.models import PERSON_ID_PATTERN, _Body
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.ratelimit import limited_responses
 
-_ERRORS: dict[int | str, dict[str, Any]] = limited_responses(400, 401, 403, 404, 413, 415, 422, 503)
+_ERRORS: dict[int | str, dict[str, Any]] = limited_responses(
+    400, 401, 403, 404, 409, 413, 415, 422, 503
+)
 PersonId = Annotated[str, Path(min_length=1, max_length=128, pattern=PERSON_ID_PATTERN)]
 
 router = APIRouter(route_class=StrictJSONRoute)
@@ -46,10 +50,15 @@ def set_home(request: Request, person_id: str, kiosk_id: str | None) -> HomeOut:
     with service.store.db.transaction() as tx:
         if not tx.rows("SELECT 1 FROM roster_riders WHERE person_id = ?", [person_id]):
             raise Problem(404, "unknown_rider", f"no rider {person_id!r} in the roster")
-        if kiosk_id is not None and not tx.rows(
-            "SELECT 1 FROM kiosks WHERE kiosk_id = ?", [kiosk_id]
-        ):
+        kiosk = tx.rows("SELECT disabled FROM kiosks WHERE kiosk_id = ?", [kiosk_id])
+        if kiosk_id is not None and not kiosk:
             raise Problem(422, "unknown_kiosk", f"no kiosk {kiosk_id!r} is registered")
+        if kiosk and kiosk[0][0]:
+            raise Problem(
+                409,
+                "kiosk_revoked",
+                f"kiosk {kiosk_id!r} was revoked: it recognises no one; choose another",
+            )
         auto_sets.set_home(tx, person_id, kiosk_id, now)
         settings = service.settings
         changed = auto_sets.refresh(tx, settings.auto_set_size, settings.auto_set_days, now)

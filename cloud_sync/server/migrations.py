@@ -355,6 +355,13 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX template_learning_person ON template_learning (person_id, decided_at)
         """,
     ),
+    (
+        11,
+        "erased riders' home kiosks: deletion left them behind until now",
+        """
+        DELETE FROM rider_homes WHERE person_id NOT IN (SELECT person_id FROM roster_riders)
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

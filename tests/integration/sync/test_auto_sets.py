@@ -98,9 +98,12 @@ def test_bad_home_kiosk_changes_are_refused_and_change_nothing(
     cloud: Cloud, tmp_path: Path
 ) -> None:
     make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    make_roster_kiosk(tmp_path, cloud, "kiosk-gone")
+    assert cloud.admin("POST", "/v1/admin/kiosks/kiosk-gone:revoke").status_code == 200
     add_rider(cloud, "r1", 1)
     version = cloud.admin("GET", "/v1/admin/roster").json()["version"]
     for person, body, status in (
+        ("r1", {"kiosk_id": "kiosk-gone"}, 409),
         ("r1", {"kiosk_id": "kiosk-nowhere"}, 422),
         ("r1", {"kiosk_id": "bad id!"}, 422),
         ("r1", {}, 422),
@@ -115,4 +118,24 @@ def test_bad_home_kiosk_changes_are_refused_and_change_nothing(
         headers={"Authorization": "Bearer wrong"},
     )
     assert wrong.status_code == 401
+    revoked = httpx.put(
+        f"{cloud.url}/v1/riders/r1/home",
+        json={"kiosk_id": "kiosk-gone"},
+        headers={"Authorization": f"Bearer {APP_TOKEN}"},
+    )
+    assert revoked.status_code == 409 and revoked.json()["error"] == "kiosk_revoked"
     assert cloud.admin("GET", "/v1/admin/roster").json()["version"] == version
+
+
+def test_a_deleted_riders_home_kiosk_goes_with_them(cloud: Cloud, tmp_path: Path) -> None:
+    a = make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    add_rider(cloud, "r1", 1)
+    home = cloud.admin("PUT", "/v1/admin/riders/r1/home", json={"kiosk_id": "kiosk-a"})
+    assert home.status_code == 200, home.text
+    sync(a, cloud)
+    assert a.store.load().auto_set == frozenset({"r1"})
+    assert cloud.admin("POST", "/v1/admin/riders/r1/consent:withdraw").status_code == 200
+    add_rider(cloud, "r1", 2)  # the id given again, to whoever it names now
+    refresh(cloud)
+    sync(a, cloud)
+    assert "r1" not in (a.store.load().auto_set or ())  # no home of the erased rider's

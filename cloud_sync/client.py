@@ -115,7 +115,7 @@ class CloudClient:
         try:
             response = self.request("POST", BATCH_PATH, raw)
         except CloudRejectedError as exc:
-            if _judges_content(exc):
+            if _judges_content(exc, len(bodies)):
                 raise
             # a redirect, a wrong route, a proxy's page: nothing about these events
             raise CloudUnavailableError(
@@ -284,11 +284,15 @@ def _reached(exc: httpx.TransportError) -> bool:
     )
 
 
-def _judges_content(exc: CloudRejectedError) -> bool:
-    """Whether a refused batch is the cloud API's verdict on what was sent: a 400, 415 or
-    422 in the API's error shape (its ``error`` code), or a 413 (too large, whoever says
-    it). A redirect, a missing route or a proxy's page says nothing about the events."""
-    return exc.status == 413 or (exc.status in (400, 415, 422) and bool(exc.code))
+def _judges_content(exc: CloudRejectedError, events: int) -> bool:
+    """Whether a refused batch of ``events`` is the cloud API's verdict on what was sent: a
+    400, 413, 415 or 422 in the API's error shape (its ``error`` code), or a 413 from
+    anything on the path to a batch of several events, which is narrowed (one event is far
+    below any proxy's body limit: a proxy refusing it judges the proxy). A redirect, a
+    missing route or a proxy's page says nothing about the events."""
+    if exc.status == 413 and events > 1:
+        return True
+    return exc.status in (400, 413, 415, 422) and bool(exc.code)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")

@@ -10,7 +10,8 @@ What each answer does (the table in ``docs/sync.md``):
   the event is renumbered above the cloud's highest seq for this kiosk, keeping its id,
   and goes in the next batch (``cloud_sync.outbox_seq``); an event renumbered
   ``_MAX_RENUMBER`` times in one pass ends the pass in error, still pending;
-- another 400, 415 or 422 in the API's error shape, or a 413: the batch is split in
+- another 400, 413, 415 or 422 in the API's error shape, or any 413 to a batch of several
+  events: the batch is split in
   halves until the offending event is alone, which is quarantined. A redirect (never
   followed), another 4xx (a missing route) or a page that is not the API's judges no event:
   the pass stops as for a cloud that cannot be reached;

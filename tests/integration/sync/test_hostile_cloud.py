@@ -232,6 +232,18 @@ def test_an_answer_that_is_not_the_apis_verdict_quarantines_nothing(
     assert len(proxy.paths) == 3, "one request a pass: nothing is narrowed"
 
 
+def test_a_proxy_that_refuses_every_body_as_too_large_quarantines_nothing(
+    misbehaving: Callable[[int, dict[str, str], Body], Misbehaving], tmp_path: Path
+) -> None:
+    page = b"<html><center><h1>413 Request Entity Too Large</h1></center><hr>nginx</html>"
+    proxy = misbehaving(413, HTML, page)
+    kiosk = make_kiosk(tmp_path)
+    kiosk.rent(4)
+    result = kiosk.daemon(proxy.url, max_events=4).sync_once()
+    assert result.error is not None and "413 Request Entity Too Large" in result.error
+    assert kiosk.outbox.quarantined() == [] and kiosk.outbox.count("pending") == 4
+
+
 # -- answers past any bound: endless, inflating, unreadable, dripping --------------------------------
 
 

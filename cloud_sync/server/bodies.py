@@ -110,7 +110,13 @@ class _ReadRequest(Request):
     """A request whose body was read (bounded) and parsed (strictly) already."""
 
     def __init__(self, request: Request, body: bytes, parsed: Any) -> None:
-        super().__init__(request.scope, request.receive)
+        scope = request.scope
+        if body and "content-type" not in request.headers:
+            # read as JSON, as documented: FastAPI's strict_content_type would validate
+            # the bytes themselves ("body: Input should be a valid dictionary")
+            headers = [*scope["headers"], (b"content-type", b"application/json")]
+            scope = {**scope, "headers": headers}
+        super().__init__(scope, request.receive)
         self._body = body
         self._parsed = parsed
 

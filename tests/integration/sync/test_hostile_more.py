@@ -285,6 +285,37 @@ def test_every_body_route_honours_gzip_and_refuses_other_encodings_and_media_typ
     assert cloud.signed("kiosk-g", key, batch).status_code == 200
 
 
+def test_a_json_body_without_a_content_type_is_read_as_json_on_every_route(
+    cloud: Cloud,
+) -> None:
+    """As the batch route does (docs/sync.md): no Content-Type at all is JSON; a body that
+    is not JSON is still a 400, and one that says it is a form a 415."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    key = public_key_text(Ed25519PrivateKey.generate())
+    for path, body, status in [
+        ("/v1/admin/kiosks", {"kiosk_id": "kiosk-n", "public_key": key}, 200),
+        ("/v1/admin/provisioning-tokens", {"kiosk_id": "kiosk-m"}, 201),
+        ("/v1/admin/kiosks", {"kiosk_id": "kiosk-n", "public_key": key, "x": 1}, 422),
+    ]:
+        request = cloud.http.build_request(
+            "POST", cloud.url + path, content=json.dumps(body).encode(), headers=admin
+        )
+        assert "content-type" not in request.headers
+        answer = cloud.http.send(request)
+        assert answer.status_code == status, (path, answer.text)
+        if status == 422:
+            assert "body.x" in answer.json()["reason"]
+    for content, headers, status in [
+        (b"kiosk_id=kiosk-f", {}, 400),
+        (b"kiosk_id=kiosk-f", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+    ]:
+        answer = cloud.http.post(
+            cloud.url + "/v1/admin/kiosks", content=content, headers={**admin, **headers}
+        )
+        assert answer.status_code == status, answer.text
+    assert [k["kiosk_id"] for k in cloud.admin("GET", "/v1/admin/kiosks").json()] == ["kiosk-n"]
+
+
 def test_an_id_past_the_128_bits_of_a_ulid_is_refused_as_no_ulid(cloud: Cloud) -> None:
     """A ULID is 128 bits, so its 26th-from-last character is at most 7: ``8ZZZ...`` and
     ``ZZZ...`` look like ULIDs but are none, and would fail any reader that decodes them."""

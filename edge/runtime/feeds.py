@@ -62,9 +62,11 @@ def watch_camera(
     metrics: KioskMetrics,
     decisions: list[DecisionRecord],
     preview: PreviewFrames | None = None,
-) -> None:
+) -> str | None:
     """Frames through the pipeline; every decision is also kept in ``decisions``; with
     ``preview``, the rider page's camera preview is offered each frame (in memory only).
+    Returns why the frames stopped when it was a failure (the camera's error, or one of
+    the pipeline's), None when they ended or ``stopped`` was set.
 
     A face is gone (``FaceGone``) once no face was found for the pipeline's
     ``track_lost_s`` (the time its track survives a missed detection) and over
@@ -79,7 +81,7 @@ def watch_camera(
     try:
         for frame in camera.frames():
             if stopped.is_set():
-                return
+                return None
             outcome = pipeline.process(frame)
             now = clock()
             if preview is not None:
@@ -112,12 +114,17 @@ def watch_camera(
                 last_seen = seen
     except HardwareError as exc:
         log.error("camera.failed", error=str(exc))
+        return str(exc)
+    except Exception as exc:  # the pipeline's: a rider must not be seen by a dead thread
+        log.error("vision.failed", error=f"{type(exc).__name__}: {exc}")  # no locals, no frame
+        return f"the face pipeline stopped ({type(exc).__name__})"
     finally:
         if face_in_view:
             post(f.FaceGone(clock()))  # no frames, no face seen
         if preview is not None:
             preview.clear()
         log.info("vision.stopped")
+    return None  # the frames ended
 
 
 def watch_board(

@@ -74,7 +74,7 @@ from edge.vision.matcher import Gallery
 from edge.vision.policy import automatic_limit
 from edge.vision.setup import beyond_automatic, gallery_of
 from hardware.board import BoardEvent, SlotBoard
-from hardware.cameras import Camera
+from hardware.cameras import Camera, CameraStatus
 
 log = structlog.get_logger("edge.runtime")
 
@@ -201,7 +201,10 @@ class Runtime:
         self._threads.append(thread)
 
     def _watch_camera(self) -> None:
-        watch_camera(
+        """The vision thread. When it stops on a failure (a replayed video that turned
+        unreadable, an error of the pipeline), the camera is reported given up, so the
+        kiosk goes out of service (``camera_lost``) rather than renting blind."""
+        failed = watch_camera(
             self.camera,
             self.pipeline,
             self.inputs.put,
@@ -211,6 +214,8 @@ class Runtime:
             decisions=self.decisions,
             preview=self.preview,
         )
+        if failed is not None and self.camera_health is not None and not self._stop.is_set():
+            self.camera_health.update(CameraStatus("gave up", failed))
 
     def _watch_board(self) -> None:
         watch_board(

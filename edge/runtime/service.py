@@ -12,8 +12,9 @@ what it can see locally and passes it in. The reasons, first match wins (each is
 - ``roster_too_old``: the roster was last refreshed more than ``roster.max_age_h`` ago;
 - ``roster_purged``: the kiosk deleted its roster (``roster.purge_after_h`` without word
   from the cloud, or revoked) and has not pulled a new one yet;
-- ``camera_lost``: the camera stopped delivering frames (lost and being reopened, or
-  stalled: no frame for ``camera.stall_s``);
+- ``camera_lost``: the camera stopped delivering frames (lost and being reopened,
+  stalled: no frame for ``camera.stall_s``, or given up: the vision thread stopped on a
+  failure);
 - ``board_offline``: the slot board does not answer (added by the runtime).
 
 ``CameraHealth`` follows the camera wrapper's ``on_status`` reports (from the vision

@@ -20,10 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
 import pytest
 
 from hardware.sim import BoardSimulator
+from models.images import read_image
 from tests.helpers import BIN
 from tests.integration.ops.test_run_ops import Kiosk
 from tests.integration.runtime import test_runtime
@@ -191,3 +193,29 @@ def test_a_camera_url_password_is_never_shown(
     assert "camera.retrying" in shown[-1]
     for text in shown:
         assert "hunter2" not in text, text[-3000:]
+
+
+def test_a_replayed_video_that_turns_unreadable_takes_the_kiosk_out_of_service(
+    tmp_path: Path, board: BoardSimulator, dev_faces: Path
+) -> None:
+    """A looped video replay whose file is cut down to its header while ``kiosk run`` plays
+    it: the vision thread stops, and the kiosk must not go on renting blind."""
+    picture = cv2.cvtColor(read_image(dev_faces / "person_03" / "02.jpg"), cv2.COLOR_RGB2BGR)
+    video = tmp_path / "camera.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (640, 480))
+    for _ in range(10):
+        writer.write(cv2.resize(picture, (640, 480)))
+    writer.release()
+    camera = {"kind": "replay", "source": str(video), "fps": 10, "loop": True}
+    kiosk = Kiosk(config(tmp_path, tmp_path, board.path, camera=camera))
+    try:
+        page = kiosk.url()
+        wait_for(lambda: health(page)[0] == 200, 60)
+        video.write_bytes(video.read_bytes()[:6000])  # the header and no whole frame
+        wait_for(lambda: health(page)[0] == 503, 15)
+        _, body = health(page)
+        assert body["details"]["in_service"] == "out of service: camera_lost", body
+        assert "no readable frame" in body["details"]["camera"], body
+        wait_for(lambda: "no readable frame" in kiosk.status()["camera"]["detail"], 10)
+    finally:
+        kiosk.close()

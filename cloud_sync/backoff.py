@@ -39,11 +39,12 @@ class BackoffPolicy:
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP date; else None."""
+    """``Retry-After`` as seconds from ``now``: delta-seconds (ASCII digits) or an HTTP
+    date; else None (garbage is ignored, never raised: ``²`` is a digit to ``isdigit``)."""
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return float(int(text[:12]))
     try:
         when = parsedate_to_datetime(text)

@@ -231,9 +231,8 @@ class CloudClient:
             content = read_body(streamed, limit, deadline)
         finally:
             streamed.close()
-        kept = [
-            (k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"
-        ]
+        # as received (bytes: any header a server sends), its body decoded here already
+        kept = [(k, v) for k, v in streamed.headers.raw if k.lower() != b"content-encoding"]
         return httpx.Response(streamed.status_code, headers=kept, content=content, request=request)
 
     def _connect_message(self, exc: httpx.ConnectError) -> str:

@@ -244,6 +244,22 @@ def test_a_proxy_that_refuses_every_body_as_too_large_quarantines_nothing(
     assert kiosk.outbox.quarantined() == [] and kiosk.outbox.count("pending") == 4
 
 
+@pytest.mark.parametrize("retry_after", ["\u00b2", "\u00b9\u00b2"])
+def test_a_retry_after_that_is_no_number_is_ignored_never_raised(
+    misbehaving: Callable[[int, dict[str, str], Body], Misbehaving],
+    tmp_path: Path,
+    retry_after: str,
+) -> None:
+    unavailable = json.dumps({"error": "unavailable", "reason": "busy"}).encode()
+    busy = misbehaving(503, {"Retry-After": retry_after}, unavailable)  # sent as latin-1
+    kiosk = make_kiosk(tmp_path)
+    kiosk.rent(1)
+    result = kiosk.daemon(busy.url).sync_once()  # a ValueError escaped the pass before
+    assert result.error is not None and "503 unavailable: busy" in result.error
+    assert result.failure is not None and result.failure.retry_after is None  # type: ignore[union-attr]
+    assert kiosk.outbox.count("pending") == 1
+
+
 # -- answers past any bound: endless, inflating, unreadable, dripping --------------------------------
 
 

@@ -62,7 +62,7 @@ def set_home(request: Request, person_id: str, kiosk_id: str | None) -> HomeOut:
         auto_sets.set_home(tx, person_id, kiosk_id, now)
         settings = service.settings
         changed = auto_sets.refresh(tx, settings.auto_set_size, settings.auto_set_days, now)
-    caller_of(request).entry("rider.home", person_id, kiosk_id=kiosk_id).save(service.store.db)
+        caller_of(request).entry("rider.home", person_id, kiosk_id=kiosk_id).write(tx)
     return HomeOut(person_id=person_id, kiosk_id=kiosk_id, kiosks_changed=changed)
 
 

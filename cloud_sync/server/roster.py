@@ -296,9 +296,12 @@ class CloudRoster:
             [max(state.tombstone_floor, int(newest))],
         )
 
-    def set_terms(self, person_id: str, change: TermsChange) -> tuple[int, RiderTerms]:
+    def set_terms(
+        self, person_id: str, change: TermsChange, also: Callable[[Tx], None] | None = None
+    ) -> tuple[int, RiderTerms]:
         """Change a rider's entitlements or claim hash without their templates; the new
-        roster version and the terms now in force."""
+        roster version and the terms now in force. ``also`` runs in the same transaction
+        (the audit entry)."""
         now = datetime.now(UTC)
         with self.db.transaction() as tx:
             state = self._bump(tx, now)
@@ -313,6 +316,8 @@ class CloudRoster:
             record = RiderRecord.from_bytes(self._open(key, person_id, version, row_key, sealed))
             terms = change.applied(rider_terms.effective(tx, key, person_id, version, record))
             rider_terms.store(tx, key, person_id, state.version, terms, now)
+            if also is not None:
+                also(tx)
         return state.version, terms
 
     def rotate_key(self, also: Callable[[Tx], None] | None = None) -> Rotation:

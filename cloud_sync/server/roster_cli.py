@@ -369,19 +369,19 @@ def riders_set(
             "name something to change: --may-rent/--block, --max-open, "
             "--boarding/--no-boarding or --valid-until"
         )
+    detail = {
+        name: value
+        for name, value in (
+            ("may_rent", may_rent),
+            ("max_open_rentals", max_open),
+            ("boarding_allowed", boarding),
+            ("valid_until", None if clear else until),
+        )
+        if value is not None or (name == "valid_until" and clear)
+    }
+    entry = Entry(cli_actor(), "rider.change", person_id, detail)
     with _roster(database_url) as roster:
-        version, terms = roster.set_terms(person_id, change)
-        detail = {
-            name: value
-            for name, value in (
-                ("may_rent", may_rent),
-                ("max_open_rentals", max_open),
-                ("boarding_allowed", boarding),
-                ("valid_until", None if clear else until),
-            )
-            if value is not None or (name == "valid_until" and clear)
-        }
-        Entry(cli_actor(), "rider.change", person_id, detail).save(roster.db)
+        version, terms = roster.set_terms(person_id, change, also=entry.write)
     rights = terms.entitlements
     typer.echo(
         f"{person_id}: may rent {'yes' if rights.may_rent else 'no (blocked)'}, at most "

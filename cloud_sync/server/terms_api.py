@@ -90,8 +90,7 @@ def set_terms(request: Request, person_id: PersonId, body: TermsIn) -> RiderOut:
     roster = cloud_roster(request)
     set_fields = body.model_dump(include=body.model_fields_set, mode="json")
     entry = caller.entry("rider.change", person_id, **set_fields)
-    roster.set_terms(person_id, change)
-    entry.save(request.app.state.service.store.db)
+    roster.set_terms(person_id, change, also=entry.write)
     found = roster.rider(person_id)
     if found is None:  # deleted a moment later
         raise Problem(404, "unknown_rider", f"no rider {person_id!r} in the roster")
@@ -110,6 +109,8 @@ def set_claim(request: Request, person_id: PersonId, body: ClaimIn) -> RiderChan
         hashed = hash_claim(body.code)
     except ClaimFormatError as exc:
         raise Problem(422, "invalid_claim", str(exc)) from None
-    version, _ = cloud_roster(request).set_terms(person_id, TermsChange(claim_hash=hashed))
-    caller_of(request).entry("rider.claim", person_id).save(request.app.state.service.store.db)
+    entry = caller_of(request).entry("rider.claim", person_id)
+    version, _ = cloud_roster(request).set_terms(
+        person_id, TermsChange(claim_hash=hashed), also=entry.write
+    )
     return RiderChange(person_id=person_id, roster_version=version)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from cloud_sync.claim_code import claim_matches
@@ -343,3 +346,50 @@ def wait_until(check: Any, what: str, timeout_s: float = 10.0) -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+@contextmanager
+def audit_refuses(url: str, actions: tuple[str, ...]) -> Iterator[None]:
+    """Make the audit log refuse entries of ``actions``, as a full disk or a constraint
+    would refuse that one row."""
+    listed = ", ".join(f"'{action}'" for action in actions)
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            db.execute(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log WHEN NEW.action IN "
+                f"({listed}) BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        try:
+            yield
+        finally:
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+                db.execute("DROP TRIGGER refuse_audit")
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER TABLE audit_log ADD CONSTRAINT refuse CHECK (action NOT IN ({listed}))"
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE audit_log DROP CONSTRAINT refuse")
+
+
+def test_a_rider_change_whose_audit_entry_cannot_be_written_is_not_made(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    add_rider(cloud, "ann", 1)
+    version = cloud.admin("GET", "/v1/admin/roster").json()["version"]
+    with audit_refuses(cloud.settings.database_url, ("rider.change", "rider.claim", "rider.home")):
+        for answer in (
+            cloud.admin("PATCH", "/v1/admin/riders/ann", json={"may_rent": False}),
+            app(cloud, "PUT", "/v1/riders/ann/claim", json={"code": "4821"}),
+            app(cloud, "PUT", "/v1/riders/ann/home", json={"kiosk_id": "kiosk-a"}),
+        ):
+            assert 400 <= answer.status_code < 500, answer.text
+    rider = cloud.admin("GET", "/v1/admin/riders/ann").json()["rider"]
+    assert (rider["may_rent"], rider["has_claim"]) == (True, False)
+    assert cloud.admin("GET", "/v1/admin/roster").json()["version"] == version
+    assert [e["action"] for e in cloud.admin("GET", "/v1/admin/audit").json()][-1] == "rider.add"

@@ -40,7 +40,8 @@ class CameraConfig(BaseModel):
     camera (Raspberry Pi OS only; ``source`` is its index). A source that is lost is reopened
     after ``reconnect_initial_s``, doubling up to ``reconnect_max_s``. A source that gives no
     frame for ``stall_s`` (or three frame periods, if longer) without saying why (a read that
-    waits for ever) counts as lost until frames come again.
+    waits for ever) counts as lost until frames come again; so does a live camera that gives
+    the same picture that long (frozen).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -13,8 +13,8 @@ what it can see locally and passes it in. The reasons, first match wins (each is
 - ``roster_purged``: the kiosk deleted its roster (``roster.purge_after_h`` without word
   from the cloud, or revoked) and has not pulled a new one yet;
 - ``camera_lost``: the camera stopped delivering frames (lost and being reopened,
-  stalled: no frame for ``camera.stall_s``, or given up: the vision thread stopped on a
-  failure);
+  stalled: no frame for ``camera.stall_s``, frozen: the same picture that long, or given
+  up: the vision thread stopped on a failure);
 - ``board_offline``: the slot board does not answer (added by the runtime).
 
 ``CameraHealth`` follows the camera wrapper's ``on_status`` reports (from the vision
@@ -105,7 +105,7 @@ class CameraHealth:
     @property
     def down(self) -> str | None:
         """The camera's state while it delivers no frames ("lost", "retrying", "gave up",
-        "stalled")."""
+        "stalled", "frozen")."""
         status = self.status
         if status is None or status.state == "open":
             return None

@@ -56,7 +56,9 @@ def open_camera(
     """The configured camera behind ``ReconnectingCamera`` (a replay gives up after one try).
 
     A source that keeps the consumer waiting ``camera.stall_s`` for a frame (three frame
-    periods at ``camera.fps``, if longer) is reported ``stalled`` until frames come again.
+    periods at ``camera.fps``, if longer) is reported ``stalled`` until frames come again;
+    a live camera (not a replay, nor a video file) that gives the same picture that long,
+    ``frozen`` until it moves.
     """
     return ReconnectingCamera(
         source_for(config, max_pixels),
@@ -66,4 +68,5 @@ def open_camera(
         on_status=on_status,
         stall_s=max(config.stall_s, 3 / config.fps),
         name=f"camera {config.kind} {shown_source(config.source) or '(default)'}",
+        frozen_check=config.kind != "replay" and not Path(config.source).is_file(),
     )

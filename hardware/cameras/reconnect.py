@@ -9,13 +9,17 @@ default a live camera is retried for ever, because a kiosk must recover on its o
 A source can also stop without a word: a read that waits for ever (a wedged driver, a
 ribbon cable working loose, a stream whose sender went quiet). With ``stall_s``, a watch
 thread (one per wrapper, not per reopen) reports ``stalled`` once the consumer has waited
-that long for a frame (the first open included), and ``open`` again when one comes.
+that long for a frame (the first open included), and ``open`` again when one comes. With
+``frozen_check`` too (a live camera: a sensor never gives two frames alike), a source that
+delivers the very same picture for ``stall_s`` (a driver stuck on its last buffer) is
+reported ``frozen`` until the picture changes.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -40,7 +44,7 @@ log = structlog.get_logger("hardware.camera")
 class CameraStatus:
     """A change in the camera's health, for the rider screen and ``kiosk status``."""
 
-    state: Literal["open", "lost", "retrying", "gave up", "stalled"]
+    state: Literal["open", "lost", "retrying", "gave up", "stalled", "frozen"]
     reason: str
     attempt: int = 0
     retry_in_s: float | None = None
@@ -60,6 +64,7 @@ class ReconnectingCamera:
         stall_s: float | None = None,
         name: str = "camera",
         clock: Callable[[], float] = time.monotonic,
+        frozen_check: bool = False,
     ) -> None:
         self._open_source = open_source
         self._initial = initial_s
@@ -77,6 +82,9 @@ class ReconnectingCamera:
         self._state: str | None = None  # the last state reported
         self._waiting_since: float | None = None  # the consumer waits for a frame since
         self._unwatched = threading.Event()  # set: the stall watch stops
+        self._frozen_check = frozen_check and stall_s is not None
+        self._picture: int | None = None  # a checksum of the last picture (frozen_check)
+        self._same_since: float | None = None  # the picture has not changed since
 
     def _report(self, status: CameraStatus) -> None:
         with self._lock:
@@ -172,6 +180,8 @@ class ReconnectingCamera:
                         self._report(CameraStatus("open", "camera delivering frames again"))
                     if frame is None:
                         return  # the source ended on its own (a replayed file)
+                    if self._frozen_check:
+                        self._check_frozen(frame)
                     yield Frame(frame.image, frame.timestamp, index, frame.source)
                     index += 1
                     if self._closed:
@@ -182,6 +192,21 @@ class ReconnectingCamera:
             finally:
                 self._current.close()
                 self._current = None
+
+    def _check_frozen(self, frame: Frame) -> None:
+        """``frozen`` once the same picture has come for ``stall_s``; ``open`` when it moves.
+        One pixel in 64 is compared (a sensor's noise reaches every one)."""
+        picture = zlib.crc32(frame.image[::8, ::8].tobytes())
+        now = self._clock()
+        if picture != self._picture:
+            self._picture, self._same_since = picture, now
+            if self._state == "frozen":
+                self._report(CameraStatus("open", "camera delivering moving pictures again"))
+            return
+        same_for = now - (self._same_since or now)
+        if self._state == "open" and self._stall_s is not None and same_for >= self._stall_s:
+            reason = f"{self._name}: the same picture for {same_for:.0f} s (the camera is frozen)"
+            self._report(CameraStatus("frozen", reason))
 
     def close(self) -> None:
         self._closed = True

@@ -3,8 +3,9 @@
 The camera is ``camera.kind = "opencv"`` reading a named pipe fed with real rider photos
 as an MJPEG stream (``PipeCamera``): OpenCV's own reader, which blocks on the pipe as a
 wedged driver blocks (a Pi's ribbon cable working loose leaves ``capture_array`` waiting
-for ever), and which sees the end of the stream when the feeder closes it (the cable
-pulled). What the technician and the rider see is read where they read it: ``/healthz``
+for ever), which sees the end of the stream when the feeder closes it (the cable
+pulled), and which decodes a picture sent again and again as the same frame (a driver
+stuck on its last buffer). What the technician and the rider see is read where they read it: ``/healthz``
 on the rider page's port and ``kiosk status``.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import cv2
 import httpx
+import numpy as np
 import pytest
 
 from hardware.sim import BoardSimulator
@@ -37,16 +39,19 @@ board = test_runtime.board
 
 
 class PipeCamera:
-    """A named pipe fed with JPEG frames at ``fps``, as a camera would send them.
+    """A named pipe fed with JPEG frames at ``fps``, as a camera would send them: the
+    pictures in turn, each a little different as a sensor's are.
 
     ``stall`` stops the frames but keeps the pipe open (the reader waits for ever);
-    ``unplug`` closes it (the reader sees the stream end); ``feed`` (again) resumes or
-    plugs it back in."""
+    ``freeze`` sends the same picture again and again (a driver stuck on its last buffer);
+    ``unplug`` closes the pipe (the reader sees the stream end); ``feed`` (again) resumes
+    or plugs it back in."""
 
-    def __init__(self, path: Path, jpeg: bytes, fps: float = 10.0) -> None:
+    def __init__(self, path: Path, jpegs: list[bytes], fps: float = 10.0) -> None:
         self.path = path
         os.mkfifo(path)
-        self._jpeg = jpeg
+        self._jpegs = jpegs
+        self.frozen = False
         self._period = 1.0 / fps
         self._feeding = threading.Event()
         self._plugged = threading.Event()
@@ -56,8 +61,12 @@ class PipeCamera:
         self._thread.start()
 
     def feed(self) -> None:
+        self.frozen = False
         self._plugged.set()
         self._feeding.set()
+
+    def freeze(self) -> None:
+        self.frozen = True
 
     def stall(self) -> None:
         self._feeding.clear()
@@ -83,7 +92,7 @@ class PipeCamera:
                     if not self._feeding.is_set():
                         time.sleep(0.05)
                         continue
-                    os.write(fd, self._jpeg)
+                    os.write(fd, self._jpegs[0 if self.frozen else self.sent % len(self._jpegs)])
                     self.sent += 1
                     time.sleep(self._period)
             except BrokenPipeError:
@@ -105,7 +114,14 @@ class _nonblocking_reader:
 
 @pytest.fixture
 def camera(tmp_path: Path, dev_faces: Path) -> Iterator[PipeCamera]:
-    pipe = PipeCamera(tmp_path / "camera.mjpg", (dev_faces / "person_03" / "02.jpg").read_bytes())
+    picture = cv2.cvtColor(read_image(dev_faces / "person_03" / "02.jpg"), cv2.COLOR_RGB2BGR)
+    noise = np.random.default_rng(5)
+    jpegs = []
+    for _ in range(4):  # a sensor's noise: no two frames alike
+        grain = noise.integers(0, 4, picture.shape, dtype=np.uint8)
+        noisy = np.minimum(picture.astype(np.uint16) + grain, 255).astype(np.uint8)
+        jpegs.append(cv2.imencode(".jpg", noisy)[1].tobytes())
+    pipe = PipeCamera(tmp_path / "camera.mjpg", jpegs)
     yield pipe
     pipe.close()
 
@@ -217,5 +233,32 @@ def test_a_replayed_video_that_turns_unreadable_takes_the_kiosk_out_of_service(
         assert body["details"]["in_service"] == "out of service: camera_lost", body
         assert "no readable frame" in body["details"]["camera"], body
         wait_for(lambda: "no readable frame" in kiosk.status()["camera"]["detail"], 10)
+    finally:
+        kiosk.close()
+
+
+def test_a_frozen_camera_is_out_of_service_until_its_picture_moves_again(
+    tmp_path: Path, board: BoardSimulator, camera: PipeCamera
+) -> None:
+    """The driver keeps handing out its last buffer: frames arrive, always the same picture,
+    where a live sensor never gives two frames alike."""
+    camera_settings = {"kind": "opencv", "source": str(camera.path), "fps": 10, "stall_s": 2}
+    kiosk = Kiosk(config(tmp_path, tmp_path, board.path, camera=camera_settings))
+    camera.feed()
+    try:
+        page = kiosk.url()
+        wait_for(lambda: health(page)[0] == 200, 60)
+        time.sleep(3)  # moving pictures for longer than stall_s: still in service
+        assert health(page)[0] == 200
+        camera.freeze()
+        wait_for(lambda: health(page)[0] == 503, 15)
+        _, body = health(page)
+        assert body["details"]["in_service"] == "out of service: camera_lost", body
+        assert body["details"]["camera"].startswith("frozen: "), body
+        assert "the same picture for" in body["details"]["camera"], body
+        camera.feed()
+        wait_for(lambda: health(page)[0] == 200, 15)
+        frozen = [line for line in kiosk.output().splitlines() if "camera.frozen" in line]
+        assert len(frozen) == 1, frozen
     finally:
         kiosk.close()

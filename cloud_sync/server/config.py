@@ -40,8 +40,9 @@ class CloudSettings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     #: Bearer token for the /v1/admin endpoints; unset disables them.
     admin_token: SecretStr | None = None
-    #: Bearer token of the riders' app backend: it may set a rider's claim code
-    #: (``PUT /v1/riders/{id}/claim``) and nothing else; unset disables that route.
+    #: Bearer token of the riders' app backend: it may set a rider's claim code and home
+    #: kiosk (``PUT /v1/riders/{id}/claim``, ``/home``) and nothing else; unset disables
+    #: those routes.
     app_token: SecretStr | None = None
     #: Largest request body as sent (compressed), and once decompressed.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)

@@ -48,6 +48,8 @@ def client_source(request: Request) -> str:
 
 
 def _bearer_token(given: str) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, the scheme in any case (RFC 7235),
+    for operators' and the app's tokens alike; None for any other header."""
     scheme, _, token = given.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
@@ -144,8 +146,9 @@ def _require_app(request: Request) -> Caller:
     given = request.headers.get("authorization", "")
     source = client_source(request)
     service.limiter.check("app", source, given)
-    expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    presented = _bearer_token(given) or ""
+    expected = token.get_secret_value()
+    if not hmac.compare_digest(presented.encode(), expected.encode()):
         service.limiter.failed("app", source, given)
         raise Problem(401, "bad_app_token", "missing or wrong app bearer token")
     caller = Caller("app", "app", getattr(request.state, "request_id", None))

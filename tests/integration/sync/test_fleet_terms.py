@@ -161,6 +161,13 @@ def test_the_riders_app_sets_a_claim_code_that_kiosks_check_and_no_one_can_read(
         assert answer.json()["error"] and answer.json()["reason"], answer.text
     assert app(cloud, "PUT", "/v1/riders/nobody/claim", json={"code": "1234"}).status_code == 404
     assert pull(kiosk, cloud).terms == 0  # nothing of those changed anything
+    for scheme in ("bearer", "BEARER"):  # the scheme in any case, as operators' tokens
+        answer = cloud.http.put(
+            cloud.url + "/v1/riders/ann/claim",
+            json={"code": "135790"},
+            headers={"Authorization": f"{scheme} {APP_TOKEN}"},
+        )
+        assert answer.status_code == 200, answer.text
     final = kiosk.store.load().riders["ann"].claim_hash
     assert final is not None and claim_matches("135790", final)
 

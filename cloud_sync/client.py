@@ -39,6 +39,7 @@ from cloud_sync.http_bounds import (
 )
 from cloud_sync.roster_wire import RosterAnswer
 from cloud_sync.signing import new_nonce, sign_request
+from cloud_sync.wire_values import loads_strict
 
 BATCH_PATH = "/v1/events:batch"
 ROSTER_PATH = "/v1/roster"
@@ -309,7 +310,7 @@ def _read_error(response: httpx.Response) -> tuple[str, str, dict[int, str]]:
     """``(code, reason, {index: reason})`` from an error body, tolerating any content: a
     page that is not the API's (HTML from a proxy) is reduced to its text, on one line."""
     try:
-        data = response.json()
+        data = loads_strict(response.content)  # never a RecursionError, however deep
     except (ValueError, UnicodeDecodeError):
         return "", one_line(_TAG.sub(" ", response.text[:2000]), 200), {}
     if not isinstance(data, dict):

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud_sync.errors import IntegrityError
 from cloud_sync.sealing import key_id, raw_public, row_aad, seal, wrap_key
+from cloud_sync.wire_values import loads_strict
 
 FORMAT = "kiosk-roster-delta/1"
 CURRENT_FORMAT = "kiosk-roster-current/1"
@@ -397,7 +398,7 @@ def verify_answer(raw: bytes, roster_public: Ed25519PublicKey) -> Answer:
     what it says."""
     kind = "roster answer"
     try:
-        envelope = json.loads(raw)
+        envelope = loads_strict(raw)  # unsigned yet: a bad nesting is a WireError
         if not isinstance(envelope, dict):
             raise TypeError("not a JSON object")
         signature = base64.b64decode(envelope["signature"], validate=True)

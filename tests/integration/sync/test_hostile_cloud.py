@@ -260,6 +260,21 @@ def test_a_retry_after_that_is_no_number_is_ignored_never_raised(
     assert kiosk.outbox.count("pending") == 1
 
 
+#: JSON nested past what Python's parser recurses into (400 kB, under every size cap)
+DEEP = b"[" * 200_000 + b"]" * 200_000
+
+
+def test_an_error_answer_nested_too_deeply_is_an_error_line_never_a_crash(
+    misbehaving: Callable[[int, dict[str, str], Body], Misbehaving], tmp_path: Path
+) -> None:
+    server = misbehaving(500, {"Content-Type": "application/json"}, DEEP)
+    kiosk = make_kiosk(tmp_path)
+    kiosk.rent(1)
+    result = kiosk.daemon(server.url).sync_once()  # a RecursionError escaped the pass before
+    assert result.error is not None and "500" in result.error and len(result.error) < 500
+    assert kiosk.outbox.count("pending") == 1 and kiosk.outbox.quarantined() == []
+
+
 # -- answers past any bound: endless, inflating, unreadable, dripping --------------------------------
 
 
@@ -371,7 +386,7 @@ def test_an_answer_that_drips_ends_at_the_deadline(tmp_path: Path, where: str) -
     assert kiosk.outbox.count("pending") == 1 and kiosk.outbox.quarantined() == []
 
 
-@pytest.mark.parametrize("answer", ["gzip", "padded", "gzip-bomb"])
+@pytest.mark.parametrize("answer", ["gzip", "padded", "gzip-bomb", "deep"])
 def test_the_roster_answer_is_read_within_its_cap_and_the_roster_held_stays(
     tampered: tuple[Cloud, Tamper], tmp_path: Path, answer: str
 ) -> None:
@@ -388,6 +403,8 @@ def test_the_roster_answer_is_read_within_its_cap_and_the_roster_held_stays(
             return status, headers, body
         if answer == "padded":  # still the signed answer, as JSON, but past the cap
             return status, headers, body + b" " * 2**22
+        if answer == "deep":  # what a captive portal could send, before any signature
+            return status, headers, DEEP
         if answer == "gzip-bomb":
             body += b" " * 2**26
         return status, {**headers, "content-encoding": "gzip"}, gzip.compress(body)
@@ -397,8 +414,12 @@ def test_the_roster_answer_is_read_within_its_cap_and_the_roster_held_stays(
     if answer == "gzip":  # a proxy that compresses the roster: read, and applied
         assert pulled.error is None and kiosk.riders() == ["ann", "bob"]
         return
-    cap = "larger than 2097152 bytes" if answer == "padded" else "inflates past 2097152 bytes"
-    assert pulled.error is not None and cap in pulled.error
+    named = {
+        "padded": "larger than 2097152 bytes",
+        "gzip-bomb": "inflates past 2097152 bytes",
+        "deep": "roster refused: roster answer is malformed or truncated: the JSON nests too deeply",
+    }[answer]
+    assert pulled.error is not None and named in pulled.error
     assert kiosk.riders() == ["ann"]
     state = read_pull_state(kiosk.store.path)
     assert state is not None and state.error == pulled.error

@@ -327,28 +327,31 @@ class CloudRoster:
         kiosk forgets the old one too. ``also`` runs in the same transaction (revoking a
         kiosk: ``revocation``; the audit entry).
         """
-        fresh = self.keys.stage_next()
-        now = datetime.now(UTC)
-        with self.db.transaction() as tx:
-            state = self._bump(tx, now)
-            old = self._key(tx, state)
-            rows = tx.rows("SELECT person_id, version, key_id, sealed FROM roster_riders")
-            updates = []
-            for person_id, version, row_key, sealed in rows:
-                plain = self._open(old, person_id, version, row_key, sealed)
-                again = seal(fresh.material, plain, row_aad(person_id, version, fresh.key_id))
-                updates.append([fresh.key_id, base64.b64encode(again).decode(), person_id])
-            tx.many("UPDATE roster_riders SET key_id = ?, sealed = ? WHERE person_id = ?", updates)
-            rider_terms.reseal_all(tx, old, fresh)
-            tx.run(
-                "UPDATE roster_state SET key_id = ?, key_version = ? WHERE id = 1",
-                [fresh.key_id, state.version],
-            )
-            if also is not None:
-                also(tx)
-        # Committed: the database names the new key. A crash before this line is finished
-        # by the next process that reads the keys (``RosterKeyFiles.data_key``).
-        self.keys.promote_next()
+        with self.keys.rotating():  # one rotation at a time (roster_keys)
+            fresh = self.keys.stage_next()
+            now = datetime.now(UTC)
+            with self.db.transaction() as tx:
+                state = self._bump(tx, now)
+                old = self._key(tx, state)
+                rows = tx.rows("SELECT person_id, version, key_id, sealed FROM roster_riders")
+                updates = []
+                for person_id, version, row_key, sealed in rows:
+                    plain = self._open(old, person_id, version, row_key, sealed)
+                    again = seal(fresh.material, plain, row_aad(person_id, version, fresh.key_id))
+                    updates.append([fresh.key_id, base64.b64encode(again).decode(), person_id])
+                tx.many(
+                    "UPDATE roster_riders SET key_id = ?, sealed = ? WHERE person_id = ?", updates
+                )
+                rider_terms.reseal_all(tx, old, fresh)
+                tx.run(
+                    "UPDATE roster_state SET key_id = ?, key_version = ? WHERE id = 1",
+                    [fresh.key_id, state.version],
+                )
+                if also is not None:
+                    also(tx)
+            # Committed: the database names the new key. A crash before this line is finished
+            # by the next process that reads the keys (``RosterKeyFiles.data_key``).
+            self.keys.promote_next()
         return Rotation(fresh.key_id, state.version, len(updates))
 
     @staticmethod

@@ -12,11 +12,18 @@ SQLite) and are refused when group or others can read them. A file of the same n
 Rotating the data key is crash-safe: the new key is first written beside the current one
 (``<file>.next``), the rows are re-sealed under it in one database transaction that also
 records its id, and only then does it replace the current file (the old key is gone). A
-process that finds the database naming the ``.next`` key finishes the swap itself.
+process that finds the database naming the ``.next`` key finishes the swap itself. One
+rotation at a time (``rotating``: a lock on ``<file>.lock``, for every thread and process
+on the machine): a second one staging its key over the first's before the first promoted
+it left the database sealed under a key no file held, and every rider lost.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,13 +155,33 @@ class RosterKeyFiles:
 
     # -- rotation --------------------------------------------------------------------------
 
-    def stage_next(self) -> DataKey:
-        """A new data key, written to ``<file>.next`` (the current key stays in place)."""
+    def _check_rotatable(self) -> None:
         if keyfiles.credential_path(self.data_path.name) is not None:
             raise SigningKeyError(
                 f"the roster data key comes from systemd credentials ({self._data_source()}); "
                 "rotate it where the credential is made, not here"
             )
+
+    @contextmanager
+    def rotating(self) -> Iterator[None]:
+        """Hold this from staging a new data key until it is promoted (or given up): one
+        rotation at a time, whichever thread or process on this machine runs it."""
+        self._check_rotatable()
+        lock_path = self.data_path.with_name(self.data_path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SigningKeyError(f"{lock_path}: cannot open the lock ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # per open file: threads of one process wait too
+            yield
+        finally:
+            os.close(fd)  # and the lock with it
+
+    def stage_next(self) -> DataKey:
+        """A new data key, written to ``<file>.next`` (the current key stays in place);
+        call it within ``rotating``."""
+        self._check_rotatable()
         fresh = DataKey(new_data_key())
         keyfiles.write_secret(self.next_path, fresh.material, replace=True)
         return fresh

@@ -16,6 +16,7 @@ import json
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from cloud_sync.roster_wire import build_wipe, sign_wipe
 from cloud_sync.sealing import WrappedKey, open_sealed, row_aad, unwrap_key
 from cloud_sync.signing import HEADER_NONCE
 from tests.integration.ops.broker import mosquitto
+from tests.integration.sync.cloudkit import ADMIN_TOKEN as ADMIN
 from tests.integration.sync.cloudkit import Cloud
 from tests.integration.sync.test_roster_sync import (
     Proxy,
@@ -44,6 +46,7 @@ from tests.integration.sync.test_roster_sync import (
     disk_bytes,
     make_roster_kiosk,
 )
+from tests.vault_helpers import MODEL, template
 
 
 @pytest.fixture
@@ -151,6 +154,42 @@ def test_revoking_twice_or_an_unknown_kiosk_changes_nothing(cloud: Cloud, tmp_pa
     assert anonymous.status_code == 401
     listed = {k["kiosk_id"]: k["disabled"] for k in cloud.admin("GET", "/v1/admin/kiosks").json()}
     assert listed == {"kiosk-gone": True}
+
+
+def test_revocations_and_key_rotations_close_together_keep_every_rider(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """Each rotation stages its new key beside the current one; a second staged over the
+    first before the first was promoted left the database sealed under a lost key."""
+    keep = make_roster_kiosk(tmp_path, cloud, "kiosk-keep")
+    for name in ("kiosk-x", "kiosk-y", "kiosk-z"):
+        make_roster_kiosk(tmp_path, cloud, name)
+    for seed in range(40):  # enough rows that a rotation takes a while
+        add_rider(cloud, f"r{seed:02d}", seed, templates=[
+            {"model": MODEL, "vector": template(seed).tolist()}] * 8)  # fmt: skip
+    requests = [
+        ("/v1/admin/roster:rotate-key", 0.0),
+        ("/v1/admin/kiosks/kiosk-x:revoke", 0.002),
+        ("/v1/admin/roster:rotate-key", 0.005),
+        ("/v1/admin/kiosks/kiosk-y:revoke", 0.01),
+        ("/v1/admin/kiosks/kiosk-z:revoke", 0.02),
+    ]
+
+    def send(request: tuple[str, float]) -> httpx.Response:
+        path, delay = request
+        with httpx.Client(timeout=60) as client:
+            client.get(cloud.url + "/healthz")
+            time.sleep(delay)
+            return client.post(cloud.url + path, headers={"Authorization": f"Bearer {ADMIN}"})
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(send, requests))
+    assert [a.status_code for a in answers] == [200] * len(requests), [a.text for a in answers]
+    riders = cloud.admin("GET", "/v1/admin/riders")
+    assert riders.status_code == 200, riders.text
+    assert len(riders.json()) == 40
+    pulled = pull(keep, cloud)
+    assert pulled.error is None and pulled.full and len(keep.riders()) == 40
 
 
 def test_a_forged_or_replayed_wipe_order_deletes_nothing(cloud: Cloud, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, Field, ValidationError
 
 from cloud_sync.backoff import parse_retry_after
+from cloud_sync.config import shown_url
 from cloud_sync.errors import (
     CloudAuthError,
     CloudError,
@@ -80,7 +81,8 @@ class CloudClient:
         """``deadline_s`` bounds each whole exchange (connect to the last byte of the
         answer), however slowly the server sends; ``roster_max_bytes`` the roster's answer
         (every other answer: ``ANSWER_MAX_BYTES``), as sent and inflated."""
-        self.base_url = base_url.rstrip("/")
+        url = base_url.rstrip("/")
+        self.base_url = shown_url(url)  # what messages and logs name: never a password
         self.kiosk_id = kiosk_id
         self._key = key
         self._gzip_min = gzip_min_bytes
@@ -98,7 +100,7 @@ class CloudClient:
                 )
                 transport = BoundedTransport(context, limits, self._backend)
             self._http = httpx.Client(
-                base_url=self.base_url,
+                base_url=url,
                 timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
                 limits=limits,
                 transport=transport,

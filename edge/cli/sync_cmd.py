@@ -24,6 +24,7 @@ import structlog
 import typer
 
 from cloud_sync.closed_pull import read_fetch_state
+from cloud_sync.config import shown_url
 from cloud_sync.errors import CloudError, ConfigError, OutboxMissingError, RosterError
 from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key, public_key_text
@@ -199,7 +200,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     pulled = read_pull_state(settings.roster_path) if settings.roster.cloud_roster_key else None
     data: dict[str, Any] = {
         "kiosk_id": settings.kiosk.id,
-        "cloud_url": str(settings.sync.cloud_url) if settings.sync.cloud_url else None,
+        "cloud_url": shown_url(str(settings.sync.cloud_url)) if settings.sync.cloud_url else None,
         "pending": stats.pending,
         "pending_total": stats.pending_total,
         "oldest_pending_age_s": (

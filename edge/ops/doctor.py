@@ -261,15 +261,18 @@ def check_cloud(settings: Settings, timeout_s: float = 5.0) -> CheckResult:
         )
     import httpx
 
+    from cloud_sync.config import shown_url
+
     target = str(url).rstrip("/") + "/healthz"
-    fix = f"check the network, DNS and that {target} answers (curl -sS {target})"
+    shown = shown_url(target)  # never a password in the URL
+    fix = f"check the network, DNS and that {shown} answers (curl -sS {shown})"
     try:
         verify: str | bool = str(settings.sync.ca_file) if settings.sync.ca_file else True
         response = httpx.get(target, timeout=timeout_s, verify=verify)
     except httpx.HTTPError as exc:
-        return _result("cloud", False, f"{target}: {type(exc).__name__}: {exc}", fix)
+        return _result("cloud", False, f"{shown}: {type(exc).__name__}: {exc}", fix)
     return _result(
-        "cloud", response.status_code == 200, f"{target}: HTTP {response.status_code}", fix
+        "cloud", response.status_code == 200, f"{shown}: HTTP {response.status_code}", fix
     )
 
 

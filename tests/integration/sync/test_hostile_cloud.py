@@ -20,13 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from cloud_sync.batching import BatchLimits
 from cloud_sync.client import CloudClient
 from cloud_sync.closed_pull import read_fetch_state
 from cloud_sync.daemon import PassResult, SyncDaemon
+from cloud_sync.outbox import Outbox
 from edge.vault.files import read_pull_state
+from tests.conftest import free_port
 from tests.integration.sync.cloudkit import Cloud, Kiosk, make_kiosk, start_cloud
+from tests.integration.sync.test_poison_events import kiosk, kiosk_env
 from tests.integration.sync.test_roster_sync import add_rider, make_roster_kiosk
 
 pytestmark = pytest.mark.timeout(120)
@@ -454,3 +458,39 @@ def test_a_closed_rentals_cursor_no_store_can_keep_is_refused_and_the_daemon_goe
     assert closed == [] and result.to_cursor == 0
     state = read_fetch_state(kiosk.outbox)
     assert (state.cursor, state.error) == (0, result.error)
+
+
+# -- what the technician sees ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ["refused", "401"])
+def test_a_password_in_the_cloud_url_is_never_shown(
+    misbehaving: Callable[[int, dict[str, str], Body], Misbehaving],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+) -> None:
+    if answer == "refused":
+        host = f"127.0.0.1:{free_port()}"
+    else:
+        body = b'{"error": "bad_signature", "reason": "no"}'
+        host = misbehaving(401, {}, body).url.removeprefix("http://")
+    url = f"http://ops:hunter2@{host}"
+    state = tmp_path / "kiosk"
+    outbox = Outbox(state / "outbox.sqlite", "kiosk-cli")
+    outbox.append("slot.fault", slot=2, code="jam")
+    outbox.close()
+    call = kiosk(capsys, monkeypatch, kiosk_env(state, url))
+    with capture_logs() as logs:
+        code, now_out, now_err = call("sync", "now")
+    assert code == 7 and "ops:***@" in now_err
+    shown = [now_out, now_err, json.dumps(logs, default=str)]
+    for args in (("sync", "status"), ("sync", "status", "--json")):
+        code, out, err = call(*args)
+        assert code == 0 and "ops:***@" in out
+        shown += [out, err]
+    _, out, err = call("doctor", "--json")
+    assert "ops:***@" in out
+    shown += [out, err]
+    assert not [text for text in shown if "hunter2" in text]

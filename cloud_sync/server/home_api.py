@@ -22,6 +22,7 @@ from cloud_sync.server.deps import App, Support, caller_of
 from cloud_sync.server.models import PERSON_ID_PATTERN, _Body
 from cloud_sync.server.problems import Problem
 from cloud_sync.server.ratelimit import limited_responses
+from cloud_sync.server.rider_fleet import hold_roster
 
 _ERRORS: dict[int | str, dict[str, Any]] = limited_responses(
     400, 401, 403, 404, 409, 413, 415, 422, 503
@@ -48,6 +49,7 @@ def set_home(request: Request, person_id: str, kiosk_id: str | None) -> HomeOut:
     service = request.app.state.service
     now = datetime.now(UTC)
     with service.store.db.transaction() as tx:
+        hold_roster(tx)  # a deletion racing this one either comes first or sees the home
         if not tx.rows("SELECT 1 FROM roster_riders WHERE person_id = ?", [person_id]):
             raise Problem(404, "unknown_rider", f"no rider {person_id!r} in the roster")
         kiosk = tx.rows("SELECT disabled FROM kiosks WHERE kiosk_id = ?", [kiosk_id])

@@ -51,6 +51,12 @@ def bump_roster(tx: Tx, now: datetime) -> int:
     return int(rows[0][0])
 
 
+def hold_roster(tx: Tx) -> None:
+    """The roster's write lock until commit, without a new version: what a change that
+    reads the roster first takes, so that a rider deleted meanwhile is seen deleted."""
+    tx.run("UPDATE roster_state SET version = version WHERE id = 1")
+
+
 def current(tx: Tx, person_id: str) -> FleetState:
     """The rider's fleet state from the rentals as they stand in this transaction."""
     marks = ", ".join("?" for _ in OPEN_STATES)

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +176,23 @@ def start_cloud(
             raise RuntimeError("the cloud API did not start")
         time.sleep(0.02)
     return Cloud(f"http://127.0.0.1:{port}", settings, server, thread)
+
+
+def at_once(cloud: Cloud, requests: list[tuple[str, str, str, Any]]) -> list[httpx.Response]:
+    """``(token, method, path, json body)`` each sent on its own connection, opened first,
+    and all released together: requests that race on the server."""
+    barrier = threading.Barrier(len(requests))
+
+    def send(request: tuple[str, str, str, Any]) -> httpx.Response:
+        token, method, path, body = request
+        with httpx.Client(timeout=30) as client:
+            client.get(cloud.url + "/healthz")
+            barrier.wait()
+            headers = {"Authorization": f"Bearer {token}"}
+            return client.request(method, cloud.url + path, json=body, headers=headers)
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(send, requests))
 
 
 def empty_database(url: str) -> None:

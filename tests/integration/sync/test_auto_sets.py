@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cloud_sync.server.sweep import refresh_auto_sets
-from tests.integration.sync.cloudkit import Cloud
+from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, at_once
 from tests.integration.sync.test_roster_sync import RosterKiosk, add_rider, make_roster_kiosk
 
 APP_TOKEN = "app-token-for-auto-sets-0123456789"
@@ -139,3 +139,25 @@ def test_a_deleted_riders_home_kiosk_goes_with_them(cloud: Cloud, tmp_path: Path
     refresh(cloud)
     sync(a, cloud)
     assert "r1" not in (a.store.load().auto_set or ())  # no home of the erased rider's
+
+
+def test_a_home_set_while_the_rider_is_deleted_is_never_kept(cloud: Cloud, tmp_path: Path) -> None:
+    make_roster_kiosk(tmp_path, cloud, "kiosk-a")
+    for round_ in range(6):
+        person = f"r{round_}"
+        add_rider(cloud, person, round_ + 1)
+        deleted, homed = at_once(
+            cloud,
+            [
+                (ADMIN_TOKEN, "DELETE", f"/v1/admin/riders/{person}", None),
+                (APP_TOKEN, "PUT", f"/v1/riders/{person}/home", {"kiosk_id": "kiosk-a"}),
+            ],
+        )
+        assert deleted.status_code == 200, deleted.text
+        assert homed.status_code in (200, 404), homed.text
+        with cloud.service().store.db.transaction() as tx:
+            kept = tx.rows(
+                "SELECT person_id FROM rider_homes WHERE person_id NOT IN "
+                "(SELECT person_id FROM roster_riders)"
+            )
+        assert kept == [], f"round {round_}: the erased rider's home was kept"

@@ -9,8 +9,6 @@ the role it needs.
 from __future__ import annotations
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from cloud_sync.server.app import create_app
 from cloud_sync.server.config import CloudSettings
 from cloud_sync.server.deps import Needs
 from tests.helpers import run_cli
-from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, start_cloud
+from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, at_once, start_cloud
 from tests.integration.sync.test_roster_sync import add_rider
 
 
@@ -155,22 +153,6 @@ def test_bad_operator_input_is_a_clear_4xx_and_changes_nothing(cloud: Cloud) -> 
     assert actions == ["operator.add", "operator.add", "operator.revoke"]
 
 
-def _at_once(cloud: Cloud, requests: list[tuple[str, str, str]]) -> list[httpx.Response]:
-    """``(token, method, path)`` each sent from its own connection, released together."""
-    barrier = threading.Barrier(len(requests))
-
-    def send(request: tuple[str, str, str]) -> httpx.Response:
-        token, method, path = request
-        with httpx.Client(timeout=10) as client:
-            client.get(cloud.url + "/healthz")  # connected before the barrier
-            barrier.wait()
-            headers = {"Authorization": f"Bearer {token}"}
-            return client.request(method, cloud.url + path, headers=headers)
-
-    with ThreadPoolExecutor(len(requests)) as pool:
-        return list(pool.map(send, requests))
-
-
 def test_two_admins_revoking_each_other_at_once_leave_one_admin(cloud: Cloud) -> None:
     survivor = ("s", add_operator(cloud, ADMIN_TOKEN, "s", "admin"))
     for round_ in range(8):
@@ -179,11 +161,11 @@ def test_two_admins_revoking_each_other_at_once_leave_one_admin(cloud: Cloud) ->
                 (q, add_operator(cloud, survivor[1], q, "admin"))]  # fmt: skip
         gone = as_(cloud, survivor[1], "DELETE", f"/v1/admin/operators/{survivor[0]}")
         assert gone.status_code == 200, gone.text  # the pair are the only admins now
-        answers = _at_once(
+        answers = at_once(
             cloud,
             [
-                (pair[0][1], "DELETE", f"/v1/admin/operators/{q}"),
-                (pair[1][1], "DELETE", f"/v1/admin/operators/{p}"),
+                (pair[0][1], "DELETE", f"/v1/admin/operators/{q}", None),
+                (pair[1][1], "DELETE", f"/v1/admin/operators/{p}", None),
             ],
         )
         assert sorted(a.status_code for a in answers) in ([200, 401], [200, 409]), [
@@ -224,10 +206,10 @@ def test_every_admin_route_names_the_role_it_needs(tmp_path: Path) -> None:
     app = create_app(CloudSettings(database_url=f"sqlite:///{tmp_path / 'c.sqlite'}"))
     roles: dict[tuple[str, str], list[str]] = {}
     for route in _routes(app.routes):
-        found = [
+        found: list[str] = [
             dep.call.role for dep in _dependencies(route.dependant) if isinstance(dep.call, Needs)
         ]
-        for method in route.methods:
+        for method in route.methods or ():
             roles[(method, route.path)] = found
     admin = {key: found for key, found in roles.items() if key[1].startswith("/v1/admin/")}
     assert len(admin) >= 25

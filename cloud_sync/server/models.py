@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cloud_sync.claim_code import ClaimHashError, check_claim_hash
 from cloud_sync.events import KIOSK_ID_PATTERN
 from cloud_sync.roster_wire import (
     ENCODING_SIZE,
@@ -195,7 +196,13 @@ class RiderIn(_Body):
     max_open_rentals: int = Field(default=1, ge=0, le=100)
     boarding_allowed: bool = True
     valid_until: date | None = None
-    claim_hash: str | None = Field(default=None, min_length=1, max_length=200)
+    claim_hash: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the claim code's salted scrypt hash (cloud_sync.claim_code.hash_claim); "
+        "one the kiosks cannot check is refused",
+    )
     replace: bool = Field(default=False, description="replace a rider who exists")
     consent: ConsentIn
 
@@ -203,6 +210,16 @@ class RiderIn(_Body):
     @classmethod
     def _iso_date(cls, value: Any) -> Any:
         return iso_date(value)
+
+    @field_validator("claim_hash")
+    @classmethod
+    def _checkable(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_claim_hash(value)
+            except ClaimHashError as exc:  # its reason names no part of the hash
+                raise ValueError(f"{exc} (make it with cloud_sync.claim_code.hash_claim)") from None
+        return value
 
     def to_record(self) -> RiderRecord:
         return RiderRecord(

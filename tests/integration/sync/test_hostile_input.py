@@ -20,9 +20,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ulid import ULID
 
+from cloud_sync.claim_code import hash_claim
 from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud
 
 NOW = datetime.now(UTC).isoformat()
+#: A claim hash whose scrypt cost (2^24, 16 GiB) no kiosk would spend on one code.
+SLOW_HASH = hash_claim("1234", log2_n=10).replace("ln=10", "ln=24")
 #: Characters PostgreSQL cannot keep in text, or that no store can encode as UTF-8.
 UNSTORABLE = ["\u0000", "\ud800", "\udfff", "a\udc80b"]
 
@@ -270,6 +273,8 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("/v1/admin/riders", {"person_id": "p1", "valid_until": 0, "templates": []}, "valid_until"),
     ("/v1/admin/riders", {"person_id": "p1", "may_rent": "yes", "templates": []}, "may_rent"),
     ("/v1/admin/riders", {"person_id": "p1", "x\ud800": 1, "templates": []}, "x\ufffd"),
+    ("/v1/admin/riders", {"person_id": "p1", "claim_hash": "1234", "templates": []}, "claim_hash"),
+    ("/v1/admin/riders", {"person_id": "p1", "claim_hash": SLOW_HASH, "templates": []}, "claim_hash"),
 ]  # fmt: skip
 
 

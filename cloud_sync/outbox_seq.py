@@ -50,13 +50,23 @@ class SeqConflict:
     stored_max: int | None  # the highest seq the cloud stores for this kiosk, when it said
 
 
+#: A conflict naming a seq past this is refused as one: renumbering above it would leave
+#: the kiosk too few numbers to give (2^63 - 1 is the last SQLite and the cloud keep), and
+#: no kiosk ever gave such a number.
+MAX_CONFLICT_SEQ = 2**62
+
+
 def parse_conflict(reason: str) -> SeqConflict | None:
-    """A seq conflict from a rejection's reason; None for any other reason."""
+    """A seq conflict from a rejection's reason; None for any other reason, and for one
+    naming a seq past ``MAX_CONFLICT_SEQ`` (the event is then refused like any other)."""
     match = _CONFLICT.match(reason)
     if match is None:
         return None
-    stored_max = match.group("stored_max")
-    return SeqConflict(int(match.group("seq")), None if stored_max is None else int(stored_max))
+    seq = int(match.group("seq"))
+    stored_max = None if match.group("stored_max") is None else int(match.group("stored_max"))
+    if max(seq, stored_max or 0) > MAX_CONFLICT_SEQ:
+        return None
+    return SeqConflict(seq, stored_max)
 
 
 def conflict_reason(seq: int, kiosk_id: str, stored_id: str, stored_max: int) -> str:

@@ -236,6 +236,39 @@ def test_an_answer_that_is_not_the_apis_verdict_quarantines_nothing(
     assert len(proxy.paths) == 3, "one request a pass: nothing is narrowed"
 
 
+@pytest.mark.parametrize("stored_max", [2**63 - 1, 2**62 + 1])
+def test_a_seq_conflict_naming_a_seq_at_the_end_of_int64_does_not_use_up_the_counter(
+    tampered: tuple[Cloud, Tamper], tmp_path: Path, stored_max: int
+) -> None:
+    cloud, gate = tampered
+    kiosk = make_kiosk(tmp_path)
+    cloud.register(kiosk.kiosk_id, kiosk.key)
+    kiosk.rent(2)
+    first = kiosk.outbox.events()[0]
+
+    def conflict(path: str, status: int, headers: dict[str, str], body: bytes) -> Any:
+        if path != "/v1/events:batch":
+            return status, headers, body
+        gate.rewrite = None  # once: the other event goes on to the cloud
+        reason = (
+            f"seq: 1 of kiosk {kiosk.kiosk_id} is already stored as event {first.id[::-1]} "
+            f"(the highest seq stored for this kiosk is {stored_max})"
+        )
+        answer = {
+            "error": "rejected_events",
+            "reason": "1 event rejected",
+            "rejected": [{"index": 0, "id": first.id, "reason": reason}],
+        }
+        return 422, headers, json.dumps(answer).encode()
+
+    gate.rewrite = conflict
+    result = kiosk.daemon(cloud.url).sync_once()  # OverflowError, or a spent counter, before
+    assert (result.renumbered, result.quarantined, result.sent) == (0, 1, 1)
+    assert [event.seq for event in kiosk.outbox.events()] == [1, 2]
+    kiosk.rent(1, start=2)
+    assert kiosk.outbox.events()[-1].seq == 3
+
+
 def test_a_proxy_that_refuses_every_body_as_too_large_quarantines_nothing(
     misbehaving: Callable[[int, dict[str, str], Body], Misbehaving], tmp_path: Path
 ) -> None:

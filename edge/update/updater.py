@@ -236,9 +236,11 @@ class Updater:
     def _switch(self, version: str) -> Outcome:
         switch = Switch(version, self.layout.link(CURRENT), self.layout.link(PREVIOUS))
         write_atomic(self.layout.root / SWITCHING, switch.dump(), 0o644)
-        self.layout.point(CURRENT, version)
+        # previous first: a cut between the two leaves current unmoved (the next run puts
+        # previous back), never current moved with previous still two versions back
         if switch.old_current is not None:
             self.layout.point(PREVIOUS, switch.old_current)
+        self.layout.point(CURRENT, version)
         return self._settle(switch)
 
     def _resume(self) -> None:

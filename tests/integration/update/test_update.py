@@ -10,6 +10,7 @@ real commands for restart and health, and the real rental ledger in a real outbo
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -440,6 +441,36 @@ def test_a_switch_cut_before_its_health_check_is_checked_by_the_next_run(
         failed = [item.version for item in Layout(fakes.root).installed() if item.failed]
         assert failed == ["2.0"]
     assert not (fakes.root / ".switching.json").exists()
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+@pytest.mark.parametrize("cut_after", [1, 2, 3])
+def test_a_cut_between_link_moves_leaves_rollback_going_to_the_version_before(
+    fakes: Fakes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, healthy: bool, cut_after: int
+) -> None:
+    """The power goes after the first, second or third link moved by an update from 2.0 to
+    3.0 (the switch, or the way back when 3.0 is unhealthy): whichever version the next
+    run settles on, ``rollback`` then goes to the one that ran before it, never further."""
+    up = updater(fakes, tmp_path)
+    up.apply(make_bundle(tmp_path, "1.0", order=1))
+    up.apply(make_bundle(tmp_path, "2.0", order=2))
+    fakes.healthy = {"1.0", "2.0", "3.0"} if healthy else {"1.0", "2.0"}
+    moves: list[str] = []
+    real_point = Layout.point
+
+    def point_then_cut(self: Layout, name: str, version: str) -> None:
+        real_point(self, name, version)
+        moves.append(f"{name}->{version}")
+        if len(moves) == cut_after:
+            raise PowerCut
+
+    monkeypatch.setattr(Layout, "point", point_then_cut)
+    with contextlib.suppress(PowerCut, UnhealthyError):
+        up.apply(make_bundle(tmp_path, "3.0", order=3))
+    monkeypatch.setattr(Layout, "point", real_point)
+
+    back = up.rollback()  # settles what the cut left first, then goes back one version
+    assert (back.previous, back.version) in (("3.0", "2.0"), ("2.0", "1.0")), moves
 
 
 def test_a_torn_failed_note_is_read_without_an_error(fakes: Fakes, tmp_path: Path) -> None:

@@ -23,9 +23,11 @@ from ulid import ULID
 
 from cloud_sync.server.audit import Entry
 from cloud_sync.server.db import ConflictError, Database, Tx
+from cloud_sync.server.erasure import person_hash
 from cloud_sync.server.migrations import utc_text
 from cloud_sync.server.models import CONSENT_VERSION_PATTERN, ConsentIn, _Body
 from cloud_sync.server.problems import Problem
+from cloud_sync.server.rider_fleet import hold_roster
 from cloud_sync.server.roster import CloudRoster
 
 #: The longest consent text kept (a few pages of plain text).
@@ -204,18 +206,40 @@ def current(database: Database, person_id: str) -> ConsentOut | None:
     )
 
 
-def withdraw(roster: CloudRoster, person_id: str, entry: Entry) -> int:
+def withdraw(roster: CloudRoster, person_id: str, entry: Entry) -> tuple[int, bool]:
     """Delete the rider everywhere (the roster's delete: a tombstone) and mark their
-    consent records withdrawn, in one transaction; the new roster version. 404 when the
-    rider is not in the roster."""
+    consent records withdrawn, in one transaction: the new roster version, and False.
+    A rider deleted before (by an operator, retention, or this withdrawal asked before or
+    at the same moment) gets the withdrawal marked on their consent records, with its
+    audit entry, once: the deletion's roster version, and True. 404 for a rider the
+    cloud never deleted."""
     now = utc_text(datetime.now(UTC))
 
-    def mark(tx: Tx) -> None:
-        tx.run(
+    def mark(tx: Tx, deleting: bool = True) -> None:
+        marked = tx.run(
             "UPDATE consents SET withdrawn_at = ?, withdrawn_by = ? "
             "WHERE person_id = ? AND withdrawn_at IS NULL",
             [now, entry.actor, person_id],
         )
-        entry.write(tx)
+        if deleting or marked:  # a withdrawal marked already is not logged twice
+            entry.write(tx)
 
-    return roster.delete(person_id, also=mark)
+    try:
+        return roster.delete(person_id, also=mark), False
+    except Problem as problem:
+        if problem.code != "unknown_rider":
+            raise
+        missing = problem
+    with roster.db.transaction() as tx:
+        hold_roster(tx)  # an enrolment racing this one comes first or after
+        erased = tx.rows(
+            "SELECT roster_version FROM erasures WHERE person_hash = ?", [person_hash(person_id)]
+        )
+        if not erased:
+            raise missing
+        if tx.rows("SELECT 1 FROM roster_riders WHERE person_id = ?", [person_id]):
+            raise Problem(
+                409, "rider_enrolled_again", f"rider {person_id!r} was enrolled again meanwhile"
+            )
+        mark(tx, deleting=False)
+    return int(erased[0][0]), True

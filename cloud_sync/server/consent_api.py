@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 router = APIRouter(route_class=StrictJSONRoute)
 _ERRORS: dict[int | str, dict[str, Any]] = limited_responses(401, 403, 404, 422, 503)
+_WITHDRAW_ERRORS = limited_responses(401, 403, 404, 409, 422, 503)
 _BODY_ERRORS = limited_responses(400, 401, 403, 409, 413, 415, 422, 503)
 PersonId = Annotated[str, Path(min_length=1, max_length=128, pattern=PERSON_ID_PATTERN)]
 
@@ -29,6 +30,12 @@ PersonId = Annotated[str, Path(min_length=1, max_length=128, pattern=PERSON_ID_P
 class Withdrawal(RiderChange):
     consent: ConsentOut | None = Field(
         description="null for a rider enrolled before consent records"
+    )
+    already_deleted: bool = Field(
+        False,
+        description="the rider was deleted before (by an operator, retention or an earlier "
+        "withdrawal): the withdrawal is marked on their consent record, once; "
+        "roster_version is the deletion's",
     )
 
 
@@ -84,12 +91,16 @@ def show_consent(request: Request, person_id: PersonId) -> ConsentOut:
     "/v1/admin/riders/{person_id}/consent:withdraw",
     response_model=Withdrawal,
     dependencies=[Admin],
-    responses=_ERRORS,
+    responses=_WITHDRAW_ERRORS,
 )
 def withdraw_consent(request: Request, person_id: PersonId) -> Withdrawal:
     """The rider withdrew their consent: delete them everywhere (every kiosk drops them at
-    its next pull) and keep the withdrawal (when, by whom) on their consent record."""
+    its next pull) and keep the withdrawal (when, by whom) on their consent record. For a
+    rider deleted before, the withdrawal is still marked on the record (once); 404 only
+    for a rider the cloud never deleted."""
     entry = caller_of(request).entry("rider.consent_withdraw", person_id)
-    version = consent.withdraw(cloud_roster(request), person_id, entry)
+    version, before = consent.withdraw(cloud_roster(request), person_id, entry)
     found = consent.current(_service(request).store.db, person_id)
-    return Withdrawal(person_id=person_id, roster_version=version, consent=found)
+    return Withdrawal(
+        person_id=person_id, roster_version=version, consent=found, already_deleted=before
+    )

@@ -313,8 +313,9 @@ def riders_consent(
     with _roster(database_url, reading=not withdraw) as roster:
         if withdraw:
             entry = Entry(cli_actor(), "rider.consent_withdraw", person_id, {})
-            version = consent.withdraw(roster, person_id, entry)
-            typer.echo(f"deleted {person_id}; roster version {version}", err=True)
+            version, before = consent.withdraw(roster, person_id, entry)
+            done = "deleted before; withdrawal recorded" if before else "deleted"
+            typer.echo(f"{done} {person_id}; roster version {version}", err=True)
         found = consent.current(roster.db, person_id)
     if found is None:
         raise InputError(f"no consent record for rider {person_id!r}")

@@ -15,9 +15,11 @@ import pytest
 
 from tests.helpers import CONSENT_ARGS, consent_text, run_cli
 from tests.integration.sync.cloudkit import (
+    ADMIN_TOKEN,
     CONSENT,
     CONSENT_TEXT,
     Cloud,
+    at_once,
 )
 from tests.integration.sync.test_roster_sync import add_rider, make_roster_kiosk
 from tests.vault_helpers import MODEL, template
@@ -108,16 +110,33 @@ def test_withdrawal_deletes_the_rider_everywhere_and_keeps_the_record(
 
     kept = cloud.admin("GET", "/v1/admin/riders/ann/consent").json()
     assert kept == record and kept["text_version"] == "test-1"
-    again = cloud.admin("POST", "/v1/admin/riders/ann/consent:withdraw")
-    assert again.status_code == 404 and again.json()["error"] == "unknown_rider"
+    again = cloud.admin("POST", "/v1/admin/riders/ann/consent:withdraw")  # no change
+    assert again.status_code == 200 and again.json()["already_deleted"] is True
+    assert again.json()["consent"] == record
+    assert again.json()["roster_version"] == withdrawn.json()["roster_version"]
+    nobody = cloud.admin("POST", "/v1/admin/riders/nobody/consent:withdraw")
+    assert nobody.status_code == 404 and nobody.json()["error"] == "unknown_rider"
+
+    # bea is deleted by an operator, then withdraws: the record says so, logged once
+    assert cloud.admin("DELETE", "/v1/admin/riders/bea").status_code == 200
+    answers = at_once(
+        cloud, [(ADMIN_TOKEN, "POST", "/v1/admin/riders/bea/consent:withdraw", None)] * 2
+    )
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert all(a.json()["already_deleted"] for a in answers)
+    bea = cloud.admin("GET", "/v1/admin/riders/bea/consent").json()
+    assert bea["withdrawn_by"] == "bootstrap" and bea["withdrawn_at"]
     actions = [
         (e["actor"], e["action"], e["target"])
         for e in cloud.admin("GET", "/v1/admin/audit").json()
-        if e["target"] == "ann"
+        if e["target"] in ("ann", "bea")
     ]
     assert actions == [
         ("bootstrap", "rider.add", "ann"),
+        ("bootstrap", "rider.add", "bea"),
         ("bootstrap", "rider.consent_withdraw", "ann"),
+        ("bootstrap", "rider.delete", "bea"),
+        ("bootstrap", "rider.consent_withdraw", "bea"),
     ]
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -194,16 +195,19 @@ class Updater:
             shutil.rmtree(target)
         started = time.monotonic()
         log.info("update.installing", version=manifest.version, target=str(target))
+        # what the services (not root) run must be readable by them: folders 0755 and files
+        # 0644 whatever the umask of the technician's shell or the modes in the bundle
+        umask = os.umask(0o022)
         try:
             self.hooks.install(folder, manifest, target, self.policy.arch)
-            (target / "systemd").mkdir(exist_ok=True)
+            (target / "systemd").mkdir(mode=0o755, exist_ok=True)
             for unit in manifest.units:
-                shutil.copy2(folder / unit, target / "systemd" / Path(unit).name)
+                copy_plain(folder / unit, target / "systemd" / Path(unit).name)
             if (folder / SIGNATURE).is_file():
-                shutil.copy2(folder / SIGNATURE, target / SIGNATURE)
+                copy_plain(folder / SIGNATURE, target / SIGNATURE)
             if (folder / "doc" / "README.md").is_file():  # kiosk-edge.service's Documentation=
                 (target / "share" / "doc").mkdir(parents=True, exist_ok=True)
-                shutil.copy2(folder / "doc" / "README.md", target / "share" / "doc" / "README.md")
+                copy_plain(folder / "doc" / "README.md", target / "share" / "doc" / "README.md")
             sync_tree(target)  # every file and folder on the disk before the record says so
             write_atomic(target / RECORD, release_record(target, {MARKER}), mode=0o644)
             write_atomic(target / MARKER, marker, mode=0o644)
@@ -211,6 +215,8 @@ class Updater:
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
+        finally:
+            os.umask(umask)
         log.info(
             "update.installed",
             version=manifest.version,
@@ -337,3 +343,11 @@ class Updater:
             shutil.rmtree(path, ignore_errors=True)
             log.info("update.pruned", version=path.name)
         fsync_dir(self.layout.root)
+
+
+def copy_plain(source: Path, target: Path) -> None:
+    """Copy a file's bytes as a plain 0644 file: no setuid bit, nothing writable by others,
+    whatever the mode the bundle gave it."""
+    target.unlink(missing_ok=True)
+    shutil.copyfile(source, target)
+    target.chmod(0o644)

@@ -14,8 +14,10 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -257,6 +259,29 @@ def test_bad_checksum_or_content_installs_nothing(
     assert links(fakes.root) == ("1.0", None)
     assert not (fakes.root / "2.0").exists()
     assert fakes.installs == ["1.0"] and fakes.restarts == ["1.0"]
+
+
+def test_an_installed_version_is_readable_by_the_services_and_writable_by_root_only(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """A bundle folder whose unit is setuid and writable by anyone, applied from a shell
+    with umask 077: the version's folders are 0755 and its files 0644 all the same."""
+    bundle = make_bundle(tmp_path, "1.0")
+    (bundle / "systemd" / "kiosk-edge.service").chmod(0o4777)
+    (bundle / SIGNATURE).chmod(0o666)
+    umask = os.umask(0o077)
+    try:
+        updater(fakes, tmp_path).apply(bundle)
+    finally:
+        os.umask(umask)
+    version = fakes.root / "1.0"
+    modes = {
+        path.relative_to(version).as_posix(): stat.S_IMODE(path.stat().st_mode)
+        for path in [version, *version.rglob("*")]
+    }
+    assert modes["systemd/kiosk-edge.service"] == 0o644
+    assert {mode for path, mode in modes.items() if (version / path).is_dir()} == {0o755}
+    assert {mode for path, mode in modes.items() if (version / path).is_file()} == {0o644}
 
 
 @pytest.mark.parametrize("signer", ["another key", "unsigned", "no key pinned"])

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.errors import DeltaError, VersionGapError
+from cloud_sync.outbox import Outbox
+from cloud_sync.roster_owed import record_owed
 from cloud_sync.roster_wire import ApplyResult, RosterAnswer, Upsert
 from edge.vault.errors import KeyFileError, StoreError
 from edge.vault.keys import device_keys
@@ -68,6 +70,19 @@ def test_nothing_personal_is_on_disk_in_clear(tmp_path: Path, cloud: Cloud) -> N
         assert name not in raw
 
 
+def receipted(store: RosterStore, folder: Path) -> None:
+    """What the sync pass does right after applying a delta: the erasure receipt the roster
+    owes (the rider's id, kept in the roster until the outbox holds it) goes to the outbox."""
+    outbox = Outbox(folder / "outbox.sqlite", "kiosk-a")
+    try:
+        assert record_owed(store, outbox) >= 1
+        assert [
+            e.payload.model_dump()["person_id"] for e in outbox.recent_of("roster.erased", 0)
+        ] == ["rider-1"]
+    finally:
+        outbox.close()
+
+
 def test_deleted_rider_leaves_no_bytes_in_database_or_wal(tmp_path: Path, cloud: Cloud) -> None:
     store = open_store(tmp_path, cloud)
     store.apply_delta(cloud.delta(0, 1, riders(3), full=True))
@@ -75,6 +90,7 @@ def test_deleted_rider_leaves_no_bytes_in_database_or_wal(tmp_path: Path, cloud:
         (sealed,) = db.execute("SELECT sealed FROM riders WHERE person_id = 'rider-1'").fetchone()
     assert sealed[20:52] in disk_bytes(store.path)
     store.apply_delta(cloud.delta(1, 2, deletions=["rider-1"]))
+    receipted(store, tmp_path)
     raw = disk_bytes(store.path)
     assert sealed[20:52] not in raw
     assert sealed[-32:] not in raw
@@ -114,6 +130,7 @@ def test_a_reader_in_another_process_does_not_keep_a_deleted_rider_on_disk(
     assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
     store.apply_delta(cloud.delta(1, 2, deletions=["rider-1"]))
     assert reader.wait(timeout=10) == 0
+    receipted(store, tmp_path)
     raw = disk_bytes(store.path)
     assert sealed[20:52] not in raw and b"rider-1" not in raw
     wal = store.path.with_name(store.path.name + "-wal")

@@ -51,6 +51,10 @@ class SyncConfig(BaseModel):
     #: A whole exchange with the cloud (connect to the last byte of the answer) ends by
     #: this deadline, however slowly the answer comes (a byte every few seconds).
     request_deadline_s: float = Field(default=300.0, ge=1, le=3600)
+    #: ``kiosk sync run`` told to stop ends its pass first; a pass still waiting on the
+    #: cloud after this long is abandoned (its events stay pending: nothing is marked sent
+    #: before the cloud's answer), well inside systemd's stop timeout.
+    stop_grace_s: float = Field(default=20.0, ge=1, le=600)
     #: The roster's answer is read up to this size (as sent and inflated); a full snapshot
     #: of 100,000 riders with two templates each is about 225 MB. Other answers: 1 MiB.
     roster_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024, le=4 * 1024**3)

@@ -16,7 +16,11 @@ in ``sync_report``.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -132,10 +136,11 @@ def run(ctx: typer.Context) -> None:
             log.error("roster.unavailable", error=str(exc))
     daemon = build_daemon(settings, outbox, roster)
 
+    stop = _stop_within(daemon, settings.sync.stop_grace_s)
     relay = SignalRelay(
         {
-            signal.SIGTERM: daemon.stop,
-            signal.SIGINT: daemon.stop,
+            signal.SIGTERM: stop,
+            signal.SIGINT: stop,
             signal.SIGUSR1: daemon.wake,  # sync now
         }
     )
@@ -147,6 +152,33 @@ def run(ctx: typer.Context) -> None:
         outbox.close()
         if roster is not None:
             roster.close()
+
+
+def _stop_within(daemon: SyncDaemon, grace_s: float) -> Callable[[], None]:
+    """The stop of ``kiosk sync run``: the daemon ends after its pass; a pass still waiting on
+    the cloud ``grace_s`` later (an answer that drips, up to ``sync.request_deadline_s``)
+    ends with the process, which a kill would do anyway: nothing is marked sent before the
+    cloud's answer, and SQLite keeps every commit."""
+
+    def forced() -> None:
+        log.warning(
+            "sync.stop_forced",
+            waited_s=grace_s,
+            detail="an exchange with the cloud was still running; its events stay pending",
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    def stop() -> None:
+        if daemon.stopping:
+            return
+        daemon.stop()
+        timer = threading.Timer(grace_s, forced)
+        timer.daemon = True
+        timer.start()
+
+    return stop
 
 
 @app.command("now")

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key
 from edge.cli.signals import SignalRelay
 from tests.conftest import free_port
 from tests.helpers import BIN
+from tests.integration.sync.test_hostile_cloud import Dripper
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -90,3 +92,45 @@ def test_sync_run_hammered_with_sync_now_still_stops_on_sigterm(tmp_path: Path) 
             proc.kill()
             proc.wait()
     assert "Traceback" not in log.read_text()
+
+
+def test_sync_run_stopped_while_the_cloud_drips_its_answer_ends_within_the_grace(
+    tmp_path: Path,
+) -> None:
+    """A stop during an exchange that could run to ``sync.request_deadline_s`` (300 s, far
+    past systemd's stop timeout) ends the process after ``sync.stop_grace_s``, with one
+    line saying so, and the event it was sending stays pending."""
+    dripper = Dripper("body")
+    state = tmp_path / "kiosk"
+    kiosk_key(state)
+    outbox = Outbox(state / "outbox.sqlite", "kiosk-s")
+    outbox.append("kiosk.started", version="1.0.0", mode="rental")
+    outbox.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
+    env.update(
+        KIOSK_KIOSK__ID="kiosk-s",
+        KIOSK_KIOSK__STATE_DIR=str(state),
+        KIOSK_SYNC__CLOUD_URL=dripper.url,
+        KIOSK_SYNC__TIMEOUT_S="5",  # a byte every 0.2 s: only the deadline would end it
+        KIOSK_SYNC__STOP_GRACE_S="2",
+    )
+    log = tmp_path / "sync.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "kiosk"), "sync", "run"], env=env, stdout=out, stderr=out
+        )
+    try:
+        time.sleep(3.0)  # the first pass is reading the answer that never ends
+        assert proc.poll() is None, log.read_text()
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log.read_text()
+        assert 1.5 < time.monotonic() - stopped < 10
+    finally:
+        dripper.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "sync.stop_forced" in text and "Traceback" not in text
+    assert Outbox(state / "outbox.sqlite", "kiosk-s", read_only=True).count("pending") == 1

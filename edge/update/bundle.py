@@ -37,14 +37,20 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from edge.update.errors import (
     BundleError,
@@ -77,7 +83,7 @@ class Manifest(BaseModel):
     format: Literal[1] = 1
     name: Literal["powerbank-kiosk"] = "powerbank-kiosk"
     version: str = Field(pattern=VERSION.pattern)
-    created_at: datetime
+    created_at: AwareDatetime  # when it was built (UTC): a newer build is a later one
     python: str = Field(pattern=r"^3\.[0-9]{1,2}$")
     project_wheel: str
     requirements: dict[str, str]

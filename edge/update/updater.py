@@ -154,6 +154,7 @@ class Updater:
             with staged(bundle, self.layout.root) as folder:
                 manifest = self._check(folder)
                 current = self.layout.link(CURRENT)
+                self._refuse_downgrade(manifest, current)
                 self._install(folder, manifest)
                 if manifest.version == current:
                     return Outcome("already-current", current, self.layout.link(PREVIOUS))
@@ -172,6 +173,21 @@ class Updater:
                 raise UpdateStateError(f"no previous version to go back to in {self.layout.root}")
             self._wait_no_rental(wait_s, force, "nothing was switched")
             return self._switch(previous)
+
+    def _refuse_downgrade(self, manifest: Manifest, current: str | None) -> None:
+        """An older build than the running one (by the signed build time) is refused: an
+        old signed bundle, with the flaws since fixed, must not be put back by anyone who
+        holds a copy; ``rollback`` goes back to the version before, and only to it."""
+        running = self.layout.manifest(current) if current is not None else None
+        if running is None or manifest.version == current:
+            return
+        if manifest.created_at < running.created_at:
+            built = f"{manifest.created_at:%Y-%m-%d %H:%M}"
+            raise BundleError(
+                f"version {manifest.version} (built {built}) is older than the running "
+                f"version {current} (built {running.created_at:%Y-%m-%d %H:%M}): a downgrade "
+                "is refused; `kiosk update rollback` goes back to the previous version"
+            )
 
     def _install(self, folder: Path, manifest: Manifest) -> None:
         target = self.layout.root / manifest.version

@@ -301,6 +301,26 @@ def test_unsigned_bundles_only_when_signatures_are_not_required(
     assert up.apply(make_bundle(tmp_path, "1.0", key=None)).action == "switched"
 
 
+def test_an_older_signed_build_is_refused_and_rollback_goes_back_one_version(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """A rollback attack: 1.0, signed by the release key but built before the running 2.0,
+    is refused before anything is installed or switched, also when it is still installed."""
+    up = updater(fakes, tmp_path)
+    old = make_bundle(tmp_path, "1.0", order=1)
+    up.apply(old)
+    up.apply(make_bundle(tmp_path, "2.0", order=2))
+    stale = make_bundle(tmp_path, "0.9", order=0)
+    for bundle in (stale, old):
+        with pytest.raises(BundleError, match=r"older than the running version 2\.0.*refused"):
+            up.apply(bundle)
+    assert links(fakes.root) == ("2.0", "1.0") and not (fakes.root / "0.9").exists()
+    assert fakes.installs == ["1.0", "2.0"] and fakes.restarts == ["1.0", "2.0"]
+    assert up.rollback().version == "1.0"  # the way back is the previous version only
+    fakes.healthy.add("1.5")
+    assert up.apply(make_bundle(tmp_path, "1.5", order=2)).version == "1.5"  # newer than 1.0
+
+
 def test_a_bundle_for_another_architecture_is_refused(fakes: Fakes, tmp_path: Path) -> None:
     other = "aarch64" if ARCH != "aarch64" else "x86_64"
     with pytest.raises(BundleError, match=f"no wheels for {ARCH}"):
@@ -444,7 +464,7 @@ def test_a_switch_cut_before_its_health_check_is_checked_by_the_next_run(
     up = updater(fakes, tmp_path)
     first = make_bundle(tmp_path, "1.0", order=1)
     up.apply(first)
-    fakes.healthy = {"1.0", "2.0"} if healthy else {"1.0"}
+    fakes.healthy = {"1.0", "2.0", "3.0"} if healthy else {"1.0", "3.0"}
     real_restart = fakes.restart
 
     def cut_at_the_restart() -> None:
@@ -457,12 +477,12 @@ def test_a_switch_cut_before_its_health_check_is_checked_by_the_next_run(
         cut.apply(make_bundle(tmp_path, "2.0", order=2))
     assert links(fakes.root) == ("2.0", "1.0") and "2.0" not in fakes.checks  # not checked
 
-    up.apply(first)  # the next run checks 2.0 first
+    up.apply(make_bundle(tmp_path, "3.0", order=3))  # the next run checks 2.0 first
     assert fakes.checks.count("2.0") >= 2
     if healthy:
-        assert links(fakes.root) == ("1.0", "2.0")  # then goes on to switch to 1.0
+        assert links(fakes.root) == ("3.0", "2.0")  # then goes on to switch to 3.0
     else:
-        assert links(fakes.root) == ("1.0", None)
+        assert links(fakes.root) == ("3.0", "1.0")  # back on 1.0 first, then on to 3.0
         failed = [item.version for item in Layout(fakes.root).installed() if item.failed]
         assert failed == ["2.0"]
     assert not (fakes.root / ".switching.json").exists()

@@ -68,6 +68,7 @@ def test_manifest_round_trips_through_its_canonical_bytes() -> None:
         ({"project_wheel": "wheels/other.whl"}, "not listed"),
         ({"units": ["systemd/missing.service"]}, "not listed"),
         ({"extra": 1}, "extra"),
+        ({"created_at": "2026-01-02T03:04:05"}, "timezone"),  # no order against other builds
     ],
 )
 def test_bad_manifests_are_refused_in_one_line(over: dict[str, Any], reason: str) -> None:

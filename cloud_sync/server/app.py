@@ -68,7 +68,7 @@ from cloud_sync.server.revocation import KioskRevoked
 from cloud_sync.server.revoke_api import router as revoke_router
 from cloud_sync.server.roster import CloudRoster, box_public_key, open_cloud_roster
 from cloud_sync.server.roster_api import router as roster_router
-from cloud_sync.server.store import KioskRecord, Store, record_nonce
+from cloud_sync.server.store import KioskRecord, Store, record_nonce, revoked_kiosk
 from cloud_sync.server.sweep import start_sweeper
 from cloud_sync.server.terms_api import router as terms_router
 from cloud_sync.signing import (
@@ -84,6 +84,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 API_VERSION = "1.0.0"
 KEY_CACHE_S = 5.0
 _ERRORS: dict[int | str, dict[str, Any]] = limited_responses(400, 401, 403, 413, 415, 422, 503)
+# provisioning: 409 for a kiosk id registered already, or revoked
+_TOKEN_ERRORS = limited_responses(400, 401, 403, 409, 413, 415, 422, 503)
 
 
 class Service:
@@ -449,7 +451,9 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(operators_router)
     app.include_router(revoke_router)
 
-    @app.post("/v1/provision", status_code=201, response_model=ProvisionOut, responses=_ERRORS)
+    @app.post(
+        "/v1/provision", status_code=201, response_model=ProvisionOut, responses=_TOKEN_ERRORS
+    )
     def provision(request: Request, body: ProvisionIn, svc: Svc) -> ProvisionOut:
         """Register a kiosk with a one-time provisioning token and its public keys; the
         answer names the roster public key for the kiosk to pin. Sending the same request
@@ -501,12 +505,15 @@ def create_app(settings: CloudSettings) -> FastAPI:
         status_code=201,
         response_model=TokenOut,
         dependencies=[Installer],
-        responses=_ERRORS,
+        responses=_TOKEN_ERRORS,
     )
     def issue_token(request: Request, body: TokenIn, svc: Svc) -> TokenOut:
         """A one-time provisioning token (optionally bound to one kiosk id); installers
         may issue them."""
         ttl = body.ttl_s or settings.provisioning_token_ttl_s
+        held = svc.store.kiosk(body.kiosk_id) if body.kiosk_id is not None else None
+        if held is not None and held.disabled:  # the token could never be spent
+            raise revoked_kiosk(held.kiosk_id)
         token, expires = svc.store.issue_token(ttl, body.kiosk_id, body.site)
         entry = caller_of(request).entry("token.issue", body.kiosk_id or "*", expires_at=expires)
         entry.save(svc.store.db)

@@ -229,7 +229,9 @@ class Store:
                 raise Problem(401, "bad_token", "this provisioning token has expired")
             if bound is not None and bound != kiosk_id:
                 raise Problem(403, "wrong_kiosk", f"this token is for kiosk {bound!r}")
-            exists = tx.rows("SELECT 1 FROM kiosks WHERE kiosk_id = ?", [kiosk_id])
+            exists = tx.rows("SELECT disabled FROM kiosks WHERE kiosk_id = ?", [kiosk_id])
+            if exists and exists[0][0]:
+                raise revoked_kiosk(kiosk_id)
             if exists and bound is None:
                 raise Problem(
                     409,
@@ -437,6 +439,18 @@ class Store:
     def ping(self) -> None:
         with self.db.transaction() as tx:
             tx.rows("SELECT 1")
+
+
+def revoked_kiosk(kiosk_id: str) -> Problem:
+    """A revoked kiosk stays revoked for every provisioning token, whoever issued it: only
+    an administrator's ``kiosk-cloud register-kiosk`` takes it back."""
+    return Problem(
+        409,
+        "kiosk_revoked",
+        f"kiosk {kiosk_id!r} was revoked; a provisioning token does not bring it back "
+        "(provision the board under a new kiosk id, or an administrator runs "
+        "`kiosk-cloud register-kiosk`)",
+    )
 
 
 def _upsert_kiosk(

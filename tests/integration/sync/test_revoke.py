@@ -34,7 +34,7 @@ from cloud_sync.exits import CLOUD_EXIT_CODES
 from cloud_sync.mqtt.telemetry import Topics
 from cloud_sync.roster_wire import build_wipe, sign_wipe
 from cloud_sync.sealing import WrappedKey, open_sealed, row_aad, unwrap_key
-from cloud_sync.signing import HEADER_NONCE
+from cloud_sync.signing import HEADER_NONCE, public_key_text
 from tests.integration.ops.broker import mosquitto
 from tests.integration.sync.cloudkit import ADMIN_TOKEN as ADMIN
 from tests.integration.sync.cloudkit import Cloud
@@ -276,3 +276,33 @@ def test_the_cli_revokes_and_the_command_sender_refuses_a_revoked_kiosk(
             watcher.disconnect()
     assert code == 7 and out == "" and "kiosk kiosk-cli was revoked" in err
     assert seen == []  # nothing was published
+
+
+def test_no_provisioning_token_brings_a_revoked_kiosk_back(cloud: Cloud, tmp_path: Path) -> None:
+    """A stolen kiosk revoked by an administrator: an installer's token bound to it is
+    refused at issue, and a token issued before the revocation (or an unbound one) cannot
+    re-register it with the thief's keys; the kiosk stays revoked."""
+    make_roster_kiosk(tmp_path, cloud, "kiosk-gone")
+    early = cloud.admin("POST", "/v1/admin/provisioning-tokens", json={"kiosk_id": "kiosk-gone"})
+    unbound = cloud.admin("POST", "/v1/admin/provisioning-tokens", json={})
+    assert cloud.admin("POST", "/v1/admin/kiosks/kiosk-gone:revoke").status_code == 200
+    ian = cloud.admin("POST", "/v1/admin/operators", json={"name": "ian", "role": "installer"})
+    assert ian.status_code == 201, ian.text
+    headers = {"Authorization": f"Bearer {ian.json()['token']}"}
+    late = cloud.http.post(
+        cloud.url + "/v1/admin/provisioning-tokens",
+        json={"kiosk_id": "kiosk-gone"},
+        headers=headers,
+    )
+    assert late.status_code == 409 and late.json()["error"] == "kiosk_revoked", late.text
+    thief = Ed25519PrivateKey.generate()
+    for issued in (early, unbound):
+        body = {
+            "token": issued.json()["token"],
+            "kiosk_id": "kiosk-gone",
+            "public_key": public_key_text(thief),
+        }
+        answer = cloud.http.post(cloud.url + "/v1/provision", json=body)
+        assert answer.status_code == 409 and answer.json()["error"] == "kiosk_revoked", answer.text
+    listed = {k["kiosk_id"]: k["disabled"] for k in cloud.admin("GET", "/v1/admin/kiosks").json()}
+    assert listed == {"kiosk-gone": True}

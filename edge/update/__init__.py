@@ -1,6 +1,8 @@
 """``kiosk update``: signed bundles installed beside the running version, switched safely.
 
 - ``bundle``: the bundle's format, how one is trusted, and the rules of a safe switch;
+- ``unpack``: the private copy of a bundle an update works from; an archive is unpacked
+  only as far as its signed manifest lists;
 - ``updater``: an update and the switch between versions (``Updater``), with its
   replaceable parts (``Hooks``);
 - ``layout``: the versions on disk, their links, the update lock, and putting right what a

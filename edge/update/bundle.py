@@ -15,9 +15,9 @@ with the public key pinned in ``update.release_public_key``), then that every fi
 is there with its size and digest, and that nothing unlisted is. The lock's own hashes are
 those of PyPI's files; ``requirements/<arch>.txt`` carries the hashes of the wheels in the
 bundle (a package PyPI has only as source is shipped as the wheel built from it), so pip
-installs with ``--require-hashes`` and the manifest vouches for those lists. ``staged``
-makes the private copy an update works from (a folder copied; an archive unpacked after
-every member is checked to be a plain file or folder inside it).
+installs with ``--require-hashes`` and the manifest vouches for those lists. The private
+copy an update works from is ``edge.update.unpack.staged``'s (an archive is unpacked only
+as far as its trusted manifest lists).
 
 The rules of a switch, as pure functions: ``wait_healthy`` (N consecutive healthy answers
 before a deadline) and ``to_prune`` (which installed versions may go).
@@ -29,14 +29,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import re
-import shutil
-import tarfile
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -191,6 +187,20 @@ def check_signature(data: bytes, signature: bytes | None, public_key: str | None
         ) from None
 
 
+def trusted_manifest(
+    data: bytes,
+    signature: bytes | None,
+    public_key: str | None,
+    require_signature: bool = True,
+    origin: Path | str = MANIFEST,
+) -> Manifest:
+    """The manifest in ``data``, once its signature checks out (when one is required, or
+    given with a key to check it against)."""
+    if require_signature or (signature is not None and public_key is not None):
+        check_signature(data, signature, public_key)
+    return parse_manifest(data, str(origin))
+
+
 # -- a bundle on disk -------------------------------------------------------------------------
 
 
@@ -209,9 +219,7 @@ def verify_bundle(folder: Path, public_key: str | None, require_signature: bool 
         raise BundleError(f"{manifest_path}: cannot be read: {exc.strerror}") from None
     signature_path = folder / SIGNATURE
     signature = signature_path.read_bytes() if signature_path.is_file() else None
-    if require_signature or (signature is not None and public_key is not None):
-        check_signature(data, signature, public_key)
-    manifest = parse_manifest(data, str(manifest_path))
+    manifest = trusted_manifest(data, signature, public_key, require_signature, manifest_path)
     for entry in manifest.files:
         path = folder / entry.path
         if path.is_symlink() or not path.is_file():
@@ -228,45 +236,6 @@ def verify_bundle(folder: Path, public_key: str | None, require_signature: bool 
         if (path.is_file() or path.is_symlink()) and relative not in listed:
             raise BundleError(f"{relative}: in the bundle but not in its manifest")
     return manifest
-
-
-@contextlib.contextmanager
-def staged(bundle: Path, root: Path) -> Iterator[Path]:
-    """A private copy of the bundle (a folder, or a .tar/.tar.gz of one) under ``root``,
-    so nothing can change it between the checks and the install; removed afterwards."""
-    if not bundle.exists():
-        raise BundleError(f"{bundle}: no such file or folder")
-    if not (bundle.is_file() or bundle.is_dir()):  # a pipe or a device would never end
-        raise BundleError(f"{bundle}: not a bundle (a pipe or a device): give the .tar.gz")
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
-    try:
-        if bundle.is_dir():
-            try:
-                shutil.copytree(bundle, work / "bundle", symlinks=True)
-            except (shutil.Error, OSError) as exc:  # a pipe, a device, an unreadable file
-                first = exc.args[0][0] if isinstance(exc, shutil.Error) else (exc.filename, exc)
-                raise BundleError(
-                    f"{bundle}: not a bundle folder: {first[0]}: {first[-1]}"
-                ) from None
-            yield work / "bundle"
-            return
-        try:
-            with tarfile.open(bundle) as archive:
-                for member in archive.getmembers():
-                    name = member.name.removeprefix("./").rstrip("/")
-                    if name and not ((member.isfile() or member.isdir()) and safe_path(name)):
-                        raise BundleError(f"{bundle}: {member.name}: not allowed in a bundle")
-                if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
-                    archive.extractall(work, filter="data")
-                else:
-                    archive.extractall(work)  # noqa: S202 - every member was checked above
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise BundleError(f"{bundle}: not a readable bundle archive: {exc}") from None
-        entries = list(work.iterdir())
-        yield entries[0] if len(entries) == 1 and entries[0].is_dir() else work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 # -- rules of a switch ------------------------------------------------------------------------

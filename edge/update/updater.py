@@ -45,8 +45,8 @@ from edge.update.bundle import (
     SIGNATURE,
     VERSION,
     Manifest,
-    staged,
     to_prune,
+    trusted_manifest,
     verify_bundle,
     wait_healthy,
 )
@@ -64,6 +64,7 @@ from edge.update.layout import MARKER as MARKER
 from edge.update.layout import PREVIOUS as PREVIOUS
 from edge.update.layout import Layout as Layout
 from edge.update.layout import link_units
+from edge.update.unpack import staged
 
 log = structlog.get_logger("edge.update")
 
@@ -136,8 +137,12 @@ class Updater:
         """Check a bundle without installing it (a folder in place, an archive unpacked)."""
         if bundle.is_dir():
             return self._check(bundle)
-        with staged(bundle, Path(tempfile.gettempdir())) as folder:
+        with staged(bundle, Path(tempfile.gettempdir()), self._trust) as folder:
             return self._check(folder)
+
+    def _trust(self, data: bytes, signature: bytes | None) -> Manifest:
+        policy = self.policy
+        return trusted_manifest(data, signature, policy.public_key, policy.require_signature)
 
     def _check(self, folder: Path) -> Manifest:
         manifest = verify_bundle(folder, self.policy.public_key, self.policy.require_signature)
@@ -151,7 +156,7 @@ class Updater:
         back to the old version when the new one does not turn healthy."""
         with self.layout.locked():
             self._resume()
-            with staged(bundle, self.layout.root) as folder:
+            with staged(bundle, self.layout.root, self._trust) as folder:
                 manifest = self._check(folder)
                 current = self.layout.link(CURRENT)
                 self._refuse_downgrade(manifest, current)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import hashlib
 import io
 import json
 import os
 import platform
+import resource
 import shutil
 import stat
 import subprocess
@@ -56,7 +58,7 @@ from edge.update.errors import (
 )
 from edge.update.hooks import http_health, rental_in_progress
 from edge.update.updater import FAILED, MARKER, Hooks, Layout, Policy, Updater
-from tests.helpers import REPO, run_cli
+from tests.helpers import BIN, REPO, run_cli
 
 pytestmark = pytest.mark.timeout(300)  # real virtual environments: slow on a loaded machine
 ARCH = platform.machine()
@@ -559,6 +561,95 @@ def test_an_archive_reaching_outside_is_refused(fakes: Fakes, tmp_path: Path, me
     with pytest.raises(BundleError, match="not allowed in a bundle"):
         updater(fakes, tmp_path).apply(archive)
     assert not (tmp_path / "evil.txt").exists() and fakes.installs == []
+
+
+def archive_with(folder: Path, extra: str, size: int, replace: str = "") -> Path:
+    """``folder`` as a .tar.gz, with one more member of ``size`` zero bytes (``extra``), or
+    with the member ``replace`` made ``size`` bytes; cheap to compress, costly to unpack."""
+    archive = folder.with_name(f"{folder.name}.tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            name = f"{folder.name}/{path.relative_to(folder).as_posix()}"
+            if path.relative_to(folder).as_posix() == replace:
+                info = tarfile.TarInfo(name)
+                info.size = size
+                tar.addfile(info, io.BytesIO(bytes(size)))
+            else:
+                tar.add(path, arcname=name, recursive=False)
+        if extra:
+            info = tarfile.TarInfo(f"{folder.name}/{extra}")
+            info.size = size
+            tar.addfile(info, io.BytesIO(bytes(size)))
+    return archive
+
+
+def archive_declaring(where: Path, size: int) -> Path:
+    """A .tar.gz whose one member's header declares ``size`` bytes (a bomb's headers)."""
+    info = tarfile.TarInfo("kiosk-bundle/wheels/huge.whl")
+    info.size = size
+    path = where / "declared.tar.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+        handle.write(bytes(64 * 1024))
+    return path
+
+
+def kiosk_with_file_size_limit(*args: str, limit: int) -> subprocess.CompletedProcess[str]:
+    """``kiosk ARGS`` unable to write any file larger than ``limit`` bytes."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KIOSK_")}
+    return subprocess.run(
+        [str(BIN / "kiosk"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=cap,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("attack", ["forged", "unlisted", "larger", "twice", "declared"])
+def test_an_archive_unpacks_nothing_its_signed_manifest_does_not_list(
+    tmp_path: Path, attack: str
+) -> None:
+    """Archives from anywhere: a bomb signed by another key, a signed bundle with a big
+    member its manifest does not list, a listed member larger than the manifest says or
+    named twice, or headers declaring more than the disk holds. Each is refused in one line before any
+    of it is written (the command cannot write a file larger than 8 MB here)."""
+    config = write_config(tmp_path)
+    big = 48 * 1024 * 1024
+    if attack == "forged":
+        folder = make_bundle(tmp_path, "2.0", key=Ed25519PrivateKey.generate())
+        archive = archive_with(folder, "wheels/bomb.whl", big)
+        expected = "bad signature: manifest.json is not signed by the release key"
+    elif attack == "unlisted":
+        archive = archive_with(make_bundle(tmp_path, "2.0"), "wheels/bomb.whl", big)
+        expected = "wheels/bomb.whl: in the bundle but not in its manifest"
+    elif attack == "larger":
+        folder = make_bundle(tmp_path, "2.0")
+        dependency = next((folder / "wheels").glob("tinydep-*.whl")).relative_to(folder)
+        archive = archive_with(folder, "", big, replace=dependency.as_posix())
+        expected = f"{dependency.as_posix()}: {big} bytes, the manifest says"
+    elif attack == "twice":
+        folder = make_bundle(tmp_path, "2.0")
+        archive = archive_with(folder, "systemd/kiosk-edge.service", 1000)
+        expected = "kiosk-edge.service: in the archive twice"
+    else:
+        archive = archive_declaring(tmp_path, 2**50)
+        expected = "unpacked it takes more than the"
+    for command in ("verify", "apply"):
+        result = kiosk_with_file_size_limit(
+            "--config", str(config), "update", command, str(archive), limit=8 * 1024 * 1024
+        )
+        errors = [line for line in result.stderr.splitlines() if line.startswith("kiosk:")]
+        assert result.returncode == 4, result.stderr
+        assert len(errors) == 1 and expected in errors[0], result.stderr
+    opt = tmp_path / "opt"
+    assert not opt.exists() or sorted(path.name for path in opt.iterdir()) == [".update.lock"]
 
 
 # -- the probes -------------------------------------------------------------------------------

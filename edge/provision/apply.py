@@ -282,10 +282,17 @@ def register(
         client.close()
     try:
         answer = Registration.model_validate_json(response.content)
-    except ValidationError:
-        answer = None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise CloudRejectedError(
+            f"{url}{PROVISION_PATH}: the cloud's answer cannot be used ({where}: "
+            f"{str(first['msg']).removeprefix('Value error, ')}); nothing was recorded; is "
+            f"{url} the kiosk cloud API?",
+            response.status_code,
+        ) from None
     mine = (request.kiosk_id, keys.public_key, keys.box_public_key)
-    if answer is None or (answer.kiosk_id, answer.public_key, answer.box_public_key) != mine:
+    if (answer.kiosk_id, answer.public_key, answer.box_public_key) != mine:
         raise CloudRejectedError(
             f"{url}{PROVISION_PATH}: the answer does not register this kiosk's keys; is {url} "
             "the kiosk cloud API?",

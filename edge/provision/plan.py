@@ -27,6 +27,7 @@ from pydantic import (
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
+    Field,
     SecretStr,
     TypeAdapter,
     ValidationError,
@@ -40,6 +41,7 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
 )
 
+from cloud_sync.curve_points import strong_pinned_key
 from cloud_sync.errors import ConfigError
 from edge.provision.errors import ProvisionFileError, ProvisionStateError
 from edge.settings import Settings, describe_validation_error
@@ -181,7 +183,9 @@ STEPS: tuple[Step, ...] = tuple(Step)
 
 
 class Registration(BaseModel):
-    """What the cloud answered to ``POST /v1/provision`` (the part the kiosk keeps)."""
+    """What the cloud answered to ``POST /v1/provision`` (the part the kiosk keeps), held to
+    the rules of the settings it goes into: an answer that breaks them is refused before it
+    is recorded, never kept to fail every later run."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -189,8 +193,22 @@ class Registration(BaseModel):
     public_key: str
     box_public_key: str | None = None
     site: str = ""
-    roster_public_key: str | None = None
+    roster_public_key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+/]{43}=$")
     roster_model: str = ""
+
+    @field_validator("roster_public_key", mode="before")
+    @classmethod
+    def _none_served(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    _strong_roster_key = field_validator("roster_public_key")(strong_pinned_key)
+
+    @field_validator("site")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if not _line(200)(value):
+            raise ValueError("must be one line of at most 200 characters")
+        return value
 
 
 class Journal(BaseModel):

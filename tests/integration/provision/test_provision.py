@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import stat
+import threading
 import tomllib
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +330,69 @@ def test_a_registration_whose_answer_was_lost_finishes_on_the_next_run(
     assert "register: kiosk-9 registered" in result.stdout
     settings = tomllib.loads((root / "etc/kiosk/kiosk.toml").read_text())
     assert settings["roster"]["cloud_roster_key"] == spent.json()["roster_public_key"]
+
+
+@pytest.fixture
+def odd_cloud() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A cloud that registers whatever keys it is sent, then answers with ``odd``'s fields
+    over its own (say, a roster key that is no key)."""
+    odd: dict[str, Any] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            sent = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            answer = {key: sent[key] for key in ("kiosk_id", "public_key", "box_public_key")}
+            body = json.dumps({**answer, "site": "North gate", **odd}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", odd
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("odd", "reason"),
+    [
+        ({"roster_public_key": "AAAA"}, "roster_public_key: String should match pattern"),
+        ({"roster_public_key": "AQ" + "A" * 41 + "="}, "roster_public_key: is a point of small"),
+        ({"site": "North gate\n[update]"}, "site: must be one line"),
+        ({"site": "x" * 300}, "site: must be one line of at most 200 characters"),
+    ],
+)
+def test_a_registration_answer_the_settings_cannot_take_is_not_recorded(
+    tmp_path: Path, odd_cloud: tuple[str, dict[str, Any]], odd: dict[str, Any], reason: str
+) -> None:
+    """The cloud registers the keys but answers a roster key that is no key (or one anyone
+    can sign for), or a site of many lines: one line, exit 7, nothing recorded past the
+    keys, and the next run registers again once the cloud answers sense."""
+    url, answer = odd_cloud
+    answer.update(odd)
+    root = tmp_path / "root"
+    source = write_provisioning(
+        tmp_path / "boot", kiosk_id="kiosk-5", cloud_url=url, token="kpt_0123456789abcdefXYZ"
+    )
+
+    refused = provision(source, root)
+
+    assert refused.returncode == 7, refused.stderr
+    [line] = error_lines(refused.stderr)
+    assert f"{url}/v1/provision: the cloud's answer cannot be used ({reason}" in line, line
+    assert journal(root)["done"] == ["keys", "first-boot"]
+    assert source.exists() and not (root / "etc/kiosk/kiosk.toml").exists()
+
+    answer.clear()
+    fixed = provision(source, root)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "kiosk-5 provisioned (resumed)" in fixed.stdout and not source.exists()
+    assert tomllib.loads((root / "etc/kiosk/kiosk.toml").read_text())["kiosk"]["site"] == (
+        "North gate"
+    )

@@ -97,6 +97,11 @@ class Manifest(BaseModel):
         unknown = sorted(set(self.requirements) - set(ARCHES))
         if unknown or not self.requirements:
             raise ValueError(f"requirements: architectures must be among {', '.join(ARCHES)}")
+        foreign = [unit for unit in self.units if not UNIT.fullmatch(unit)]
+        if foreign:  # linked into /etc/systemd/system, it would override the system's own
+            raise ValueError(
+                f"units: {foreign[0]!r} is not one of the kiosk's (systemd/kiosk-*.service)"
+            )
         needed = [self.project_wheel, *self.requirements.values(), *self.units]
         missing = [path for path in needed if path not in listed]
         if missing:
@@ -108,6 +113,10 @@ class Manifest(BaseModel):
 
     def entry(self, path: str) -> FileEntry | None:
         return next((item for item in self.files if item.path == path), None)
+
+
+#: The units a bundle may carry: the kiosk's own, linked into the unit folder at a switch.
+UNIT = re.compile(r"systemd/kiosk-[a-z0-9][a-z0-9-]{0,40}\.service")
 
 
 def safe_path(path: str) -> bool:

@@ -174,7 +174,7 @@ def link_units(layout: Layout, version: str, unit_dir: Path) -> list[str]:
     (a unit file an administrator put there is left alone); the units newly linked."""
     made = []
     unit_dir.mkdir(parents=True, exist_ok=True)
-    for unit in sorted((layout.root / version / "systemd").glob("*.service")):
+    for unit in sorted((layout.root / version / "systemd").glob("kiosk-*.service")):
         link = unit_dir / unit.name
         if link.exists() and not link.is_symlink():
             log.warning("update.unit_kept", unit=str(link), reason="not a link: left alone")

@@ -99,6 +99,7 @@ def make_bundle(
     order: int = 0,
     arch: str = ARCH,
     note: str = "",
+    units: dict[str, str] | None = None,
 ) -> Path:
     folder = where / f"kiosk-bundle-{version}{note}"
     (folder / "wheels").mkdir(parents=True)
@@ -121,8 +122,11 @@ def make_bundle(
     (folder / "systemd").mkdir()
     for unit in sorted((REPO / "systemd").glob("*.service")):
         shutil.copy2(unit, folder / "systemd" / unit.name)
+    for name, text in (units or {}).items():
+        (folder / "systemd" / name).write_text(text)
     paths = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-    manifest = Manifest(
+    build = Manifest.model_construct if units else Manifest  # a bad one is the kiosk's to find
+    manifest = build(
         version=version,
         created_at=T0 + timedelta(days=order),
         python=f"{sys.version_info[0]}.{sys.version_info[1]}",
@@ -284,6 +288,20 @@ def test_an_installed_version_is_readable_by_the_services_and_writable_by_root_o
     assert modes["systemd/kiosk-edge.service"] == 0o644
     assert {mode for path, mode in modes.items() if (version / path).is_dir()} == {0o755}
     assert {mode for path, mode in modes.items() if (version / path).is_file()} == {0o644}
+
+
+def test_a_signed_bundle_carrying_a_system_unit_is_refused_and_links_nothing(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """Units are linked into the system's unit folder at a switch: one named like a unit of
+    the system (ssh.service) would override it with the bundle's, even signed."""
+    up = updater(fakes, tmp_path)
+    takeover = "[Service]\nExecStart=/bin/sh -c 'echo owned'\n"
+    bundle = make_bundle(tmp_path, "2.0", units={"ssh.service": takeover})
+    with pytest.raises(BundleError, match=r"'systemd/ssh\.service' is not one of the kiosk's"):
+        up.apply(bundle)
+    assert not (fakes.root / "2.0").exists() and fakes.installs == []
+    assert not (tmp_path / "units" / "ssh.service").exists()
 
 
 @pytest.mark.parametrize("signer", ["another key", "unsigned", "no key pinned"])

@@ -66,7 +66,8 @@ def test_manifest_round_trips_through_its_canonical_bytes() -> None:
         ({"format": 2}, "format"),
         ({"requirements": {"armv7l": "requirements/aarch64.txt"}}, "architectures"),
         ({"project_wheel": "wheels/other.whl"}, "not listed"),
-        ({"units": ["systemd/missing.service"]}, "not listed"),
+        ({"units": ["systemd/missing.service"]}, "not one of the kiosk's"),
+        ({"units": ["systemd/kiosk-missing.service"]}, "not listed"),
         ({"extra": 1}, "extra"),
         ({"created_at": "2026-01-02T03:04:05"}, "timezone"),  # no order against other builds
     ],

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from cloud_sync.outbox import Outbox
+from cloud_sync.roster_owed import record_owed
 from tests.helpers import run_cli
 from tests.vault_helpers import Cloud, open_store, record
 
@@ -109,5 +111,12 @@ def test_a_cloud_deletion_blocked_by_a_reader_is_finished_by_the_next_writer(
     # the running kiosk (or any writer) opening the roster finishes it and says so
     reopened = open_store(tmp_path, cloud)
     assert reopened.pending_erasure() is None and not reopened.erasure_pending
+    # the rider's id stays in the receipt the roster owes until the outbox holds it, as
+    # the sync pass records it after the pull
+    outbox = Outbox(tmp_path / "outbox.sqlite", "kiosk-1")
+    try:
+        assert record_owed(reopened, outbox) == 3  # two roster.applied, one roster.erased
+    finally:
+        outbox.close()
     raw = on_disk(reopened.path)
     assert sealed[-32:] not in raw and b"rider-1" not in raw

@@ -27,7 +27,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,22 +113,13 @@ class CommandLedger:
     def finish(self, command_id: str, status: str, detail: str = "", result: str = "") -> None:
         """Remember how a claimed command ended and, with ``result``, owe that answer
         (one transaction: a command never ends without its answer owed)."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.execute(
-                        "UPDATE commands SET status = ?, detail = ? WHERE id = ?",
-                        [status, detail[:500], command_id],
-                    )
-                    if result:
-                        self._owe(command_id, result)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise MqttError(f"{self.path}: cannot record command {command_id}: {exc}") from None
+        with self._transaction(command_id):
+            self._db.execute(
+                "UPDATE commands SET status = ?, detail = ? WHERE id = ?",
+                [status, detail[:500], command_id],
+            )
+            if result:
+                self._owe(command_id, result)
 
     def refuse(
         self, command_id: str, name: str, issuer: str, expires_at: float, reason: str, result: str
@@ -136,24 +128,31 @@ class CommandLedger:
         in one transaction; False (nothing written) when the id was taken on already. A
         refused id is answered once, like one that ran: a copy the broker delivers again
         after a power cut or a lost acknowledgement is neither run nor answered anew."""
+        with self._transaction(command_id):
+            taken = self._db.execute(
+                "INSERT OR IGNORE INTO commands (id, name, issuer, received_at, "
+                "expires_at, status, detail) VALUES (?, ?, ?, ?, ?, 'rejected', ?)",
+                [command_id, name, issuer, self._clock(), expires_at, reason[:500]],
+            ).rowcount
+            if taken:
+                self._owe(command_id, result)
+        return taken == 1
+
+    @contextmanager
+    def _transaction(self, command_id: str) -> Iterator[None]:
+        """One write transaction under the ledger's lock; ``MqttError`` naming the command
+        when SQLite fails (nothing of it written)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    taken = self._db.execute(
-                        "INSERT OR IGNORE INTO commands (id, name, issuer, received_at, "
-                        "expires_at, status, detail) VALUES (?, ?, ?, ?, ?, 'rejected', ?)",
-                        [command_id, name, issuer, self._clock(), expires_at, reason[:500]],
-                    ).rowcount
-                    if taken:
-                        self._owe(command_id, result)
+                    yield
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise MqttError(f"{self.path}: cannot record command {command_id}: {exc}") from None
-            return taken == 1
 
     def owe(self, command_id: str, result: str) -> None:
         """Owe ``result`` (a rejection's JSON) until the broker acknowledges it."""

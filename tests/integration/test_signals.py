@@ -61,24 +61,30 @@ def test_a_failing_action_does_not_deafen_the_relay() -> None:
         assert seen.get(timeout=5) == "wake"
 
 
-def test_sync_run_hammered_with_sync_now_still_stops_on_sigterm(tmp_path: Path) -> None:
-    state = tmp_path / "kiosk"
+def sync_run(state: Path, log: Path, **settings: str) -> subprocess.Popen[bytes]:
+    """A real ``kiosk sync run`` of kiosk ``kiosk-s`` in ``state`` (its key made there
+    first), its output in ``log``; ``settings`` as ``KIOSK_SYNC__<NAME>`` values."""
     kiosk_key(state)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
-    env.update(
-        KIOSK_KIOSK__ID="kiosk-s",
-        KIOSK_KIOSK__STATE_DIR=str(state),
-        KIOSK_SYNC__CLOUD_URL=f"http://127.0.0.1:{free_port()}",  # nobody there: backoff
-        KIOSK_SYNC__INTERVAL_S="0.5",
-        KIOSK_SYNC__BACKOFF_BASE_S="0.01",
-        KIOSK_SYNC__BACKOFF_MAX_S="1",
-        KIOSK_SYNC__TIMEOUT_S="1",
-    )
-    log = tmp_path / "sync.log"
+    env.update(KIOSK_KIOSK__ID="kiosk-s", KIOSK_KIOSK__STATE_DIR=str(state))
+    env.update({f"KIOSK_SYNC__{name.upper()}": value for name, value in settings.items()})
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [str(BIN / "kiosk"), "sync", "run"], env=env, stdout=out, stderr=out
         )
+
+
+def test_sync_run_hammered_with_sync_now_still_stops_on_sigterm(tmp_path: Path) -> None:
+    log = tmp_path / "sync.log"
+    proc = sync_run(
+        tmp_path / "kiosk",
+        log,
+        cloud_url=f"http://127.0.0.1:{free_port()}",  # nobody there: backoff
+        interval_s="0.5",
+        backoff_base_s="0.01",
+        backoff_max_s="1",
+        timeout_s="1",
+    )
     try:
         time.sleep(3.0)  # started and failing its passes
         assert proc.poll() is None, log.read_text()
@@ -102,23 +108,17 @@ def test_sync_run_stopped_while_the_cloud_drips_its_answer_ends_within_the_grace
     line saying so, and the event it was sending stays pending."""
     dripper = Dripper("body")
     state = tmp_path / "kiosk"
-    kiosk_key(state)
     outbox = Outbox(state / "outbox.sqlite", "kiosk-s")
     outbox.append("kiosk.started", version="1.0.0", mode="rental")
     outbox.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
-    env.update(
-        KIOSK_KIOSK__ID="kiosk-s",
-        KIOSK_KIOSK__STATE_DIR=str(state),
-        KIOSK_SYNC__CLOUD_URL=dripper.url,
-        KIOSK_SYNC__TIMEOUT_S="5",  # a byte every 0.2 s: only the deadline would end it
-        KIOSK_SYNC__STOP_GRACE_S="2",
-    )
     log = tmp_path / "sync.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "kiosk"), "sync", "run"], env=env, stdout=out, stderr=out
-        )
+    proc = sync_run(
+        state,
+        log,
+        cloud_url=dripper.url,
+        timeout_s="5",  # a byte every 0.2 s: only the deadline would end it
+        stop_grace_s="2",
+    )
     try:
         time.sleep(3.0)  # the first pass is reading the answer that never ends
         assert proc.poll() is None, log.read_text()

@@ -21,7 +21,7 @@ from cloud_sync.outbox import Outbox
 from cloud_sync.signing import kiosk_key
 from tests.integration.power.kit import Part, earlier_boot, outbox_rows
 from tests.integration.power.lazyfs import PowerFolder
-from tests.integration.sync.cloudkit import Cloud, Kiosk, start_cloud
+from tests.integration.sync.cloudkit import Cloud, Kiosk, gated_cloud
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 
@@ -55,18 +55,11 @@ class HoldAfterStore:
 
 @pytest.fixture
 def holding_cloud(tmp_path: Path) -> Iterator[tuple[Cloud, HoldAfterStore]]:
-    holder: list[HoldAfterStore] = []
-
-    def wrap(app: Any) -> HoldAfterStore:
-        holder.append(HoldAfterStore(app))
-        return holder[0]
-
-    running = start_cloud(f"sqlite:///{tmp_path / 'cloud.sqlite'}", wrap=wrap)
-    try:
-        yield running, holder[0]
-    finally:
-        holder[0].release.set()
-        running.stop()
+    with gated_cloud(tmp_path / "cloud.sqlite", HoldAfterStore) as (running, holder):
+        try:
+            yield running, holder
+        finally:
+            holder.release.set()
 
 
 def test_a_telemetry_event_sent_then_cut_keeps_its_seq_and_the_next_rental_is_taken(

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -144,6 +144,26 @@ class Cloud:
             self.server.should_exit = True
             self.thread.join(timeout=10)
         self.http.close()
+
+
+Gate = TypeVar("Gate")
+
+
+@contextmanager
+def gated_cloud(database: Path, gate: Callable[[Any], Gate]) -> Iterator[tuple[Cloud, Gate]]:
+    """The cloud API on a SQLite file with ``gate(app)`` in front of it (an ASGI app that
+    rewrites, holds or poisons what the real one answers), and that gate; stopped after."""
+    gates: list[Gate] = []
+
+    def wrap(inner: Any) -> Gate:
+        gates.append(gate(inner))
+        return gates[0]
+
+    cloud = start_cloud(f"sqlite:///{database}", wrap=wrap)
+    try:
+        yield cloud, gates[0]
+    finally:
+        cloud.stop()
 
 
 def start_cloud(

@@ -29,7 +29,7 @@ from cloud_sync.daemon import PassResult, SyncDaemon
 from cloud_sync.outbox import Outbox
 from edge.vault.files import read_pull_state
 from tests.conftest import free_port
-from tests.integration.sync.cloudkit import Cloud, Kiosk, make_kiosk, start_cloud
+from tests.integration.sync.cloudkit import Cloud, Kiosk, gated_cloud, make_kiosk
 from tests.integration.sync.test_poison_events import kiosk, kiosk_env
 from tests.integration.sync.test_roster_sync import add_rider, make_roster_kiosk
 
@@ -82,17 +82,8 @@ class Tamper:
 
 @pytest.fixture
 def tampered(tmp_path: Path) -> Iterator[tuple[Cloud, Tamper]]:
-    gates: list[Tamper] = []
-
-    def wrap(inner: Any) -> Tamper:
-        gates.append(Tamper(inner))
-        return gates[0]
-
-    cloud = start_cloud(f"sqlite:///{tmp_path / 'cloud.sqlite'}", wrap=wrap)
-    try:
-        yield cloud, gates[0]
-    finally:
-        cloud.stop()
+    with gated_cloud(tmp_path / "cloud.sqlite", Tamper) as running:
+        yield running
 
 
 class Misbehaving:

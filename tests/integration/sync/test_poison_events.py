@@ -35,7 +35,7 @@ from edge.cli.runner import run_app
 from tests.conftest import free_port
 from tests.helpers import run_cli
 from tests.integration.ops.test_ops_cli import valid
-from tests.integration.sync.cloudkit import Cloud, Kiosk, make_kiosk, start_cloud
+from tests.integration.sync.cloudkit import Cloud, Kiosk, gated_cloud, make_kiosk
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -109,17 +109,8 @@ class PoisonGate:
 
 @pytest.fixture
 def gated(tmp_path: Path) -> Iterator[tuple[Cloud, PoisonGate]]:
-    gates: list[PoisonGate] = []
-
-    def wrap(inner: Any) -> PoisonGate:
-        gates.append(PoisonGate(inner))
-        return gates[0]
-
-    cloud = start_cloud(f"sqlite:///{tmp_path / 'cloud.sqlite'}", wrap=wrap)
-    try:
-        yield cloud, gates[0]
-    finally:
-        cloud.stop()
+    with gated_cloud(tmp_path / "cloud.sqlite", PoisonGate) as running:
+        yield running
 
 
 def rent(outbox: Outbox, name: str) -> str:

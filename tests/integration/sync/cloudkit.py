@@ -146,6 +146,36 @@ class Cloud:
         self.http.close()
 
 
+@contextmanager
+def table_refuses(url: str, table: str, column: str, test: str) -> Iterator[None]:
+    """Make ``table`` of the cloud's database at ``url`` refuse every new row whose
+    ``column`` passes ``test`` (SQL such as ``IN ('a', 'b')`` or ``LIKE '%x%'``), as a check
+    constraint no parse-time rule knows about, or a full disk for that one row, would: a
+    trigger on SQLite, a CHECK constraint on PostgreSQL; removed after."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as db:
+            db.execute(
+                f"CREATE TRIGGER refuse_rows BEFORE INSERT ON {table} WHEN NEW.{column} {test} "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        try:
+            yield
+        finally:
+            with sqlite3.connect(path) as db:
+                db.execute("DROP TRIGGER refuse_rows")
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT refuse_rows CHECK (NOT ({column} {test}))"
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT refuse_rows")
+
+
 Gate = TypeVar("Gate")
 
 

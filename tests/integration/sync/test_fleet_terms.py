@@ -12,19 +12,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from cloud_sync.claim_code import claim_matches
 from edge.cabinet.rentals import refusal
-from tests.integration.sync.cloudkit import Cloud
+from tests.integration.sync.cloudkit import Cloud, table_refuses
 from tests.integration.sync.test_roster_sync import (
     Proxy,
     RosterKiosk,
@@ -355,32 +353,11 @@ def wait_until(check: Any, what: str, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-@contextmanager
-def audit_refuses(url: str, actions: tuple[str, ...]) -> Iterator[None]:
+def audit_refuses(url: str, actions: tuple[str, ...]) -> AbstractContextManager[None]:
     """Make the audit log refuse entries of ``actions``, as a full disk or a constraint
     would refuse that one row."""
     listed = ", ".join(f"'{action}'" for action in actions)
-    if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
-            db.execute(
-                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log WHEN NEW.action IN "
-                f"({listed}) BEGIN SELECT RAISE(ABORT, 'refused'); END"
-            )
-        try:
-            yield
-        finally:
-            with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
-                db.execute("DROP TRIGGER refuse_audit")
-        return
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            f"ALTER TABLE audit_log ADD CONSTRAINT refuse CHECK (action NOT IN ({listed}))"
-        )
-    try:
-        yield
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("ALTER TABLE audit_log DROP CONSTRAINT refuse")
+    return table_refuses(url, "audit_log", "action", f"IN ({listed})")
 
 
 def test_a_rider_change_whose_audit_entry_cannot_be_written_is_not_made(

@@ -8,20 +8,17 @@ to encode what they echo, and a value the database itself refuses is answered 4x
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ulid import ULID
 
 from cloud_sync.claim_code import hash_claim
-from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud
+from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, table_refuses
 
 NOW = datetime.now(UTC).isoformat()
 #: A claim hash whose scrypt cost (2^24, 16 GiB) no kiosk would spend on one code.
@@ -304,31 +301,10 @@ def test_rider_paging_refuses_an_id_no_rider_can_have(cloud: Cloud) -> None:
 # -- a value the database itself refuses ---------------------------------------------------
 
 
-@contextmanager
-def database_refuses(url: str, word: str) -> Iterator[None]:
+def database_refuses(url: str, word: str) -> AbstractContextManager[None]:
     """Make the events table refuse a payload holding ``word``, as a check constraint no
     parse-time rule knows about would (a real database error that is not an outage)."""
-    if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
-            db.execute(
-                "CREATE TRIGGER refuse_word BEFORE INSERT ON events "
-                f"WHEN NEW.payload LIKE '%{word}%' BEGIN SELECT RAISE(ABORT, 'refused'); END"
-            )
-        try:
-            yield
-        finally:
-            with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
-                db.execute("DROP TRIGGER refuse_word")
-        return
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            f"ALTER TABLE events ADD CONSTRAINT refuse_word CHECK (payload NOT LIKE '%{word}%')"
-        )
-    try:
-        yield
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("ALTER TABLE events DROP CONSTRAINT refuse_word")
+    return table_refuses(url, "events", "payload", f"LIKE '%{word}%'")
 
 
 def test_a_value_the_database_refuses_is_4xx_never_retry(

@@ -5,7 +5,10 @@ readable console format when it is. ``kiosk_id`` is bound on every line. Logs go
 standard error so that a command's own output on standard output stays clean.
 
 No face image or template ever reaches a log line: ``scrub_biometrics`` replaces any
-array, bytes object or long run of numbers with a short placeholder before rendering.
+array, bytes object or long run of numbers with a short placeholder before rendering, and
+a traceback is always the plain one (file, line, source; never a frame's local variables,
+which hold templates and frames where the face pipeline, the matcher or the roster fails):
+structlog's console renderer would otherwise print every frame's locals through rich.
 """
 
 from __future__ import annotations
@@ -70,7 +73,9 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     shared: list[Any] = [
@@ -78,11 +83,14 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         scrub_biometrics,
+        # a traceback as plain text, for our lines and other libraries' alike (uvicorn's
+        # "Exception in ASGI application"): never a frame's locals, and in JSON the text
+        # itself rather than the repr of a traceback object
+        structlog.processors.format_exc_info,
     ]
     structlog.configure(
         processors=[
             *shared,
-            structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),

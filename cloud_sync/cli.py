@@ -20,6 +20,7 @@ from cloud_sync.cli_runner import run_app
 from cloud_sync.errors import InputError, SignatureError
 from cloud_sync.exits import CLOUD_EXIT_CODES
 from cloud_sync.lazy_cli import LazyCommand, lazy_group
+from cloud_sync.no_dumps import forbid_core_dumps
 from cloud_sync.wire_values import MAX_INT64
 
 if TYPE_CHECKING:  # the server's modules load in the commands that use them
@@ -468,4 +469,5 @@ def load_all() -> dict[str, object]:
 
 
 def main() -> None:
+    forbid_core_dumps()  # templates, claim hashes and keys in memory never reach a core file
     raise SystemExit(run_app(app, "kiosk-cloud", CLOUD_EXIT_CODES))

@@ -16,6 +16,7 @@ import typer
 
 from cloud_sync.lazy_cli import LazyCommand, lazy_group
 from cloud_sync.lazy_cli import load_all as _load_all
+from cloud_sync.no_dumps import forbid_core_dumps
 from edge.cli.context import CliState
 from edge.cli.runner import run_app
 
@@ -196,4 +197,5 @@ def main() -> None:
 
         print(f"kiosk {__version__}")
         raise SystemExit(0)
+    forbid_core_dumps()  # the roster, frames and keys in memory never reach a core file
     raise SystemExit(run_app(app, "kiosk"))

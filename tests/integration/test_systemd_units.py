@@ -83,6 +83,16 @@ def test_services_are_locked_down(name: str, tmp_path: Path) -> None:
     assert float(found.group(1)) <= 2.5, result.stdout
 
 
+@pytest.mark.parametrize("unit", UNITS, ids=[unit.name for unit in UNITS])
+def test_no_service_leaves_a_core_dump_or_swaps_faces_to_the_card(unit: Path) -> None:
+    """Memory holds in clear what disks hold sealed (the roster, frames, keys): no unit
+    lets a crash write it to a core file, and the kiosk's never swap it to the SD card."""
+    text = unit.read_text(encoding="utf-8")
+    assert re.search(r"^LimitCORE=0$", text, flags=re.MULTILINE), unit.name
+    if unit.name in ("kiosk-edge.service", "kiosk-sync.service", "kiosk-ui.service"):
+        assert re.search(r"^MemorySwapMax=0$", text, flags=re.MULTILINE), unit.name
+
+
 def test_edge_service_has_the_agreed_shape() -> None:
     text = (REPO / "systemd" / "kiosk-edge.service").read_text(encoding="utf-8")
     for line in (

@@ -336,6 +336,7 @@ class Inventory:
 
     def slots(self) -> list[Slot]:
         with self._lock:
+            self._reread_disabled()
             return [self._slots[number] for number in sorted(self._slots)]
 
     def slot(self, number: int) -> Slot:
@@ -347,22 +348,41 @@ class Inventory:
         with self._lock:
             if not self.board_online or self.door != DoorState.CLOSED:
                 return None
+            self._reread_disabled()
             return choose_slot(
                 list(self._slots.values()),
                 self.min_charge if min_charge is None else min_charge,
                 skip=self.battery.flags().keys(),
             )
 
+    def _reread_disabled(self) -> None:
+        """The technician's flags as ``slots.db`` has them now: ``kiosk slots disable`` runs
+        in another process while ``kiosk run`` holds this inventory (the caller holds
+        ``_lock``)."""
+        try:
+            rows = self._db.execute("SELECT number, disabled FROM slots").fetchall()
+        except sqlite3.Error as exc:  # keep the flags last read
+            log.warning("slot flags unreadable", error=str(exc))
+            return
+        for number, disabled in rows:
+            slot = self._slots.get(number)
+            if slot is not None and slot.disabled != bool(disabled):
+                self._slots[number] = replace(slot, disabled=bool(disabled))
+
     # -- changing ------------------------------------------------------------------------
 
-    def _save(self, slot: Slot, note: FaultNote | None = None) -> None:
-        """Store ``slot`` (the caller holds ``_lock`` since it read the slot it changed)."""
+    def _save(self, slot: Slot, note: FaultNote | None = None, *, flag: bool = False) -> None:
+        """Store ``slot`` (the caller holds ``_lock`` since it read the slot it changed);
+        its technician's flag only with ``flag`` (``set_disabled``): another process may
+        have changed it since this one read it."""
         previous = self._slots[slot.number]
         if note is not None or (slot.condition == S.FAULT and previous.condition != S.FAULT):
             self._record(note or FaultNote(slot.number, slot.fault or "fault"))
         slot = replace(slot, updated_at=self._clock())
         self._slots[slot.number] = slot
         row = dict(vars(slot))
+        if not flag:
+            del row["disabled"]
         row["condition"] = slot.condition.value
         row["updated_at"] = slot.updated_at.isoformat() if slot.updated_at else None
         try:
@@ -410,7 +430,7 @@ class Inventory:
             slot = replace(self._slots[number], disabled=disabled)
             if on_board:
                 slot = replace(slot, board_disabled=disabled)
-            self._save(slot)
+            self._save(slot, flag=True)
 
     def begin_eject(self, number: int, request_id: str) -> None:
         self._move(number, "eject", request_id=request_id)

@@ -197,12 +197,24 @@ def _set_enabled(ctx: typer.Context, slot: int, enabled: bool) -> None:
         "slot.service", slot=slot, enabled=enabled, operator=who, board_confirmed=error is None
     )
     recorded = _recorded(event, who)
+    if isinstance(error, BoardConnectError) and _runtime_holds_board(settings):
+        typer.echo(
+            f"slot {slot}: {word}; {recorded}; kiosk run holds the board: it keeps to it from "
+            "its next rental on and passes it on to the board within seconds"
+        )
+        return
     if error is not None:
         raise type(error)(
             f"slot {slot} is {word} on this kiosk (recorded: {recorded}), but the board "
             f"did not confirm: {one_line(error)}"
         ) from None
     typer.echo(f"slot {slot}: {word}; {recorded}")
+
+
+def _runtime_holds_board(settings: Settings) -> bool:
+    from edge.ops.runtime_status import is_live, read_runtime_status
+
+    return is_live(read_runtime_status(settings.kiosk.state_dir))
 
 
 def _recorded(event: Event | None, who: str) -> str:
@@ -214,8 +226,9 @@ def _recorded(event: Event | None, who: str) -> str:
 def disable(
     ctx: typer.Context, slot: Annotated[int, typer.Argument(help="Slot number (1..N).")]
 ) -> None:
-    """Take a slot out of service: no rental ejects from it until it is enabled (needs root or
-    kiosk-tech; records a slot.service event naming the operator)."""
+    """Take a slot out of service: no rental ejects from it until it is enabled, also while
+    kiosk run runs (needs root or kiosk-tech; records a slot.service event naming the
+    operator)."""
     _set_enabled(ctx, slot, False)
 
 

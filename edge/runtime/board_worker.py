@@ -20,7 +20,8 @@ Every command the runtime gives the board runs here, one at a time, so the flow'
   settles the rental from the slot's status.
 - **slot status**: ``inventory.refresh`` every ``every_s`` (``offline_every_s`` while the
   board does not answer), and soon after ``refresh_soon`` (the board came back or booted);
-  each posts ``Refreshed``.
+  each posts ``Refreshed``, then gives the board the technician's disabled flags it lacks
+  (``kiosk slots disable`` runs in another process, which cannot reach the board).
 """
 
 from __future__ import annotations
@@ -152,6 +153,21 @@ class BoardWorker:
             log.error("inventory.refresh_failed", error=str(exc))
             return
         self._post(Refreshed(self._clock(), ok=True))
+        self._pass_on_flags()
+
+    def _pass_on_flags(self) -> None:
+        """Give the board the technician's flag where its own differs: ``kiosk slots
+        disable|enable`` ran while this process held the board, or the board restarted and
+        forgot it. The board's next status shows it taken."""
+        for slot in self.inventory.slots():
+            if slot.disabled == slot.board_disabled:
+                continue
+            try:
+                self.board.set_enabled(slot.number, not slot.disabled)
+            except BoardError as exc:  # the kiosk's own flag holds: asked again next time
+                log.warning("slot.flag_not_passed_on", slot=slot.number, error=str(exc))
+                continue
+            log.info("slot.flag_passed_on", slot=slot.number, disabled=slot.disabled)
 
     def _eject(self, command: f.Eject) -> None:
         slot, rental_id = command.slot, command.rental_id

@@ -439,6 +439,13 @@ class Outbox:
         with self._lock:
             return read_stats(self.connection, self.max_bytes)
 
+    def scrub_wal(self) -> bool:
+        """Checkpoint and truncate the WAL, so that deleted rows leave it too; False when a
+        reader of another process is in the way (SQLite's next checkpoint does it)."""
+        with self._lock:
+            row = self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not row[0]
+
     def close(self) -> None:
         with self._lock:
             self.connection.close()

@@ -11,17 +11,24 @@ it: a deleted rider's erasure receipt is never lost.
 Exactly once: the check that the outbox does not hold the event yet and its append are one
 outbox transaction (another process recording the same debt waits, then finds it), so a
 cut after the append and before the store settled it does not record it twice.
+
+An erased rider's learned-template proposals (``template.proposed``, waiting or sent) go in
+the transaction that records their receipt, their bytes zeroed (``secure_delete``) and the
+outbox's WAL truncated after: the sealed encoding opens with the data key this kiosk still
+holds, so it is the rider's template as much as their roster row was. The cloud would
+refuse them anyway (``unknown_rider``).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
 from cloud_sync.errors import OutboxError, RosterError
-from cloud_sync.outbox import Outbox
+from cloud_sync.outbox import Outbox, OutboxTransaction
 
 log = structlog.get_logger("cloud_sync.daemon")
 
@@ -54,10 +61,12 @@ def record_owed(roster: Debtor, outbox: Outbox) -> int:
     except RosterError as exc:
         log.warning("roster.event_not_recorded", error=str(exc))
         return 0
-    appended, done = 0, set()
+    appended, done, forgotten = 0, set(), 0
     for event in owed:
         try:
             with outbox.transaction() as tx:
+                if event.type == "roster.erased":
+                    forgotten += _forget_proposals(tx, str(event.fields.get("person_id")))
                 if not _held(outbox, event):
                     tx.append(event.type, **event.fields)
                     appended += 1
@@ -67,6 +76,8 @@ def record_owed(roster: Debtor, outbox: Outbox) -> int:
         except ValueError as exc:  # not an event (a damaged entry): dropped, never retried
             log.error("roster.event_dropped", type=event.type, error=str(exc)[:200])
         done.add(event.id)
+    if forgotten:
+        _scrub_wal(outbox)
     if done:
         try:
             roster.settle_owed(done)
@@ -82,3 +93,30 @@ def _held(outbox: Outbox, event: OwedEvent) -> bool:
         if all(fields.get(key) == value for key, value in event.fields.items()):
             return True
     return False
+
+
+def _forget_proposals(tx: OutboxTransaction, person_id: str) -> int:
+    """Delete the ``template.proposed`` events of ``person_id``, their bytes zeroed; how many."""
+    tx.execute("PRAGMA secure_delete = ON")
+    rows = tx.execute(
+        "SELECT seq, size FROM events WHERE type = 'template.proposed' "
+        "AND json_extract(body, '$.payload.person_id') = ?",
+        [person_id],
+    ).fetchall()
+    for seq, size in rows:
+        tx.execute("DELETE FROM events WHERE seq = ?", [seq])
+        tx.execute("UPDATE meta SET value = value - ? WHERE key = 'bytes_used'", [size])
+    if rows:
+        log.info("roster.proposals_forgotten", person_id=person_id, count=len(rows))
+    return len(rows)
+
+
+def _scrub_wal(outbox: Outbox) -> None:
+    """The deleted proposals were written to the WAL first: truncate it (logged when a
+    reader is in the way and SQLite's next checkpoint is left to do it)."""
+    try:
+        scrubbed, reason = outbox.scrub_wal(), "a reader holds the outbox"
+    except sqlite3.Error as exc:
+        scrubbed, reason = False, str(exc)
+    if not scrubbed:
+        log.warning("roster.proposals_wal_not_scrubbed", error=reason)

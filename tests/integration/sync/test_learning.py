@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,53 @@ def test_a_claim_verified_visit_reaches_the_cloud_sealed_and_the_next_pull_carri
     after_d = after.search(probe).best
     assert before_d is not None and after_d is not None
     assert after_d.person_id == "rider-3" and after_d.distance < before_d.distance
+
+
+def test_an_erased_rider_s_proposals_leave_the_kiosk_with_their_receipt(
+    cloud: Cloud, tmp_path: Path, dev_faces: Path, engine: FaceEngine
+) -> None:
+    """A rider deleted in the cloud: at the kiosk's next pull, their learned-template
+    proposals (one sent, one waiting) leave the outbox file and its WAL with the erasure
+    receipt; the sealed encoding would open with the data key the kiosk keeps."""
+    person = dev_faces / "person_03"
+    enrol(cloud, "rider-3", encodings_of(engine, person / "01.jpg")[0])
+    enrol(cloud, "rider-5", encodings_of(engine, dev_faces / "person_05" / "01.jpg")[0])
+    kiosk = make_roster_kiosk(tmp_path, cloud)
+    pull(kiosk, cloud)
+    riders = kiosk.store.load().riders
+    proposer = learner(kiosk, engine.model_version)
+    visits = [encodings_of(engine, person / name, frames=3) for name in ("02.jpg", "03.jpg")]
+    assert proposer.propose(riders["rider-3"], visits[0], "claim_verified", 0.3, None)
+    push(kiosk, cloud)  # sent, and kept in the outbox until sync.keep_sent_s
+    assert proposer.propose(riders["rider-3"], visits[1], "claim_verified", 0.3, None)
+    other = encodings_of(engine, dev_faces / "person_05" / "02.jpg", frames=3)
+    assert proposer.propose(riders["rider-5"], other, "claim_verified", 0.3, None)
+    proposals = [e for e in kiosk.base.outbox.events() if e.type == "template.proposed"]
+    sealed = {
+        e.payload.model_dump()["person_id"]: e.payload.model_dump()["sealed"] for e in proposals
+    }
+    assert len(proposals) == 3
+
+    assert cloud.admin("DELETE", "/v1/admin/riders/rider-3").status_code == 200
+    pull(kiosk, cloud)
+
+    events = kiosk.base.outbox.events()
+    left = [e.payload.model_dump()["person_id"] for e in events if e.type == "template.proposed"]
+    assert left == ["rider-5"]  # another rider's proposal stays
+    assert any(e.type == "roster.erased" for e in events)
+    outbox_path = kiosk.base.outbox.path
+    stored = b"".join(
+        p.read_bytes() for p in outbox_path.parent.glob(outbox_path.name + "*") if p.is_file()
+    )
+    for person_id, text in sealed.items():
+        assert (text[:40].encode() in stored) == (person_id == "rider-5"), person_id
+    # the kiosk's byte count still matches what it holds: the budget is not thrown off
+    with sqlite3.connect(outbox_path) as db:
+        used, total = db.execute(
+            "SELECT (SELECT value FROM meta WHERE key = 'bytes_used'), SUM(size) FROM events"
+        ).fetchone()
+    assert used == total
+    assert push(kiosk, cloud).quarantined == 0
 
 
 def test_the_cloud_refuses_lookalikes_far_faces_and_the_day_s_excess_and_keeps_a_block(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import typer
 
-from cloud_sync.exits import UNEXPECTED, USAGE, ExitCode, exit_code_for
+from cloud_sync.exits import INTERRUPTED, UNEXPECTED, USAGE, ExitCode, exit_code_for
 from cloud_sync.private_files import private_umask_for_call
 from cloud_sync.wire_values import printable
 
@@ -45,7 +45,7 @@ def _run(
         result = command.main(args=args, prog_name=prog, standalone_mode=False)
     except typer.Abort:
         print(f"{prog}: aborted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.TyperException as exc:  # usage errors: unknown option, missing argument
@@ -63,7 +63,7 @@ def _run(
         return exit_code_for(exc, exit_codes)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as exc:
         if debug:
             traceback.print_exc()
@@ -72,4 +72,6 @@ def _run(
             file=sys.stderr,
         )
         return UNEXPECTED
+    if result == INTERRUPTED:  # Typer answers a Ctrl-C with this code, and says nothing
+        print(f"{prog}: interrupted", file=sys.stderr)
     return result if isinstance(result, int) else 0

@@ -17,6 +17,7 @@ from models.errors import ModelError
 OK = 0
 UNEXPECTED = 1
 USAGE = 2
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
 @dataclass(frozen=True)

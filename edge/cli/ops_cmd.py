@@ -21,6 +21,7 @@ from cloud_sync.errors import InputError
 from edge.cli.auth import require_technician
 from edge.cli.context import state
 from edge.cli.exits import CHECK_FAILED
+from edge.cli.interrupts import finishing
 from edge.cli.text_input import checked_reason
 from edge.errors import NotAvailableError
 from edge.ops.doctor import CHECKS, run_checks
@@ -180,13 +181,18 @@ def _set(ctx: typer.Context, on: bool, reason: str) -> None:
     from cloud_sync.outbox import Outbox  # here only: status and doctor need no sqlite_utils
 
     outbox = Outbox(settings.outbox_path, settings.kiosk.id, max_bytes=settings.outbox.max_bytes)
-    try:
-        _, event = set_maintenance(state_dir, outbox, on, who, reason)
-    finally:
-        outbox.close()
-    recorded = f"event {event.seq}" if event is not None else "no event (the outbox is full)"
-    word = "on: no rental starts, the screen shows out of service" if on else "off: back in service"
-    typer.echo(f"maintenance {word}; {recorded}, operator {who}")
+    with finishing():  # the flag and its event, both, whatever comes in between
+        try:
+            _, event = set_maintenance(state_dir, outbox, on, who, reason)
+        finally:
+            outbox.close()
+        recorded = f"event {event.seq}" if event is not None else "no event (the outbox is full)"
+        word = (
+            "on: no rental starts, the screen shows out of service"
+            if on
+            else "off: back in service"
+        )
+        typer.echo(f"maintenance {word}; {recorded}, operator {who}")
 
 
 @maintenance_app.command("on")

@@ -25,6 +25,7 @@ from edge.cabinet.slots import (
 )
 from edge.cli.auth import require_technician
 from edge.cli.context import state
+from edge.cli.interrupts import finishing
 from edge.cli.text_input import checked_reason
 from edge.settings import Settings
 from hardware.driver import SerialBoard
@@ -179,10 +180,15 @@ def slots(
 def _set_enabled(ctx: typer.Context, slot: int, enabled: bool) -> None:
     settings = state(ctx).settings()
     _check_slot(settings, slot)
-    word = "enabled" if enabled else "disabled"
     who = require_technician(
         settings.kiosk.state_dir, f"kiosk slots {'enable' if enabled else 'disable'}"
     )
+    with finishing():  # the flag, the board and the event: all three, whatever comes
+        _set_flag(settings, slot, enabled, who)
+
+
+def _set_flag(settings: Settings, slot: int, enabled: bool, who: str) -> None:
+    word = "enabled" if enabled else "disabled"
     inventory = _inventory(settings)
     inventory.set_disabled(slot, not enabled)  # the kiosk's own choice holds even offline
     error: BoardError | None = None
@@ -251,12 +257,18 @@ def eject(
     """Eject the powerbank in one slot, recording who asked, why and how it ended (a
     slot.ejected event, also when the eject fails: then the exit code is 6). The intent is
     on disk before the board is asked: an eject cut short (killed, power cut) is recorded
-    from the slot's status by the next kiosk eject or kiosk run. Needs the board's port,
-    which kiosk run holds while it runs (then use a remote eject)."""
+    from the slot's status by the next kiosk eject or kiosk run; Ctrl-C waits for the board's
+    answer and records it first (then exit 130). Needs the board's port, which kiosk run
+    holds while it runs (then use a remote eject)."""
     reason = checked_reason(reason, required=True)
     settings = state(ctx).settings()
     _check_slot(settings, slot)
     who = require_technician(settings.kiosk.state_dir, "kiosk eject")
+    with finishing():  # a Ctrl-C waits for the eject's outcome and its event
+        _eject(settings, slot, who, reason)
+
+
+def _eject(settings: Settings, slot: int, who: str, reason: str) -> None:
     from edge.cabinet.rentals import Ledger
     from edge.cabinet.settle import OperatorEject, operator_eject, settle_with_board
 

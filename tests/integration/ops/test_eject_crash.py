@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import signal
 import sqlite3
 import subprocess
 import time
@@ -190,3 +191,40 @@ def test_a_technician_eject_killed_mid_eject_is_settled_by_the_next_kiosk_eject(
     assert (first["operator"], first["reason"]) == (getpass.getuser(), "customer locked out")
     assert (second["slot"], second["outcome"], second["reason"]) == (1, "presented", "inspection")
     assert [record.slot for record in board.ejects] == [3, 1]
+
+
+def journal(state: Path) -> list[tuple[str, str | None]]:
+    with sqlite3.connect(state / "outbox.sqlite") as db:
+        return db.execute("SELECT state, outcome FROM ejects").fetchall()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM])
+def test_a_technician_eject_interrupted_mid_eject_finishes_and_records_it_first(
+    tmp_path: Path, board: BoardSimulator, signum: signal.Signals
+) -> None:
+    """Ctrl-C, a closed terminal or a stop while the board ejects: the command waits for
+    the board's answer, records the eject and prints it, then ends as the signal asks
+    (Ctrl-C: 'kiosk: interrupted', exit 130); nothing is left for a later settlement."""
+    path = blank_config(tmp_path, board.path)
+    powerbank = board.cabinet.slots[2].powerbank_id
+    process = kiosk_eject(path, 3, "customer locked out")
+    try:
+        wait_for(lambda: len(board.ejects) == 1 or process.poll() is not None, 60)
+        assert process.poll() is None, "it finished before the signal"
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    [payload] = ejected(tmp_path)
+    assert (payload["slot"], payload["powerbank_id"]) == (3, powerbank)
+    assert payload["outcome"] in ("presented", "taken"), payload
+    assert journal(tmp_path) == [("settled", payload["outcome"])]
+    assert f"slot 3: powerbank {powerbank} {payload['outcome']}; event" in out
+    if signum == signal.SIGINT:
+        assert process.returncode == 130
+        assert err.splitlines()[-1] == "kiosk: interrupted"
+    else:
+        assert process.returncode == -signum
+    assert len(board.ejects) == 1

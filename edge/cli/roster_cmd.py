@@ -86,6 +86,13 @@ def roster_store(settings: Settings, path: Path | None, read_only: bool = False)
     )
 
 
+def existing_roster(settings: Settings, path: Path | None) -> RosterStore:
+    """The roster a command changes, which must exist: a missing one is the read-only open's
+    one line naming the command that makes it, and nothing (no roster, no keys) is made."""
+    roster_store(settings, path, read_only=True).close()
+    return roster_store(settings, path)
+
+
 def erasure_not_finished(store: RosterStore, what: str) -> ErasurePendingError:
     """The error a command ends with when its deletion's bytes are still on disk."""
     # One line of at most 400 characters is shown: the fix comes before the details.
@@ -188,7 +195,7 @@ def delete(
     or kiosk-tech; on the kiosk's own roster it records a roster.edited event)."""
     settings = state(ctx).settings()
     who = require_technician(_state_of(settings, roster), "kiosk roster delete")
-    store = roster_store(settings, roster)
+    store = existing_roster(settings, roster)
     edit = hand_edit(settings, store, "delete", who)
     if not store.delete(person_id, edit):
         raise typer.BadParameter(f"no rider {person_id!r} in {store.path}", param_hint="PERSON_ID")
@@ -204,7 +211,7 @@ def erase_pending(ctx: typer.Context, roster: RosterOption = None) -> None:
     kiosk-tech; exit 7 while another process still reads the roster)."""
     settings = state(ctx).settings()
     require_technician(_state_of(settings, roster), "kiosk roster erase-pending")
-    store = roster_store(settings, roster)
+    store = existing_roster(settings, roster)
     try:
         if store.pending_erasure() is not None and not store.finish_erasure():
             raise erasure_not_finished(store, "the erasure is still pending")
@@ -219,7 +226,7 @@ def rotate_key(ctx: typer.Context, roster: RosterOption = None) -> None:
     (needs root or kiosk-tech; on the kiosk's own roster it records a roster.edited event)."""
     settings = state(ctx).settings()
     who = require_technician(_state_of(settings, roster), "kiosk roster rotate-key")
-    store = roster_store(settings, roster)
+    store = existing_roster(settings, roster)
     edit = hand_edit(settings, store, "rotate_key", who)
     new = store.rotate_key(edit)
     record_edit(settings, store, edit)

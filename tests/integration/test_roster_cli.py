@@ -138,3 +138,18 @@ def test_hand_edits_of_the_kiosk_s_own_roster_are_recorded_with_the_operator(
         ("rotate_key", 1, me),
     ]
     assert "Asha" not in json.dumps(bodies) and "Bo" not in json.dumps(bodies)
+
+
+def test_changing_a_roster_that_is_not_there_says_so_and_makes_nothing(tmp_path: Path) -> None:
+    """A mistyped --roster for delete, rotate-key or erase-pending: one line naming what
+    makes a roster, exit 4, and no empty roster or new keys left behind."""
+    missing = tmp_path / "nowhere" / "roster.sqlite"
+    missing.parent.mkdir()
+    for command in (("delete", "bob"), ("rotate-key",), ("erase-pending",)):
+        result = run_cli("roster", *command, "--roster", str(missing))
+        assert result.returncode == 4, (command, result.stderr)
+        assert result.stderr.strip() == (
+            f"kiosk: error: {missing}: no roster here (enrol riders with `kiosk enroll`, or "
+            "pull the cloud's roster with `kiosk roster pull`)"
+        )
+    assert list(missing.parent.iterdir()) == []

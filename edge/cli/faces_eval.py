@@ -15,7 +15,7 @@ import typer
 
 from cloud_sync.errors import InputError
 from edge.cli.context import state
-from edge.cli.output_paths import check_output
+from edge.cli.output_paths import check_elsewhere, check_output
 from edge.vision import (
     calibrate,
     crossval,
@@ -287,8 +287,11 @@ def evaluate(
     camera frame, its face found as kiosk run finds it (vision.live_detect_width).
     """
     settings = state(ctx).settings()
+    kept = (settings.kiosk.state_dir, settings.keys_dir)
     if json_path is not None:  # before the long evaluation, not after it
-        check_output(json_path, (settings.kiosk.state_dir, settings.keys_dir), "--json")
+        check_output(json_path, kept, "--json")
+    if encodings is not None:
+        check_elsewhere(encodings, kept, "--encodings", "face templates")
     vision = settings.vision
     if protocol is not Protocol.folders and (
         probe is not None or per_person != 1 or holdout or rounds != 1 or with_sweep

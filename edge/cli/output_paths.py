@@ -34,3 +34,19 @@ def check_output(path: Path, keep: tuple[Path, ...], option: str) -> None:
                     f"{option} {path}: is an SQLite database (an outbox or a roster?); nothing "
                     "was written: choose a new file"
                 )
+
+
+def check_elsewhere(path: Path, keep: tuple[Path, ...], option: str, holds: str) -> None:
+    """``InputError`` when ``path``, a file holding ``holds`` in clear (say the photos'
+    encodings), would be inside a folder of ``keep`` (the state and key folders, whose
+    contents are the kiosk's and sealed), whether it exists yet or not; then
+    ``check_output``'s rules."""
+    target = path.resolve()
+    for folder in keep:
+        folder = folder.resolve()
+        if target.is_relative_to(folder):
+            raise InputError(
+                f"{option} {path}: would keep {holds} in clear inside the kiosk's own folder "
+                f"({folder}); nothing was written: choose a file elsewhere, e.g. under /tmp"
+            )
+    check_output(path, keep, option)

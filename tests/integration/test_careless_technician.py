@@ -361,3 +361,22 @@ def test_a_roster_or_slot_database_in_the_outbox_s_place_is_never_written_into(
     assert code == 7 and "not an outbox" in err and "slots table" in err, err
     assert "move it aside" in err and "unexpected" not in err
     assert listing(tmp_path) == before  # no events table, no flag, no side file
+
+
+def test_an_encodings_cache_is_never_written_into_the_kiosk_s_own_folders(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    dev_faces: Path,
+) -> None:
+    """``faces eval --encodings`` keeps face templates in clear: a new cache file inside
+    the state or key folder is refused before any photo is encoded, not only an existing
+    file there."""
+    state = tmp_path / "state"
+    (state / "keys").mkdir(parents=True)
+    monkeypatch.setenv("KIOSK_KIOSK__STATE_DIR", str(state))
+    for target in (state / "enc.npz", state / "keys" / "enc.npz"):
+        code, _, err = kiosk(capsys, "faces", "eval", str(dev_faces), "--encodings", str(target))
+        assert code == 4, err
+        assert "would keep face templates in clear inside the kiosk's own folder" in err
+        assert not target.exists()

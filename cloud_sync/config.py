@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,7 +16,32 @@ from pydantic import (
     model_validator,
 )
 
+from cloud_sync import setting_paths
 from cloud_sync.curve_points import strong_pinned_key
+
+#: An IP address (v4, or v6 with or without brackets) or a host name; empty: every address.
+HOST_PATTERN = (
+    r"^$|^\[?[0-9A-Fa-f:.]+\]?$"
+    r"|^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+_HOST = re.compile(HOST_PATTERN)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(value: str | None) -> str | None:
+    """Text that reaches logs, topics, headers or the screen: no line break, NUL or other
+    control character."""
+    if value is not None and _CONTROL.search(value):
+        raise ValueError(
+            "must be one line of text, without a line break, NUL or other control character"
+        )
+    return value
+
+
+def host_name(value: str) -> str:
+    if not value or not _HOST.fullmatch(value):
+        raise ValueError("must be an IP address or a host name (no scheme, port or spaces)")
+    return value
 
 
 class OutboxConfig(BaseModel):
@@ -78,6 +104,17 @@ class SyncConfig(BaseModel):
     #: A CA bundle to trust for the cloud's TLS certificate (default: the system's).
     ca_file: Path | None = None
 
+    _ca_file = field_validator("ca_file")(setting_paths.input_file)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SyncConfig:
+        if self.backoff_base_s > self.backoff_max_s:
+            raise ValueError(
+                f"backoff_base_s ({self.backoff_base_s:g} s) must not exceed backoff_max_s "
+                f"({self.backoff_max_s:g} s): waits double from the first up to the second"
+            )
+        return self
+
 
 class MqttConfig(BaseModel):
     """The telemetry and command broker."""
@@ -85,10 +122,14 @@ class MqttConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
-    host: str = "127.0.0.1"
+    host: str = Field(
+        default="127.0.0.1",
+        max_length=253,
+        description="the broker's IP address or host name (no scheme, no port: see port)",
+    )
     port: int = Field(default=1883, ge=1, le=65535)
     tls: bool = False
-    username: str | None = None
+    username: str | None = Field(default=None, max_length=200)
     password: SecretStr | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     #: A CA bundle for the broker's certificate (default: the system's), and an optional
@@ -96,6 +137,9 @@ class MqttConfig(BaseModel):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    _tls_files = field_validator("ca_file", "cert_file", "key_file")(setting_paths.input_file)
+    _host = field_validator("host")(host_name)
+    _username = field_validator("username")(one_line)
     #: Topics are ``<topic_prefix>/<kiosk id>/state|telemetry|cmd|cmd/result``.
     topic_prefix: str = Field(default="kiosk", pattern=r"^[A-Za-z0-9_-]{1,32}$")
     telemetry_interval_s: float = Field(default=60.0, ge=1, le=86400)
@@ -121,7 +165,10 @@ class MqttConfig(BaseModel):
     @model_validator(mode="after")
     def _reconnect_order(self) -> MqttConfig:
         if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s:g} s) must not exceed "
+                f"reconnect_max_s ({self.reconnect_max_s:g} s): waits double up to the latter"
+            )
         return self
 
 

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cloud_sync import setting_paths
+from cloud_sync.config import HOST_PATTERN, one_line
 from cloud_sync.curve_points import strong_pinned_key
 
 
@@ -21,6 +23,9 @@ class KioskSection(BaseModel):
     state_dir: Path = Path("/var/lib/kiosk")
     route: str = Field(default="", max_length=64, description="boarding mode: the route served")
     vehicle: str = Field(default="", max_length=64, description="boarding mode: the vehicle")
+
+    _state_dir = field_validator("state_dir")(setting_paths.folder)
+    _one_line = field_validator("site", "route", "vehicle")(one_line)
 
 
 class QualitySection(BaseModel):
@@ -128,6 +133,8 @@ class VisionSection(BaseModel):
     quality: QualitySection = QualitySection()
     liveness: LivenessSection = LivenessSection()
 
+    _points_file = field_validator("operating_points")(setting_paths.input_file)
+
     @model_validator(mode="after")
     def _consensus(self) -> VisionSection:
         if self.consensus_k > self.consensus_n:
@@ -172,6 +179,7 @@ class RosterSection(BaseModel):
     )
 
     _strong_roster_key = field_validator("cloud_roster_key")(strong_pinned_key)
+    _keys_dir = field_validator("keys_dir")(setting_paths.folder)
     erase_wait_s: float = Field(
         default=3.0,
         ge=0,
@@ -188,7 +196,7 @@ class UiSection(BaseModel):
 
     host: str = Field(
         default="127.0.0.1",
-        pattern=r"^$|^\[?[0-9A-Fa-f:.]+\]?$|^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$",
+        pattern=HOST_PATTERN,
         max_length=253,
         description="the address the rider page listens on: an IP address or a host name "
         "(127.0.0.1 keeps it on the kiosk; the page answers no request naming another)",
@@ -330,6 +338,20 @@ class UpdateSection(BaseModel):
         default=3, ge=1, le=100, description="consecutive healthy answers needed"
     )
     keep_versions: int = Field(default=3, ge=2, le=20, description="installed versions kept")
+
+    _folders = field_validator("root", "unit_dir")(setting_paths.folder)
+    _python = field_validator("python")(setting_paths.program_file)
+
+    @model_validator(mode="after")
+    def _health_window(self) -> UpdateSection:
+        needed = self.health_passes * self.health_interval_s
+        if self.health_timeout_s < needed:
+            raise ValueError(
+                f"health_timeout_s ({self.health_timeout_s:g} s) is shorter than "
+                f"health_passes x health_interval_s ({needed:g} s): no version could ever "
+                "count as healthy, and every update would be switched back"
+            )
+        return self
 
     @model_validator(mode="after")
     def _commands(self) -> UpdateSection:

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -86,6 +86,23 @@ class Settings(BaseSettings):
         # The TOML file arrives as init values; the environment overrides it.
         return env_settings, init_settings, NestedSecretsSettingsSource(file_secret_settings)
 
+    @model_validator(mode="after")
+    def _roster_outlives_its_pulls(self) -> Settings:
+        """A roster pulled every ``sync.roster_interval_s`` must not count as too old, nor
+        be purged, between two pulls (a kiosk that hears the cloud would stop renting)."""
+        pull_s = self.sync.roster_interval_s
+        for name, hours in (
+            ("max_age_h", self.roster.max_age_h),
+            ("purge_after_h", self.roster.purge_after_h),
+        ):
+            if hours and hours * 3600 < 2 * pull_s:
+                raise ValueError(
+                    f"roster.{name} ({hours:g} h) must be at least twice "
+                    f"sync.roster_interval_s ({pull_s:g} s): a kiosk that hears the cloud "
+                    "would otherwise stop renting between two roster pulls"
+                )
+        return self
+
     @property
     def outbox_path(self) -> Path:
         return self.kiosk.state_dir / self.outbox.filename
@@ -125,13 +142,13 @@ def describe_validation_error(error: ValidationError, origin: str) -> str:
     """One line per problem: ``origin: field.path: reason``."""
     lines = []
     for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "(root)"
+        where = ".".join(str(part) for part in item["loc"])
         reason = item["msg"]
         if item["type"] == "extra_forbidden":
             reason = "unknown setting"
-        elif "input" in item and item["type"] != "missing":
-            reason = f"{reason} (got {item['input']!r})"
-        lines.append(f"{origin}: {where}: {reason}")
+        elif "input" in item and item["type"] != "missing" and not isinstance(item["input"], dict):
+            reason = f"{reason} (got {item['input']!r})"  # a section's own rule names its fields
+        lines.append(f"{origin}: {where}: {reason}" if where else f"{origin}: {reason}")
     return "\n".join(lines)
 
 

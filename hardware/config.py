@@ -6,7 +6,7 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: query parameters some IP cameras take their credentials in (``?user=..&password=..``)
 _SECRET_QUERY = re.compile(
@@ -58,6 +58,15 @@ class CameraConfig(BaseModel):
     stall_s: float = Field(
         default=5.0, gt=0, le=600, description="no frame for this long: the camera is lost"
     )
+
+    @model_validator(mode="after")
+    def _reconnect_order(self) -> CameraConfig:
+        if self.reconnect_initial_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_initial_s ({self.reconnect_initial_s:g} s) must not exceed "
+                f"reconnect_max_s ({self.reconnect_max_s:g} s): waits double up to the latter"
+            )
+        return self
 
 
 class BoardConfig(BaseModel):

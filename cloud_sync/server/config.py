@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from cloud_sync import setting_paths
 from cloud_sync.errors import ConfigError
 from cloud_sync.events import MAX_BATCH_EVENTS
 
@@ -138,7 +139,17 @@ class CloudSettings(BaseSettings):
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
+        if value.startswith("sqlite:///"):
+            name = value.removeprefix("sqlite:///")
+            if not name or name.endswith("/") or Path(name).name in ("", ".", ".."):
+                raise ValueError("sqlite:/// must be followed by a database file's path")
+            setting_paths.not_special(Path(name))
         return value
+
+    @field_validator("roster_key_file", "roster_data_key_file")
+    @classmethod
+    def _key_file(cls, value: Path | None) -> Path | None:
+        return None if value is None else setting_paths.not_special(value)
 
     @field_validator("sweep_interval_s")
     @classmethod
@@ -146,6 +157,16 @@ class CloudSettings(BaseSettings):
         if 0 < value < 0.1:
             raise ValueError("must be 0 (no background sweep) or at least 0.1 seconds")
         return value
+
+    @model_validator(mode="after")
+    def _body_limits(self) -> CloudSettings:
+        if self.max_decoded_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"KIOSK_CLOUD_MAX_DECODED_BYTES ({self.max_decoded_bytes}) must not be below "
+                f"KIOSK_CLOUD_MAX_BODY_BYTES ({self.max_body_bytes}): a body is never smaller "
+                "once inflated"
+            )
+        return self
 
     @property
     def roster_key_paths(self) -> tuple[Path, Path] | None:
@@ -178,6 +199,6 @@ def load_cloud_settings(**overrides: Any) -> CloudSettings:
     except ValidationError as exc:
         lines = []
         for item in exc.errors(include_url=False):
-            where = ".".join(str(part) for part in item["loc"]) or "(root)"
-            lines.append(f"KIOSK_CLOUD_{where.upper()}: {item['msg']}")
+            where = ".".join(str(part) for part in item["loc"])
+            lines.append(f"KIOSK_CLOUD_{where.upper()}: {item['msg']}" if where else item["msg"])
         raise ConfigError("\n".join(lines)) from None

@@ -52,7 +52,7 @@ def test_a_kiosk_silent_too_long_purges_its_roster_and_pulls_it_again(
         board.path,
         camera={"loop": True},
         roster={"cloud_roster_key": pinned, "purge_after_h": 4 / 3600},  # 4 s of silence
-        sync={"cloud_url": cloud.url},
+        sync={"cloud_url": cloud.url, "roster_interval_s": 1},  # pulls inside the 4 s
     )
     key = run_cli("--config", str(path), "sync", "key")
     assert key.returncode == 0, key.stderr
@@ -120,7 +120,7 @@ def test_a_kiosk_silent_too_long_purges_its_roster_and_pulls_it_again(
             images,
             board.path,
             roster={"cloud_roster_key": pinned, "purge_after_h": 4 / 3600},
-            sync={"cloud_url": again.url},
+            sync={"cloud_url": again.url, "roster_interval_s": 1},
         )
         repulled = run_cli("--config", str(fresh), "roster", "pull")
         assert repulled.returncode == 0, repulled.stdout + repulled.stderr

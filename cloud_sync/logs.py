@@ -114,6 +114,14 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric_level)
+    # uvicorn's records go through the root, as ours do: its default logging config (any
+    # server started with it in this process) gives its loggers handlers of their own and
+    # stops them propagating, which would print its tracebacks past this formatter
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        detached = logging.getLogger(name)
+        for old in list(detached.handlers):
+            detached.removeHandler(old)
+        detached.propagate = True
     # One line per HTTP request is the cloud API's and the sync daemon's own business.
     logging.getLogger("httpx").setLevel(max(numeric_level, logging.WARNING))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,11 @@ def test_a_crash_in_a_roster_route_logs_no_template(
             "claim_hash": claim_hash,
         }
         response = cloud.admin("POST", "/v1/admin/riders", json=body)
+        # uvicorn logs the app's error once the 500 is sent: wait for its line
+        deadline = time.monotonic() + 15
+        while "Exception in ASGI application" not in log.getvalue():
+            assert time.monotonic() < deadline, log.getvalue()
+            time.sleep(0.05)
     finally:
         cloud.stop()
     assert response.status_code == 500, response.text

@@ -25,6 +25,9 @@ from edge.update.errors import BundleError, UpdateStateError
 log = structlog.get_logger("edge.update")
 
 MARKER = "bundle-manifest.json"
+#: Written first into a version folder an install starts (and removed once its marker
+#: is written): only a folder holding one of the two is ever discarded as unfinished.
+STARTED = ".install-started"
 FAILED = "FAILED"
 CURRENT, PREVIOUS = "current", "previous"
 
@@ -147,7 +150,10 @@ class Layout:
 
     def unfinished(self) -> list[Path]:
         """Version folders an install did not finish (no marker, or a file missing or cut
-        short), other than the links'."""
+        short), other than the links'. Only folders an install made (``STARTED`` or
+        ``MARKER`` inside): a folder with a version-like name that an install never touched
+        (``update.root`` set to a shared folder such as /opt holds ``1password``) is left
+        alone, as ``damaged`` promises."""
         linked = {self.link(CURRENT), self.link(PREVIOUS)}
         return [
             path
@@ -156,6 +162,7 @@ class Layout:
             and path.is_dir()
             and not path.is_symlink()
             and path.name not in linked
+            and ((path / STARTED).is_file() or (path / MARKER).is_file())
             and self.problem(path.name) is not None
         ]
 

@@ -62,8 +62,8 @@ from edge.update.layout import CURRENT as CURRENT
 from edge.update.layout import FAILED as FAILED
 from edge.update.layout import MARKER as MARKER
 from edge.update.layout import PREVIOUS as PREVIOUS
+from edge.update.layout import STARTED, link_units
 from edge.update.layout import Layout as Layout
-from edge.update.layout import link_units
 from edge.update.unpack import staged
 
 log = structlog.get_logger("edge.update")
@@ -220,6 +220,9 @@ class Updater:
         # 0644 whatever the umask of the technician's shell or the modes in the bundle
         umask = os.umask(0o022)
         try:
+            target.mkdir(mode=0o755)
+            write_atomic(target / STARTED, b"", mode=0o644)  # this folder is the install's
+            fsync_dir(self.layout.root)
             self.hooks.install(folder, manifest, target, self.policy.arch)
             (target / "systemd").mkdir(mode=0o755, exist_ok=True)
             for unit in manifest.units:
@@ -230,8 +233,10 @@ class Updater:
                 (target / "share" / "doc").mkdir(parents=True, exist_ok=True)
                 copy_plain(folder / "doc" / "README.md", target / "share" / "doc" / "README.md")
             sync_tree(target)  # every file and folder on the disk before the record says so
-            write_atomic(target / RECORD, release_record(target, {MARKER}), mode=0o644)
+            write_atomic(target / RECORD, release_record(target, {MARKER, STARTED}), mode=0o644)
             write_atomic(target / MARKER, marker, mode=0o644)
+            (target / STARTED).unlink()
+            fsync_dir(target)
             fsync_dir(self.layout.root)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)

@@ -57,6 +57,7 @@ from edge.update.errors import (
     UpdateStateError,
 )
 from edge.update.hooks import http_health, rental_in_progress
+from edge.update.layout import STARTED
 from edge.update.updater import FAILED, MARKER, Hooks, Layout, Policy, Updater
 from tests.helpers import BIN, REPO, run_cli
 
@@ -444,6 +445,24 @@ def test_an_unfinished_install_is_redone(fakes: Fakes, tmp_path: Path) -> None:
     (fakes.root / "1.0" / "bin").mkdir(parents=True)  # a power cut during the install
     updater(fakes, tmp_path).apply(make_bundle(tmp_path, "1.0"))
     assert fakes.installs == ["1.0"] and links(fakes.root) == ("1.0", None)
+
+
+def test_only_folders_an_install_made_are_discarded_as_unfinished(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """``update.root`` set to a shared folder: a program's folder there with a version-like
+    name (``1password``) is never deleted; an install cut short (its start mark inside) is."""
+    theirs = fakes.root / "1password"
+    (theirs / "bin").mkdir(parents=True)
+    (theirs / "bin" / "op").write_text("their program")
+    cut = fakes.root / "2.0"
+    (cut / "bin").mkdir(parents=True)  # a power cut during the install of 2.0
+    (cut / STARTED).write_bytes(b"")
+    updater(fakes, tmp_path).apply(make_bundle(tmp_path, "1.0"))
+    assert (theirs / "bin" / "op").read_text() == "their program"
+    assert not cut.exists()
+    assert links(fakes.root) == ("1.0", None)
+    assert not (fakes.root / "1.0" / STARTED).exists()  # gone once the install is whole
 
 
 @pytest.mark.parametrize("damage", ["a unit cut short", "an empty marker"])

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.power.lazyfs import PowerFolder
-from tests.integration.sync.cloudkit import Cloud, empty_database, start_cloud
+from tests.integration.sync.cloudkit import Cloud, empty_database, sqlite_cloud
 
 
 @pytest.fixture
@@ -25,11 +25,8 @@ def power() -> Iterator[PowerFolder]:
 
 @pytest.fixture(scope="module")
 def module_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    running = start_cloud(f"sqlite:///{tmp_path_factory.mktemp('cloud') / 'cloud.sqlite'}")
-    try:
+    with sqlite_cloud(tmp_path_factory.mktemp("cloud") / "cloud.sqlite") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

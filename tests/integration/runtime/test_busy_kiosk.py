@@ -8,19 +8,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hardware.sim import BoardSimulator
-from hardware.sim_board import SimConfig
 from models.encoder import FaceEngine
 from tests.helpers import BIN
 from tests.integration.ops.test_run_ops import Kiosk
+from tests.integration.runtime import test_runtime
 from tests.integration.runtime.test_runtime import (
     BLANK_PNG,
-    charged,
     config,
     enrol,
     events,
@@ -30,20 +28,8 @@ from tests.integration.runtime.test_runtime import (
 pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
 
 
-@pytest.fixture(scope="module")
-def engine() -> FaceEngine:
-    return FaceEngine()
-
-
-@pytest.fixture
-def board() -> Iterator[BoardSimulator]:
-    sim = BoardSimulator(
-        SimConfig(slots=4, filled=4, charge_rate=50, eject_s=0.3, take_after_s=0.5, seed=7)
-    )
-    sim.start()
-    wait_for(lambda: charged(sim), 10)
-    yield sim
-    sim.stop()
+board = test_runtime.board  # the fixtures of kiosk run's own end-to-end tests
+engine = test_runtime.engine
 
 
 def scene(state: Path, count: int = 40) -> Path:

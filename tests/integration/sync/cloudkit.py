@@ -180,6 +180,17 @@ Gate = TypeVar("Gate")
 
 
 @contextmanager
+def sqlite_cloud(database: Path, wrap: Callable[[Any], Any] | None = None) -> Iterator[Cloud]:
+    """The cloud API on the SQLite file ``database`` (``wrap`` as for ``start_cloud``),
+    stopped after."""
+    cloud = start_cloud(f"sqlite:///{database}", wrap=wrap)
+    try:
+        yield cloud
+    finally:
+        cloud.stop()
+
+
+@contextmanager
 def gated_cloud(database: Path, gate: Callable[[Any], Gate]) -> Iterator[tuple[Cloud, Gate]]:
     """The cloud API on a SQLite file with ``gate(app)`` in front of it (an ASGI app that
     rewrites, holds or poisons what the real one answers), and that gate; stopped after."""
@@ -189,11 +200,8 @@ def gated_cloud(database: Path, gate: Callable[[Any], Gate]) -> Iterator[tuple[C
         gates.append(gate(inner))
         return gates[0]
 
-    cloud = start_cloud(f"sqlite:///{database}", wrap=wrap)
-    try:
+    with sqlite_cloud(database, wrap) as cloud:
         yield cloud, gates[0]
-    finally:
-        cloud.stop()
 
 
 def start_cloud(

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.browser import ARTIFACTS, chromium
-from tests.integration.sync.cloudkit import Cloud, start_cloud
+from tests.integration.sync.cloudkit import Cloud, sqlite_cloud
 
 pytestmark = pytest.mark.service
 
@@ -24,11 +24,8 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 @pytest.fixture(scope="module")
 def docs_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    running = start_cloud(f"sqlite:///{tmp_path_factory.mktemp('docs') / 'cloud.sqlite'}")
-    try:
+    with sqlite_cloud(tmp_path_factory.mktemp("docs") / "cloud.sqlite") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def offline_page(browser: Any, outside: list[str]) -> Any:

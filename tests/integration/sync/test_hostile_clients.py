@@ -27,7 +27,12 @@ from cloud_sync.server import bodies
 from cloud_sync.wire_values import loads_strict
 from tests.conftest import free_port
 from tests.integration.sync import test_cloud_api as cloud_api
-from tests.integration.sync.cloudkit import ADMIN_TOKEN, Cloud, CloudProcess, start_cloud
+from tests.integration.sync.cloudkit import (
+    ADMIN_TOKEN,
+    Cloud,
+    CloudProcess,
+    sqlite_cloud,
+)
 
 
 def batch(*seqs: int) -> bytes:
@@ -44,11 +49,8 @@ def key(cloud: Cloud) -> Ed25519PrivateKey:
 @pytest.fixture(scope="module")
 def lone_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     """A cloud of this module's own (its metrics and event loop are looked at)."""
-    running = start_cloud(f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'cloud.sqlite'}")
-    try:
+    with sqlite_cloud(tmp_path_factory.mktemp("hostile") / "cloud.sqlite") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def address(url: str) -> tuple[str, int]:
